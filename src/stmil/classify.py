@@ -1,0 +1,35 @@
+"""Kinetics-400 classification of a whole video with the full I3D (``Logits`` endpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stmil.extract import resolve_device
+from stmil.kinetics_labels import KINETICS400
+from stmil.video import iter_clips, probe
+from stmil.weights import load_i3d
+
+
+@torch.inference_mode()
+def classify_video(
+    path: Path | str, top: int = 5, window: int = 128, device: str = "auto"
+) -> list[tuple[str, float]]:
+    """Top-``top`` Kinetics-400 classes of a video: ``[(name, probability), ...]``.
+
+    Frames are resized to 224x224 and scaled to ``[-1, 1]``. A video of up to ``window``
+    frames goes through the network whole, as in DeepMind's evaluation; a longer one is cut
+    into windows of ``window`` frames (the tail kept, padded) whose logits are averaged.
+    """
+    dev = resolve_device(device)
+    model = load_i3d("Logits").to(dev)
+    info = probe(path)
+    n = info.frames_reported
+    clip_len = n if 9 <= n <= window else window
+    logits = []
+    for batch in iter_clips(path, clip_len, clip_len, 224, tail="pad", batch_size=1, info=info):
+        logits.append(model(batch.clips.to(dev)).float().cpu())
+    probs = torch.cat(logits).mean(0).softmax(-1)
+    p, idx = probs.topk(top)
+    return [(KINETICS400[i], float(q)) for q, i in zip(p.tolist(), idx.tolist())]

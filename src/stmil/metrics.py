@@ -1,0 +1,285 @@
+"""Evaluation metrics as pure functions: numpy arrays in, a number (or an array) out.
+
+Definitions, tie handling and edge cases are written out in ``docs/metrics.md``. Conventions:
+boxes are ``(x1, y1, x2, y2)`` float pixels in the original frame with x2/y2 exclusive; a pixel
+``(row y, column x)`` belongs to a box when its centre ``(x + 0.5, y + 0.5)`` lies inside it;
+frames are 0-based and clip/interval ranges are half-open ``[start, end)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+ArrayOrList = np.ndarray | Sequence
+
+#: Absolute slack on the cuboid-overlap threshold, so that an exact 25% overlap computed in
+#: floating point (e.g. on a 320-pixel frame cut into 7 columns) still counts as 25%.
+OVERLAP_EPS = 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat(x: ArrayOrList, dtype: type) -> np.ndarray:
+    """A 1-D array from an array or a sequence of per-video arrays (concatenated in order)."""
+    if isinstance(x, np.ndarray):
+        return x.astype(dtype, copy=False).ravel()
+    parts = [np.asarray(p, dtype=dtype).ravel() for p in x]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _scores_labels(scores: ArrayOrList, labels: ArrayOrList) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(S,)`` float scores and ``(S,)`` bool labels with both classes present."""
+    s = _flat(scores, np.float64)
+    raw = _flat(labels, np.float64)
+    if s.shape != raw.shape:
+        raise ValueError(f"scores and labels differ in length: {s.size} vs {raw.size}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinite values")
+    if not np.all((raw == 0) | (raw == 1)):
+        raise ValueError("labels must be 0/1 or boolean")
+    y = raw.astype(bool)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        kind = "normal (0)" if n_pos == 0 else "anomalous (1)"
+        raise ValueError(
+            f"only one class is present: all {y.size} labels are {kind}; "
+            "ROC AUC / AP need both anomalous and normal samples"
+        )
+    return s, y
+
+
+def _boxes(boxes: ArrayOrList) -> np.ndarray:
+    """``(K, 4)`` float64 boxes; an empty input gives ``(0, 4)``."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (K, 4), got {b.shape}")
+    return b
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas ``(N, M)`` of boxes ``a (N, 4)`` and ``b (M, 4)``."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal (frame-level) metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def frame_auc(scores: ArrayOrList, labels: ArrayOrList) -> float:
+    """ROC AUC over all test frames concatenated (Sultani et al. protocol).
+
+    ``scores``/``labels``: ``(F,)`` arrays, or sequences of per-video ``(F_v,)`` arrays that are
+    concatenated. Raises ``ValueError`` if only one class is present.
+    """
+    s, y = _scores_labels(scores, labels)
+    return float(roc_auc_score(y, s))
+
+
+def frame_ap(scores: ArrayOrList, labels: ArrayOrList) -> float:
+    """Average precision (sklearn, no interpolation) over all test frames concatenated.
+
+    Same inputs and errors as :func:`frame_auc`.
+    """
+    s, y = _scores_labels(scores, labels)
+    return float(average_precision_score(y, s))
+
+
+def false_alarm_rate(scores: ArrayOrList, threshold: float = 0.5) -> float:
+    """Fraction of frames of normal videos with ``score >= threshold``.
+
+    ``scores``: ``(F,)`` frame scores of normal videos only (or a sequence of per-video arrays).
+    """
+    s = _flat(scores, np.float64)
+    if s.size == 0:
+        raise ValueError("false_alarm_rate needs at least one frame of a normal video")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinite values")
+    return float(np.mean(s >= threshold))
+
+
+def frame_labels(intervals: ArrayOrList, n_frames: int) -> np.ndarray:
+    """``(n_frames,)`` bool: True inside any 0-based half-open ``[start, end)`` interval.
+
+    ``intervals``: ``(K, 2)`` or a list of pairs; ranges are clipped to ``[0, n_frames)``.
+    """
+    y = np.zeros(int(n_frames), dtype=bool)
+    for start, end in np.asarray(intervals, dtype=np.int64).reshape(-1, 2):
+        if end < start:
+            raise ValueError(f"interval end before start: [{start}, {end})")
+        y[max(int(start), 0) : max(min(int(end), n_frames), 0)] = True
+    return y
+
+
+def frame_scores_from_clips(
+    clip_scores: np.ndarray, clip_ranges: np.ndarray, n_frames: int
+) -> np.ndarray:
+    """Per-frame scores ``(n_frames,)`` from clip scores ``(n_clips,)`` and ranges ``(n_clips, 2)``.
+
+    A frame covered by clips gets the maximum of their scores. A frame covered by none (the clip
+    tail) takes the score of the nearest covered frame before it, i.e. the last clip's score
+    when clips do not overlap; frames before the first clip take the first covered frame's score.
+    """
+    s = np.asarray(clip_scores, dtype=np.float64).ravel()
+    r = np.asarray(clip_ranges, dtype=np.int64).reshape(-1, 2)
+    if s.size == 0 or s.size != len(r):
+        raise ValueError(f"need n_clips >= 1 scores and ranges, got {s.size} and {len(r)}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    if np.any(r[:, 0] < 0) or np.any(r[:, 1] <= r[:, 0]) or np.any(r[:, 1] > n_frames):
+        raise ValueError(f"clip ranges must satisfy 0 <= start < end <= n_frames ({n_frames})")
+    out = np.full(n_frames, -np.inf)
+    for (start, end), v in zip(r, s, strict=True):
+        np.maximum(out[start:end], v, out=out[start:end])
+    covered = np.isfinite(out)
+    prev = np.maximum.accumulate(np.where(covered, np.arange(n_frames), -1))
+    prev[prev < 0] = np.flatnonzero(covered)[0]
+    return out[prev]
+
+
+# ---------------------------------------------------------------------------------------------
+# Spatial metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def box_overlap_fraction(boxes_a: ArrayOrList, boxes_b: ArrayOrList) -> np.ndarray:
+    """``(N, M)``: intersection area of ``a_i`` and ``b_j`` divided by the area of ``a_i``.
+
+    ``boxes_a``: ``(N, 4)`` with positive areas; ``boxes_b``: ``(M, 4)``.
+    """
+    a, b = _boxes(boxes_a), _boxes(boxes_b)
+    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    if np.any(area <= 0):
+        raise ValueError("every box in boxes_a must have positive area")
+    return _intersection(a, b) / area[:, None]
+
+
+def cuboid_labels(
+    cuboid_boxes: np.ndarray, gt_boxes_per_frame: Sequence[ArrayOrList], overlap: float = 0.25
+) -> np.ndarray:
+    """``(N,)`` bool: cuboid positive if a GT box on any frame of the clip covers >= ``overlap``.
+
+    ``cuboid_boxes``: ``(N, 4)``; ``gt_boxes_per_frame``: one ``(K_i, 4)`` array per frame of the
+    clip (``K_i`` may be 0). Overlap is measured as a fraction of the cuboid's area.
+    """
+    cub = _boxes(cuboid_boxes)
+    pos = np.zeros(len(cub), dtype=bool)
+    for gt in gt_boxes_per_frame:
+        g = _boxes(gt)
+        if len(g):
+            pos |= (box_overlap_fraction(cub, g) >= overlap - OVERLAP_EPS).any(axis=1)
+    return pos
+
+
+def cuboid_auc(scores: ArrayOrList, labels: ArrayOrList) -> float:
+    """ROC AUC over cuboid instances: ``scores``/``labels`` of shape ``(S,)``."""
+    s, y = _scores_labels(scores, labels)
+    return float(roc_auc_score(y, s))
+
+
+def frame_heatmap(cuboid_scores: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest upsampling of a ``(G*G,)`` row-major cuboid map to a ``(height, width)`` heatmap.
+
+    Each pixel takes the score of the cuboid box that contains its centre, so every cuboid fills
+    its box exactly (``stmil.cuboids.cuboid_boxes``).
+    """
+    s = np.asarray(cuboid_scores, dtype=np.float64).ravel()
+    grid = int(round(np.sqrt(s.size)))
+    if grid < 1 or grid * grid != s.size:
+        raise ValueError(f"cuboid_scores must hold G*G values, got {s.size}")
+    cols = ((2 * np.arange(width) + 1) * grid) // (2 * width)
+    rows = ((2 * np.arange(height) + 1) * grid) // (2 * height)
+    return s.reshape(grid, grid)[rows[:, None], cols[None, :]]
+
+
+def box_mask(boxes: ArrayOrList, width: int, height: int) -> np.ndarray:
+    """``(height, width)`` bool: pixels whose centre lies inside any of the ``(K, 4)`` boxes."""
+    b = _boxes(boxes)
+    cx = np.arange(width) + 0.5
+    cy = np.arange(height) + 0.5
+    mask = np.zeros((height, width), dtype=bool)
+    for x1, y1, x2, y2 in b:
+        mask |= ((cy >= y1) & (cy < y2))[:, None] & ((cx >= x1) & (cx < x2))[None, :]
+    return mask
+
+
+def pixel_auroc(
+    heatmaps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    max_pixels: int = 2_000_000,
+    seed: int = 0,
+) -> float:
+    """ROC AUC of pixel scores against box masks over annotated frames.
+
+    ``heatmaps``: one ``(H, W)`` float map per frame; ``masks``: matching ``(H, W)`` bool masks.
+    If there are more than ``max_pixels`` pixels in total, a uniform sample of exactly
+    ``max_pixels`` (without replacement, ``numpy.random.default_rng(seed)``) is used.
+    """
+    if len(heatmaps) != len(masks) or len(heatmaps) == 0:
+        raise ValueError(
+            f"need equal, non-zero numbers of heatmaps and masks: {len(heatmaps)} vs {len(masks)}"
+        )
+    for i, (h, m) in enumerate(zip(heatmaps, masks, strict=True)):
+        if np.shape(h) != np.shape(m):
+            raise ValueError(f"frame {i}: heatmap {np.shape(h)} and mask {np.shape(m)} differ")
+    sizes = np.array([np.size(h) for h in heatmaps], dtype=np.int64)
+    total = int(sizes.sum())
+    if total <= max_pixels:
+        return cuboid_auc(_flat(heatmaps, np.float64), _flat(masks, bool))
+    rng = np.random.default_rng(seed)
+    # shuffle=False lets numpy draw a small sample without permuting the whole population.
+    idx = np.sort(rng.choice(total, size=max_pixels, replace=False, shuffle=False))
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    cut = np.searchsorted(idx, bounds)  # idx[cut[f]:cut[f + 1]] fall in frame f
+    s = np.empty(max_pixels)
+    y = np.empty(max_pixels, dtype=bool)
+    for f in range(len(heatmaps)):
+        lo, hi = cut[f], cut[f + 1]
+        if lo < hi:
+            local = idx[lo:hi] - bounds[f]
+            s[lo:hi] = np.asarray(heatmaps[f], dtype=np.float64).ravel()[local]
+            y[lo:hi] = np.asarray(masks[f], dtype=bool).ravel()[local]
+    return cuboid_auc(s, y)
+
+
+def top_cuboid_boxes(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray) -> np.ndarray:
+    """``(F, 4)`` box of each frame's top-scoring cuboid.
+
+    ``cuboid_scores``: ``(F, G*G)`` row-major; ``cuboid_boxes``: ``(G*G, 4)``. Ties go to the
+    first cuboid in row-major order (``argmax``).
+    """
+    s = np.asarray(cuboid_scores, dtype=np.float64)
+    b = _boxes(cuboid_boxes)
+    if s.ndim != 2 or s.shape[1] != len(b):
+        raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes")
+    return b[np.argmax(s, axis=1)]
+
+
+def pointing_accuracy(top_boxes: np.ndarray, gt_boxes: Sequence[ArrayOrList]) -> float:
+    """Fraction of anomalous GT frames whose top cuboid box overlaps any GT box of that frame.
+
+    ``top_boxes``: ``(F, 4)`` (see :func:`top_cuboid_boxes`); ``gt_boxes``: one ``(K_i, 4)``
+    array per frame. Frames with ``K_i = 0`` are skipped; a hit needs intersection area > 0.
+    """
+    top = _boxes(top_boxes)
+    if len(top) != len(gt_boxes):
+        raise ValueError(f"{len(top)} top boxes but {len(gt_boxes)} frames of GT boxes")
+    hits, n = 0, 0
+    for box, gt in zip(top, gt_boxes, strict=True):
+        g = _boxes(gt)
+        if len(g):
+            n += 1
+            hits += bool((_intersection(box[None], g) > 0).any())
+    if n == 0:
+        raise ValueError("pointing_accuracy needs at least one frame with a GT box")
+    return hits / n

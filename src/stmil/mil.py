@@ -1,0 +1,86 @@
+"""The instance scorer MLP and the losses: Sultani's MIL ranking loss and the boxes-supervised BCE.
+
+Scores live in tensors shaped ``(bags, S, N)``: S temporal segments of N cuboids per bag
+(``N = 1`` for the video-segment baseline).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Scorer(nn.Module):
+    """MLP scoring each instance: ``(..., C) -> (...)`` anomaly scores in ``[0, 1]``.
+
+    ``C -> hidden`` (ReLU, dropout) ``-> mid`` (dropout) ``-> 1`` (sigmoid). The ``mid`` layer
+    is linear, with no activation, exactly as in Sultani et al.'s Keras code. Weights use
+    Glorot/Xavier-normal initialisation and biases zeros (Keras ``glorot_normal`` defaults), so
+    construction is deterministic given ``torch.manual_seed``.
+    """
+
+    def __init__(
+        self, in_dim: int = 528, hidden: int = 512, mid: int = 32, dropout: float = 0.6
+    ) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, mid),
+            nn.Dropout(dropout),
+            nn.Linear(mid, 1),
+            nn.Sigmoid(),
+        )
+        for module in self.net:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., C) -> (...)``."""
+        return self.net(x).squeeze(-1)
+
+
+def mil_ranking_loss(
+    pos: Tensor, neg: Tensor, lambda1: float = 8e-5, lambda2: float = 8e-5
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Sultani et al.'s MIL ranking loss over every anomalous x normal pair of a batch.
+
+    Args:
+        pos: ``(A, S, N)`` scores of the anomalous bags.
+        neg: ``(B, S, N)`` scores of the normal bags.
+
+    Returns:
+        ``hinge + lambda1 * smoothness + lambda2 * sparsity`` (a scalar) and the three unweighted
+        terms:
+
+        - hinge: ``sum_{a,b} max(0, 1 - max_{s,n} pos[a] + max_{s,n} neg[b])``;
+        - smoothness: ``sum (pos[:, s+1, n] - pos[:, s, n]) ** 2`` over anomalous bags, adjacent
+          segments and cuboids;
+        - sparsity: the sum of all anomalous scores.
+    """
+    if pos.ndim != 3 or neg.ndim != 3 or pos.shape[1:] != neg.shape[1:]:
+        raise ValueError(f"expected pos (A, S, N) and neg (B, S, N), got {pos.shape}, {neg.shape}")
+    pos_max = pos.flatten(1).amax(dim=1)  # (A,)
+    neg_max = neg.flatten(1).amax(dim=1)  # (B,)
+    hinge = F.relu(1.0 - pos_max[:, None] + neg_max[None, :]).sum()
+    smoothness = (pos[:, 1:, :] - pos[:, :-1, :]).pow(2).sum()
+    sparsity = pos.sum()
+    total = hinge + lambda1 * smoothness + lambda2 * sparsity
+    return total, {"hinge": hinge, "smoothness": smoothness, "sparsity": sparsity}
+
+
+def boxes_bce_loss(scores: Tensor, targets: Tensor, pos_weight: float | None = None) -> Tensor:
+    """Mean binary cross-entropy of instance scores against box-derived 0/1 targets.
+
+    The boxes-supervised reference (an upper bound). ``scores`` and ``targets`` are
+    ``(B, S, N)``; ``scores`` are probabilities (the :class:`Scorer`'s sigmoid output). With
+    ``pos_weight`` each positive instance's term is multiplied by it (counter class imbalance:
+    few cuboids hold the anomaly); the mean is still over all instances.
+    """
+    if scores.shape != targets.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ")
+    targets = targets.to(scores.dtype)
+    weight = None if pos_weight is None else 1.0 + (pos_weight - 1.0) * targets
+    return F.binary_cross_entropy(scores, targets, weight=weight)

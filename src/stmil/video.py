@@ -1,0 +1,205 @@
+"""Video decoding (PyAV), resizing, normalisation and clip cutting, in bounded memory.
+
+Frames are streamed: at most one clip's worth of resized frames (plus one decode batch) is held
+at a time, whatever the video's length. Each whole frame is resized (bilinear, antialiased, no
+crop) to ``size`` x ``size`` and scaled to ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
+TAIL_POLICIES = ("drop", "pad")
+
+
+class VideoError(ValueError):
+    """A video cannot be used; the message names the file and the reason, on one line."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream."""
+
+    width: int
+    height: int
+    fps: float
+    frames_reported: int  # 0 when the container does not say
+
+
+def _one_line(e: BaseException) -> str:
+    """An FFmpeg error as a short phrase: no errno prefix, no repeated file name."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
+    return re.sub(r": '[^']*'$", "", text)
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Read the stream header: ``VideoInfo``. Raises :class:`VideoError` if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(path, "no such file")
+    if path.is_dir():
+        raise VideoError(path, "is a folder, not a video")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(path, "no video stream")
+            s = container.streams.video[0]
+            rate = s.average_rate or s.guessed_rate or s.base_rate
+            fps = float(rate) if rate else 0.0
+            w, h = s.codec_context.width, s.codec_context.height
+            frames = int(s.frames or 0)
+    except av.FFmpegError as e:
+        raise VideoError(path, f"not a readable video ({_one_line(e)})") from e
+    if w <= 0 or h <= 0:
+        raise VideoError(path, "video stream has no frame size")
+    if not fps or not math.isfinite(fps):
+        raise VideoError(path, "video stream has no frame rate")
+    return VideoInfo(w, h, fps, frames)
+
+
+def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Decode every frame as ``(H, W, 3)`` uint8 RGB, streaming.
+
+    Raises :class:`VideoError` on a decode error, or when a container that reports its frame
+    count yields clearly fewer frames (a truncated file), rather than returning part of a video.
+    """
+    path = Path(path)
+    info = info or probe(path)
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            reformatter = av.video.reformatter.VideoReformatter()
+            for frame in container.decode(stream):
+                rgb = reformatter.reformat(frame, format="rgb24", width=info.width,
+                                           height=info.height)
+                n += 1
+                yield rgb.to_ndarray()
+    except av.FFmpegError as e:
+        raise VideoError(path, f"corrupt video after {n} frames ({_one_line(e)})") from e
+    expected = info.frames_reported
+    if expected and n < expected - max(2, expected // 100):
+        raise VideoError(path, f"truncated video: decoded {n} of {expected} frames")
+    if n == 0:
+        raise VideoError(path, "no frames could be decoded")
+
+
+def resample_indices(src_fps: float, fps: float | None) -> Iterator[int]:
+    """Source frame index of each sampled frame: ``floor(k * src_fps / fps)``, k = 0, 1, ..."""
+    k = 0
+    while True:
+        yield k if fps is None else int(math.floor(k * src_fps / fps + 1e-9))
+        k += 1
+
+
+def to_model_input(frames: np.ndarray | Tensor, size: int = 224) -> Tensor:
+    """``(N, H, W, 3)`` uint8 -> ``(N, 3, size, size)`` float32 in ``[-1, 1]``.
+
+    The whole frame is resized (bilinear with antialiasing, no crop).
+    """
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return x.mul_(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
+
+
+@dataclass
+class ClipBatch:
+    """A batch of clips: ``clips`` is ``(B, 3, T, S, S)``; ``starts`` are sampled-frame indices."""
+
+    clips: Tensor
+    starts: list[int]
+    padded: list[bool]
+
+
+def iter_clips(
+    path: Path | str,
+    clip_len: int = 16,
+    stride: int = 16,
+    size: int = 224,
+    fps: float | None = None,
+    tail: str = "drop",
+    batch_size: int = 8,
+    info: VideoInfo | None = None,
+    stats: dict | None = None,
+) -> Iterator[ClipBatch]:
+    """Stream clips of ``clip_len`` frames, one every ``stride`` (sampled) frames.
+
+    ``fps`` resamples (``None``: native rate). ``tail="drop"`` drops the trailing partial
+    clip; ``"pad"`` keeps it, repeating its last frame. ``stats`` (if given) receives
+    ``n_frames`` (source frames decoded) and ``n_sampled`` at the end.
+    """
+    if tail not in TAIL_POLICIES:
+        raise ValueError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
+    if clip_len < 1 or stride < 1:
+        raise ValueError("clip_len and stride must be positive")
+    info = info or probe(path)
+    window: deque[Tensor] = deque(maxlen=clip_len)
+    pending: list[tuple[Tensor, int, bool]] = []
+    wanted = resample_indices(info.fps, fps)
+    next_src, n_src, n_sampled = next(wanted), 0, 0
+    last_start = -stride
+
+    def flush() -> Iterator[ClipBatch]:
+        if pending:
+            yield ClipBatch(torch.stack([c for c, _, _ in pending]),
+                            [s for _, s, _ in pending], [p for _, _, p in pending])
+            pending.clear()
+
+    for n_src, frame in enumerate(iter_frames(path, info), start=1):
+        src = n_src - 1
+        if src < next_src:
+            continue
+        resized = to_model_input(frame[None], size)[0]
+        while next_src == src:  # upsampling repeats a source frame
+            window.append(resized)
+            n_sampled += 1
+            start = n_sampled - clip_len
+            if start >= 0 and start % stride == 0:
+                pending.append((torch.stack(list(window), dim=1), start, False))
+                last_start = start
+                if len(pending) == batch_size:
+                    yield from flush()
+            next_src = next(wanted)
+    if tail == "pad":
+        start = last_start + stride
+        if start < n_sampled:
+            have = list(window)[start - (n_sampled - len(window)):]
+            have += [have[-1]] * (clip_len - len(have))
+            pending.append((torch.stack(have, dim=1), start, True))
+    yield from flush()
+    if stats is not None:
+        stats.update(n_frames=n_src, n_sampled=n_sampled)
+
+
+def clip_frame_ranges(
+    n_clips: int, clip_len: int, stride: int, src_fps: float, fps: float | None, n_frames: int
+) -> np.ndarray:
+    """Source-frame range of each clip: ``(n_clips, 2)`` int, half-open ``[start, end)``.
+
+    Padded tail clips end at ``n_frames``.
+    """
+    ratio = 1.0 if fps is None else src_fps / fps
+    starts = np.arange(n_clips) * stride
+    first = np.floor(starts * ratio + 1e-9).astype(np.int64)
+    last = np.floor((starts + clip_len - 1) * ratio + 1e-9).astype(np.int64)
+    return np.stack([first, np.minimum(last + 1, n_frames)], axis=1)

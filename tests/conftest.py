@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny lossless videos, paths to real data, an isolated weights cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "kinetics-i3d-sample"
+CRICKET = SAMPLE / "v_CricketShot_g04_c01_rgb.gif"
+VTEST = Path(os.environ.get("STMIL_VTEST", ROOT / "data" / "vtest.avi"))
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 30, codec: str = "ffv1") -> Path:
+    """Write ``(N, H, W, 3)`` uint8 frames; ffv1 (in .mkv/.avi) is lossless."""
+    pix = {"ffv1": "bgr0", "libx264": "yuv420p", "mpeg4": "yuv420p", "libvpx-vp9": "yuv420p",
+           "gif": "rgb8"}[codec]
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+    return path
+
+
+def ramp_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Frames whose pixel values encode the frame index (for checking clip cutting)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 40, size=(h, w, 3), dtype=np.uint8)
+    return np.stack([base + np.uint8(4 * (i % 50)) for i in range(n)])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _weights_cache(tmp_path_factory):
+    """Tests share one converted-weights cache, never the user's."""
+    if "STMIL_CACHE" not in os.environ:
+        os.environ["STMIL_CACHE"] = str(tmp_path_factory.mktemp("stmil-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def extractor():
+    from stmil.extract import FeatureExtractor
+
+    return FeatureExtractor(device="cpu")
