@@ -22,7 +22,7 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-len", type=int, default=16, help="frames per clip (default 16)")
     p.add_argument("--stride", type=int, default=16, help="frames between clip starts")
     p.add_argument("--size", type=int, default=224, help="frames are resized to SIZE x SIZE")
-    p.add_argument("--fps", type=float, default=None, help="resample to this rate (default: native)")
+    p.add_argument("--fps", type=float, default=None, help="resample (default: native rate)")
     p.add_argument("--tail", choices=("drop", "pad"), default="drop",
                    help="trailing partial clip: drop it (default) or pad with the last frame")
     p.add_argument("--grid", type=int, default=7, help="G: cuboids form a G x G grid (default 7)")

@@ -161,6 +161,17 @@ def is_done(out_dir: Path, video_id: str) -> bool:
         return False
 
 
+def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtractor) -> str:
+    """The first recorded setting that differs from this run's (``"stride 16 (now 8)"``), or ''."""
+    now = {"clip_len": s.clip_len, "stride": s.stride, "size": s.size, "tail": s.tail,
+           "fps": s.fps or meta.get("source_fps"), "grid": extractor.grid,
+           "endpoint": extractor.endpoint, "weights_sha256": KINETICS400_RGB.sha256}
+    for key, value in now.items():
+        if meta.get(key) != value:
+            return f"{key} {meta.get(key)!r} (now {value!r})"
+    return ""
+
+
 def find_videos(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files and folders (recursively) into video paths; missing paths are failures."""
     videos: list[Path] = []
@@ -232,6 +243,11 @@ def extract_many(
                 raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
             ids[vid] = path
             if not overwrite and is_done(out_dir, vid):
+                meta = json.loads((out_dir / f"{vid}.json").read_text())
+                diff = settings_mismatch(meta, settings or ExtractSettings(), extractor)
+                if diff:
+                    raise VideoError(path, f"{out_dir / vid}.json was made with other settings:"
+                                     f" {diff}; overwrite it or use another output folder")
                 summary.skipped.append(vid)
                 continue
             array, meta = extract_video(path, extractor, settings, on_clips=clip_bar.update)

@@ -17,7 +17,7 @@ from stmil.synth_scene import draw_figure, figure_box, random_colors
 
 BoxF = tuple[float, float, float, float]
 Region = tuple[int, int, int, int]  # x, y, w, h
-ASPECT = {"run": (1.4, 2.0), "fight": (1.0, 1.5), "fire": (0.7, 1.2), "throw": (1.5, 2.1),
+ASPECT = {"run": (1.4, 2.0), "fight": (1.0, 1.5), "fire": (0.7, 1.2), "throw": (1.2, 1.7),
           "damage": (0.8, 1.4)}
 KINDS = tuple(ASPECT)
 GROUNDED = ("run", "fight", "throw")
@@ -95,13 +95,12 @@ class Fire(Event):
 
     def __init__(self, rng: np.random.Generator, region: Region, n: int):
         super().__init__(rng, region, n)
-        x, y, w, h = region
+        _, _, w, h = region
         self.cell = max(2, min(w, h) // 18)
         self.gh, self.gw = max(4, h // self.cell), max(4, w // self.cell)
         self.field = np.zeros((self.gh, self.gw), np.float32)
         self.decay = 1.0 / self.gh
-        xs = np.linspace(-1, 1, self.gw)
-        self.xs = xs
+        self.xs = np.linspace(-1, 1, self.gw)
         stops = np.linspace(0, 1, len(self.PALETTE))
         levels = np.linspace(0, 1, 256)
         self.lut = np.stack([np.interp(levels, stops, self.PALETTE[:, c]) for c in range(3)], 1)
@@ -116,8 +115,9 @@ class Fire(Event):
         f[:-1] = np.clip(src - r.uniform(0, 2 * self.decay, src.shape), 0, 1)
 
     def draw(self, img: np.ndarray, k: int) -> BoxF:
-        self._step(min(1.0, (k + 1) / 6))
-        self._step(1.0 if k >= 5 else (k + 1) / 6)
+        ramp = min(1.0, (k + 2) / 4)
+        self._step(ramp)
+        self._step(ramp)
         x, y, w, h = self.region
         c = self.cell
         up = np.repeat(np.repeat(self.field, c, 0), c, 1)[:h, :w]
@@ -139,7 +139,7 @@ class Damage(Event):
 
     def __init__(self, rng: np.random.Generator, region: Region, n: int):
         super().__init__(rng, region, n)
-        x, y, w, h = region
+        _, _, w, h = region
         self.b = max(3, min(w, h) // 8)
         ny, nx = -(-h // self.b), -(-w // self.b)
         gy, gx = np.mgrid[0:ny, 0:nx]
@@ -149,7 +149,8 @@ class Damage(Event):
             ry, rx = rng.uniform(0.25, 0.5) * ny, rng.uniform(0.25, 0.5) * nx
             blob |= ((gy - cy) / ry) ** 2 + ((gx - cx) / rx) ** 2 <= 1
         dist = np.hypot(gy - ny / 2, gx - nx / 2) / max(ny, nx)
-        self.birth = np.where(blob, dist * 8 + rng.uniform(0, 2, blob.shape), np.inf)
+        birth = np.where(blob, dist * 4 + rng.uniform(0, 1, blob.shape), np.inf)
+        self.birth = birth - birth.min()  # something shows from the event's first frame
 
     def draw(self, img: np.ndarray, k: int) -> BoxF:
         r, b = self.rng, self.b
@@ -253,7 +254,7 @@ class Throw(Event):
         self._new_throw(0)
 
     def _new_throw(self, k: int) -> None:
-        r, (x, y, w, h) = self.rng, self.region
+        r, (_, y, w, h) = self.rng, self.region
         start = (self.fx + self.dir * 0.2 * self.size, self.foot - 0.9 * self.size)
         span = r.uniform(0.65, 0.95) * (w - 0.4 * self.size)
         end = (self.fx + self.dir * span, y + r.uniform(0.6, 0.95) * h)

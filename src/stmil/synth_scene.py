@@ -211,3 +211,7 @@ class ProceduralScene:
         out += self.noise_bank[int(self.rng.integers(len(self.noise_bank)))]
         self.t += 1
         return out
+
+    def describe(self) -> dict:
+        """Where this footage comes from, for ``synth.json``."""
+        return {"source": "procedural"}

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
+VIDEO_EXTENSIONS = (
+    ".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"
+)
 TAIL_POLICIES = ("drop", "pad")
 
 
@@ -40,6 +42,7 @@ class VideoInfo:
     height: int
     fps: float
     frames_reported: int  # 0 when the container does not say
+    duration: float = 0.0  # seconds the video stream claims to last; 0 when unknown
 
 
 def _one_line(e: BaseException) -> str:
@@ -65,13 +68,24 @@ def probe(path: Path | str) -> VideoInfo:
             fps = float(rate) if rate else 0.0
             w, h = s.codec_context.width, s.codec_context.height
             frames = int(s.frames or 0)
+            duration = _stream_seconds(s)
     except av.FFmpegError as e:
         raise VideoError(path, f"not a readable video ({_one_line(e)})") from e
     if w <= 0 or h <= 0:
         raise VideoError(path, "video stream has no frame size")
     if not fps or not math.isfinite(fps):
         raise VideoError(path, "video stream has no frame rate")
-    return VideoInfo(w, h, fps, frames)
+    return VideoInfo(w, h, fps, frames, duration)
+
+
+def _stream_seconds(s) -> float:
+    """The video stream's duration from the Matroska/WebM ``DURATION`` tag; 0 if absent.
+
+    Only this muxer-written tag is trusted (other formats may estimate a duration from the
+    bitrate); containers that report a frame count are checked against that instead.
+    """
+    m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", str(s.metadata.get("DURATION", "")))
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else 0.0
 
 
 def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
@@ -82,7 +96,7 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
     """
     path = Path(path)
     info = info or probe(path)
-    n = 0
+    n, end = 0, None
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -92,12 +106,19 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
                 rgb = reformatter.reformat(frame, format="rgb24", width=info.width,
                                            height=info.height)
                 n += 1
+                if frame.time is not None:
+                    end = frame.time + 1.0 / info.fps
                 yield rgb.to_ndarray()
     except av.FFmpegError as e:
         raise VideoError(path, f"corrupt video after {n} frames ({_one_line(e)})") from e
     expected = info.frames_reported
     if expected and n < expected - max(2, expected // 100):
         raise VideoError(path, f"truncated video: decoded {n} of {expected} frames")
+    claimed = info.duration
+    if not expected and claimed and end is not None and end < claimed - max(
+        2.0 / info.fps, claimed / 100
+    ):
+        raise VideoError(path, f"truncated video: decoded {end:.2f} s of {claimed:.2f} s")
     if n == 0:
         raise VideoError(path, "no frames could be decoded")
 

@@ -170,12 +170,16 @@ def cached_weights(spec: WeightsSpec = KINETICS400_RGB) -> Path:
 def load_raw(spec: WeightsSpec = KINETICS400_RGB) -> dict[str, Tensor]:
     """The converted (unfolded) tensors, from the cache."""
     path = cached_weights(spec)
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), "pt") as f:
-        if (f.metadata() or {}).get("source_sha256") != spec.sha256:
+    try:
+        with safe_open(str(path), "pt") as f:
+            made_from = (f.metadata() or {}).get("source_sha256")
+        if made_from != spec.sha256:
             raise WeightsError(f"{path}: cache was not made from {spec.sha256}; delete it")
-    return load_file(str(path))
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise WeightsError(f"{path}: unreadable weights cache ({e}); delete it") from e
 
 
 def fold_batchnorm(raw: dict[str, Tensor], scope: str, eps: float) -> tuple[Tensor, Tensor]:

@@ -156,10 +156,6 @@ def _name_variants(stem: str) -> list[str]:
     return list(dict.fromkeys([stem, base, base + X264]))
 
 
-def _first(names: list[str], find) -> Path | None:
-    return next((p for p in map(find, names) if p is not None), None)
-
-
 def _category(rel: PurePosixPath, label: int) -> str:
     if label == 0:
         return NORMAL_CATEGORY
@@ -180,12 +176,15 @@ class _Loader:
         self.bases: Counter[int] = Counter()
 
     def _box_file(self, names: list[str]) -> Path | None:
-        return _first(names, lambda n: p if (p := self.box_dir / f"{n}.txt").is_file() else None)
+        return next((p for n in names if (p := self.box_dir / f"{n}.txt").is_file()), None)
+
+    def _video(self, names: list[str]) -> Path | None:
+        return next((p for n in names if (p := self.videos.find(n)) is not None), None)
 
     def record(self, split_path: Path, lineno: int, line: str, split: str) -> VideoRecord:
         rel = PurePosixPath(line.replace("\\", "/"))
         names = _name_variants(video_stem(rel.name))
-        video, box_file = _first(names, self.videos.find), self._box_file(names)
+        video, box_file = self._video(names), self._box_file(names)
         ann = read_vatic(box_file, self.frame_base) if box_file else None
         if ann is not None:
             self.bases[ann.frame_base] += 1

@@ -1,0 +1,99 @@
+"""Test time: per-clip G x G anomaly maps, per-frame scores and predicted boxes.
+
+A frame's score is the maximum over the cuboids of its clip; frames after the last clip take
+its score. The predicted box of a frame is its clip's top cuboid, or the union of the cuboids
+whose score reaches ``threshold`` when one is given (the top cuboid when none does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from stmil.bags import l2_normalise
+from stmil.cuboids import cuboid_boxes
+from stmil.extract import atomic_write
+from stmil.metrics import frame_scores_from_clips
+from stmil.mil import Scorer
+
+
+def load_model(run: str | Path) -> tuple[Scorer, dict]:
+    """The trained scorer of a run folder (eval mode) and the run's config."""
+    path = Path(run) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no model.safetensors (is this a run folder?)")
+    with safe_open(str(path), "pt") as f:
+        config = json.loads((f.metadata() or {})["stmil_config"])
+    model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), config
+
+
+@torch.no_grad()
+def clip_maps(model: Scorer, config: dict, features: np.ndarray) -> np.ndarray:
+    """Cuboid scores of every clip: features ``(n_clips, N, C)`` -> ``(n_clips, N)`` float32.
+
+    Each instance is L2-normalised as in training. A grid-1 model scores the mean of the
+    clip's cuboids once, and that score fills all N cells (it cannot say where).
+    """
+    x = np.asarray(features, dtype=np.float32)
+    if config["grid"] == 1:
+        x = x.mean(axis=1, keepdims=True)
+    s = model(torch.from_numpy(l2_normalise(x))).numpy()
+    return np.broadcast_to(s, (x.shape[0], features.shape[1])).astype(np.float32)
+
+
+def predicted_boxes(maps: np.ndarray, boxes: np.ndarray, threshold: float | None = None
+                    ) -> np.ndarray:
+    """Box per clip ``(n_clips, 4)``: the top cuboid's, or the union of those >= threshold."""
+    out = boxes[maps.argmax(axis=1)].copy()
+    if threshold is not None:
+        for k, row in enumerate(maps):
+            hot = boxes[row >= threshold]
+            if len(hot):
+                out[k] = [*hot[:, :2].min(0), *hot[:, 2:].max(0)]
+    return out
+
+
+def score_features(model: Scorer, config: dict, features: np.ndarray, meta: dict,
+                   clip_ranges: np.ndarray, threshold: float | None = None) -> dict:
+    """The contents of ``<id>.scores.json`` for one video's features."""
+    g = meta["grid"]
+    maps = clip_maps(model, config, features)
+    n = meta["n_frames"]
+    frame_scores = frame_scores_from_clips(maps.max(axis=1), clip_ranges, n)
+    clip_boxes = predicted_boxes(maps, cuboid_boxes(meta["width"], meta["height"], g), threshold)
+    frame_clip = frame_to_clip(clip_ranges, n)
+    return {
+        "source": meta.get("source"),
+        "n_frames": n,
+        "fps": meta.get("source_fps", meta["fps"]),
+        "width": meta["width"],
+        "height": meta["height"],
+        "grid": g,
+        "model_grid": config["grid"],
+        "threshold": threshold,
+        "clip_ranges": clip_ranges.tolist(),
+        "clip_maps": maps.reshape(-1, g, g).round(6).tolist(),
+        "frame_scores": frame_scores.round(6).tolist(),
+        "boxes": clip_boxes[frame_clip].round(2).tolist(),
+    }
+
+
+def frame_to_clip(clip_ranges: np.ndarray, n_frames: int) -> np.ndarray:
+    """Clip index of each frame ``(n_frames,)``: the last clip starting at or before it."""
+    return np.clip(np.searchsorted(clip_ranges[:, 0], np.arange(n_frames), side="right") - 1,
+                   0, len(clip_ranges) - 1)
+
+
+def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
+    """Atomically write ``out_dir/<id>.scores.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / f"{video_id}.scores.json"
+    atomic_write(dest, lambda t: t.write_text(json.dumps(result)))
+    return dest

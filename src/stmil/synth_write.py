@@ -1,0 +1,106 @@
+"""Writers for the semi-synthetic benchmark: H.264 videos and UCF-Crime2Local annotation files.
+
+Every file is written to a temporary name beside its destination and renamed into place, so a
+reader never sees half a file. Video encoding is single-threaded so that the same frames give
+the same bytes on every run (given the same FFmpeg and x264 builds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import av
+import numpy as np
+
+TEMPORAL_FILE = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+# One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
+# different bytes for the same frames depending on the process's earlier allocations.
+X264_OPTIONS = {"crf": "20", "preset": "fast", "threads": "1", "mbtree": "0"}
+
+
+class PlanLike(Protocol):
+    video_id: str
+    split: str
+    kind: str
+    start: int
+    end: int
+
+    @property
+    def category(self) -> str: ...
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class VideoWriter:
+    """Encode ``(H, W, 3)`` uint8 RGB frames to an H.264 mp4, atomically. Use as a context."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: Fraction):
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+        self.container = av.open(str(self.tmp), "w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=fps, options=X264_OPTIONS)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one frame."""
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self.container.mux(packet)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if kind is None:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def vatic_rows(boxes: Sequence[Sequence[int]], start: int, end: int, n_frames: int,
+               label: str) -> str:
+    """One VATIC row per frame: ``track x1 y1 x2 y2 frame lost occluded generated "label"``.
+
+    ``boxes[i]`` is the box of frame ``start + i``; outside ``[start, end)`` the row repeats the
+    nearest event box with ``lost = 1``.
+    """
+    rows = []
+    for f in range(n_frames):
+        i = min(max(f - start, 0), end - start - 1)
+        x1, y1, x2, y2 = boxes[i]
+        lost = int(not start <= f < end)
+        rows.append(f'0 {x1} {y1} {x2} {y2} {f} {lost} 0 0 "{label}"')
+    return "\n".join(rows) + "\n"
+
+
+def write_annotations(root: Path, plans: Sequence[PlanLike], records: Mapping[str, dict],
+                      n_frames: int) -> None:
+    """Split lists, VATIC box files and the UCF-Crime temporal annotation of the test split."""
+    readme = root / "readme"
+    for split, name in (("train", "Train_split_AD.txt"), ("test", "Test_split_AD.txt")):
+        ids = sorted(p.video_id for p in plans if p.split == split)
+        write_text(readme / name, "\n".join(ids) + "\n")
+    temporal = []
+    for p in sorted(plans, key=lambda p: p.video_id):
+        if p.kind:
+            write_text(readme / "Txt annotations" / f"{p.video_id}.txt",
+                       vatic_rows(records[p.video_id]["boxes"], p.start, p.end, n_frames, p.kind))
+        if p.split == "test":
+            span = f"{p.start + 1}  {p.end}" if p.kind else "-1  -1"
+            temporal.append(f"{p.video_id}.mp4  {p.category}  {span}  -1  -1")
+    write_text(root / TEMPORAL_FILE, "\n".join(temporal) + "\n")
