@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 import stmil.extract as extract_mod
 from stmil.cuboids import cuboid_boxes, pool_cuboids
-from stmil.extract import ExtractSettings, extract_many, extract_video, is_done, load_features
+from stmil.extract import ExtractSettings, extract_many, extract_video, is_done
+from stmil.features import load_features
 from stmil.video import VideoError
 
 from .conftest import VTEST, ramp_frames, write_video

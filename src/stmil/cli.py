@@ -65,6 +65,74 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from stmil.train import TRAIN_ARGS, read_config, train
+
+    cfg = read_config(args.config) if args.config else {}
+    given = {k: getattr(args, k) for k in (*TRAIN_ARGS, "data", "features", "out")
+             if getattr(args, k, None) is not None}
+    cfg.update(given)
+    for key in ("data", "features", "out"):
+        if key not in cfg:
+            raise ValueError(f"--{key} is required (on the command line or in --config)")
+    summary = train(cfg.pop("data"), cfg.pop("features"), cfg.pop("out"), resume=args.resume,
+                    progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **cfg)
+    print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s"
+          f" -> {given.get('out', '')}")
+    return 0
+
+
+@command
+def cmd_score(args: argparse.Namespace) -> int:
+    from stmil.score import score_inputs
+
+    written, failed = score_inputs(args.inputs, args.model, args.out, threshold=args.threshold,
+                                   overlay=args.overlay, device=args.device,
+                                   progress=not args.quiet,
+                                   log=lambda m: print(m, file=sys.stderr))
+    for path in written:
+        print(path)
+    return 1 if failed else 0
+
+
+@command
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stmil.evaluate import METRIC_KEYS, compare_table, evaluate, format_table
+
+    if args.compare:
+        print(compare_table(args.compare))
+        return 0
+    for key in ("data", "features", "model"):
+        if getattr(args, key) is None:
+            raise ValueError(f"--{key} is required (or use --compare RUN...)")
+    result = evaluate(args.data, args.features, args.model, split=args.split,
+                      format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
+                      json_out=args.json, log=lambda m: print(m, file=sys.stderr))
+    print(format_table([(str(args.model), result)], METRIC_KEYS))
+    return 0
+
+
+@command
+def cmd_synth(args: argparse.Namespace) -> int:
+    from stmil.synth import make_dataset
+
+    summary = make_dataset(Path(args.out), footage=args.footage, n_videos=args.videos,
+                           seed=args.seed, n_frames=args.frames, progress=not args.quiet)
+    print(f"{len(summary['train'])} train + {len(summary['test'])} test videos -> {args.out}")
+    return 0
+
+
+@command
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stmil.demo import run_demo
+
+    run_demo(Path(args.out), footage=args.footage, n_videos=args.videos, seed=args.seed,
+             n_frames=args.frames, iterations=args.iterations, device=args.device,
+             progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -93,6 +161,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    p = add("train", "Train a cuboid scorer from video-level labels (MIL).",
+            "stmil train --data ROOT --features features/ --out runs/mil")
+    p.add_argument("--data", help="dataset root (UCF-Crime, UCF-Crime2Local or folder)")
+    p.add_argument("--features", help="folder of extracted features")
+    p.add_argument("--out", help="run folder to write")
+    p.add_argument("--config", help="flat YAML of train arguments (flags override it)")
+    p.add_argument("--format", choices=("auto", "ucf_crime", "crime2local", "folder"))
+    p.add_argument("--grid", type=int, help="1: the video-segment baseline (Sultani)")
+    p.add_argument("--supervision", choices=("weak", "boxes"),
+                   help="boxes: the boxes-supervised reference (upper bound)")
+    for name, typ in (("n_segments", int), ("batch_anomalous", int), ("batch_normal", int),
+                      ("iterations", int), ("lr", float), ("weight_decay", float),
+                      ("lambda1", float), ("lambda2", float), ("hidden", int), ("mid", int),
+                      ("dropout", float), ("overlap", float), ("seed", int),
+                      ("val_fraction", float), ("val_every", int), ("patience", int),
+                      ("checkpoint_every", int)):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ)
+    p.add_argument("--skip-missing", action="store_true", default=None,
+                   help="leave out listed videos that have no features (logged)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+    p = add("score", "Score videos or their features: per-frame scores, maps and boxes.",
+            "stmil score video.mp4 --model runs/mil --out scores/ --overlay")
+    p.add_argument("inputs", nargs="+", help="videos, feature files (.npy) or folders")
+    p.add_argument("--model", required=True, help="run folder with model.safetensors")
+    p.add_argument("--out", required=True, help="folder for <id>.scores.json")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="box = union of cuboids scoring >= THRESHOLD (default: top cuboid)")
+    p.add_argument("--overlay", action="store_true", help="also write <id>.overlay.mp4")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    p = add("evaluate", "Temporal and spatiotemporal metrics of a run on a dataset split.",
+            "stmil evaluate --data ROOT --features features/ --model runs/mil --json m.json")
+    p.add_argument("--data")
+    p.add_argument("--features")
+    p.add_argument("--model", help="run folder")
+    p.add_argument("--split", default="test", choices=("train", "test", "all"))
+    p.add_argument("--format", default="auto",
+                   choices=("auto", "ucf_crime", "crime2local", "folder"))
+    p.add_argument("--overlap", type=float, default=0.25,
+                   help="cuboid positive when a GT box covers this fraction of it")
+    p.add_argument("--skip-missing", action="store_true")
+    p.add_argument("--json", help="also write the metrics here")
+    p.add_argument("--compare", nargs="+", metavar="RUN", help="print a table across runs")
+
+    p = add("synth", "Write the semi-synthetic benchmark (UCF-Crime2Local layout).",
+            "stmil synth --out synth/ --footage data/vtest.avi --videos 48 --seed 0")
+    p.add_argument("--out", required=True)
+    p.add_argument("--footage", nargs="+", type=Path, help="real footage (default: built in)")
+    p.add_argument("--videos", type=int, default=48)
+    p.add_argument("--frames", type=int, default=160, help="frames per video")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("demo", "The main job: synth, extract, train 3 runs, evaluate, report.",
+            "stmil demo --out demo-out")
+    p.add_argument("--out", default="demo-out")
+    p.add_argument("--footage", type=Path, help="real footage, e.g. data/vtest.avi")
+    p.add_argument("--videos", type=int, default=48)
+    p.add_argument("--frames", type=int, default=160, help="frames per video")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 

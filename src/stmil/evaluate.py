@@ -36,7 +36,9 @@ def evaluate(
     """All metrics of ``run`` on ``split``; also written to ``run/metrics.json``.
 
     ``pixel_frames`` caps the annotated frames per video used for ``pixel_auroc`` (evenly
-    spaced). Returns the metrics plus the settings and per-video curves under ``"curves"``.
+    spaced). Returns the metrics and settings, plus (not written to JSON) ``"curves"``: the
+    frame and cuboid (scores, labels) arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs
+    with each test video's cuboid maps ``(n_clips, G*G)``.
     """
     model, config = load_model(run)
     records = load_dataset(data, split, format)
@@ -52,7 +54,7 @@ def evaluate(
     atomic_write(Path(run) / "metrics.json", lambda t: t.write_text(text))
     if json_out:
         atomic_write(Path(json_out), lambda t: t.write_text(text))
-    result["videos"] = [(v.record, maps) for v, maps in zip(videos, per_video)]
+    result["videos"] = list(zip(videos, per_video))
     return result
 
 

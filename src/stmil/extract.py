@@ -269,10 +269,3 @@ def extract_many(
     else:
         failures.unlink(missing_ok=True)
     return summary
-
-
-def load_features(feature_dir: Path | str, video_id: str) -> tuple[np.ndarray, dict]:
-    """Memory-mapped ``(n_clips, G*G, C)`` float16 features and metadata of one video."""
-    feature_dir = Path(feature_dir)
-    meta = json.loads((feature_dir / f"{video_id}.json").read_text())
-    return np.load(feature_dir / f"{video_id}.npy", mmap_mode="r"), meta

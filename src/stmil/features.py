@@ -31,10 +31,15 @@ class VideoFeatures:
     @property
     def clip_ranges(self) -> np.ndarray:
         """Source-frame range of each clip, ``(n_clips, 2)`` half-open."""
-        m = self.meta
-        fps = m["fps"] if m["fps"] != m.get("source_fps", m["fps"]) else None
-        return clip_frame_ranges(m["n_clips"], m["clip_len"], m["stride"],
-                                 m.get("source_fps", m["fps"]), fps, m["n_frames"])
+        return meta_clip_ranges(self.meta)
+
+
+def meta_clip_ranges(meta: dict) -> np.ndarray:
+    """Source-frame range ``(n_clips, 2)`` of each clip of a feature file, from its metadata."""
+    src_fps = meta.get("source_fps", meta["fps"])
+    fps = meta["fps"] if meta["fps"] != src_fps else None
+    return clip_frame_ranges(meta["n_clips"], meta["clip_len"], meta["stride"], src_fps, fps,
+                             meta["n_frames"])
 
 
 def load_features(feature_dir: Path | str, video_id: str) -> tuple[np.ndarray, dict]:

@@ -8,16 +8,25 @@ whose score reaches ``threshold`` when one is given (the top cuboid when none do
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from stmil.bags import l2_normalise
 from stmil.cuboids import cuboid_boxes
-from stmil.extract import atomic_write
+from stmil.extract import (
+    ExtractSettings,
+    FeatureExtractor,
+    atomic_write,
+    extract_video,
+    find_videos,
+)
+from stmil.features import load_features, meta_clip_ranges
 from stmil.metrics import frame_scores_from_clips
 from stmil.mil import Scorer
 
@@ -97,3 +106,53 @@ def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
     dest = out_dir / f"{video_id}.scores.json"
     atomic_write(dest, lambda t: t.write_text(json.dumps(result)))
     return dest
+
+
+def score_inputs(
+    inputs: Sequence[str | Path],
+    run: str | Path,
+    out_dir: str | Path,
+    threshold: float | None = None,
+    overlay: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[Path], list[dict]]:
+    """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed).
+
+    A video is extracted in the same call, with the clip settings the model was trained on.
+    One failure never stops the rest.
+    """
+    model, config = load_model(run)
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            npys = sorted(item.glob("*.npy"))
+            paths += npys if npys else find_videos([item])[0]
+        else:
+            paths.append(item)
+    extractor = None
+    written, failed = [], []
+    for path in tqdm(paths, unit="video", disable=not progress, leave=False):
+        try:
+            if path.suffix == ".npy":
+                features, meta = load_features(path.parent, path.stem)
+            else:
+                if extractor is None:
+                    extractor = FeatureExtractor(config["endpoint"], config["feature_grid"],
+                                                 device)
+                settings = ExtractSettings(config["clip_len"], config["stride"], config["size"])
+                features, meta = extract_video(path, extractor, settings)
+            result = score_features(model, config, features, meta, meta_clip_ranges(meta),
+                                    threshold)
+            written.append(write_scores(out_dir, path.stem, result))
+            if overlay:
+                from stmil.overlay import render_overlay
+
+                written.append(render_overlay(Path(meta["source"]), result,
+                                              out_dir / f"{path.stem}.overlay.mp4"))
+        except (ValueError, OSError, KeyError) as e:
+            failed.append({"path": str(path), "error": str(e)})
+            log(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
+    return written, failed

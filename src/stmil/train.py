@@ -56,7 +56,7 @@ def train(
     patience: int = 0,
     checkpoint_every: int = 200,
     skip_missing: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,

@@ -1,0 +1,86 @@
+"""The HTML report: table, figures on disk, overlays, configs, escaping."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from stmil import report
+from stmil.datasets import VideoRecord
+from stmil.evaluate import compute_metrics
+from stmil.features import VideoFeatures
+from stmil.report import COLUMNS, referenced_files, write_report
+
+G, N, W, H = 3, 64, 64, 48
+
+
+def _video(video_id: str, label: int, intervals=(), boxes=None) -> VideoFeatures:
+    meta = {"n_clips": 4, "clip_len": 16, "stride": 16, "fps": 30.0, "source_fps": 30.0,
+            "n_frames": N, "width": W, "height": H, "grid": G}
+    rec = VideoRecord(video_id, label, intervals=tuple(intervals), boxes=boxes or {})
+    return VideoFeatures(rec, np.zeros((4, G * G, 8), np.float16), meta)
+
+
+@pytest.fixture(scope="module")
+def videos() -> list[VideoFeatures]:
+    boxes = {f: [(44.0, 0.0, 64.0, 16.0)] for f in range(16, 48)}  # top-right cuboid
+    return [_video("a1", 1, [(16, 48)], boxes), _video("a2", 1, [(0, 16)]), _video("n1", 0)]
+
+
+def _run(name: str, videos, localised: bool, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    maps = []
+    for v in videos:
+        m = rng.uniform(0.0, 0.3, (4, G * G))
+        for s, e in v.record.intervals:
+            m[s // 16:e // 16, 2 if localised else rng.integers(G * G)] = 0.9
+        maps.append(m)
+    result = compute_metrics(videos, maps)
+    return {"name": name, "run": f"runs/{name}", "config": {"grid": 3 if localised else 1,
+                                                           "lr": 0.001, "data": "x/y"},
+            "metrics": {k: result[k] for k in COLUMNS}, "curves": result["curves"],
+            "videos": list(zip(videos, maps))}
+
+
+def test_report_has_table_figures_overlays_and_escapes(videos, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "VIDEOS_PER_PNG", 2)  # 3 videos -> 2 timeline PNGs
+    runs = [_run("grid<3> & co", videos, True, 0), _run("baseline", videos, False, 1)]
+    runs[1]["metrics"]["pixel_auroc"] = None
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "a1.gif").write_bytes(b"GIF89a fake")
+    outside = tmp_path / "a1.mp4"
+    outside.write_bytes(b"fake mp4")
+    path = write_report(out, runs, overlays=[{"video_id": "a1", "path": "a1.gif"},
+                                             {"video_id": "a1<mp4>", "path": outside}],
+                        title="t <1>", stage_times={"extract": 12.34, "train": 5})
+    assert path == out / "report.html"
+    assert path.stat().st_mode & 0o777 == 0o644
+    text = path.read_text()
+    heads = re.findall(r"<th>(.*?)</th>", text)
+    assert all(c in heads for c in COLUMNS) and "run" in heads
+    assert "grid&lt;3&gt; &amp; co" in text and "grid<3>" not in text
+    assert "t &lt;1&gt;" in text and "a1&lt;mp4&gt;" in text
+    row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", text).group(1)
+    assert len(re.findall("<td", row)) == len(COLUMNS) and ">-<" in row
+    assert "12.3 s" in text and "lr: 0.001" in text
+    refs = referenced_files(path)
+    names = sorted(p.name for p in refs)
+    assert names == ["a1.gif", "a1.mp4", "roc_cuboid.png", "roc_frame.png",
+                     "timelines_01.png", "timelines_02.png"]
+    for p in refs:
+        assert p.is_file() and p.stat().st_size > 0, p
+        assert p.resolve().is_relative_to(out.resolve())
+    assert "<video controls" in text
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_report_without_cuboid_labels_says_so(videos, tmp_path):
+    run = _run("only", videos[1:], True, 0)  # no boxes: no cuboid positives
+    run["curves"]["cuboid"] = None
+    path = write_report(tmp_path, [run])
+    assert not (tmp_path / "roc_cuboid.png").exists()
+    assert "No cuboid-level ROC" in path.read_text()
+    assert all(p.is_file() for p in referenced_files(path))
