@@ -1,7 +1,8 @@
 """Planted-signal features in UCF-Crime2Local layout, for learning tests.
 
-Every clip holds non-negative noise; anomalous videos add a fixed "anomaly direction" at one
-cuboid position (random per video) over a known span of clips. Boxes mark that cuboid.
+Each cuboid holds a non-negative "scene" feature shared by all videos (one camera), plus
+per-video and per-clip noise; anomalous videos add a fixed "anomaly direction" at one cuboid
+position (random per video) over a known span of clips. Boxes mark that cuboid.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ W, H, GRID, CLIP = 224, 224, 7, 16
 def make_planted(root: Path, feats: Path, n_train: int = 40, n_test: int = 20, n_clips: int = 40,
                  channels: int = 64, strength: float = 1.5, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    direction = np.abs(rng.normal(size=channels)).astype(np.float32)
+    # The anomaly excites a few channels, as a distinct motion pattern does in I3D features.
+    direction = np.zeros(channels, dtype=np.float32)
+    direction[rng.choice(channels, size=max(1, channels // 8), replace=False)] = 1.0
+    scene = np.abs(rng.normal(size=(1, GRID * GRID, channels)))
     boxes = cuboid_boxes(W, H, GRID)
     (root / "readme" / "Txt annotations").mkdir(parents=True, exist_ok=True)
     feats.mkdir(parents=True, exist_ok=True)
@@ -29,7 +33,9 @@ def make_planted(root: Path, feats: Path, n_train: int = 40, n_test: int = 20, n
             anomalous = i % 2 == 0
             vid = f"{'Fighting' if anomalous else 'Normal_Videos_'}{split}{i:03d}_x264"
             splits[split].append(vid)
-            x = np.abs(rng.normal(size=(n_clips, GRID * GRID, channels))).astype(np.float32)
+            video = 0.3 * np.abs(rng.normal(size=(1, GRID * GRID, channels)))
+            noise = 0.3 * np.abs(rng.normal(size=(n_clips, GRID * GRID, channels)))
+            x = (scene + video + noise).astype(np.float32)
             if anomalous:
                 pos = int(rng.integers(GRID * GRID))
                 s = int(rng.integers(0, n_clips // 2))
