@@ -295,8 +295,11 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         s = ExtractSettings(size=args.size, batch_size=args.batch_size)
         extractor = FeatureExtractor(device=args.device)
-        sample = next(iter_clips(videos[0], s.clip_len, s.stride, s.size,
-                                 batch_size=s.batch_size)).clips
+        first = next(iter_clips(videos[0], s.clip_len, s.stride, s.size,
+                                batch_size=s.batch_size), None)
+        if first is None:
+            raise SystemExit(f"{videos[0]}: shorter than one clip; it cannot seed the model stage")
+        sample = first.clips
         sample = sample.repeat(-(-s.batch_size // len(sample)), 1, 1, 1, 1)[: s.batch_size]
         for _ in range(args.warmup):  # every batch size the videos will produce, once
             for b in sorted(set(batch_sizes(expected_clips(videos, s), s.batch_size))):
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         stages["full pipeline"], results = full_pipeline(videos, extractor, s, out)
         rss["full"] = peak_rss_mb()
         counts = [len(a) for _, a, _ in results]
-        video_s = sum(m["n_frames"] / probe(v).fps for v, (_, _, m) in zip(videos, results))
+        video_s = sum(m["n_frames"] / m["source_fps"] for _, _, m in results)
         stages["decode+convert"], frames = stage_decode(videos)
         stages["resize/normalise"] = stage_resize(videos, s.size)
         stages["clips (decode+resize+assemble)"] = stage_clips(videos, s)

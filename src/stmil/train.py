@@ -132,7 +132,7 @@ def train(
         optim.step()
         state["iteration"] += 1
         it = state["iteration"]
-        row = {"iteration": it, "loss": float(loss)} | {k: float(v) for k, v in parts.items()}
+        row = {"iteration": it, "loss": loss.item()} | {k: v.item() for k, v in parts.items()}
         if val.any() and (it % val_every == 0 or it == iterations):
             row["val_auc"] = _video_auc(model, bags, labels, np.flatnonzero(val), dev)
             if row["val_auc"] > state["best_auc"]:
