@@ -79,7 +79,8 @@ def test_weak_mil_learns_planted_signal_and_grid1_cannot_localize(tmp_path):
     maps = np.concatenate([m for _, m in g1["videos"]])
     assert np.all(maps == maps[:, :1])
     assert abs(g1["pixel_auroc"] - 0.5) < 0.05
-    assert g1["pointing_accuracy"] <= max(0.2, 5 * _pointing_chance(data))
+    assert _pointing_chance(data) < 0.05
+    assert g1["pointing_accuracy"] <= 0.2
     assert mil["pointing_accuracy"] - g1["pointing_accuracy"] >= 0.6
 
 

@@ -13,7 +13,7 @@ from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.extract import atomic_write
 from stmil.features import VideoFeatures, load_dataset_features
-from stmil.score import clip_maps, frame_to_clip, load_model
+from stmil.score import check_model_features, clip_maps, frame_to_clip, load_model
 
 METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel_auroc",
                "pointing_accuracy")
@@ -43,7 +43,7 @@ def evaluate(
     model, config = load_model(run)
     records = load_dataset(data, split, format)
     videos = load_dataset_features(records, features, skip_missing, log=log)
-    _check_model_matches(config, videos[0].meta, run)
+    check_model_features(config, videos[0].meta, run)
     per_video = [_score_video(model, config, v) for v in videos]
     result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
     result["settings"] = {"data": str(data), "features": str(features), "run": str(run),
@@ -56,16 +56,6 @@ def evaluate(
         atomic_write(Path(json_out), lambda t: t.write_text(text))
     result["videos"] = list(zip(videos, per_video))
     return result
-
-
-def _check_model_matches(config: dict, meta: dict, run: str | Path) -> None:
-    for key in ("endpoint", "size", "clip_len", "stride"):
-        if config.get(key) != meta.get(key):
-            raise ValueError(f"{run}: model was trained on {key}={config.get(key)!r} features, "
-                             f"these have {meta.get(key)!r}")
-    if config["feature_grid"] != meta["grid"]:
-        raise ValueError(f"{run}: model was trained on grid {config['feature_grid']} features, "
-                         f"these have grid {meta['grid']}")
 
 
 def _score_video(model, config: dict, v: VideoFeatures) -> np.ndarray:

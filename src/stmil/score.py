@@ -43,6 +43,20 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
     return model.eval(), config
 
 
+def check_model_features(config: dict, meta: dict, where: str | Path) -> None:
+    """Refuse features made with other settings than those the model was trained on."""
+    for key in ("endpoint", "size", "clip_len", "stride"):
+        if config.get(key) != meta.get(key):
+            raise ValueError(f"{where}: model was trained on {key}={config.get(key)!r} features, "
+                             f"these have {meta.get(key)!r}")
+    if config["feature_grid"] != meta["grid"]:
+        raise ValueError(f"{where}: model was trained on grid {config['feature_grid']} features, "
+                         f"these have grid {meta['grid']}")
+    if config["in_dim"] != meta.get("channels", config["in_dim"]):
+        raise ValueError(f"{where}: model takes {config['in_dim']}-channel features, "
+                         f"these have {meta['channels']}")
+
+
 @torch.no_grad()
 def clip_maps(model: Scorer, config: dict, features: np.ndarray) -> np.ndarray:
     """Cuboid scores of every clip: features ``(n_clips, N, C)`` -> ``(n_clips, N)`` float32.
@@ -138,6 +152,7 @@ def score_inputs(
         try:
             if path.suffix == ".npy":
                 features, meta = load_features(path.parent, path.stem)
+                check_model_features(config, meta, path)
             else:
                 if extractor is None:
                     extractor = FeatureExtractor(config["endpoint"], config["feature_grid"],

@@ -1,0 +1,142 @@
+"""End to end through the CLI: synth videos -> extract -> train -> evaluate -> score --overlay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import pytest
+import yaml
+
+from stmil.cli import main
+from stmil.evaluate import METRIC_KEYS
+from stmil.synth import make_dataset
+
+TRAIN = ["--iterations", "3", "--hidden", "16", "--mid", "4", "--device", "cpu", "--quiet"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("pipeline") / "data"
+    return make_dataset(root, n_videos=4, n_frames=48, width=160, height=120, seed=0,
+                        progress=False)
+
+
+def test_pipeline(synth, tmp_path, capsys):
+    root = Path(synth["root"])
+    feats, mil, g1 = tmp_path / "feats", tmp_path / "mil", tmp_path / "g1"
+
+    code, out, err = run(capsys, "extract", root / "videos", "--out", feats, "--device", "cpu",
+                         "--quiet")
+    assert code == 0, err
+    ids = synth["train"] + synth["test"]
+    assert sorted(p.stem for p in feats.glob("*.npy")) == sorted(ids)
+    meta = json.loads((feats / f"{ids[0]}.json").read_text())
+    assert (meta["n_clips"], meta["grid"], meta["channels"]) == (3, 7, 528)
+
+    code, out, err = run(capsys, "train", "--data", root, "--features", feats, "--out", mil,
+                         *TRAIN)
+    assert code == 0, err
+    assert "trained 3 iterations" in out
+    for name in ("model.safetensors", "config.yaml", "history.csv"):
+        assert (mil / name).is_file(), name
+    assert not (mil / "checkpoint.pt").exists()
+    code, out, err = run(capsys, "train", "--data", root, "--features", feats, "--out", g1,
+                         "--grid", "1", *TRAIN)
+    assert code == 0, err
+    assert yaml.safe_load((g1 / "config.yaml").read_text())["grid"] == 1
+
+    code, out, err = run(capsys, "evaluate", "--data", root, "--features", feats, "--model", mil,
+                         "--json", tmp_path / "m.json", "--quiet")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(METRIC_KEYS) <= set(metrics) and metrics["settings"]["n_videos"] == 2
+    assert metrics == json.loads((mil / "metrics.json").read_text())
+    assert str(mil) in out and "frame_auc" in out
+    code, out, err = run(capsys, "evaluate", "--data", root, "--features", feats, "--model", g1,
+                         "--quiet")
+    assert code == 0, err
+
+    code, out, err = run(capsys, "evaluate", "--compare", mil, g1)
+    assert code == 0, err
+    rows = out.strip().splitlines()
+    assert len(rows) == 4 and rows[2].startswith(str(mil)) and rows[3].startswith(str(g1))
+
+    video = next((root / "videos").rglob(f"{synth['test'][0]}.*"))
+    scores = tmp_path / "scores"
+    code, out, err = run(capsys, "score", video, "--model", mil, "--out", scores, "--overlay",
+                         "--device", "cpu", "--quiet")
+    assert code == 0, err
+    stem = synth["test"][0]
+    assert out.split() == [str(scores / f"{stem}.scores.json"),
+                           str(scores / f"{stem}.overlay.mp4")]
+    result = json.loads((scores / f"{stem}.scores.json").read_text())
+    assert len(result["frame_scores"]) == 48 and (result["width"], result["height"]) == (160, 120)
+    with av.open(str(scores / f"{stem}.overlay.mp4")) as c:
+        assert c.streams.video[0].frames in (0, 48)  # 0: container does not say
+        assert sum(1 for _ in c.decode(video=0)) == 48
+
+    # A run's config.yaml is a valid --config: flags override it.
+    code, out, err = run(capsys, "train", "--config", mil / "config.yaml", "--out",
+                         tmp_path / "again", "--quiet")
+    assert code == 0, err
+    again = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
+    assert again["iterations"] == 3 and again["hidden"] == 16 and again["grid"] == 7
+
+
+def test_user_mistakes_give_one_line_errors(synth, tmp_path, capsys):
+    root = Path(synth["root"])
+    code, _, err = run(capsys, "train", "--data", root, "--features", tmp_path / "nowhere",
+                       "--out", tmp_path / "r", *TRAIN)
+    assert code == 1
+    assert_one_line_error(err, "have no features in", "nowhere", "--skip-missing")
+
+    code, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "r", *TRAIN)
+    assert code == 1
+    assert_one_line_error(err, "--features is required")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iterations: 3\nlearning_rate: 0.1\n")
+    code, _, err = run(capsys, "train", "--config", bad, "--data", root, "--features", tmp_path,
+                       "--out", tmp_path / "r")
+    assert code == 1
+    assert_one_line_error(err, "unknown config keys learning_rate")
+
+    code, _, err = run(capsys, "evaluate", "--data", root, "--features", tmp_path, "--model",
+                       tmp_path / "norun")
+    assert code == 1
+    assert_one_line_error(err, "no model.safetensors")
+
+    code, _, err = run(capsys, "evaluate", "--compare", tmp_path / "norun")
+    assert code == 1
+    assert_one_line_error(err, "no metrics.json", "stmil evaluate")
+
+    code, out, err = run(capsys, "score", tmp_path / "missing.npy", "--model", tmp_path / "norun",
+                         "--out", tmp_path / "s")
+    assert code == 1
+    assert_one_line_error(err, "no model.safetensors")
+
+
+@pytest.mark.parametrize("cmd", ["train", "score", "evaluate"])
+def test_help_has_an_example(capsys, cmd):
+    with pytest.raises(SystemExit) as info:
+        main([cmd, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and f"stmil {cmd} " in out
