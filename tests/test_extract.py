@@ -251,12 +251,12 @@ def test_extract_many_failed_rename_is_not_done(batch, extractor, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_replace(a, b)
 
-    monkeypatch.setattr(extract_mod.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False,
                      log=lambda m: None)
     assert s.done == [] and "No space left" in s.failed[0]["error"]
     assert visible(out) == {"good1.npy", "failures.json"} and not is_done(out, "good1")
-    monkeypatch.setattr(extract_mod.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False,
                      log=lambda m: None)
     assert s.done == ["good1"] and visible(out) == {"good1.npy", "good1.json"}

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from stmil import metrics as M
+from stmil.atomic import atomic_write
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
-from stmil.extract import atomic_write
 from stmil.features import VideoFeatures, load_dataset_features
 from stmil.score import check_model_features, clip_maps, frame_to_clip, load_model
 

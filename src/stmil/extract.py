@@ -7,7 +7,6 @@ For a video ``<id>``, writes ``<id>.npy`` (float16, ``(n_clips, G*G, C)``) and `
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from stmil import __version__
+from stmil.atomic import atomic_write
 from stmil.cuboids import pool_cuboids
 from stmil.i3d import endpoint_channels
 from stmil.video import VIDEO_EXTENSIONS, VideoError, iter_clips, probe
@@ -120,21 +120,6 @@ def extract_video(
         "stmil_version": __version__,
     }
     return array, meta
-
-
-def atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``dest``, then rename it into place.
-
-    On any failure the temporary file is removed and ``dest`` is untouched.
-    """
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict) -> None:

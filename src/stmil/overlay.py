@@ -8,7 +8,6 @@ timeline strip (``STRIP_H`` px) with GT frames shaded and a cursor at the curren
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +16,7 @@ import av
 import numpy as np
 from matplotlib import colormaps
 
-from stmil.extract import atomic_write
+from stmil.atomic import atomic_write
 from stmil.score import frame_to_clip
 from stmil.video import VideoInfo, iter_frames, probe
 
@@ -85,13 +84,8 @@ def render_overlay(
     fps = Fraction(info.fps).limit_denominator(1001) / step
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = _composed(video, info, panels, gt, step, max_frames)
-    atomic_write(out, lambda tmp: _encode_readable(tmp, frames, fps, gif))
+    atomic_write(out, lambda tmp: _encode(tmp, frames, fps, gif))
     return out
-
-
-def _encode_readable(tmp: Path, frames: Iterator[np.ndarray], fps: Fraction, gif: bool) -> None:
-    _encode(tmp, frames, fps, gif)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; an overlay is meant to be shared
 
 
 def _default_label(who: str, scores: dict | None) -> str:

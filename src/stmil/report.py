@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
@@ -24,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from stmil.atomic import atomic_write
 from stmil.metrics import frame_scores_from_clips
 
 #: Table columns, in order; ``false_alarm_rate`` is the one where lower is better.
@@ -82,7 +81,7 @@ def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = 
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
     dest = out_dir / "report.html"
-    _atomic(dest, lambda t: t.write_text(page, encoding="utf-8"))
+    atomic_write(dest, lambda t: t.write_text(page, encoding="utf-8"))
     return dest
 
 
@@ -100,19 +99,6 @@ def _run_colors(n: int) -> list:
 
     cmap = colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
-
-
-def _atomic(dest: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` on a temporary file beside ``dest`` (same suffix), then rename."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=dest.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(x) -> str:
@@ -146,7 +132,7 @@ def metrics_table(runs: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str
 
 def _save(fig: Figure, dest: Path, dpi: int = 80) -> None:
     FigureCanvasAgg(fig)
-    _atomic(dest, lambda t: fig.savefig(t, format="png", dpi=dpi))
+    atomic_write(dest, lambda t: fig.savefig(t, format="png", dpi=dpi))
 
 
 def plot_roc(runs: Sequence[dict], kind: str, colors: Sequence, dest: Path) -> bool:

@@ -17,12 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from stmil.atomic import atomic_write
 from stmil.bags import l2_normalise
 from stmil.cuboids import cuboid_boxes
 from stmil.extract import (
     ExtractSettings,
     FeatureExtractor,
-    atomic_write,
     extract_video,
     find_videos,
 )

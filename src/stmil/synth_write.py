@@ -17,6 +17,8 @@ from typing import Protocol
 import av
 import numpy as np
 
+from stmil.atomic import write_text  # noqa: F401 - used by the synth modules
+
 TEMPORAL_FILE = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
 # One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
 # different bytes for the same frames depending on the process's earlier allocations.
@@ -32,13 +34,6 @@ class PlanLike(Protocol):
 
     @property
     def category(self) -> str: ...
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class VideoWriter:

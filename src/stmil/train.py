@@ -20,10 +20,11 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from stmil.atomic import atomic_write
 from stmil.bags import make_bag, segment_clip_ranges, segment_cuboid_labels
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
-from stmil.extract import atomic_write, resolve_device
+from stmil.extract import resolve_device
 from stmil.features import VideoFeatures, load_dataset_features
 from stmil.mil import Scorer, boxes_bce_loss, mil_ranking_loss
 

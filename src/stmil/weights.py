@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from stmil.atomic import atomic_write
 from stmil.i3d import InceptionI3d
 
 
@@ -156,14 +156,8 @@ def cached_weights(spec: WeightsSpec = KINETICS400_RGB) -> Path:
         raise WeightsError(f"{src}: sha256 {digest} does not match the expected {spec.sha256}")
     tensors = convert_checkpoint(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"source_sha256": spec.sha256, "name": spec.name})
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(dest, lambda t: save_file(
+        tensors, str(t), metadata={"source_sha256": spec.sha256, "name": spec.name}))
     return dest
 
 

@@ -1,0 +1,38 @@
+"""Atomic file writes: a temporary file beside the destination, then a rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``dest``, then rename it into place.
+
+    The temporary name is hidden (dot-prefixed) and keeps ``dest``'s suffix, so writers that
+    pick a format from the name (PyAV, matplotlib) work. The result gets the usual
+    permissions (0666 minus the umask). On any failure the temporary file is removed and
+    ``dest`` is untouched. Returns ``dest``.
+    """
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",
+                               suffix=f".tmp{dest.suffix}")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        write(Path(tmp))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def write_text(dest: Path | str, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``dest``."""
+    return atomic_write(dest, lambda t: t.write_text(text, encoding="utf-8"))
