@@ -336,3 +336,17 @@ def test_resume_after_kill_matches_clean_run(tmp_path):
     assert {n for n in visible(resumed) if not n.startswith(".")} == names
     for n in sorted(names):
         assert (resumed / n).read_bytes() == (clean / n).read_bytes(), n
+
+
+def test_bf16_precision_is_close_and_recorded(tmp_path, extractor):
+    """The optional bf16 path stays within ~1e-2 of fp32 and says so in the metadata."""
+    from stmil.extract import FeatureExtractor
+
+    video = write_video(tmp_path / "v.mkv", ramp_frames(16, 64, 64))
+    fast = FeatureExtractor(device="cpu", precision="bf16")
+    ref, meta_ref = extract_video(video, extractor, ExtractSettings(size=64))
+    got, meta = extract_video(video, fast, ExtractSettings(size=64))
+    ref, got = ref.astype(np.float32), got.astype(np.float32)
+    rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert 0 < rel < 3e-2
+    assert meta["precision"] == "bf16" and meta_ref["precision"] == "fp32"

@@ -29,6 +29,8 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default="Mixed_4e", help="I3D endpoint (default Mixed_4e)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: ~3x faster on AMX CPUs and GPUs, relative error ~1e-2")
 
 
 def _extract_settings(args: argparse.Namespace):
@@ -42,7 +44,7 @@ def _extract_settings(args: argparse.Namespace):
 def cmd_extract(args: argparse.Namespace) -> int:
     from stmil.extract import FeatureExtractor, extract_many
 
-    extractor = FeatureExtractor(args.endpoint, args.grid, args.device)
+    extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
     summary = extract_many(args.inputs, args.out, extractor, _extract_settings(args),
                            overwrite=args.overwrite, progress=not args.quiet,
                            log=lambda m: print(m, file=sys.stderr))

@@ -13,7 +13,8 @@ from stmil.datasets import VideoRecord
 from stmil.video import clip_frame_ranges
 
 # Metadata that must agree between every video of one run.
-CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels", "weights_sha256")
+CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels", "weights_sha256",
+                   "precision")
 
 
 class FeatureError(ValueError):
