@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "kinetics-i3d-sample"
+
+
+def _shared_data() -> Path:
+    """``../shared/data`` beside the checkout, else ``$STMIL_SHARED_DATA`` or /work/shared/data."""
+    for candidate in (os.environ.get("STMIL_SHARED_DATA"), ROOT.parent / "shared" / "data",
+                      "/work/shared/data"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return ROOT.parent / "shared" / "data"
+
+
+SAMPLE = _shared_data() / "kinetics-i3d-sample"
 CRICKET = SAMPLE / "v_CricketShot_g04_c01_rgb.gif"
 VTEST = Path(os.environ.get("STMIL_VTEST", ROOT / "data" / "vtest.avi"))
 
