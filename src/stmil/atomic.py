@@ -33,6 +33,17 @@ def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
     return dest
 
 
+def check_writable(folder: Path | str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it; else ``OSError``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise OSError(f"{folder}: output folder is not writable ({e.strerror or e})") from e
+    return folder
+
+
 def write_text(dest: Path | str, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``dest``."""
     return atomic_write(dest, lambda t: t.write_text(text, encoding="utf-8"))

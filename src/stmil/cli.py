@@ -78,10 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("data", "features", "out"):
         if key not in cfg:
             raise ValueError(f"--{key} is required (on the command line or in --config)")
+    out = cfg["out"]
     summary = train(cfg.pop("data"), cfg.pop("features"), cfg.pop("out"), resume=args.resume,
                     progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **cfg)
-    print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s"
-          f" -> {given.get('out', '')}")
+    print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s -> {out}")
     return 0
 
 

@@ -8,10 +8,12 @@ validation split carved from train; the test split is only evaluated.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from stmil.atomic import check_writable
 from stmil.evaluate import evaluate, format_table
 from stmil.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.report import write_report
@@ -48,12 +50,7 @@ def run_demo(
     from stmil.synth import make_dataset
 
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").write_text("")
-        (out / ".write-test").unlink()
-    except OSError as e:
-        raise OSError(f"{out}: output folder is not writable ({e.strerror or e})") from e
+    check_writable(out)
     data, feats, runs_dir = out / "data", out / "features", out / "runs"
     times: dict[str, float] = {}
     iterations = iterations or DEMO_ITERATIONS
@@ -64,6 +61,8 @@ def run_demo(
     stamp = out / "synth-settings.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()) == settings):
         log(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
+        shutil.rmtree(feats, ignore_errors=True)  # features of another dataset would be stale
+
         make_dataset(data, footage=[footage] if footage else None, n_videos=n_videos,
                      n_frames=n_frames, seed=seed, progress=progress)
         stamp.write_text(json.dumps(settings))

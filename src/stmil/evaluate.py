@@ -44,7 +44,7 @@ def evaluate(
     records = load_dataset(data, split, format)
     videos = load_dataset_features(records, features, skip_missing, log=log)
     check_model_features(config, videos[0].meta, run)
-    per_video = [_score_video(model, config, v) for v in videos]
+    per_video = [clip_maps(model, config, v.features) for v in videos]
     result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
     result["settings"] = {"data": str(data), "features": str(features), "run": str(run),
                           "split": split, "overlap": overlap, "threshold": threshold,
@@ -58,10 +58,6 @@ def evaluate(
     return result
 
 
-def _score_video(model, config: dict, v: VideoFeatures) -> np.ndarray:
-    return clip_maps(model, config, v.features)
-
-
 def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
                     overlap: float = 0.25, threshold: float = 0.5,
                     pixel_frames: int = 16) -> dict:
@@ -69,6 +65,7 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     f_scores, f_labels, normal_scores = [], [], []
     c_scores, c_labels = [], []
     heatmaps, masks, top_boxes, gt_frames = [], [], [], []
+    rng = np.random.default_rng(0)  # ties of the top cuboid are broken at random, reproducibly
     for v, m in zip(videos, maps):
         n, ranges = v.meta["n_frames"], v.clip_ranges
         fs = M.frame_scores_from_clips(m.max(axis=1), ranges, n)
@@ -90,7 +87,7 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
                                                     for f in range(s, e)], overlap))
         frames = np.array(sorted(f for f in gt if 0 <= f < n and len(gt[f])), dtype=int)
         clip_of = frame_to_clip(ranges, n)
-        tops = M.top_cuboid_boxes(m[clip_of[frames]], boxes)
+        tops = M.top_cuboid_boxes(m[clip_of[frames]], boxes, rng)
         top_boxes.append(tops)
         gt_frames += [np.array(gt[f], float).reshape(-1, 4) for f in frames]
         pick = frames[np.linspace(0, len(frames) - 1, min(pixel_frames, len(frames))).astype(int)]
@@ -115,12 +112,9 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
 
 def _maybe(fn, scores, labels) -> float | None:
     """A metric, or None where the test set has no positives/negatives for it."""
-    if not scores:
+    if not scores or len(np.unique(np.concatenate([np.ravel(x) for x in labels]))) < 2:
         return None
-    try:
-        return fn(scores, labels)
-    except ValueError:
-        return None
+    return fn(scores, labels)
 
 
 def compare_table(runs: Sequence[str | Path], keys: Sequence[str] = METRIC_KEYS) -> str:

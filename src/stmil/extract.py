@@ -7,7 +7,6 @@ For a video ``<id>``, writes ``<id>.npy`` (float16, ``(n_clips, G*G, C)``) and `
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ import torch
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import atomic_write
+from stmil.atomic import atomic_write, check_writable
 from stmil.cuboids import pool_cuboids
+from stmil.datasets.folder import find_videos as folder_videos
 from stmil.i3d import endpoint_channels
 from stmil.video import VIDEO_EXTENSIONS, VideoError, iter_clips, probe
 from stmil.weights import KINETICS400_RGB, load_i3d
@@ -79,6 +79,13 @@ class ExtractSettings:
     fps: float | None = None
     tail: str = "drop"
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("clip_len", "stride", "size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
 
 
 def extract_video(
@@ -176,8 +183,7 @@ def find_videos(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[st
     failures: list[tuple[str, str]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            videos += sorted(p for p in item.rglob("*")
-                             if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            videos += folder_videos(item, VIDEO_EXTENSIONS)
         elif item.exists():
             videos.append(item)
         else:
@@ -219,12 +225,7 @@ def extract_many(
     and written to ``out_dir/failures.json`` (removed when a rerun has none).
     """
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe_file = tempfile.NamedTemporaryFile(dir=out_dir)
-        probe_file.close()
-    except OSError as e:
-        raise OSError(f"{out_dir}: output folder is not writable ({e.strerror or e})") from e
+    check_writable(out_dir)
     videos, missing = find_videos(inputs)
     summary = ExtractSummary(failed=[{"path": p, "error": r} for p, r in missing])
     for f in summary.failed:

@@ -252,17 +252,24 @@ def pixel_auroc(
     return cuboid_auc(s, y)
 
 
-def top_cuboid_boxes(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray) -> np.ndarray:
+def top_cuboid_boxes(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray,
+                     rng: np.random.Generator | None = None) -> np.ndarray:
     """``(F, 4)`` box of each frame's top-scoring cuboid.
 
     ``cuboid_scores``: ``(F, G*G)`` row-major; ``cuboid_boxes``: ``(G*G, 4)``. Ties go to the
-    first cuboid in row-major order (``argmax``).
+    first cuboid in row-major order (``argmax``), or, with ``rng``, to a uniformly random one
+    of the tied cuboids: a constant map (the grid-1 baseline) then points at chance level
+    instead of always at the top-left cell.
     """
     s = np.asarray(cuboid_scores, dtype=np.float64)
     b = _boxes(cuboid_boxes)
     if s.ndim != 2 or s.shape[1] != len(b):
         raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes")
-    return b[np.argmax(s, axis=1)]
+    if rng is None:
+        return b[np.argmax(s, axis=1)]
+    tied = s == s.max(axis=1, keepdims=True)
+    pick = [rng.choice(np.flatnonzero(row)) for row in tied]
+    return b[np.array(pick, dtype=int)]
 
 
 def pointing_accuracy(top_boxes: np.ndarray, gt_boxes: Sequence[ArrayOrList]) -> float:

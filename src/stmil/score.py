@@ -36,10 +36,13 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
     path = Path(run) / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{run}: no model.safetensors (is this a run folder?)")
-    with safe_open(str(path), "pt") as f:
-        config = json.loads((f.metadata() or {})["stmil_config"])
-    model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
-    model.load_state_dict(load_file(str(path)))
+    try:
+        with safe_open(str(path), "pt") as f:
+            config = json.loads((f.metadata() or {})["stmil_config"])
+        model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
+        model.load_state_dict(load_file(str(path)))
+    except (KeyError, ValueError, RuntimeError, OSError) as e:
+        raise ValueError(f"{path}: not a stmil model ({' '.join(str(e).split())})") from e
     return model.eval(), config
 
 
@@ -146,6 +149,8 @@ def score_inputs(
             paths += npys if npys else find_videos([item])[0]
         else:
             paths.append(item)
+    if not paths:
+        raise ValueError(f"no videos or .npy features found in {', '.join(map(str, inputs))}")
     extractor = None
     written, failed = [], []
     for path in tqdm(paths, unit="video", disable=not progress, leave=False):
@@ -156,8 +161,9 @@ def score_inputs(
             else:
                 if extractor is None:
                     extractor = FeatureExtractor(config["endpoint"], config["feature_grid"],
-                                                 device)
-                settings = ExtractSettings(config["clip_len"], config["stride"], config["size"])
+                                                 device, config.get("precision", "fp32"))
+                settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
+                                           config.get("resample_fps"), config.get("tail", "drop"))
                 features, meta = extract_video(path, extractor, settings)
             result = score_features(model, config, features, meta, meta_clip_ranges(meta),
                                     threshold)

@@ -73,6 +73,10 @@ def train(
     """
     config = {k: v for k, v in locals().items() if k in TRAIN_ARGS}
     out = Path(out)
+    for name in ("iterations", "val_every", "checkpoint_every", "n_segments",
+                 "batch_anomalous", "batch_normal"):
+        if config[name] < 1:
+            raise ValueError(f"{name} must be at least 1, got {config[name]}")
     if supervision not in SUPERVISION:
         raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
     records = load_dataset(data, "train", format)
@@ -87,8 +91,11 @@ def train(
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
     config.update(data=str(data), features=str(features), out=str(out), grid=grid,
                   feature_grid=feat_grid, in_dim=videos[0].meta["channels"])
-    for key in ("endpoint", "size", "clip_len", "stride"):
+    for key in ("endpoint", "size", "clip_len", "stride", "tail"):
         config[key] = videos[0].meta[key]
+    m = videos[0].meta
+    config["precision"] = m.get("precision", "fp32")
+    config["resample_fps"] = m["fps"] if m["fps"] != m.get("source_fps", m["fps"]) else None
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.yaml", lambda t: t.write_text(yaml.safe_dump(config)))
 
@@ -171,7 +178,8 @@ TRAIN_DEFAULTS = {p.name: p.default for p in inspect.signature(train).parameters
 
 
 # Facts about the features that a run's config.yaml records; read back, they are dropped.
-RECORDED_KEYS = ("feature_grid", "in_dim", "endpoint", "size", "clip_len", "stride")
+RECORDED_KEYS = ("feature_grid", "in_dim", "endpoint", "size", "clip_len", "stride", "tail",
+                 "precision", "resample_fps")
 
 
 def read_config(path: str | Path) -> dict:
@@ -179,7 +187,10 @@ def read_config(path: str | Path) -> dict:
 
     A run's own ``config.yaml`` is accepted: the feature facts it records are dropped.
     """
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: a config is a flat mapping of train arguments")
     allowed = set(TRAIN_ARGS) | {"data", "features", "out"}
@@ -187,7 +198,15 @@ def read_config(path: str | Path) -> dict:
     if unknown:
         raise ValueError(f"{path}: unknown config keys {', '.join(unknown)}; "
                          f"allowed: {', '.join(sorted(allowed))}")
-    return {k: v for k, v in cfg.items() if k in allowed}
+    out = {k: v for k, v in cfg.items() if k in allowed}
+    for k, v in out.items():  # coerce to the type of the default, refusing what cannot be
+        default = TRAIN_DEFAULTS.get(k)
+        if default is not None and v is not None and not isinstance(v, type(default)):
+            try:
+                out[k] = type(default)(v)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}: {k} must be {type(default).__name__}, got {v!r}") from e
+    return out
 
 
 def save_model(path: Path, model: Scorer, config: dict) -> None:
@@ -206,6 +225,8 @@ def _carve_validation(labels: np.ndarray, fraction: float, rng: np.random.Genera
         idx = np.flatnonzero(labels == c)
         k = max(1, int(round(fraction * len(idx)))) if len(idx) > 2 else 0
         val[rng.choice(idx, size=k, replace=False)] = True
+    if len(np.unique(labels[val])) < 2:  # too few videos for a two-class validation split
+        val[:] = False
     return val
 
 
