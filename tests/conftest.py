@@ -61,3 +61,22 @@ def extractor():
     from stmil.extract import FeatureExtractor
 
     return FeatureExtractor(device="cpu")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``stmil`` in-process: (exit code, stdout, stderr)."""
+    from stmil.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    """stderr is exactly one ``error: ...`` line, no traceback, containing every needle."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]

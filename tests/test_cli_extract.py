@@ -15,24 +15,13 @@ import torch
 from stmil.cli import main
 from stmil.video import VideoError
 
-from .conftest import CRICKET, ramp_frames, write_video
+from .conftest import CRICKET, assert_one_line_error, ramp_frames, run_cli, write_video
 
 STMIL = Path(sys.executable).with_name("stmil")
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for n in needles:
-        assert n in lines[0]
 
 
 @pytest.mark.parametrize("cmd", ["extract", "classify"])

@@ -13,22 +13,13 @@ from stmil.cli import main
 from stmil.evaluate import METRIC_KEYS
 from stmil.synth import make_dataset
 
+from .conftest import assert_one_line_error, run_cli
+
 TRAIN = ["--iterations", "3", "--hidden", "16", "--mid", "4", "--device", "cpu", "--quiet"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
