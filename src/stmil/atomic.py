@@ -14,14 +14,14 @@ os.umask(_UMASK)
 def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``dest``, then rename it into place.
 
-    The temporary name is hidden (dot-prefixed) and keeps ``dest``'s suffix, so writers that
-    pick a format from the name (PyAV, matplotlib) work. The result gets the usual
+    The temporary name is hidden and ends in ``.tmp`` (``.<name>.XXXX.tmp``), so no glob for
+    ``*.npy``, ``*.json`` or videos ever picks it up; writers must name their format
+    explicitly (they all do). The result gets the usual
     permissions (0666 minus the umask). On any failure the temporary file is removed and
     ``dest`` is untouched. Returns ``dest``.
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",
-                               suffix=f".tmp{dest.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
