@@ -17,7 +17,7 @@ from stmil.atomic import check_writable
 from stmil.evaluate import evaluate, format_table
 from stmil.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.report import write_report
-from stmil.score import score_features
+from stmil.score import scores_from_maps
 from stmil.train import train
 
 DEMO_TABLE_KEYS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy")
@@ -120,16 +120,15 @@ def _config(run: Path) -> dict:
 def _overlays(out: Path, results: dict, n: int) -> list[dict]:
     """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos."""
     from stmil.overlay import render_overlay
-    from stmil.score import load_model
 
     method, base = results["weak-cuboid-mil"], results["grid1-baseline"]
-    m_model, m_cfg = load_model(method["settings"]["run"])
-    b_model, b_cfg = load_model(base["settings"]["run"])
-    picked = [v for v, _ in method["videos"] if v.record.label == 1 and v.record.path][:n]
+    base_maps = {v.record.video_id: maps for v, maps in base["videos"]}
+    picked = [(v, maps) for v, maps in method["videos"] if v.record.label == 1 and v.record.path]
     done = []
-    for v in picked:
-        scores = score_features(m_model, m_cfg, v.features, v.meta, v.clip_ranges)
-        baseline = score_features(b_model, b_cfg, v.features, v.meta, v.clip_ranges)
+    for v, maps in picked[:n]:  # the maps evaluate() already computed: nothing is rescored
+        scores = scores_from_maps(maps, method["settings"]["model_grid"], v.meta, v.clip_ranges)
+        baseline = scores_from_maps(base_maps[v.record.video_id],
+                                    base["settings"]["model_grid"], v.meta, v.clip_ranges)
         dest = out / "overlays" / f"{v.record.video_id}.gif"
         dest.parent.mkdir(parents=True, exist_ok=True)
         render_overlay(v.record.path, scores, dest, gt_boxes=v.record.boxes, baseline=baseline)

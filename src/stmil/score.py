@@ -89,8 +89,14 @@ def predicted_boxes(maps: np.ndarray, boxes: np.ndarray, threshold: float | None
 def score_features(model: Scorer, config: dict, features: np.ndarray, meta: dict,
                    clip_ranges: np.ndarray, threshold: float | None = None) -> dict:
     """The contents of ``<id>.scores.json`` for one video's features."""
+    return scores_from_maps(clip_maps(model, config, features), config["grid"], meta,
+                            clip_ranges, threshold)
+
+
+def scores_from_maps(maps: np.ndarray, model_grid: int, meta: dict, clip_ranges: np.ndarray,
+                     threshold: float | None = None) -> dict:
+    """``<id>.scores.json`` contents from cuboid maps ``(n_clips, G*G)`` already computed."""
     g = meta["grid"]
-    maps = clip_maps(model, config, features)
     n = meta["n_frames"]
     frame_scores = frame_scores_from_clips(maps.max(axis=1), clip_ranges, n)
     clip_boxes = predicted_boxes(maps, cuboid_boxes(meta["width"], meta["height"], g), threshold)
@@ -102,7 +108,7 @@ def score_features(model: Scorer, config: dict, features: np.ndarray, meta: dict
         "width": meta["width"],
         "height": meta["height"],
         "grid": g,
-        "model_grid": config["grid"],
+        "model_grid": model_grid,
         "threshold": threshold,
         "clip_ranges": clip_ranges.tolist(),
         "clip_maps": maps.reshape(-1, g, g).round(6).tolist(),
