@@ -24,7 +24,8 @@ run = run_cli
 
 
 
-@pytest.mark.parametrize("cmd", ["extract", "classify"])
+@pytest.mark.parametrize(
+    "cmd", ["extract", "classify", "train", "score", "evaluate", "synth", "demo"])
 def test_help_has_an_example(capsys, cmd):
     with pytest.raises(SystemExit) as info:
         main([cmd, "--help"])

@@ -9,7 +9,6 @@ import av
 import pytest
 import yaml
 
-from stmil.cli import main
 from stmil.evaluate import METRIC_KEYS
 from stmil.synth import make_dataset
 
@@ -122,12 +121,3 @@ def test_user_mistakes_give_one_line_errors(synth, tmp_path, capsys):
                          "--out", tmp_path / "s")
     assert code == 1
     assert_one_line_error(err, "no model.safetensors")
-
-
-@pytest.mark.parametrize("cmd", ["train", "score", "evaluate"])
-def test_help_has_an_example(capsys, cmd):
-    with pytest.raises(SystemExit) as info:
-        main([cmd, "--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert "example" in out and f"stmil {cmd} " in out
