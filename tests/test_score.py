@@ -11,7 +11,8 @@ import pytest
 
 from stmil.cuboids import cuboid_boxes
 from stmil.features import load_features, meta_clip_ranges
-from stmil.score import clip_maps, load_model, predicted_boxes, score_features, score_inputs
+from stmil.run import load_model
+from stmil.score import clip_maps, predicted_boxes, score_features, score_inputs
 from stmil.train import train
 from tests.conftest import write_video
 from tests.planted import make_planted

@@ -172,7 +172,7 @@ def test_config_yaml_holds_every_argument_resolved(tiny, tmp_path):
     assert cfg["iterations"] == 6 and cfg["hidden"] == 16 and cfg["lr"] == 0.01
     assert cfg["data"] == str(tiny[0]) and cfg["features"] == str(tiny[1])
     # The model file carries the same config.
-    from stmil.score import load_model
+    from stmil.run import load_model
 
     assert load_model(tmp_path / "run")[1] == cfg
 
@@ -183,7 +183,7 @@ def test_saved_config_reproduces_the_run(tiny, tmp_path):
     cfg = read_config(tmp_path / "a" / "config.yaml")
     cfg.pop("out")
     train(cfg.pop("data"), cfg.pop("features"), tmp_path / "b", progress=False, log=quiet, **cfg)
-    from stmil.score import load_model
+    from stmil.run import load_model
 
     (ma, _), (mb, _) = load_model(tmp_path / "a"), load_model(tmp_path / "b")
     for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from stmil.extract import resolve_device
+from stmil.device import resolve_device
 from stmil.kinetics_labels import KINETICS400
 from stmil.video import iter_clips, probe
 from stmil.weights import load_i3d

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stmil import __version__
+from stmil.errors import ConfigError, StmilError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.update(given)
     for key in ("data", "features", "out"):
         if key not in cfg:
-            raise ValueError(f"--{key} is required (on the command line or in --config)")
+            raise ConfigError(f"--{key} is required (on the command line or in --config)")
     out = cfg["out"]
     summary = train(cfg.pop("data"), cfg.pop("features"), cfg.pop("out"), resume=args.resume,
                     progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **cfg)
@@ -107,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     for key in ("data", "features", "model"):
         if getattr(args, key) is None:
-            raise ValueError(f"--{key} is required (or use --compare RUN...)")
+            raise ConfigError(f"--{key} is required (or use --compare RUN...)")
     result = evaluate(args.data, args.features, args.model, split=args.split,
                       format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
                       json_out=args.json, log=lambda m: print(m, file=sys.stderr))
@@ -238,11 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, KeyError) as e:
+    except (StmilError, OSError) as e:
         if args.debug:
             raise
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """A user-facing error on one line; an ``OSError`` names its file and the system's reason."""
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stmil.atomic import check_writable
+from stmil.errors import StmilError
 from stmil.evaluate import evaluate, format_table
 from stmil.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.report import write_report
@@ -75,7 +76,7 @@ def run_demo(
                            progress=progress, log=log)
     log("      " + summary.line())
     if summary.failed:
-        raise RuntimeError(f"feature extraction failed for {len(summary.failed)} videos")
+        raise StmilError(f"feature extraction failed for {len(summary.failed)} videos")
     times["extract"] = time.perf_counter() - t
 
     results: dict[str, dict] = {}

@@ -12,8 +12,10 @@ from stmil import metrics as M
 from stmil.atomic import atomic_write
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
+from stmil.errors import ModelError
 from stmil.features import VideoFeatures, load_dataset_features
-from stmil.score import check_model_features, clip_maps, frame_to_clip, load_model
+from stmil.run import load_model
+from stmil.score import check_model_features, clip_maps, frame_to_clip
 
 METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel_auroc",
                "pointing_accuracy")
@@ -123,7 +125,7 @@ def compare_table(runs: Sequence[str | Path], keys: Sequence[str] = METRIC_KEYS)
     for run in runs:
         path = Path(run) / "metrics.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{run}: no metrics.json (run stmil evaluate first)")
+            raise ModelError(f"{run}: no metrics.json (run stmil evaluate first)")
         rows.append((str(run), json.loads(path.read_text())))
     return format_table([(name, m) for name, m in rows], keys)
 

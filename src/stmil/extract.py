@@ -20,19 +20,11 @@ from stmil import __version__
 from stmil.atomic import atomic_write, check_writable
 from stmil.cuboids import pool_cuboids
 from stmil.datasets.folder import find_videos as folder_videos
+from stmil.device import resolve_device
+from stmil.errors import ConfigError
 from stmil.i3d import endpoint_channels
 from stmil.video import VIDEO_EXTENSIONS, VideoError, iter_clips, probe
 from stmil.weights import KINETICS400_RGB, load_i3d
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA device is available")
-    return torch.device(device)
-
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -49,9 +41,9 @@ class FeatureExtractor:
     def __init__(self, endpoint: str = "Mixed_4e", grid: int = 7, device: str = "auto",
                  precision: str = "fp32"):
         if endpoint == "Logits":
-            raise ValueError("cuboid features need a feature-map endpoint, not Logits")
+            raise ConfigError("cuboid features need a feature-map endpoint, not Logits")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.endpoint, self.grid, self.precision = endpoint, grid, precision
         self.channels = endpoint_channels(endpoint)
         self.device = resolve_device(device)
@@ -83,9 +75,9 @@ class ExtractSettings:
     def __post_init__(self) -> None:
         for name in ("clip_len", "stride", "size", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+            raise ConfigError(f"fps must be positive, got {self.fps}")
 
 
 def extract_video(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.datasets import VideoRecord
+from stmil.errors import StmilError
 from stmil.video import clip_frame_ranges
 
 # Metadata that must agree between every video of one run.
@@ -17,7 +18,7 @@ CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels",
                    "precision")
 
 
-class FeatureError(ValueError):
+class FeatureError(StmilError, ValueError):
     """Features are missing, inconsistent or not finite; the message names the videos."""
 
 

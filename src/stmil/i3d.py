@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stmil.errors import ConfigError
+
 ENDPOINTS: tuple[str, ...] = (
     "Conv3d_1a_7x7",
     "MaxPool3d_2a_3x3",
@@ -76,7 +78,7 @@ def endpoint_channels(endpoint: str) -> int:
         return fixed[endpoint]
     if endpoint in _MIXED:
         return mixed_channels(endpoint)
-    raise ValueError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
+    raise ConfigError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(ENDPOINTS)}")
 
 
 def same_pads(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]) -> list[int]:

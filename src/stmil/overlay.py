@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from stmil.atomic import atomic_write
+from stmil.errors import ConfigError
 from stmil.score import frame_to_clip
 from stmil.video import VideoInfo, iter_frames, probe
 
@@ -66,11 +67,11 @@ def render_overlay(
     video, out = Path(video), Path(out)
     kind = out.suffix.lower()
     if kind not in (".mp4", ".gif"):
-        raise ValueError(f"{out}: output must end in .mp4 or .gif")
+        raise ConfigError(f"{out}: output must end in .mp4 or .gif")
     gif = kind == ".gif"
     step = step or (GIF_STEP if gif else 1)
     if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
+        raise ConfigError(f"step must be >= 1, got {step}")
     info = probe(video)
     pw, ph = panel_size(info.width, info.height, min(scale, GIF_MAX_WIDTH) if gif else scale)
     gt = _gt_dict(gt_boxes)
@@ -78,7 +79,7 @@ def render_overlay(
     panels = [_Panel(scores, pw, ph, gt, names[0], PANEL_COLORS[0])]
     if baseline is not None:
         if int(baseline["n_frames"]) != int(scores["n_frames"]):
-            raise ValueError(f"baseline has {baseline['n_frames']} frames, scores have "
+            raise ConfigError(f"baseline has {baseline['n_frames']} frames, scores have "
                              f"{scores['n_frames']}: not the same video")
         panels.append(_Panel(baseline, pw, ph, gt, names[1], PANEL_COLORS[1]))
     fps = Fraction(info.fps).limit_denominator(1001) / step
@@ -113,7 +114,7 @@ class _Panel:
         ranges = np.asarray(scores["clip_ranges"], dtype=np.int64).reshape(-1, 2)
         self.maps = np.asarray(scores["clip_maps"], dtype=np.float32)  # (n_clips, G, G)
         if len(self.maps) != len(ranges):
-            raise ValueError(f"{len(self.maps)} clip maps but {len(ranges)} clip ranges")
+            raise ConfigError(f"{len(self.maps)} clip maps but {len(ranges)} clip ranges")
         self.clip_of = frame_to_clip(ranges, self.n)
         g = self.maps.shape[-1]
         self.rows = ((2 * np.arange(ph) + 1) * g) // (2 * ph)
@@ -123,7 +124,7 @@ class _Panel:
         self.boxes = np.asarray(scores["boxes"], dtype=np.float64).reshape(-1, 4)
         frame_scores = np.asarray(scores["frame_scores"], np.float64)
         if len(frame_scores) != self.n:
-            raise ValueError(f"{len(frame_scores)} frame scores for {self.n} frames")
+            raise ConfigError(f"{len(frame_scores)} frame scores for {self.n} frames")
         gt_mask = np.zeros(self.n, dtype=bool)
         gt_mask[[f for f in gt if 0 <= f < self.n]] = True
         self.strip = timeline_strip(frame_scores, gt_mask, pw, color)
@@ -283,5 +284,5 @@ def _encode(tmp: Path, frames: Iterator[np.ndarray], fps: Fraction, gif: bool) -
                      if gif else av.VideoFrame.from_ndarray(img, format="rgb24"))
             container.mux(stream.encode(frame))
         if stream is None:
-            raise ValueError("no frames to write")
+            raise ConfigError("no frames to write")
         container.mux(stream.encode())

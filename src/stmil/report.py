@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from stmil.atomic import atomic_write
+from stmil.errors import StmilError
 from stmil.metrics import frame_scores_from_clips
 
 #: Table columns, in order; ``false_alarm_rate`` is the one where lower is better.
@@ -52,7 +53,7 @@ def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not runs:
-        raise ValueError("write_report needs at least one run")
+        raise StmilError("write_report needs at least one run")
     colors = _run_colors(len(runs))
     parts = [f"<h1>{_e(title)}</h1>", "<h2>Metrics</h2>", metrics_table(runs)]
     parts.append("<h2>ROC curves</h2>")
@@ -241,7 +242,7 @@ def _inside(out_dir: Path, path: Path) -> Path:
     """``path`` relative to ``out_dir``; a file outside is copied to ``out_dir/overlays/``."""
     full = (path if path.is_absolute() else out_dir / path).resolve()
     if not full.is_file():
-        raise FileNotFoundError(f"{path}: overlay file not found")
+        raise StmilError(f"{path}: overlay file not found")
     root = out_dir.resolve()
     try:
         return full.relative_to(root)

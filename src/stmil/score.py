@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from stmil.atomic import atomic_write
 from stmil.bags import l2_normalise
 from stmil.cuboids import cuboid_boxes
+from stmil.errors import ConfigError
 from stmil.extract import (
     ExtractSettings,
     FeatureExtractor,
@@ -29,34 +28,20 @@ from stmil.extract import (
 from stmil.features import load_features, meta_clip_ranges
 from stmil.metrics import frame_scores_from_clips
 from stmil.mil import Scorer
-
-
-def load_model(run: str | Path) -> tuple[Scorer, dict]:
-    """The trained scorer of a run folder (eval mode) and the run's config."""
-    path = Path(run) / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: no model.safetensors (is this a run folder?)")
-    try:
-        with safe_open(str(path), "pt") as f:
-            config = json.loads((f.metadata() or {})["stmil_config"])
-        model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
-        model.load_state_dict(load_file(str(path)))
-    except (KeyError, ValueError, RuntimeError, OSError) as e:
-        raise ValueError(f"{path}: not a stmil model ({' '.join(str(e).split())})") from e
-    return model.eval(), config
+from stmil.run import load_model
 
 
 def check_model_features(config: dict, meta: dict, where: str | Path) -> None:
     """Refuse features made with other settings than those the model was trained on."""
     for key in ("endpoint", "size", "clip_len", "stride"):
         if config.get(key) != meta.get(key):
-            raise ValueError(f"{where}: model was trained on {key}={config.get(key)!r} features, "
+            raise ConfigError(f"{where}: model was trained on {key}={config.get(key)!r} features, "
                              f"these have {meta.get(key)!r}")
     if config["feature_grid"] != meta["grid"]:
-        raise ValueError(f"{where}: model was trained on grid {config['feature_grid']} features, "
+        raise ConfigError(f"{where}: model was trained on grid {config['feature_grid']} features, "
                          f"these have grid {meta['grid']}")
     if config["in_dim"] != meta.get("channels", config["in_dim"]):
-        raise ValueError(f"{where}: model takes {config['in_dim']}-channel features, "
+        raise ConfigError(f"{where}: model takes {config['in_dim']}-channel features, "
                          f"these have {meta['channels']}")
 
 
@@ -156,7 +141,7 @@ def score_inputs(
         else:
             paths.append(item)
     if not paths:
-        raise ValueError(f"no videos or .npy features found in {', '.join(map(str, inputs))}")
+        raise ConfigError(f"no videos or .npy features found in {', '.join(map(str, inputs))}")
     extractor = None
     written, failed = [], []
     for path in tqdm(paths, unit="video", disable=not progress, leave=False):

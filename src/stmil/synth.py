@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from stmil.errors import StmilError
 from stmil.synth_events import KINDS, fit_box, make_event
 from stmil.synth_footage import Footage, FootageClip, FootageError, load_footage, probe_footage
 from stmil.synth_scene import ProceduralScene
@@ -39,7 +40,7 @@ CLASSES = {"run": "Running", "fight": "Fighting", "fire": "Fire", "throw": "Thro
 PROCEDURAL_FPS = 30.0
 
 
-class SynthError(ValueError):
+class SynthError(StmilError, ValueError):
     """Settings or an output folder that :func:`make_dataset` cannot use."""
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stmil.errors import StmilError
+
 MIN_CROP = 0.7
 MAX_FOOTAGE_BYTES = 1536 * 2**20  # the decoded, downscaled frames of one source
 
 
-class FootageError(ValueError):
+class FootageError(StmilError, ValueError):
     """Footage that cannot be used; the message names the file and what is wrong."""
 
     def __init__(self, path: Path | str, reason: str):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import inspect
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
@@ -24,9 +22,11 @@ from stmil.atomic import atomic_write
 from stmil.bags import make_bag, segment_clip_ranges, segment_cuboid_labels
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
-from stmil.extract import resolve_device
+from stmil.device import resolve_device
+from stmil.errors import ConfigError
 from stmil.features import VideoFeatures, load_dataset_features
 from stmil.mil import Scorer, boxes_bce_loss, mil_ranking_loss
+from stmil.run import save_model
 
 SUPERVISION = ("weak", "boxes")
 
@@ -76,18 +76,18 @@ def train(
     for name in ("iterations", "val_every", "checkpoint_every", "n_segments",
                  "batch_anomalous", "batch_normal"):
         if config[name] < 1:
-            raise ValueError(f"{name} must be at least 1, got {config[name]}")
+            raise ConfigError(f"{name} must be at least 1, got {config[name]}")
     if supervision not in SUPERVISION:
-        raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
+        raise ConfigError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
     records = load_dataset(data, "train", format)
     videos = load_dataset_features(records, features, skip_missing, log=log)
     feat_grid = videos[0].meta["grid"]
     grid = feat_grid if grid is None else grid
     if grid not in (1, feat_grid):
-        raise ValueError(f"grid must be 1 or the features' grid {feat_grid}, got {grid}")
+        raise ConfigError(f"grid must be 1 or the features' grid {feat_grid}, got {grid}")
     if supervision == "boxes":
         if grid == 1:
-            raise ValueError("the boxes-supervised reference needs the cuboid grid, not grid 1")
+            raise ConfigError("the boxes-supervised reference needs the cuboid grid, not grid 1")
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
     config.update(data=str(data), features=str(features), out=str(out), grid=grid,
                   feature_grid=feat_grid, in_dim=videos[0].meta["channels"])
@@ -106,7 +106,7 @@ def train(
     train_idx = np.flatnonzero(~val)
     anom, norm = train_idx[labels[train_idx] == 1], train_idx[labels[train_idx] == 0]
     if len(anom) == 0 or len(norm) == 0:
-        raise ValueError(f"{data}: training needs anomalous and normal videos, got "
+        raise ConfigError(f"{data}: training needs anomalous and normal videos, got "
                          f"{len(anom)} anomalous and {len(norm)} normal")
     log(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
     bags = _build_bags(videos, n_segments, grid == 1, out / "cache" / "bags.npy", progress)
@@ -190,13 +190,13 @@ def read_config(path: str | Path) -> dict:
     try:
         cfg = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: a config is a flat mapping of train arguments")
+        raise ConfigError(f"{path}: a config is a flat mapping of train arguments")
     allowed = set(TRAIN_ARGS) | {"data", "features", "out"}
     unknown = sorted(set(cfg) - allowed - set(RECORDED_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {', '.join(unknown)}; "
+        raise ConfigError(f"{path}: unknown config keys {', '.join(unknown)}; "
                          f"allowed: {', '.join(sorted(allowed))}")
     out = {k: v for k, v in cfg.items() if k in allowed}
     for k, v in out.items():  # coerce to the type of the default, refusing what cannot be
@@ -205,15 +205,8 @@ def read_config(path: str | Path) -> dict:
             try:
                 out[k] = type(default)(v)
             except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}: {k} must be {type(default).__name__}, got {v!r}") from e
+                raise ConfigError(f"{path}: {k} must be {type(default).__name__}, got {v!r}") from e
     return out
-
-
-def save_model(path: Path, model: Scorer, config: dict) -> None:
-    """Scorer weights as safetensors, with the run's config as metadata."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"stmil_config": json.dumps(config)}
-    atomic_write(path, lambda t: save_file(tensors, str(t), metadata=meta))
 
 
 def _carve_validation(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

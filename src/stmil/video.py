@@ -20,13 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stmil.errors import ConfigError, StmilError
+
 VIDEO_EXTENSIONS = (
     ".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"
 )
 TAIL_POLICIES = ("drop", "pad")
 
 
-class VideoError(ValueError):
+class VideoError(StmilError, ValueError):
     """A video cannot be used; the message names the file and the reason, on one line."""
 
     def __init__(self, path: Path | str, reason: str):
@@ -170,9 +172,9 @@ def iter_clips(
     ``n_frames`` (source frames decoded) and ``n_sampled`` at the end.
     """
     if tail not in TAIL_POLICIES:
-        raise ValueError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
+        raise ConfigError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
     if clip_len < 1 or stride < 1:
-        raise ValueError("clip_len and stride must be positive")
+        raise ConfigError("clip_len and stride must be positive")
     info = info or probe(path)
     window: deque[Tensor] = deque(maxlen=clip_len)
     pending: list[tuple[Tensor, int, bool]] = []

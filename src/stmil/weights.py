@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from stmil.atomic import atomic_write
+from stmil.errors import StmilError
 from stmil.i3d import InceptionI3d
 
 
-class WeightsError(RuntimeError):
+class WeightsError(StmilError, RuntimeError):
     """The pretrained weights are missing, corrupt or not what they claim to be."""
 
 

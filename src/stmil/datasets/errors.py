@@ -10,11 +10,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from stmil.datasets.record import VideoRecord
+from stmil.errors import StmilError
 
 SPLITS = ("train", "test", "all")
 
 
-class DatasetError(ValueError):
+class DatasetError(StmilError, ValueError):
     """A dataset folder or annotation file that cannot be read as the expected format."""
 
 
