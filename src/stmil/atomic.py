@@ -1,8 +1,14 @@
-"""Atomic file writes: a temporary file beside the destination, then a rename."""
+"""Atomic file writes: a temporary file beside the destination, then a rename.
+
+Temporary files are hidden and carry the writer's process id:
+``.<name>.<pid>.<random>.tmp``. A writer killed mid-write leaves one behind;
+:func:`remove_stale_temps` deletes exactly those whose writer is no longer running.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -10,27 +16,93 @@ from pathlib import Path
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# ``.<name>.<pid>.<8 random chars from tempfile>.tmp``
+TEMP_PATTERN = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9]\d{0,9})\.(?P<rand>[a-z0-9_]{8})\.tmp")
+
+
+def temp_path(dest: Path | str) -> Path:
+    """Create (empty, with the usual permissions) and return a temporary file beside ``dest``.
+
+    Its name, ``.<name>.<pid>.<random>.tmp``, matches :data:`TEMP_PATTERN`, so
+    :func:`remove_stale_temps` can tell when its writer has died.
+    """
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.",
+                               suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def _named(e: OSError, dest: Path, tmp: Path) -> OSError:
+    """``e`` naming ``dest`` instead of nothing or the temporary file (same errno and reason)."""
+    if e.filename not in (None, str(tmp), tmp) or not e.errno:
+        return e
+    return type(e)(e.errno, e.strerror or os.strerror(e.errno), str(dest))
+
 
 def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``dest``, then rename it into place.
 
-    The temporary name is hidden and ends in ``.tmp`` (``.<name>.XXXX.tmp``), so no glob for
+    The temporary name is hidden and ends in ``.tmp`` (see :func:`temp_path`), so no glob for
     ``*.npy``, ``*.json`` or videos ever picks it up; writers must name their format
-    explicitly (they all do). The result gets the usual
-    permissions (0666 minus the umask). On any failure the temporary file is removed and
-    ``dest`` is untouched. Returns ``dest``.
+    explicitly (they all do). The result gets the usual permissions (0666 minus the umask).
+    On any failure the temporary file is removed and ``dest`` is untouched; an ``OSError``
+    (a full disk, say) names ``dest``, never the temporary file. Returns ``dest``.
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_path(dest)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, dest)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        named = _named(e, dest, tmp)
+        if named is e:
+            raise
+        raise named from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Delete the temporary files of dead writers in ``folder`` (not recursive); return them.
+
+    Only hidden files named like :func:`temp_path`'s (``.<name>.<pid>.<random>.tmp``) whose
+    pid is not a running process are removed; anything else, and the temporary files of live
+    writers, is left alone. A missing folder has none.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        m = TEMP_PATTERN.fullmatch(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False) or _alive(int(m["pid"])):
+            continue
+        path = Path(entry.path)
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def check_writable(folder: Path | str) -> Path:
