@@ -26,6 +26,31 @@ CRICKET = SAMPLE / "v_CricketShot_g04_c01_rgb.gif"
 VTEST = Path(os.environ.get("STMIL_VTEST", ROOT / "data" / "vtest.avi"))
 
 
+def require_file(path: Path, how: str) -> Path:
+    """``path`` if it is a file; else skip the test, or fail it when ``$CI`` is set.
+
+    CI provides the shared sample data and vtest.avi, so a missing file there is a broken set-up
+    that must not pass as a silent skip. ``how`` says how to get the file.
+    """
+    if not Path(path).is_file():
+        msg = f"{path} not found ({how})"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {msg}", pytrace=False)
+        pytest.skip(msg)
+    return Path(path)
+
+
+def require_cricket() -> Path:
+    """DeepMind's cricket GIF from the shared sample data (see :func:`require_file`)."""
+    return require_file(CRICKET, "set STMIL_SHARED_DATA to the folder holding "
+                                 "kinetics-i3d-sample/")
+
+
+def require_vtest() -> Path:
+    """OpenCV's vtest.avi (see :func:`require_file`)."""
+    return require_file(VTEST, "run make vtest, or set STMIL_VTEST")
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int = 30, codec: str = "ffv1") -> Path:
     """Write ``(N, H, W, 3)`` uint8 frames; ffv1 (in .mkv/.avi) is lossless."""
     pix = {"ffv1": "bgr0", "libx264": "yuv420p", "mpeg4": "yuv420p", "libvpx-vp9": "yuv420p",

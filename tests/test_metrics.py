@@ -81,7 +81,7 @@ def test_false_alarm_rate_counts_ge_threshold() -> None:
     assert M.false_alarm_rate(s) == pytest.approx(0.5)  # 0.5 >= 0.5 counts
     assert M.false_alarm_rate(s, threshold=0.7) == pytest.approx(0.25)
     assert M.false_alarm_rate(s, threshold=0.71) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one frame of a normal video"):
         M.false_alarm_rate([])
 
 
@@ -92,7 +92,7 @@ def test_frame_labels_half_open_and_clipped() -> None:
     y = M.frame_labels([(2, 4), (7, 12), (-3, 1)], 10)
     assert np.flatnonzero(y).tolist() == [0, 2, 3, 7, 8, 9]
     assert not M.frame_labels([], 5).any()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"interval end before start: \[4, 2\)"):
         M.frame_labels([(4, 2)], 5)
 
 
@@ -117,17 +117,22 @@ def test_frame_scores_standard_16_frame_clips() -> None:
     np.testing.assert_allclose(out, np.repeat([0.1, 0.5, 0.9, 0.9], [16, 16, 16, 2]))
 
 
+RANGES = r"clip ranges must satisfy 0 <= start < end <= n_frames \(5\)"
+
+
 @pytest.mark.parametrize(
-    ("scores", "ranges", "n"),
+    ("scores", "ranges", "n", "match"),
     [
-        ([], np.zeros((0, 2)), 5),
-        ([0.1], [[0, 6]], 5),
-        ([0.1], [[3, 3]], 5),
-        ([0.1, 0.2], [[0, 2]], 5),
+        ([], np.zeros((0, 2)), 5, "need n_clips >= 1 scores and ranges, got 0 and 0"),
+        ([0.1], [[0, 6]], 5, RANGES),
+        ([0.1], [[3, 3]], 5, RANGES),
+        ([0.1], [[-1, 3]], 5, RANGES),
+        ([0.1, 0.2], [[0, 2]], 5, "need n_clips >= 1 scores and ranges, got 2 and 1"),
+        ([0.1], [[0, 2]], 0, "n_frames must be positive, got 0"),
     ],
 )
-def test_frame_scores_bad_inputs(scores, ranges, n) -> None:
-    with pytest.raises(ValueError):
+def test_frame_scores_bad_inputs(scores, ranges, n, match) -> None:
+    with pytest.raises(ValueError, match=match):
         M.frame_scores_from_clips(scores, ranges, n)
 
 
@@ -251,8 +256,11 @@ def test_pixel_auroc_errors() -> None:
         M.pixel_auroc(heat, [np.zeros_like(m) for m in masks])
     with pytest.raises(ValueError, match="differ"):
         M.pixel_auroc([heat[0][:-1]], [masks[0]])
-    with pytest.raises(ValueError):
+    counts = "need equal, non-zero numbers of heatmaps and masks"
+    with pytest.raises(ValueError, match=f"{counts}: 0 vs 0"):
         M.pixel_auroc([], [])
+    with pytest.raises(ValueError, match=f"{counts}: 2 vs 1"):
+        M.pixel_auroc(heat, masks[:1])
 
 
 # ------------------------------------------------------------------------------ pointing accuracy
@@ -262,6 +270,55 @@ def test_top_cuboid_boxes_ties_take_first_row_major() -> None:
     cub = cuboid_boxes(20, 20, 2)
     s = np.array([[0.1, 0.9, 0.9, 0.2], [0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.3]])
     np.testing.assert_array_equal(M.top_cuboid_boxes(s, cub), cub[[1, 0, 3]])
+
+
+def _sigma(p: float, n: int) -> float:
+    """Standard deviation of a fraction of ``n`` independent draws with success rate ``p``."""
+    return float(np.sqrt(p * (1 - p) / n))
+
+
+def test_top_cuboid_boxes_random_ties_are_uniform_over_the_tied_and_seeded() -> None:
+    cub = cuboid_boxes(70, 70, 7)
+    n = 4900
+    flat = np.full((n, 49), 0.5)
+    picks = M.top_cuboid_boxes(flat, cub, np.random.default_rng(0))
+    idx = np.array([np.flatnonzero((cub == b).all(axis=1))[0] for b in picks])
+    counts = np.bincount(idx, minlength=49)
+    # Each cuboid is drawn with p = 1/49: ~100 +- 9.9 times; 5 sigma bounds every one of 49.
+    assert counts.min() >= 100 - 5 * 9.9 and counts.max() <= 100 + 5 * 9.9
+    np.testing.assert_array_equal(M.top_cuboid_boxes(flat, cub, np.random.default_rng(0)), picks)
+    assert not np.array_equal(M.top_cuboid_boxes(flat, cub, np.random.default_rng(1)), picks)
+    # Only tied maxima are drawn: cuboids 3 and 40 share the top score.
+    two = np.zeros((1000, 49))
+    two[:, [3, 40]] = 1.0
+    got = M.top_cuboid_boxes(two, cub, np.random.default_rng(0))
+    is3, is40 = (got == cub[3]).all(axis=1), (got == cub[40]).all(axis=1)
+    assert (is3 | is40).all()
+    assert abs(is3.mean() - 0.5) <= 5 * _sigma(0.5, 1000)
+    # Without an rng, ties go to the first in row-major order.
+    np.testing.assert_array_equal(M.top_cuboid_boxes(two[:2], cub), cub[[3, 3]])
+
+
+def test_constant_map_points_at_chance_in_compute_metrics() -> None:
+    """The grid-1 baseline's map is constant: evaluation breaks ties at random (seeded), so its
+    pointing accuracy is chance, 1/49 for a GT box inside one cuboid, not 0 (ties to the
+    top-left cuboid) nor 1 (ties to the box's cuboid)."""
+    from stmil.datasets.record import VideoRecord
+    from stmil.evaluate import compute_metrics
+    from stmil.features import VideoFeatures
+
+    n_frames, clip = 4096, 16
+    meta = dict(fps=30.0, n_frames=n_frames, width=70, height=70, grid=7, clip_len=clip,
+                stride=clip, n_clips=n_frames // clip)
+    box = [32.0, 32.0, 38.0, 38.0]  # inside cuboid 24, the centre one (10 x 10 pixels each)
+    anomalous = VideoRecord("A", 1, intervals=((0, n_frames),),
+                            boxes={f: [box] for f in range(n_frames)})
+    videos = [VideoFeatures(anomalous, np.zeros(0), meta),
+              VideoFeatures(VideoRecord("N", 0), np.zeros(0), meta)]
+    maps = [np.full((meta["n_clips"], 49), 0.7), np.full((meta["n_clips"], 49), 0.2)]
+    got = compute_metrics(videos, maps)["pointing_accuracy"]
+    assert abs(got - 1 / 49) <= 4 * _sigma(1 / 49, n_frames)  # 4 sigma = 0.0088
+    assert compute_metrics(videos, maps)["pointing_accuracy"] == got  # seeded: reproducible
 
 
 def test_pointing_accuracy_hand_case() -> None:
@@ -275,7 +332,7 @@ def test_pointing_accuracy_hand_case() -> None:
     assert M.pointing_accuracy(top, gt) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="at least one frame"):
         M.pointing_accuracy(top[2:3], gt[2:3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="4 top boxes but 2 frames of GT boxes"):
         M.pointing_accuracy(top, gt[:2])
 
 

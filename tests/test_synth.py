@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import av
@@ -15,9 +16,10 @@ from stmil.synth import CLASSES, SynthError, make_dataset, plan_videos
 from stmil.synth_events import KINDS, fit_box, make_event
 from stmil.synth_write import TEMPORAL_FILE
 
+from .conftest import require_file, require_vtest
+
 W, H, N_FRAMES = 160, 120, 48
 TINY = dict(n_videos=4, width=W, height=H, n_frames=N_FRAMES, progress=False)
-VTEST = Path(__file__).resolve().parents[1] / "data" / "vtest.avi"
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -174,11 +176,11 @@ def test_fit_box_bounds() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not VTEST.is_file(), reason="data/vtest.avi is absent")
 def test_real_footage(tmp_path: Path) -> None:
-    summary = make_dataset(tmp_path, footage=[VTEST], seed=1, **TINY)
+    vtest = require_vtest()  # $STMIL_VTEST or data/vtest.avi; a failure under $CI
+    summary = make_dataset(tmp_path, footage=[vtest], seed=1, **TINY)
     meta = json.loads((tmp_path / "synth.json").read_text())["videos"]
-    assert {m["source"] for m in meta.values()} == {str(VTEST)}
+    assert {m["source"] for m in meta.values()} == {str(vtest)}
     assert all(m["fps"] == 10 for m in meta.values())
     records = load_dataset(tmp_path, split="all", format="crime2local")
     assert sorted(r.label for r in records) == [0, 0, 1, 1]
@@ -215,8 +217,40 @@ def test_refuses_unwritable_out(tmp_path: Path) -> None:
             make_dataset(locked / "ds", **TINY)
 
 
-@pytest.mark.parametrize("bad", [dict(n_videos=5), dict(n_videos=2), dict(width=161),
-                                 dict(n_frames=8), dict(test_fraction=1.0), dict(fps=0)])
-def test_refuses_bad_settings(tmp_path: Path, bad: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("bad", "match"), [
+    (dict(n_videos=5), "n_videos must be even and at least 4, got 5"),
+    (dict(n_videos=2), "n_videos must be even and at least 4, got 2"),
+    (dict(width=161), "width and height must be even and at least 32, got 161x120"),
+    (dict(n_frames=8), "n_frames must be at least 16, got 8"),
+    (dict(test_fraction=1.0), "test_fraction must be strictly between 0 and 1, got 1.0"),
+    (dict(fps=0), r"fps must be in \(0, 240\], got 0"),
+])
+def test_refuses_bad_settings(tmp_path: Path, bad: dict, match: str) -> None:
+    with pytest.raises(SynthError, match=match):
         make_dataset(tmp_path, **{**TINY, **bad})
+
+
+@pytest.mark.parametrize("ci", ["", "1", "true"])
+def test_missing_data_skips_locally_and_fails_in_ci(tmp_path: Path, monkeypatch, ci: str) -> None:
+    """Real-data tests skip on a laptop without the file but fail under CI, which has it."""
+    gone = tmp_path / "vtest.avi"
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    prefix = "CI is set but " if ci else ""
+    with pytest.raises(expected, match=f"^{prefix}{re.escape(str(gone))} not found "
+                                       r"\(run make vtest\)$"):
+        require_file(gone, "run make vtest")
+    gone.write_bytes(b"x")
+    assert require_file(gone, "run make vtest") == gone
+
+
+def test_vtest_path_honours_stmil_vtest(tmp_path: Path) -> None:
+    """test_real_footage uses conftest's VTEST, which ``$STMIL_VTEST`` overrides."""
+    import subprocess
+    import sys
+
+    code = "from tests.conftest import VTEST; print(VTEST)"
+    env = {**os.environ, "STMIL_VTEST": str(tmp_path / "elsewhere.avi")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout
+    assert out.strip() == str(tmp_path / "elsewhere.avi")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+from itertools import product
 
 import numpy as np
 import pytest
@@ -156,6 +157,48 @@ def test_corrupt_cache_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="delete it") as info:
         load_raw()
     assert str(dest) in str(info.value)
+
+
+# --- BatchNorm folding ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-5])
+def test_fold_batchnorm_matches_conv_then_sonnet_bn_by_hand(eps):
+    """Conv3d (no bias) then Sonnet BatchNorm (no scale, ``y = (z - mean) / sqrt(var + eps)
+    + beta``), computed here with numpy loops, equals the folded biased convolution.
+
+    The variances are of the order of eps, so dropping or misplacing eps is far off."""
+    rng = np.random.default_rng(0)
+    cin, cout = 2, 3
+    x = rng.normal(size=(1, cin, 2, 3, 4))  # (B, C, T, H, W)
+    w = rng.normal(size=(cout, cin, 1, 2, 2))  # valid convolution: output (1, 3, 2, 2, 3)
+    beta, mean = np.array([0.5, -1.0, 0.0]), np.array([0.3, -0.2, 1.5])
+    var = np.array([2e-3, 5e-4, 1e-3]) * eps / 1e-3
+    z = np.zeros((1, cout, 2, 2, 3))
+    for o, t, i, j in product(range(cout), range(2), range(2), range(3)):
+        z[0, o, t, i, j] = np.sum(w[o, :, 0] * x[0, :, t, i:i + 2, j:j + 2])
+    expected = (z - mean[:, None, None, None]) / np.sqrt(var + eps)[:, None, None, None] \
+        + beta[:, None, None, None]
+
+    f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    raw = {"u.weight": f32(w), "u.bn_beta": f32(beta), "u.bn_mean": f32(mean),
+           "u.bn_var": f32(var)}
+    wf, bf = weights.fold_batchnorm(raw, "u", eps)
+    got = torch.nn.functional.conv3d(f32(x), wf, bf).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    # A unit with a bias (the logits) is taken as is.
+    assert weights.fold_batchnorm({"l.weight": f32(w), "l.bias": f32(beta)}, "l", eps)[1] \
+        .tolist() == f32(beta).tolist()
+
+
+def test_load_i3d_folds_with_the_checkpoint_eps(monkeypatch):
+    """load_i3d passes the weights' eps (1e-3, Sonnet's default) to the folding."""
+    seen = []
+    real = weights.fold_batchnorm
+    monkeypatch.setattr(weights, "fold_batchnorm",
+                        lambda raw, scope, eps: seen.append(eps) or real(raw, scope, eps))
+    load_i3d("Conv3d_1a_7x7")
+    assert seen == [1e-3]
 
 
 # --- SAME padding, endpoints, truncation -----------------------------------------------------
