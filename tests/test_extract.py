@@ -102,13 +102,20 @@ def test_pool_cuboids_hand_values():
 
 
 def test_pool_cuboids_row_major():
+    """Cuboid 7 * r + c is row r (from the top), column c (from the left): a pattern that is
+    not symmetric under transposition tells rows from columns."""
     fmap = torch.zeros(1, 1, 2, 14, 14)
-    fmap[0, 0, :, 0, 13] = 4.0  # top-right cell -> cuboid 6, a quarter of the block
-    fmap[0, 0, 1, 13, 0] = 8.0  # bottom-left, one of two time steps -> cuboid 42
+    fmap[0, 0, :, 0, 13] = 4.0  # row 0, column 6 (top right): a quarter of the block -> 1.0
+    fmap[0, 0, 1, 13, 0] = 16.0  # row 6, column 0, one of two time steps: -> 2.0
+    fmap[0, 0, :, 2:4, 10:12] = 3.0  # the whole block of row 1, column 5 -> 3.0
     got = pool_cuboids(fmap, 7)[0, :, 0]
     expected = torch.zeros(49)
-    expected[6], expected[42] = 1.0, 1.0
+    expected[6], expected[42], expected[12] = 1.0, 2.0, 3.0  # transposed: 42, 6 and 36
     torch.testing.assert_close(got, expected)
+    # Non-square: a 2 x 4 (rows x columns) map pooled to a 2 x 2 grid, each cell [[a, b]].
+    wide = torch.arange(8.0).reshape(1, 1, 1, 2, 4)  # [[0, 1, 2, 3], [4, 5, 6, 7]]
+    torch.testing.assert_close(pool_cuboids(wide, 2)[0, :, 0],
+                               torch.tensor([0.5, 2.5, 4.5, 6.5]))
     assert pool_cuboids(torch.ones(1, 5, 2, 14, 14), 1).shape == (1, 1, 5)
 
 
