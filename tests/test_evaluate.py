@@ -11,8 +11,11 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from stmil.datasets import VideoRecord
-from stmil.evaluate import METRIC_KEYS, compare_table, compute_metrics, evaluate
-from stmil.features import VideoFeatures
+from stmil.errors import ConfigError, ModelError
+from stmil.evaluate import METRIC_KEYS, compare_table, compute_metrics, evaluate, read_metrics
+from stmil.features import VideoFeatures, load_features
+from stmil.run import load_model
+from stmil.score import check_model_features
 from stmil.train import train
 from tests.planted import make_planted
 
@@ -38,8 +41,11 @@ def test_evaluate_writes_metrics_json_and_json_out(tiny, tmp_path):
     out = tmp_path / "sub" / "m.json"
     out.parent.mkdir()
     result = evaluate(data, feats, run, json_out=out, log=quiet)
-    written = json.loads((run / "metrics.json").read_text())
-    assert written == json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    stored = json.loads((run / "metrics.json").read_text())
+    assert stored["version"] == 2
+    assert stored["results"]["test"][str(data.resolve())] == written
+    assert read_metrics(run)["test"][str(data.resolve())] == written
     assert set(METRIC_KEYS) <= set(written)
     for key in METRIC_KEYS:
         assert isinstance(written[key], float) and 0.0 <= written[key] <= 1.0, key
@@ -66,15 +72,16 @@ def test_compare_table_has_one_row_per_run(tiny, tmp_path):
     assert len(lines) == 4  # header, rule, two runs
     assert all(k in lines[0] for k in METRIC_KEYS)
     assert lines[2].startswith(str(run)) and lines[3].startswith(str(other))
-    g1 = json.loads((other / "metrics.json").read_text())
+    g1 = read_metrics(other)["test"][str(data.resolve())]
     assert f"{g1['frame_auc']:.4f}" in lines[3]
-    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+    assert lines[0].split()[:3] == ["run", "split", "data"]
+    assert lines[3].split()[1:3] == ["test", str(data)]
+    with pytest.raises(ModelError, match="no metrics.json"):
         compare_table([run, tmp_path / "nothing"])
 
 
 @pytest.mark.parametrize("key,value,match", [
     ("endpoint", "Mixed_5c", "trained on endpoint='Mixed_4e' features, these have 'Mixed_5c'"),
-    ("grid", 4, "trained on grid 7 features, these have grid 4"),
     ("stride", 8, "stride=16"),
 ])
 def test_model_trained_on_other_features_is_refused(tiny, tmp_path, key, value, match):
@@ -89,9 +96,18 @@ def test_model_trained_on_other_features_is_refused(tiny, tmp_path, key, value, 
         evaluate(data, other, run, log=quiet)
 
 
+def test_model_trained_on_another_grid_is_refused(tiny):
+    _, feats, run = tiny
+    _, config = load_model(run)
+    _, meta = load_features(feats, "FightingTest000_x264")
+    with pytest.raises(ConfigError, match="^here: model was trained on grid 7 features, these "
+                       "have grid 4$"):
+        check_model_features(config, dict(meta, grid=4), "here")
+
+
 def test_evaluate_without_a_model_is_refused(tiny, tmp_path):
     data, feats, _ = tiny
-    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+    with pytest.raises(ModelError, match="no model.safetensors"):
         evaluate(data, feats, tmp_path, log=quiet)
 
 

@@ -8,6 +8,8 @@ whose score reaches ``threshold`` when one is given (the top cuboid when none do
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,14 +20,9 @@ from tqdm import tqdm
 from stmil.atomic import atomic_write
 from stmil.bags import l2_normalise
 from stmil.cuboids import cuboid_boxes
-from stmil.errors import ConfigError
-from stmil.extract import (
-    ExtractSettings,
-    FeatureExtractor,
-    extract_video,
-    find_videos,
-)
-from stmil.features import load_features, meta_clip_ranges
+from stmil.datasets.folder import VIDEO_EXTENSIONS, find_videos
+from stmil.errors import ConfigError, ModelError
+from stmil.features import FeatureError, load_features, meta_clip_ranges
 from stmil.metrics import frame_scores_from_clips
 from stmil.mil import Scorer
 from stmil.run import load_model
@@ -56,6 +53,9 @@ def clip_maps(model: Scorer, config: dict, features: np.ndarray) -> np.ndarray:
     if config["grid"] == 1:
         x = x.mean(axis=1, keepdims=True)
     s = model(torch.from_numpy(l2_normalise(x))).numpy()
+    if not np.isfinite(s).all():
+        raise ModelError("the model gives NaN or infinite scores: its weights are not finite "
+                         "(retrain it)")
     return np.broadcast_to(s, (x.shape[0], features.shape[1])).astype(np.float32)
 
 
@@ -112,8 +112,73 @@ def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
     """Atomically write ``out_dir/<id>.scores.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / f"{video_id}.scores.json"
-    atomic_write(dest, lambda t: t.write_text(json.dumps(result)))
+    text = json.dumps(result, allow_nan=False)  # a bare NaN is not JSON: never write one
+    atomic_write(dest, lambda t: t.write_text(text))
     return dest
+
+
+def check_threshold(threshold: float | None) -> None:
+    """Refuse a box threshold that is not a number in [0, 1] (scores are probabilities)."""
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+            or not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be a number in [0, 1] (cuboid scores are "
+                          f"probabilities), got {threshold!r}")
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand ``inputs`` into the ``.npy`` feature files and videos to score, in order.
+
+    A folder gives its ``.npy`` files (not recursive) or, if it has none, its videos
+    (recursive). A folder holding both is refused: say which to score by naming the files.
+    The same file named twice is scored once; two different files with the same stem are
+    refused, since both would write ``<stem>.scores.json``.
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            npys = sorted(p for p in item.glob("*.npy") if not p.name.startswith("."))
+            videos = find_videos(item, VIDEO_EXTENSIONS)
+            if npys and videos:
+                raise ConfigError(
+                    f"{item}: holds both .npy features ({len(npys)}, e.g. {npys[0].name}) and "
+                    f"videos ({len(videos)}, e.g. {videos[0].relative_to(item)}); name the files "
+                    "to score, or keep features and videos in separate folders")
+            paths += npys or videos
+        else:
+            paths.append(item)
+    if not paths:
+        raise ConfigError(f"no videos or .npy features found in {', '.join(map(str, inputs))}")
+    seen: dict[Path, Path] = {}
+    by_stem: dict[str, Path] = {}
+    unique: list[Path] = []
+    for path in paths:
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen[real] = path
+        other = by_stem.setdefault(path.stem, path)
+        if other is not path:
+            raise ConfigError(f"{other} and {path} share the id {path.stem!r}: both would be "
+                              f"scored to {path.stem}.scores.json; rename one of them, or score "
+                              "them into different --out folders")
+        unique.append(path)
+    return unique
+
+
+def source_video(npy: Path, meta: dict) -> Path:
+    """The video a feature file was extracted from, for an overlay; an error names both."""
+    source = meta.get("source")
+    if not isinstance(source, str) or not source:
+        raise FeatureError(f"{npy.with_suffix('.json')}: records no source video; score the "
+                           "video itself to get an overlay")
+    path = Path(source)
+    if not path.is_file():
+        raise FeatureError(f"{npy}: source video {source} not found (the features record it "
+                           "as given to extract, from the folder extract ran in); run score "
+                           "from that folder, or score the video itself")
+    return path
 
 
 def score_inputs(
@@ -128,20 +193,15 @@ def score_inputs(
 ) -> tuple[list[Path], list[dict]]:
     """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed).
 
-    A video is extracted in the same call, with the clip settings the model was trained on.
-    One failure never stops the rest.
+    Inputs are expanded by :func:`collect_inputs` (mixed folders and two inputs with one stem
+    are refused before anything is written). A video is extracted in the same call, with the
+    clip settings the model was trained on. One failed input never stops the rest; a model
+    that cannot score stops the whole call.
     """
+    check_threshold(threshold)
+    paths = collect_inputs(inputs)
     model, config = load_model(run)
     out_dir = Path(out_dir)
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            npys = sorted(item.glob("*.npy"))
-            paths += npys if npys else find_videos([item])[0]
-        else:
-            paths.append(item)
-    if not paths:
-        raise ConfigError(f"no videos or .npy features found in {', '.join(map(str, inputs))}")
     extractor = None
     written, failed = [], []
     for path in tqdm(paths, unit="video", disable=not progress, leave=False):
@@ -150,20 +210,28 @@ def score_inputs(
                 features, meta = load_features(path.parent, path.stem)
                 check_model_features(config, meta, path)
             else:
+                from stmil.extract import ExtractSettings, FeatureExtractor, extract_video
+
                 if extractor is None:
                     extractor = FeatureExtractor(config["endpoint"], config["feature_grid"],
                                                  device, config.get("precision", "fp32"))
                 settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
                                            config.get("resample_fps"), config.get("tail", "drop"))
                 features, meta = extract_video(path, extractor, settings)
+            if not np.isfinite(features).all():
+                raise FeatureError(f"{path}: NaN or infinite feature values; extract the video "
+                                   "again")
+            source = source_video(path, meta) if overlay and path.suffix == ".npy" else path
             result = score_features(model, config, features, meta, meta_clip_ranges(meta),
                                     threshold)
             written.append(write_scores(out_dir, path.stem, result))
             if overlay:
                 from stmil.overlay import render_overlay
 
-                written.append(render_overlay(Path(meta["source"]), result,
+                written.append(render_overlay(source, result,
                                               out_dir / f"{path.stem}.overlay.mp4"))
+        except ModelError:
+            raise  # the model, not this input: the rest would fail the same way
         except (ValueError, OSError, KeyError) as e:
             failed.append({"path": str(path), "error": str(e)})
             log(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")

@@ -7,11 +7,11 @@ Layout::
       anomalous/     videos containing an anomaly (label 1), searched recursively
       annotations.json   optional
 
-Videos are files ending in .mp4 .avi .mkv .webm .mov .gif .mpg .mpeg (any case); hidden files
-and folders are skipped. A video's id is its file stem, so stems must be unique across both
-folders. The category is the first subfolder below ``anomalous/`` (``anomalous/Fighting/a.mp4``
--> ``Fighting``), ``""`` for a video directly in ``anomalous/``, and ``Normal`` for every normal
-video.
+Videos are files ending in .mp4 .avi .mkv .webm .mov .gif .m4v .mpg .mpeg .flv (any case);
+hidden files and folders are skipped. A video's id is its file stem, so stems must be unique
+across both folders. The category is the first subfolder below ``anomalous/``
+(``anomalous/Fighting/a.mp4`` -> ``Fighting``), ``""`` for a video directly in ``anomalous/``,
+and ``Normal`` for every normal video.
 
 ``annotations.json`` maps a video id to any of three optional keys; frames are 0-based and
 intervals half-open (``[10, 20]`` covers frames 10..19)::
@@ -45,7 +45,9 @@ from typing import Any
 from stmil.datasets.errors import DatasetError, check_records, check_split
 from stmil.datasets.record import Box, VideoRecord
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".mpg", ".mpeg")
+# The same list as stmil.video.VIDEO_EXTENSIONS, kept here so that datasets need no video decoder.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg",
+                    ".flv")
 NORMAL_DIR = "normal"
 ANOMALOUS_DIR = "anomalous"
 ANNOTATIONS = "annotations.json"
