@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.data, args.features, args.model, split=args.split,
                       format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
                       json_out=args.json, log=lambda m: print(m, file=sys.stderr))
-    print(format_table([(str(args.model), result)], METRIC_KEYS))
+    print(format_table([(str(args.model), result)], METRIC_KEYS, where=True))
     return 0
 
 
