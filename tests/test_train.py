@@ -134,22 +134,28 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, monkeypatch):
     run = tmp_path / "run"
+    stage = tmp_path / ".run.stmil-staging"
     train(*tiny, run, log=quiet, **FAST)
     whole = (run / "model.safetensors").read_bytes(), (run / "history.csv").read_bytes()
-    assert not (run / "checkpoint.pt").exists()  # removed once the run is complete
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".stmil-run", "config.yaml", "history.csv", "model.safetensors"]
+    assert not stage.exists()  # committed: checkpoint and cache gone with the staging folder
     shutil.rmtree(run)
 
     save = T._save_checkpoint
 
-    def save_then_die(path, model, optim, rng, state):
-        save(path, model, optim, rng, state)
+    def save_then_die(stage, model, optim, rng, state, fingerprint):
+        save(stage, model, optim, rng, state, fingerprint)
         if state["iteration"] == 4:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(*tiny, run, log=quiet, **FAST)
-    assert (run / "checkpoint.pt").is_file() and not (run / "model.safetensors").exists()
+    # Nothing at the run's path; the staging folder keeps only what --resume needs.
+    assert not run.exists()
+    assert sorted(p.name for p in stage.iterdir()) == [
+        ".stmil-run", "checkpoint-00000004.safetensors", "checkpoint.json", "config.yaml"]
     monkeypatch.setattr(T, "_save_checkpoint", save)
 
     logs: list[str] = []
@@ -158,6 +164,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, mon
     assert summary["iterations"] == FAST["iterations"]
     assert (run / "model.safetensors").read_bytes() == whole[0]
     assert (run / "history.csv").read_bytes() == whole[1]
+    assert not stage.exists()
 
 
 # --- config ------------------------------------------------------------------------------------

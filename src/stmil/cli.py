@@ -70,13 +70,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from stmil.train import TRAIN_ARGS, read_config, train
+    from stmil.train import train
+    from stmil.train_config import FIELDS, PATH_KEYS, read_config
 
     cfg = read_config(args.config) if args.config else {}
-    given = {k: getattr(args, k) for k in (*TRAIN_ARGS, "data", "features", "out")
-             if getattr(args, k, None) is not None}
-    cfg.update(given)
-    for key in ("data", "features", "out"):
+    cfg.update({k: getattr(args, k) for k in (*FIELDS, *PATH_KEYS)
+                if getattr(args, k, None) is not None})
+    for key in PATH_KEYS:
         if key not in cfg:
             raise ConfigError(f"--{key} is required (on the command line or in --config)")
     out = cfg["out"]
@@ -84,6 +84,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                     progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **cfg)
     print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s -> {out}")
     return 0
+
+
+def _add_train_settings(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~stmil.train_config.TrainConfig` field (``--n-segments``...)."""
+    from stmil.train_config import FIELDS, field_type
+
+    for name, f in FIELDS.items():
+        flag, typ, rule = "--" + name.replace("_", "-"), field_type(name), f.metadata
+        shown = "the features' grid" if f.default is None else f.default
+        if typ is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                           default=None, help=f"{rule['help']} (default {shown})")
+        else:
+            p.add_argument(flag, dest=name, type=typ, choices=rule["choices"], default=None,
+                           help=f"{rule['help']} (default {shown})")
 
 
 @command
@@ -171,21 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset root (UCF-Crime, UCF-Crime2Local or folder)")
     p.add_argument("--features", help="folder of extracted features")
     p.add_argument("--out", help="run folder to write")
-    p.add_argument("--config", help="flat YAML of train arguments (flags override it)")
-    p.add_argument("--format", choices=("auto", "ucf_crime", "crime2local", "folder"))
-    p.add_argument("--grid", type=int, help="1: the video-segment baseline (Sultani)")
-    p.add_argument("--supervision", choices=("weak", "boxes"),
-                   help="boxes: the boxes-supervised reference (upper bound)")
-    for name, typ in (("n_segments", int), ("batch_anomalous", int), ("batch_normal", int),
-                      ("iterations", int), ("lr", float), ("weight_decay", float),
-                      ("lambda1", float), ("lambda2", float), ("hidden", int), ("mid", int),
-                      ("dropout", float), ("overlap", float), ("seed", int),
-                      ("val_fraction", float), ("val_every", int), ("patience", int),
-                      ("checkpoint_every", int)):
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ)
-    p.add_argument("--skip-missing", action="store_true", default=None,
-                   help="leave out listed videos that have no features (logged)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--config", help="flat YAML of train settings (flags override it)")
+    _add_train_settings(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
 
     p = add("score", "Score videos or their features: per-frame scores, maps and boxes.",

@@ -1,16 +1,24 @@
 """The training loop: bags from features, MIL (or boxes) loss, checkpoints, the run folder.
 
-A run folder holds ``model.safetensors``, ``config.yaml`` (every argument of :func:`train`,
-resolved), ``history.csv`` and, during training, ``checkpoint.pt`` for ``--resume``.
+A run folder (see :mod:`stmil.run`) holds ``model.safetensors``, ``config.yaml`` (every setting,
+resolved), ``history.csv`` and the marker ``.stmil-run``. Training happens in a hidden staging
+folder beside it, ``.<name>.stmil-staging/``, which holds the checkpoint (for ``--resume``) and
+the bag cache, and is committed over the run in one atomic step when training ends: a training
+that fails or is killed leaves the previous run untouched.
 """
 
 from __future__ import annotations
 
 import csv
-import inspect
+import errno
+import hashlib
+import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,120 +26,209 @@ import yaml
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from stmil.atomic import atomic_write
+from stmil import __version__
+from stmil.atomic import atomic_write, remove_stale_temps
 from stmil.bags import make_bag, segment_clip_ranges, segment_cuboid_labels
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.device import resolve_device
-from stmil.errors import ConfigError
+from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features import VideoFeatures, load_dataset_features
 from stmil.mil import Scorer, boxes_bce_loss, mil_ranking_loss
-from stmil.run import save_model
+from stmil.run import (
+    CHECKPOINT_JSON,
+    MARKER,
+    MODEL,
+    check_run_output,
+    commit_folder,
+    foreign_entries,
+    read_checkpoint,
+    restore_checkpoint,
+    resume_mismatch,
+    save_checkpoint,
+    save_model,
+    staging_path,
+)
+from stmil.train_config import (
+    FIELDS,
+    RECORDED_KEYS,
+    SUPERVISION,
+    TrainConfig,
+    read_config,
+)
 
-SUPERVISION = ("weak", "boxes")
+__all__ = ["RECORDED_KEYS", "SUPERVISION", "TRAIN_ARGS", "TRAIN_DEFAULTS", "TrainConfig",
+           "read_config", "train"]
+
+TRAIN_ARGS = tuple(FIELDS)
+TRAIN_DEFAULTS = TrainConfig().to_dict()
 
 
 def train(
     data: str | Path,
     features: str | Path,
     out: str | Path,
+    config: TrainConfig | None = None,
     *,
-    format: str = "auto",
-    grid: int | None = None,
-    supervision: str = "weak",
-    n_segments: int = 32,
-    batch_anomalous: int = 30,
-    batch_normal: int = 30,
-    iterations: int = 3000,
-    lr: float = 0.01,
-    weight_decay: float = 1e-3,
-    lambda1: float = 8e-5,
-    lambda2: float = 8e-5,
-    hidden: int = 512,
-    mid: int = 32,
-    dropout: float = 0.6,
-    overlap: float = 0.25,
-    seed: int = 0,
-    val_fraction: float = 0.0,
-    val_every: int = 100,
-    patience: int = 0,
-    checkpoint_every: int = 200,
-    skip_missing: bool = False,
-    device: str = "auto",
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    **settings: Any,
 ) -> dict:
-    """Train a cuboid scorer on the ``train`` split of ``data``; returns a summary dict.
+    """Train a cuboid scorer on the ``train`` split of ``data`` into the run folder ``out``.
 
-    ``grid=None`` uses the features' grid (the method); ``grid=1`` is the video-segment
-    baseline (one whole-frame instance per segment). ``supervision="boxes"`` is the
-    boxes-supervised reference (BCE on cuboids overlapping ground-truth boxes). With
-    ``val_fraction > 0`` a stratified validation split is carved from train; the model with
-    the best video-level validation AUC is kept and ``patience`` checks without improvement
-    stop training early (0: never). Deterministic for a given ``seed``.
+    Settings are a :class:`TrainConfig` and/or its fields as keywords (``iterations=...``,
+    ``grid=1``...), keywords overriding ``config``. ``grid=None`` uses the features' grid (the
+    method); ``grid=1`` is the video-segment baseline (one whole-frame instance per segment).
+    ``supervision="boxes"`` is the boxes-supervised reference (BCE on cuboids overlapping
+    ground-truth boxes). With ``val_fraction > 0`` a stratified validation split is carved
+    from train; the model with the best video-level validation AUC is kept and ``patience``
+    checks without improvement stop training early (0: never). Deterministic for a ``seed``.
+
+    ``out`` is written as a whole or not at all; an existing non-empty folder that is not a
+    stmil run is refused. ``resume=True`` continues an interrupted training of ``out`` from its
+    last checkpoint, refusing any change of data, features or settings other than
+    ``iterations``, ``checkpoint_every`` and ``device``. Returns a summary dict.
     """
-    config = {k: v for k, v in locals().items() if k in TRAIN_ARGS}
+    cfg = TrainConfig.from_dict((config or TrainConfig()).to_dict() | settings)
     out = Path(out)
-    for name in ("iterations", "val_every", "checkpoint_every", "n_segments",
-                 "batch_anomalous", "batch_normal"):
-        if config[name] < 1:
-            raise ConfigError(f"{name} must be at least 1, got {config[name]}")
-    if supervision not in SUPERVISION:
-        raise ConfigError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
-    records = load_dataset(data, "train", format)
-    videos = load_dataset_features(records, features, skip_missing, log=log)
-    feat_grid = videos[0].meta["grid"]
-    grid = feat_grid if grid is None else grid
+    stage = staging_path(out)
+    check_run_output(out)
+    records = load_dataset(data, "train", cfg.format)
+    videos = load_dataset_features(records, features, cfg.skip_missing, log=log)
+    resolved, videos = _resolve(cfg, data, features, out, videos)
+    fingerprint = _fingerprint(resolved, data, features, videos)
+    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint, log)
+    try:
+        summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress, log)
+        _finish(stage)
+        commit_folder(stage, out)
+    except BaseException:
+        _abandon(stage)
+        raise
+    return summary
+
+
+def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path,
+             videos: list[VideoFeatures]) -> tuple[dict, list[VideoFeatures]]:
+    """The run's config (settings, paths, feature facts) and the videos it trains on."""
+    meta = videos[0].meta
+    feat_grid = meta["grid"]
+    grid = feat_grid if cfg.grid is None else cfg.grid
     if grid not in (1, feat_grid):
         raise ConfigError(f"grid must be 1 or the features' grid {feat_grid}, got {grid}")
-    if supervision == "boxes":
+    if cfg.supervision == "boxes":
         if grid == 1:
             raise ConfigError("the boxes-supervised reference needs the cuboid grid, not grid 1")
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
-    config.update(data=str(data), features=str(features), out=str(out), grid=grid,
-                  feature_grid=feat_grid, in_dim=videos[0].meta["channels"])
+    config = cfg.to_dict() | dict(data=str(data), features=str(features), out=str(out),
+                                  grid=grid, feature_grid=feat_grid, in_dim=meta["channels"])
     for key in ("endpoint", "size", "clip_len", "stride", "tail"):
-        config[key] = videos[0].meta[key]
-    m = videos[0].meta
-    config["precision"] = m.get("precision", "fp32")
-    config["resample_fps"] = m["fps"] if m["fps"] != m.get("source_fps", m["fps"]) else None
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", lambda t: t.write_text(yaml.safe_dump(config)))
+        config[key] = meta[key]
+    config["precision"] = meta.get("precision", "fp32")
+    config["resample_fps"] = meta["fps"] if meta["fps"] != meta.get("source_fps", meta["fps"]) \
+        else None
+    return config, videos
 
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+
+def _fingerprint(config: dict, data: str | Path, features: str | Path,
+                 videos: list[VideoFeatures]) -> dict:
+    """What a checkpoint records to refuse a resume on other data, features or settings."""
+    h = hashlib.sha256()
+    for v in videos:
+        st = (Path(features) / f"{v.record.video_id}.npy").stat()
+        h.update(f"{v.record.video_id}\t{v.record.label}\t{st.st_size}\t{st.st_mtime_ns}\n"
+                 .encode())
+    return {k: v for k, v in config.items() if k != "out"} | {
+        "data": str(Path(data).resolve()), "features": str(Path(features).resolve()),
+        "inputs": h.hexdigest()}
+
+
+def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig, fingerprint: dict,
+                  log: Callable[[str], None]) -> tuple[dict, dict] | None:
+    """Prepare the staging folder; with ``resume``, return its checkpoint (sidecar, tensors)."""
+    fix = f"delete {stage} or train without --resume"
+    if stage.exists():
+        foreign = foreign_entries(stage) if stage.is_dir() else [stage.name]
+        if foreign:
+            raise OutputError(f"{stage}: holds {', '.join(foreign[:5])}, which stmil did not "
+                              "write; move it away to train into " + str(out))
+        has_ckpt = (stage / CHECKPOINT_JSON).is_file()
+        if resume and has_ckpt:
+            side, tensors = read_checkpoint(stage, fix)
+            mismatch = resume_mismatch(side["config"], fingerprint)
+            if mismatch:
+                raise ConfigError(f"{out}: cannot resume with other settings ({mismatch}); "
+                                  "rerun with the recorded settings, or train without --resume "
+                                  "to start over")
+            if side["iteration"] > cfg.iterations:
+                raise ConfigError(f"{out}: the checkpoint is at iteration {side['iteration']}, "
+                                  f"past iterations {cfg.iterations}; pass --iterations "
+                                  f"{side['iteration']} or more")
+            remove_stale_temps(stage)
+            shutil.rmtree(stage / "cache", ignore_errors=True)
+            return side, tensors
+        if has_ckpt:
+            log(f"discarding the interrupted training of {out} (pass --resume to continue it)")
+        shutil.rmtree(stage)
+    if resume:
+        if (out / MODEL).is_file():
+            raise ConfigError(f"{out}: finished, nothing to resume; train without --resume to "
+                              "retrain it from scratch")
+        raise ConfigError(f"{out}: no interrupted training to resume; train without --resume")
+    return None
+
+
+def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
+              videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
+              progress: bool, log: Callable[[str], None]) -> dict:
+    """Train in ``stage``, leaving there the run's outputs; returns the summary."""
+    stage.mkdir(parents=True, exist_ok=True)
+    atomic_write(stage / MARKER, lambda t: t.write_text(json.dumps({"stmil": __version__})))
+    atomic_write(stage / "config.yaml", lambda t: t.write_text(yaml.safe_dump(config)))
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
     labels = np.array([v.record.label for v in videos])
-    val = _carve_validation(labels, val_fraction, rng)
+    val = _carve_validation(labels, cfg.val_fraction, rng)
     train_idx = np.flatnonzero(~val)
     anom, norm = train_idx[labels[train_idx] == 1], train_idx[labels[train_idx] == 0]
     if len(anom) == 0 or len(norm) == 0:
-        raise ConfigError(f"{data}: training needs anomalous and normal videos, got "
-                         f"{len(anom)} anomalous and {len(norm)} normal")
+        raise ConfigError(f"{config['data']}: training needs anomalous and normal videos, got "
+                          f"{len(anom)} anomalous and {len(norm)} normal")
     log(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
-    bags = _build_bags(videos, n_segments, grid == 1, out / "cache" / "bags.npy", progress)
-    targets = _box_targets(videos, n_segments, overlap) if supervision == "boxes" else None
+    bags = _build_bags(videos, cfg.n_segments, config["grid"] == 1, stage / "cache" / "bags.npy",
+                       progress)
+    targets = (_box_targets(videos, cfg.n_segments, cfg.overlap)
+               if cfg.supervision == "boxes" else None)
 
-    dev = resolve_device(device)
-    model = Scorer(config["in_dim"], hidden, mid, dropout).to(dev)
-    optim = torch.optim.Adagrad(model.parameters(), lr=lr, weight_decay=weight_decay)
+    dev = resolve_device(cfg.device)
+    model = Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev)
+    optim = torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"iteration": 0, "history": [], "best_auc": -1.0, "best": None, "stale": 0}
-    ckpt = out / "checkpoint.pt"
-    if resume and ckpt.is_file():
-        state = _load_checkpoint(ckpt, model, optim, rng)
+    if checkpoint is not None:
+        side, tensors = checkpoint
+        try:
+            state = restore_checkpoint(side, tensors, model, optim)
+            rng.bit_generator.state = side["numpy_rng"]
+        except (ValueError, RuntimeError, KeyError, TypeError) as e:
+            raise ModelError(f"{stage / CHECKPOINT_JSON}: checkpoint does not fit this model "
+                             f"({' '.join(str(e).split())[:160]}); delete {stage} or train "
+                             "without --resume") from e
         log(f"resumed from iteration {state['iteration']}")
 
     start = time.perf_counter()
-    bar = tqdm(total=iterations, initial=state["iteration"], disable=not progress, leave=False,
-               unit="it")
-    while state["iteration"] < iterations:
+    bar = tqdm(total=cfg.iterations, initial=state["iteration"], disable=not progress,
+               leave=False, unit="it")
+    while state["iteration"] < cfg.iterations:
         model.train()
-        a = rng.choice(anom, size=min(batch_anomalous, len(anom)), replace=False)
-        n = rng.choice(norm, size=min(batch_normal, len(norm)), replace=False)
+        a = rng.choice(anom, size=min(cfg.batch_anomalous, len(anom)), replace=False)
+        n = rng.choice(norm, size=min(cfg.batch_normal, len(norm)), replace=False)
         idx = np.concatenate([a, n])
         scores = model(torch.from_numpy(bags[idx].astype(np.float32)).to(dev))
         if targets is None:
-            loss, parts = mil_ranking_loss(scores[: len(a)], scores[len(a):], lambda1, lambda2)
+            loss, parts = mil_ranking_loss(scores[: len(a)], scores[len(a):], cfg.lambda1,
+                                           cfg.lambda2)
         else:
             loss = boxes_bce_loss(scores, torch.from_numpy(targets[idx]).to(dev))
             parts = {}
@@ -143,7 +240,7 @@ def train(
         it = state["iteration"]
         row = {"iteration": it, "loss": loss.detach().item()}
         row |= {k: v.detach().item() for k, v in parts.items()}
-        if val.any() and (it % val_every == 0 or it == iterations):
+        if val.any() and (it % cfg.val_every == 0 or it == cfg.iterations):
             row["val_auc"] = _video_auc(model, bags, labels, np.flatnonzero(val), dev)
             if row["val_auc"] > state["best_auc"]:
                 state.update(best_auc=row["val_auc"], stale=0,
@@ -153,60 +250,48 @@ def train(
         state["history"].append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if patience and state["stale"] >= patience:
-            log(f"early stop at iteration {it}: no validation gain in {patience} checks")
+        if cfg.patience and state["stale"] >= cfg.patience:
+            log(f"early stop at iteration {it}: no validation gain in {cfg.patience} checks")
             break
-        if it % checkpoint_every == 0:
-            _save_checkpoint(ckpt, model, optim, rng, state)
+        if it % cfg.checkpoint_every == 0:
+            _save_checkpoint(stage, model, optim, rng, state, fingerprint)
     bar.close()
     if state["best"] is not None:
         model.load_state_dict(state["best"])
-    _write_history(out / "history.csv", state["history"])
-    save_model(out / "model.safetensors", model, config)
-    ckpt.unlink(missing_ok=True)
-    (out / "cache" / "bags.npy").unlink(missing_ok=True)
+    _write_history(stage / "history.csv", state["history"])
+    save_model(stage / MODEL, model, config)
     seconds = time.perf_counter() - start
     return {"iterations": state["iteration"], "seconds": seconds,
             "best_val_auc": state["best_auc"] if val.any() else None,
             "final_loss": state["history"][-1]["loss"] if state["history"] else None}
 
 
-TRAIN_ARGS = tuple(p for p in inspect.signature(train).parameters
-                   if p not in ("data", "features", "out", "progress", "log", "resume"))
-TRAIN_DEFAULTS = {p.name: p.default for p in inspect.signature(train).parameters.values()
-                  if p.name in TRAIN_ARGS}
+def _save_checkpoint(stage: Path, model: Scorer, optim: torch.optim.Optimizer,
+                     rng: np.random.Generator, state: dict, fingerprint: dict) -> None:
+    save_checkpoint(stage, model, optim, rng.bit_generator.state, state, fingerprint)
 
 
-# Facts about the features that a run's config.yaml records; read back, they are dropped.
-RECORDED_KEYS = ("feature_grid", "in_dim", "endpoint", "size", "clip_len", "stride", "tail",
-                 "precision", "resample_fps")
+def _finish(stage: Path) -> None:
+    """Remove the checkpoint and cache from a finished staging folder: it is now the run."""
+    shutil.rmtree(stage / "cache", ignore_errors=True)
+    for p in stage.glob("checkpoint-*.safetensors"):
+        p.unlink()
+    (stage / CHECKPOINT_JSON).unlink(missing_ok=True)
+    remove_stale_temps(stage)
 
 
-def read_config(path: str | Path) -> dict:
-    """A flat YAML config whose keys are :func:`train` arguments; unknown keys are refused.
-
-    A run's own ``config.yaml`` is accepted: the feature facts it records are dropped.
-    """
+def _abandon(stage: Path) -> None:
+    """After a failure: keep a staging folder only for its checkpoint (``--resume``)."""
     try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a config is a flat mapping of train arguments")
-    allowed = set(TRAIN_ARGS) | {"data", "features", "out"}
-    unknown = sorted(set(cfg) - allowed - set(RECORDED_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown config keys {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
-    out = {k: v for k, v in cfg.items() if k in allowed}
-    for k, v in out.items():  # coerce to the type of the default, refusing what cannot be
-        default = TRAIN_DEFAULTS.get(k)
-        if default is not None and v is not None and not isinstance(v, type(default)):
-            try:
-                out[k] = type(default)(v)
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"{path}: {k} must be {type(default).__name__}, got {v!r}") from e
-    return out
+        if not stage.is_dir():
+            return
+        if (stage / CHECKPOINT_JSON).is_file() and not (stage / MODEL).exists():
+            shutil.rmtree(stage / "cache", ignore_errors=True)
+            remove_stale_temps(stage)
+        else:
+            shutil.rmtree(stage)
+    except OSError:
+        pass  # the original error matters more; the next train tidies the staging folder
 
 
 def _carve_validation(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -225,15 +310,59 @@ def _carve_validation(labels: np.ndarray, fraction: float, rng: np.random.Genera
 
 def _build_bags(videos: list[VideoFeatures], n_segments: int, grid1: bool, path: Path,
                 progress: bool) -> np.ndarray:
-    """All bags in one memory-mapped float16 file: ``(n_videos, S, N, C)``."""
+    """All bags in one memory-mapped float16 file: ``(n_videos, S, N, C)``.
+
+    The file's blocks are allocated before it is mapped (:func:`allocate_npy`), so a full disk
+    is an ``OSError`` naming it, not a bus error on a sparse file.
+    """
     n = 1 if grid1 else videos[0].features.shape[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bags = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
-                                     shape=(len(videos), n_segments, n, videos[0].meta["channels"]))
+    shape = (len(videos), n_segments, n, videos[0].meta["channels"])
+    bags = allocate_npy(path, np.dtype(np.float16), shape)
     for i, v in enumerate(tqdm(videos, desc="bags", disable=not progress, leave=False)):
         bags[i] = make_bag(v.features, n_segments, grid1=grid1)
     bags.flush()
+    del bags
     return np.load(path, mmap_mode="r")
+
+
+def allocate_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` file of ``shape`` with every block allocated, mapped for writing.
+
+    ``np.lib.format.open_memmap`` makes a sparse file: on a full disk, writing through the map
+    then kills the process with SIGBUS. Here the blocks are reserved first
+    (``posix_fallocate``, or written with zeros where that is missing), so a full disk is an
+    ``OSError`` (ENOSPC) naming ``path``, and the partial file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": tuple(shape)}
+    try:
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_2_0(f, header)
+            offset = f.tell()
+            f.flush()
+            _reserve(f.fileno(), offset, nbytes)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        code = e.errno or errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (allocating the {nbytes / 2**20:.0f} MiB bag "
+                      "cache; free space or train on a smaller dataset)", str(path)) from e
+    return np.memmap(path, dtype=dtype, mode="r+", offset=offset, shape=shape)
+
+
+def _reserve(fd: int, offset: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` after ``offset`` for real: ``posix_fallocate``, else write zeros."""
+    if nbytes == 0:
+        return
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, offset, nbytes)
+        return
+    chunk = bytes(1 << 20)
+    os.lseek(fd, offset, os.SEEK_SET)
+    left = nbytes
+    while left:
+        left -= os.write(fd, chunk[: min(left, len(chunk))])
 
 
 def _box_targets(videos: list[VideoFeatures], n_segments: int, overlap: float) -> np.ndarray:
@@ -269,22 +398,6 @@ def _flush_denormals(model: Scorer) -> None:
     """
     for p in model.parameters():
         p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
-
-
-def _save_checkpoint(path: Path, model: Scorer, optim, rng: np.random.Generator,
-                     state: dict) -> None:
-    blob = {"model": model.state_dict(), "optim": optim.state_dict(),
-            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "state": state}
-    atomic_write(path, lambda t: torch.save(blob, t))
-
-
-def _load_checkpoint(path: Path, model: Scorer, optim, rng: np.random.Generator) -> dict:
-    blob = torch.load(path, weights_only=True)
-    model.load_state_dict(blob["model"])
-    optim.load_state_dict(blob["optim"])
-    rng.bit_generator.state = blob["rng"]
-    torch.set_rng_state(blob["torch_rng"])
-    return blob["state"]
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
