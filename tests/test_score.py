@@ -8,13 +8,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from stmil.cuboids import cuboid_boxes
+from stmil.extract import ExtractSettings, extract_video
 from stmil.features import load_features, meta_clip_ranges
 from stmil.run import load_model
-from stmil.score import clip_maps, predicted_boxes, score_features, score_inputs
+from stmil.score import frame_to_clip, predicted_boxes, score_features, score_inputs
 from stmil.train import train
-from tests.conftest import write_video
+from tests.conftest import ramp_frames, write_video
 from tests.planted import make_planted
 
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
@@ -23,6 +25,22 @@ ANOMALOUS = "FightingTest000_x264"
 
 def quiet(msg: str) -> None:
     pass
+
+
+def direct_maps(run: Path, features: np.ndarray, grid1: bool = False) -> np.ndarray:
+    """Expected cuboid scores ``(n_clips, N)``, written out independently of stmil.score: each
+    instance divided by its L2 norm, then the scorer's three layers as explicit matmuls with
+    the weights read straight from ``model.safetensors`` (ReLU after the first, sigmoid at the
+    end). A grid-1 model scores the mean of a clip's cuboids and fills all N cells with it."""
+    w = load_file(str(run / "model.safetensors"))
+    x = np.asarray(features, dtype=np.float64)
+    if grid1:
+        x = x.mean(axis=1, keepdims=True)
+    x = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    h = np.maximum(x @ w["net.0.weight"].T.astype(np.float64) + w["net.0.bias"], 0.0)
+    m = h @ w["net.3.weight"].T.astype(np.float64) + w["net.3.bias"]
+    s = 1.0 / (1.0 + np.exp(-(m @ w["net.5.weight"].T.astype(np.float64) + w["net.5.bias"])))
+    return np.broadcast_to(s[..., 0], features.shape[:2])
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +64,16 @@ def test_score_features_shapes_tail_and_boxes(planted_run):
 
     maps = np.array(r["clip_maps"])
     assert maps.shape == (n_clips, g, g)
-    expect = clip_maps(model, config, features)
-    np.testing.assert_allclose(maps.reshape(n_clips, -1), expect, atol=1e-6)
+    expect = direct_maps(run, features)
+    np.testing.assert_allclose(maps.reshape(n_clips, -1), expect, atol=2e-6)
 
     scores = np.array(r["frame_scores"])
     assert len(scores) == meta["n_frames"] == r["n_frames"]
+    assert ranges.tolist() == [[16 * k, 16 * k + 16] for k in range(n_clips)]
     for k, (s, e) in enumerate(ranges):
-        np.testing.assert_allclose(scores[s:e], expect[k].max(), atol=1e-6)
+        np.testing.assert_allclose(scores[s:e], expect[k].max(), atol=2e-6)
     assert ranges[-1, 1] == meta["n_frames"] - 5
-    np.testing.assert_allclose(scores[-5:], expect[-1].max(), atol=1e-6)
+    np.testing.assert_allclose(scores[-5:], expect[-1].max(), atol=2e-6)
 
     boxes = np.array(r["boxes"])
     assert boxes.shape == (meta["n_frames"], 4)
@@ -72,7 +91,7 @@ def test_threshold_boxes_are_unions_of_hot_cuboids(planted_run):
     feats, run, _ = planted_run
     model, config = load_model(run)
     features, meta = load_features(feats, ANOMALOUS)
-    expect = clip_maps(model, config, features)
+    expect = direct_maps(run, features)
     # Between clip 0's 3rd and 4th highest cuboid: clip 0's box joins exactly 3 cuboids.
     top = np.sort(expect[0])[::-1]
     threshold = float((top[2] + top[3]) / 2)
@@ -101,17 +120,22 @@ def test_score_inputs_on_feature_files(planted_run, tmp_path):
     assert len(failed) == 1 and "gone" in failed[0]["path"]
     assert any("gone" in m for m in logs)
     got = json.loads(written[0].read_text())
-    model, config = load_model(run)
     features, meta = load_features(feats, ANOMALOUS)
-    expect = json.loads(json.dumps(score_features(model, config, features, meta,
-                                                  meta_clip_ranges(meta))))
-    assert got == expect
+    expect = direct_maps(run, features)  # (6 clips, 49)
+    assert got["clip_ranges"] == [[0, 16], [16, 32], [32, 48], [48, 64], [64, 80], [80, 96]]
+    np.testing.assert_allclose(np.array(got["clip_maps"]).reshape(6, 49), expect, atol=2e-6)
+    np.testing.assert_allclose(got["frame_scores"], np.repeat(expect.max(axis=1), 16), atol=2e-6)
+    cub = cuboid_boxes(224, 224, 7)
+    np.testing.assert_allclose(got["boxes"], np.repeat(cub[expect.argmax(axis=1)], 16, axis=0),
+                               atol=0.01)
+    assert (got["n_frames"], got["width"], got["height"], got["grid"]) == (96, 224, 224, 7)
+    assert got["source"] == f"{ANOMALOUS}.mp4" and got["threshold"] is None
     # A folder of features scores every .npy in it.
     written, failed = score_inputs([feats], run, tmp_path / "all", progress=False, log=quiet)
     assert not failed and len(written) == len(list(feats.glob("*.npy"))) == 6
 
 
-def test_score_inputs_on_a_video_with_overlay(planted_run, tmp_path):
+def test_score_inputs_on_a_video_with_overlay(planted_run, tmp_path, extractor):
     """A real tiny video: extracted in the same call (2 clips), scored, overlay written."""
     _, run, _ = planted_run
     rng = np.random.default_rng(0)
@@ -124,9 +148,11 @@ def test_score_inputs_on_a_video_with_overlay(planted_run, tmp_path):
     assert written == [out / "clip.scores.json", out / "clip.overlay.mp4"]
     r = json.loads(written[0].read_text())
     assert r["n_frames"] == 32 and len(r["frame_scores"]) == 32 and len(r["boxes"]) == 32
-    assert np.array(r["clip_maps"]).shape == (2, 7, 7)
     assert (r["width"], r["height"]) == (64, 48) and r["source"] == str(video)
-    assert all(0.0 <= s <= 1.0 for s in r["frame_scores"])
+    features, _ = extract_video(video, extractor)  # the run's settings: 224, 16, 16, drop
+    expect = direct_maps(run, features)
+    np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(2, 49), expect, atol=2e-6)
+    np.testing.assert_allclose(r["frame_scores"], np.repeat(expect.max(axis=1), 16), atol=2e-6)
     with av.open(str(written[1])) as c:
         n = sum(1 for _ in c.decode(video=0))
     assert n == 32
@@ -148,3 +174,54 @@ def test_feature_files_of_other_settings_fail_alone(planted_run, tmp_path):
     assert [f["path"] for f in failed] == [str(p) for p in bad]
     assert "model takes 528-channel features, these have 32" in failed[0]["error"]
     assert "endpoint='Mixed_4e' features, these have 'Mixed_5c'" in failed[1]["error"]
+
+
+# --- the run's tail policy -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pad_run(tmp_path_factory) -> Path:
+    """Like ``planted_run``, but the features (so the run) say ``tail: pad``."""
+    base = tmp_path_factory.mktemp("score-pad")
+    data, feats, run = base / "data", base / "feats", base / "run"
+    make_planted(data, feats, n_train=4, n_test=2, n_clips=6, channels=528)
+    for meta_path in feats.glob("*.json"):
+        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"tail": "pad"}))
+    train(data, feats, run, log=quiet, **FAST)
+    return run
+
+
+@pytest.mark.parametrize("tail", ["drop", "pad"])
+def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad_run, tmp_path,
+                                                                extractor, tail):
+    """40 frames = 2 whole clips of 16 and 8 tail frames. A ``drop`` run scores 2 clips and
+    the tail frames take clip 1's score and box; a ``pad`` run scores 3 clips (the third is
+    frames 32-39, its last frame repeated) and the tail frames take clip 2's."""
+    run = planted_run[1] if tail == "drop" else pad_run
+    video = write_video(tmp_path / "odd.mkv", ramp_frames(40, h=48, w=64))
+    written, failed = score_inputs([video], run, tmp_path / "out", device="cpu", progress=False,
+                                   log=quiet)
+    assert failed == []
+    r = json.loads(written[0].read_text())
+    n_clips = {"drop": 2, "pad": 3}[tail]
+    ranges = {"drop": [[0, 16], [16, 32]], "pad": [[0, 16], [16, 32], [32, 40]]}[tail]
+    assert r["clip_ranges"] == ranges and r["n_frames"] == 40
+    features, meta = extract_video(video, extractor, ExtractSettings(tail=tail))
+    assert features.shape == (n_clips, 49, 528) and meta["tail"] == tail
+    expect = direct_maps(run, features)
+    np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n_clips, 49), expect, atol=2e-6)
+    top = expect.max(axis=1)
+    per_frame = {"drop": [0] * 16 + [1] * 24, "pad": [0] * 16 + [1] * 16 + [2] * 8}[tail]
+    np.testing.assert_allclose(r["frame_scores"], top[per_frame], atol=2e-6)
+    cub = cuboid_boxes(64, 48, 7)
+    np.testing.assert_allclose(r["boxes"], cub[expect.argmax(axis=1)][per_frame], atol=0.01)
+
+
+@pytest.mark.parametrize(("ranges", "n_frames", "expected"), [
+    ([[0, 16], [16, 32]], 40, [0] * 16 + [1] * 24),  # drop: the 8 tail frames go to clip 1
+    ([[0, 16], [16, 32], [32, 40]], 40, [0] * 16 + [1] * 16 + [2] * 8),  # pad: to clip 2
+    ([[0, 16], [8, 24], [16, 32]], 37, [0] * 8 + [1] * 8 + [2] * 21),  # stride 8: latest start
+    ([[3, 5]], 7, [0] * 7),  # frames before the first clip take the first
+])
+def test_frame_to_clip_hand_cases(ranges, n_frames, expected):
+    assert frame_to_clip(np.array(ranges), n_frames).tolist() == expected
