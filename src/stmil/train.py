@@ -104,7 +104,7 @@ def train(
         _finish(stage)
         commit_folder(stage, out)
     except BaseException:
-        _abandon(stage)
+        _abandon(stage, log)
         raise
     return summary
 
@@ -280,17 +280,21 @@ def _finish(stage: Path) -> None:
     remove_stale_temps(stage)
 
 
-def _abandon(stage: Path) -> None:
+def _abandon(stage: Path, log: Callable[[str], None]) -> None:
     """After a failure: keep a staging folder only for its checkpoint (``--resume``)."""
     try:
         if not stage.is_dir():
             return
-        if (stage / CHECKPOINT_JSON).is_file() and not (stage / MODEL).exists():
+        ckpt = stage / CHECKPOINT_JSON
+        if ckpt.is_file() and not (stage / MODEL).exists():
             shutil.rmtree(stage / "cache", ignore_errors=True)
             remove_stale_temps(stage)
+            it = json.loads(ckpt.read_text()).get("iteration")
+            log(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
+                "for --resume")
         else:
             shutil.rmtree(stage)
-    except OSError:
+    except (OSError, ValueError):
         pass  # the original error matters more; the next train tidies the staging folder
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
     dropout: float = _f(0.6, "dropout probability, shared per bag", lo=0, hi=1, hi_open=True)
     overlap: float = _f(0.25, "boxes supervision: a cuboid is positive when a box covers this "
                         "fraction of it", lo=0, lo_open=True, hi=1)
-    seed: int = _f(0, "random seed (training is deterministic for a seed)", lo=0, hi=2**63 - 1)
+    seed: int = _f(0, "random seed (training is deterministic for a seed)", lo=0, hi=2**32 - 1)
     val_fraction: float = _f(0.0, "fraction of train held out for validation and model "
                              "selection", lo=0, hi=1, hi_open=True)
     val_every: int = _f(100, "iterations between validation checks", lo=1)
@@ -133,9 +133,9 @@ def _range(rule: dict) -> str:
     """``rule``'s range in words, e.g. ``>= 0 and < 1``."""
     parts = []
     if rule["lo"] is not None:
-        parts.append(f"{'>' if rule['lo_open'] else '>='} {rule['lo']:g}")
+        parts.append(f"{'>' if rule['lo_open'] else '>='} {rule['lo']}")
     if rule["hi"] is not None:
-        parts.append(f"{'<' if rule['hi_open'] else '<='} {rule['hi']:g}")
+        parts.append(f"{'<' if rule['hi_open'] else '<='} {rule['hi']}")
     return " and ".join(parts)
 
 
