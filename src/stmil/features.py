@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.datasets import VideoRecord
+from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import StmilError
 from stmil.video import clip_frame_ranges
 
@@ -82,6 +82,7 @@ def load_dataset_features(
         if arr.ndim != 3 or arr.shape[0] != meta.get("n_clips"):
             raise FeatureError(f"{rec.video_id}: feature array {arr.shape} does not match "
                                f"its metadata ({meta.get('n_clips')} clips)")
+        rec = fit_to_video(rec, meta["width"], meta["height"], meta["n_frames"])  # boxes, frames
         out.append(VideoFeatures(rec, arr, meta))
     if missing:
         msg = f"{len(missing)} listed videos have no features in {feature_dir}: {_names(missing)}"

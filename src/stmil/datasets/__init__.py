@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from stmil.datasets.bounds import fit_to_video
 from stmil.datasets.crime2local import load_crime2local, looks_like_crime2local
 from stmil.datasets.errors import DatasetError, check_split
 from stmil.datasets.folder import load_folder, looks_like_folder
 from stmil.datasets.record import VideoRecord
 from stmil.datasets.ucf_crime import load_ucf_crime, looks_like_ucf_crime
 
-__all__ = ["FORMATS", "DatasetError", "VideoRecord", "detect_format", "load_dataset"]
+__all__ = ["FORMATS", "DatasetError", "VideoRecord", "detect_format", "fit_to_video",
+           "load_dataset"]
 
 _LOADERS: dict[str, Callable[[Path, str], list[VideoRecord]]] = {
     "ucf_crime": load_ucf_crime,

@@ -38,9 +38,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split, malformed, read_lines
 from stmil.datasets.folder import VideoIndex, frames_to_intervals
 from stmil.datasets.record import Box, VideoRecord
@@ -78,6 +79,7 @@ class VaticAnnotation:
     boxes: dict[int, list[Box]]
     intervals: tuple[tuple[int, int], ...]
     frame_base: int  # 0 or 1: how the file counts frames
+    box_where: dict[int, tuple[str, ...]] = field(default_factory=dict)  # "file:line" per box
 
 
 def _parse_vatic_line(path: Path, lineno: int, line: str) -> VaticRow:
@@ -95,6 +97,9 @@ def _parse_vatic_line(path: Path, lineno: int, line: str) -> VaticRow:
         raise malformed(
             path, lineno, "a frame >= 0 and lost/occluded/generated flags of 0 or 1", line
         )
+    problem = None if lost else box_problem((x1, y1, x2, y2))  # a lost row carries no box
+    if problem:
+        raise malformed(path, lineno, problem, line)
     return VaticRow(
         lineno, line, track_id, (x1, y1, x2, y2), frame, bool(lost), bool(occluded), bool(generated)
     )
@@ -126,6 +131,7 @@ def read_vatic(path: str | Path, frame_base: int | None = None) -> VaticAnnotati
     rows = parse_vatic(path)
     base = vatic_base(rows) if frame_base is None else frame_base
     boxes: dict[int, list[Box]] = {}
+    where: dict[int, list[str]] = {}
     for row in rows:
         if row.frame < base:
             raise malformed(
@@ -133,8 +139,14 @@ def read_vatic(path: str | Path, frame_base: int | None = None) -> VaticAnnotati
             )
         if not row.lost:
             boxes.setdefault(row.frame - base, []).append(row.box)
+            where.setdefault(row.frame - base, []).append(f"{path}:{row.lineno}")
     boxes = dict(sorted(boxes.items()))
-    return VaticAnnotation(boxes=boxes, intervals=frames_to_intervals(boxes), frame_base=base)
+    return VaticAnnotation(
+        boxes=boxes,
+        intervals=frames_to_intervals(boxes),
+        frame_base=base,
+        box_where={f: tuple(w) for f, w in sorted(where.items())},
+    )
 
 
 def find_split_file(root: Path, split: str) -> Path | None:
@@ -208,6 +220,8 @@ class _Loader:
             category=_category(rel, label),
             intervals=ann.intervals if label else (),
             boxes=ann.boxes if label else {},
+            box_where=ann.box_where if label else {},
+            interval_where=tuple(ann.box_where[s][0] for s, _ in ann.intervals) if label else (),
         )
 
     def split(self, split: str) -> list[VideoRecord]:

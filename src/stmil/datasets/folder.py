@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split
 from stmil.datasets.record import Box, VideoRecord
 
@@ -118,6 +119,8 @@ class FolderAnnotation:
     intervals: tuple[tuple[int, int], ...] = ()
     boxes: dict[int, list[Box]] = field(default_factory=dict)
     split: str | None = None
+    box_where: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    interval_where: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _is_int(value: Any) -> bool:
@@ -128,7 +131,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _parse_intervals(where: str, value: Any) -> tuple[tuple[int, int], ...]:
+def _parse_intervals(where: str, value: Any) -> list[tuple[tuple[int, int], str]]:
+    """``(interval, where)`` pairs, sorted by interval."""
     if not isinstance(value, list):
         raise DatasetError(f"{where}: intervals: expected a list of [start, end], got {value!r}")
     out = []
@@ -139,15 +143,19 @@ def _parse_intervals(where: str, value: Any) -> tuple[tuple[int, int], ...]:
                 f"{where}: intervals[{i}]: expected [start, end] integers with "
                 f"0 <= start < end (0-based, end exclusive), got {item!r}"
             )
-        out.append((item[0], item[1]))
-    return tuple(sorted(out))
+        out.append(((item[0], item[1]), f"{where}: intervals[{i}]"))
+    return sorted(out)
 
 
-def _parse_boxes(where: str, value: Any) -> dict[int, list[Box]]:
+def _parse_boxes(
+    where: str, value: Any
+) -> tuple[dict[int, list[Box]], dict[int, tuple[str, ...]]]:
+    """Boxes by frame, and where each was read (``"<where>: boxes[i]"``), by frame."""
     if not isinstance(value, list):
         expected = "a list of [frame, x1, y1, x2, y2]"
         raise DatasetError(f"{where}: boxes: expected {expected}, got {value!r}")
     boxes: dict[int, list[Box]] = {}
+    places: dict[int, list[str]] = {}
     for i, item in enumerate(value):
         ok = isinstance(item, list) and len(item) == 5 and _is_int(item[0]) and item[0] >= 0
         if not ok or not all(_is_number(v) for v in item[1:]):
@@ -155,9 +163,13 @@ def _parse_boxes(where: str, value: Any) -> dict[int, list[Box]]:
                 f"{where}: boxes[{i}]: expected [frame, x1, y1, x2, y2] with an integer "
                 f"frame >= 0 and numeric corners, got {item!r}"
             )
-        x1, y1, x2, y2 = (float(v) for v in item[1:])
-        boxes.setdefault(item[0], []).append((x1, y1, x2, y2))
-    return dict(sorted(boxes.items()))
+        box = tuple(float(v) for v in item[1:])
+        problem = box_problem(box)
+        if problem:
+            raise DatasetError(f"{where}: boxes[{i}]: expected {problem}, got {item!r}")
+        boxes.setdefault(item[0], []).append(box)
+        places.setdefault(item[0], []).append(f"{where}: boxes[{i}]")
+    return dict(sorted(boxes.items())), {f: tuple(w) for f, w in sorted(places.items())}
 
 
 def parse_annotation(where: str, entry: Any) -> FolderAnnotation:
@@ -171,12 +183,16 @@ def parse_annotation(where: str, entry: Any) -> FolderAnnotation:
     split = entry.get("split")
     if split is not None and split not in ("train", "test"):
         raise DatasetError(f"{where}: split: expected 'train' or 'test', got {split!r}")
-    boxes = _parse_boxes(where, entry.get("boxes", []))
+    boxes, box_where = _parse_boxes(where, entry.get("boxes", []))
     if "intervals" in entry:
-        intervals = _parse_intervals(where, entry["intervals"])
+        pairs = _parse_intervals(where, entry["intervals"])
+        intervals = tuple(p for p, _ in pairs)
+        interval_where = tuple(w for _, w in pairs)
     else:
         intervals = frames_to_intervals(boxes)
-    return FolderAnnotation(intervals=intervals, boxes=boxes, split=split)
+        interval_where = tuple(box_where[s][0] for s, _ in intervals)
+    return FolderAnnotation(intervals=intervals, boxes=boxes, split=split, box_where=box_where,
+                            interval_where=interval_where)
 
 
 def read_annotations(path: Path) -> dict[str, FolderAnnotation]:
@@ -241,6 +257,8 @@ def load_folder(root: str | Path, split: str = "train") -> list[VideoRecord]:
             category=category,
             intervals=ann.intervals,
             boxes=ann.boxes,
+            box_where=ann.box_where,
+            interval_where=ann.interval_where,
         )
         if split in ("all", rec.split):
             records.append(rec)

@@ -18,6 +18,9 @@ class VideoRecord:
       video's native frame rate. Empty for normal videos and where not annotated.
     - ``boxes``: 0-based frame index -> boxes visible in that frame. Empty when not annotated.
     - ``n_frames``: the frame count when the annotation states it, else ``None``.
+    - ``box_where``: for each frame of ``boxes``, where each of its boxes was read
+      (``"file:line"`` or a JSON entry), aligned with ``boxes[frame]``; ``interval_where``:
+      the same for ``intervals``. Used in error messages only; not compared.
     """
 
     video_id: str
@@ -28,6 +31,9 @@ class VideoRecord:
     intervals: tuple[tuple[int, int], ...] = ()
     boxes: dict[int, list[Box]] = field(default_factory=dict)
     n_frames: int | None = None
+    box_where: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False,
+                                                  repr=False)
+    interval_where: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def has_boxes(self) -> bool:

@@ -67,6 +67,11 @@ class TemporalRow:
     video_id: str
     category: str
     intervals: tuple[tuple[int, int], ...]
+    where: str = ""  # "file:line", for error messages
+
+    @property
+    def interval_where(self) -> tuple[str, ...]:
+        return (self.where,) * len(self.intervals)
 
 
 def find_file(root: Path, name: str) -> Path | None:
@@ -145,7 +150,7 @@ def parse_temporal(path: Path) -> dict[str, TemporalRow]:
             raise malformed(
                 path, lineno, f"each video once (also on line {rows[video_id].lineno})", line
             )
-        rows[video_id] = TemporalRow(lineno, video_id, category, intervals)
+        rows[video_id] = TemporalRow(lineno, video_id, category, intervals, f"{path}:{lineno}")
     return rows
 
 
@@ -169,6 +174,7 @@ def _record(
         split=split,
         category=category,
         intervals=row.intervals if row else (),
+        interval_where=row.interval_where if row else (),
     )
 
 
@@ -196,6 +202,7 @@ def _test_from_temporal(rows: dict[str, TemporalRow], index: VideoIndex) -> list
                 path=index.find(row.video_id),
                 category=row.category,
                 intervals=row.intervals,
+                interval_where=row.interval_where,
             )
         )
     return records
