@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from stmil.datasets import DatasetError, VideoRecord, detect_format, load_dataset
+from stmil.datasets import (
+    DatasetError,
+    VideoRecord,
+    detect_format,
+    fit_to_video,
+    load_dataset,
+)
 from stmil.datasets.crime2local import detect_vatic_base, load_crime2local, read_vatic
 from stmil.datasets.folder import frames_to_intervals, load_folder
 from stmil.datasets.ucf_crime import load_ucf_crime, parse_temporal
+from tests.conftest import SAMPLE
 
 
 def write(path: Path, text: str, newline: str = "\n") -> Path:
@@ -422,3 +430,179 @@ def test_folder_duplicate_stems_are_refused(folder_root: Path) -> None:
 def test_frames_to_intervals() -> None:
     assert frames_to_intervals([9, 3, 4, 5, 4]) == ((3, 6), (9, 10))
     assert frames_to_intervals([]) == ()
+
+
+# ------------------------------------------------------- boxes and frames against the video
+# Item 19 of the trust issue: a box or frame that cannot be meant as written is refused, naming
+# file and line; a box slightly outside the frame is clipped with a warning.
+
+
+@pytest.mark.parametrize(
+    ("corners", "what"),
+    [
+        ("nan 20 110 220", "finite box corners (no NaN or infinity)"),
+        ("10 inf 110 220", "finite box corners (no NaN or infinity)"),
+        ("10 20 -inf 220", "finite box corners (no NaN or infinity)"),
+        ("110 20 10 220", "a box with xmin < xmax and ymin < ymax (not inverted or empty)"),
+        ("10 220 110 20", "a box with xmin < xmax and ymin < ymax (not inverted or empty)"),
+        ("10 20 10 220", "a box with xmin < xmax and ymin < ymax (not inverted or empty)"),
+    ],
+)
+def test_vatic_bad_box_is_refused_with_file_and_line(tmp_path: Path, corners: str,
+                                                     what: str) -> None:
+    line = f'0 {corners} 3 0 0 0 "Person"'
+    path = write(tmp_path / "Arrest009.txt", '0 1 2 3 4 0 0 0 0 "Person"\n\n' + line + "\n")
+    with pytest.raises(DatasetError) as err:
+        read_vatic(path)
+    assert str(err.value) == f"{path}:3: {what}, got {line!r}"
+
+
+def test_vatic_lost_row_needs_no_valid_box(tmp_path: Path) -> None:
+    path = write(tmp_path / "v.txt", '0 nan 0 -5 -5 3 1 0 0 "P"\n0 1 2 3 4 4 0 0 0 "P"\n')
+    assert read_vatic(path).boxes == {4: [(1.0, 2.0, 3.0, 4.0)]}
+
+
+@pytest.mark.parametrize(
+    ("box", "what"),
+    [
+        ([3, float("nan"), 0, 5, 5], "expected finite box corners (no NaN or infinity)"),
+        ([3, 0, 0, float("inf"), 5], "expected finite box corners (no NaN or infinity)"),
+        ([3, 9, 0, 5, 5], "expected a box with xmin < xmax and ymin < ymax"),
+        ([3, 0, 5, 5, 5], "expected a box with xmin < xmax and ymin < ymax"),
+    ],
+)
+def test_folder_bad_box_is_refused_with_its_entry(folder_root: Path, box: list,
+                                                  what: str) -> None:
+    write(folder_root / "annotations.json", json.dumps({"d": {"boxes": [[1, 0, 0, 2, 2], box]}}))
+    with pytest.raises(DatasetError) as err:
+        load_folder(folder_root, "all")
+    assert str(err.value).startswith(f"{folder_root / 'annotations.json'}: 'd': boxes[1]: {what}")
+
+
+VATIC_EDGES = (  # line 1 fine; lines 2-4 stick out of a 320x240 frame by less than 10%
+    '0 10 20 110 220 0 0 0 0 "P"\n'
+    '0 -5 20 110 220 1 0 0 0 "P"\n'
+    '0 10 20 330 250 2 0 0 0 "P"\n'
+    '0 -20 -12 340 260 3 0 0 0 "P"\n'
+)
+
+
+def c2l_with_boxes(tmp_path: Path, text: str) -> tuple[VideoRecord, Path]:
+    root = tmp_path / "c2l"
+    write(root / "readme" / "Test_split_AD.txt", "Arrest001_x264\n")
+    box_file = write(root / "readme" / "Txt annotations" / "Arrest001_x264.txt", text)
+    return load_crime2local(root, "test")[0], box_file
+
+
+def test_boxes_slightly_outside_the_frame_are_clipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec, box_file = c2l_with_boxes(tmp_path, VATIC_EDGES)
+    with caplog.at_level(logging.WARNING, logger="stmil.datasets.bounds"):
+        fitted = fit_to_video(rec, 320, 240, 100)
+    assert fitted.boxes == {
+        0: [(10.0, 20.0, 110.0, 220.0)],
+        1: [(0.0, 20.0, 110.0, 220.0)],
+        2: [(10.0, 20.0, 320.0, 240.0)],
+        3: [(0.0, 0.0, 320.0, 240.0)],
+    }
+    assert fitted.intervals == rec.intervals == ((0, 4),)
+    assert caplog.messages == [
+        f"{box_file}:2: 3 boxes stick out of the 320x240 frame of Arrest001_x264 and were "
+        "clipped to it"
+    ]
+    inside, _ = c2l_with_boxes(tmp_path / "in", VATIC_EDGES.splitlines()[0])
+    assert fit_to_video(inside, 320, 240, 1) is inside  # nothing to fix: the same record
+
+
+@pytest.mark.parametrize(
+    "corners",
+    [
+        "10 20 400 220",  # 80 px (25%) past the right edge
+        "-40 20 110 220",  # 40 px (12.5%) before the left edge
+        "10 20 110 300",  # 60 px (25%) below the bottom
+        "-30 -20 -2 -1",  # within the slack but wholly outside: nothing to clip to
+        "321 5 340 30",  # likewise, right of the frame
+    ],
+)
+def test_boxes_outside_the_frame_are_refused_with_file_and_line(tmp_path: Path,
+                                                                corners: str) -> None:
+    rec, box_file = c2l_with_boxes(tmp_path, f'0 1 2 3 4 5 0 0 0 "P"\n0 {corners} 6 0 0 0 "P"\n')
+    box = tuple(float(v) for v in corners.split())
+    with pytest.raises(DatasetError) as err:
+        fit_to_video(rec, 320, 240, 100)
+    assert str(err.value) == (
+        f"{box_file}:2: box {box} on frame 6 lies outside the 320x240 frame of Arrest001_x264 "
+        "(more than 10% of the frame beyond its edge); fix or remove it"
+    )
+
+
+@pytest.mark.parametrize("frame", [100, 101, 5000])
+def test_boxes_beyond_the_last_frame_are_refused(tmp_path: Path, frame: int) -> None:
+    rec, box_file = c2l_with_boxes(tmp_path,
+                                   f'0 1 2 3 4 0 0 0 0 "P"\n\n0 1 2 3 4 {frame} 0 0 0 "P"\n')
+    with pytest.raises(DatasetError) as err:
+        fit_to_video(rec, 320, 240, 100)
+    assert str(err.value) == (
+        f"{box_file}:3: box on frame {frame}, but video Arrest001_x264 (320x240, 100 frames) "
+        "ends at frame 99; wrong video, frame rate or frame base?"
+    )
+    assert fit_to_video(rec, 320, 240, frame + 1).boxes == rec.boxes
+
+
+@pytest.mark.parametrize(("s", "e"), [(1001, 1100), (2000, 2001), (9000, 12000)])
+def test_ucf_interval_after_the_video_is_refused(ucf_root: Path, s: int, e: int) -> None:
+    temporal = ucf_root / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+    text = temporal.read_text().replace("Abuse028_x264.mp4  Abuse  165  240  -1  -1",
+                                        f"Abuse028_x264.mp4  Abuse  165  240  {s}  {e}")
+    temporal.write_text(text)
+    rec = by_id(load_ucf_crime(ucf_root, "test"))["Abuse028_x264"]
+    assert rec.intervals == ((164, 240), (s - 1, e))
+    with pytest.raises(DatasetError) as err:
+        fit_to_video(rec, 320, 240, 1000)
+    assert str(err.value) == (
+        f"{temporal}:1: anomalous frames [{s - 1}, {e}) start after the end of video "
+        "Abuse028_x264 (320x240, 1000 frames); wrong video or frame rate?"
+    )
+
+
+def test_ucf_interval_past_the_end_is_cut_with_a_warning(
+    ucf_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    temporal = ucf_root / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+    rec = by_id(load_ucf_crime(ucf_root, "test"))["Abuse028_x264"]
+    assert rec.intervals == ((164, 240),)
+    with caplog.at_level(logging.WARNING, logger="stmil.datasets.bounds"):
+        fitted = fit_to_video(rec, 320, 240, 200)
+    assert fitted.intervals == ((164, 200),)
+    assert caplog.messages == [
+        f"{temporal}:1 ([164, 240)): anomalous frames end after the last frame (199) of "
+        "Abuse028_x264 and were cut there"
+    ]
+
+
+def test_folder_interval_after_the_video_names_its_entry(folder_root: Path) -> None:
+    write(folder_root / "annotations.json", json.dumps({"c": {"intervals": [[1, 5], [50, 60]]}}))
+    rec = by_id(load_folder(folder_root, "all"))["c"]
+    with pytest.raises(DatasetError, match=r"annotations\.json: 'c': intervals\[1\]: anomalous "
+                       r"frames \[50, 60\) start after the end of video c \(64x48, 40 frames\)"):
+        fit_to_video(rec, 64, 48, 40)
+
+
+REAL_UCF = SAMPLE.parent / "ucf-crime-meta"
+
+
+def test_real_ucf_crime_files_load_as_before() -> None:
+    if not REAL_UCF.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{REAL_UCF} is missing (the shared data must be present in CI)")
+        pytest.skip(f"{REAL_UCF} not present")
+    train = load_dataset(REAL_UCF, "train")
+    test = load_dataset(REAL_UCF, "test")
+    assert (len(train), sum(r.label for r in train)) == (1610, 810)
+    assert (len(test), sum(r.label for r in test)) == (290, 140)
+    assert sum(len(r.intervals) for r in test) == 156
+    abuse = by_id(test)["Abuse028_x264"]
+    assert abuse.intervals == ((164, 240),)
+    temporal = REAL_UCF / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+    assert abuse.interval_where == (f"{temporal}:1",)
