@@ -167,7 +167,10 @@ def test_feature_files_of_other_settings_fail_alone(planted_run, tmp_path):
     make_planted(tmp_path / "d2", odd, n_train=2, n_test=2, n_clips=3, channels=528)
     meta = json.loads((odd / f"{ANOMALOUS}.json").read_text())
     (odd / f"{ANOMALOUS}.json").write_text(json.dumps(meta | {"endpoint": "Mixed_5c"}))
-    bad = [other / f"{ANOMALOUS}.npy", odd / f"{ANOMALOUS}.npy"]
+    for folder in (other, odd):  # distinct stems: one stem twice is refused as a collision
+        for ext in (".npy", ".json"):
+            (folder / f"{ANOMALOUS}{ext}").rename(folder / f"{folder.name}{ext}")
+    bad = [other / "other.npy", odd / "odd.npy"]
     written, failed = score_inputs([*bad, feats / f"{ANOMALOUS}.npy"], run, tmp_path / "out",
                                    progress=False, log=quiet)
     assert written == [tmp_path / "out" / f"{ANOMALOUS}.scores.json"]
