@@ -80,9 +80,9 @@ def interrupt_at(monkeypatch, iteration: int) -> None:
     """Make training die (as by Ctrl-C) right after the checkpoint of ``iteration``."""
     save = T._save_checkpoint
 
-    def save_then_die(stage, model, optim, rng, state, fingerprint):
-        save(stage, model, optim, rng, state, fingerprint)
-        if state["iteration"] == iteration:
+    def save_then_die(*args):  # (stage, model, optim, rng, state, ...)
+        save(*args)
+        if args[4]["iteration"] == iteration:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "_save_checkpoint", save_then_die)
@@ -487,6 +487,21 @@ def test_damaged_checkpoint_is_a_one_line_error(tiny, interrupted, capsys, how):
     assert code == 1
     assert_one_line_error(last_line(err), named, "train without --resume")
     assert not interrupted.exists()
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x80\x02garbage", bytes(range(256))])
+def test_old_pickle_checkpoint_is_never_loaded(tiny, tmp_path, capsys, monkeypatch, blob):
+    """An interrupted run of an older stmil: ``config.yaml`` and ``checkpoint.pt``."""
+    monkeypatch.chdir(tmp_path)
+    Path("run").mkdir()
+    Path("run/config.yaml").write_text("iterations: 6\n")
+    Path("run/checkpoint.pt").write_bytes(blob)
+    code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
+                           "--out", "run", "--resume", *CLI_FAST)
+    assert code == 1
+    assert_one_line_error(last_line(err), "run/checkpoint.pt: a checkpoint of an older stmil "
+                          "(pickle), which is never loaded; train without --resume")
+    assert "weights_only" not in err
 
 
 def test_stale_temporary_files_are_cleaned_on_resume(tiny, interrupted):

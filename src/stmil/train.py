@@ -172,6 +172,9 @@ def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig, finger
             log(f"discarding the interrupted training of {out} (pass --resume to continue it)")
         shutil.rmtree(stage)
     if resume:
+        if (out / "checkpoint.pt").exists():
+            raise ModelError(f"{out / 'checkpoint.pt'}: a checkpoint of an older stmil (pickle), "
+                             "which is never loaded; train without --resume")
         if (out / MODEL).is_file():
             raise ConfigError(f"{out}: finished, nothing to resume; train without --resume to "
                               "retrain it from scratch")
