@@ -146,6 +146,42 @@ def test_scores_json_never_holds_a_bare_nan(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# --- the data rule: score overwrites only its own scores files --------------------------------
+
+
+@pytest.mark.parametrize("content", [b"my notes\n", b"[1, 2]", b'{"frame_scores": []}',
+                                     b"\x00\xff"])
+def test_score_never_overwrites_a_file_it_did_not_write(planted, tmp_path, capsys, monkeypatch,
+                                                         content):
+    _, feats, run = planted
+    monkeypatch.chdir(tmp_path)
+    copy_features(feats, Path("f"), ANOMALOUS)
+    Path("s").mkdir()
+    Path("s", f"{ANOMALOUS}.scores.json").write_bytes(content)
+    code, out, err = run_cli(capsys, "score", "f", "--model", run, "--out", "s", "--quiet")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"s/{ANOMALOUS}.scores.json: exists and is not a stmil scores "
+                          "file; refusing to overwrite it")
+    assert Path("s", f"{ANOMALOUS}.scores.json").read_bytes() == content
+
+
+def test_score_replaces_its_own_scores_and_refuses_a_file_as_out(planted, tmp_path, capsys,
+                                                                 monkeypatch):
+    _, feats, run = planted
+    monkeypatch.chdir(tmp_path)
+    copy_features(feats, Path("f"), ANOMALOUS)
+    for threshold in ("0.9", "0.1"):
+        code, out, err = run_cli(capsys, "score", "f", "--model", run, "--out", "s", "--quiet",
+                                 "--threshold", threshold)
+        assert code == 0, err
+    assert json.loads(Path("s", f"{ANOMALOUS}.scores.json").read_text())["threshold"] == 0.1
+    Path("file").write_text("x")
+    code, out, err = run_cli(capsys, "score", "f", "--model", run, "--out", "file", "--quiet")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "file: output folder is not writable")
+    assert Path("file").read_text() == "x"
+
+
 # --- item 22: the overlay's source video -------------------------------------------------------
 
 

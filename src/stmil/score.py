@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stmil.atomic import atomic_write
+from stmil.atomic import atomic_write, check_writable
 from stmil.bags import l2_normalise
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets.folder import VIDEO_EXTENSIONS, find_videos
-from stmil.errors import ConfigError, ModelError
+from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features import FeatureError, load_features, meta_clip_ranges
 from stmil.metrics import frame_scores_from_clips
 from stmil.mil import Scorer
@@ -108,10 +108,27 @@ def frame_to_clip(clip_ranges: np.ndarray, n_frames: int) -> np.ndarray:
                    0, len(clip_ranges) - 1)
 
 
+SCORES_KEYS = ("n_frames", "clip_maps", "frame_scores", "boxes")
+
+
+def is_scores_file(path: Path) -> bool:
+    """Whether ``path`` holds a ``<id>.scores.json`` that stmil wrote (a JSON object with
+    :data:`SCORES_KEYS`)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in SCORES_KEYS)
+
+
 def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
-    """Atomically write ``out_dir/<id>.scores.json``."""
+    """Atomically write ``out_dir/<id>.scores.json``; a file there that is not a scores file
+    is refused (:class:`OutputError`), never overwritten."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / f"{video_id}.scores.json"
+    if dest.exists() and not is_scores_file(dest):
+        raise OutputError(f"{dest}: exists and is not a stmil scores file; refusing to "
+                          "overwrite it (move it away, or use another --out)")
     text = json.dumps(result, allow_nan=False)  # a bare NaN is not JSON: never write one
     atomic_write(dest, lambda t: t.write_text(text))
     return dest
@@ -201,7 +218,7 @@ def score_inputs(
     check_threshold(threshold)
     paths = collect_inputs(inputs)
     model, config = load_model(run)
-    out_dir = Path(out_dir)
+    out_dir = check_writable(out_dir)
     extractor = None
     written, failed = [], []
     for path in tqdm(paths, unit="video", disable=not progress, leave=False):
