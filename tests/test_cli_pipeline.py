@@ -95,7 +95,7 @@ def test_user_mistakes_give_one_line_errors(synth, tmp_path, capsys):
     code, _, err = run(capsys, "train", "--data", root, "--features", tmp_path / "nowhere",
                        "--out", tmp_path / "r", *TRAIN)
     assert code == 1
-    assert_one_line_error(err, "have no features in", "nowhere", "--skip-missing")
+    assert_one_line_error(err, "nowhere: no such features folder")
 
     code, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "r", *TRAIN)
     assert code == 1

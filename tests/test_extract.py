@@ -204,7 +204,9 @@ def test_extract_many_resume_and_overwrite(batch, extractor):
     s = extract_many([src / "good1.mkv", src / "good2.avi"], out, extractor, SMALL, **kw)
     assert s.done == ["good2"] and s.skipped == ["good1"] and s.failed == []
     assert npy.read_bytes() == before["good2.npy"]
-    assert not (out / "failures.json").exists()  # a clean rerun removes the old list
+    # a rerun of two videos keeps the other videos' failures from the runs over the folder
+    kept = {f["path"] for f in json.loads((out / "failures.json").read_text())}
+    assert kept == {str(src / n) for n in ("notes.mp4", "cut.mp4", "short.mkv", "sub/good1.avi")}
 
 
 def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, extractor):
@@ -249,12 +251,12 @@ def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkey
 
 
 def test_extract_many_failed_rename_is_not_done(batch, extractor, monkeypatch):
-    # the array lands, then renaming the JSON fails: the video is failed and not "done"
+    # the JSON lands first, then renaming the array fails: the video is failed and not "done"
     src, _, out = batch
     real_replace = os.replace
 
     def replace(a, b):
-        if str(b).endswith(".json") and not str(b).endswith("failures.json"):
+        if str(b).endswith(".npy"):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_replace(a, b)
 
@@ -262,7 +264,7 @@ def test_extract_many_failed_rename_is_not_done(batch, extractor, monkeypatch):
     s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False,
                      log=lambda m: None)
     assert s.done == [] and "No space left" in s.failed[0]["error"]
-    assert visible(out) == {"good1.npy", "failures.json"} and not is_done(out, "good1")
+    assert visible(out) == {"good1.json", "failures.json"} and not is_done(out, "good1")
     monkeypatch.setattr(os, "replace", real_replace)
     s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False,
                      log=lambda m: None)

@@ -223,7 +223,7 @@ def test_iter_clips_rejects_bad_arguments(ramp50):
     path, _ = ramp50
     with pytest.raises(ValueError, match="tail"):
         next(iter_clips(path, tail="wrap"))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="stride must be a whole number >= 1, got 0"):
         next(iter_clips(path, stride=0))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -38,9 +38,12 @@ def temp_path(dest: Path | str) -> Path:
     return Path(tmp)
 
 
-def _named(e: OSError, dest: Path, tmp: Path) -> OSError:
-    """``e`` naming ``dest`` instead of nothing or the temporary file (same errno and reason)."""
-    if e.filename not in (None, str(tmp), tmp) or not e.errno:
+def _named(e: OSError, dest: Path) -> OSError:
+    """``e`` naming ``dest`` instead of nothing or a temporary file (same errno and reason)."""
+    name = e.filename
+    if not e.errno or (name is not None and not (
+            isinstance(name, (str, bytes, os.PathLike))
+            and TEMP_PATTERN.fullmatch(Path(os.fsdecode(name)).name))):
         return e
     return type(e)(e.errno, e.strerror or os.strerror(e.errno), str(dest))
 
@@ -54,21 +57,37 @@ def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
     On any failure the temporary file is removed and ``dest`` is untouched; an ``OSError``
     (a full disk, say) names ``dest``, never the temporary file. Returns ``dest``.
     """
-    dest = Path(dest)
-    tmp = temp_path(dest)
+    atomic_write_group([(dest, write)])
+    return dest
+
+
+def atomic_write_group(writes: Sequence[tuple[Path | str, Callable[[Path], None]]]) -> None:
+    """Write several files as one unit: every ``write(tmp)`` first, in order, then the renames.
+
+    The renames run in reverse order, so the last file written (one that describes the
+    others, such as a JSON recording their checksums) is renamed into place first. A failure
+    while writing leaves every destination untouched and removes all temporary files; only a
+    kill between two renames can leave a mix, which the describing file lets readers detect.
+    An ``OSError`` names the destination being written.
+    """
+    temps: list[tuple[Path, Path]] = []
+    dest = Path()
     try:
-        write(tmp)
-        os.replace(tmp, dest)
+        for dest, write in writes:
+            dest = Path(dest)
+            tmp = temp_path(dest)
+            temps.append((dest, tmp))
+            write(tmp)
+        for dest, tmp in reversed(temps):
+            os.replace(tmp, dest)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        named = _named(e, dest, tmp)
+        named = _named(e, dest)
         if named is e:
             raise
         raise named from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+    finally:
+        for _, t in temps:
+            t.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

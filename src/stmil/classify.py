@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from stmil.device import resolve_device
+from stmil.errors import ConfigError
 from stmil.kinetics_labels import KINETICS400
-from stmil.video import iter_clips, probe
+from stmil.video import check_count, iter_clips, probe
 from stmil.weights import load_i3d
 
 
@@ -21,10 +22,17 @@ def classify_video(
     Frames are resized to 224x224 and scaled to ``[-1, 1]``. A video of up to ``window``
     frames goes through the network whole, as in DeepMind's evaluation; a longer one is cut
     into windows of ``window`` frames (the tail kept, padded) whose logits are averaged.
+    ``top`` must be 1 to 400 (checked before the network runs): :class:`ConfigError` if not.
     """
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= len(KINETICS400):
+        raise ConfigError(f"--top must be a whole number from 1 to {len(KINETICS400)} "
+                          f"(the Kinetics-400 classes), got {top!r}")
+    if check_count("window", window) < 9:
+        raise ConfigError(f"window must be at least 9 frames (the network's shortest input), "
+                          f"got {window}")
     dev = resolve_device(device)
-    model = load_i3d("Logits").to(dev)
     info = probe(path)
+    model = load_i3d("Logits").to(dev)
     n = info.frames_reported
     clip_len = n if 9 <= n <= window else window
     logits = []

@@ -45,8 +45,9 @@ def _extract_settings(args: argparse.Namespace):
 def cmd_extract(args: argparse.Namespace) -> int:
     from stmil.extract import FeatureExtractor, extract_many
 
+    settings = _extract_settings(args)  # validated before the network loads
     extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
-    summary = extract_many(args.inputs, args.out, extractor, _extract_settings(args),
+    summary = extract_many(args.inputs, args.out, extractor, settings,
                            overwrite=args.overwrite, progress=not args.quiet,
                            log=lambda m: print(m, file=sys.stderr))
     print(summary.line())

@@ -1,14 +1,22 @@
 """Videos -> cuboid feature files: batching, resume, atomic writes and per-video failures.
 
 For a video ``<id>``, writes ``<id>.npy`` (float16, ``(n_clips, G*G, C)``) and ``<id>.json``
-(metadata). The JSON is written last, so its presence marks a finished video.
+(metadata, including the array's byte size and sha256 and the source video's resolved path,
+size and modification time). Both are written to temporary files first and then renamed, the
+JSON first: a kill between the two renames leaves a JSON whose recorded sha256 does not match
+the array beside it, which :func:`is_done` and every reader detect. A finished video is one
+whose JSON is valid and whose array is exactly the one it records.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import io
 import json
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +25,22 @@ import torch
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import atomic_write, check_writable
+from stmil.atomic import atomic_write, atomic_write_group, check_writable, remove_stale_temps
 from stmil.cuboids import pool_cuboids
 from stmil.datasets.folder import find_videos as folder_videos
 from stmil.device import resolve_device
-from stmil.errors import ConfigError
+from stmil.errors import ConfigError, OutputError, StmilError
+from stmil.features import array_mismatch, read_feature_meta
 from stmil.i3d import endpoint_channels
-from stmil.video import VIDEO_EXTENSIONS, VideoError, iter_clips, probe
+from stmil.video import (
+    TAIL_POLICIES,
+    VIDEO_EXTENSIONS,
+    VideoError,
+    check_count,
+    check_fps,
+    iter_clips,
+    probe,
+)
 from stmil.weights import KINETICS400_RGB, load_i3d
 
 PRECISIONS = ("fp32", "bf16")
@@ -44,8 +61,9 @@ class FeatureExtractor:
             raise ConfigError("cuboid features need a feature-map endpoint, not Logits")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.channels = endpoint_channels(endpoint)  # ConfigError naming the choices
+        check_count("grid", grid)
         self.endpoint, self.grid, self.precision = endpoint, grid, precision
-        self.channels = endpoint_channels(endpoint)
         self.device = resolve_device(device)
         self.model = load_i3d(endpoint).to(self.device)
         if self.device.type == "cpu":
@@ -74,10 +92,17 @@ class ExtractSettings:
 
     def __post_init__(self) -> None:
         for name in ("clip_len", "stride", "size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.fps is not None and self.fps <= 0:
-            raise ConfigError(f"fps must be positive, got {self.fps}")
+            check_count(name, getattr(self, name))
+        self.fps = check_fps(self.fps)
+        if self.tail not in TAIL_POLICIES:
+            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
+                              f"got {self.tail!r}")
+
+    def check_grid(self, grid: int) -> None:
+        """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
+        if grid > self.size:
+            raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
+                              f"cuboid needs at least one pixel; use --grid {self.size} or less")
 
 
 def extract_video(
@@ -91,8 +116,10 @@ def extract_video(
     Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
     """
     s = settings or ExtractSettings()
+    s.check_grid(extractor.grid)
     path = Path(path)
     info = probe(path)
+    source = source_identity(path)
     chunks: list[np.ndarray] = []
     stats: dict = {}
     for batch in iter_clips(path, s.clip_len, s.stride, s.size, s.fps, s.tail, s.batch_size,
@@ -109,7 +136,7 @@ def extract_video(
         )
     array = np.concatenate(chunks)
     meta = {
-        "source": str(path),
+        **source,
         "fps": s.fps or info.fps,
         "source_fps": info.fps,
         "n_frames": stats["n_frames"],
@@ -133,28 +160,92 @@ def extract_video(
     return array, meta
 
 
-def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict) -> None:
-    """Atomically write ``<id>.npy`` then ``<id>.json``."""
+def source_identity(path: Path | str) -> dict:
+    """What a feature file records of its video: resolved path, byte size, mtime in ns."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return {"source": str(path), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def source_mismatch(meta: dict, path: Path | str) -> str:
+    """How ``path`` differs from the source ``meta`` records (``''`` when it is that file).
+
+    Metadata without the size and modification time (older files) never matches.
+    """
+    now = source_identity(path)
+    if now["source"] != meta.get("source"):
+        return f"were made from {meta.get('source')}, not {now['source']}"
+    for key, what in (("source_bytes", "size"), ("source_mtime_ns", "modification time")):
+        if meta.get(key) != now[key]:
+            return (f"were made from {now['source']} when its {what} was {meta.get(key)}; "
+                    f"it is now {now[key]}")
+    return ""
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict) -> dict:
+    """Write ``<id>.npy`` and ``<id>.json`` as one unit; return the metadata written.
+
+    The JSON records the array file's byte size and sha256, computed from the bytes written.
+    Both files are written to temporary files first, then renamed, JSON first (see the
+    module docstring). An ``OSError`` (a full disk) names the output file.
+    """
+    out_dir = Path(out_dir)
+    data = b""
 
     def save_npy(tmp: Path) -> None:
+        nonlocal data
+        data = _npy_bytes(array)
         with open(tmp, "wb") as f:
-            np.save(f, array)
+            f.write(data)
 
     def save_json(tmp: Path) -> None:
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+        meta.update(npy_bytes=len(data), npy_sha256=hashlib.sha256(data).hexdigest())
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=1) + "\n")
 
-    atomic_write(out_dir / f"{video_id}.npy", save_npy)
-    atomic_write(out_dir / f"{video_id}.json", save_json)
+    atomic_write_group([(out_dir / f"{video_id}.npy", save_npy),
+                        (out_dir / f"{video_id}.json", save_json)])
+    return meta
 
 
 def is_done(out_dir: Path, video_id: str) -> bool:
-    """A video is finished when its JSON parses and its array has the recorded clip count."""
-    try:
-        meta = json.loads((out_dir / f"{video_id}.json").read_text())
-        arr = np.load(out_dir / f"{video_id}.npy", mmap_mode="r")
-        return arr.shape[0] == meta["n_clips"]
-    except (OSError, ValueError, KeyError):
+    """Whether ``<id>`` is finished: its JSON is valid and records the exact bytes (size and
+    sha256) of the ``<id>.npy`` beside it.
+
+    ``False`` when either file is missing, the array differs from the one recorded (an
+    interrupted write, a damaged file) or the JSON predates recorded checksums. Raises
+    :class:`FeatureError` naming the file when ``<id>.json`` is not feature metadata.
+    """
+    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
+    if not json_path.is_file() or not npy.is_file():
         return False
+    meta = read_feature_meta(json_path)
+    if "npy_sha256" not in meta or "npy_bytes" not in meta:
+        return False
+    try:
+        return array_mismatch(npy, meta) == ""
+    except OSError:
+        return False
+
+
+def check_ours(out_dir: Path, video_id: str) -> None:
+    """:class:`OutputError` unless ``<id>.npy`` / ``<id>.json`` are absent or stmil's own.
+
+    A JSON is ours when it is valid feature metadata (:class:`FeatureError` otherwise); an
+    array is ours when such a JSON sits beside it (it is always written first).
+    """
+    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
+    if json_path.exists():
+        read_feature_meta(json_path)
+    elif npy.exists():
+        raise OutputError(f"{npy}: exists without {video_id}.json, so it is not features "
+                          "stmil wrote; move it away, or pass --overwrite to replace it")
 
 
 def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtractor) -> str:
@@ -170,17 +261,84 @@ def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtracto
 
 
 def find_videos(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Expand files and folders (recursively) into video paths; missing paths are failures."""
+    """Expand files and folders (recursively) into video paths.
+
+    Returns the videos and the failures as ``(path, reason)``: inputs that do not exist, and
+    folders that hold no video.
+    """
     videos: list[Path] = []
     failures: list[tuple[str, str]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            videos += folder_videos(item, VIDEO_EXTENSIONS)
+            found = folder_videos(item, VIDEO_EXTENSIONS)
+            if not found:
+                failures.append((str(item), f"no videos found in {item} (looked for "
+                                            f"{', '.join(VIDEO_EXTENSIONS)})"))
+            videos += found
         elif item.exists():
             videos.append(item)
         else:
             failures.append((str(item), "no such file or folder"))
     return videos, failures
+
+
+def _failure(path: Path | str, reason: str) -> dict:
+    """A ``failures.json`` entry: the absolute path and the reason, kept apart."""
+    return {"path": os.path.abspath(path), "error": reason}
+
+
+FAILURES = "failures.json"
+
+
+def read_failures(path: Path | str) -> list[dict]:
+    """The entries of a ``failures.json``; ``[]`` when absent.
+
+    :class:`OutputError` naming the file when it is not a list of ``{"path", "error"}``
+    strings (then it is not stmil's, and is never overwritten).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    fix = "move it away or use another output folder"
+    try:
+        entries = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise OutputError(f"{path}: not a stmil failure list (not valid JSON: {e}); {fix}") from e
+    if not isinstance(entries, list) or not all(
+        isinstance(f, dict) and set(f) == {"path", "error"}
+        and all(isinstance(v, str) for v in f.values()) for f in entries
+    ):
+        raise OutputError(f"{path}: not a stmil failure list (a JSON list of "
+                          f'{{"path": ..., "error": ...}} is expected); {fix}')
+    return entries
+
+
+def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
+                    failed: Sequence[dict]) -> list[dict]:
+    """Merge this run's failures into ``out_dir/failures.json``; return the merged list.
+
+    Entries for paths this run ``processed`` are replaced by its ``failed`` entries (a path
+    that now succeeded or was skipped loses its entry); entries of other paths, from other
+    runs, are kept. An empty result removes the file. The read-merge-write runs under an
+    exclusive ``fcntl`` lock on ``out_dir``, so concurrent runs lose no entries.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / FAILURES
+    done = {os.path.abspath(p) for p in processed} | {f["path"] for f in failed}
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        merged = [f for f in read_failures(path) if f["path"] not in done] + list(failed)
+        if merged:
+            atomic_write(path, lambda t: t.write_text(json.dumps(merged, indent=1) + "\n",
+                                                      encoding="utf-8"))
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the lock
+    return merged
 
 
 @dataclass
@@ -202,6 +360,17 @@ class ExtractSummary:
                 f" {self.clips} clips in {self.seconds:.1f}s ({self.clips_per_s:.2f} clips/s)")
 
 
+def _reason(e: BaseException, path: Path) -> str:
+    """The reason of a per-video failure, without the video's path (stored apart)."""
+    if isinstance(e, VideoError) and e.path == str(path):
+        return e.reason
+    if isinstance(e, OSError):
+        if e.filename and e.strerror:
+            return f"{e.filename}: {e.strerror}"
+        return e.strerror or str(e)
+    return str(e)
+
+
 def extract_many(
     inputs: Iterable[Path | str],
     out_dir: Path | str,
@@ -213,15 +382,22 @@ def extract_many(
 ) -> ExtractSummary:
     """Extract every video under ``inputs`` into ``out_dir``; one failure never stops the rest.
 
-    Finished videos are skipped unless ``overwrite``. Failures are reported through ``log``
-    and written to ``out_dir/failures.json`` (removed when a rerun has none).
+    Finished videos are skipped unless ``overwrite``; a finished output made from another
+    source file (same id) or with other settings is a failure naming both. Failures are
+    reported through ``log`` and merged into ``out_dir/failures.json`` (see
+    :func:`record_failures`). Temporary files of killed earlier runs are removed first.
     """
+    s = settings or ExtractSettings()
+    s.check_grid(extractor.grid)
     out_dir = Path(out_dir)
-    check_writable(out_dir)
     videos, missing = find_videos(inputs)
-    summary = ExtractSummary(failed=[{"path": p, "error": r} for p, r in missing])
-    for f in summary.failed:
-        log(f"error: {f['path']}: {f['error']}")
+    check_writable(out_dir)
+    read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
+    remove_stale_temps(out_dir)
+    summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
+    for p, reason in missing:
+        log(f"error: {reason}" if reason.startswith("no videos found") else
+            f"error: {p}: {reason}")
     ids: dict[str, Path] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(videos), unit="video", disable=not progress, leave=False)
@@ -233,30 +409,34 @@ def extract_many(
             if vid in ids:
                 raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
             ids[vid] = path
-            if not overwrite and is_done(out_dir, vid):
-                meta = json.loads((out_dir / f"{vid}.json").read_text())
-                diff = settings_mismatch(meta, settings or ExtractSettings(), extractor)
-                if diff:
-                    raise VideoError(path, f"{out_dir / vid}.json was made with other settings:"
-                                     f" {diff}; overwrite it or use another output folder")
-                summary.skipped.append(vid)
-                continue
-            array, meta = extract_video(path, extractor, settings, on_clips=clip_bar.update)
+            if not overwrite:
+                if is_done(out_dir, vid):
+                    json_path = out_dir / f"{vid}.json"
+                    meta = read_feature_meta(json_path)
+                    diff = source_mismatch(meta, path)
+                    if diff:
+                        raise VideoError(path, f"the finished features {json_path} {diff}; "
+                                         "pass --overwrite to replace them, or use another "
+                                         "output folder")
+                    diff = settings_mismatch(meta, s, extractor)
+                    if diff:
+                        raise VideoError(path, f"{json_path} was made with other settings:"
+                                         f" {diff}; overwrite it or use another output folder")
+                    summary.skipped.append(vid)
+                    continue
+                check_ours(out_dir, vid)
+            array, meta = extract_video(path, extractor, s, on_clips=clip_bar.update)
             write_features(out_dir, vid, array, meta)
             summary.done.append(vid)
             summary.clips += array.shape[0]
-        except (VideoError, OSError) as e:
-            msg = str(e) if isinstance(e, VideoError) else f"{path}: {e.strerror or e}"
-            summary.failed.append({"path": str(path), "error": msg.split(": ", 1)[-1]})
-            log(f"error: {msg}")
+        except (StmilError, OSError) as e:
+            reason = _reason(e, path)
+            summary.failed.append(_failure(path, reason))
+            log(f"error: {path}: {reason}")
         finally:
             bar.update(1)
     bar.close()
     clip_bar.close()
     summary.seconds = time.perf_counter() - start
-    failures = out_dir / "failures.json"
-    if summary.failed:
-        atomic_write(failures, lambda t: t.write_text(json.dumps(summary.failed, indent=1)))
-    else:
-        failures.unlink(missing_ok=True)
+    record_failures(out_dir, videos, summary.failed)
     return summary

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 
 from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import StmilError
-from stmil.video import clip_frame_ranges
+from stmil.video import TAIL_POLICIES, clip_frame_ranges
 
 # Metadata that must agree between every video of one run.
 CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels", "weights_sha256",
@@ -36,6 +38,115 @@ class VideoFeatures:
         return meta_clip_ranges(self.meta)
 
 
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _natural(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _rate(v: object) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v > 0)
+
+
+def _text(v: object) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _sha256(v: object) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+# Every key a feature ``.json`` must hold, with its check and what the check means.
+REQUIRED_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "source": (_text, "a path"),
+    "fps": (_rate, "a positive number"),
+    "n_frames": (_count, "a whole number >= 1"),
+    "width": (_count, "a whole number >= 1"),
+    "height": (_count, "a whole number >= 1"),
+    "clip_len": (_count, "a whole number >= 1"),
+    "stride": (_count, "a whole number >= 1"),
+    "size": (_count, "a whole number >= 1"),
+    "grid": (_count, "a whole number >= 1"),
+    "endpoint": (_text, "an I3D endpoint name"),
+    "tail": (lambda v: v in TAIL_POLICIES, f"one of {', '.join(TAIL_POLICIES)}"),
+    "n_clips": (_count, "a whole number >= 1"),
+    "channels": (_count, "a whole number >= 1"),
+}
+# Keys that may be absent (older or hand-made files), checked when present.
+OPTIONAL_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "source_fps": (_rate, "a positive number"),
+    "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+    "weights_sha256": (_text, "a string"),
+    "npy_bytes": (_natural, "a whole number >= 0"),
+    "npy_sha256": (_sha256, "64 lowercase hex digits"),
+    "source_bytes": (_natural, "a whole number >= 0"),
+    "source_mtime_ns": (_natural, "a whole number >= 0"),
+}
+
+
+def read_feature_meta(path: Path | str) -> dict:
+    """The validated metadata of one feature file ``<id>.json``: the one reader of that format.
+
+    Raises :class:`FeatureError` naming ``path`` when it is not UTF-8 JSON, or is JSON of the
+    wrong shape (not an object, a key missing, a value of the wrong type or range).
+    ``OSError`` (a missing or unreadable file) passes through; it names the file itself.
+    """
+    path = Path(path)
+    fix = "re-extract it with stmil extract --overwrite"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FeatureError(f"{path}: not a feature metadata file: not valid JSON ({e}); "
+                           f"{fix}") from e
+    if not isinstance(meta, dict):
+        raise FeatureError(f"{path}: not a feature metadata file: a JSON object is expected, "
+                           f"got {type(meta).__name__}; {fix}")
+    missing = [k for k in REQUIRED_FIELDS if k not in meta]
+    if missing:
+        raise FeatureError(f"{path}: not a feature metadata file: missing "
+                           f"{', '.join(missing)}; {fix}")
+    for fields in (REQUIRED_FIELDS, OPTIONAL_FIELDS):
+        for key, (ok, what) in fields.items():
+            if key in meta and not ok(meta[key]):
+                raise FeatureError(f"{path}: {key} must be {what}, got {meta[key]!r}; {fix}")
+    return meta
+
+
+def file_digest(path: Path | str) -> tuple[int, str]:
+    """``(byte size, sha256 hex)`` of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def array_mismatch(npy: Path | str, meta: dict) -> str:
+    """Why ``npy`` is not the array ``meta`` describes (``''`` when it is).
+
+    Checks the byte size and sha256 recorded at extraction (when recorded), then the shape
+    ``(n_clips, grid * grid, channels)``. ``OSError`` when the file cannot be read.
+    """
+    npy = Path(npy)
+    if "npy_bytes" in meta and npy.stat().st_size != meta["npy_bytes"]:
+        return f"{npy.stat().st_size} bytes, its metadata records {meta['npy_bytes']}"
+    if "npy_sha256" in meta and file_digest(npy)[1] != meta["npy_sha256"]:
+        return "its sha256 differs from the one its metadata records"
+    try:
+        arr = np.load(npy, mmap_mode="r")
+    except ValueError as e:
+        return f"not a NumPy array file ({e})"
+    want = (meta["n_clips"], meta["grid"] ** 2, meta["channels"])
+    if arr.shape != want:
+        return f"shape {arr.shape}, its metadata says {want}"
+    return ""
+
+
 def meta_clip_ranges(meta: dict) -> np.ndarray:
     """Source-frame range ``(n_clips, 2)`` of each clip of a feature file, from its metadata."""
     src_fps = meta.get("source_fps", meta["fps"])
@@ -45,10 +156,22 @@ def meta_clip_ranges(meta: dict) -> np.ndarray:
 
 
 def load_features(feature_dir: Path | str, video_id: str) -> tuple[np.ndarray, dict]:
-    """Memory-mapped ``(n_clips, G*G, C)`` float16 features and metadata of one video."""
+    """Memory-mapped ``(n_clips, G*G, C)`` float16 features and metadata of one video.
+
+    Raises :class:`FeatureError` naming the file when the metadata is malformed, the array is
+    missing, or the array is not the one the metadata describes (size, sha256 or shape).
+    """
     feature_dir = Path(feature_dir)
-    meta = json.loads((feature_dir / f"{video_id}.json").read_text())
-    return np.load(feature_dir / f"{video_id}.npy", mmap_mode="r"), meta
+    meta = read_feature_meta(feature_dir / f"{video_id}.json")
+    npy = feature_dir / f"{video_id}.npy"
+    if not npy.is_file():
+        raise FeatureError(f"{npy}: missing, but {video_id}.json is there; "
+                           "re-extract it with stmil extract")
+    why = array_mismatch(npy, meta)
+    if why:
+        raise FeatureError(f"{npy}: does not match {video_id}.json ({why}); "
+                           "re-extract it with stmil extract --overwrite")
+    return np.load(npy, mmap_mode="r"), meta
 
 
 def _names(ids: Sequence[str], limit: int = 8) -> str:
@@ -69,19 +192,19 @@ def load_dataset_features(
     without features are left out and logged instead.
     """
     feature_dir = Path(feature_dir)
+    if not feature_dir.exists():
+        raise FeatureError(f"{feature_dir}: no such features folder (extract features there "
+                           "with stmil extract, or pass the right --features)")
+    if not feature_dir.is_dir():
+        raise FeatureError(f"{feature_dir}: not a folder; --features takes the folder of "
+                           "extracted <id>.npy and <id>.json files")
     out: list[VideoFeatures] = []
     missing: list[str] = []
     for rec in records:
         if not (feature_dir / f"{rec.video_id}.json").is_file():
             missing.append(rec.video_id)
             continue
-        try:
-            arr, meta = load_features(feature_dir, rec.video_id)
-        except (OSError, ValueError) as e:
-            raise FeatureError(f"{feature_dir / rec.video_id}: unreadable features ({e})") from e
-        if arr.ndim != 3 or arr.shape[0] != meta.get("n_clips"):
-            raise FeatureError(f"{rec.video_id}: feature array {arr.shape} does not match "
-                               f"its metadata ({meta.get('n_clips')} clips)")
+        arr, meta = load_features(feature_dir, rec.video_id)
         rec = fit_to_video(rec, meta["width"], meta["height"], meta["n_frames"])  # boxes, frames
         out.append(VideoFeatures(rec, arr, meta))
     if missing:

@@ -26,6 +26,30 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"
 )
 TAIL_POLICIES = ("drop", "pad")
+FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
+
+
+def check_fps(fps: float | None) -> float | None:
+    """``fps`` unchanged, or ``None`` (the native rate); :class:`ConfigError` if not sane.
+
+    A resampling rate must be a finite number from 0.01 to 1000 frames per second: a tiny
+    rate overflows the frame arithmetic and an infinite one would never advance.
+    """
+    if fps is None:
+        return None
+    lo, hi = FPS_RANGE
+    if (isinstance(fps, bool) or not isinstance(fps, (int, float))
+            or not (math.isfinite(fps) and lo <= fps <= hi)):
+        raise ConfigError(f"fps must be a number from {lo:g} to {hi:g} frames per second "
+                          f"(or unset for the native rate), got {fps!r}")
+    return fps
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` if it is a whole number >= 1 (not a bool), else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
 
 
 class VideoError(StmilError, ValueError):
@@ -173,8 +197,10 @@ def iter_clips(
     """
     if tail not in TAIL_POLICIES:
         raise ConfigError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
-    if clip_len < 1 or stride < 1:
-        raise ConfigError("clip_len and stride must be positive")
+    for name, value in (("clip_len", clip_len), ("stride", stride), ("size", size),
+                        ("batch_size", batch_size)):
+        check_count(name, value)
+    fps = check_fps(fps)
     info = info or probe(path)
     window: deque[Tensor] = deque(maxlen=clip_len)
     pending: list[tuple[Tensor, int, bool]] = []
