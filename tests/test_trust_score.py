@@ -9,13 +9,14 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stmil.errors import ConfigError
-from stmil.evaluate import evaluate, read_metrics
+from stmil.evaluate import METRIC_KEYS, evaluate, read_metrics, record_metrics
 from stmil.score import score_inputs, write_scores
 from stmil.train import train
 from tests.conftest import assert_one_line_error, run_cli
@@ -252,6 +253,23 @@ def test_read_metrics_accepts_the_first_format(planted, fresh_run):
         json.dumps(flat))}}
     evaluate(data, feats, fresh_run, split="train", log=quiet)  # adds to it, keeps the test row
     assert sorted(read_metrics(fresh_run)) == ["test", "train"]
+
+
+def test_concurrent_evaluations_keep_every_result(tmp_path):
+    """Writers take turns (a lock on the run folder): none loses another's result."""
+    good = {k: 0.5 for k in METRIC_KEYS}
+
+    def work(i: int) -> None:
+        for j in range(10):
+            record_metrics(tmp_path, dict(good, settings={"split": "test", "data": f"/d{i}-{j}"}))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(read_metrics(tmp_path)["test"]) == sorted(f"/d{i}-{j}" for i in range(8)
+                                                            for j in range(10))
 
 
 # --- items 17 and 21: metrics.json of the wrong shape; --json paths ----------------------------
