@@ -351,7 +351,7 @@ WRONG_SHAPES = [
     (b"1", "not a feature metadata file: a JSON object is expected, got int"),
     (b"{", "not a feature metadata file: not valid JSON"),
     (b"\xff\xfe{}", "not a feature metadata file: not valid JSON"),
-    (b"{}", "not a feature metadata file: missing source, fps, n_frames"),
+    (b"{}", "not a feature metadata file: missing fps, n_frames"),
     (json.dumps({k: v for k, v in GOOD_META.items() if k != "n_clips"}).encode(),
      "not a feature metadata file: missing n_clips"),
     (json.dumps(GOOD_META | {"grid": "x"}).encode(), "grid must be a whole number >= 1, got 'x'"),
@@ -361,6 +361,7 @@ WRONG_SHAPES = [
     (json.dumps(GOOD_META | {"fps": float("nan")}).encode(),
      "fps must be a positive number, got nan"),
     (json.dumps(GOOD_META | {"tail": None}).encode(), "tail must be one of drop, pad, got None"),
+    (json.dumps(GOOD_META | {"source": 3}).encode(), "source must be a path, got 3"),
     (json.dumps(GOOD_META | {"npy_sha256": "abc"}).encode(),
      "npy_sha256 must be 64 lowercase hex digits, got 'abc'"),
 ]

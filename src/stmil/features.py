@@ -61,7 +61,6 @@ def _sha256(v: object) -> bool:
 
 # Every key a feature ``.json`` must hold, with its check and what the check means.
 REQUIRED_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "source": (_text, "a path"),
     "fps": (_rate, "a positive number"),
     "n_frames": (_count, "a whole number >= 1"),
     "width": (_count, "a whole number >= 1"),
@@ -77,6 +76,7 @@ REQUIRED_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 # Keys that may be absent (older or hand-made files), checked when present.
 OPTIONAL_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "source": (_text, "a path"),
     "source_fps": (_rate, "a positive number"),
     "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     "weights_sha256": (_text, "a string"),
