@@ -129,7 +129,7 @@ def check_writable(folder: Path | str) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=folder).close()
+        temp_path(folder / "writable").unlink()  # pid-named: a kill here leaves nothing lasting
     except OSError as e:
         raise OSError(f"{folder}: output folder is not writable ({e.strerror or e})") from e
     return folder
