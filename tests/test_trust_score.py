@@ -198,7 +198,7 @@ def test_score_overlay_names_the_missing_source_video(planted, tmp_path, capsys,
     assert not Path("s", f"{ANOMALOUS}.scores.json").exists()
 
 
-def test_score_overlay_refuses_features_without_a_source(planted, tmp_path, monkeypatch):
+def test_score_overlay_names_a_moved_source_video(planted, tmp_path, monkeypatch):
     _, feats, run = planted
     monkeypatch.chdir(tmp_path)
     copy_features(feats, Path("f"), ANOMALOUS)
@@ -209,9 +209,22 @@ def test_score_overlay_refuses_features_without_a_source(planted, tmp_path, monk
     written, failed = score_inputs(["f"], run, "s", overlay=True, progress=False, log=quiet)
     assert written == []
     assert failed[0]["error"] == (f"f/{ANOMALOUS}.npy: source video gone/nowhere.mp4 not found "
-                                  "(the features record it as given to extract, from the folder "
-                                  "extract ran in); run score from that folder, or score the "
-                                  "video itself")
+                                  f"(as recorded in f/{ANOMALOUS}.json); put the video back "
+                                  "there, or score the video itself")
+
+
+def test_score_overlay_of_features_without_a_source(planted, tmp_path, monkeypatch):
+    _, feats, run = planted
+    monkeypatch.chdir(tmp_path)
+    copy_features(feats, Path("f"), ANOMALOUS)
+    meta_path = Path("f", f"{ANOMALOUS}.json")
+    meta = json.loads(meta_path.read_text())
+    del meta["source"]
+    meta_path.write_text(json.dumps(meta))
+    written, failed = score_inputs(["f"], run, "s", overlay=True, progress=False, log=quiet)
+    assert written == []
+    assert failed[0]["error"] == (f"f/{ANOMALOUS}.json: records no source video; score the "
+                                  "video itself to get an overlay")
 
 
 # --- item 7: metrics per split and per dataset -------------------------------------------------

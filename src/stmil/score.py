@@ -192,9 +192,9 @@ def source_video(npy: Path, meta: dict) -> Path:
                            "video itself to get an overlay")
     path = Path(source)
     if not path.is_file():
-        raise FeatureError(f"{npy}: source video {source} not found (the features record it "
-                           "as given to extract, from the folder extract ran in); run score "
-                           "from that folder, or score the video itself")
+        raise FeatureError(f"{npy}: source video {source} not found (as recorded in "
+                           f"{npy.with_suffix('.json')}); put the video back there, or score "
+                           "the video itself")
     return path
 
 
