@@ -48,7 +48,7 @@ def test_pipeline(synth, tmp_path, capsys):
         assert (mil / name).is_file(), name
     assert not (mil / "checkpoint.pt").exists()
     code, out, err = run(capsys, "train", "--data", root, "--features", feats, "--out", g1,
-                         "--grid", "1", *TRAIN)
+                         "--instances", "frame", *TRAIN)
     assert code == 0, err
     assert yaml.safe_load((g1 / "config.yaml").read_text())["grid"] == 1
 

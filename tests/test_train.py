@@ -199,8 +199,8 @@ def test_saved_config_reproduces_the_run(tiny, tmp_path):
 
 def test_read_config_refuses_unknown_keys(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text("iterations: 5\ngrid: 1\nfeatures: f/\n")
-    assert read_config(good) == {"iterations": 5, "grid": 1, "features": "f/"}
+    good.write_text("iterations: 5\ninstances: frame\nfeatures: f/\n")
+    assert read_config(good) == {"iterations": 5, "instances": "frame", "features": "f/"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("iterations: 5\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown config keys learning_rate"):

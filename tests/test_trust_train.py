@@ -113,8 +113,8 @@ def stage_of(run: Path) -> Path:
     ("dropout", 1, "dropout must be >= 0 and < 1, got 1"),
     ("seed", -1, "seed must be >= 0 and <= 4294967295, got -1"),
     ("seed", 2**32, "seed must be >= 0 and <= 4294967295, got 4294967296"),
-    ("grid", -3, "grid must be >= 1, got -3"),
-    ("grid", 0, "grid must be >= 1, got 0"),
+    ("instances", "grid", "instances must be one of cuboid, frame, got 'grid'"),
+    ("instances", 1, "instances must be a string, got 1"),
     ("lr", float("nan"), "lr must be a finite number, got nan"),
     ("lr", float("inf"), "lr must be a finite number, got inf"),
     ("lr", 0.0, "lr must be > 0, got 0.0"),
@@ -135,8 +135,8 @@ def test_train_config_refuses_bad_settings(key, value, match):
 
 
 def test_train_config_accepts_ints_for_floats_and_round_trips():
-    cfg = TrainConfig(lr=1, dropout=0, grid=1, skip_missing=True)
-    assert cfg.lr == 1 and cfg.grid == 1
+    cfg = TrainConfig(lr=1, dropout=0, instances="frame", skip_missing=True)
+    assert cfg.lr == 1 and cfg.instances == "frame"
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="^cfg.yaml: unknown settings learning_rate; allowed"):
         TrainConfig.from_dict({"learning_rate": 1}, where="cfg.yaml")
@@ -147,7 +147,9 @@ def test_train_config_accepts_ints_for_floats_and_round_trips():
     ("--mid", "-1", "mid must be >= 1, got -1"),
     ("--dropout", "1.5", "dropout must be >= 0 and < 1, got 1.5"),
     ("--seed", "-1", "seed must be >= 0 and <= 4294967295, got -1"),
-    ("--grid", "-3", "grid must be >= 1, got -3"),
+    ("--grid", "-3", "train --grid was renamed: use --instances frame (was --grid 1, the "
+     "video-segment baseline) or --instances cuboid (the default)"),
+    ("--grid", "1", "train --grid was renamed: use --instances frame"),
     ("--lr", "nan", "lr must be a finite number, got nan"),
     ("--iterations", "0", "iterations must be >= 1, got 0"),
 ])
@@ -201,9 +203,36 @@ def test_read_config_checks_types_naming_the_file(tmp_path, monkeypatch, text, m
 def test_read_config_reads_yaml_exponents_as_numbers(tmp_path):
     """YAML 1.1 reads ``1e-3`` as a string; a float setting accepts it as the number."""
     path = tmp_path / "cfg.yaml"
-    path.write_text("lr: 1e-3\nweight_decay: 0\nskip_missing: true\ngrid: null\n")
-    assert read_config(path) == {"lr": 0.001, "weight_decay": 0, "skip_missing": True,
-                                 "grid": None}
+    path.write_text("lr: 1e-3\nweight_decay: 0\nskip_missing: true\n")
+    assert read_config(path) == {"lr": 0.001, "weight_decay": 0, "skip_missing": True}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("grid: 1\nfeature_grid: 7\nhidden: 8\n", {"instances": "frame", "hidden": 8}),
+    ("grid: 7\nfeature_grid: 7\n", {"instances": "cuboid"}),
+    ("grid: 1\ninstances: cuboid\nfeature_grid: 7\n", {"instances": "cuboid"}),
+])
+def test_read_config_translates_the_grid_of_older_run_configs(tmp_path, text, expected):
+    (tmp_path / "config.yaml").write_text(text)
+    assert read_config(tmp_path / "config.yaml") == expected
+
+
+@pytest.mark.parametrize("text", ["grid: 1\n", "grid: 7\n", "grid: 3\nfeature_grid: 7\n"])
+def test_read_config_refuses_the_old_grid_setting_naming_the_new(tmp_path, text):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="c.yaml: grid was renamed: use instances: frame "
+                       r"\(was grid: 1, the video-segment baseline\) or instances: cuboid"):
+        read_config(tmp_path / "c.yaml")
+
+
+def test_frame_instances_record_grid_1(tiny, tmp_path):
+    train(*tiny, tmp_path / "a", instances="frame", log=quiet, **FAST)
+    train(*tiny, tmp_path / "b", grid=1, log=quiet, **FAST)  # the older keyword
+    for run in ("a", "b"):
+        cfg = load_model(tmp_path / run)[1]
+        assert (cfg["instances"], cfg["grid"], cfg["feature_grid"]) == ("frame", 1, 7)
+    a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("a", "b"))
+    assert a["net.0.weight"].shape == (16, 16) and all(a[k].equal(b[k]) for k in a)
 
 
 @pytest.mark.parametrize("blob", [
@@ -356,7 +385,8 @@ def test_resume_with_nothing_to_resume_is_refused(tiny, tmp_path):
     ({"hidden": 8}, "hidden 16 recorded vs 8 given"),
     ({"seed": 1}, "seed 0 recorded vs 1 given"),
     ({"n_segments": 3}, "n_segments 4 recorded vs 3 given"),
-    ({"grid": 1}, "grid 7 recorded vs 1 given"),
+    ({"instances": "frame"}, "instances 'cuboid' recorded vs 'frame' given"),
+    ({"grid": 1}, "instances 'cuboid' recorded vs 'frame' given"),
     ({"val_fraction": 0.25}, "val_fraction 0.0 recorded vs 0.25 given"),
     ({"supervision": "boxes"}, "supervision 'weak' recorded vs 'boxes' given"),
 ])

@@ -74,6 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from stmil.train import train
     from stmil.train_config import FIELDS, PATH_KEYS, read_config
 
+    if args.old_grid is not None:
+        raise ConfigError("train --grid was renamed: use --instances frame (was --grid 1, the "
+                          "video-segment baseline) or --instances cuboid (the default)")
     cfg = read_config(args.config) if args.config else {}
     cfg.update({k: getattr(args, k) for k in (*FIELDS, *PATH_KEYS)
                 if getattr(args, k, None) is not None})
@@ -93,7 +96,7 @@ def _add_train_settings(p: argparse.ArgumentParser) -> None:
 
     for name, f in FIELDS.items():
         flag, typ, rule = "--" + name.replace("_", "-"), field_type(name), f.metadata
-        shown = "the features' grid" if f.default is None else f.default
+        shown = f.default
         if typ is bool:
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                            default=None, help=f"{rule['help']} (default {shown})")
@@ -189,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder to write")
     p.add_argument("--config", help="flat YAML of train settings (flags override it)")
     _add_train_settings(p)
+    p.add_argument("--grid", dest="old_grid", help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
 
     p = add("score", "Score videos or their features: per-frame scores, maps and boxes.",

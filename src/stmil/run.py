@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 from stmil.atomic import atomic_write
 from stmil.errors import ModelError, OutputError
 from stmil.mil import Scorer
-from stmil.train_config import RESUMABLE
+from stmil.train_config import FIELDS, RESUMABLE
 
 MARKER = ".stmil-run"
 MODEL = "model.safetensors"
@@ -313,7 +313,7 @@ def restore_checkpoint(side: dict, tensors: dict[str, torch.Tensor], model: Scor
 def resume_mismatch(recorded: dict, given: dict) -> str | None:
     """The first setting a resumed training cannot honour, as ``"lr 0.01 recorded vs 5.0
     given"``, or None. Iterations, checkpoint interval and device may change."""
-    for key in sorted(set(recorded) | set(given)):
+    for key in sorted(set(recorded) | set(given), key=lambda k: (k not in FIELDS, k)):
         if key in RESUMABLE or recorded.get(key) == given.get(key):
             continue
         if key == "inputs":

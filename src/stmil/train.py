@@ -78,8 +78,10 @@ def train(
     """Train a cuboid scorer on the ``train`` split of ``data`` into the run folder ``out``.
 
     Settings are a :class:`TrainConfig` and/or its fields as keywords (``iterations=...``,
-    ``grid=1``...), keywords overriding ``config``. ``grid=None`` uses the features' grid (the
-    method); ``grid=1`` is the video-segment baseline (one whole-frame instance per segment).
+    ``instances="frame"``...), keywords overriding ``config``. ``instances="cuboid"`` makes
+    each segment's G x G cuboids the instances (the method); ``"frame"`` is the video-segment
+    baseline (one whole-frame instance per segment). The older keyword ``grid`` is still
+    accepted: ``grid=1`` is ``instances="frame"``, ``None`` or the features' grid ``"cuboid"``.
     ``supervision="boxes"`` is the boxes-supervised reference (BCE on cuboids overlapping
     ground-truth boxes). With ``val_fraction > 0`` a stratified validation split is carved
     from train; the model with the best video-level validation AUC is kept and ``patience``
@@ -90,13 +92,16 @@ def train(
     last checkpoint, refusing any change of data, features or settings other than
     ``iterations``, ``checkpoint_every`` and ``device``. Returns a summary dict.
     """
+    grid = settings.pop("grid", None)  # the older spelling: None or G = cuboid, 1 = frame
+    if grid is not None and "instances" not in settings:
+        settings["instances"] = "frame" if grid == 1 else "cuboid"
     cfg = TrainConfig.from_dict((config or TrainConfig()).to_dict() | settings)
     out = Path(out)
     stage = staging_path(out)
     check_run_output(out)
     records = load_dataset(data, "train", cfg.format)
     videos = load_dataset_features(records, features, cfg.skip_missing, log=log)
-    resolved, videos = _resolve(cfg, data, features, out, videos)
+    resolved, videos = _resolve(cfg, data, features, out, videos, grid)
     fingerprint = _fingerprint(resolved, data, features, videos)
     checkpoint = _open_staging(stage, out, resume, cfg, fingerprint, log)
     try:
@@ -110,16 +115,22 @@ def train(
 
 
 def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path,
-             videos: list[VideoFeatures]) -> tuple[dict, list[VideoFeatures]]:
-    """The run's config (settings, paths, feature facts) and the videos it trains on."""
+             videos: list[VideoFeatures], grid: int | None = None
+             ) -> tuple[dict, list[VideoFeatures]]:
+    """The run's config (settings, paths, feature facts) and the videos it trains on.
+
+    ``grid`` is what the older ``grid=`` keyword asked for: 1 or the features' grid.
+    """
     meta = videos[0].meta
     feat_grid = meta["grid"]
-    grid = feat_grid if cfg.grid is None else cfg.grid
-    if grid not in (1, feat_grid):
-        raise ConfigError(f"grid must be 1 or the features' grid {feat_grid}, got {grid}")
+    if grid is not None and grid not in (1, feat_grid):
+        raise ConfigError(f"grid must be 1 or the features' grid {feat_grid}, got {grid} "
+                          "(grid is now instances: frame or cuboid)")
+    grid = 1 if cfg.instances == "frame" else feat_grid
     if cfg.supervision == "boxes":
         if grid == 1:
-            raise ConfigError("the boxes-supervised reference needs the cuboid grid, not grid 1")
+            raise ConfigError("the boxes-supervised reference needs cuboid instances, not "
+                              "frame instances (grid 1)")
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
     config = cfg.to_dict() | dict(data=str(data), features=str(features), out=str(out),
                                   grid=grid, feature_grid=feat_grid, in_dim=meta["channels"])

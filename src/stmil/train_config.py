@@ -19,6 +19,7 @@ import yaml
 from stmil.errors import ConfigError
 
 SUPERVISION = ("weak", "boxes")
+INSTANCES = ("cuboid", "frame")
 FORMATS = ("auto", "ucf_crime", "crime2local", "folder")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -40,8 +41,10 @@ class TrainConfig:
     """The hyperparameters of :func:`stmil.train.train` (paths and I/O options excluded)."""
 
     format: str = _f("auto", "dataset layout (default: detected)", choices=FORMATS)
-    grid: int | None = _f(None, "1: the video-segment baseline (Sultani); default: the "
-                          "features' grid (cuboid instances)", lo=1, none=True)
+    instances: str = _f("cuboid", "what a bag's instances are: cuboid (the method: each "
+                        "segment's G x G cuboids) or frame (the video-segment baseline of "
+                        "Sultani et al.: one whole-frame instance per segment)",
+                        choices=INSTANCES)
     supervision: str = _f("weak", "boxes: the boxes-supervised reference (upper bound)",
                           choices=SUPERVISION)
     n_segments: int = _f(32, "temporal segments per bag", lo=1)
@@ -97,8 +100,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Tr
 
 def field_type(name: str) -> type:
     """The field's value type: ``int``, ``float``, ``str`` or ``bool``."""
-    return {"format": str, "grid": int, "supervision": str, "skip_missing": bool,
-            "device": str}.get(name) or type(FIELDS[name].default)
+    return type(FIELDS[name].default)
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -142,7 +144,7 @@ def _range(rule: dict) -> str:
 # Keys of a --config file besides the fields: the paths of a run.
 PATH_KEYS = ("data", "features", "out")
 # Facts about the features that a run's config.yaml records; read back, they are dropped.
-RECORDED_KEYS = ("feature_grid", "in_dim", "endpoint", "size", "clip_len", "stride", "tail",
+RECORDED_KEYS = ("grid", "feature_grid", "in_dim", "endpoint", "size", "clip_len", "stride", "tail",
                  "precision", "resample_fps")
 
 
@@ -175,6 +177,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: unknown config keys {', '.join(unknown)}; "
                           f"allowed: {', '.join(sorted(allowed))}")
     out: dict[str, Any] = {}
+    if "grid" in cfg and "instances" not in cfg:
+        out["instances"] = _legacy_grid(cfg, path)
     for key, value in cfg.items():
         if key in RECORDED_KEYS:
             continue
@@ -191,6 +195,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"{path}: {e}") from None
         out[key] = value
     return out
+
+
+def _legacy_grid(cfg: dict, path: str | Path) -> str:
+    """``instances`` of a run config.yaml written before ``grid`` was renamed to it."""
+    grid, feature_grid = cfg["grid"], cfg.get("feature_grid")
+    if feature_grid is not None and grid in (1, feature_grid):
+        return "frame" if grid == 1 else "cuboid"
+    raise ConfigError(f"{path}: grid was renamed: use instances: frame (was grid: 1, the "
+                      "video-segment baseline) or instances: cuboid (the default)")
 
 
 def _float_string(value: str, key: str, path: str | Path) -> float:
