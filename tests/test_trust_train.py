@@ -293,6 +293,29 @@ def test_failed_first_train_leaves_no_folder(tiny, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []  # no run folder, config.yaml or cache
 
 
+def test_failed_train_removes_only_the_folders_it_created(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "mil_ranking_loss", lambda *a, **k: 1 / 0)
+    (tmp_path / "runs").mkdir()  # the user's, empty: kept
+    with pytest.raises(ZeroDivisionError):
+        train(*tiny, tmp_path / "runs" / "a" / "b" / "run", log=quiet, **FAST)
+    assert os.listdir(tmp_path) == ["runs"] and os.listdir(tmp_path / "runs") == []
+
+
+def test_a_concurrent_training_into_the_same_run_is_refused(tiny, interrupted):
+    stage = stage_of(interrupted)
+    fd = R.lock_folder(stage, interrupted)  # as a training in progress holds it
+    try:
+        before = snapshot(stage)
+        for resume in (False, True):
+            with pytest.raises(OutputError, match=f"^{interrupted}: another stmil train is "
+                               "writing it .*locked\\); wait for it or choose another --out"):
+                train(*tiny, interrupted, resume=resume, log=quiet, **FAST)
+        assert snapshot(stage) == before
+    finally:
+        os.close(fd)
+    train(*tiny, interrupted, resume=True, log=quiet, **FAST)  # free again
+
+
 def test_retrain_replaces_the_whole_run(tiny, run_copy):
     old_model = (run_copy / "model.safetensors").read_bytes()
     train(*tiny, run_copy, log=quiet, **FAST | {"seed": 3})

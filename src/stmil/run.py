@@ -224,6 +224,23 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def lock_folder(folder: Path, out: Path) -> int | None:
+    """Lock ``folder`` for this process (``flock`` on it); :class:`OutputError` if another holds
+    it. Returns the descriptor to close to release it (None where there is no ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(f"{out}: another stmil train is writing it ({folder} is locked); "
+                          "wait for it or choose another --out") from None
+    return fd
+
+
 # --- checkpoints: safetensors + a JSON sidecar, no pickle ---------------------------------------
 
 

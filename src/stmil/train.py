@@ -42,6 +42,7 @@ from stmil.run import (
     check_run_output,
     commit_folder,
     foreign_entries,
+    lock_folder,
     read_checkpoint,
     restore_checkpoint,
     resume_mismatch,
@@ -103,15 +104,37 @@ def train(
     videos = load_dataset_features(records, features, cfg.skip_missing, log=log)
     resolved, videos = _resolve(cfg, data, features, out, videos, grid)
     fingerprint = _fingerprint(resolved, data, features, videos)
+    if stage.is_dir():  # refuse a concurrent training before touching its staging folder
+        _unlock(lock_folder(stage, out))
     checkpoint = _open_staging(stage, out, resume, cfg, fingerprint, log)
+    top = _first_missing(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(stage, out)
     try:
         summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress, log)
         _finish(stage)
         commit_folder(stage, out)
     except BaseException:
-        _abandon(stage, log)
+        _abandon(stage, top, log)
         raise
+    finally:
+        _unlock(lock)
     return summary
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path,
@@ -197,7 +220,6 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
               videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
               progress: bool, log: Callable[[str], None]) -> dict:
     """Train in ``stage``, leaving there the run's outputs; returns the summary."""
-    stage.mkdir(parents=True, exist_ok=True)
     atomic_write(stage / MARKER, lambda t: t.write_text(json.dumps({"stmil": __version__})))
     atomic_write(stage / "config.yaml", lambda t: t.write_text(yaml.safe_dump(config)))
 
@@ -294,8 +316,11 @@ def _finish(stage: Path) -> None:
     remove_stale_temps(stage)
 
 
-def _abandon(stage: Path, log: Callable[[str], None]) -> None:
-    """After a failure: keep a staging folder only for its checkpoint (``--resume``)."""
+def _abandon(stage: Path, top: Path | None, log: Callable[[str], None]) -> None:
+    """After a failure: keep a staging folder only for its checkpoint (``--resume``).
+
+    Otherwise remove it, and the empty parent folders this training created (up to ``top``).
+    """
     try:
         if not stage.is_dir():
             return
@@ -306,8 +331,13 @@ def _abandon(stage: Path, log: Callable[[str], None]) -> None:
             it = json.loads(ckpt.read_text()).get("iteration")
             log(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
                 "for --resume")
-        else:
-            shutil.rmtree(stage)
+            return
+        shutil.rmtree(stage)
+        if top is not None and top != stage:
+            for p in stage.parents:
+                p.rmdir()  # only if empty: OSError otherwise, which stops here
+                if p == top:
+                    break
     except (OSError, ValueError):
         pass  # the original error matters more; the next train tidies the staging folder
 
