@@ -62,11 +62,24 @@ def test_pipeline(synth, tmp_path, capsys):
     code, out, err = run(capsys, "evaluate", "--data", root, "--features", feats, "--model", g1,
                          "--quiet")
     assert code == 0, err
+    g1_test = read_metrics(g1)["test"][str(root.resolve())]
+    assert g1_test["settings"]["model_grid"] == 1 and g1_test["settings"]["n_videos"] == 2
+    # The train split of the same run is recorded beside the test split, not over it.
+    code, out, err = run(capsys, "evaluate", "--data", root, "--features", feats, "--model", mil,
+                         "--split", "train", "--quiet")
+    assert code == 0, err
+    assert out.splitlines()[2].split()[:2] == [str(mil), "train"]
+    assert read_metrics(mil)["test"][str(root.resolve())] == metrics
 
     code, out, err = run(capsys, "evaluate", "--compare", mil, g1)
     assert code == 0, err
-    rows = out.strip().splitlines()
-    assert len(rows) == 4 and rows[2].startswith(str(mil)) and rows[3].startswith(str(g1))
+    rows = [r.split() for r in out.strip().splitlines()]
+    assert rows[0][:3] == ["run", "split", "data"]
+    assert [r[:3] for r in rows[2:]] == [[str(mil), "test", str(root)],
+                                         [str(mil), "train", str(root)],
+                                         [str(g1), "test", str(root)]]
+    assert rows[2][3] == f"{metrics['frame_auc']:.4f}"
+    assert rows[4][3] == f"{g1_test['frame_auc']:.4f}"
 
     video = next((root / "videos").rglob(f"{synth['test'][0]}.*"))
     scores = tmp_path / "scores"
