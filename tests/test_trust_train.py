@@ -118,6 +118,7 @@ def stage_of(run: Path) -> Path:
     ("lr", float("nan"), "lr must be a finite number, got nan"),
     ("lr", float("inf"), "lr must be a finite number, got inf"),
     ("lr", 0.0, "lr must be > 0, got 0.0"),
+    ("lr", 1e300, "lr must be within float32 range (|x| <= 3.4e+38), got 1e+300"),
     ("iterations", 0, "iterations must be >= 1, got 0"),
     ("val_fraction", 1.0, "val_fraction must be >= 0 and < 1, got 1.0"),
     ("overlap", 0, "overlap must be > 0 and <= 1, got 0"),
@@ -291,6 +292,15 @@ def test_failed_first_train_leaves_no_folder(tiny, tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         train(*tiny, tmp_path / "run", log=quiet, **FAST)
     assert os.listdir(tmp_path) == []  # no run folder, config.yaml or cache
+
+
+@pytest.mark.parametrize("change", [{"lr": 1e30}, {"lambda2": 1e38, "iterations": 2}])
+def test_diverged_training_is_an_error_not_a_nan_model(tiny, run_copy, change):
+    before = snapshot(run_copy)
+    with pytest.raises(ConfigError, match=r"training diverged.*; lower --lr \(now "):
+        train(*tiny, run_copy, log=quiet, **FAST | {"checkpoint_every": 100} | change)
+    assert snapshot(run_copy) == before
+    assert sorted(os.listdir(run_copy.parent)) == ["run"]
 
 
 def test_failed_train_removes_only_the_folders_it_created(tiny, tmp_path, monkeypatch):

@@ -268,6 +268,9 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         else:
             loss = boxes_bce_loss(scores, torch.from_numpy(targets[idx]).to(dev))
             parts = {}
+        if not torch.isfinite(loss):
+            raise ConfigError(f"training diverged at iteration {state['iteration'] + 1} (loss "
+                              f"{loss.item()}); lower --lr (now {cfg.lr:g})")
         optim.zero_grad()
         loss.backward()
         optim.step()
@@ -294,6 +297,9 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     bar.close()
     if state["best"] is not None:
         model.load_state_dict(state["best"])
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise ConfigError(f"training diverged: non-finite weights at iteration "
+                          f"{state['iteration']}; lower --lr (now {cfg.lr:g})")
     _write_history(stage / "history.csv", state["history"])
     save_model(stage / MODEL, model, config)
     seconds = time.perf_counter() - start

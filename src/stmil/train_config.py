@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # Settings a resumed training may change: they do not alter what the checkpoint has learned.
 RESUMABLE = ("iterations", "checkpoint_every", "device")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _f(default: Any, help: str, *, lo: float | None = None, lo_open: bool = False,
@@ -122,6 +123,9 @@ def check_setting(name: str, value: Any) -> Any:
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
     if typ is float and not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if typ is float and abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"{name} must be within float32 range (|x| <= 3.4e+38), "
+                          f"got {value!r}")
     if rule["choices"] is not None and value not in rule["choices"]:
         raise ConfigError(f"{name} must be one of {', '.join(rule['choices'])}, got {value!r}")
     lo, hi = rule["lo"], rule["hi"]
