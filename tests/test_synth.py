@@ -133,7 +133,7 @@ def test_same_seed_same_bytes_different_seed_differs(tiny: tuple[Path, dict],
 
 def test_rerun_forgets_old_videos(tmp_path: Path) -> None:
     make_dataset(tmp_path, seed=0, **{**TINY, "n_videos": 6, "n_frames": 16})
-    summary = make_dataset(tmp_path, seed=0, **{**TINY, "n_frames": 16})
+    summary = make_dataset(tmp_path, seed=0, overwrite=True, **{**TINY, "n_frames": 16})
     assert len(list((tmp_path / "videos").iterdir())) == 4
     assert len(load_dataset(tmp_path, "all", format="crime2local")) == 4
     assert len(summary["train"] + summary["test"]) == 4

@@ -140,7 +140,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from stmil.synth import make_dataset
 
     summary = make_dataset(Path(args.out), footage=args.footage, n_videos=args.videos,
-                           seed=args.seed, n_frames=args.frames, progress=not args.quiet)
+                           seed=args.seed, n_frames=args.frames, progress=not args.quiet,
+                           overwrite=args.overwrite)
     print(f"{len(summary['train'])} train + {len(summary['test'])} test videos -> {args.out}")
     return 0
 
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=48)
     p.add_argument("--frames", type=int, default=160, help="frames per video")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous synth output with other settings in --out")
 
     p = add("demo", "The main job: synth, extract, train 3 runs, evaluate, report.",
             "stmil demo --out demo-out")

@@ -17,7 +17,10 @@ from typing import Protocol
 import av
 import numpy as np
 
-from stmil.atomic import write_text  # noqa: F401 - used by the synth modules
+from stmil.atomic import (
+    temp_path,
+    write_text,  # noqa: F401 - used by the synth modules
+)
 
 TEMPORAL_FILE = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
 # One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
@@ -37,13 +40,29 @@ class PlanLike(Protocol):
 
 
 class VideoWriter:
-    """Encode ``(H, W, 3)`` uint8 RGB frames to an H.264 mp4, atomically. Use as a context."""
+    """Encode ``(H, W, 3)`` uint8 RGB frames to an H.264 mp4, atomically. Use as a context.
+
+    Frames go to a temporary file beside it (:func:`stmil.atomic.temp_path`, so a rerun's
+    :func:`stmil.atomic.remove_stale_temps` removes what a kill left), renamed into place only
+    when the file is whole; on any failure (a full disk included, in encoding, flushing,
+    closing or renaming) the temporary file is removed and the destination is untouched.
+    """
 
     def __init__(self, path: Path, width: int, height: int, fps: Fraction):
-        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
-        self.container = av.open(str(self.tmp), "w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=fps, options=X264_OPTIONS)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.path, self.tmp = path, temp_path(path)
+        try:
+            self.container = av.open(str(self.tmp), "w", format="mp4")
+            try:
+                self.stream = self.container.add_stream("libx264", rate=fps,
+                                                        options=X264_OPTIONS)
+                self.stream.width, self.stream.height = width, height
+                self.stream.pix_fmt = "yuv420p"
+            except BaseException:
+                self.container.close()
+                raise
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one frame."""
@@ -56,14 +75,18 @@ class VideoWriter:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
+            try:
+                if kind is None:
+                    for packet in self.stream.encode():
+                        self.container.mux(packet)
+            finally:
+                self.container.close()
             if kind is None:
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
-        finally:
-            self.container.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        if kind is not None:
             self.tmp.unlink(missing_ok=True)
 
 
