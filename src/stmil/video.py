@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,6 +79,8 @@ def _one_line(e: BaseException) -> str:
 
 def probe(path: Path | str) -> VideoInfo:
     """Read the stream header: ``VideoInfo``. Raises :class:`VideoError` if unusable."""
+    import av  # here, not at the top: reading features and evaluating need no video decoder
+
     path = Path(path)
     if not path.exists():
         raise VideoError(path, "no such file")
@@ -120,6 +121,8 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
     Raises :class:`VideoError` on a decode error, or when a container that reports its frame
     count yields clearly fewer frames (a truncated file), rather than returning part of a video.
     """
+    import av
+
     path = Path(path)
     info = info or probe(path)
     n, end = 0, None
