@@ -356,6 +356,13 @@ def test_foreign_output_folders_are_refused_and_kept(tiny, tmp_path, monkeypatch
     assert sorted(os.listdir(".")) == ["out"]
 
 
+def test_output_that_is_a_symlink_is_refused(tiny, finished, tmp_path):
+    (tmp_path / "run").symlink_to(finished)
+    with pytest.raises(OutputError, match="run: is a symbolic link; pass the folder it points"):
+        train(*tiny, tmp_path / "run", log=quiet, **FAST)
+    assert (tmp_path / "run").is_symlink() and (finished / "model.safetensors").is_file()
+
+
 def test_output_that_is_a_file_is_refused(tiny, tmp_path):
     (tmp_path / "run").write_text("x")
     with pytest.raises(OutputError, match="run: exists and is not a folder"):
@@ -522,6 +529,9 @@ def _damage(stage: Path, how: str) -> str:
     elif how == "json wrong type":
         js.write_text(json.dumps(side | {"iteration": "x"}))
         return str(js)
+    elif how == "json history junk":
+        js.write_text(json.dumps(side | {"history": [1, 2, 3, 4]}))
+        return str(js)
     elif how == "json wrong rng":
         # consistent pair whose numpy RNG state is junk
         js.write_text(json.dumps(side | {"numpy_rng": {"bit_generator": "nope"}}))
@@ -539,7 +549,8 @@ def _damage(stage: Path, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["empty tensors", "truncated tensors", "random tensors",
                                  "missing tensors", "empty json", "random json", "json list",
-                                 "json wrong type", "json wrong rng", "tensors of another model"])
+                                 "json wrong type", "json history junk", "json wrong rng",
+                                 "tensors of another model"])
 def test_damaged_checkpoint_is_a_one_line_error(tiny, interrupted, capsys, how):
     named = _damage(stage_of(interrupted), how)
     with pytest.raises(ModelError, match=f"^{named}: .*; delete .*stmil-staging or train "

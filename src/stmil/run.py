@@ -166,6 +166,8 @@ def check_run_output(out: Path) -> None:
             os.rename(old, out)  # a commit without exchange support died between its renames
         else:
             shutil.rmtree(old)
+    if out.is_symlink():
+        raise OutputError(f"{out}: is a symbolic link; pass the folder it points to as --out")
     if not out.exists():
         return
     if not out.is_dir():
@@ -293,6 +295,11 @@ def read_checkpoint(folder: Path, fix: str) -> tuple[dict, dict[str, torch.Tenso
     for key, typ in _SIDECAR_TYPES.items():
         if not isinstance(side.get(key), typ) or isinstance(side.get(key), bool):
             raise ModelError(f"{path}: corrupt checkpoint ({key} is {side.get(key)!r}); {fix}")
+    if len(side["history"]) != side["iteration"] or not all(
+            isinstance(r, dict) and isinstance(r.get("loss"), (int, float))
+            for r in side["history"]):
+        raise ModelError(f"{path}: corrupt checkpoint (history does not match iteration "
+                         f"{side['iteration']}); {fix}")
     tfile = folder / Path(side["file"]).name
     try:
         blob = tfile.read_bytes()

@@ -1,0 +1,286 @@
+"""Issue 8, the main job: synth and demo write only what they own, commit it whole, refuse
+bad settings; a killed or failed run leaves nothing behind that a rerun does not clean."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import av
+import pytest
+
+from stmil import demo as demo_mod
+from stmil import synth as synth_mod
+from stmil import synth_write
+from stmil.datasets import load_dataset
+from stmil.synth import SynthError, make_dataset, plan_videos
+
+from .conftest import assert_one_line_error, run_cli
+
+DEAD = 999_999_999  # a pid no process has (above any pid_max)
+TINY = dict(n_videos=4, width=64, height=48, n_frames=16, progress=False, workers=1)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden ones included) -> its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ids(n_videos: int) -> set[str]:
+    return {p.video_id for p in plan_videos(n_videos, 16, 0, 0.5)}
+
+
+# --- synth: ownership (item 2) -------------------------------------------------------------------
+
+FOREIGN = {
+    "a user's file": {"notes.txt": "mine"},
+    "another dataset": {"readme/Train_split_AD.txt": "Mine001_x264\n",
+                        "videos/Mine001_x264.mp4": "not a video"},
+    "corrupt marker": {"synth.json": "{not json"},
+    "marker of the wrong shape": {"synth.json": "[1, 2]"},
+    "marker listing a file outside": {"synth.json": json.dumps(
+        {"seed": 0, "settings": {}, "complete": True, "files": ["../../etc/passwd"]})},
+    "marker listing an absolute path": {"synth.json": json.dumps(
+        {"seed": 0, "settings": {}, "complete": True, "files": ["/etc/passwd"]})},
+}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_synth_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys, case, overwrite):
+    monkeypatch.chdir(tmp_path)
+    for rel, text in FOREIGN[case].items():
+        (tmp_path / "ds" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ds" / rel).write_text(text)
+    before = _tree(tmp_path / "ds")
+    argv = ["synth", "--out", "ds", "--videos", "4", "--frames", "16", "--quiet"]
+    code, _, err = run_cli(capsys, *argv, *(["--overwrite"] if overwrite else []))
+    assert code == 1
+    assert_one_line_error(err, "error: ds: folder is not empty and is not a stmil synth output "
+                               "(no valid synth.json); choose another --out or empty it")
+    assert _tree(tmp_path / "ds") == before
+
+
+def test_synth_reruns_same_settings_refuses_others_unless_overwrite(tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(Path("ds"), seed=0, **TINY)
+    first = _tree(tmp_path / "ds")
+    make_dataset(Path("ds"), seed=0, **TINY)  # same settings: rewritten, byte for byte
+    assert _tree(tmp_path / "ds") == first
+    for other, diff in ((dict(n_videos=6), "n_videos 4 -> 6"), (dict(seed=1), "seed 0 -> 1"),
+                        (dict(n_frames=20), "n_frames 16 -> 20")):
+        with pytest.raises(SynthError, match=rf"^ds: holds a synth output with other settings "
+                                             rf"\({diff}\); pass --overwrite to replace it, or "
+                                             r"choose another --out$"):
+            make_dataset(Path("ds"), **{**TINY, "seed": 0, **other})
+        assert _tree(tmp_path / "ds") == first
+    # the CLI flag: replaces the old output; old-only videos and boxes go, nothing is left over
+    (tmp_path / "ds" / "notes.txt").write_text("a user's note in a synth output stays")
+    before = _tree(tmp_path / "ds")
+    code, _, err = run_cli(capsys, "synth", "--out", "ds", "--videos", "4", "--frames", "16",
+                           "--seed", "2", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "error: ds: holds a synth output with other settings (",
+                          "seed 0 -> 2",
+                          "); pass --overwrite to replace it, or choose another --out")
+    assert _tree(tmp_path / "ds") == before
+    code, out, err = run_cli(capsys, "synth", "--out", "ds", "--videos", "4", "--frames", "20",
+                             "--seed", "2", "--quiet", "--overwrite")
+    assert code == 0, err
+    assert out == "2 train + 2 test videos -> ds\n"
+    meta = json.loads((tmp_path / "ds" / "synth.json").read_text())
+    assert meta["complete"] is True and meta["seed"] == 2 and meta["settings"]["n_frames"] == 20
+    assert (tmp_path / "ds" / "notes.txt").is_file()
+    assert sorted(p.stem for p in (tmp_path / "ds" / "videos").iterdir()) == sorted(
+        p.video_id for p in plan_videos(4, 20, 2, 0.5))
+
+
+# --- synth: leftovers (item 18) ------------------------------------------------------------------
+
+
+def test_synth_killed_then_rerun_with_fewer_videos_leaves_no_orphans(tmp_path, monkeypatch):
+    real = synth_mod._render
+    calls = []
+
+    def dies_on_the_fourth(plan, root, *args):
+        calls.append(plan.video_id)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # a kill, as far as Python can see one
+        return real(plan, root, *args)
+
+    monkeypatch.setattr(synth_mod, "_render", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(tmp_path / "ds", seed=0, **{**TINY, "n_videos": 8})
+    monkeypatch.setattr(synth_mod, "_render", real)
+    rendered = sorted(p.stem for p in (tmp_path / "ds" / "videos").glob("*.mp4"))
+    assert set(rendered) - _ids(4)  # videos the rerun will not make
+    # what a SIGKILL leaves: temporaries of dead writers (and of an older stmil's writer)
+    (tmp_path / "ds" / "videos" / f".{rendered[-1]}.mp4.{DEAD}.k1ll3dxx.tmp").write_bytes(b"h")
+    (tmp_path / "ds" / "videos" / f"{rendered[-1]}.mp4.tmp").write_bytes(b"half")
+    (tmp_path / "ds" / f".synth.json.{DEAD}.k1ll3dxx.tmp").write_bytes(b"{")
+    (tmp_path / "ds" / "videos" / "mine.txt").write_text("not synth's")
+
+    summary = make_dataset(tmp_path / "ds", seed=0, **TINY)  # interrupted: no --overwrite
+    videos = sorted(p.name for p in (tmp_path / "ds" / "videos").iterdir())
+    assert videos == sorted([f"{v}.mp4" for v in _ids(4)] + ["mine.txt"])
+    assert not [p for p in (tmp_path / "ds").rglob("*") if p.name.endswith(".tmp")]
+    boxes = sorted(p.stem for p in (tmp_path / "ds" / "readme" / "Txt annotations").iterdir())
+    assert boxes == sorted(summary["events"])
+    records = load_dataset(tmp_path / "ds", "all", format="crime2local")
+    assert sorted(r.video_id for r in records) == sorted(_ids(4))
+
+
+class _FullDisk:
+    """An output container whose disk fills up at ``where``."""
+
+    def __init__(self, real, where: str):
+        self._real, self._where = real, where
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def _full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def mux(self, packet):
+        if self._where == "mux":
+            self._full()
+        return self._real.mux(packet)
+
+    def close(self):
+        self._real.close()
+        if self._where == "close":
+            self._full()
+
+
+@pytest.mark.parametrize("where", ["open", "mux", "close", "rename"])
+def test_synth_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch, where):
+    real_open, real_replace = av.open, synth_write.os.replace
+
+    def full_open(path, mode="r", **kw):
+        if mode != "w":
+            return real_open(path, mode, **kw)
+        container = real_open(path, mode, **kw)
+        if where == "open":
+            container.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return _FullDisk(container, where)
+
+    def full_replace(src, dst):
+        if where == "rename" and str(dst).endswith(".mp4"):  # os is global: videos only
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(synth_write.av, "open", full_open)
+    monkeypatch.setattr(synth_write.os, "replace", full_replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        make_dataset(tmp_path / "ds", seed=0, **TINY)
+    left = [p.name for p in (tmp_path / "ds").rglob("*") if p.is_file()]
+    assert not [n for n in left if n.endswith(".tmp")], left
+    assert left == ["synth.json"], left  # the marker (complete: false) and nothing else
+    assert json.loads((tmp_path / "ds" / "synth.json").read_text())["complete"] is False
+
+
+# --- demo: ownership (item 1) and settings (item 20) ---------------------------------------------
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    """The demo must stop before any real work: extraction fails the test if reached."""
+    def reached(*args, **kwargs):
+        raise AssertionError("the demo went past its checks")
+
+    monkeypatch.setattr(demo_mod, "FeatureExtractor", reached)
+
+
+DEMO_FOREIGN = {
+    "a features folder": {"features/precious.npy": "weeks of extraction"},
+    "a user's file": {"notes.txt": "mine"},
+    "a dataset": {"data/readme/Train_split_AD.txt": "Mine001_x264\n"},
+    "an old stamp": {"synth-settings.json": json.dumps(
+        {"footage": None, "n_videos": 8, "n_frames": 16, "seed": 0})},
+    "a marker of the wrong shape": {"demo.json": "[1]"},
+    "a marker listing a path": {"demo.json": json.dumps(
+        {"format": "stmil-demo", "settings": {}, "videos": ["../../x"]})},
+}
+
+
+@pytest.mark.parametrize("case", list(DEMO_FOREIGN))
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys, no_extraction,
+                                              case):
+    monkeypatch.chdir(tmp_path)
+    for rel, text in DEMO_FOREIGN[case].items():
+        (tmp_path / "P" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "P" / rel).write_text(text)
+    before = _tree(tmp_path / "P")
+    code, _, err = run_cli(capsys, "demo", "--out", "P", "--videos", "8", "--frames", "16",
+                           "--quiet")
+    assert code == 1
+    where = (tmp_path / "P").resolve()
+    assert_one_line_error(err, f"error: {where}: folder is not empty and is not a stmil demo "
+                               "output (no valid demo.json); choose another --out or empty it")
+    assert _tree(tmp_path / "P") == before
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--iterations", "0"], "--iterations must be a whole number >= 1, got 0"),
+    (["--iterations", "-5"], "--iterations must be a whole number >= 1, got -5"),
+    (["--videos", "0"], "--videos must be a whole number >= 8, got 0"),
+    (["--videos", "4"], "--videos must be a whole number >= 8, got 4"),
+    (["--videos", "9"], "--videos must be even (half normal, half anomalous), got 9"),
+    (["--frames", "8"], "--frames must be a whole number >= 16, got 8"),
+    (["--frames", "-1"], "--frames must be a whole number >= 16, got -1"),
+    (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+])
+def test_demo_refuses_bad_settings_before_writing(tmp_path, monkeypatch, capsys, no_extraction,
+                                                  flags, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "demo", "--out", "P", "--quiet", *flags)
+    assert code == 1
+    assert_one_line_error(err, f"error: {message}")
+    assert not (tmp_path / "P").exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(val_fraction=0.0), "val_fraction must be strictly between 0 and 1, got 0.0"),
+    (dict(val_fraction=float("nan")), "val_fraction must be strictly between 0 and 1, got nan"),
+    (dict(n_overlays=-1), "n_overlays must be a whole number >= 0, got -1"),
+    (dict(iterations=2.5), "--iterations must be a whole number >= 1, got 2.5"),
+])
+def test_run_demo_refuses_bad_arguments(tmp_path, no_extraction, kwargs, message):
+    from stmil.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{message.replace('.', '[.]')}$"):
+        demo_mod.run_demo(tmp_path / "P", **kwargs)
+    assert not (tmp_path / "P").exists()
+
+
+def test_demo_marks_its_folder_first_and_forgets_only_its_features(tmp_path, monkeypatch,
+                                                                   no_extraction):
+    """A new folder gets demo.json before anything else; other settings delete only the feature
+    files that demo.json lists, never a user's file beside them."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AssertionError, match="past its checks"):
+        demo_mod.run_demo(Path("P"), n_videos=8, n_frames=16, progress=False,
+                          log=lambda m: None)
+    marker = json.loads((tmp_path / "P" / "demo.json").read_text())
+    ids = sorted(_ids(8))
+    assert marker == {"format": "stmil-demo", "videos": ids, "settings": {
+        "footage": None, "n_videos": 8, "n_frames": 16, "seed": 0}}
+    feats = tmp_path / "P" / "features"
+    feats.mkdir()
+    for vid in ids:
+        (feats / f"{vid}.npy").write_bytes(b"stale")
+        (feats / f"{vid}.json").write_text("{}")
+    (feats / f".{ids[0]}.npy.{DEAD}.k1ll3dxx.tmp").write_bytes(b"killed")
+    (feats / "mine.npy").write_bytes(b"a user's")
+    with pytest.raises(AssertionError, match="past its checks"):
+        demo_mod.run_demo(Path("P"), n_videos=8, n_frames=20, progress=False,
+                          log=lambda m: None)
+    assert sorted(p.name for p in feats.iterdir()) == ["mine.npy"]
+    assert json.loads((tmp_path / "P" / "demo.json").read_text())["settings"]["n_frames"] == 20
+    assert json.loads((tmp_path / "P" / "data" / "synth.json").read_text())[
+        "settings"]["n_frames"] == 20
