@@ -41,7 +41,7 @@ def _f(default: Any, help: str, *, lo: float | None = None, lo_open: bool = Fals
 class TrainConfig:
     """The hyperparameters of :func:`stmil.train.train` (paths and I/O options excluded)."""
 
-    format: str = _f("auto", "dataset layout (default: detected)", choices=FORMATS)
+    format: str = _f("auto", "dataset layout; auto: detected from the files", choices=FORMATS)
     instances: str = _f("cuboid", "what a bag's instances are: cuboid (the method: each "
                         "segment's G x G cuboids) or frame (the video-segment baseline of "
                         "Sultani et al.: one whole-frame instance per segment)",
