@@ -104,3 +104,40 @@ def test_boxes_bce_loss_hand_values():
     assert boxes_bce_loss(scores, targets, pos_weight=3.0).item() == pytest.approx(ref_w, rel=1e-6)
     with pytest.raises(ValueError, match="differ"):
         boxes_bce_loss(scores, targets[..., :1])
+
+
+def test_scorer_forward_hand_computed():
+    """One instance through set weights: ``sigmoid(W3 (W2 relu(W1 x + b1) + b2) + b3)``.
+
+    The mid layer's pre-activation is negative, so an activation added there would change the
+    result (Sultani's mid layer is linear).
+    """
+    scorer = Scorer(in_dim=2, hidden=2, mid=1, dropout=0.6).eval()
+    l1, l2, l3 = (m for m in scorer.net if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 2.0]]))
+        l1.bias.copy_(torch.tensor([0.0, -1.0]))
+        l2.weight.copy_(torch.tensor([[-1.0, -2.0]]))
+        l2.bias.copy_(torch.tensor([0.5]))
+        l3.weight.copy_(torch.tensor([[3.0]]))
+        l3.bias.copy_(torch.tensor([1.0]))
+    x = torch.tensor([[2.0, 1.0]], dtype=torch.float32)
+    # hidden: relu([2 - 1 + 0, 1 + 2 - 1]) = [1, 2]; mid: -1 - 4 + 0.5 = -4.5; out: -13.5 + 1
+    expected = 1 / (1 + math.exp(12.5))
+    assert scorer(x).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bag_dropout_shares_one_mask_per_bag():
+    from stmil.mil import BagDropout
+
+    torch.manual_seed(0)
+    drop = BagDropout(0.5).train()
+    out = drop(torch.ones(3, 4, 5, 6))
+    # One mask of 6 units per bag, the same for all 4 x 5 instances; kept units scaled by 2.
+    assert set(out.unique().tolist()) <= {0.0, 2.0}
+    for b in range(3):
+        assert (out[b] == out[b, :1, :1]).all()
+    assert not all(torch.equal(out[0, 0, 0], out[b, 0, 0]) for b in (1, 2))
+    rows = drop(torch.ones(50, 6))  # 2-D: ordinary per-row dropout
+    assert len({tuple(r.tolist()) for r in rows}) > 1
+    assert torch.equal(drop.eval()(torch.ones(2, 3)), torch.ones(2, 3))
