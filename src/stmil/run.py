@@ -262,6 +262,9 @@ def save_checkpoint(folder: Path, model: Scorer, optim: torch.optim.Optimizer, r
     if state["best"] is not None:
         tensors |= {f"best.{k}": v for k, v in state["best"].items()}
     tensors["torch_rng"] = torch.get_rng_state()
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":  # dropout masks on a GPU come from its generator
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(dev)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     name = f"checkpoint-{state['iteration']:08d}.safetensors"
     atomic_write(folder / name, lambda t: t.write_bytes(blob))
@@ -329,6 +332,9 @@ def restore_checkpoint(side: dict, tensors: dict[str, torch.Tensor], model: Scor
             opt_state.setdefault(int(idx), {})[key] = v
     optim.load_state_dict({"state": opt_state, "param_groups": side["optim_groups"]})
     torch.set_rng_state(tensors["torch_rng"])
+    dev = next(model.parameters()).device
+    if dev.type == "cuda" and "cuda_rng" in tensors:  # else: resumed on another device
+        torch.cuda.set_rng_state(tensors["cuda_rng"], dev)
     best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
     return {"iteration": side["iteration"], "history": side["history"],
             "best_auc": float(side["best_auc"]), "best": best or None, "stale": side["stale"]}
