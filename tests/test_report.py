@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stmil import report
 from stmil.datasets import VideoRecord
+from stmil.errors import StmilError
 from stmil.evaluate import compute_metrics
 from stmil.features import VideoFeatures
 from stmil.report import COLUMNS, referenced_files, write_report
@@ -81,6 +83,66 @@ def test_report_without_cuboid_labels_says_so(videos, tmp_path):
     run = _run("only", videos[1:], True, 0)  # no boxes: no cuboid positives
     run["curves"]["cuboid"] = None
     path = write_report(tmp_path, [run])
-    assert not (tmp_path / "roc_cuboid.png").exists()
+    assert not list(tmp_path.rglob("roc_cuboid.png"))
     assert "No cuboid-level ROC" in path.read_text()
     assert all(p.is_file() for p in referenced_files(path))
+
+
+def test_report_with_a_relative_out_dir_from_another_working_folder(videos, tmp_path,
+                                                                    monkeypatch):
+    """``write_report`` resolves ``out_dir`` once: overlay paths relative to it, or absolute,
+    work from any working folder (the ``make demo`` failure: "overlay file not found")."""
+    work = tmp_path / "work"
+    (work / "rep").mkdir(parents=True)
+    (work / "rep" / "a1.gif").write_bytes(b"GIF89a fake")
+    (tmp_path / "a2.gif").write_bytes(b"GIF89a other")
+    monkeypatch.chdir(work)
+    path = write_report(Path("rep"), [_run("m", videos, True, 0)],
+                        overlays=[{"video_id": "a1", "path": "a1.gif"},
+                                  {"video_id": "a2", "path": tmp_path / "a2.gif"}])
+    assert path == (work / "rep" / "report.html").resolve()
+    refs = referenced_files(path)
+    gifs = {p.name: p.read_bytes() for p in refs if p.suffix == ".gif"}
+    assert gifs == {"a1.gif": b"GIF89a fake", "a2.gif": b"GIF89a other"}
+    with pytest.raises(StmilError, match=f"^{re.escape(str(work / 'rep' / 'gone.gif'))}: "
+                                         "overlay file not found$"):
+        write_report(Path("rep"), [_run("m", videos, True, 0)],
+                     overlays=[{"video_id": "x", "path": "gone.gif"}])
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
+    """A report that fails half-way leaves the previous report and every file it references
+    byte for byte; a finished one replaces them and deletes only the old report's folder."""
+    out = tmp_path / "rep"
+    out.mkdir()
+    mine = {"notes.txt": b"a user's", "report-mine/x.png": b"a user's", "roc_frame.png": b"u"}
+    for rel, data in mine.items():
+        (out / rel).parent.mkdir(exist_ok=True)
+        (out / rel).write_bytes(data)
+    first = write_report(out, [_run("m", videos, True, 0)])
+    before = _tree(out)
+    old_refs = referenced_files(first)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_timelines", killed)  # after the ROC figures are drawn
+    with pytest.raises(KeyboardInterrupt):
+        write_report(out, [_run("m", videos, False, 5), _run("b", videos, True, 6)])
+    assert _tree(out) == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+    monkeypatch.undo()
+    second = write_report(out, [_run("m", videos, False, 5)], files={"metrics.json": "[]"})
+    new_refs = referenced_files(second)
+    assert not any(p.exists() for p in old_refs)
+    assert all(p.is_file() for p in new_refs)
+    assert {p.parent.name for p in new_refs} == {p.parent.name for p in new_refs[:1]}
+    (metrics,) = [p for p in new_refs if p.name == "metrics.json"]
+    assert metrics.read_text() == "[]"
+    assert {k: v for k, v in _tree(out).items() if k in mine} == mine

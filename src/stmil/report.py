@@ -1,15 +1,24 @@
 """An offline HTML report: metric table, ROC curves, score timelines, overlays, configs.
 
-Figures are PNG files written beside ``report.html`` (matplotlib, Agg canvas; pyplot's global
-state is never touched) and referenced by relative paths, so the folder can be moved or opened
-without a network. Every text that comes from a run is HTML-escaped.
+Figures are PNG files (matplotlib, Agg canvas; pyplot's global state is never touched) in a
+folder ``report-XXXXXXXX/`` beside ``report.html``, together with the overlays and any extra
+files, all referenced by relative paths, so the folder can be moved or opened without a network.
+Every text that comes from a run is HTML-escaped.
+
+The report is committed as one unit: its files are written into a hidden staging folder that is
+renamed to a fresh ``report-XXXXXXXX/``, then ``report.html`` (which names that folder) is
+replaced atomically, and only then is the folder of the previous report deleted. A kill at any
+instant leaves the old report with all its files, or the new one with all of its.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import os
+import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from stmil.atomic import atomic_write
+from stmil.atomic import atomic_write, write_text
 from stmil.errors import StmilError
 from stmil.metrics import frame_scores_from_clips
 
@@ -31,6 +40,10 @@ COLUMNS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accur
            "false_alarm_rate")
 LOWER_IS_BETTER = ("false_alarm_rate",)
 VIDEOS_PER_PNG = 24
+REPORT = "report.html"
+#: The folder of one report's files; only folders of this name that a report references (or
+#: hidden staging folders ``.report-*.tmp``) are ever deleted.
+ASSETS_RE = re.compile(r"report-[a-z0-9_]{8}")
 _GRID_COLS = 4
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px}
@@ -40,50 +53,116 @@ figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}.muted{color:#
 
 
 def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = None,
-                 title: str = "stmil report", stage_times: dict | None = None) -> Path:
-    """Write ``out_dir/report.html`` and its PNG figures; returns the report's path.
+                 title: str = "stmil report", stage_times: dict | None = None,
+                 files: dict[str, str] | None = None) -> Path:
+    """Write ``out_dir/report.html`` and its folder of figures; returns the report's path.
 
     ``runs``: dicts with ``name``, ``run`` (folder), ``config``, ``metrics`` (the keys of
     :data:`COLUMNS`, float or None), ``curves`` (``{"frame": (scores, labels), "cuboid":
     (scores, labels) or None}``) and ``videos`` (``(VideoFeatures, maps (n_clips, G*G))``
     pairs), as ``stmil.evaluate.evaluate`` returns them. ``overlays``: ``{"video_id", "path"}``
-    dicts, ``path`` relative to ``out_dir`` or absolute (copied in when outside it).
-    ``stage_times``: stage name -> seconds.
+    dicts, ``path`` absolute or relative to ``out_dir``; each file is copied into the report's
+    folder. ``stage_times``: stage name -> seconds. ``files``: extra text files (name ->
+    content, e.g. ``metrics.json``) written into the report's folder and linked.
+
+    The report and its files are committed as one unit (see the module docstring); nothing in
+    ``out_dir`` but ``report.html`` and the report folders is written or deleted.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir).resolve()  # resolved once: relative paths below are out_dir's
     if not runs:
         raise StmilError("write_report needs at least one run")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [(o, _overlay_source(out_dir, Path(o["path"]))) for o in overlays or ()]
+    for name in files or {}:
+        if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
+            raise StmilError(f"{name!r}: report file names must be plain file names")
+    previous = _assets_of(out_dir / REPORT)
+    for stale in out_dir.glob(".report-*.tmp"):  # a staging folder of a killed report
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report-", suffix=".tmp"))
+    assets = out_dir / stage.name[1:-len(".tmp")]  # report-XXXXXXXX
+    try:
+        os.chmod(stage, 0o777 & ~_umask())
+        page = _page(stage, assets.name, runs, sources, title, stage_times, files or {})
+        if assets.exists() or not ASSETS_RE.fullmatch(assets.name):
+            raise FileExistsError(f"{assets}: report folder name already taken; rerun")
+        os.rename(stage, assets)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    dest = out_dir / REPORT
+    try:
+        write_text(dest, page)
+    except BaseException:
+        shutil.rmtree(assets, ignore_errors=True)
+        raise
+    for old in previous - {assets}:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _page(stage: Path, folder: str, runs: list[dict], overlays: list[tuple[dict, Path]],
+          title: str, stage_times: dict | None, files: dict[str, str]) -> str:
+    """Write the figures, overlays and ``files`` into ``stage``; returns the HTML, whose
+    references name ``folder/<file>``."""
     colors = _run_colors(len(runs))
     parts = [f"<h1>{_e(title)}</h1>", "<h2>Metrics</h2>", metrics_table(runs)]
     parts.append("<h2>ROC curves</h2>")
     for kind in ("frame", "cuboid"):
         name = f"roc_{kind}.png"
-        if plot_roc(runs, kind, colors, out_dir / name):
-            parts.append(_img(name, f"{kind}-level ROC"))
+        if plot_roc(runs, kind, colors, stage / name):
+            parts.append(_img(f"{folder}/{name}", f"{kind}-level ROC"))
         else:
             parts.append(f'<p class="muted">No {kind}-level ROC: no run has {kind} labels of '
                          "both classes.</p>")
-    pngs = plot_timelines(runs, colors, out_dir)
+    pngs = plot_timelines(runs, colors, stage)
     if pngs:
         parts.append("<h2>Score timelines</h2>")
         parts.append('<p class="muted">Frame score = max over the cuboids of the frame\'s clip; '
                      "shaded: ground-truth anomalous intervals.</p>")
-        parts += [_img(p.name, "score timelines") for p in pngs]
+        parts += [_img(f"{folder}/{p.name}", "score timelines") for p in pngs]
     if overlays:
-        parts += ["<h2>Overlays</h2>", _overlays_html(out_dir, overlays)]
+        parts += ["<h2>Overlays</h2>", _overlays_html(stage, folder, overlays)]
     if stage_times:
         parts += ["<h2>Stage times</h2>", _stage_table(stage_times)]
+    if files:
+        links = []
+        for name, text in files.items():
+            write_text(stage / name, text)
+            links.append(f'<li><a href="{_e(quote(f"{folder}/{name}"))}">{_e(name)}</a></li>')
+        parts += ["<h2>Files</h2>", f"<ul>{''.join(links)}</ul>"]
     parts.append("<h2>Configs</h2>")
     for r in runs:
         parts.append(f"<h3>{_e(r['name'])}</h3><p class=\"muted\">{_e(str(r.get('run', '')))}"
                      f"</p><pre>{_e(config_yaml(r.get('config') or {}))}</pre>")
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
-    dest = out_dir / "report.html"
-    atomic_write(dest, lambda t: t.write_text(page, encoding="utf-8"))
-    return dest
+
+
+def _assets_of(report: Path) -> set[Path]:
+    """The report folders (``report-XXXXXXXX/``) that an existing ``report.html`` references."""
+    if not report.is_file():
+        return set()
+    try:
+        refs = referenced_files(report)
+    except (OSError, ValueError):
+        return set()
+    out = set()
+    for ref in refs:
+        try:
+            rel = ref.relative_to(report.parent)
+        except ValueError:
+            continue
+        if len(rel.parts) > 1 and ASSETS_RE.fullmatch(rel.parts[0]):
+            out.add(report.parent / rel.parts[0])
+    return out
 
 
 def _e(text: str) -> str:
@@ -225,32 +304,33 @@ def _timeline_axes(ax, video_id: str, entries: list, runs: Sequence[dict],
     ax.tick_params(labelsize=7)
 
 
-def _overlays_html(out_dir: Path, overlays: Sequence[dict]) -> str:
-    """``<figure>`` per overlay: ``<img>`` for GIF/PNG, ``<video controls>`` otherwise."""
-    items = []
-    for o in overlays:
-        rel = _inside(out_dir, Path(o["path"]))
-        src = _e(quote(rel.as_posix()))
+def _overlays_html(stage: Path, folder: str, overlays: Sequence[tuple[dict, Path]]) -> str:
+    """Copy each overlay into ``stage``; a ``<figure>`` per overlay: ``<img>`` for GIF/PNG,
+    ``<video controls>`` otherwise."""
+    items, taken = [], set()
+    for o, source in overlays:
+        name, n = source.name, 1
+        while name in taken:  # two overlays of the same file name: keep both
+            n += 1
+            name = f"{source.stem}-{n}{source.suffix}"
+        taken.add(name)
+        dest = stage / "overlays" / name
+        dest.parent.mkdir(exist_ok=True)
+        atomic_write(dest, lambda t, source=source: shutil.copyfile(source, t))
+        src = _e(quote(f"{folder}/overlays/{name}"))
         media = (f'<img src="{src}" alt="{_e(o["video_id"])}">'
-                 if rel.suffix.lower() in (".gif", ".png", ".jpg", ".webp")
+                 if source.suffix.lower() in (".gif", ".png", ".jpg", ".webp")
                  else f'<video controls loop muted src="{src}"></video>')
         items.append(f"<figure>{media}<figcaption>{_e(o['video_id'])}</figcaption></figure>")
     return "\n".join(items)
 
 
-def _inside(out_dir: Path, path: Path) -> Path:
-    """``path`` relative to ``out_dir``; a file outside is copied to ``out_dir/overlays/``."""
-    full = (path if path.is_absolute() else out_dir / path).resolve()
+def _overlay_source(out_dir: Path, path: Path) -> Path:
+    """The overlay file ``path`` (absolute, or relative to the resolved ``out_dir``)."""
+    full = path if path.is_absolute() else out_dir / path
     if not full.is_file():
-        raise StmilError(f"{path}: overlay file not found")
-    root = out_dir.resolve()
-    try:
-        return full.relative_to(root)
-    except ValueError:
-        dest = root / "overlays" / full.name
-        dest.parent.mkdir(exist_ok=True)
-        shutil.copyfile(full, dest)
-        return dest.relative_to(root)
+        raise StmilError(f"{full}: overlay file not found")
+    return full
 
 
 def _stage_table(stage_times: dict) -> str:
