@@ -628,6 +628,31 @@ def test_disk_full_while_building_bags_is_a_one_line_error(tiny, run_copy, capsy
     assert sorted(os.listdir(run_copy.parent)) == ["run"]  # no sparse bags.npy, no staging
 
 
+@pytest.mark.parametrize("victim", ["checkpoint-00000002.safetensors", "checkpoint.json",
+                                    "model.safetensors", "history.csv"])
+def test_disk_full_while_writing_outputs_names_the_file(tiny, run_copy, capsys, monkeypatch,
+                                                         victim):
+    """Item 21: a full disk reads "<file>: No space left on device", never a torch internal."""
+    real_open = open
+
+    def full_open(file, mode="r", *a, **kw):
+        f = real_open(file, mode, *a, **kw)
+        if "w" in mode and Path(file).name.startswith(f".{victim}."):
+            f.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return f
+
+    monkeypatch.setattr("builtins.open", full_open)
+    monkeypatch.setattr("io.open", full_open)
+    before = snapshot(run_copy)
+    code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
+                           "--out", run_copy, *CLI_FAST)
+    assert code == 1
+    assert_one_line_error(last_line(err), f".run.stmil-staging/{victim}: No space left on "
+                          "device")
+    assert snapshot(run_copy) == before
+
+
 # --- model files: items 12, 13, 17 -------------------------------------------------------------
 
 
