@@ -61,6 +61,17 @@ D = TRAIN_DEFAULTS
 RUN_ITERATIONS = 3000
 
 
+def step_gflop(args: argparse.Namespace) -> float:
+    """Scorer matmul FLOP of one iteration (2 per multiply-add) over every instance of the
+    batch's 2 x ``batch`` bags: the forward pass, the weight gradients of all three linear
+    layers (as many multiply-adds again) and the input gradients of the second and third (the
+    bags need none). Elementwise work (ReLU, dropout, sigmoid, loss, Adagrad) is left out."""
+    instances = 2 * args.batch * args.segments * args.grid ** 2
+    layers = [args.channels * D["hidden"], D["hidden"] * D["mid"], D["mid"]]
+    macs = 2 * sum(layers) + sum(layers[1:])
+    return 2 * macs * instances / 1e9
+
+
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -228,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} device={dev} "
           f"bags={args.anomalous}+{n_norm} instances/bag={args.segments}x{args.grid ** 2}x"
           f"{args.channels} lr={D['lr']} weight_decay={D['weight_decay']}", flush=True)
+    print(f"scorer FLOP per iteration: {step_gflop(args):.0f} GFLOP", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="stmil-train-bench-") as tmp:
         work = args.workdir or Path(tmp)
