@@ -743,3 +743,16 @@ def test_model_file_gets_usual_permissions(finished):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_training_imports_neither_pyav_nor_the_network():
+    """Architecture issue: train reads features through the store, never decodes or runs I3D."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stmil.train, stmil.run, stmil.train_config; "
+            "print(sorted(m for m in ('av', 'stmil.i3d', 'stmil.extract', 'stmil.weights') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
