@@ -1,40 +1,79 @@
-"""A tiny ``stmil demo`` completes end to end; its table and report are whole."""
+"""A tiny ``stmil demo`` completes end to end, as a user runs it (relative ``--out`` from a
+working folder that is not the repository); its table and report are whole, and a rerun
+replaces the report as one unit and leaves the user's files alone."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from stmil.cli import main
 from stmil.demo import DEMO_TABLE_KEYS
 from stmil.report import referenced_files
 
+from .conftest import run_cli
+
+TINY = ("--videos", "8", "--frames", "32", "--iterations", "5", "--quiet")
+
 
 @pytest.mark.slow
-def test_tiny_demo_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--videos", "8", "--frames", "48",
-               "--iterations", "10", "--quiet"])
-    assert rc == 0
-    printed = capsys.readouterr().out
+def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "somewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, printed, err = run_cli(capsys, "demo", "--out", "demo-out", *TINY)
+    assert code == 0, err
+    out = work / "demo-out"
     header = next(line for line in printed.splitlines() if line.startswith("run"))
-    for key in DEMO_TABLE_KEYS:
-        assert key in header
+    assert header.split() == ["run", *DEMO_TABLE_KEYS]
     for run in ("weak-cuboid-mil", "grid1-baseline", "boxes-supervised"):
-        assert run in printed
-        assert (out / "runs" / run / "metrics.json").is_file()
+        assert re.search(rf"^{run}( +\d\.\d{{4}}){{5}}$", printed, re.M), printed
+        assert (out / "runs" / run / "model.safetensors").is_file()
         assert (out / "runs" / run / "config.yaml").is_file()
-    report = out / "report.html"
-    files = referenced_files(report)
-    assert files, "the report references its figures"
-    for f in files:
+    assert f"report: {out / 'report.html'}" in printed
+    refs = _check_report(out)
+    assert sum(f.suffix == ".gif" for f in refs) == 2  # the 2 anomalous test videos of 8
+    metrics = json.loads(next(f for f in refs if f.name == "metrics.json").read_text())
+    assert metrics["settings"] == {"footage": None, "n_videos": 8, "n_frames": 32, "seed": 0}
+    assert set(metrics["metrics"]) == {"weak-cuboid-mil", "grid1-baseline", "boxes-supervised"}
+    first_folder = _report_folder(out)
+
+    # A rerun: the user's files stay, features are reused, the report is replaced whole.
+    (out / "notes.txt").write_text("mine")
+    (out / "features" / "mine.npy").write_bytes(b"mine")
+    code, printed, err = run_cli(capsys, "demo", "--out", "demo-out", *TINY)
+    assert code == 0, err
+    assert "0 done, 8 skipped, 0 failed" in printed
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "features" / "mine.npy").read_bytes() == b"mine"
+    _check_report(out)
+    assert _report_folder(out) != first_folder and not first_folder.exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def _report_folder(out):
+    (folder,) = [p for p in out.iterdir() if p.is_dir() and p.name.startswith("report-")]
+    return folder
+
+
+def _check_report(out):
+    """Every local file the report references exists, non-empty, inside the report folder."""
+    refs = referenced_files(out / "report.html")
+    folder = _report_folder(out)
+    assert {f.name for f in refs} >= {"roc_frame.png", "roc_cuboid.png", "timelines_01.png",
+                                       "metrics.json"}
+    for f in refs:
         assert f.is_file() and f.stat().st_size > 0, f
-    assert any(f.suffix == ".gif" for f in files)
+        assert f.is_relative_to(folder), f
+    return refs
 
 
 def test_demo_refuses_unwritable_out(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = main(["demo", "--out", str(blocker / "sub"), "--videos", "8"])
-    assert rc == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "sub" in err[0]
+    for out in (blocker, blocker / "sub"):
+        code, _, err = run_cli(capsys, "demo", "--out", out, "--videos", "8")
+        assert code == 1
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}"), err

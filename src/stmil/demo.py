@@ -3,18 +3,29 @@
 The three runs are the method (weak cuboid MIL), the video-segment baseline (grid 1, Sultani's
 setting) and the boxes-supervised reference (an upper bound). Model selection uses a
 validation split carved from train; the test split is only evaluated.
+
+The output folder is the demo's own: ``demo.json`` (written first) marks it and records the
+dataset settings and the videos whose features the demo extracts. The demo refuses a non-empty
+folder without that marker, and on a rerun with other settings it replaces only what it wrote
+(its dataset through :func:`stmil.synth.make_dataset`, the feature files its marker lists, its
+run folders through training); anything else in the folder is left alone. Its layout::
+
+    OUT/demo.json  OUT/data/  OUT/features/  OUT/runs/<run>/
+    OUT/report.html + OUT/report-XXXXXXXX/  (figures, overlays, metrics.json: one unit)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stmil.atomic import check_writable
-from stmil.errors import StmilError
+from stmil.atomic import check_writable, remove_stale_temps, write_text
+from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluate import evaluate, format_table
 from stmil.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.report import write_report
@@ -24,10 +35,80 @@ from stmil.train import train
 DEMO_TABLE_KEYS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy")
 RUNS = {
     "weak-cuboid-mil": {},
-    "grid1-baseline": {"grid": 1},
+    "grid1-baseline": {"instances": "frame"},
     "boxes-supervised": {"supervision": "boxes"},
 }
 DEMO_ITERATIONS = 150
+MARKER = "demo.json"
+MARKER_FORMAT = "stmil-demo"
+
+
+def check_demo_settings(n_videos: int, n_frames: int, seed: int, iterations: int,
+                        val_fraction: float = 0.25, n_overlays: int = 4) -> None:
+    """Raise :class:`ConfigError` for settings :func:`run_demo` cannot use; nothing is written."""
+    from stmil.synth import SynthError, check_settings
+
+    for name, value, low in (("--iterations", iterations, 1), ("--videos", n_videos, 8),
+                             ("--frames", n_frames, 16), ("--seed", seed, 0),
+                             ("n_overlays", n_overlays, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+    if n_videos % 2:
+        raise ConfigError(f"--videos must be even (half normal, half anomalous), got {n_videos}")
+    if not (isinstance(val_fraction, (int, float)) and math.isfinite(val_fraction)
+            and 0 < val_fraction < 1):
+        raise ConfigError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
+    try:
+        check_settings(n_videos=n_videos, n_frames=n_frames, seed=seed)
+    except SynthError as e:
+        raise ConfigError(str(e)) from e
+
+
+def read_marker(out: Path) -> dict | None:
+    """``OUT/demo.json`` when ``out`` is a demo output (``format``, ``settings``, ``videos``),
+    else None (no marker, not JSON, or the wrong shape)."""
+    try:
+        meta = json.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and meta.get("format") == MARKER_FORMAT
+            and isinstance(meta.get("settings"), dict) and isinstance(meta.get("videos"), list)
+            and all(isinstance(v, str) and v and "/" not in v and "\\" not in v
+                    and not v.startswith(".") for v in meta["videos"])):
+        return None
+    return meta
+
+
+def _claim(out: Path) -> dict | None:
+    """Make ``out`` the demo's folder, or refuse; returns the previous marker (None if new)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another --out")
+    old = None
+    if out.is_dir() and any(out.iterdir()):
+        old = read_marker(out)
+        if old is None:
+            raise OutputError(f"{out}: folder is not empty and is not a stmil demo output (no "
+                              f"valid {MARKER}); choose another --out or empty it")
+    check_writable(out)
+    if old is None:
+        _write_marker(out, None, [])
+    for stale in out.glob(".overlays-*.tmp"):  # overlays of a killed demo
+        shutil.rmtree(stale, ignore_errors=True)
+    return old
+
+
+def _write_marker(out: Path, settings: dict | None, videos: list[str]) -> None:
+    write_text(out / MARKER, json.dumps({"format": MARKER_FORMAT, "settings": settings or {},
+                                         "videos": sorted(videos)}, indent=1) + "\n")
+
+
+def _forget_features(feats: Path, video_ids: list[str]) -> None:
+    """Delete the feature files of ``video_ids`` (and dead writers' temporaries), nothing
+    else."""
+    for vid in video_ids:
+        for name in (f"{vid}.npy", f"{vid}.json"):
+            (feats / name).unlink(missing_ok=True)
+    remove_stale_temps(feats)
 
 
 def run_demo(
@@ -43,30 +124,44 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run the whole pipeline into ``out``; returns ``{"table", "metrics", "stage_times"}``.
+    """Run the whole pipeline into ``out``; returns ``{"table", "report", "metrics",
+    "stage_times"}``.
 
-    Every stage is resumable: the dataset is rebuilt only when its settings change, finished
-    feature files are skipped.
+    ``iterations``: training iterations per run (``None``: :data:`DEMO_ITERATIONS`). Settings are
+    checked before anything is written (:class:`ConfigError`); ``out`` must be missing, empty
+    or a previous demo output (:class:`OutputError` otherwise). Every stage is resumable: the
+    dataset is rebuilt only when its settings change or it is incomplete (and then the
+    features made from it are deleted), finished feature files are skipped.
     """
-    from stmil.synth import make_dataset
+    from stmil.synth import dataset_ready, make_dataset
+    from stmil.synth import read_marker as read_synth_marker
 
-    out = Path(out)
-    check_writable(out)
+    iterations = DEMO_ITERATIONS if iterations is None else iterations
+    check_demo_settings(n_videos, n_frames, seed, iterations, val_fraction, n_overlays)
+    out = Path(out).resolve()  # resolved once: every path below is absolute
+    footage = Path(footage).resolve() if footage else None
     data, feats, runs_dir = out / "data", out / "features", out / "runs"
     times: dict[str, float] = {}
-    iterations = iterations or DEMO_ITERATIONS
-
-    t = time.perf_counter()
     settings = {"footage": str(footage) if footage else None, "n_videos": n_videos,
                 "n_frames": n_frames, "seed": seed}
-    stamp = out / "synth-settings.json"
-    if not (stamp.is_file() and json.loads(stamp.read_text()) == settings):
-        log(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
-        shutil.rmtree(feats, ignore_errors=True)  # features of another dataset would be stale
+    synth_args = dict(footage=[footage] if footage else None, n_videos=n_videos,
+                      n_frames=n_frames, seed=seed)
+    old = _claim(out)
 
-        make_dataset(data, footage=[footage] if footage else None, n_videos=n_videos,
-                     n_frames=n_frames, seed=seed, progress=progress)
-        stamp.write_text(json.dumps(settings))
+    t = time.perf_counter()
+    ready = dataset_ready(data, **synth_args)
+    if old is None or old["settings"] != settings or not ready:
+        # The features of another (or a re-rendered) dataset are stale: delete the ones the
+        # demo made, and record the new settings before the dataset changes.
+        _forget_features(feats, old["videos"] if old else [])
+        _write_marker(out, settings, [])
+    if not ready:
+        log(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
+        make_dataset(data, **synth_args, progress=progress, overwrite=True)
+    else:
+        log(f"[1/5] synth: {data} is up to date")
+    video_ids = sorted(read_synth_marker(data)["videos"])
+    _write_marker(out, settings, video_ids)  # before extraction: a kill leaves them listed
     times["synth"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -76,7 +171,8 @@ def run_demo(
                            progress=progress, log=log)
     log("      " + summary.line())
     if summary.failed:
-        raise StmilError(f"feature extraction failed for {len(summary.failed)} videos")
+        raise StmilError(f"feature extraction failed for {len(summary.failed)} videos "
+                         f"(see {feats / 'failures.json'})")
     times["extract"] = time.perf_counter() - t
 
     results: dict[str, dict] = {}
@@ -91,25 +187,42 @@ def run_demo(
         results[name] = evaluate(data, feats, runs_dir / name, log=log)
         times["evaluate"] = times.get("evaluate", 0.0) + time.perf_counter() - t
 
-    t = time.perf_counter()
-    log("[4/5] overlays")
-    overlays = _overlays(out, results, n_overlays)
-    times["overlays"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    log("[5/5] report")
     table = format_table([(n, r) for n, r in results.items()], DEMO_TABLE_KEYS)
     runs = [{"name": n, "run": runs_dir / n, "config": _config(runs_dir / n),
              "metrics": {k: r[k] for k in r if k not in ("curves", "videos", "settings")},
              "curves": r["curves"], "videos": r["videos"]} for n, r in results.items()]
-    report = write_report(out, runs, overlays, title="stmil demo", stage_times=times)
-    times["report"] = time.perf_counter() - t
+    metrics = {r["name"]: r["metrics"] for r in runs}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".overlays-", suffix=".tmp") as tmp:
+        t = time.perf_counter()
+        log("[4/5] overlays")
+        overlays = _overlays(Path(tmp), results, n_overlays)
+        times["overlays"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        log("[5/5] report")
+        metrics_json = json.dumps(_json_safe({"settings": settings, "iterations": iterations,
+                                              "metrics": metrics}), indent=1) + "\n"
+        report = write_report(out, runs, overlays, title="stmil demo", stage_times=times,
+                              files={"metrics.json": metrics_json})
+        times["report"] = time.perf_counter() - t
     print("\n" + table)
     print("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
           + f"; total {sum(times.values()):.0f}s")
     print(f"report: {report}")
-    return {"table": table, "report": report, "stage_times": times,
-            "metrics": {n: runs[i]["metrics"] for i, n in enumerate(results)}}
+    return {"table": table, "report": report, "stage_times": times, "metrics": metrics}
+
+
+def _json_safe(x):
+    """``x`` with numpy scalars made plain and NaN/inf made null (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def _config(run: Path) -> dict:
@@ -118,8 +231,9 @@ def _config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text())
 
 
-def _overlays(out: Path, results: dict, n: int) -> list[dict]:
-    """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos."""
+def _overlays(folder: Path, results: dict, n: int) -> list[dict]:
+    """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos,
+    written into ``folder``."""
     from stmil.overlay import render_overlay
 
     method, base = results["weak-cuboid-mil"], results["grid1-baseline"]
@@ -130,8 +244,7 @@ def _overlays(out: Path, results: dict, n: int) -> list[dict]:
         scores = scores_from_maps(maps, method["settings"]["model_grid"], v.meta, v.clip_ranges)
         baseline = scores_from_maps(base_maps[v.record.video_id],
                                     base["settings"]["model_grid"], v.meta, v.clip_ranges)
-        dest = out / "overlays" / f"{v.record.video_id}.gif"
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{v.record.video_id}.gif"
         render_overlay(v.record.path, scores, dest, gt_boxes=v.record.boxes, baseline=baseline)
         done.append({"video_id": v.record.video_id, "path": dest})
     return done
