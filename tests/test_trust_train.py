@@ -363,6 +363,16 @@ def test_output_that_is_a_symlink_is_refused(tiny, finished, tmp_path):
     assert (tmp_path / "run").is_symlink() and (finished / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("out,shown", [(".", "."), ("..", ".."), ("./", "."),
+                                       ("sub/..", "sub/..")])
+def test_the_current_folder_is_never_replaced(tiny, tmp_path, monkeypatch, out, shown):
+    (tmp_path / "here" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(OutputError, match=f"^{shown}: is the current folder or holds it"):
+        train(*tiny, out, log=quiet, **FAST)
+    assert sorted(os.listdir(tmp_path)) == ["here"] and os.listdir(".") == ["sub"]
+
+
 def test_output_that_is_a_file_is_refused(tiny, tmp_path):
     (tmp_path / "run").write_text("x")
     with pytest.raises(OutputError, match="run: exists and is not a folder"):

@@ -166,6 +166,10 @@ def check_run_output(out: Path) -> None:
             os.rename(old, out)  # a commit without exchange support died between its renames
         else:
             shutil.rmtree(old)
+    here, target = Path.cwd().resolve(), Path(os.path.abspath(out))
+    if target == here or target in here.parents:
+        raise OutputError(f"{out}: is the current folder or holds it; pass a run folder inside "
+                          "it, for example runs/mil")
     if out.is_symlink():
         raise OutputError(f"{out}: is a symbolic link; pass the folder it points to as --out")
     if not out.exists():
