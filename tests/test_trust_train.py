@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -399,6 +400,15 @@ def test_commit_folder_swaps_whole_folders(tmp_path, monkeypatch, exchange):
     assert os.listdir(tmp_path) == ["out"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_exchange_swaps_two_folders_in_one_call(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    assert R._exchange(tmp_path / "a", tmp_path / "b")  # supported here: no fallback
+    assert os.listdir(tmp_path / "b") == ["x"] and os.listdir(tmp_path / "a") == []
+
+
 def test_a_commit_killed_between_fallback_renames_is_undone(tiny, tmp_path, finished):
     """Without RENAME_EXCHANGE a kill between the two renames leaves ``.out.stmil-old``."""
     old = tmp_path / ".run.stmil-old"
@@ -758,7 +768,6 @@ def test_model_file_gets_usual_permissions(finished):
 def test_training_imports_neither_pyav_nor_the_network():
     """Architecture issue: train reads features through the store, never decodes or runs I3D."""
     import subprocess
-    import sys
 
     code = ("import sys, stmil.train, stmil.run, stmil.train_config; "
             "print(sorted(m for m in ('av', 'stmil.i3d', 'stmil.extract', 'stmil.weights') "
