@@ -235,6 +235,8 @@ def test_mixed_feature_settings_are_refused(tiny_copy, tmp_path, key, value):
     meta = json.loads((feats / f"{odd}.json").read_text())
     meta[key] = value
     (feats / f"{odd}.json").write_text(json.dumps(meta))
+    if key == "grid":  # a consistent pair of another grid (the reader checks the array's shape)
+        np.save(feats / f"{odd}.npy", np.load(feats / f"{odd}.npy")[:, : value * value])
     with pytest.raises(FeatureError, match=f"disagree on {key}.*{odd}"):
         train(data, feats, tmp_path / "r", log=quiet, **FAST)
 
