@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
+from stmil.datasets import load_dataset
 from stmil.evaluate import METRIC_KEYS, read_metrics
+from stmil.metrics import frame_labels
 from stmil.synth import make_dataset
 
 from .conftest import assert_one_line_error, run_cli
@@ -64,6 +68,20 @@ def test_pipeline(synth, tmp_path, capsys):
     assert code == 0, err
     g1_test = read_metrics(g1)["test"][str(root.resolve())]
     assert g1_test["settings"]["model_grid"] == 1 and g1_test["settings"]["n_videos"] == 2
+    # Its frame AUC recomputed apart from evaluate: the grid-1 run's scores of the test features
+    # (one score fills each clip's 7x7 map) ranked against the annotated frames by sklearn.
+    tests = load_dataset(root, "test")
+    code, out, err = run(capsys, "score", *[feats / f"{r.video_id}.npy" for r in tests],
+                         "--model", g1, "--out", tmp_path / "g1-scores", "--quiet")
+    assert code == 0, err
+    ys, ss = [], []
+    for r in tests:
+        res = json.loads((tmp_path / "g1-scores" / f"{r.video_id}.scores.json").read_text())
+        maps = np.array(res["clip_maps"]).reshape(len(res["clip_maps"]), 49)
+        assert (maps == maps[:, :1]).all()
+        ss += res["frame_scores"]
+        ys += frame_labels(list(r.intervals), res["n_frames"]).tolist()
+    assert g1_test["frame_auc"] == pytest.approx(roc_auc_score(ys, ss), abs=1e-5)
     # The train split of the same run is recorded beside the test split, not over it.
     code, out, err = run(capsys, "evaluate", "--data", root, "--features", feats, "--model", mil,
                          "--split", "train", "--quiet")
