@@ -284,3 +284,29 @@ def test_demo_marks_its_folder_first_and_forgets_only_its_features(tmp_path, mon
     assert json.loads((tmp_path / "P" / "demo.json").read_text())["settings"]["n_frames"] == 20
     assert json.loads((tmp_path / "P" / "data" / "synth.json").read_text())[
         "settings"]["n_frames"] == 20
+
+
+@pytest.mark.parametrize("left", [[".synth.json.{pid}.k1ll3dxx.tmp"], []])
+def test_synth_after_a_kill_before_its_marker(tmp_path, left):
+    """A kill while the first marker was being written leaves only its temporary: the folder
+    is still synth's to use (and the dead writer's temporary goes)."""
+    (tmp_path / "ds").mkdir()
+    for name in left:
+        (tmp_path / "ds" / name.format(pid=DEAD)).write_bytes(b"{")
+    make_dataset(tmp_path / "ds", seed=0, **TINY)
+    assert not [p for p in (tmp_path / "ds").rglob("*") if p.name.endswith(".tmp")]
+    assert json.loads((tmp_path / "ds" / "synth.json").read_text())["complete"] is True
+
+
+@pytest.mark.parametrize("left", [[".writable.{pid}.k1ll3dxx.tmp"],
+                                  [".demo.json.{pid}.k1ll3dxx.tmp"],
+                                  [".writable.{pid}.k1ll3dxx.tmp",
+                                   ".demo.json.{pid}.abcdefgh.tmp"]])
+def test_demo_after_a_kill_before_its_marker(tmp_path, no_extraction, left):
+    out = tmp_path / "P"
+    out.mkdir()
+    for name in left:
+        (out / name.format(pid=DEAD)).write_bytes(b"")
+    with pytest.raises(AssertionError, match="past its checks"):
+        demo_mod.run_demo(out, n_videos=8, n_frames=16, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == ["data", "demo.json"]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stmil.atomic import check_writable, remove_stale_temps, write_text
+from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps, write_text
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluate import evaluate, format_table
 from stmil.extract import ExtractSettings, FeatureExtractor, extract_many
@@ -84,7 +84,8 @@ def _claim(out: Path) -> dict | None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; choose another --out")
     old = None
-    if out.is_dir() and any(out.iterdir()):
+    # a kill before the first marker can leave only temporaries of the probe or the marker
+    if out.is_dir() and any(not _own_temp(e.name) for e in out.iterdir()):
         old = read_marker(out)
         if old is None:
             raise OutputError(f"{out}: folder is not empty and is not a stmil demo output (no "
@@ -92,9 +93,16 @@ def _claim(out: Path) -> dict | None:
     check_writable(out)
     if old is None:
         _write_marker(out, None, [])
+    remove_stale_temps(out)
     for stale in out.glob(".overlays-*.tmp"):  # overlays of a killed demo
         shutil.rmtree(stale, ignore_errors=True)
     return old
+
+
+def _own_temp(name: str) -> bool:
+    """``name`` is a temporary of the writability probe or of ``demo.json`` (stmil.atomic)."""
+    m = TEMP_PATTERN.fullmatch(name)
+    return bool(m) and m["name"] in ("writable", MARKER)
 
 
 def _write_marker(out: Path, settings: dict | None, videos: list[str]) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stmil.atomic import remove_stale_temps
+from stmil.atomic import TEMP_PATTERN, remove_stale_temps
 from stmil.errors import StmilError
 from stmil.synth_events import KINDS, fit_box, make_event
 from stmil.synth_footage import Footage, FootageClip, FootageError, load_footage, probe_footage
@@ -213,6 +213,12 @@ def _inside_root(rel: str) -> bool:
             and p.parts[0] not in (MARKER, "."))
 
 
+def _own_temp(name: str, *dests: str) -> bool:
+    """``name`` is an atomic write's temporary of one of ``dests`` (see stmil.atomic)."""
+    m = TEMP_PATTERN.fullmatch(name)
+    return bool(m) and m["name"] in dests
+
+
 def _diff(old: dict, new: dict) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
@@ -226,8 +232,9 @@ def _claim(root: Path, seed: int, settings: dict, plans: list[Plan], overwrite: 
     """
     if root.exists() and not root.is_dir():
         raise SynthError(f"{root}: exists and is not a folder; choose another --out")
-    try:
-        entries = list(root.iterdir()) if root.is_dir() else []
+    try:  # a kill before the first marker can leave only the marker's temporary
+        entries = [e for e in (root.iterdir() if root.is_dir() else ())
+                   if not _own_temp(e.name, MARKER)]
     except OSError as e:
         raise SynthError(f"cannot write the dataset to {root}: {e.strerror or e}") from e
     old = read_marker(root) if entries else None
@@ -241,20 +248,18 @@ def _claim(root: Path, seed: int, settings: dict, plans: list[Plan], overwrite: 
             raise SynthError(f"{root}: holds a synth output with other settings "
                              f"({_diff(old_settings, new_settings)}); pass --overwrite to "
                              "replace it, or choose another --out")
-    try:
-        (root / "readme" / "Txt annotations").mkdir(parents=True, exist_ok=True)
-        (root / "videos").mkdir(exist_ok=True)
-        probe = root / ".synth-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SynthError(f"cannot write the dataset to {root}: {e.strerror or e}") from e
     new_files = owned_files(plans)
     old_files = old["files"] if old is not None else []
     every = sorted(set(old_files) | set(new_files))
-    write_text(root / MARKER, json.dumps({"format": MARKER_FORMAT, "complete": False,
-                                          "seed": seed, "settings": settings,
-                                          "files": every}, indent=1) + "\n")
+    try:  # the marker first: whatever happens next, the folder is provably synth's
+        root.mkdir(parents=True, exist_ok=True)
+        write_text(root / MARKER, json.dumps({"format": MARKER_FORMAT, "complete": False,
+                                              "seed": seed, "settings": settings,
+                                              "files": every}, indent=1) + "\n")
+        (root / "readme" / "Txt annotations").mkdir(parents=True, exist_ok=True)
+        (root / "videos").mkdir(exist_ok=True)
+    except OSError as e:
+        raise SynthError(f"cannot write the dataset to {root}: {e.strerror or e}") from e
     for rel in set(old_files) - set(new_files):
         (root / rel).unlink(missing_ok=True)
     for rel in every:  # a video temporary of an older stmil's killed run: <name>.tmp
