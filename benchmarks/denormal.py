@@ -1,7 +1,7 @@
 """Print how much slower a CPU matmul gets when the weights hold denormal floats.
 
 Adagrad's weight decay shrinks the weights of dead ReLU units geometrically into denormal
-float32 values (below 1.18e-38); ``stmil.train`` zeroes them after every step
+float32 values (below 1.18e-38); ``stmil.mil.train`` zeroes them after every step
 (``_flush_denormals``). This times the scorer's first layer, ``x @ W.T`` with ``x`` of
 ``--rows`` instances x 528 and ``W`` 512 x 528, for three weight matrices: normal values; the
 same with ``--dead`` of the rows (dead units) set to denormal values; and those rows zeroed as

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.demo import RUNS, run_demo
-from stmil.evaluate import evaluate
+from stmil.evaluation.evaluate import evaluate
 
 KEYS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy",
         "false_alarm_rate")

@@ -1,18 +1,22 @@
 """End-to-end feature extraction from video files: throughput, stage breakdown and memory.
 
-Runs the real path, :func:`stmil.extract.extract_video` then :func:`stmil.extract.write_features`
+Runs the real path, :func:`stmil.features.extract.extract_video` then
+:func:`stmil.features.extract.write_features`
 for every video, and reports clips/s and the real-time factor (seconds of video per second of
 wall time). Then each stage runs alone over the same videos:
 
-- decode+convert: :func:`stmil.video.iter_frames` (PyAV decode and conversion to RGB24);
-- resize/normalise: :func:`stmil.video.to_model_input` on every frame, one at a time as
-  ``iter_clips`` calls it (frames are decoded untimed; only the calls are timed);
-- clips: :func:`stmil.video.iter_clips`, i.e. decode + resize + clip assembly, the whole input
+- decode+convert: :func:`stmil.features.video.iter_frames` (PyAV decode and conversion to RGB24);
+- resize/normalise: :func:`stmil.features.video.to_model_input` on every frame, one at a time as
+  ``iter_clips`` calls it (frames are decoded untimed; only the calls are
+  timed);
+- clips: :func:`stmil.features.video.iter_clips`, i.e. decode + resize + clip assembly, the whole
+input
   side of the pipeline;
-- model: :class:`stmil.extract.FeatureExtractor` (I3D + cuboid pooling) on batches of the same
+- model: :class:`stmil.features.extract.FeatureExtractor` (I3D + cuboid pooling) on batches of the
+  same
   sizes the videos produce. The batches hold real clips cut from the first video; the network's
   cost does not depend on pixel values;
-- write: :func:`stmil.extract.write_features` (``np.save`` + JSON, atomic) of each video's
+- write: :func:`stmil.features.extract.write_features` (``np.save`` + JSON, atomic) of each video's
   features.
 
 Before anything is timed, the model is called once with every batch size the videos will
@@ -56,15 +60,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stmil.extract import (
+from stmil.features.extract import (
     ExtractSettings,
     FeatureExtractor,
     extract_video,
     find_videos,
     write_features,
 )
-from stmil.synth_write import VideoWriter
-from stmil.video import iter_clips, iter_frames, probe, to_model_input
+from stmil.features.video import iter_clips, iter_frames, probe, to_model_input
+from stmil.synth.write import VideoWriter
 
 WIDTH, HEIGHT, FPS = 320, 240, 30
 

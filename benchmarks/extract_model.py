@@ -5,17 +5,20 @@ Each row runs one setting of the network on a batch of clips that is already on 
 calls; clips/s is the batch size over the median call time. The relative L2 error of each
 setting's output is measured against the stmil model in fp32 (contiguous layout, TF32 off) on
 the same device and the same clips. Those clips are REAL frames: consecutive 16-frame clips cut
-from ``data/vtest.avi`` by :func:`stmil.video.iter_clips` (repeated when the batch is bigger than
+from ``data/vtest.avi`` by :func:`stmil.features.video.iter_clips` (repeated when the batch is
+bigger than
 the video), or uniform random clips in [-1, 1] when that file is missing.
 
 Settings (``--settings`` picks a comma-separated subset by key):
 
 - ``naive``: ``benchmarks/naive_i3d.py`` (Conv3d + BatchNorm3d per unit, unfused 1x1 branches,
-  ``F.pad`` on every call), fp32, contiguous. The speed-up column is relative to it.
-- ``fp32``: :func:`stmil.weights.load_i3d` (BatchNorm folded, fused 1x1 convolutions), fp32,
+  ``F.pad`` on every call), fp32, contiguous. The speed-up column is relative to
+  it.
+- ``fp32``: :func:`stmil.features.weights.load_i3d` (BatchNorm folded, fused 1x1 convolutions),
+  fp32,
   contiguous.
 - ``fp32-cl``: the same with ``channels_last_3d`` model and input (what
-  :class:`stmil.extract.FeatureExtractor` uses on CPU).
+  :class:`stmil.features.extract.FeatureExtractor` uses on CPU).
 - ``bf16``: ``torch.autocast`` to bfloat16 (``cpu`` or ``cuda``), contiguous.
 - ``bf16-cl``: bfloat16 autocast with ``channels_last_3d``.
 - CUDA only: ``tf32`` (TF32 convolutions and matmuls, contiguous), ``tf32-bench`` (the same with
@@ -56,9 +59,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from naive_i3d import build_naive, rel_l2  # noqa: E402
 
-from stmil.i3d import ENDPOINTS  # noqa: E402
-from stmil.video import iter_clips  # noqa: E402
-from stmil.weights import load_i3d  # noqa: E402
+from stmil.features.i3d import ENDPOINTS  # noqa: E402
+from stmil.features.video import iter_clips  # noqa: E402
+from stmil.features.weights import load_i3d  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CL = torch.channels_last_3d

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stmil.video import iter_clips
-from stmil.weights import load_i3d, read_numpy_pickle, source_path
+from stmil.features.video import iter_clips
+from stmil.features.weights import load_i3d, read_numpy_pickle, source_path
 
 CASES = [("Mixed_4e", (1, 16, 224, 224, 3)), ("Mixed_4e", (2, 13, 101, 83, 3)),
          ("Logits", (1, 16, 224, 224, 3))]

@@ -5,15 +5,15 @@ This is the kind of port one writes first (and the public ports look like): ever
 the affine weight is fixed at 1), each branch of an inception module has its own 1x1
 convolution (no fusion), TF "SAME" padding is computed and applied with ``F.pad`` on every
 convolution and pooling call (stride-1 layers included), and tensors stay in the default
-contiguous layout. :mod:`stmil.i3d` is the same network with BatchNorm folded into the
+contiguous layout. :mod:`stmil.features.i3d` is the same network with BatchNorm folded into the
 convolutions, the three 1x1 reductions fused, symmetric padding left to the ops and, on CPU,
 ``channels_last_3d``.
 
 Max pooling pads with zeros, as the public ports do. Every pooled tensor here comes out of a
 ReLU (>= 0), so zero padding gives exactly TF's result.
 
-It reads the same converted weights, :func:`stmil.weights.load_raw`, and matches
-:func:`stmil.weights.load_i3d` to about 1e-6 relative. Check::
+It reads the same converted weights, :func:`stmil.features.weights.load_raw`, and matches
+:func:`stmil.features.weights.load_i3d` to about 1e-6 relative. Check::
 
     STMIL_CACHE=/tmp/stmilcache .venv/bin/python benchmarks/naive_i3d.py --size 64
 """
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stmil.i3d import _MIXED, ENDPOINTS, endpoint_channels, mixed_channels
-from stmil.weights import KINETICS400_RGB, load_i3d, load_raw
+from stmil.features.i3d import _MIXED, ENDPOINTS, endpoint_channels, mixed_channels
+from stmil.features.weights import KINETICS400_RGB, load_i3d, load_raw
 
 
 def tf_same_pads(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]) -> list:

@@ -7,20 +7,21 @@ seconds per iteration (median over the timed iterations) and that times 3000.
 
 Two modes (``--mode``, either or both):
 
-- ``loop`` (default): the inner loop of :func:`stmil.train.train`, step for step: the same
+- ``loop`` (default): the inner loop of :func:`stmil.mil.train.train`, step for step: the same
   sampling (``rng.choice`` without replacement), the batch read as
   ``bags[idx].astype(float32)`` from a memory-mapped float16 ``bags.npy`` (exactly how
-  ``train()`` holds its bags), :class:`stmil.mil.Scorer`, :func:`stmil.mil.mil_ranking_loss` and
+  ``train()`` holds its bags), :class:`stmil.mil.model.Scorer`,
+  :func:`stmil.mil.model.mil_ranking_loss` and
   Adagrad with ``train()``'s defaults (lr, weight decay, lambdas, dropout are read from
-  :data:`stmil.train.TRAIN_DEFAULTS`). The bags file is written directly (L2-normalised random
+  :data:`stmil.mil.train.TRAIN_DEFAULTS`). The bags file is written directly (L2-normalised random
   instances). Each iteration is split into gather (memmap read + float32 conversion), forward
   (+ loss) and backward (+ optimiser step). ``--bf16`` adds a row with the scorer's forward under
   ``torch.autocast(bfloat16)`` (CPU: AMX/AVX-512 BF16 where present); the loss is computed in
   float32.
-- ``train``: calls :func:`stmil.train.train` itself on synthetic feature files in the real
+- ``train``: calls :func:`stmil.mil.train.train` itself on synthetic feature files in the real
   format (``<id>.npy`` float16 ``(clips, 49, 528)`` + ``<id>.json``) with a UCF-Crime
   ``Anomaly_Train.txt`` list. ``train()`` builds its memory-mapped bags, which this script
-  confirms by wrapping ``stmil.train._build_bags``. The reported s/iteration is ``train()``'s
+  confirms by wrapping ``stmil.mil.train._build_bags``. The reported s/iteration is ``train()``'s
   own loop time over its iterations (no warm-up); set-up (feature checks, bag building) is
   reported apart. With ``--bf16`` the whole call runs under ``torch.autocast`` (the loss too).
   At full size the feature files take 1610 x 1.6 MB = 2.6 GB and ``train()``'s bags another
@@ -52,10 +53,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import stmil.train as stmil_train
-from stmil.mil import Scorer, mil_ranking_loss
-from stmil.train import TRAIN_DEFAULTS
-from stmil.weights import KINETICS400_RGB
+import stmil.mil.train as stmil_train
+from stmil.features.weights import KINETICS400_RGB
+from stmil.mil.model import Scorer, mil_ranking_loss
+from stmil.mil.train import TRAIN_DEFAULTS
 
 D = TRAIN_DEFAULTS
 RUN_ITERATIONS = 3000
@@ -163,7 +164,7 @@ def write_dataset(root: Path, n_bags: int, n_anom: int, clips: int, grid: int,
 
 
 def run_train(data: Path, feats: Path, out: Path, args: argparse.Namespace, bf16: bool) -> dict:
-    """Call ``stmil.train.train``; record what ``_build_bags`` returned and how long it took."""
+    """Call ``stmil.mil.train.train``; record what ``_build_bags`` returned and how long it took."""
     seen: dict = {}
     original = stmil_train._build_bags
 

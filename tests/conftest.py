@@ -83,7 +83,7 @@ def _weights_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def extractor():
-    from stmil.extract import FeatureExtractor
+    from stmil.features.extract import FeatureExtractor
 
     return FeatureExtractor(device="cpu")
 

@@ -12,9 +12,9 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from stmil.datasets import load_dataset
-from stmil.evaluate import METRIC_KEYS, read_metrics
-from stmil.metrics import frame_labels
-from stmil.synth import make_dataset
+from stmil.evaluation.evaluate import METRIC_KEYS, read_metrics
+from stmil.evaluation.metrics import frame_labels
+from stmil.synth.dataset import make_dataset
 
 from .conftest import assert_one_line_error, run_cli
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from stmil.demo import DEMO_TABLE_KEYS
-from stmil.report import referenced_files
+from stmil.evaluation.report import referenced_files
 
 from .conftest import run_cli
 

@@ -11,11 +11,11 @@ import pytest
 from safetensors.numpy import load_file
 
 from stmil.cuboids import cuboid_boxes
-from stmil.extract import ExtractSettings, extract_video
-from stmil.features import load_features, meta_clip_ranges
-from stmil.run import load_model
+from stmil.features.extract import ExtractSettings, extract_video
+from stmil.features.store import load_features, meta_clip_ranges
+from stmil.mil.run import load_model
+from stmil.mil.train import train
 from stmil.score import frame_to_clip, predicted_boxes, score_features, score_inputs
-from stmil.train import train
 from tests.conftest import ramp_frames, write_video
 from tests.planted import make_planted
 

@@ -11,10 +11,10 @@ import av
 import pytest
 
 from stmil import demo as demo_mod
-from stmil import synth as synth_mod
-from stmil import synth_write
 from stmil.datasets import load_dataset
-from stmil.synth import SynthError, make_dataset, plan_videos
+from stmil.synth.dataset import SynthError, make_dataset, plan_videos
+from stmil.synth.dataset import dataset as synth_mod
+from stmil.synth.dataset import write as synth_write
 
 from .conftest import assert_one_line_error, run_cli
 

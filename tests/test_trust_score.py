@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from stmil.errors import ConfigError
-from stmil.evaluate import METRIC_KEYS, evaluate, read_metrics, record_metrics
+from stmil.evaluation.evaluate import METRIC_KEYS, evaluate, read_metrics, record_metrics
+from stmil.mil.train import train
 from stmil.score import score_inputs, write_scores
-from stmil.train import train
 from tests.conftest import assert_one_line_error, run_cli
 from tests.planted import make_planted
 
@@ -379,8 +379,9 @@ def test_evaluate_refuses_a_box_beyond_the_video_naming_file_and_line(planted, f
 
 
 def test_importing_evaluate_loads_neither_i3d_nor_a_video_decoder():
-    code = ("import sys, stmil.evaluate, stmil.score; "
-            "print(sorted(m for m in ('av', 'stmil.i3d', 'stmil.extract', 'stmil.weights') "
+    code = ("import sys, stmil.evaluation.evaluate, stmil.score; "
+            "print(sorted(m for m in ('av', 'stmil.features.i3d', "
+            "'stmil.features.extract', 'stmil.features.weights') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -35,7 +35,7 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
 
 
 def _extract_settings(args: argparse.Namespace):
-    from stmil.extract import ExtractSettings
+    from stmil.features.extract import ExtractSettings
 
     return ExtractSettings(args.clip_len, args.stride, args.size, args.fps, args.tail,
                            args.batch_size)
@@ -43,7 +43,7 @@ def _extract_settings(args: argparse.Namespace):
 
 @command
 def cmd_extract(args: argparse.Namespace) -> int:
-    from stmil.extract import FeatureExtractor, extract_many
+    from stmil.features.extract import FeatureExtractor, extract_many
 
     settings = _extract_settings(args)  # validated before the network loads
     extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
@@ -58,7 +58,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 @command
 def cmd_classify(args: argparse.Namespace) -> int:
-    from stmil.classify import classify_video
+    from stmil.features.classify import classify_video
 
     top = classify_video(args.video, top=args.top, device=args.device)
     if args.json:
@@ -71,8 +71,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from stmil.train import train
-    from stmil.train_config import FIELDS, PATH_KEYS, read_config
+    from stmil.mil.config import FIELDS, PATH_KEYS, read_config
+    from stmil.mil.train import train
 
     if args.old_grid is not None:
         raise ConfigError("train --grid was renamed: use --instances frame (was --grid 1, the "
@@ -91,8 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train_settings(p: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~stmil.train_config.TrainConfig` field (``--n-segments``...)."""
-    from stmil.train_config import FIELDS, field_type
+    """One flag per :class:`~stmil.mil.config.TrainConfig` field (``--n-segments``...)."""
+    from stmil.mil.config import FIELDS, field_type
 
     for name, f in FIELDS.items():
         flag, typ, rule = "--" + name.replace("_", "-"), field_type(name), f.metadata
@@ -120,7 +120,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 @command
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stmil.evaluate import METRIC_KEYS, compare_table, evaluate, format_table
+    from stmil.evaluation.evaluate import METRIC_KEYS, compare_table, evaluate, format_table
 
     if args.compare:
         print(compare_table(args.compare))
@@ -137,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @command
 def cmd_synth(args: argparse.Namespace) -> int:
-    from stmil.synth import make_dataset
+    from stmil.synth.dataset import make_dataset
 
     summary = make_dataset(Path(args.out), footage=args.footage, n_videos=args.videos,
                            seed=args.seed, n_frames=args.frames, progress=not args.quiet,

@@ -7,7 +7,8 @@ validation split carved from train; the test split is only evaluated.
 The output folder is the demo's own: ``demo.json`` (written first) marks it and records the
 dataset settings and the videos whose features the demo extracts. The demo refuses a non-empty
 folder without that marker, and on a rerun with other settings it replaces only what it wrote
-(its dataset through :func:`stmil.synth.make_dataset`, the feature files its marker lists, its
+(its dataset through :func:`stmil.synth.dataset.make_dataset`, the feature files its marker lists,
+its
 run folders through training); anything else in the folder is left alone. Its layout::
 
     OUT/demo.json  OUT/data/  OUT/features/  OUT/runs/<run>/
@@ -26,11 +27,11 @@ from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps, write_text
 from stmil.errors import ConfigError, OutputError, StmilError
-from stmil.evaluate import evaluate, format_table
-from stmil.extract import ExtractSettings, FeatureExtractor, extract_many
-from stmil.report import write_report
+from stmil.evaluation.evaluate import evaluate, format_table
+from stmil.evaluation.report import write_report
+from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
+from stmil.mil.train import train
 from stmil.score import scores_from_maps
-from stmil.train import train
 
 DEMO_TABLE_KEYS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy")
 RUNS = {
@@ -46,7 +47,7 @@ MARKER_FORMAT = "stmil-demo"
 def check_demo_settings(n_videos: int, n_frames: int, seed: int, iterations: int,
                         val_fraction: float = 0.25, n_overlays: int = 4) -> None:
     """Raise :class:`ConfigError` for settings :func:`run_demo` cannot use; nothing is written."""
-    from stmil.synth import SynthError, check_settings
+    from stmil.synth.dataset import SynthError, check_settings
 
     for name, value, low in (("--iterations", iterations, 1), ("--videos", n_videos, 8),
                              ("--frames", n_frames, 16), ("--seed", seed, 0),
@@ -141,8 +142,8 @@ def run_demo(
     dataset is rebuilt only when its settings change or it is incomplete (and then the
     features made from it are deleted), finished feature files are skipped.
     """
-    from stmil.synth import dataset_ready, make_dataset
-    from stmil.synth import read_marker as read_synth_marker
+    from stmil.synth.dataset import dataset_ready, make_dataset
+    from stmil.synth.dataset import read_marker as read_synth_marker
 
     iterations = DEMO_ITERATIONS if iterations is None else iterations
     check_demo_settings(n_videos, n_frames, seed, iterations, val_fraction, n_overlays)
@@ -242,7 +243,7 @@ def _config(run: Path) -> dict:
 def _overlays(folder: Path, results: dict, n: int) -> list[dict]:
     """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos,
     written into ``folder``."""
-    from stmil.overlay import render_overlay
+    from stmil.evaluation.overlay import render_overlay
 
     method, base = results["weak-cuboid-mil"], results["grid1-baseline"]
     base_maps = {v.record.video_id: maps for v, maps in base["videos"]}

@@ -18,14 +18,14 @@ import torch
 from tqdm import tqdm
 
 from stmil.atomic import atomic_write, check_writable
-from stmil.bags import l2_normalise
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets.folder import VIDEO_EXTENSIONS, find_videos
 from stmil.errors import ConfigError, ModelError, OutputError
-from stmil.features import FeatureError, load_features, meta_clip_ranges
-from stmil.metrics import frame_scores_from_clips
-from stmil.mil import Scorer
-from stmil.run import load_model
+from stmil.evaluation.metrics import frame_scores_from_clips
+from stmil.features.store import FeatureError, load_features, meta_clip_ranges
+from stmil.mil.bags import l2_normalise
+from stmil.mil.model import Scorer
+from stmil.mil.run import load_model
 
 
 def check_model_features(config: dict, meta: dict, where: str | Path) -> None:
@@ -227,7 +227,7 @@ def score_inputs(
                 features, meta = load_features(path.parent, path.stem)
                 check_model_features(config, meta, path)
             else:
-                from stmil.extract import ExtractSettings, FeatureExtractor, extract_video
+                from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_video
 
                 if extractor is None:
                     extractor = FeatureExtractor(config["endpoint"], config["feature_grid"],
@@ -243,7 +243,7 @@ def score_inputs(
                                     threshold)
             written.append(write_scores(out_dir, path.stem, result))
             if overlay:
-                from stmil.overlay import render_overlay
+                from stmil.evaluation.overlay import render_overlay
 
                 written.append(render_overlay(source, result,
                                               out_dir / f"{path.stem}.overlay.mp4"))

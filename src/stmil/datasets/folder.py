@@ -46,7 +46,8 @@ from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split
 from stmil.datasets.record import Box, VideoRecord
 
-# The same list as stmil.video.VIDEO_EXTENSIONS, kept here so that datasets need no video decoder.
+# The same list as stmil.features.video.VIDEO_EXTENSIONS, kept here so that datasets need no video
+# decoder.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg",
                     ".flv")
 NORMAL_DIR = "normal"

@@ -1,0 +1,1 @@
+"""Metrics, the evaluate command, overlays and the HTML report."""

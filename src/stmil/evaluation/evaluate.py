@@ -1,0 +1,318 @@
+"""Dataset + model + features -> temporal and spatiotemporal metrics (see docs/metrics.md).
+
+Each run keeps every evaluation in ``RUN/metrics.json``, one result per split and per dataset
+root (see ``docs/formats.md``): :func:`read_metrics` is its one reader and :func:`record_metrics`
+its one writer. Evaluating another split or dataset adds a result; it never replaces another's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from stmil.atomic import atomic_write
+from stmil.cuboids import cuboid_boxes
+from stmil.datasets import load_dataset
+from stmil.errors import ModelError, OutputError
+from stmil.evaluation import metrics as M
+from stmil.features.store import VideoFeatures, load_dataset_features
+from stmil.mil.run import load_model
+from stmil.score import check_model_features, clip_maps, frame_to_clip
+
+METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel_auroc",
+               "pointing_accuracy")
+METRICS_FILE = "metrics.json"
+METRICS_VERSION = 2
+SPLIT_ORDER = ("test", "train", "all")
+
+
+def evaluate(
+    data: str | Path,
+    features: str | Path,
+    run: str | Path,
+    *,
+    split: str = "test",
+    format: str = "auto",
+    overlap: float = 0.25,
+    threshold: float = 0.5,
+    pixel_frames: int = 16,
+    skip_missing: bool = False,
+    json_out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """All metrics of ``run`` on ``split``; recorded in ``run/metrics.json`` under the split
+    and the dataset root (other splits and datasets are kept), and written alone to
+    ``json_out`` when given.
+
+    ``pixel_frames`` caps the annotated frames per video used for ``pixel_auroc`` (evenly
+    spaced). Returns the metrics and settings, plus (not written to JSON) ``"curves"``: the
+    frame and cuboid (scores, labels) arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs
+    with each test video's cuboid maps ``(n_clips, G*G)``.
+    """
+    model, config = load_model(run)
+    read_metrics(run)  # refuse a metrics.json that is not ours before any work is done
+    if json_out is not None:
+        check_json_out(json_out, run)
+    records = load_dataset(data, split, format)
+    videos = load_dataset_features(records, features, skip_missing, log=log)
+    check_model_features(config, videos[0].meta, run)
+    per_video = [clip_maps(model, config, v.features) for v in videos]
+    result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
+    result["settings"] = {"data": str(data), "features": str(features), "run": str(run),
+                          "split": split, "overlap": overlap, "threshold": threshold,
+                          "pixel_frames": pixel_frames, "n_videos": len(videos),
+                          "model_grid": config["grid"], "supervision": config["supervision"]}
+    saved = {k: v for k, v in result.items() if k not in ("curves", "videos")}
+    record_metrics(run, saved)
+    if json_out is not None:
+        _write_json(Path(json_out), saved)
+    result["videos"] = list(zip(videos, per_video))
+    return result
+
+
+def dataset_key(data: str | Path) -> str:
+    """How ``metrics.json`` names a dataset: its root folder, resolved."""
+    return str(Path(data).resolve())
+
+
+def _bad_metrics(path: Path, problem: str) -> ModelError:
+    return ModelError(f"{path}: not a stmil metrics file ({problem}); move it away or delete it, "
+                      "then run stmil evaluate again")
+
+
+def check_result(path: Path, where: str, entry: object) -> dict:
+    """Validate one evaluation result (metrics and settings); ``where`` names it in errors."""
+    if not isinstance(entry, dict):
+        raise _bad_metrics(path, f"{where}: expected an object, got {type(entry).__name__}")
+    missing = [k for k in (*METRIC_KEYS, "settings") if k not in entry]
+    if missing:
+        raise _bad_metrics(path, f"{where}: missing keys {', '.join(missing)}")
+    for key in METRIC_KEYS:
+        v = entry[key]
+        ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) and 0.0 <= v <= 1.0)
+        if not ok:
+            raise _bad_metrics(path, f"{where}: {key} must be a number in [0, 1] or null, "
+                               f"got {v!r}")
+    s = entry["settings"]
+    if not (isinstance(s, dict) and isinstance(s.get("split"), str)
+            and isinstance(s.get("data"), str)):
+        raise _bad_metrics(path, f"{where}: settings must be an object with split and data")
+    return entry
+
+
+def _load_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise _bad_metrics(path, f"not UTF-8 text at byte {e.start}") from e
+    except json.JSONDecodeError as e:
+        raise _bad_metrics(path, f"invalid JSON at line {e.lineno} column {e.colno}") from e
+
+
+def read_metrics(run: str | Path) -> dict[str, dict[str, dict]]:
+    """Every evaluation recorded in ``run/metrics.json``: split -> dataset root -> result.
+
+    An absent file gives ``{}``. A file of the first format (one flat result) is read as that
+    one result. Anything else raises :class:`ModelError` naming the file.
+    """
+    path = Path(run) / METRICS_FILE
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise _bad_metrics(path, "not a file")
+    data = _load_json(path)
+    if isinstance(data, dict) and "settings" in data and "results" not in data:
+        entry = check_result(path, "result", data)  # first format: one flat result
+        return {entry["settings"]["split"]: {dataset_key(entry["settings"]["data"]): entry}}
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        got = type(data).__name__ if not isinstance(data, dict) else "no 'results' object"
+        raise _bad_metrics(path, f"expected an object with 'version' and 'results', got {got}")
+    if data.get("version") != METRICS_VERSION:
+        raise _bad_metrics(path, f"version {data.get('version')!r}, expected {METRICS_VERSION}")
+    out: dict[str, dict[str, dict]] = {}
+    for split, by_data in data["results"].items():
+        if not isinstance(by_data, dict):
+            raise _bad_metrics(path, f"results.{split}: expected an object keyed by dataset root")
+        out[split] = {root: check_result(path, f"results.{split}[{root!r}]", entry)
+                      for root, entry in by_data.items()}
+    return out
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (POSIX), so concurrent writers take turns."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def record_metrics(run: str | Path, result: dict) -> Path:
+    """Add ``result`` to ``run/metrics.json`` under its split and dataset root, atomically.
+
+    The result of the same split and dataset is replaced; all others are kept.
+    """
+    run = Path(run)
+    path = run / METRICS_FILE
+    check_result(path, "new result", result)
+    with _locked(run):
+        results = read_metrics(run)
+        split = result["settings"]["split"]
+        results.setdefault(split, {})[dataset_key(result["settings"]["data"])] = result
+        _write_json(path, {"version": METRICS_VERSION, "results": results})
+    return path
+
+
+def check_json_out(json_out: str | Path, run: str | Path) -> None:
+    """Refuse a ``--json`` path that cannot be written or holds something not ours."""
+    dest = Path(json_out)
+    if dest.resolve() == (Path(run) / METRICS_FILE).resolve():
+        raise OutputError(f"{dest}: is the run's own {METRICS_FILE}; give --json another path")
+    if dest.is_dir():
+        raise OutputError(f"{dest}: is a folder; give --json a file path like {dest / 'm.json'}")
+    if not dest.parent.is_dir():
+        raise OutputError(f"{dest}: folder {dest.parent} does not exist; create it first")
+    if dest.exists():
+        try:
+            check_result(dest, "result", _load_json(dest))
+        except ModelError as e:
+            raise OutputError(f"{dest}: exists and is not a stmil evaluation result; "
+                              "refusing to overwrite it (give --json another path)") from e
+
+
+def _write_json(dest: Path, obj: object) -> None:
+    """Atomically write ``obj`` as JSON (NaN refused); an error names ``dest``, never a temp."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    try:
+        atomic_write(dest, lambda t: t.write_text(text, encoding="utf-8"))
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
+
+
+def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+                    overlap: float = 0.25, threshold: float = 0.5,
+                    pixel_frames: int = 16) -> dict:
+    """The six metrics from per-video cuboid maps ``(n_clips, G*G)``."""
+    f_scores, f_labels, normal_scores = [], [], []
+    c_scores, c_labels = [], []
+    heatmaps, masks, top_boxes, gt_frames = [], [], [], []
+    rng = np.random.default_rng(0)  # ties of the top cuboid are broken at random, reproducibly
+    for v, m in zip(videos, maps):
+        n, ranges = v.meta["n_frames"], v.clip_ranges
+        fs = M.frame_scores_from_clips(m.max(axis=1), ranges, n)
+        f_scores.append(fs)
+        f_labels.append(M.frame_labels(list(v.record.intervals), n))
+        if v.record.label == 0:
+            normal_scores.append(fs)
+        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        if v.record.label == 0:
+            c_scores.append(m.ravel())
+            c_labels.append(np.zeros(m.size, dtype=bool))
+            continue
+        if not v.record.has_boxes:
+            continue  # anomalous video without boxes: temporal metrics only
+        gt = v.record.boxes
+        for k, (s, e) in enumerate(ranges):
+            c_scores.append(m[k])
+            c_labels.append(M.cuboid_labels(boxes, [np.array(gt.get(f, []), float).reshape(-1, 4)
+                                                    for f in range(s, e)], overlap))
+        frames = np.array(sorted(f for f in gt if 0 <= f < n and len(gt[f])), dtype=int)
+        clip_of = frame_to_clip(ranges, n)
+        tops = M.top_cuboid_boxes(m[clip_of[frames]], boxes, rng)
+        top_boxes.append(tops)
+        gt_frames += [np.array(gt[f], float).reshape(-1, 4) for f in frames]
+        pick = frames[np.linspace(0, len(frames) - 1, min(pixel_frames, len(frames))).astype(int)]
+        w, h = v.meta["width"], v.meta["height"]
+        heatmaps += [M.frame_heatmap(m[clip_of[f]], w, h) for f in pick]
+        masks += [M.box_mask(np.array(gt[f], float).reshape(-1, 4), w, h) for f in pick]
+    out = {
+        "frame_auc": M.frame_auc(f_scores, f_labels),
+        "frame_ap": M.frame_ap(f_scores, f_labels),
+        "false_alarm_rate": M.false_alarm_rate(normal_scores, threshold) if normal_scores
+        else None,
+        "cuboid_auc": _maybe(M.cuboid_auc, c_scores, c_labels),
+        "pixel_auroc": _maybe(M.pixel_auroc, heatmaps, masks),
+        "pointing_accuracy": M.pointing_accuracy(np.concatenate(top_boxes), gt_frames)
+        if top_boxes else None,
+    }
+    out["curves"] = {"frame": (np.concatenate(f_scores), np.concatenate(f_labels)),
+                     "cuboid": (np.concatenate(c_scores), np.concatenate(c_labels))
+                     if c_scores else None}
+    return out
+
+
+def _maybe(fn, scores, labels) -> float | None:
+    """A metric, or None where the test set has no positives/negatives for it."""
+    if not scores or len(np.unique(np.concatenate([np.ravel(x) for x in labels]))) < 2:
+        return None
+    return fn(scores, labels)
+
+
+def compare_table(runs: Sequence[str | Path], keys: Sequence[str] = METRIC_KEYS) -> str:
+    """One text table across runs: a row per evaluation in each ``run/metrics.json``, with its
+    split and dataset."""
+    rows = []
+    for run in runs:
+        results = read_metrics(run)
+        if not results:
+            raise ModelError(f"{run}: no {METRICS_FILE} (run stmil evaluate first)")
+        splits = sorted(results, key=lambda s: (SPLIT_ORDER + (s,)).index(s))
+        rows += [(str(run), results[split][root]) for split in splits
+                 for root in sorted(results[split])]
+    return format_table(rows, keys, where=True)
+
+
+def _shown_path(path: str) -> str:
+    """A path relative to the working folder when it lies below it, else as given."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def format_table(rows: Sequence[tuple[str, dict]], keys: Sequence[str] = METRIC_KEYS,
+                 where: bool = False) -> str:
+    """Rows of metric dicts as an aligned text table (``-`` for a missing value).
+
+    ``where`` adds the split and the dataset of each row (from its ``settings``).
+    """
+    names = [n for n, _ in rows]
+    extra: list[list[str]] = [[] for _ in rows]
+    heads = ["run"]
+    if where:
+        heads += ["split", "data"]
+        for cells, (_, m) in zip(extra, rows):
+            s = m.get("settings", {})
+            cells += [str(s.get("split", "-")), _shown_path(str(s.get("data", "-")))]
+    cols = [names, *zip(*extra)] if where else [names]
+    widths = [max([len(h)] + [len(c) for c in col]) for h, col in zip(heads, cols)]
+    head = "  ".join(h.ljust(w) for h, w in zip(heads, widths)) + "".join(
+        f"  {k:>17}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for i, (name, m) in enumerate(rows):
+        left = "  ".join(c.ljust(w) for c, w in zip([name, *extra[i]], widths))
+        lines.append(left + "".join(f"  {_fmt(m.get(k)):>17}" for k in keys))
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return f"{x:.4f}"

@@ -1,0 +1,288 @@
+"""Overlay videos: anomaly heatmaps, boxes and a score timeline drawn over the source video.
+
+Each panel is, top to bottom, a label header (``HEADER_H`` px), the resized frame with the
+heatmap of its clip blended in and the predicted (cyan) and GT (green) boxes, and a score
+timeline strip (``STRIP_H`` px) with GT frames shaded and a cursor at the current frame. With a
+``baseline`` a second panel sits on the right. Frames are streamed: one decoded frame at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from matplotlib import colormaps
+
+from stmil.atomic import atomic_write
+from stmil.errors import ConfigError
+from stmil.features.video import VideoInfo, iter_frames, probe
+from stmil.score import frame_to_clip
+
+HEADER_H = 14  #: label header height, px
+STRIP_H = 60  #: timeline strip height, px
+GIF_MAX_WIDTH = 240  #: panel width cap for GIF output, px
+GIF_STEP = 2  #: GIFs keep every 2nd frame by default
+ALPHA = 0.45  #: heatmap opacity at score 1 (it scales with the score)
+CMAP = "turbo"
+PRED_COLOR = (0, 255, 255)
+GT_COLOR = (0, 255, 0)
+PANEL_COLORS = ((0, 200, 255), (255, 150, 40))  # method, baseline: header tab + curve
+_BG = np.array([22, 22, 22], np.uint8)
+_GT_SHADE = np.array([40, 95, 40], np.uint8)
+_GUIDE = np.array([70, 70, 70], np.uint8)
+_CURSOR = np.array([255, 255, 255], np.uint8)
+
+
+def panel_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """Resized frame size ``(pw, ph)``: width ``scale``, aspect kept, both even."""
+    pw = max(2, int(scale) // 2 * 2)
+    ph = max(2, int(round(height * pw / width / 2)) * 2)
+    return pw, ph
+
+
+def render_overlay(
+    video: Path,
+    scores: dict,
+    out: Path,
+    gt_boxes: dict[int, list] | None = None,
+    baseline: dict | None = None,
+    max_frames: int | None = None,
+    scale: int = 320,
+    *,
+    step: int | None = None,
+    labels: tuple[str, str] | None = None,
+) -> Path:
+    """Render ``video`` with the anomaly maps of ``scores`` to ``out`` (``.mp4`` or ``.gif``).
+
+    ``scores``: a ``<id>.scores.json`` dict (``stmil.score.score_features``); ``gt_boxes``:
+    frame -> ``[x1, y1, x2, y2]`` boxes in source pixels; ``baseline``: a second scores dict of
+    the same video, shown on the right. ``step`` keeps every step-th frame (default 1 for mp4,
+    2 for GIF); ``max_frames`` caps the number of output frames. GIF panels are at most
+    ``GIF_MAX_WIDTH`` wide. The output frame is ``(HEADER_H + ph + STRIP_H, n_panels * pw)``
+    with ``panel_size``. Written atomically.
+    """
+    video, out = Path(video), Path(out)
+    kind = out.suffix.lower()
+    if kind not in (".mp4", ".gif"):
+        raise ConfigError(f"{out}: output must end in .mp4 or .gif")
+    gif = kind == ".gif"
+    step = step or (GIF_STEP if gif else 1)
+    if step < 1:
+        raise ConfigError(f"step must be >= 1, got {step}")
+    info = probe(video)
+    pw, ph = panel_size(info.width, info.height, min(scale, GIF_MAX_WIDTH) if gif else scale)
+    gt = _gt_dict(gt_boxes)
+    names = labels or (_default_label("method", scores), _default_label("baseline", baseline))
+    panels = [_Panel(scores, pw, ph, gt, names[0], PANEL_COLORS[0])]
+    if baseline is not None:
+        if int(baseline["n_frames"]) != int(scores["n_frames"]):
+            raise ConfigError(f"baseline has {baseline['n_frames']} frames, scores have "
+                             f"{scores['n_frames']}: not the same video")
+        panels.append(_Panel(baseline, pw, ph, gt, names[1], PANEL_COLORS[1]))
+    fps = Fraction(info.fps).limit_denominator(1001) / step
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frames = _composed(video, info, panels, gt, step, max_frames)
+    atomic_write(out, lambda tmp: _encode(tmp, frames, fps, gif))
+    return out
+
+
+def _default_label(who: str, scores: dict | None) -> str:
+    if scores is None:
+        return who
+    return f"{who} (grid {scores.get('model_grid', scores.get('grid'))})"
+
+
+def _gt_dict(gt_boxes: dict | None) -> dict[int, np.ndarray]:
+    """Frame -> ``(K, 4)`` GT boxes (JSON string keys accepted); empty frames dropped."""
+    out = {}
+    for f, boxes in (gt_boxes or {}).items():
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b):
+            out[int(f)] = b
+    return out
+
+
+class _Panel:
+    """One scores dict prepared for drawing at panel size ``(ph, pw)``."""
+
+    def __init__(self, scores: dict, pw: int, ph: int, gt: dict[int, np.ndarray], label: str,
+                 color: tuple[int, int, int]):
+        self.n = int(scores["n_frames"])
+        ranges = np.asarray(scores["clip_ranges"], dtype=np.int64).reshape(-1, 2)
+        self.maps = np.asarray(scores["clip_maps"], dtype=np.float32)  # (n_clips, G, G)
+        if len(self.maps) != len(ranges):
+            raise ConfigError(f"{len(self.maps)} clip maps but {len(ranges)} clip ranges")
+        self.clip_of = frame_to_clip(ranges, self.n)
+        g = self.maps.shape[-1]
+        self.rows = ((2 * np.arange(ph) + 1) * g) // (2 * ph)
+        self.cols = ((2 * np.arange(pw) + 1) * g) // (2 * pw)
+        sx, sy = pw / float(scores["width"]), ph / float(scores["height"])
+        self.box_scale = np.array([sx, sy, sx, sy])
+        self.boxes = np.asarray(scores["boxes"], dtype=np.float64).reshape(-1, 4)
+        frame_scores = np.asarray(scores["frame_scores"], np.float64)
+        if len(frame_scores) != self.n:
+            raise ConfigError(f"{len(frame_scores)} frame scores for {self.n} frames")
+        gt_mask = np.zeros(self.n, dtype=bool)
+        gt_mask[[f for f in gt if 0 <= f < self.n]] = True
+        self.strip = timeline_strip(frame_scores, gt_mask, pw, color)
+        self.header = label_image(label, pw, HEADER_H, color)
+        self._lut = (colormaps[CMAP](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def heat(self, clip: int) -> tuple[np.ndarray, np.ndarray]:
+        """Colour ``(ph, pw, 3)`` and opacity ``(ph, pw, 1)`` of one clip's map (cached)."""
+        if self._cache is None or self._cache[0] != clip:
+            s = np.clip(self.maps[clip][self.rows[:, None], self.cols[None, :]], 0.0, 1.0)
+            color = self._lut[(s * 255).astype(np.intp)]
+            self._cache = (clip, color, (ALPHA * s)[..., None])
+        return self._cache[1], self._cache[2]
+
+    def draw(self, frame: np.ndarray, f: int, gt: dict[int, np.ndarray]) -> np.ndarray:
+        """The full panel ``(HEADER_H + ph + STRIP_H, pw, 3)`` uint8 for source frame ``f``."""
+        f = min(f, self.n - 1)
+        color, alpha = self.heat(int(self.clip_of[f]))
+        img = (frame * (1.0 - alpha) + color * alpha).astype(np.uint8)
+        if f < len(self.boxes):
+            draw_rect(img, self.boxes[f] * self.box_scale, PRED_COLOR)
+        for box in gt.get(f, ()):
+            draw_rect(img, box * self.box_scale, GT_COLOR)
+        strip = self.strip.copy()
+        x = min(f * strip.shape[1] // self.n, strip.shape[1] - 1)
+        strip[:, x] = _CURSOR
+        return np.concatenate([self.header, img, strip], axis=0)
+
+
+def draw_rect(img: np.ndarray, box: np.ndarray, color: tuple[int, int, int],
+              thickness: int = 2) -> None:
+    """Draw the outline of ``box`` (x1, y1, x2, y2; x2/y2 exclusive) into ``(H, W, 3)`` img."""
+    h, w = img.shape[:2]
+    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x2, y2 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if x2 <= x1 or y2 <= y1:
+        return
+    t = thickness
+    img[y1:min(y1 + t, y2), x1:x2] = color
+    img[max(y2 - t, y1):y2, x1:x2] = color
+    img[y1:y2, x1:min(x1 + t, x2)] = color
+    img[y1:y2, max(x2 - t, x1):x2] = color
+
+
+def timeline_strip(frame_scores: np.ndarray, gt_mask: np.ndarray, width: int,
+                   color: tuple[int, int, int], height: int = STRIP_H) -> np.ndarray:
+    """Static timeline ``(height, width, 3)``: GT frames shaded, 0.5 guide, score curve.
+
+    ``frame_scores``, ``gt_mask``: ``(n_frames,)``. Column x shows the maximum score of the
+    frames ``[x * n / width, (x + 1) * n / width)``; scores are drawn on a fixed [0, 1] scale.
+    """
+    n = len(frame_scores)
+    strip = np.broadcast_to(_BG, (height, width, 3)).copy()
+    starts = (np.arange(width) * n) // width
+    strip[:, np.maximum.reduceat(gt_mask.astype(np.int8), starts) > 0] = _GT_SHADE
+    top, bottom = 3, height - 4
+    strip[(top + bottom) // 2, ::3] = _GUIDE
+    s = np.clip(np.maximum.reduceat(frame_scores, starts), 0.0, 1.0)
+    y = np.round(bottom - s * (bottom - top)).astype(int)
+    for x in range(width):
+        lo, hi = sorted((y[x], y[max(x - 1, 0)]))
+        strip[lo:hi + 1, x] = color
+    return strip
+
+
+def label_image(text: str, width: int, height: int, color: tuple[int, int, int]) -> np.ndarray:
+    """A header ``(height, width, 3)``: a coloured tab and ``text`` in white (matplotlib Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=_BG / 255)
+    fig.text(10 / width, 0.45, text, color="white", fontsize=height * 0.62 * 72 / dpi,
+             va="center", ha="left")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    img = np.broadcast_to(_BG, (height, width, 3)).copy()
+    hh, ww = min(height, rgb.shape[0]), min(width, rgb.shape[1])
+    img[:hh, :ww] = rgb[:hh, :ww]
+    img[2:height - 2, 2:6] = color
+    return img
+
+
+def _composed(video: Path, info: VideoInfo, panels: list[_Panel], gt: dict[int, np.ndarray],
+              step: int, max_frames: int | None) -> Iterator[np.ndarray]:
+    """Yield output frames ``(H, W, 3)`` uint8 (even sizes), decoding one frame at a time."""
+    pw, ph = panels[0].strip.shape[1], len(panels[0].rows)
+    written = 0
+    for f, rgb in enumerate(iter_frames(video, info)):
+        if f >= panels[0].n or (max_frames is not None and written >= max_frames):
+            return
+        if f % step:
+            continue
+        small = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+            width=pw, height=ph, format="rgb24", interpolation="AREA").to_ndarray()
+        small = small.astype(np.float32)
+        out = np.concatenate([p.draw(small, f, gt) for p in panels], axis=1)
+        written += 1
+        yield _even(out)
+
+
+def _even(img: np.ndarray) -> np.ndarray:
+    """Pad ``(H, W, 3)`` at the bottom/right to even height and width."""
+    h, w = img.shape[:2]
+    if h % 2 or w % 2:
+        img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)))
+    return img
+
+
+_CUBE = 6  # levels per channel of the palette's colour cube
+_GRAYS = 256 - _CUBE**3  # extra neutral greys (the cube alone has only 6)
+
+
+def gif_palette() -> np.ndarray:
+    """Fixed 256-entry ARGB palette ``(256, 4)``: a 6 x 6 x 6 RGB cube, then 40 greys."""
+    lv = np.arange(_CUBE) * 255 // (_CUBE - 1)
+    r, g, b = np.meshgrid(lv, lv, lv, indexing="ij")
+    cube = np.stack([r, g, b], -1).reshape(-1, 3)
+    grays = np.repeat((np.arange(_GRAYS) * 255 // (_GRAYS - 1))[:, None], 3, axis=1)
+    pal = np.full((256, 4), 255, np.uint8)
+    pal[:, 1:] = np.concatenate([cube, grays])
+    return pal
+
+
+def quantize(img: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(H, W)`` uint8 indices into :func:`gif_palette` (no dither).
+
+    Each pixel takes the nearer (squared error) of its closest cube colour and closest grey.
+    """
+    x = img.astype(np.int32)
+    q = (x * (_CUBE - 1) + 127) // 255  # (H, W, 3) cube levels
+    cube_err = ((q * 255 // (_CUBE - 1) - x) ** 2).sum(-1)
+    gray = (x.sum(-1) * (_GRAYS - 1) + 382) // 765
+    gray_err = ((gray * 255 // (_GRAYS - 1))[..., None] - x) ** 2
+    cube_idx = (q[..., 0] * _CUBE + q[..., 1]) * _CUBE + q[..., 2]
+    idx = np.where(gray_err.sum(-1) < cube_err, _CUBE**3 + gray, cube_idx)
+    return idx.astype(np.uint8)
+
+
+def _encode(tmp: Path, frames: Iterator[np.ndarray], fps: Fraction, gif: bool) -> None:
+    """Encode ``frames`` into ``tmp`` as GIF (pal8) or MP4 (H.264, yuv420p)."""
+    palette = gif_palette()
+    with av.open(str(tmp), "w", format="gif" if gif else "mp4",
+                 options={} if gif else {"movflags": "+faststart"}) as container:
+        stream = None
+        for img in frames:
+            if stream is None:
+                stream = container.add_stream("gif" if gif else "libx264", rate=fps)
+                stream.width, stream.height = img.shape[1], img.shape[0]
+                stream.pix_fmt = "pal8" if gif else "yuv420p"
+                if not gif:
+                    stream.options = {"crf": "20", "preset": "veryfast"}
+            frame = (av.VideoFrame.from_ndarray((quantize(img), palette), format="pal8")
+                     if gif else av.VideoFrame.from_ndarray(img, format="rgb24"))
+            container.mux(stream.encode(frame))
+        if stream is None:
+            raise ConfigError("no frames to write")
+        container.mux(stream.encode())

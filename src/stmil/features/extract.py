@@ -1,0 +1,442 @@
+"""Videos -> cuboid feature files: batching, resume, atomic writes and per-video failures.
+
+For a video ``<id>``, writes ``<id>.npy`` (float16, ``(n_clips, G*G, C)``) and ``<id>.json``
+(metadata, including the array's byte size and sha256 and the source video's resolved path,
+size and modification time). Both are written to temporary files first and then renamed, the
+JSON first: a kill between the two renames leaves a JSON whose recorded sha256 does not match
+the array beside it, which :func:`is_done` and every reader detect. A finished video is one
+whose JSON is valid and whose array is exactly the one it records.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stmil import __version__
+from stmil.atomic import atomic_write, atomic_write_group, check_writable, remove_stale_temps
+from stmil.cuboids import pool_cuboids
+from stmil.datasets.folder import find_videos as folder_videos
+from stmil.device import resolve_device
+from stmil.errors import ConfigError, OutputError, StmilError
+from stmil.features.i3d import endpoint_channels
+from stmil.features.store import array_mismatch, read_feature_meta
+from stmil.features.video import (
+    TAIL_POLICIES,
+    VIDEO_EXTENSIONS,
+    VideoError,
+    check_count,
+    check_fps,
+    iter_clips,
+    probe,
+)
+from stmil.features.weights import KINETICS400_RGB, load_i3d
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class FeatureExtractor:
+    """Pretrained I3D up to ``endpoint`` followed by G x G cuboid pooling.
+
+    Calling it maps clips ``(B, 3, T, S, S)`` in ``[-1, 1]`` to cuboids ``(B, G*G, C)``.
+    ``precision="fp32"`` (default) is exact (relative error ~1e-6 vs the Flax reference);
+    ``"bf16"`` runs the network under bfloat16 autocast: about 3x faster on CPUs with AMX and on
+    GPUs, at a relative error of about 1e-2 (see benchmarks/NOTES.md).
+    """
+
+    def __init__(self, endpoint: str = "Mixed_4e", grid: int = 7, device: str = "auto",
+                 precision: str = "fp32"):
+        if endpoint == "Logits":
+            raise ConfigError("cuboid features need a feature-map endpoint, not Logits")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.channels = endpoint_channels(endpoint)  # ConfigError naming the choices
+        check_count("grid", grid)
+        self.endpoint, self.grid, self.precision = endpoint, grid, precision
+        self.device = resolve_device(device)
+        self.model = load_i3d(endpoint).to(self.device)
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+
+    @torch.inference_mode()
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        x = clips.to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            fmap = self.model(x)
+        return pool_cuboids(fmap.float(), self.grid).cpu()
+
+
+@dataclass
+class ExtractSettings:
+    """How clips are cut; written into every feature file's metadata."""
+
+    clip_len: int = 16
+    stride: int = 16
+    size: int = 224
+    fps: float | None = None
+    tail: str = "drop"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("clip_len", "stride", "size", "batch_size"):
+            check_count(name, getattr(self, name))
+        self.fps = check_fps(self.fps)
+        if self.tail not in TAIL_POLICIES:
+            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
+                              f"got {self.tail!r}")
+
+    def check_grid(self, grid: int) -> None:
+        """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
+        if grid > self.size:
+            raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
+                              f"cuboid needs at least one pixel; use --grid {self.size} or less")
+
+
+def extract_video(
+    path: Path | str,
+    extractor: FeatureExtractor,
+    settings: ExtractSettings | None = None,
+    on_clips: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Features of one video: ``(n_clips, G*G, C)`` float16 and its metadata dict.
+
+    Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
+    """
+    s = settings or ExtractSettings()
+    s.check_grid(extractor.grid)
+    path = Path(path)
+    info = probe(path)
+    source = source_identity(path)
+    chunks: list[np.ndarray] = []
+    stats: dict = {}
+    for batch in iter_clips(path, s.clip_len, s.stride, s.size, s.fps, s.tail, s.batch_size,
+                            info=info, stats=stats):
+        feats = extractor(batch.clips)
+        if not torch.isfinite(feats).all():
+            raise VideoError(path, "non-finite features (NaN or Inf)")
+        chunks.append(feats.numpy().astype(np.float16))
+        if on_clips:
+            on_clips(len(batch.starts))
+    if not chunks:
+        raise VideoError(
+            path, f"shorter than one clip ({stats.get('n_sampled', 0)} frames < {s.clip_len})"
+        )
+    array = np.concatenate(chunks)
+    meta = {
+        **source,
+        "fps": s.fps or info.fps,
+        "source_fps": info.fps,
+        "n_frames": stats["n_frames"],
+        "width": info.width,
+        "height": info.height,
+        "clip_len": s.clip_len,
+        "stride": s.stride,
+        "size": s.size,
+        "grid": extractor.grid,
+        "endpoint": extractor.endpoint,
+        "precision": extractor.precision,
+        "tail": s.tail,
+        "n_clips": int(array.shape[0]),
+        "channels": extractor.channels,
+        "dtype": "float16",
+        "resize": "bilinear-antialias",
+        "weights": KINETICS400_RGB.name,
+        "weights_sha256": KINETICS400_RGB.sha256,
+        "stmil_version": __version__,
+    }
+    return array, meta
+
+
+def source_identity(path: Path | str) -> dict:
+    """What a feature file records of its video: resolved path, byte size, mtime in ns."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return {"source": str(path), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def source_mismatch(meta: dict, path: Path | str) -> str:
+    """How ``path`` differs from the source ``meta`` records (``''`` when it is that file).
+
+    Metadata without the size and modification time (older files) never matches.
+    """
+    now = source_identity(path)
+    if now["source"] != meta.get("source"):
+        return f"were made from {meta.get('source')}, not {now['source']}"
+    for key, what in (("source_bytes", "size"), ("source_mtime_ns", "modification time")):
+        if meta.get(key) != now[key]:
+            return (f"were made from {now['source']} when its {what} was {meta.get(key)}; "
+                    f"it is now {now[key]}")
+    return ""
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict) -> dict:
+    """Write ``<id>.npy`` and ``<id>.json`` as one unit; return the metadata written.
+
+    The JSON records the array file's byte size and sha256, computed from the bytes written.
+    Both files are written to temporary files first, then renamed, JSON first (see the
+    module docstring). An ``OSError`` (a full disk) names the output file.
+    """
+    out_dir = Path(out_dir)
+    data = b""
+
+    def save_npy(tmp: Path) -> None:
+        nonlocal data
+        data = _npy_bytes(array)
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    def save_json(tmp: Path) -> None:
+        meta.update(npy_bytes=len(data), npy_sha256=hashlib.sha256(data).hexdigest())
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=1) + "\n")
+
+    atomic_write_group([(out_dir / f"{video_id}.npy", save_npy),
+                        (out_dir / f"{video_id}.json", save_json)])
+    return meta
+
+
+def is_done(out_dir: Path, video_id: str) -> bool:
+    """Whether ``<id>`` is finished: its JSON is valid and records the exact bytes (size and
+    sha256) of the ``<id>.npy`` beside it.
+
+    ``False`` when either file is missing, the array differs from the one recorded (an
+    interrupted write, a damaged file) or the JSON predates recorded checksums. Raises
+    :class:`FeatureError` naming the file when ``<id>.json`` is not feature metadata.
+    """
+    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
+    if not json_path.is_file() or not npy.is_file():
+        return False
+    meta = read_feature_meta(json_path)
+    if "npy_sha256" not in meta or "npy_bytes" not in meta:
+        return False
+    try:
+        return array_mismatch(npy, meta) == ""
+    except OSError:
+        return False
+
+
+def check_ours(out_dir: Path, video_id: str) -> None:
+    """:class:`OutputError` unless ``<id>.npy`` / ``<id>.json`` are absent or stmil's own.
+
+    A JSON is ours when it is valid feature metadata (:class:`FeatureError` otherwise); an
+    array is ours when such a JSON sits beside it (it is always written first).
+    """
+    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
+    if json_path.exists():
+        read_feature_meta(json_path)
+    elif npy.exists():
+        raise OutputError(f"{npy}: exists without {video_id}.json, so it is not features "
+                          "stmil wrote; move it away, or pass --overwrite to replace it")
+
+
+def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtractor) -> str:
+    """The first recorded setting that differs from this run's (``"stride 16 (now 8)"``), or ''."""
+    now = {"clip_len": s.clip_len, "stride": s.stride, "size": s.size, "tail": s.tail,
+           "fps": s.fps or meta.get("source_fps"), "grid": extractor.grid,
+           "endpoint": extractor.endpoint, "weights_sha256": KINETICS400_RGB.sha256,
+           "precision": extractor.precision}
+    for key, value in now.items():
+        if meta.get(key) != value:
+            return f"{key} {meta.get(key)!r} (now {value!r})"
+    return ""
+
+
+def find_videos(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files and folders (recursively) into video paths.
+
+    Returns the videos and the failures as ``(path, reason)``: inputs that do not exist, and
+    folders that hold no video.
+    """
+    videos: list[Path] = []
+    failures: list[tuple[str, str]] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = folder_videos(item, VIDEO_EXTENSIONS)
+            if not found:
+                failures.append((str(item), f"no videos found in {item} (looked for "
+                                            f"{', '.join(VIDEO_EXTENSIONS)})"))
+            videos += found
+        elif item.exists():
+            videos.append(item)
+        else:
+            failures.append((str(item), "no such file or folder"))
+    return videos, failures
+
+
+def _failure(path: Path | str, reason: str) -> dict:
+    """A ``failures.json`` entry: the absolute path and the reason, kept apart."""
+    return {"path": os.path.abspath(path), "error": reason}
+
+
+FAILURES = "failures.json"
+
+
+def read_failures(path: Path | str) -> list[dict]:
+    """The entries of a ``failures.json``; ``[]`` when absent.
+
+    :class:`OutputError` naming the file when it is not a list of ``{"path", "error"}``
+    strings (then it is not stmil's, and is never overwritten).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    fix = "move it away or use another output folder"
+    try:
+        entries = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise OutputError(f"{path}: not a stmil failure list (not valid JSON: {e}); {fix}") from e
+    if not isinstance(entries, list) or not all(
+        isinstance(f, dict) and set(f) == {"path", "error"}
+        and all(isinstance(v, str) for v in f.values()) for f in entries
+    ):
+        raise OutputError(f"{path}: not a stmil failure list (a JSON list of "
+                          f'{{"path": ..., "error": ...}} is expected); {fix}')
+    return entries
+
+
+def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
+                    failed: Sequence[dict]) -> list[dict]:
+    """Merge this run's failures into ``out_dir/failures.json``; return the merged list.
+
+    Entries for paths this run ``processed`` are replaced by its ``failed`` entries (a path
+    that now succeeded or was skipped loses its entry); entries of other paths, from other
+    runs, are kept. An empty result removes the file. The read-merge-write runs under an
+    exclusive ``fcntl`` lock on ``out_dir``, so concurrent runs lose no entries.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / FAILURES
+    done = {os.path.abspath(p) for p in processed} | {f["path"] for f in failed}
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        merged = [f for f in read_failures(path) if f["path"] not in done] + list(failed)
+        if merged:
+            atomic_write(path, lambda t: t.write_text(json.dumps(merged, indent=1) + "\n",
+                                                      encoding="utf-8"))
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the lock
+    return merged
+
+
+@dataclass
+class ExtractSummary:
+    """What a batch extraction did."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    clips: int = 0
+    seconds: float = 0.0
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        return (f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed;"
+                f" {self.clips} clips in {self.seconds:.1f}s ({self.clips_per_s:.2f} clips/s)")
+
+
+def _reason(e: BaseException, path: Path) -> str:
+    """The reason of a per-video failure, without the video's path (stored apart)."""
+    if isinstance(e, VideoError) and e.path == str(path):
+        return e.reason
+    if isinstance(e, OSError):
+        if e.filename and e.strerror:
+            return f"{e.filename}: {e.strerror}"
+        return e.strerror or str(e)
+    return str(e)
+
+
+def extract_many(
+    inputs: Iterable[Path | str],
+    out_dir: Path | str,
+    extractor: FeatureExtractor,
+    settings: ExtractSettings | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExtractSummary:
+    """Extract every video under ``inputs`` into ``out_dir``; one failure never stops the rest.
+
+    Finished videos are skipped unless ``overwrite``; a finished output made from another
+    source file (same id) or with other settings is a failure naming both. Failures are
+    reported through ``log`` and merged into ``out_dir/failures.json`` (see
+    :func:`record_failures`). Temporary files of killed earlier runs are removed first.
+    """
+    s = settings or ExtractSettings()
+    s.check_grid(extractor.grid)
+    out_dir = Path(out_dir)
+    videos, missing = find_videos(inputs)
+    check_writable(out_dir)
+    read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
+    remove_stale_temps(out_dir)
+    summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
+    for p, reason in missing:
+        log(f"error: {reason}" if reason.startswith("no videos found") else
+            f"error: {p}: {reason}")
+    ids: dict[str, Path] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(videos), unit="video", disable=not progress, leave=False)
+    clip_bar = tqdm(unit="clip", disable=not progress, leave=False)
+    for path in videos:
+        vid = path.stem
+        bar.set_postfix_str(vid[:30])
+        try:
+            if vid in ids:
+                raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
+            ids[vid] = path
+            if not overwrite:
+                if is_done(out_dir, vid):
+                    json_path = out_dir / f"{vid}.json"
+                    meta = read_feature_meta(json_path)
+                    diff = source_mismatch(meta, path)
+                    if diff:
+                        raise VideoError(path, f"the finished features {json_path} {diff}; "
+                                         "pass --overwrite to replace them, or use another "
+                                         "output folder")
+                    diff = settings_mismatch(meta, s, extractor)
+                    if diff:
+                        raise VideoError(path, f"{json_path} was made with other settings:"
+                                         f" {diff}; overwrite it or use another output folder")
+                    summary.skipped.append(vid)
+                    continue
+                check_ours(out_dir, vid)
+            array, meta = extract_video(path, extractor, s, on_clips=clip_bar.update)
+            write_features(out_dir, vid, array, meta)
+            summary.done.append(vid)
+            summary.clips += array.shape[0]
+        except (StmilError, OSError) as e:
+            reason = _reason(e, path)
+            summary.failed.append(_failure(path, reason))
+            log(f"error: {path}: {reason}")
+        finally:
+            bar.update(1)
+    bar.close()
+    clip_bar.close()
+    summary.seconds = time.perf_counter() - start
+    record_failures(out_dir, videos, summary.failed)
+    return summary

@@ -1,0 +1,116 @@
+"""Clip features -> 32 temporal segments -> MIL bags, and per-segment cuboid labels from boxes.
+
+A video's features are ``(n_clips, N, C)`` with ``N = G*G`` cuboids per clip. Its clips are
+split into segments at ``round(linspace(0, n_clips, n_segments + 1))``; each segment is the mean
+of its clips' features, cuboid by cuboid, L2-normalised per instance. A bag is therefore
+``(n_segments, N, C)``: ``n_segments * N`` instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from stmil.evaluation.metrics import cuboid_labels
+
+L2_EPS = 1e-12
+
+
+def segment_bounds(n_clips: int, n_segments: int = 32) -> np.ndarray:
+    """Segment boundaries in clip indices: ``(n_segments + 1,)`` int64.
+
+    ``round(linspace(0, n_clips, n_segments + 1))`` with numpy's rounding (half to even, so
+    2.5 -> 2 and 7.5 -> 8). Segment ``s`` covers clips ``[bounds[s], bounds[s + 1])``, which is
+    empty when ``n_clips < n_segments`` for some ``s`` (see :func:`segment_clip_ranges`).
+    """
+    _check_counts(n_clips, n_segments)
+    return np.round(np.linspace(0, n_clips, n_segments + 1)).astype(np.int64)
+
+
+def segment_clip_ranges(n_clips: int, n_segments: int = 32) -> np.ndarray:
+    """Half-open clip range ``[start, end)`` of each segment: ``(n_segments, 2)`` int64.
+
+    Every range is non-empty. A segment whose bounds coincide (``start == end``, which happens
+    when the video has fewer clips than segments) takes the single clip
+    ``min(start, n_clips - 1)``, so short videos repeat clips rather than leave holes.
+    """
+    bounds = segment_bounds(n_clips, n_segments)
+    starts, ends = bounds[:-1].copy(), bounds[1:].copy()
+    empty = starts == ends
+    starts[empty] = np.minimum(starts[empty], n_clips - 1)
+    ends[empty] = starts[empty] + 1
+    return np.stack([starts, ends], axis=1)
+
+
+def make_bag(features: np.ndarray, n_segments: int = 32, grid1: bool = False) -> np.ndarray:
+    """One video's features ``(n_clips, N, C)`` -> bag ``(n_segments, N, C)`` float32.
+
+    Each segment is the mean of its clips' features, cuboid by cuboid, then L2-normalised per
+    instance (``x / max(||x||, 1e-12)``). With ``grid1=True`` (the video-segment baseline,
+    Sultani's setting) each clip's N cuboids are first averaged into one whole-frame instance,
+    giving ``(n_segments, 1, C)``.
+
+    ``features`` may be a read-only float16 ``np.memmap``: only one segment's clips are read and
+    converted to float32 at a time.
+    """
+    if features.ndim != 3:
+        raise ValueError(f"features must be (n_clips, N, C), got shape {features.shape}")
+    n_clips, n_cub, dim = features.shape
+    ranges = segment_clip_ranges(n_clips, n_segments)
+    bag = np.empty((n_segments, 1 if grid1 else n_cub, dim), dtype=np.float32)
+    for s, (start, end) in enumerate(ranges):
+        # Equal cuboids per clip, so the mean of clip means is the mean over clips and cuboids.
+        axes = (0, 1) if grid1 else 0
+        bag[s] = np.mean(features[start:end], axis=axes, dtype=np.float32)
+    return l2_normalise(bag)
+
+
+def l2_normalise(x: np.ndarray, eps: float = L2_EPS) -> np.ndarray:
+    """``(..., C)`` -> same shape, each vector divided by ``max(||x||_2, eps)``."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, eps)).astype(np.float32, copy=False)
+
+
+def segment_cuboid_labels(
+    segment_ranges: np.ndarray,
+    clip_frames: np.ndarray,
+    cuboid_boxes: np.ndarray,
+    gt_boxes: Mapping[int, Sequence[Sequence[float]]],
+    overlap: float = 0.25,
+) -> np.ndarray:
+    """Per-segment, per-cuboid 0/1 targets for the boxes-supervised reference: ``(S, N)`` float32.
+
+    Args:
+        segment_ranges: ``(S, 2)`` half-open clip ranges, from :func:`segment_clip_ranges`.
+        clip_frames: ``(n_clips, 2)`` half-open frame ranges ``[first, end)`` of each clip.
+        cuboid_boxes: ``(N, 4)`` pixel boxes ``x1, y1, x2, y2`` of the cuboids.
+        gt_boxes: frame index -> list of ground-truth boxes ``x1, y1, x2, y2`` on that frame.
+        overlap: a cuboid is positive in a segment when some GT box covers at least this
+            fraction of the cuboid's area on any frame of any clip of the segment.
+
+    Each clip's labels come from :func:`stmil.evaluation.metrics.cuboid_labels`, so training
+    targets and
+    the evaluation's cuboid labels share one definition of overlap.
+    """
+    segment_ranges = np.asarray(segment_ranges, dtype=np.int64)
+    clip_frames = np.asarray(clip_frames, dtype=np.int64)
+    if clip_frames.ndim != 2 or clip_frames.shape[1] != 2 or len(clip_frames) == 0:
+        raise ValueError(f"clip_frames must be (n_clips >= 1, 2), got shape {clip_frames.shape}")
+    clip_pos = np.stack(
+        [
+            cuboid_labels(cuboid_boxes, [gt_boxes.get(f, []) for f in range(first, end)], overlap)
+            for first, end in clip_frames
+        ]
+    )  # (n_clips, N) bool
+    labels = np.zeros((len(segment_ranges), clip_pos.shape[1]), dtype=np.float32)
+    for s, (start, end) in enumerate(segment_ranges):
+        labels[s] = clip_pos[start:end].any(axis=0)
+    return labels
+
+
+def _check_counts(n_clips: int, n_segments: int) -> None:
+    if n_clips < 1:
+        raise ValueError(f"a bag needs at least one clip, got n_clips={n_clips}")
+    if n_segments < 1:
+        raise ValueError(f"n_segments must be >= 1, got {n_segments}")

@@ -1,0 +1,356 @@
+"""The run folder contract: what ``stmil train --out RUN`` writes and how it is committed.
+
+A finished run folder holds ``model.safetensors`` (weights, with the run's resolved config as
+metadata), ``config.yaml``, ``history.csv``, the marker ``.stmil-run`` and, once evaluated,
+metrics. :func:`save_model` is the one writer of the model and :func:`load_model` its one reader
+(scoring, evaluation, overlays).
+
+Training writes into a hidden staging folder beside the run, ``.<name>.stmil-staging/``
+(checkpoints, the bag cache, then the outputs) and :func:`commit_folder` swaps it with the run
+in one atomic step, so a run folder is always a whole run: the old one or the new one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from stmil.atomic import atomic_write
+from stmil.errors import ModelError, OutputError
+from stmil.mil.config import FIELDS, RESUMABLE
+from stmil.mil.model import Scorer
+
+MARKER = ".stmil-run"
+MODEL = "model.safetensors"
+CHECKPOINT_JSON = "checkpoint.json"
+
+# What train (and evaluate) write in a run folder; anything else is the user's and is never
+# deleted: a folder holding it is refused as an output.
+_OURS = re.compile(
+    r"\.stmil-run|config\.yaml|history\.csv|model\.safetensors|checkpoint\.pt|checkpoint\.json"
+    r"|checkpoint-\d+\.safetensors|metrics[\w.-]*\.json|metrics|cache|\..+\.tmp")
+
+
+# --- the model file -----------------------------------------------------------------------------
+
+
+def save_model(path: Path, model: Scorer, config: dict) -> None:
+    """Scorer weights as safetensors, with the run's config as metadata (usual permissions)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = st_save(tensors, metadata={"stmil_config": json.dumps(config)})
+    atomic_write(path, lambda t: t.write_bytes(blob))
+
+
+# Config keys a model needs, with their types; the readers (score, evaluate) rely on them.
+_MODEL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "in_dim": int, "hidden": int, "mid": int, "dropout": (int, float), "grid": int,
+    "feature_grid": int, "supervision": str, "endpoint": str, "size": int, "clip_len": int,
+    "stride": int, "tail": str}
+
+
+def load_model(run: str | Path) -> tuple[Scorer, dict]:
+    """The trained scorer of a run folder (eval mode) and the run's config.
+
+    Refuses, with a :class:`ModelError` naming the file, a model file that is empty, truncated
+    or not safetensors, metadata of the wrong shape or types, and non-finite weights.
+    """
+    path = Path(run) / MODEL
+    if not path.is_file():
+        raise ModelError(f"{run}: no {MODEL} (is this a run folder?)")
+    fix = "retrain the run with stmil train"
+    try:
+        tensors, meta = _read_safetensors(path.read_bytes())
+    except ValueError as e:
+        raise ModelError(f"{path}: not a stmil model ({e}); {fix}") from e
+    try:
+        config = json.loads(meta.get("stmil_config", ""))
+    except ValueError:
+        raise ModelError(f"{path}: not a stmil model (no readable stmil_config metadata); "
+                         f"{fix}") from None
+    problem = _config_problem(config)
+    if problem:
+        raise ModelError(f"{path}: bad metadata ({problem}); {fix}")
+    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"{path}: NaN or Inf weights in {', '.join(bad)}; {fix}")
+    model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ModelError(f"{path}: weights do not match the recorded sizes "
+                         f"({' '.join(str(e).split())[:200]}); {fix}") from e
+    return model.eval(), config
+
+
+def _read_safetensors(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors blob; ``ValueError`` when it is not one."""
+    if len(blob) < 8:
+        raise ValueError(f"{len(blob)} bytes, truncated or empty")
+    n = int.from_bytes(blob[:8], "little")
+    if n > len(blob) - 8:
+        raise ValueError("truncated: header longer than the file")
+    try:
+        header = json.loads(blob[8:8 + n])
+        tensors = st_load(blob)
+    except (ValueError, SafetensorError) as e:
+        raise ValueError(f"not safetensors: {' '.join(str(e).split())[:120]}") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return tensors, meta if isinstance(meta, dict) else {}
+
+
+def _config_problem(config: Any) -> str | None:
+    """What is wrong with a model's recorded config, or None."""
+    if not isinstance(config, dict):
+        return f"stmil_config is {type(config).__name__}, not a mapping"
+    missing = [k for k in _MODEL_KEYS if k not in config]
+    if missing:
+        return f"missing keys {', '.join(missing)}"
+    for key, typ in _MODEL_KEYS.items():
+        v = config[key]
+        if not isinstance(v, typ) or isinstance(v, bool):
+            return f"{key} is {v!r}, not {getattr(typ, '__name__', 'a number')}"
+    for key in ("in_dim", "hidden", "mid", "grid", "feature_grid", "size", "clip_len",
+                "stride"):
+        if config[key] < 1:
+            return f"{key} is {config[key]!r}, not a positive integer"
+    if not (math.isfinite(config["dropout"]) and 0 <= config["dropout"] < 1):
+        return f"dropout is {config['dropout']!r}, not in [0, 1)"
+    return None
+
+
+# --- owning and committing a run folder ---------------------------------------------------------
+
+
+def staging_path(out: Path) -> Path:
+    """The hidden folder beside ``out`` where its next version is trained."""
+    return out.parent / f".{out.name}.stmil-staging"
+
+
+def _old_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.stmil-old"
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` (and its ``cache/``) that no stmil command writes."""
+    names = sorted(e.name for e in os.scandir(folder) if not _OURS.fullmatch(e.name))
+    cache = folder / "cache"
+    if cache.is_dir():
+        names += [f"cache/{e.name}" for e in os.scandir(cache)
+                  if e.name != "bags.npy" and not re.fullmatch(r"\..+\.tmp", e.name)]
+    elif cache.exists():
+        names.append("cache")
+    return names
+
+
+def check_run_output(out: Path) -> None:
+    """Refuse ``out`` unless it is absent, empty, or a stmil run folder holding nothing else.
+
+    Also tidies what an interrupted commit left (see :func:`commit_folder`).
+    """
+    old = _old_path(out)
+    if old.is_dir() and not foreign_entries(old):
+        if not out.exists():
+            os.rename(old, out)  # a commit without exchange support died between its renames
+        else:
+            shutil.rmtree(old)
+    here, target = Path.cwd().resolve(), Path(os.path.abspath(out))
+    if target == here or target in here.parents:
+        raise OutputError(f"{out}: is the current folder or holds it; pass a run folder inside "
+                          "it, for example runs/mil")
+    if out.is_symlink():
+        raise OutputError(f"{out}: is a symbolic link; pass the folder it points to as --out")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another --out")
+    names = [e.name for e in os.scandir(out)]
+    if not names:
+        return
+    if not ({MARKER, MODEL, "config.yaml"} & set(names)):
+        raise OutputError(f"{out}: not empty and not a stmil run folder; choose another --out "
+                          "(training replaces the whole folder)")
+    foreign = foreign_entries(out)
+    if foreign:
+        raise OutputError(f"{out}: holds {', '.join(foreign[:5])}, which stmil did not write; "
+                          "move it out or choose another --out (training replaces the whole "
+                          "folder)")
+
+
+def commit_folder(staging: Path, out: Path) -> None:
+    """Make ``staging`` the folder ``out`` in one step; the previous ``out`` is then deleted.
+
+    On Linux ``renameat2(RENAME_EXCHANGE)`` swaps the two folders atomically, so a kill at any
+    instant leaves the old run or the new one at ``out``. Where the filesystem (or OS) cannot
+    exchange, the old run is first renamed to ``.<name>.stmil-old`` and the new one renamed into
+    place: a kill between those two renames leaves no ``out`` for an instant, and the next
+    ``stmil train`` into ``out`` puts the old run back.
+    """
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if _exchange(staging, out):
+        shutil.rmtree(staging)
+        return
+    old = _old_path(out)
+    os.rename(out, old)
+    os.rename(staging, out)
+    shutil.rmtree(old)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with ``renameat2``; False where that is not supported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def lock_folder(folder: Path, out: Path) -> int | None:
+    """Lock ``folder`` for this process (``flock`` on it); :class:`OutputError` if another holds
+    it. Returns the descriptor to close to release it (None where there is no ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(f"{out}: another stmil train is writing it ({folder} is locked); "
+                          "wait for it or choose another --out") from None
+    return fd
+
+
+# --- checkpoints: safetensors + a JSON sidecar, no pickle ---------------------------------------
+
+
+def save_checkpoint(folder: Path, model: Scorer, optim: torch.optim.Optimizer, rng_state: dict,
+                    state: dict, config: dict) -> Path:
+    """Write ``checkpoint-<iteration>.safetensors`` then ``checkpoint.json`` naming it.
+
+    The JSON (iteration, history, numpy RNG state, optimizer settings, the resolved config)
+    records the tensor file's name and sha256 and is written last, so a kill at any instant
+    leaves a consistent pair; older tensor files are deleted after it. Returns the JSON path.
+    """
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optim.state_dict()
+    for idx, entries in opt["state"].items():
+        for key, value in entries.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+    if state["best"] is not None:
+        tensors |= {f"best.{k}": v for k, v in state["best"].items()}
+    tensors["torch_rng"] = torch.get_rng_state()
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":  # dropout masks on a GPU come from its generator
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(dev)
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    name = f"checkpoint-{state['iteration']:08d}.safetensors"
+    atomic_write(folder / name, lambda t: t.write_bytes(blob))
+    sidecar = {"format": "stmil-checkpoint", "version": 1, "file": name,
+               "sha256": hashlib.sha256(blob).hexdigest(), "iteration": state["iteration"],
+               "history": state["history"], "best_auc": state["best_auc"],
+               "stale": state["stale"], "numpy_rng": rng_state,
+               "optim_groups": opt["param_groups"], "config": config}
+    path = folder / CHECKPOINT_JSON
+    atomic_write(path, lambda t: t.write_text(json.dumps(sidecar)))
+    for old in folder.glob("checkpoint-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return path
+
+
+_SIDECAR_TYPES = {"file": str, "sha256": str, "iteration": int, "history": list,
+                  "best_auc": (int, float), "stale": int, "numpy_rng": dict,
+                  "optim_groups": list, "config": dict}
+
+
+def read_checkpoint(folder: Path, fix: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checkpoint's JSON sidecar and tensors; :class:`ModelError` naming the file if bad."""
+    path = folder / CHECKPOINT_JSON
+    try:
+        side = json.loads(path.read_bytes())
+    except ValueError as e:
+        raise ModelError(f"{path}: corrupt checkpoint (not JSON: {e}); {fix}") from None
+    if not isinstance(side, dict) or side.get("format") != "stmil-checkpoint":
+        raise ModelError(f"{path}: not a stmil checkpoint; {fix}")
+    for key, typ in _SIDECAR_TYPES.items():
+        if not isinstance(side.get(key), typ) or isinstance(side.get(key), bool):
+            raise ModelError(f"{path}: corrupt checkpoint ({key} is {side.get(key)!r}); {fix}")
+    if len(side["history"]) != side["iteration"] or not all(
+            isinstance(r, dict) and isinstance(r.get("loss"), (int, float))
+            for r in side["history"]):
+        raise ModelError(f"{path}: corrupt checkpoint (history does not match iteration "
+                         f"{side['iteration']}); {fix}")
+    tfile = folder / Path(side["file"]).name
+    try:
+        blob = tfile.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{tfile}: missing (named by {path}); {fix}") from None
+    if hashlib.sha256(blob).hexdigest() != side["sha256"]:
+        raise ModelError(f"{tfile}: corrupt checkpoint (sha256 differs from {path}); {fix}")
+    try:
+        tensors, _ = _read_safetensors(blob)
+    except ValueError as e:
+        raise ModelError(f"{tfile}: corrupt checkpoint ({e}); {fix}") from None
+    return side, tensors
+
+
+def restore_checkpoint(side: dict, tensors: dict[str, torch.Tensor], model: Scorer,
+                       optim: torch.optim.Optimizer) -> dict:
+    """Load the model, optimizer and torch RNG from a checkpoint; return the loop state.
+
+    Raises ``ValueError``/``RuntimeError``/``KeyError``/``TypeError`` if the pieces do not fit.
+    """
+    part = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(part)
+    opt_state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, key = k.split(".", 2)
+            opt_state.setdefault(int(idx), {})[key] = v
+    optim.load_state_dict({"state": opt_state, "param_groups": side["optim_groups"]})
+    torch.set_rng_state(tensors["torch_rng"])
+    dev = next(model.parameters()).device
+    if dev.type == "cuda" and "cuda_rng" in tensors:  # else: resumed on another device
+        torch.cuda.set_rng_state(tensors["cuda_rng"], dev)
+    best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+    return {"iteration": side["iteration"], "history": side["history"],
+            "best_auc": float(side["best_auc"]), "best": best or None, "stale": side["stale"]}
+
+
+def resume_mismatch(recorded: dict, given: dict) -> str | None:
+    """The first setting a resumed training cannot honour, as ``"lr 0.01 recorded vs 5.0
+    given"``, or None. Iterations, checkpoint interval and device may change."""
+    for key in sorted(set(recorded) | set(given), key=lambda k: (k not in FIELDS, k)):
+        if key in RESUMABLE or recorded.get(key) == given.get(key):
+            continue
+        if key == "inputs":
+            return "the train videos or their feature files changed since the checkpoint"
+        return f"{key} {recorded.get(key)!r} recorded vs {given.get(key)!r} given"
+    return None

@@ -1,0 +1,1 @@
+"""The semi-synthetic benchmark: plans, scenes, events, footage and the writer."""

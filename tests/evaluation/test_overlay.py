@@ -1,0 +1,103 @@
+"""Overlay videos: sizes, frame counts, heat where the map is hot, GT boxes in green."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from stmil.cuboids import cuboid_boxes
+from stmil.evaluation.metrics import frame_scores_from_clips
+from stmil.evaluation.overlay import HEADER_H, STRIP_H, panel_size, render_overlay
+from stmil.score import frame_to_clip
+
+from .conftest import ramp_frames, write_video
+
+N, H, W, G = 40, 48, 64, 4
+HOT = (1, 2)  # (row, col) of the hot cuboid in clip 1
+GT_BOX = [4.0, 28.0, 28.0, 44.0]  # source pixels; bottom-left, away from the hot cuboid
+GT_FRAMES = range(16, 32)
+
+
+def _scores(hot: bool = True) -> dict:
+    """A scores dict like ``stmil.score.score_features`` makes: 2 clips, clip 1 hot."""
+    ranges = np.array([[0, 16], [16, 32]])
+    maps = np.full((2, G, G), 0.05)
+    if hot:
+        maps[1][HOT] = 0.95
+    flat = maps.reshape(2, -1)
+    boxes = cuboid_boxes(W, H, G)[flat.argmax(1)][frame_to_clip(ranges, N)]
+    return {"n_frames": N, "width": W, "height": H, "grid": G, "model_grid": G,
+            "clip_ranges": ranges.tolist(), "clip_maps": maps.tolist(),
+            "frame_scores": frame_scores_from_clips(flat.max(1), ranges, N).tolist(),
+            "boxes": boxes.tolist()}
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("overlay") / "v.mkv", ramp_frames(N, H, W))
+
+
+def _decode(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def _cell(img: np.ndarray, row: int, col: int, pw: int, ph: int, margin: int = 4) -> np.ndarray:
+    """Interior pixels ``(h, w, 3)`` of cuboid (row, col) in the panel of an output frame."""
+    y0, y1 = HEADER_H + row * ph // G + margin, HEADER_H + (row + 1) * ph // G - margin
+    x0, x1 = col * pw // G + margin, (col + 1) * pw // G - margin
+    return img[y0:y1, x0:x1].astype(float)
+
+
+def _colourfulness(px: np.ndarray) -> float:
+    return float((px.max(-1) - px.min(-1)).mean())
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_overlay_renders_heat_boxes_and_timeline(video, tmp_path, suffix):
+    gt = {f: [GT_BOX] for f in GT_FRAMES}
+    out = render_overlay(video, _scores(), tmp_path / f"o{suffix}", gt_boxes=gt, scale=128)
+    assert out.is_file() and out.stat().st_size > 0
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary left behind
+    frames = _decode(out)
+    pw, ph = panel_size(W, H, 128)
+    step = 2 if suffix == ".gif" else 1
+    assert len(frames) == N // step
+    assert frames[0].shape == (HEADER_H + ph + STRIP_H, pw, 3)
+    img = frames[20 // step]  # source frame 20: clip 1, GT box present
+    hot, cold = _cell(img, *HOT, pw, ph), _cell(img, 0, 0, pw, ph)
+    assert _colourfulness(hot) > _colourfulness(cold) + 40
+    calm = _cell(frames[4 // step], *HOT, pw, ph)  # clip 0: the same cuboid is cold
+    assert _colourfulness(calm) < 30
+    s = pw / W  # GT box left edge (2 px wide), halfway down
+    r, c = HEADER_H + int((GT_BOX[1] + GT_BOX[3]) / 2 * s), int(GT_BOX[0] * s)
+    red, green, blue = img[r, c].astype(int)
+    assert green > 180 and red < 90 and blue < 90
+    no_gt = frames[4 // step][r, c].astype(int)  # no GT box on frame 4
+    assert not (no_gt[1] > 180 and no_gt[0] < 90 and no_gt[2] < 90)
+    strip = img[HEADER_H + ph:].astype(int)
+    cursor_x = 20 * pw // N
+    assert (strip[:, cursor_x] > 200).all(-1).mean() > 0.8  # white cursor at the frame
+    assert (strip[:, cursor_x + 6] > 200).all(-1).mean() < 0.2
+
+
+def test_overlay_side_by_side_baseline_and_max_frames(video, tmp_path):
+    out = render_overlay(video, _scores(), tmp_path / "o.gif", baseline=_scores(hot=False),
+                         max_frames=12, scale=128)
+    frames = _decode(out)
+    pw, ph = panel_size(W, H, 128)
+    assert len(frames) == 12
+    assert frames[0].shape == (HEADER_H + ph + STRIP_H, 2 * pw, 3)
+    img = frames[10]  # source frame 20 (every 2nd frame)
+    left, right = _cell(img, *HOT, pw, ph), _cell(img[:, pw:], *HOT, pw, ph)
+    assert _colourfulness(left) > _colourfulness(right) + 40
+
+
+def test_overlay_refuses_bad_requests(video, tmp_path):
+    with pytest.raises(ValueError, match=".mp4 or .gif"):
+        render_overlay(video, _scores(), tmp_path / "o.avi")
+    other = dict(_scores(), n_frames=N + 1)
+    with pytest.raises(ValueError, match="not the same video"):
+        render_overlay(video, _scores(), tmp_path / "o.mp4", baseline=other)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,135 @@
+"""The ``extract`` and ``classify`` commands: help, one-line errors, exit codes, real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stmil.cli import main
+from stmil.features.video import VideoError
+
+from .conftest import (
+    assert_one_line_error,
+    ramp_frames,
+    require_cricket,
+    run_cli,
+    write_video,
+)
+
+STMIL = Path(sys.executable).with_name("stmil")
+
+
+run = run_cli
+
+
+
+@pytest.mark.parametrize(
+    "cmd", ["extract", "classify", "train", "score", "evaluate", "synth", "demo"])
+def test_help_has_an_example(capsys, cmd):
+    with pytest.raises(SystemExit) as info:
+        main([cmd, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and f"stmil {cmd} " in out
+
+
+def test_top_level_help_and_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "extract" in out and "classify" in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"stmil {metadata.version('stmil')}"
+
+
+def test_bad_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["extract", "x.mp4", "--out", "o", "--tail", "wrap"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_classify_missing_video(capsys, tmp_path):
+    missing = tmp_path / "nope.mp4"
+    code, out, err = run(capsys, "classify", str(missing), "--device", "cpu")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, str(missing), "no such file")
+    with pytest.raises(VideoError, match="no such file"):
+        main(["classify", str(missing), "--device", "cpu", "--debug"])
+
+
+def test_extract_missing_input(capsys, tmp_path):
+    missing, out_dir = tmp_path / "nope", tmp_path / "out"
+    code, out, err = run(capsys, "extract", str(missing), "--out", str(out_dir), "--quiet",
+                         "--device", "cpu")
+    assert code == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0] == f"error: {missing}: no such file or folder"
+    assert lines[1:] == [f"failures written to {out_dir / 'failures.json'}"]
+    assert "0 done, 0 skipped, 1 failed" in out
+    failures = json.loads((out_dir / "failures.json").read_text())
+    assert failures == [{"path": str(missing), "error": "no such file or folder"}]
+
+
+def test_extract_unknown_endpoint(capsys, tmp_path):
+    argv = ["extract", str(tmp_path), "--out", str(tmp_path / "o"), "--endpoint", "Mixed_9z"]
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "unknown endpoint 'Mixed_9z'", "Mixed_4e")
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        main([*argv, "--debug"])
+
+
+def test_extract_output_under_a_file(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    out_dir = tmp_path / "afile" / "sub"
+    code, _, err = run(capsys, "extract", str(tmp_path), "--out", str(out_dir), "--quiet",
+                       "--device", "cpu")
+    assert code == 1
+    assert_one_line_error(err, str(out_dir), "not writable")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_extract_cuda_without_gpu(capsys, tmp_path):
+    code, _, err = run(capsys, "extract", str(tmp_path), "--out", str(tmp_path / "o"),
+                       "--device", "cuda")
+    assert code == 1
+    assert_one_line_error(err, "no CUDA device")
+
+
+def test_extract_success(capsys, tmp_path):
+    src = write_video(tmp_path / "clip.mkv", ramp_frames(40, h=32, w=32), fps=30)
+    out_dir = tmp_path / "feats"
+    code, out, err = run(capsys, "extract", str(src), "--out", str(out_dir), "--size", "64",
+                         "--stride", "8", "--quiet", "--device", "cpu")
+    assert code == 0, err
+    assert "1 done, 0 skipped, 0 failed; 4 clips" in out  # starts 0, 8, 16, 24
+    assert np.load(out_dir / "clip.npy").shape == (4, 49, 528)
+    meta = json.loads((out_dir / "clip.json").read_text())
+    assert (meta["stride"], meta["size"], meta["n_frames"]) == (8, 64, 40)
+    assert not (out_dir / "failures.json").exists()
+    code, out, _ = run(capsys, "extract", str(src), "--out", str(out_dir), "--size", "64",
+                       "--stride", "8", "--quiet", "--device", "cpu")
+    assert code == 0 and "0 done, 1 skipped, 0 failed" in out
+
+
+@pytest.mark.slow
+def test_classify_cricket_json_subprocess():
+    cricket = require_cricket()  # a failure, not a skip, under $CI
+    proc = subprocess.run([str(STMIL), "classify", str(cricket), "--json", "--top", "3",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)
+    assert [set(t) for t in top] == [{"label", "probability"}] * 3
+    assert top[0]["label"] == "playing cricket" and top[0]["probability"] >= 0.95
+    probs = [t["probability"] for t in top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6

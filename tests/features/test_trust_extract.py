@@ -1,0 +1,469 @@
+"""Trust issue (#8), feature extraction: every output is committed whole, every mistake is one
+line naming the file, and nothing that is not ours is deleted or overwritten."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stmil.atomic import TEMP_PATTERN, atomic_write, remove_stale_temps, temp_path
+from stmil.datasets import VideoRecord
+from stmil.errors import ConfigError, OutputError
+from stmil.features.classify import classify_video
+from stmil.features.extract import (
+    ExtractSettings,
+    extract_many,
+    is_done,
+    read_failures,
+    record_failures,
+)
+from stmil.features.store import (
+    FeatureError,
+    load_dataset_features,
+    load_features,
+    read_feature_meta,
+)
+
+from .conftest import assert_one_line_error, ramp_frames, run_cli, write_video
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+# ---- item 18: temporary files carry their writer's pid; stale ones are removed ----------
+
+def test_temp_names_carry_the_writers_pid(tmp_path):
+    tmp = temp_path(tmp_path / "v.npy")
+    m = TEMP_PATTERN.fullmatch(tmp.name)
+    assert m and (m["name"], int(m["pid"])) == ("v.npy", os.getpid())
+    assert tmp.parent == tmp_path and tmp.name.startswith(".v.npy.") and tmp.suffix == ".tmp"
+
+
+def test_remove_stale_temps_removes_only_dead_writers_temps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = Path("out")
+    out.mkdir()
+    dead, live = _dead_pid(), os.getpid()
+    stale = [f".v.npy.{dead}.abcd_123.tmp", f".v.json.{dead}.zzzzzzzz.tmp",
+             f".a.b.c.mp4.{dead}.0a1b2c3d.tmp"]
+    kept = [f".v.npy.{live}.abcd_123.tmp",  # a live writer (this process)
+            f"v.npy.{dead}.abcd_123.tmp",  # not hidden: not ours
+            f".v.npy.{dead}.abc.tmp",  # not tempfile's 8 random characters
+            ".v.npy.abcd_123.tmp",  # no pid
+            f".v.npy.{dead}.abcd_123.tmp.bak", "v.npy", "notes.txt"]
+    for name in stale + kept:
+        (out / name).write_text("x")
+    (out / f".d.{dead}.abcdefgh.tmp").mkdir()  # a folder is never removed
+    removed = remove_stale_temps(out)
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in out.iterdir()) == sorted(kept + [f".d.{dead}.abcdefgh.tmp"])
+    assert remove_stale_temps("missing") == []
+
+
+def test_a_killed_writer_leaves_a_temp_that_remove_stale_temps_cleans(tmp_path):
+    """A real kill mid-write: the temp file of the dead writer goes, the destination stays."""
+    dest = tmp_path / "v.npy"
+    dest.write_text("old")
+    code = ("import sys, time; from stmil.atomic import atomic_write\n"
+            "def w(t):\n    t.write_text('new'); print('writing', flush=True); time.sleep(60)\n"
+            f"atomic_write({str(dest)!r}, w)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(temps) == 1 and int(TEMP_PATTERN.fullmatch(temps[0].name)["pid"]) == proc.pid
+    assert remove_stale_temps(tmp_path) == []  # the writer is still alive
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert remove_stale_temps(tmp_path) == temps
+    assert [p.name for p in tmp_path.iterdir()] == ["v.npy"] and dest.read_text() == "old"
+
+
+# ---- item 21: a write error names the destination, never the temporary file --------------
+
+def _limit_file_size(limit: int):
+    """Context: files larger than ``limit`` bytes fail to write with EFBIG (as a full disk does
+    with ENOSPC), through the real kernel path."""
+    import contextlib
+    import resource
+
+    @contextlib.contextmanager
+    def ctx():
+        old = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old)
+            signal.signal(signal.SIGXFSZ, handler)
+
+    return ctx()
+
+
+def test_atomic_write_error_names_the_destination(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with _limit_file_size(1000), pytest.raises(OSError) as info:
+        atomic_write(Path("v.json"), lambda t: t.write_bytes(b"x" * 5000))
+    assert (info.value.filename, info.value.strerror) == ("v.json", "File too large")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_into_a_missing_folder_names_the_destination(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        atomic_write(Path("nowhere/m.json"), lambda t: t.write_text("{}"))
+    assert info.value.filename == "nowhere/m.json"  # not the hidden .m.json.<pid>.*.tmp
+
+
+# ---- extraction: shared fixtures ---------------------------------------------------------
+
+SMALL = dict(size=64)  # Mixed_4e map 4x4; 49 cuboids of 528 per clip; fast
+
+
+@pytest.fixture()
+def video(tmp_path):
+    """One 20-frame video (one 16-frame clip) in ``videos/``, and the output folder path."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    return write_video(src / "v.mkv", ramp_frames(20, h=32, w=32), fps=30), tmp_path / "out"
+
+
+def _extract(inputs, out, extractor, overwrite=False, **settings):
+    logged: list[str] = []
+    s = extract_many(inputs, out, extractor, ExtractSettings(**(SMALL | settings)),
+                     overwrite=overwrite, progress=False, log=logged.append)
+    return s, logged
+
+
+# ---- item 3: the .npy / .json pair is one unit -------------------------------------------
+
+def _other_array(npy: Path) -> np.ndarray:
+    """An array of the same shape and dtype as ``npy`` holds (what other settings give)."""
+    return (np.load(npy).astype(np.float32) * 2 + 1).astype(np.float16)
+
+
+@pytest.mark.parametrize("state", ["new npy under old json", "new json over old npy"])
+def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor, state):
+    path, out = video
+    _extract([path], out, extractor)
+    npy, meta_path = out / "v.npy", out / "v.json"
+    good = {p: p.read_bytes() for p in (npy, meta_path)}
+    meta = json.loads(meta_path.read_text())
+    assert meta["npy_bytes"] == len(good[npy])
+    assert meta["npy_sha256"] == hashlib.sha256(good[npy]).hexdigest()
+    other = _other_array(npy)
+    if state == "new npy under old json":
+        np.save(npy, other)  # same shape, so only the checksum tells
+    else:  # the JSON of another array, beside the old array
+        buf = io.BytesIO()
+        np.save(buf, other)
+        meta["npy_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        meta_path.write_text(json.dumps(meta))
+    assert not is_done(out, "v")
+    with pytest.raises(FeatureError, match=re.escape(f"{npy}: does not match v.json (its sha256 "
+                                                     "differs from the one its metadata")):
+        load_features(out, "v")
+    s, _ = _extract([path], out, extractor)  # a plain rerun, no --overwrite
+    assert (s.done, s.skipped, s.failed) == (["v"], [], [])
+    assert {p: p.read_bytes() for p in good} == good
+
+
+# ---- item 4 and 22: the output records its source; a different source is an error --------
+
+def test_features_record_the_resolved_source_and_refuse_another_file(video, extractor,
+                                                                     monkeypatch):
+    path, out = video
+    monkeypatch.chdir(path.parent.parent)
+    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)
+    assert s.done == ["v"]
+    meta = json.loads((out / "v.json").read_text())
+    st = path.stat()
+    assert (meta["source"], meta["source_bytes"], meta["source_mtime_ns"]) == (
+        str(path.resolve()), st.st_size, st.st_mtime_ns)
+    before = (out / "v.npy").read_bytes()
+
+    Path("b").mkdir()
+    other = write_video(Path("b/v.mkv"), ramp_frames(20, h=32, w=32, seed=5), fps=30)
+    s, logged = _extract([Path("b/v.mkv")], Path("out"), extractor)
+    assert (s.done, s.skipped) == ([], [])
+    assert s.failed == [{"path": str(other.resolve()), "error":
+                         f"the finished features out/v.json were made from {path.resolve()}, "
+                         f"not {other.resolve()}; pass --overwrite to replace them, or use "
+                         "another output folder"}]
+    assert logged == [f"error: b/v.mkv: {s.failed[0]['error']}"]
+    assert (out / "v.npy").read_bytes() == before
+
+    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)  # the same file: skipped
+    assert (s.skipped, s.failed) == (["v"], [])
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the video was edited
+    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)
+    assert s.failed[0]["error"].startswith(
+        f"the finished features out/v.json were made from {path.resolve()} when its "
+        f"modification time was {st.st_mtime_ns}; it is now {st.st_mtime_ns + 10**9}")
+    s, _ = _extract([Path("b/v.mkv")], Path("out"), extractor, overwrite=True)
+    assert s.done == ["v"] and json.loads((out / "v.json").read_text())["source"] == str(
+        other.resolve())
+
+
+# ---- item 8 and 21: failures.json is merged, never lost, and keeps paths intact -----------
+
+def test_failures_are_merged_across_runs_and_keep_paths_with_colons(video, extractor,
+                                                                   monkeypatch):
+    path, out = video
+    monkeypatch.chdir(path.parent.parent)
+    bad = Path("videos/a: b.mp4")  # ": " inside a path
+    bad.write_text("not a video\n")
+    s, logged = _extract([Path("videos"), Path("gone.mp4")], Path("out"), extractor)
+    first = [{"path": str(Path("gone.mp4").resolve()), "error": "no such file or folder"},
+             {"path": str(bad.resolve()), "error": s.failed[1]["error"]}]
+    assert s.failed == first and s.failed[1]["error"].startswith("not a readable video (")
+    assert read_failures(out / "failures.json") == first
+    assert logged == ["error: gone.mp4: no such file or folder",
+                      f"error: videos/a: b.mp4: {first[1]['error']}"]
+
+    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)  # a later, clean run
+    assert (s.skipped, s.failed) == (["v"], [])
+    assert read_failures(out / "failures.json") == first  # not deleted
+
+    bad.unlink()
+    write_video(Path("videos/a: b.mkv"), ramp_frames(20, h=32, w=32), fps=30)
+    Path("a").mkdir()
+    write_video(Path("a/v.mkv"), ramp_frames(20, h=32, w=32, seed=3), fps=30)
+    s, _ = _extract([Path("videos/a: b.mkv"), Path("a/v.mkv")], Path("out"), extractor)
+    assert s.done == ["a: b"] and [f["path"] for f in s.failed] == [str(Path("a/v.mkv").resolve())]
+    assert read_failures(out / "failures.json") == first + s.failed  # merged, in order
+
+    s, _ = _extract([Path("gone.mp4"), Path("a/v.mkv")], Path("out"), extractor)
+    assert [f["path"] for f in read_failures(out / "failures.json")] == [
+        str(bad.resolve()), str(Path("gone.mp4").resolve()), str(Path("a/v.mkv").resolve())]
+    record_failures(Path("out"), [bad, Path("gone.mp4"), Path("a/v.mkv")], [])
+    assert not (out / "failures.json").exists()  # nothing left: the file goes
+
+
+def test_record_failures_waits_for_a_concurrent_run(tmp_path):
+    """The read-merge-write runs under the folder's lock, so no run loses another's entries."""
+    (tmp_path / "failures.json").write_text(json.dumps([{"path": "/x", "error": "e1"}]))
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another run holds the lock
+    mine = [{"path": "/y", "error": "e2"}]
+    worker = threading.Thread(target=record_failures, args=(tmp_path, ["/y"], mine))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive()  # waiting for the lock
+    (tmp_path / "failures.json").write_text(json.dumps([{"path": "/x", "error": "e1"},
+                                                        {"path": "/z", "error": "e3"}]))
+    os.close(fd)  # the other run is done; its entry /z must survive
+    worker.join(10)
+    assert read_failures(tmp_path / "failures.json") == [
+        {"path": "/x", "error": "e1"}, {"path": "/z", "error": "e3"}, *mine]
+
+
+@pytest.mark.parametrize("content", ['[1]', '{"path": "/x"}', '[{"path": 1, "error": "e"}]',
+                                     '{', b'\xff\xfe'])
+def test_a_foreign_failures_json_is_never_overwritten(video, extractor, content):
+    path, out = video
+    out.mkdir()
+    f = out / "failures.json"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(OutputError, match=f"{re.escape(str(f))}: not a stmil failure list"):
+        _extract([path], out, extractor)
+    assert f.read_bytes() == (content if isinstance(content, bytes) else content.encode())
+    assert sorted(p.name for p in out.iterdir()) == ["failures.json"]
+
+
+# ---- item 15, 16, 20: bad numbers are one-line errors before anything runs ----------------
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--fps", "1e-320", "fps must be a number from 0.01 to 1000 frames per second"),
+    ("--fps", "inf", "fps must be a number from 0.01 to 1000 frames per second"),
+    ("--fps", "nan", "fps must be a number from 0.01 to 1000 frames per second"),
+    ("--fps", "0", "fps must be a number from 0.01 to 1000 frames per second"),
+    ("--fps", "-5", "fps must be a number from 0.01 to 1000 frames per second"),
+    ("--fps", "1e6", "fps must be a number from 0.01 to 1000 frames per second"),
+    ("--grid", "0", "grid must be a whole number >= 1, got 0"),
+    ("--grid", "-3", "grid must be a whole number >= 1, got -3"),
+    ("--clip-len", "0", "clip_len must be a whole number >= 1, got 0"),
+    ("--stride", "-1", "stride must be a whole number >= 1, got -1"),
+    ("--size", "0", "size must be a whole number >= 1, got 0"),
+    ("--batch-size", "0", "batch_size must be a whole number >= 1, got 0"),
+    ("--endpoint", "Mixed_9z", "unknown endpoint 'Mixed_9z'; choose one of Conv3d_1a_7x7"),
+    ("--endpoint", "Logits", "cuboid features need a feature-map endpoint, not Logits"),
+])
+def test_extract_bad_numbers_are_one_line_errors_before_any_video(capsys, tmp_path,
+                                                                  monkeypatch, flag, value,
+                                                                  message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "extract", "missing.mp4", "--out", "out", flag, value,
+                             "--quiet", "--device", "cpu")
+    assert (code, out) == (1, "")
+    assert_one_line_error(err, message)
+    assert not Path("out").exists()  # nothing written, no video looked at
+
+
+@pytest.mark.parametrize("grid, size, ok", [(64, 64, True), (65, 64, False), (300, 224, False)])
+def test_grid_must_fit_the_frame(grid, size, ok):
+    s = ExtractSettings(size=size)
+    if ok:
+        s.check_grid(grid)
+    else:
+        with pytest.raises(ConfigError, match=f"grid {grid} is larger than the frame size "
+                                              f"{size}: each cuboid needs at least one pixel; "
+                                              f"use --grid {size} or less"):
+            s.check_grid(grid)
+
+
+@pytest.mark.parametrize("bad", [{"fps": float("inf")}, {"fps": float("nan")}, {"fps": 1e-320},
+                                 {"stride": 2.5}, {"clip_len": True}, {"tail": "wrap"}])
+def test_extract_settings_refuse_bad_values(bad):
+    with pytest.raises(ConfigError, match=f"^{next(iter(bad))} must be"):
+        ExtractSettings(**bad)
+
+
+@pytest.mark.parametrize("top", [-2, 0, 401, 1000])
+def test_classify_top_is_checked_before_the_network(capsys, tmp_path, monkeypatch, top):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "classify", "missing.mp4", "--top", top, "--device", "cpu")
+    assert code == 1
+    assert_one_line_error(err, f"--top must be a whole number from 1 to 400 (the Kinetics-400 "
+                               f"classes), got {top}")
+    with pytest.raises(ConfigError, match="window must be at least 9 frames"):
+        classify_video("missing.mp4", window=8)
+
+
+# ---- item 17: a feature .json of the wrong shape is one line naming the file -------------
+
+GOOD_META = {"source": "/v.mp4", "fps": 30.0, "source_fps": 30.0, "n_frames": 16, "width": 32,
+             "height": 32, "clip_len": 16, "stride": 16, "size": 64, "grid": 7,
+             "endpoint": "Mixed_4e", "tail": "drop", "n_clips": 1, "channels": 528}
+WRONG_SHAPES = [
+    (b"[1]", "not a feature metadata file: a JSON object is expected, got list"),
+    (b"1", "not a feature metadata file: a JSON object is expected, got int"),
+    (b"{", "not a feature metadata file: not valid JSON"),
+    (b"\xff\xfe{}", "not a feature metadata file: not valid JSON"),
+    (b"{}", "not a feature metadata file: missing fps, n_frames"),
+    (json.dumps({k: v for k, v in GOOD_META.items() if k != "n_clips"}).encode(),
+     "not a feature metadata file: missing n_clips"),
+    (json.dumps(GOOD_META | {"grid": "x"}).encode(), "grid must be a whole number >= 1, got 'x'"),
+    (json.dumps(GOOD_META | {"grid": 0}).encode(), "grid must be a whole number >= 1, got 0"),
+    (json.dumps(GOOD_META | {"n_clips": True}).encode(),
+     "n_clips must be a whole number >= 1, got True"),
+    (json.dumps(GOOD_META | {"fps": float("nan")}).encode(),
+     "fps must be a positive number, got nan"),
+    (json.dumps(GOOD_META | {"tail": None}).encode(), "tail must be one of drop, pad, got None"),
+    (json.dumps(GOOD_META | {"source": 3}).encode(), "source must be a path, got 3"),
+    (json.dumps(GOOD_META | {"npy_sha256": "abc"}).encode(),
+     "npy_sha256 must be 64 lowercase hex digits, got 'abc'"),
+]
+
+
+@pytest.mark.parametrize("content, message", WRONG_SHAPES)
+def test_wrong_shape_feature_json_is_a_feature_error_everywhere(tmp_path, monkeypatch,
+                                                                content, message):
+    monkeypatch.chdir(tmp_path)
+    feats = Path("feats")
+    feats.mkdir()
+    (feats / "v.json").write_bytes(content)
+    np.save(feats / "v.npy", np.zeros((1, 49, 528), np.float16))
+    where = re.escape(f"feats/v.json: {message}")
+    with pytest.raises(FeatureError, match=where):
+        read_feature_meta(feats / "v.json")
+    with pytest.raises(FeatureError, match=where):
+        is_done(feats, "v")
+    with pytest.raises(FeatureError, match=where):
+        load_features(feats, "v")
+    with pytest.raises(FeatureError, match=where):
+        load_dataset_features([VideoRecord("v", 0)], feats)
+
+
+def test_wrong_shape_feature_json_in_extract_is_a_per_video_failure(video, extractor):
+    path, out = video
+    out.mkdir()
+    (out / "v.json").write_text("[1]")
+    s, logged = _extract([path], out, extractor)
+    assert s.failed == [{"path": str(path), "error": f"{out}/v.json: not a feature metadata "
+                         "file: a JSON object is expected, got list; re-extract it with stmil "
+                         "extract --overwrite"}]
+    assert (out / "v.json").read_text() == "[1]" and not (out / "v.npy").exists()
+    s, _ = _extract([path], out, extractor, overwrite=True)
+    assert s.done == ["v"]
+
+
+def test_an_array_without_its_json_is_not_overwritten(video, extractor):
+    path, out = video
+    out.mkdir()
+    np.save(out / "v.npy", np.ones(3))
+    s, _ = _extract([path], out, extractor)
+    assert s.failed == [{"path": str(path), "error": f"{out}/v.npy: exists without v.json, so "
+                         "it is not features stmil wrote; move it away, or pass --overwrite "
+                         "to replace it"}]
+    np.testing.assert_array_equal(np.load(out / "v.npy"), np.ones(3))
+
+
+# ---- item 18: extract removes the temporary files of killed runs -------------------------
+
+def test_extract_removes_stale_temps_of_killed_runs(video, extractor):
+    path, out = video
+    out.mkdir()
+    dead = _dead_pid()
+    stale = out / f".v.npy.{dead}.abcdefgh.tmp"
+    live = out / f".w.npy.{os.getpid()}.abcdefgh.tmp"
+    foreign = out / ".v.npy.tmp"
+    for p in (stale, live, foreign):
+        p.write_text("partial")
+    s, _ = _extract([path], out, extractor)
+    assert s.done == ["v"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, foreign.name, "v.npy",
+                                                            "v.json"])
+
+
+# ---- item 21: a full disk is one line naming the output file ------------------------------
+
+def test_extract_on_a_full_disk_names_the_output_file(video, capsys, monkeypatch):
+    path, out = video
+    monkeypatch.chdir(path.parent.parent)
+    with _limit_file_size(20_000):  # the array (~52 kB) does not fit; failures.json does
+        code, stdout, err = run_cli(capsys, "extract", "videos/v.mkv", "--out", "out", "--size",
+                                    "64", "--quiet", "--device", "cpu")
+    assert code == 1 and "0 done, 0 skipped, 1 failed" in stdout
+    assert err.splitlines()[0] == "error: videos/v.mkv: out/v.npy: File too large"
+    assert read_failures(out / "failures.json") == [
+        {"path": str(path), "error": "out/v.npy: File too large"}]
+    assert sorted(p.name for p in out.iterdir()) == ["failures.json"]  # no temp, no half pair
+
+
+# ---- item 22: empty input folder, missing features folder ---------------------------------
+
+def test_extract_of_an_empty_folder_says_no_videos_found(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("empty").mkdir()
+    Path("empty/notes.txt").write_text("no video here")
+    code, stdout, err = run_cli(capsys, "extract", "empty", "--out", "out", "--size", "64",
+                                "--quiet", "--device", "cpu")
+    assert code == 1 and "0 done, 0 skipped, 1 failed" in stdout
+    assert err.splitlines()[0].startswith("error: no videos found in empty (looked for .mp4, ")
+
+
+@pytest.mark.parametrize("make", [None, "file"])
+def test_a_missing_features_folder_is_named(tmp_path, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)
+    if make:
+        Path("feats").write_text("")
+    message = ("feats: no such features folder" if make is None else "feats: not a folder")
+    with pytest.raises(FeatureError, match=f"^{message}"):
+        load_dataset_features([VideoRecord("a", 1), VideoRecord("b", 0)], "feats")
