@@ -15,8 +15,7 @@ from stmil.datasets import load_dataset
 from stmil.evaluation.evaluate import METRIC_KEYS, read_metrics
 from stmil.evaluation.metrics import frame_labels
 from stmil.synth.dataset import make_dataset
-
-from .conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 TRAIN = ["--iterations", "3", "--hidden", "16", "--mid", "4", "--device", "cpu", "--quiet"]
 

@@ -11,8 +11,7 @@ import pytest
 
 from stmil.demo import DEMO_TABLE_KEYS
 from stmil.evaluation.report import referenced_files
-
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 TINY = ("--videos", "8", "--frames", "32", "--iterations", "5", "--quiet")
 

@@ -12,11 +12,10 @@ import pytest
 
 from stmil import demo as demo_mod
 from stmil.datasets import load_dataset
+from stmil.synth import dataset as synth_mod
+from stmil.synth import write as synth_write
 from stmil.synth.dataset import SynthError, make_dataset, plan_videos
-from stmil.synth.dataset import dataset as synth_mod
-from stmil.synth.dataset import write as synth_write
-
-from .conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 DEAD = 999_999_999  # a pid no process has (above any pid_max)
 TINY = dict(n_videos=4, width=64, height=48, n_frames=16, progress=False, workers=1)

@@ -10,8 +10,7 @@ from stmil.cuboids import cuboid_boxes
 from stmil.evaluation.metrics import frame_scores_from_clips
 from stmil.evaluation.overlay import HEADER_H, STRIP_H, panel_size, render_overlay
 from stmil.score import frame_to_clip
-
-from .conftest import ramp_frames, write_video
+from tests.conftest import ramp_frames, write_video
 
 N, H, W, G = 40, 48, 64, 4
 HOT = (1, 2)  # (row, col) of the hot cuboid in clip 1

@@ -14,8 +14,7 @@ import torch
 
 from stmil.cli import main
 from stmil.features.video import VideoError
-
-from .conftest import (
+from tests.conftest import (
     assert_one_line_error,
     ramp_frames,
     require_cricket,

@@ -22,8 +22,7 @@ from stmil.cuboids import cuboid_boxes, pool_cuboids
 from stmil.features.extract import ExtractSettings, extract_many, extract_video, is_done
 from stmil.features.store import load_features
 from stmil.features.video import VideoError
-
-from .conftest import ramp_frames, require_vtest, write_video
+from tests.conftest import ramp_frames, require_vtest, write_video
 
 SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 DESIGN_KEYS = {"source", "fps", "n_frames", "width", "height", "clip_len", "stride", "size",

@@ -15,8 +15,7 @@ import torch
 
 from stmil.features.video import iter_clips
 from stmil.features.weights import load_i3d, read_numpy_pickle, source_path
-
-from .conftest import require_cricket
+from tests.conftest import require_cricket
 
 try:
     import flax  # noqa: F401

@@ -35,8 +35,7 @@ from stmil.features.store import (
     load_features,
     read_feature_meta,
 )
-
-from .conftest import assert_one_line_error, ramp_frames, run_cli, write_video
+from tests.conftest import assert_one_line_error, ramp_frames, run_cli, write_video
 
 
 def _dead_pid() -> int:

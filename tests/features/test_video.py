@@ -21,8 +21,7 @@ from stmil.features.video import (
     probe,
     to_model_input,
 )
-
-from .conftest import ramp_frames, write_video
+from tests.conftest import ramp_frames, write_video
 
 
 def smooth_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:

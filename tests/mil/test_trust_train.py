@@ -26,9 +26,8 @@ from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.mil.config import FIELDS, TrainConfig, read_config
 from stmil.mil.run import commit_folder, load_model
 from stmil.mil.train import train
+from tests.conftest import assert_one_line_error, run_cli
 from tests.planted import make_planted
-
-from .conftest import assert_one_line_error, run_cli
 
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, checkpoint_every=2, device="cpu",
             progress=False)

@@ -15,8 +15,7 @@ from stmil.datasets import load_dataset
 from stmil.synth.dataset import CLASSES, SynthError, make_dataset, plan_videos
 from stmil.synth.events import KINDS, fit_box, make_event
 from stmil.synth.write import TEMPORAL_FILE
-
-from .conftest import require_file, require_vtest
+from tests.conftest import require_file, require_vtest
 
 W, H, N_FRAMES = 160, 120, 48
 TINY = dict(n_videos=4, width=W, height=H, n_frames=N_FRAMES, progress=False)
