@@ -141,7 +141,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     summary = make_dataset(Path(args.out), footage=args.footage, n_videos=args.videos,
                            seed=args.seed, n_frames=args.frames, progress=not args.quiet,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, scenario=args.scenario)
     print(f"{len(summary['train'])} train + {len(summary['test'])} test videos -> {args.out}")
     return 0
 
@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous synth output with other settings in --out")
+    from stmil.synth.distractors import SCENARIOS
+    p.add_argument("--scenario", choices=SCENARIOS, default="default",
+                   help="hard: benign look-alike motion (fast walkers, vehicles, flicker, "
+                   "sway, camera shake) in every video, outside the event box in anomalous ones")
 
     p = add("demo", "The main job: synth, extract, train 3 runs, evaluate, report.",
             "stmil demo --out demo-out")

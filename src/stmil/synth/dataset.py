@@ -20,7 +20,8 @@ by the previous marker that the new settings do not make (and any temporary file
 run) are deleted; nothing else in the folder is touched.
 
 Footage is procedural by default (:mod:`stmil.synth.scene`), or windows of real videos
-(:mod:`stmil.synth.footage`); events come from :mod:`stmil.synth.events`. The same seed and
+(:mod:`stmil.synth.footage`); events come from :mod:`stmil.synth.events`. The ``hard``
+scenario adds benign look-alike motion (:mod:`stmil.synth.distractors`). The same seed and
 settings give byte-identical files.
 """
 
@@ -38,12 +39,14 @@ from tqdm import tqdm
 
 from stmil.atomic import TEMP_PATTERN, remove_stale_temps
 from stmil.errors import StmilError
+from stmil.synth.distractors import SCENARIOS, HardScene
 from stmil.synth.events import KINDS, fit_box, make_event
 from stmil.synth.footage import Footage, FootageClip, FootageError, load_footage, probe_footage
 from stmil.synth.scene import ProceduralScene
 from stmil.synth.write import TEMPORAL_FILE, VideoWriter, write_annotations, write_text
 
-__all__ = ["CLASSES", "FootageError", "Plan", "SynthError", "make_dataset", "plan_videos"]
+__all__ = ["CLASSES", "SCENARIOS", "FootageError", "Plan", "SynthError", "make_dataset",
+           "plan_videos"]
 
 CLASSES = {"run": "Running", "fight": "Fighting", "fire": "Fire", "throw": "Throwing",
            "damage": "Vandalism"}
@@ -111,8 +114,13 @@ def plan_videos(n_videos: int, n_frames: int, seed: int, test_fraction: float,
 
 
 def _render(plan: Plan, root: Path, seed: int, size: tuple[int, int], n_frames: int,
-            fps: Fraction, footage: Footage | None) -> dict:
-    """Write ``videos/<id>.mp4``; returns the video's record for ``synth.json``."""
+            fps: Fraction, footage: Footage | None, scenario: str = "default") -> dict:
+    """Write ``videos/<id>.mp4``; returns the video's record for ``synth.json``.
+
+    The ``hard`` scenario adds :class:`~stmil.synth.distractors.HardScene` (camera shake, then
+    distractors, painted before the event) from a generator of its own: the scene and the
+    event are the ``default`` scenario's, drawn from the same generators.
+    """
     width, height = size
     scene_seq, event_seq = np.random.SeedSequence([seed, 1, plan.index]).spawn(2)
     scene_rng = np.random.default_rng(scene_seq)
@@ -120,17 +128,22 @@ def _render(plan: Plan, root: Path, seed: int, size: tuple[int, int], n_frames: 
               else FootageClip(scene_rng, footage, width, height, n_frames))
     event = (make_event(plan.kind, np.random.default_rng(event_seq), width, height,
                         plan.end - plan.start) if plan.kind else None)
+    hard = (HardScene(np.random.default_rng([seed, 2, plan.index]), width, height, n_frames,
+                      event.region if event is not None else None)
+            if scenario == "hard" else None)
     boxes = []
     with VideoWriter(root / "videos" / f"{plan.video_id}.mp4", width, height, fps) as writer:
         for t in range(n_frames):
             frame = source.next_frame()
+            if hard is not None:
+                frame = hard.apply(frame, t)
             if event is not None and plan.start <= t < plan.end:
                 boxes.append(fit_box(event.draw(frame, t - plan.start), width, height))
             writer.write(source.finish(frame))
     areas = [(b[2] - b[0]) * (b[3] - b[1]) / (width * height) for b in boxes]
     record = {"split": plan.split, "label": int(bool(plan.kind)), "kind": plan.kind or "normal",
               "class": plan.category, "n_frames": n_frames, "fps": float(fps),
-              **source.describe()}
+              **source.describe(), **(hard.describe() if hard is not None else {})}
     if event is not None:
         record.update(span=[plan.start, plan.end], region=list(event.region),
                       area_fraction={"mean": round(float(np.mean(areas)), 4),
@@ -140,7 +153,9 @@ def _render(plan: Plan, root: Path, seed: int, size: tuple[int, int], n_frames: 
 
 
 def _check(n_videos: int, width: int, height: int, n_frames: int, fps: float | None,
-           test_fraction: float, seed: int = 0) -> None:
+           test_fraction: float, seed: int = 0, scenario: str = "default") -> None:
+    if scenario not in SCENARIOS:
+        raise SynthError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
     for name, value in (("n_videos", n_videos), ("width", width), ("height", height),
                         ("n_frames", n_frames), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -161,10 +176,10 @@ def _check(n_videos: int, width: int, height: int, n_frames: int, fps: float | N
 
 def check_settings(n_videos: int = 48, n_frames: int = 160, seed: int = 0, width: int = 320,
                    height: int = 240, fps: float | None = None,
-                   test_fraction: float = 0.5) -> None:
+                   test_fraction: float = 0.5, scenario: str = "default") -> None:
     """Raise :class:`SynthError` for settings :func:`make_dataset` would refuse (nothing is
     written); for callers that validate everything before starting work."""
-    _check(n_videos, width, height, n_frames, fps, test_fraction, seed)
+    _check(n_videos, width, height, n_frames, fps, test_fraction, seed, scenario)
 
 
 def owned_files(plans: list[Plan]) -> list[str]:
@@ -269,21 +284,29 @@ def _claim(root: Path, seed: int, settings: dict, plans: list[Plan], overwrite: 
 
 
 def _settings(n_videos: int, width: int, height: int, n_frames: int, fps: float | None,
-              test_fraction: float, sources: list[Path]) -> dict:
-    """The ``settings`` recorded in ``synth.json``."""
-    return {"n_videos": n_videos, "width": width, "height": height, "n_frames": n_frames,
-            "fps": fps, "test_fraction": test_fraction,
-            "footage": [str(p) for p in sources] or None}
+              test_fraction: float, sources: list[Path], scenario: str = "default") -> dict:
+    """The ``settings`` recorded in ``synth.json``.
+
+    ``scenario`` is recorded only when it is not ``default``, so a default output's marker is
+    byte for byte what stmil wrote before scenarios existed.
+    """
+    settings = {"n_videos": n_videos, "width": width, "height": height, "n_frames": n_frames,
+                "fps": fps, "test_fraction": test_fraction,
+                "footage": [str(p) for p in sources] or None}
+    if scenario != "default":
+        settings["scenario"] = scenario
+    return settings
 
 
 def dataset_ready(out: Path, footage: list[Path] | None = None, n_videos: int = 48,
                   seed: int = 0, width: int = 320, height: int = 240, n_frames: int = 160,
-                  fps: float | None = None, test_fraction: float = 0.5) -> bool:
+                  fps: float | None = None, test_fraction: float = 0.5,
+                  scenario: str = "default") -> bool:
     """True when ``out`` holds a complete synth output of exactly these settings, every file
     present: what :func:`make_dataset` would write (byte for byte) is already there."""
     old = read_marker(Path(out))
     settings = _settings(n_videos, width, height, n_frames, fps, test_fraction,
-                         [Path(p) for p in footage or []])
+                         [Path(p) for p in footage or []], scenario)
     return (old is not None and old["complete"] and old["seed"] == seed
             and old["settings"] == settings
             and all((Path(out) / f).is_file() for f in old["files"]))
@@ -291,7 +314,7 @@ def dataset_ready(out: Path, footage: list[Path] | None = None, n_videos: int = 
 
 def _render_all(plans: list[Plan], root: Path, seed: int, size: tuple[int, int], n_frames: int,
                 fps: float | None, sources: list[Path], workers: int,
-                progress: bool) -> dict[str, dict]:
+                progress: bool, scenario: str = "default") -> dict[str, dict]:
     """Render every planned video, one source's decoded footage at a time; id -> record."""
     records: dict[str, dict] = {}
     with tqdm(total=len(plans), desc="synth", unit="video", disable=not progress) as bar:
@@ -302,7 +325,8 @@ def _render_all(plans: list[Plan], root: Path, seed: int, size: tuple[int, int],
             # Encoding releases the GIL, and every video has its own generators: threads give
             # parallelism without changing a byte of the output.
             with ThreadPoolExecutor(workers) as pool:
-                jobs = {pool.submit(_render, p, root, seed, size, n_frames, rate, footage): p
+                jobs = {pool.submit(_render, p, root, seed, size, n_frames, rate, footage,
+                                    scenario): p
                         for p in plans if p.source == s}
                 try:
                     for job in as_completed(jobs):
@@ -318,7 +342,7 @@ def make_dataset(out: Path, footage: list[Path] | None = None, n_videos: int = 4
                  width: int = 320, height: int = 240, n_frames: int = 160,
                  fps: float | None = None, test_fraction: float = 0.5,
                  progress: bool = True, workers: int | None = None,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, scenario: str = "default") -> dict:
     """Write a semi-synthetic dataset in UCF-Crime2Local layout to ``out``.
 
     ``footage``: real videos to cut windows from (default: procedural scenes). ``fps``: the
@@ -327,23 +351,26 @@ def make_dataset(out: Path, footage: list[Path] | None = None, n_videos: int = 4
     ``workers``: videos made at once (threads; default ``min(4, cpu count)``); the output does not
     depend on it. ``out`` must be empty, missing, or a previous synth output (its ``synth.json``
     marker proves it) with the same settings; ``overwrite`` replaces a previous synth output
-    with other settings, never a folder synth did not make.
+    with other settings, never a folder synth did not make. ``scenario``: ``default``, or
+    ``hard`` (benign look-alike motion in every video, outside the event's region in anomalous
+    ones: :mod:`stmil.synth.distractors`; recorded per video in ``synth.json``).
 
     Returns ``{"root", "train": [ids], "test": [ids], "events": {id: {kind, class, split,
     span, area_fraction}}}`` where ``span`` is the 0-based half-open event frame span.
     Raises :class:`SynthError` (a ``ValueError``) for bad settings, unusable footage (naming the
     file) or an output folder that cannot be written or is not synth's own.
     """
-    _check(n_videos, width, height, n_frames, fps, test_fraction, seed)
+    _check(n_videos, width, height, n_frames, fps, test_fraction, seed, scenario)
     out, sources = Path(out), [Path(p) for p in footage or []]
     for path in sources:
         probe_footage(path, width, height, n_frames)
     plans = plan_videos(n_videos, n_frames, seed, test_fraction, len(sources))
-    settings = _settings(n_videos, width, height, n_frames, fps, test_fraction, sources)
+    settings = _settings(n_videos, width, height, n_frames, fps, test_fraction, sources,
+                         scenario)
     _claim(out, seed, settings, plans, overwrite)
     workers = workers or min(4, os.cpu_count() or 1)
     records = _render_all(plans, out, seed, (width, height), n_frames, fps, sources, workers,
-                          progress)
+                          progress, scenario)
     write_annotations(out, plans, records, n_frames)
     meta = {"format": MARKER_FORMAT, "complete": True, "seed": seed, "settings": settings,
             "files": owned_files(plans), "kinds": list(KINDS),
