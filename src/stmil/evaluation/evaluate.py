@@ -21,12 +21,21 @@ from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.errors import ModelError, OutputError
 from stmil.evaluation import metrics as M
+from stmil.evaluation.paper_metrics import paper_metrics
 from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.mil.run import load_model
 from stmil.score import check_model_features, clip_maps, frame_to_clip
 
 METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel_auroc",
-               "pointing_accuracy")
+               "pointing_accuracy",
+               # The metrics papers report (issue 12, docs/metrics.md); results recorded before
+               # they existed lack them (read as absent, shown as "-").
+               "frame_auc_anomalous", "frame_ap_trapezoid", "patch_auc", "patch_ap", "tiou",
+               "loc_false_positives")
+#: Metric keys a recorded result may lack (added after the metrics.json format was fixed).
+OPTIONAL_METRIC_KEYS = METRIC_KEYS[METRIC_KEYS.index("frame_auc_anomalous"):]
+#: Metrics that are counts (>= 0), not fractions in [0, 1].
+UNBOUNDED_METRIC_KEYS = ("loc_false_positives",)
 METRICS_FILE = "metrics.json"
 METRICS_VERSION = 2
 SPLIT_ORDER = ("test", "train", "all")
@@ -90,16 +99,18 @@ def check_result(path: Path, where: str, entry: object) -> dict:
     """Validate one evaluation result (metrics and settings); ``where`` names it in errors."""
     if not isinstance(entry, dict):
         raise _bad_metrics(path, f"{where}: expected an object, got {type(entry).__name__}")
-    missing = [k for k in (*METRIC_KEYS, "settings") if k not in entry]
+    missing = [k for k in (*METRIC_KEYS, "settings")
+               if k not in entry and k not in OPTIONAL_METRIC_KEYS]
     if missing:
         raise _bad_metrics(path, f"{where}: missing keys {', '.join(missing)}")
     for key in METRIC_KEYS:
-        v = entry[key]
+        v = entry.get(key)
+        hi = math.inf if key in UNBOUNDED_METRIC_KEYS else 1.0
         ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and math.isfinite(v) and 0.0 <= v <= 1.0)
+                           and math.isfinite(v) and 0.0 <= v <= hi)
         if not ok:
-            raise _bad_metrics(path, f"{where}: {key} must be a number in [0, 1] or null, "
-                               f"got {v!r}")
+            span = "a number >= 0" if hi == math.inf else "a number in [0, 1]"
+            raise _bad_metrics(path, f"{where}: {key} must be {span} or null, got {v!r}")
     s = entry["settings"]
     if not (isinstance(s, dict) and isinstance(s.get("split"), str)
             and isinstance(s.get("data"), str)):
@@ -206,7 +217,7 @@ def _write_json(dest: Path, obj: object) -> None:
 def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
                     overlap: float = 0.25, threshold: float = 0.5,
                     pixel_frames: int = 16) -> dict:
-    """The six metrics from per-video cuboid maps ``(n_clips, G*G)``."""
+    """Every metric of :data:`METRIC_KEYS` from per-video cuboid maps ``(n_clips, G*G)``."""
     f_scores, f_labels, normal_scores = [], [], []
     c_scores, c_labels = [], []
     heatmaps, masks, top_boxes, gt_frames = [], [], [], []
@@ -249,6 +260,7 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         "pointing_accuracy": M.pointing_accuracy(np.concatenate(top_boxes), gt_frames)
         if top_boxes else None,
     }
+    out.update(paper_metrics(videos, maps, f_scores, f_labels, overlap, threshold))
     out["curves"] = {"frame": (np.concatenate(f_scores), np.concatenate(f_labels)),
                      "cuboid": (np.concatenate(c_scores), np.concatenate(c_labels))
                      if c_scores else None}

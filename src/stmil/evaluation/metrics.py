@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
 ArrayOrList = np.ndarray | Sequence
 
@@ -290,3 +290,134 @@ def pointing_accuracy(top_boxes: np.ndarray, gt_boxes: Sequence[ArrayOrList]) ->
     if n == 0:
         raise ValueError("pointing_accuracy needs at least one frame with a GT box")
     return hits / n
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics that papers report (issue 12): comparable with published tables
+# ---------------------------------------------------------------------------------------------
+
+
+def frame_auc_anomalous(scores: Sequence[ArrayOrList], labels: Sequence[ArrayOrList],
+                        video_labels: ArrayOrList) -> float:
+    """Frame ROC AUC over the anomalous videos only (``video_labels == 1``).
+
+    ``scores``/``labels``: one ``(F_v,)`` array per video; ``video_labels``: ``(V,)`` 0/1.
+    Normal videos are left out, so the negatives are the normal frames of anomalous videos.
+    """
+    vl = np.asarray(video_labels).ravel()
+    if len(vl) != len(scores) or len(vl) != len(labels):
+        raise ValueError(f"{len(scores)} score arrays, {len(labels)} label arrays and "
+                         f"{len(vl)} video labels differ")
+    keep = np.flatnonzero(vl == 1)
+    return frame_auc([scores[i] for i in keep], [labels[i] for i in keep])
+
+
+def frame_ap_trapezoid(scores: ArrayOrList, labels: ArrayOrList) -> float:
+    """AP as the trapezoid area under the precision-recall curve: ``auc(recall, precision)``.
+
+    Several published evaluation scripts compute AP this way (scikit-learn's
+    ``precision_recall_curve`` then ``auc``); it interpolates linearly between operating points
+    and so differs from :func:`frame_ap` (scikit-learn's step-wise ``average_precision``).
+    """
+    s, y = _scores_labels(scores, labels)
+    precision, recall, _ = precision_recall_curve(y, s)
+    return float(auc(recall, precision))
+
+
+def gated_cuboid_scores(cuboid_scores: np.ndarray, frame_scores: ArrayOrList) -> np.ndarray:
+    """Patch scores ``(F, N)``: each cuboid score ``(F, N)`` times its frame's score ``(F,)``.
+
+    A cuboid scores high only when its frame does too (the frame score gates the map).
+    """
+    c = np.asarray(cuboid_scores, dtype=np.float64)
+    f = np.asarray(frame_scores, dtype=np.float64).ravel()
+    if c.ndim != 2 or c.shape[0] != f.size:
+        raise ValueError(f"cuboid_scores {c.shape} do not match {f.size} frame scores")
+    return c * f[:, None]
+
+
+def _weighted(scores: ArrayOrList, labels: ArrayOrList, weights: ArrayOrList | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    s, y = _scores_labels(scores, labels)
+    if weights is None:
+        return s, y, None
+    w = _flat(weights, np.float64)
+    if w.shape != s.shape or np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError("weights must be finite, >= 0 and as many as the scores")
+    if not (w[y].sum() > 0 and w[~y].sum() > 0):
+        raise ValueError("weights leave only one class; patch AUC / AP need both")
+    return s, y, w
+
+
+def patch_auc(scores: ArrayOrList, labels: ArrayOrList,
+              weights: ArrayOrList | None = None) -> float:
+    """PAUC: ROC AUC over patches (every cuboid of every test frame), flattened.
+
+    ``scores``: gated patch scores (:func:`gated_cuboid_scores`), ``labels``: 0/1, ``weights``:
+    optional frame counts, so that one row can stand for the identical patches of the frames of
+    one clip (a weight of ``k`` is the same as repeating the sample ``k`` times).
+    """
+    s, y, w = _weighted(scores, labels, weights)
+    return float(roc_auc_score(y, s, sample_weight=w))
+
+
+def patch_ap(scores: ArrayOrList, labels: ArrayOrList,
+             weights: ArrayOrList | None = None) -> float:
+    """PAP: scikit-learn average precision over patches; same inputs as :func:`patch_auc`."""
+    s, y, w = _weighted(scores, labels, weights)
+    return float(average_precision_score(y, s, sample_weight=w))
+
+
+def box_iou(boxes_a: ArrayOrList, boxes_b: ArrayOrList) -> np.ndarray:
+    """``(N, M)`` intersection over union of ``(N, 4)`` and ``(M, 4)`` boxes (0 if both empty)."""
+    a, b = _boxes(boxes_a), _boxes(boxes_b)
+    inter = _intersection(a, b)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def tiou(pred_boxes: ArrayOrList, frame_scores: ArrayOrList, gt_boxes: Sequence[ArrayOrList],
+         threshold: float = 0.5) -> float:
+    """TIoU (Liu and Ma, ACM MM 2019): mean over GT-box frames of ``IoU * [score >= threshold]``.
+
+    ``pred_boxes``: ``(F, 4)`` predicted box of each frame; ``frame_scores``: ``(F,)``;
+    ``gt_boxes``: one ``(K_i, 4)`` array per frame. Frames with ``K_i = 0`` are skipped; with
+    several GT boxes the best IoU counts. A frame below the threshold counts as 0.
+    """
+    p = _boxes(pred_boxes)
+    s = _flat(frame_scores, np.float64)
+    if not (len(p) == s.size == len(gt_boxes)):
+        raise ValueError(f"{len(p)} boxes, {s.size} scores and {len(gt_boxes)} GT frames differ")
+    total, n = 0.0, 0
+    for box, score, gt in zip(p, s, gt_boxes, strict=True):
+        g = _boxes(gt)
+        if len(g):
+            n += 1
+            if score >= threshold:
+                total += float(box_iou(box[None], g).max())
+    if n == 0:
+        raise ValueError("tiou needs at least one frame with a GT box")
+    return total / n
+
+
+def localization_false_positives(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray,
+                                 gt_boxes_per_clip: Sequence[ArrayOrList],
+                                 threshold: float = 0.5) -> float:
+    """Mean number, per anomalous clip, of cuboids ``>= threshold`` that touch no GT box.
+
+    ``cuboid_scores``: ``(K, N)`` maps of the K anomalous clips (those with a GT box);
+    ``cuboid_boxes``: ``(N, 4)``; ``gt_boxes_per_clip``: one ``(M_k, 4)`` array per clip, every
+    GT box of any of its frames. A cuboid touches a box when their intersection area is > 0.
+    """
+    s = np.asarray(cuboid_scores, dtype=np.float64)
+    b = _boxes(cuboid_boxes)
+    if s.ndim != 2 or s.shape[1] != len(b) or s.shape[0] != len(gt_boxes_per_clip):
+        raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes and "
+                         f"{len(gt_boxes_per_clip)} clips")
+    if s.shape[0] == 0:
+        raise ValueError("localization_false_positives needs at least one anomalous clip")
+    counts = [int(((row >= threshold) & ~(_intersection(b, _boxes(g)) > 0).any(axis=1)).sum())
+              for row, g in zip(s, gt_boxes_per_clip, strict=True)]
+    return float(np.mean(counts))

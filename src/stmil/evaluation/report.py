@@ -33,12 +33,14 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from stmil.atomic import atomic_write, write_text
 from stmil.errors import StmilError
+from stmil.evaluation.evaluate import METRIC_KEYS
 from stmil.evaluation.metrics import frame_scores_from_clips
 
-#: Table columns, in order; ``false_alarm_rate`` is the one where lower is better.
-COLUMNS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy",
-           "false_alarm_rate")
-LOWER_IS_BETTER = ("false_alarm_rate",)
+#: Where lower is better (false alarms, false positives); these columns come last.
+LOWER_IS_BETTER = ("false_alarm_rate", "loc_false_positives")
+#: Table columns, in order: every metric of :data:`~stmil.evaluation.evaluate.METRIC_KEYS`.
+COLUMNS = (tuple(k for k in METRIC_KEYS if k not in LOWER_IS_BETTER)
+           + tuple(k for k in METRIC_KEYS if k in LOWER_IS_BETTER))
 VIDEOS_PER_PNG = 24
 REPORT = "report.html"
 #: The folder of one report's files; only folders of this name that a report references (or

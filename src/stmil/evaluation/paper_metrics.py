@@ -1,0 +1,130 @@
+"""The metrics papers report, from a test set's cuboid maps (definitions: docs/metrics.md).
+
+:func:`paper_metrics` turns per-video maps into the samples the pure functions of
+:mod:`stmil.evaluation.metrics` take: anomalous-only frame AUC, AP both ways, patch AUC / AP,
+TIoU and localization false positives. A metric that the test set cannot support (no anomalous
+video, no box) is ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from stmil.cuboids import cuboid_boxes
+from stmil.evaluation import metrics as M
+from stmil.features.store import VideoFeatures
+from stmil.score import frame_to_clip
+
+
+def _gt(v: VideoFeatures, f: int) -> np.ndarray:
+    """``(K, 4)`` GT boxes of frame ``f`` of ``v`` (``K`` may be 0)."""
+    return np.array(v.record.boxes.get(f, []), dtype=np.float64).reshape(-1, 4)
+
+
+def patch_samples(v: VideoFeatures, maps: np.ndarray, frame_scores: np.ndarray,
+                  overlap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Weighted patch samples of one video: gated scores, labels, weights, each ``(S,)``.
+
+    Every cuboid of every frame is a patch (``maps``: ``(n_clips, N)``, ``frame_scores``:
+    ``(n_frames,)``). Patches of a normal video, and of an anomalous video's frames outside
+    its anomalous intervals, are negatives; a frame with GT boxes labels its cuboids by
+    :func:`~stmil.evaluation.metrics.cuboid_labels`. Frames inside an interval without a box
+    (unknown where) are left out, and so is an anomalous video without boxes (``None``).
+    Identical patches (same clip, same frame score, no box) are merged into one weighted row.
+    """
+    n = v.meta["n_frames"]
+    if v.record.label == 1 and not v.record.has_boxes:
+        return None
+    clip_of = frame_to_clip(v.clip_ranges, n)
+    inside = M.frame_labels(list(v.record.intervals), n)
+    boxed = np.array([len(v.record.boxes.get(f, ())) > 0 for f in range(n)], dtype=bool)
+    boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+    scores, labels, weights = [], [], []
+    plain = np.flatnonzero(~boxed & ~inside)  # negatives: merge frames of one clip and score
+    if plain.size:
+        keys = np.stack([clip_of[plain].astype(np.float64), frame_scores[plain]], axis=1)
+        uniq, counts = np.unique(keys, axis=0, return_counts=True)
+        gated = M.gated_cuboid_scores(maps[uniq[:, 0].astype(int)], uniq[:, 1])
+        scores.append(gated.ravel())
+        labels.append(np.zeros(gated.size, dtype=bool))
+        weights.append(np.repeat(counts, maps.shape[1]).astype(np.float64))
+    for f in np.flatnonzero(boxed):
+        gated = M.gated_cuboid_scores(maps[clip_of[f]][None], frame_scores[f:f + 1])
+        scores.append(gated.ravel())
+        labels.append(M.cuboid_labels(boxes, [_gt(v, f)], overlap))
+        weights.append(np.ones(gated.size))
+    if not scores:
+        return None
+    return np.concatenate(scores), np.concatenate(labels), np.concatenate(weights)
+
+
+def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+                  frame_scores: Sequence[np.ndarray], frame_labels: Sequence[np.ndarray],
+                  overlap: float = 0.25, threshold: float = 0.5) -> dict:
+    """``frame_auc_anomalous``, ``frame_ap_trapezoid``, ``patch_auc``, ``patch_ap``, ``tiou``
+    and ``loc_false_positives`` of a test set.
+
+    ``maps``: per video ``(n_clips, G*G)``; ``frame_scores`` / ``frame_labels``: per video
+    ``(n_frames,)``, as :func:`~stmil.evaluation.evaluate.compute_metrics` computed them.
+    """
+    video_labels = np.array([v.record.label for v in videos])
+    patches, pred, fs_boxed, gt_frames = [], [], [], []
+    for v, m, fs in zip(videos, maps, frame_scores, strict=True):
+        p = patch_samples(v, m, fs, overlap)
+        if p is not None:
+            patches.append(p)
+        if v.record.label != 1 or not v.record.has_boxes:
+            continue
+        n, ranges = v.meta["n_frames"], v.clip_ranges
+        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        clip_of = frame_to_clip(ranges, n)
+        frames = np.array(sorted(f for f in v.record.boxes if 0 <= f < n and len(_gt(v, f))),
+                          dtype=int)
+        pred.append(boxes[m.argmax(axis=1)][clip_of[frames]])  # the top cuboid, as stmil score
+        fs_boxed.append(fs[frames])
+        gt_frames += [_gt(v, f) for f in frames]
+    out = {
+        "frame_auc_anomalous": _try(M.frame_auc_anomalous, frame_scores, frame_labels,
+                                    video_labels),
+        "frame_ap_trapezoid": _try(M.frame_ap_trapezoid, frame_scores, frame_labels),
+        "patch_auc": None, "patch_ap": None, "tiou": None,
+        "loc_false_positives": _loc_fp(videos, maps, threshold),
+    }
+    if patches:
+        s, y, w = (np.concatenate(x) for x in zip(*patches))
+        out["patch_auc"] = _try(M.patch_auc, s, y, w)
+        out["patch_ap"] = _try(M.patch_ap, s, y, w)
+    if gt_frames:
+        out["tiou"] = M.tiou(np.concatenate(pred), np.concatenate(fs_boxed), gt_frames, threshold)
+    return out
+
+
+def _loc_fp(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+            threshold: float) -> float | None:
+    """Localization false positives over every anomalous clip (those with a GT box), or
+    ``None`` when there is none; each video's cuboid boxes come from its own frame size."""
+    counts: list[float] = []
+    for v, m in zip(videos, maps, strict=True):
+        if v.record.label != 1 or not v.record.has_boxes:
+            continue
+        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        rows, gts = [], []
+        for k, (s, e) in enumerate(v.clip_ranges):
+            gt = np.concatenate([_gt(v, f) for f in range(s, e)])
+            if len(gt):
+                rows.append(m[k])
+                gts.append(gt)
+        if rows:
+            fp = M.localization_false_positives(np.stack(rows), boxes, gts, threshold)
+            counts += [fp] * len(rows)
+    return float(np.mean(counts)) if counts else None
+
+
+def _try(fn: Callable[..., float], *args) -> float | None:
+    """``fn(*args)``, or ``None`` where the test set lacks a class for it (``ValueError``)."""
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
