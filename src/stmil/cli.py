@@ -15,7 +15,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    COMMANDS[fn.__name__.removeprefix("cmd_").replace("_", "-")] = fn
     return fn
 
 
@@ -130,7 +130,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{key} is required (or use --compare RUN...)")
     result = evaluate(args.data, args.features, args.model, split=args.split,
                       format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
-                      json_out=args.json, log=lambda m: print(m, file=sys.stderr))
+                      json_out=args.json, log=lambda m: print(m, file=sys.stderr),
+                      boxes=args.boxes, interpolate=args.interpolate)
     print(format_table([(str(args.model), result)], METRIC_KEYS, where=True))
     return 0
 
@@ -154,6 +155,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
              n_frames=args.frames, iterations=args.iterations, device=args.device,
              progress=not args.quiet)
     return 0
+
+
+@command
+def cmd_import_features(args: argparse.Namespace) -> int:
+    from stmil.interop.import_features import ImportSettings, import_features
+
+    settings = ImportSettings(args.format, args.crop, args.snippet_frames, args.fps, args.width,
+                              args.height)
+    summary = import_features(args.inputs, args.out, settings, root=args.root,
+                              log=lambda m: print(m, file=sys.stderr))
+    print(f"{summary.line()} -> {args.out}")
+    return 1 if summary.failed else 0
+
+
+@command
+def cmd_gt(args: argparse.Namespace) -> int:
+    from stmil.interop.gt import export_vectors
+
+    path = export_vectors(args.data, args.features, args.out, split=args.split,
+                          format=args.format, tail=args.tail, skip_missing=args.skip_missing,
+                          log=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
+
+
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from stmil.interop.gt import export_vectors
+
+    path = export_vectors(args.data, args.features, args.out, run=args.model, split=args.split,
+                          format=args.format, tail=args.tail, skip_missing=args.skip_missing,
+                          log=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
+
+
+def _add_vector_options(p: argparse.ArgumentParser) -> None:
+    """Flags of ``stmil gt`` and ``stmil export`` (see :mod:`stmil.interop.gt`)."""
+    p.add_argument("--data", required=True, help="dataset root (its test list gives the order)")
+    p.add_argument("--features", required=True, help="folder of feature files")
+    p.add_argument("--out", required=True, help="folder for the .npy and its .json manifest")
+    p.add_argument("--split", default="test", choices=("train", "test", "all"))
+    p.add_argument("--format", default="auto",
+                   choices=("auto", "ucf_crime", "crime2local", "folder"))
+    p.add_argument("--tail", default="clips", choices=("clips", "frames"),
+                   help="clips: stride x n_clips entries per video (16 x T, the RTFM/UR-DMU "
+                        "convention; default); frames: one per frame of the video")
+    p.add_argument("--skip-missing", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-missing", action="store_true")
     p.add_argument("--json", help="also write the metrics here")
     p.add_argument("--compare", nargs="+", metavar="RUN", help="print a table across runs")
+    p.add_argument("--boxes", help="Liu & Ma's UCF-Crime box pickle (e.g. Test_annotation.pkl)")
+    p.add_argument("--interpolate", action="store_true",
+                   help="with --boxes: interpolate boxes between annotated frames")
 
     p = add("synth", "Write the semi-synthetic benchmark (UCF-Crime2Local layout).",
             "stmil synth --out synth/ --footage data/vtest.avi --videos 48 --seed 0")
@@ -243,6 +295,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p = add("import-features", "Import other projects' features (RTFM, UR-DMU, Sultani) as "
+            "grid-1 stmil features.",
+            "stmil import-features UCF_Test.list --format urdmu --root ucf-feats/ --out feats/")
+    p.add_argument("inputs", nargs="+", help=".list files, feature files or folders")
+    p.add_argument("--format", required=True, choices=("rtfm", "urdmu", "sultani"))
+    p.add_argument("--out", required=True, help="output folder for <id>.npy and <id>.json")
+    p.add_argument("--root", help="folder the .list paths are relative to (default: the list's)")
+    p.add_argument("--crop", type=int, help="keep this crop (0-based) instead of the mean")
+    p.add_argument("--snippet-frames", type=int, default=16,
+                   help="video frames per snippet or Sultani segment (default 16)")
+    p.add_argument("--fps", type=float, default=30.0, help="the videos' frame rate (default 30)")
+    p.add_argument("--width", type=int, default=320, help="the videos' width (default 320)")
+    p.add_argument("--height", type=int, default=240, help="the videos' height (default 240)")
+
+    p = add("gt", "Frame-label vector of a test list (.npy + manifest), for RTFM-style scripts.",
+            "stmil gt --data UCF-Crime/ --features feats/ --out gt/")
+    _add_vector_options(p)
+
+    p = add("export", "A run's frame scores of a test list (.npy + manifest), in gt's order.",
+            "stmil export --data UCF-Crime/ --features feats/ --model runs/g1 --out scores/")
+    _add_vector_options(p)
+    p.add_argument("--model", required=True, help="run folder")
     return parser
 
 

@@ -7,6 +7,7 @@ its one writer. Evaluating another split or dataset adds a result; it never repl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,8 @@ import numpy as np
 
 from stmil.atomic import atomic_write
 from stmil.cuboids import cuboid_boxes
-from stmil.datasets import load_dataset
+from stmil.datasets import fit_to_video, load_dataset
+from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ModelError, OutputError
 from stmil.evaluation import metrics as M
 from stmil.evaluation.paper_metrics import paper_metrics
@@ -54,6 +56,8 @@ def evaluate(
     skip_missing: bool = False,
     json_out: str | Path | None = None,
     log: Callable[[str], None] = print,
+    boxes: str | Path | None = None,
+    interpolate: bool = False,
 ) -> dict:
     """All metrics of ``run`` on ``split``; recorded in ``run/metrics.json`` under the split
     and the dataset root (other splits and datasets are kept), and written alone to
@@ -70,12 +74,16 @@ def evaluate(
         check_json_out(json_out, run)
     records = load_dataset(data, split, format)
     videos = load_dataset_features(records, features, skip_missing, log=log)
+    if boxes is not None:  # Liu and Ma's UCF-Crime boxes (docs/formats.md)
+        videos = with_liu_ma_boxes(videos, boxes, interpolate)
     check_model_features(config, videos[0].meta, run)
     per_video = [clip_maps(model, config, v.features) for v in videos]
     result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
     result["settings"] = {"data": str(data), "features": str(features), "run": str(run),
                           "split": split, "overlap": overlap, "threshold": threshold,
                           "pixel_frames": pixel_frames, "n_videos": len(videos),
+                          "boxes": None if boxes is None else str(boxes),
+                          "interpolate": interpolate,
                           "model_grid": config["grid"], "supervision": config["supervision"]}
     saved = {k: v for k, v in result.items() if k not in ("curves", "videos")}
     record_metrics(run, saved)
@@ -83,6 +91,20 @@ def evaluate(
         _write_json(Path(json_out), saved)
     result["videos"] = list(zip(videos, per_video))
     return result
+
+
+def with_liu_ma_boxes(videos: list[VideoFeatures], path: str | Path,
+                      interpolate: bool = False) -> list[VideoFeatures]:
+    """``videos`` with the boxes of Liu and Ma's annotation pickle at ``path``, scaled to each
+    video's size and checked against it (:mod:`stmil.datasets.liu_ma`)."""
+    rows = read_liu_ma(path)
+    out = []
+    for v in videos:
+        w, h, n = v.meta["width"], v.meta["height"], v.meta["n_frames"]
+        rec = attach_liu_ma(v.record, rows.get(v.record.video_id), w, h, n, str(path),
+                            interpolate)
+        out.append(dataclasses.replace(v, record=fit_to_video(rec, w, h, n)))
+    return out
 
 
 def dataset_key(data: str | Path) -> str:

@@ -1,0 +1,185 @@
+"""Frame-label and frame-score vectors of a test list, as other projects' scripts read them.
+
+RTFM, MGFN, UR-DMU and most weakly supervised VAD code evaluate against one flat vector of
+frame labels: for each video of the test list, in list order, one label per frame of its
+feature snippets (16 x T), concatenated. ``stmil gt`` writes that vector from a dataset's
+annotations, ``stmil export`` the model's frame scores in the same order and lengths, so
+``roc_auc_score(np.load("gt.npy"), np.load("scores.npy"))`` is the frame AUC.
+
+Each vector is ``OUT/<kind>.npy`` (float32, ``(total,)``) with ``OUT/<kind>.json``, its
+manifest (one writer, :func:`write_vector`; one reader, :func:`read_vector`): the tail policy,
+and each video's id, label, offset and length. The pair is committed as one unit.
+
+Tail policies (where most alignment bugs come from):
+
+- ``clips`` (default, the community's): ``n_clips x stride`` entries per video (16 x T for
+  16-frame snippets); frames after the last whole snippet are left out, and entries past the
+  video's last frame (a padded tail clip) repeat its last frame.
+- ``frames``: one entry per frame of the video, ``n_frames``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stmil.atomic import atomic_write_group, check_writable
+from stmil.errors import ConfigError, OutputError, StmilError
+from stmil.evaluation.metrics import frame_labels, frame_scores_from_clips
+from stmil.features.store import VideoFeatures
+
+TAILS = ("clips", "frames")
+KINDS = ("gt", "scores")
+MANIFEST_FORMAT = "stmil-frame-vector"
+MANIFEST_VERSION = 1
+
+
+class VectorError(StmilError, ValueError):
+    """A frame-vector file or manifest that is not what stmil wrote."""
+
+
+def vector_length(meta: dict, tail: str) -> int:
+    """Entries of one video under ``tail``: ``n_clips * stride`` (``clips``) or ``n_frames``."""
+    if tail not in TAILS:
+        raise ConfigError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
+    return meta["n_clips"] * meta["stride"] if tail == "clips" else meta["n_frames"]
+
+
+def fit_tail(per_frame: np.ndarray, length: int) -> np.ndarray:
+    """``(length,)`` from a video's ``(n_frames,)`` values: cut, or extended with the last."""
+    idx = np.minimum(np.arange(length), len(per_frame) - 1)
+    return per_frame[idx]
+
+
+def gt_vectors(videos: Sequence[VideoFeatures], tail: str = "clips") -> list[np.ndarray]:
+    """Per-video frame labels ``(length_v,)`` float32 (1 = anomalous) under ``tail``."""
+    return [fit_tail(frame_labels(list(v.record.intervals), v.meta["n_frames"]),
+                     vector_length(v.meta, tail)).astype(np.float32) for v in videos]
+
+
+def score_vectors(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+                  tail: str = "clips") -> list[np.ndarray]:
+    """Per-video frame scores ``(length_v,)`` float32 from cuboid maps ``(n_clips, G*G)``: a
+    frame's score is its clip's top cuboid, as in ``stmil evaluate``."""
+    return [fit_tail(frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta["n_frames"]),
+                     vector_length(v.meta, tail)).astype(np.float32)
+            for v, m in zip(videos, maps, strict=True)]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _check_ours(out: Path, kind: str) -> None:
+    npy, js = out / f"{kind}.npy", out / f"{kind}.json"
+    if js.exists():
+        try:
+            read_manifest(js)
+        except (VectorError, OSError) as e:
+            raise OutputError(f"{js}: exists and is not a stmil {kind} manifest; refusing to "
+                              "overwrite it (choose another --out)") from e
+    elif npy.exists():
+        raise OutputError(f"{npy}: exists without {kind}.json, so stmil did not write it; "
+                          "refusing to overwrite it (choose another --out)")
+
+
+def write_vector(out: Path | str, kind: str, videos: Sequence[VideoFeatures],
+                 vectors: Sequence[np.ndarray], tail: str, extra: dict | None = None) -> Path:
+    """Write ``out/<kind>.npy`` (the vectors concatenated) and its manifest as one unit.
+
+    ``kind``: ``gt`` or ``scores``. A ``<kind>.npy`` or ``<kind>.json`` there that stmil did not
+    write is refused (:class:`OutputError`). Returns the ``.npy`` path.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    out = check_writable(out)
+    _check_ours(out, kind)
+    flat = (np.concatenate(vectors) if vectors else np.zeros(0)).astype(np.float32)
+    data = _npy_bytes(flat)
+    entries, offset = [], 0
+    for v, vec in zip(videos, vectors, strict=True):
+        entries.append({"id": v.record.video_id, "label": v.record.label, "offset": offset,
+                        "length": len(vec), "n_frames": v.meta["n_frames"],
+                        "n_clips": v.meta["n_clips"]})
+        offset += len(vec)
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "kind": kind,
+                "tail": tail, "total": offset, "dtype": "float32",
+                "npy_sha256": hashlib.sha256(data).hexdigest(), **(extra or {}),
+                "videos": entries}
+    text = json.dumps(manifest, indent=1) + "\n"
+    atomic_write_group([(out / f"{kind}.npy", lambda t: t.write_bytes(data)),
+                        (out / f"{kind}.json", lambda t: t.write_text(text, encoding="utf-8"))])
+    return out / f"{kind}.npy"
+
+
+def read_manifest(path: Path | str) -> dict:
+    """A validated manifest: :class:`VectorError` naming ``path`` when it is not one."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise VectorError(f"{path}: not a stmil frame-vector manifest (not JSON)") from e
+    if not (isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT
+            and m.get("version") == MANIFEST_VERSION and m.get("kind") in KINDS
+            and isinstance(m.get("videos"), list) and isinstance(m.get("total"), int)):
+        raise VectorError(f"{path}: not a stmil frame-vector manifest (format "
+                          f"{MANIFEST_FORMAT} version {MANIFEST_VERSION} expected)")
+    offset = 0
+    for i, e in enumerate(m["videos"]):
+        if not (isinstance(e, dict) and e.get("offset") == offset
+                and isinstance(e.get("length"), int) and e["length"] >= 0
+                and isinstance(e.get("id"), str)):
+            raise VectorError(f"{path}: videos[{i}] is not an entry with id, offset {offset} "
+                              "and length")
+        offset += e["length"]
+    if offset != m["total"]:
+        raise VectorError(f"{path}: lengths add up to {offset}, total says {m['total']}")
+    return m
+
+
+def read_vector(out: Path | str, kind: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Each video's vector (id -> ``(length,)`` float32) of ``out/<kind>.npy``, and the
+    manifest; :class:`VectorError` when the array is not the one the manifest describes."""
+    out = Path(out)
+    m = read_manifest(out / f"{kind}.json")
+    npy = out / f"{kind}.npy"
+    raw = npy.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != m.get("npy_sha256"):
+        raise VectorError(f"{npy}: does not match {kind}.json (sha256 differs); write both "
+                          "again")
+    arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    return {e["id"]: arr[e["offset"]:e["offset"] + e["length"]] for e in m["videos"]}, m
+
+
+def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
+                   run: str | Path | None = None, split: str = "test", format: str = "auto",
+                   tail: str = "clips", skip_missing: bool = False,
+                   log: Callable[[str], None] = print) -> Path:
+    """``stmil gt`` (``run`` None: the labels) or ``stmil export`` (the run's frame scores):
+    the vector of ``split`` in list order, written to ``out``. Returns the ``.npy`` path."""
+    from stmil.datasets import load_dataset
+    from stmil.features.store import load_dataset_features
+
+    if tail not in TAILS:
+        raise ConfigError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
+    records = load_dataset(data, split, format)
+    videos = load_dataset_features(records, features, skip_missing, log=log)
+    extra = {"split": split, "data": str(Path(data).resolve()),
+             "features": str(Path(features).resolve())}
+    if run is None:
+        return write_vector(out, "gt", videos, gt_vectors(videos, tail), tail, extra)
+    from stmil.mil.run import load_model
+    from stmil.score import check_model_features, clip_maps
+
+    model, config = load_model(run)
+    check_model_features(config, videos[0].meta, run)
+    maps = [clip_maps(model, config, v.features) for v in videos]
+    extra["run"] = str(Path(run).resolve())
+    return write_vector(out, "scores", videos, score_vectors(videos, maps, tail), tail, extra)

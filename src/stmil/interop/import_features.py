@@ -1,0 +1,300 @@
+"""Pre-extracted features of other projects -> stmil grid-1 feature files.
+
+Formats (shapes and conventions: docs/formats.md, "Foreign formats"):
+
+- ``rtfm`` (RTFM, MGFN): one float ``.npy`` per video, ``(T, 10, D)`` (ten crops) or ``(T, D)``,
+  usually I3D with ``D = 2048``; T snippets of 16 frames.
+- ``urdmu`` (UR-DMU): the same with ``D = 1024``, often one ``(T, D)`` file per crop named
+  ``<id>__<k>.npy`` (``k`` = 0..9), listed in a ``.list`` file.
+- ``sultani``: 32 segments x D floats per video, one segment a line, whitespace-separated
+  ``.txt`` (C3D fc6, ``D = 4096``).
+
+Inputs are ``.list`` files (one path a line, relative to ``root`` or the list's folder), the
+feature files themselves, or folders of them. Crops are averaged (or one is kept with
+``crop``); each video becomes ``<id>.npy`` ``(T, 1, D)`` float16 and ``<id>.json`` with
+``grid: 1`` and where it came from, written by the feature store's one writer, so
+``stmil train --instances frame`` and ``stmil evaluate`` read them unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stmil import __version__
+from stmil.atomic import check_writable, remove_stale_temps
+from stmil.errors import ConfigError, OutputError, StmilError
+from stmil.features.store import FeatureError, read_feature_meta
+
+FORMATS = ("rtfm", "urdmu", "sultani")
+#: Channels each format usually has (a different D is accepted; this is only for messages).
+USUAL_CHANNELS = {"rtfm": 2048, "urdmu": 1024, "sultani": 4096}
+SULTANI_SEGMENTS = 32
+CROP_RE = re.compile(r"^(?P<id>.+)__(?P<crop>\d+)$")
+#: Suffixes some projects add to the video id in feature file names.
+ID_SUFFIXES = ("_i3d", "_c3d")
+FLOAT16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """How foreign features are read and described (one CLI flag per field).
+
+    - ``format``: one of :data:`FORMATS`;
+    - ``crop``: keep crop ``k`` (0-based) of ten-crop features instead of their mean;
+    - ``snippet_frames``: video frames per snippet (RTFM / UR-DMU) or per segment (Sultani);
+    - ``fps``, ``width``, ``height``: the videos' frame rate and size (UCF-Crime: 30, 320x240),
+      which place the features' frames and boxes.
+    """
+
+    format: str
+    crop: int | None = None
+    snippet_frames: int = 16
+    fps: float = 30.0
+    width: int = 320
+    height: int = 240
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.crop is not None and not (isinstance(self.crop, int) and self.crop >= 0):
+            raise ConfigError(f"crop must be a whole number >= 0, got {self.crop!r}")
+        for name in ("snippet_frames", "width", "height"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
+        if not (isinstance(self.fps, (int, float)) and 0 < self.fps <= 1000):
+            raise ConfigError(f"fps must be a number in (0, 1000], got {self.fps!r}")
+
+
+@dataclass
+class ImportSummary:
+    """What one import did: video ids written and ``(file, reason)`` of those refused."""
+
+    written: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{len(self.written)} imported, {len(self.failed)} failed"
+
+
+def video_id(path: Path) -> tuple[str, int | None]:
+    """``(video id, crop index or None)`` of a feature file: ``Abuse028_x264__3.npy`` ->
+    ``("Abuse028_x264", 3)``; ``Abuse001_x264_i3d.npy`` -> ``("Abuse001_x264", None)``."""
+    stem = path.stem
+    m = CROP_RE.match(stem)
+    crop = None
+    if m:
+        stem, crop = m["id"], int(m["crop"])
+    for suffix in ID_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return stem, crop
+
+
+def read_list(list_file: Path, root: Path | None = None) -> list[Path]:
+    """Paths named by a ``.list`` file, one a line (blank lines skipped), relative ones joined
+    to ``root`` (default: the list's folder)."""
+    base = root if root is not None else list_file.parent
+    out = []
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            p = Path(line)
+            out.append(p if p.is_absolute() else base / p)
+    return out
+
+
+def find_inputs(inputs: Iterable[Path | str], fmt: str, root: Path | None = None
+                ) -> list[Path]:
+    """Feature files named by ``inputs``: ``.list`` files, feature files, or folders (searched
+    recursively for ``.npy``, or ``.txt`` for Sultani). A missing input is an ``OSError``."""
+    ext = ".txt" if fmt == "sultani" else ".npy"
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob(f"*{ext}") if not p.name.startswith("."))
+        elif item.suffix == ".list":
+            files += read_list(item, root)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise FileNotFoundError(2, "No such file or directory", str(item))
+    return files
+
+
+def group_crops(files: Iterable[Path]) -> dict[str, list[tuple[int | None, Path]]]:
+    """Files by video id, in first-seen order; each video's crops sorted by index."""
+    out: dict[str, list[tuple[int | None, Path]]] = {}
+    for f in files:
+        vid, crop = video_id(f)
+        out.setdefault(vid, []).append((crop, f))
+    for parts in out.values():
+        parts.sort(key=lambda p: -1 if p[0] is None else p[0])
+    return out
+
+
+def _bad(path: Path, what: str) -> FeatureError:
+    return FeatureError(f"{path}: {what}")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise _bad(path, "missing (named by the list); fix the list or pass --root")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise _bad(path, f"not a NumPy array file ({e})") from e
+
+
+def _load_sultani(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise _bad(path, "missing; fix the list or pass --root")
+    try:
+        rows = [line.split() for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        arr = np.array(rows, dtype=np.float64)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _bad(path, "not a Sultani feature file: whitespace-separated numbers, one "
+                         "segment a line, every line of the same length, are expected") from e
+    if arr.shape[0] != SULTANI_SEGMENTS or arr.ndim != 2:
+        raise _bad(path, f"{arr.shape[0]} lines, a Sultani feature file has "
+                         f"{SULTANI_SEGMENTS} (one per segment)")
+    return arr
+
+
+def video_array(parts: list[tuple[int | None, Path]], s: ImportSettings
+                ) -> tuple[np.ndarray, str]:
+    """One video's features ``(T, D)`` float64 from its file(s), crops averaged or one kept,
+    and what was done with the crops (``"mean of 10"``, ``"crop 3"``, ``"single"``).
+
+    Raises :class:`FeatureError` naming the file when a shape is wrong, crops disagree, the
+    values are not finite, or a requested crop is absent.
+    """
+    if s.format == "sultani":
+        if len(parts) != 1:
+            raise _bad(parts[1][1], f"a second file for video {video_id(parts[0][1])[0]}")
+        arr = _load_sultani(parts[0][1])
+        path, crops = parts[0][1], "single"
+    elif len(parts) == 1 and parts[0][0] is None:  # one file: (T, D) or (T, crops, D)
+        path, crops = parts[0][1], "single"
+        arr = _load_npy(path)
+        if arr.ndim == 3:
+            crops = f"crop {s.crop}" if s.crop is not None else f"mean of {arr.shape[1]}"
+            if s.crop is not None and s.crop >= arr.shape[1]:
+                raise _bad(path, f"has {arr.shape[1]} crops, no crop {s.crop}")
+            arr = arr[:, s.crop] if s.crop is not None else arr.mean(axis=1, dtype=np.float64)
+        elif arr.ndim != 2:
+            raise _bad(path, f"shape {arr.shape}; expected (T, crops, D) or (T, D)")
+    else:  # one (T, D) file per crop
+        crops = {c: p for c, p in parts if c is not None}
+        path = parts[0][1]
+        if len(crops) != len(parts):
+            raise _bad(path, "mixes per-crop files (<id>__<k>.npy) with a whole-video file")
+        if s.crop is not None:
+            if s.crop not in crops:
+                raise _bad(path, f"crop {s.crop} of this video is not listed "
+                                 f"(crops {sorted(crops)})")
+            crops = {s.crop: crops[s.crop]}
+        what = f"crop {s.crop}" if s.crop is not None else f"mean of {len(crops)}"
+        arrays = []
+        for _, p in sorted(crops.items()):
+            a = _load_npy(p)
+            if a.ndim != 2 or (arrays and a.shape != arrays[0].shape):
+                want = f"{arrays[0].shape} like crop {min(crops)}" if arrays else "(T, D)"
+                raise _bad(p, f"shape {a.shape}; expected {want}")
+            arrays.append(a)
+            path = p
+        arr, crops = np.mean(arrays, axis=0, dtype=np.float64), what
+    if not np.issubdtype(arr.dtype, np.number) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise _bad(path, f"shape {arr.shape} of {arr.dtype}; expected numbers, T >= 1, D >= 1")
+    arr = np.asarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise _bad(path, "NaN or infinite values; re-extract these features")
+    if np.abs(arr).max() > FLOAT16_MAX:
+        raise _bad(path, f"values beyond {FLOAT16_MAX:g} do not fit stmil's float16 files")
+    return arr, crops
+
+
+def import_meta(arr: np.ndarray, crops: str, parts: list[tuple[int | None, Path]],
+                s: ImportSettings) -> dict:
+    """The feature metadata of an imported ``(T, D)`` array: grid 1 and its provenance
+    (``crops``: what :func:`video_array` says it did with the crops)."""
+    t, d = arr.shape
+    return {
+        "source": str(parts[0][1].resolve()),
+        "fps": float(s.fps),
+        "source_fps": float(s.fps),
+        "n_frames": t * s.snippet_frames,
+        "width": s.width,
+        "height": s.height,
+        "clip_len": s.snippet_frames,
+        "stride": s.snippet_frames,
+        "size": 112 if s.format == "sultani" else 224,
+        "grid": 1,
+        "endpoint": f"import:{s.format}",
+        "tail": "drop",
+        "n_clips": t,
+        "channels": d,
+        "dtype": "float16",
+        "import_format": s.format,
+        "import_files": [str(p.resolve()) for _, p in parts],
+        "import_crops": crops,
+        "stmil_version": __version__,
+    }
+
+
+def check_ours(out: Path, vid: str) -> None:
+    """:class:`OutputError` unless ``<id>.json``/``.npy`` in ``out`` are absent or an earlier
+    import's (a JSON of feature metadata with ``import_format``)."""
+    js, npy = out / f"{vid}.json", out / f"{vid}.npy"
+    if js.exists():
+        try:
+            meta = read_feature_meta(js)
+        except FeatureError as e:
+            raise OutputError(f"{js}: exists and is not stmil feature metadata; refusing to "
+                              "overwrite it (choose another --out)") from e
+        if "import_format" not in meta:
+            raise OutputError(f"{js}: holds features extracted from a video, not imported; "
+                              "refusing to overwrite them (choose another --out)")
+    elif npy.exists():
+        raise OutputError(f"{npy}: exists without {vid}.json, so stmil did not write it; "
+                          "refusing to overwrite it (choose another --out)")
+
+
+def import_features(
+    inputs: Iterable[Path | str], out: Path | str, settings: ImportSettings,
+    root: Path | str | None = None, log: Callable[[str], None] = print,
+) -> ImportSummary:
+    """Import every video named by ``inputs`` into ``out`` (see the module docstring).
+
+    A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one line
+    naming the file and left out; the others are imported. Returns what was done.
+    """
+    from stmil.features.extract import write_features  # the feature store's one writer
+
+    out = Path(out)
+    groups = group_crops(find_inputs(inputs, settings.format,
+                                     Path(root) if root is not None else None))
+    if not groups:
+        raise StmilError(f"no {settings.format} feature files found in the inputs")
+    check_writable(out)
+    remove_stale_temps(out)
+    summary = ImportSummary()
+    for vid, parts in groups.items():
+        try:
+            check_ours(out, vid)
+            arr, crops = video_array(parts, settings)
+            meta = import_meta(arr, crops, parts, settings)
+            write_features(out, vid, arr[:, None, :].astype(np.float16), meta)
+            summary.written.append(vid)
+        except (StmilError, OSError) as e:
+            reason = " ".join(str(e).split())
+            if isinstance(e, OSError) and e.filename and e.strerror:
+                reason = f"{e.filename}: {e.strerror}"
+            summary.failed.append((vid, reason))
+            log(f"error: {reason}")
+    return summary

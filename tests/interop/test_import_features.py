@@ -1,0 +1,165 @@
+"""stmil import-features: RTFM, UR-DMU and Sultani files -> grid-1 stmil features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stmil.errors import ConfigError
+from stmil.features.store import load_features
+from stmil.interop.import_features import (
+    ImportSettings,
+    find_inputs,
+    group_crops,
+    import_features,
+    video_id,
+)
+from tests.conftest import _shared_data, assert_one_line_error, run_cli
+
+META = _shared_data() / "ucf-crime-meta"
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def test_rtfm_ten_crops_are_averaged_and_described(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    x = np.arange(3 * 10 * 4, dtype=np.float32).reshape(3, 10, 4) / 100
+    np.save("in/Abuse001_x264_i3d.npy", x)
+    Path("in/test.list").write_text("Abuse001_x264_i3d.npy\n")
+    code, out, err = run_cli(capsys, "import-features", "in/test.list", "--format", "rtfm",
+                             "--out", "feats", "--quiet")
+    assert code == 0, err
+    assert "1 imported, 0 failed" in out
+    arr, meta = load_features("feats", "Abuse001_x264")
+    assert arr.shape == (3, 1, 4) and arr.dtype == np.float16
+    # Mean over the 10 crops of row t, channel c: (t*40 + c + (0+4+...+36)) / 100.
+    want = (np.arange(3)[:, None] * 40 + np.arange(4)[None] + 18) / 100
+    np.testing.assert_allclose(arr[:, 0], want, rtol=1e-3)
+    assert meta["grid"] == 1 and meta["n_clips"] == 3 and meta["channels"] == 4
+    assert meta["n_frames"] == 48 and meta["clip_len"] == meta["stride"] == 16
+    assert meta["import_format"] == "rtfm" and meta["import_crops"] == "mean of 10"
+    assert meta["import_files"] == [str((tmp_path / "in/Abuse001_x264_i3d.npy").resolve())]
+    # --crop keeps one crop; re-importing over our own files is allowed.
+    code, out, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--crop", "2",
+                             "--out", "feats", "--quiet")
+    assert code == 0, err
+    arr, meta = load_features("feats", "Abuse001_x264")
+    np.testing.assert_allclose(arr[:, 0], x[:, 2], rtol=1e-3)
+    assert meta["import_crops"] == "crop 2"
+
+
+def test_urdmu_per_crop_files_from_a_list_with_root(tmp_path):
+    crops = [np.full((2, 3), k, dtype=np.float32) for k in range(10)]
+    for k, c in enumerate(crops):
+        (tmp_path / "store" / "dataset" / "Abuse").mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "store" / "dataset" / "Abuse" / f"Abuse028_x264__{k}.npy", c)
+    lst = tmp_path / "UCF_Test.list"
+    lst.write_text("".join(f"dataset/Abuse/Abuse028_x264__{k}.npy\n" for k in range(10)))
+    s = import_features([lst], tmp_path / "f", ImportSettings("urdmu"), root=tmp_path / "store",
+                        log=quiet)
+    assert s.written == ["Abuse028_x264"] and not s.failed
+    arr, meta = load_features(tmp_path / "f", "Abuse028_x264")
+    np.testing.assert_array_equal(arr[:, 0], np.full((2, 3), 4.5))  # mean of 0..9
+    assert meta["import_crops"] == "mean of 10" and len(meta["import_files"]) == 10
+
+
+def test_sultani_txt_is_32_segments(tmp_path):
+    rows = np.arange(32 * 5).reshape(32, 5) / 1000
+    (tmp_path / "Arrest001_x264.txt").write_text(
+        "\n".join(" ".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
+    s = import_features([tmp_path / "Arrest001_x264.txt"], tmp_path / "f",
+                        ImportSettings("sultani"), log=quiet)
+    assert s.written == ["Arrest001_x264"]
+    arr, meta = load_features(tmp_path / "f", "Arrest001_x264")
+    np.testing.assert_allclose(arr[:, 0], rows, rtol=1e-3)
+    assert meta["n_clips"] == 32 and meta["endpoint"] == "import:sultani"
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("shape", "shape (4,); expected (T, crops, D) or (T, D)"),
+    ("nan", "NaN or infinite values"),
+    ("missing", "Gone001_x264_i3d.npy: missing (named by the list)"),
+])
+def test_bad_files_are_one_line_each_and_the_batch_carries_on(tmp_path, capsys, monkeypatch,
+                                                              case, needle):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    np.save("in/Good001_x264_i3d.npy", np.ones((2, 3), np.float32))
+    names = ["Good001_x264_i3d.npy"]
+    if case == "shape":
+        np.save("in/Bad001_x264_i3d.npy", np.ones(4, np.float32))
+        names.append("Bad001_x264_i3d.npy")
+    elif case == "nan":
+        np.save("in/Bad001_x264_i3d.npy", np.full((2, 3), np.nan, np.float32))
+        names.append("Bad001_x264_i3d.npy")
+    else:
+        names.append("Gone001_x264_i3d.npy")
+    Path("in/x.list").write_text("\n".join(names) + "\n")
+    code, out, err = run_cli(capsys, "import-features", "in/x.list", "--format", "rtfm",
+                             "--out", "feats", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, needle)
+    assert "1 imported, 1 failed" in out
+    assert Path("feats/Good001_x264.npy").is_file() and not Path("feats/Bad001_x264.npy").exists()
+
+
+def test_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    Path("feats").mkdir()
+    np.save("in/A001_x264.npy", np.ones((2, 3), np.float32))
+    Path("feats/A001_x264.npy").write_bytes(b"mine")
+    code, _, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out",
+                           "feats", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "feats/A001_x264.npy: exists without A001_x264.json")
+    assert Path("feats/A001_x264.npy").read_bytes() == b"mine"
+    # An extracted (not imported) feature file is stmil's, but not this command's.
+    Path("feats/A001_x264.json").write_text(json.dumps(
+        {"fps": 30, "n_frames": 32, "width": 8, "height": 8, "clip_len": 16, "stride": 16,
+         "size": 224, "grid": 1, "endpoint": "Mixed_4e", "tail": "drop", "n_clips": 2,
+         "channels": 3}))
+    code, _, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out",
+                           "feats", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "holds features extracted from a video")
+
+
+def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="format must be one of rtfm, urdmu, sultani"):
+        ImportSettings("i3d")
+    with pytest.raises(ConfigError, match="snippet_frames must be a whole number"):
+        ImportSettings("rtfm", snippet_frames=0)
+
+
+def test_video_ids_follow_the_naming_conventions():
+    assert video_id(Path("dataset/Abuse/Abuse028_x264__9.npy")) == ("Abuse028_x264", 9)
+    assert video_id(Path("x/Abuse001_x264_i3d.npy")) == ("Abuse001_x264", None)
+    assert video_id(Path("Normal_Videos_006_x264.txt")) == ("Normal_Videos_006_x264", None)
+
+
+def test_real_lists_and_sultani_features():
+    if not META.is_dir():
+        pytest.skip(f"{META} absent")
+    groups = group_crops(find_inputs([META / "UCF_Test.list"], "urdmu"))
+    assert len(groups) == 290  # ten crops of each of the 290 test videos
+    assert sum(len(p) for p in groups.values()) == 2900
+    assert [c for c, _ in groups["Abuse028_x264"]] == list(range(10))
+
+
+def test_real_sultani_features_import(tmp_path):
+    src = META / "sultani-c3d-32seg"
+    if not src.is_dir():
+        pytest.skip(f"{src} absent")
+    s = import_features([src], tmp_path, ImportSettings("sultani"), log=quiet)
+    assert sorted(s.written) == ["Explosion008_x264", "Normal_Videos_006_x264"]
+    arr, meta = load_features(tmp_path, "Explosion008_x264")
+    first = np.array(src.joinpath("Explosion008_x264.txt").read_text().split()[:4], float)
+    assert arr.shape == (32, 1, 4096) and meta["channels"] == 4096
+    np.testing.assert_allclose(arr[0, 0, :4], first, atol=1e-3)
