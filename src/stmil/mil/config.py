@@ -19,6 +19,7 @@ import yaml
 from stmil.errors import ConfigError
 
 SUPERVISION = ("weak", "boxes")
+METHODS = ("paper", "topk")
 INSTANCES = ("cuboid", "frame")
 FORMATS = ("auto", "ucf_crime", "crime2local", "folder")
 DEVICES = ("auto", "cpu", "cuda")
@@ -57,6 +58,13 @@ class TrainConfig:
     weight_decay: float = _f(1e-3, "L2 weight decay", lo=0)
     lambda1: float = _f(8e-5, "weight of the temporal smoothness term", lo=0)
     lambda2: float = _f(8e-5, "weight of the sparsity term", lo=0)
+    method: str = _f("paper", "weak loss: paper (Sultani's MIL ranking loss on each bag's max "
+                     "instance) or topk (hinge on the mean of the top-k instances, and every "
+                     "instance of every normal bag a negative)", choices=METHODS)
+    topk: int = _f(3, "method topk: instances averaged per anomalous bag", lo=1)
+    neg_weight: float = _f(1.0, "method topk: weight of the normal-instances BCE term", lo=0)
+    lambda_tv: float = _f(0.0, "weight of the total variation of anomalous score maps over "
+                          "4-neighbour cuboids and adjacent segments (0: off)", lo=0)
     hidden: int = _f(512, "units of the scorer's first layer", lo=1)
     mid: int = _f(32, "units of the scorer's second layer", lo=1)
     dropout: float = _f(0.6, "dropout probability, shared per bag", lo=0, hi=1, hi_open=True)

@@ -1,7 +1,9 @@
-"""The instance scorer MLP and the losses: Sultani's MIL ranking loss and the boxes-supervised BCE.
+"""The instance scorer MLP and the losses: Sultani's MIL ranking loss (``method: paper``), the
+top-k MIL loss with every normal instance a negative (``method: topk``), the spatiotemporal
+total-variation term, and the boxes-supervised BCE.
 
 Scores live in tensors shaped ``(bags, S, N)``: S temporal segments of N cuboids per bag
-(``N = 1`` for the video-segment baseline).
+(``N = 1`` for the video-segment baseline, else ``N = G * G`` in row-major grid order).
 """
 
 from __future__ import annotations
@@ -94,6 +96,80 @@ def mil_ranking_loss(
     sparsity = pos.sum()
     total = hinge + lambda1 * smoothness + lambda2 * sparsity
     return total, {"hinge": hinge, "smoothness": smoothness, "sparsity": sparsity}
+
+
+def topk_mil_loss(
+    pos: Tensor, neg: Tensor, k: int = 3, neg_weight: float = 1.0, lambda1: float = 8e-5,
+    lambda2: float = 8e-5
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Top-k MIL: the ranking hinge on the mean of each anomalous bag's ``k`` best instances,
+    and every instance of every normal bag pushed to 0.
+
+    Args:
+        pos: ``(A, S, N)`` scores of the anomalous bags.
+        neg: ``(B, S, N)`` scores of the normal bags.
+        k: instances averaged per anomalous bag (clamped to ``S * N``); ``k = 1`` is the max.
+        neg_weight: weight of the negatives term.
+
+    Returns:
+        ``hinge + neg_weight * negatives + lambda1 * smoothness + lambda2 * sparsity`` and the
+        unweighted terms:
+
+        - hinge: ``sum_{a,b} max(0, 1 - topk_mean(pos[a]) + max_{s,n} neg[b])``;
+        - negatives: ``A * sum_b mean_{s,n} -log(1 - neg[b, s, n])``: each normal bag's mean
+          binary cross-entropy against label 0, counted once per anomalous bag so that a normal
+          bag weighs as much here as in the ``A`` hinge pairs it is in;
+        - smoothness, sparsity: as in :func:`mil_ranking_loss`.
+    """
+    if pos.ndim != 3 or neg.ndim != 3 or pos.shape[1:] != neg.shape[1:]:
+        raise ValueError(f"expected pos (A, S, N) and neg (B, S, N), got {pos.shape}, {neg.shape}")
+    k = max(1, min(k, pos.shape[1] * pos.shape[2]))
+    pos_top = pos.flatten(1).topk(k, dim=1).values.mean(dim=1)  # (A,)
+    neg_max = neg.flatten(1).amax(dim=1)  # (B,)
+    hinge = F.relu(1.0 - pos_top[:, None] + neg_max[None, :]).sum()
+    negatives = len(pos) * F.binary_cross_entropy(
+        neg, torch.zeros_like(neg), reduction="none").flatten(1).mean(dim=1).sum()
+    smoothness = (pos[:, 1:, :] - pos[:, :-1, :]).pow(2).sum()
+    sparsity = pos.sum()
+    total = hinge + neg_weight * negatives + lambda1 * smoothness + lambda2 * sparsity
+    return total, {"hinge": hinge, "negatives": negatives, "smoothness": smoothness,
+                   "sparsity": sparsity}
+
+
+def total_variation(pos: Tensor) -> Tensor:
+    """Spatiotemporal total variation of anomalous score maps: a scalar.
+
+    ``pos`` is ``(A, S, N)`` with ``N = G * G`` cuboids in row-major order. The sum of
+    ``|difference|`` between 4-neighbour cuboids of the same segment (rows and columns of the
+    G x G map) and between the same cuboid in adjacent segments. With ``N = 1`` only the
+    temporal part remains.
+    """
+    a, s, n = pos.shape
+    g = int(round(n ** 0.5))
+    if g * g != n:
+        raise ValueError(f"expected N = G * G cuboids per segment, got N = {n}")
+    maps = pos.reshape(a, s, g, g)
+    return ((maps[:, :, 1:, :] - maps[:, :, :-1, :]).abs().sum()
+            + (maps[:, :, :, 1:] - maps[:, :, :, :-1]).abs().sum()
+            + (maps[:, 1:] - maps[:, :-1]).abs().sum())
+
+
+def weak_loss(pos: Tensor, neg: Tensor, method: str = "paper", k: int = 3,
+              neg_weight: float = 1.0, lambda1: float = 8e-5, lambda2: float = 8e-5,
+              lambda_tv: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """The video-label loss of a batch: ``method`` ``paper`` (:func:`mil_ranking_loss`, exactly)
+    or ``topk`` (:func:`topk_mil_loss`), plus ``lambda_tv`` * :func:`total_variation` of the
+    anomalous bags when ``lambda_tv > 0``. ``pos`` ``(A, S, N)``, ``neg`` ``(B, S, N)``."""
+    if method == "paper":
+        total, parts = mil_ranking_loss(pos, neg, lambda1, lambda2)
+    elif method == "topk":
+        total, parts = topk_mil_loss(pos, neg, k, neg_weight, lambda1, lambda2)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    if lambda_tv > 0:
+        parts["tv"] = total_variation(pos)
+        total = total + lambda_tv * parts["tv"]
+    return total, parts
 
 
 def boxes_bce_loss(scores: Tensor, targets: Tensor, pos_weight: float | None = None) -> Tensor:

@@ -41,7 +41,7 @@ from stmil.mil.config import (
     TrainConfig,
     read_config,
 )
-from stmil.mil.model import Scorer, boxes_bce_loss, mil_ranking_loss
+from stmil.mil.model import Scorer, boxes_bce_loss, weak_loss
 from stmil.mil.run import (
     CHECKPOINT_JSON,
     MARKER,
@@ -263,8 +263,8 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         idx = np.concatenate([a, n])
         scores = model(torch.from_numpy(bags[idx].astype(np.float32)).to(dev))
         if targets is None:
-            loss, parts = mil_ranking_loss(scores[: len(a)], scores[len(a):], cfg.lambda1,
-                                           cfg.lambda2)
+            loss, parts = weak_loss(scores[: len(a)], scores[len(a):], cfg.method, cfg.topk,
+                                    cfg.neg_weight, cfg.lambda1, cfg.lambda2, cfg.lambda_tv)
         else:
             loss = boxes_bce_loss(scores, torch.from_numpy(targets[idx]).to(dev))
             parts = {}
@@ -456,6 +456,7 @@ def _flush_denormals(model: Scorer) -> None:
 
 def _write_history(path: Path, rows: list[dict]) -> None:
     fields = ["iteration", "loss", "hinge", "smoothness", "sparsity", "val_auc"]
+    fields += [k for k in ("negatives", "tv") if rows and k in rows[0]]  # method topk, lambda_tv
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
