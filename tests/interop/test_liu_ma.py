@@ -1,0 +1,78 @@
+"""Liu & Ma's UCF-Crime boxes: 1-based frames, 320x240 scaling, no globals, interpolation."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+
+import pytest
+
+from stmil.datasets import DatasetError, VideoRecord
+from stmil.datasets.liu_ma import attach_liu_ma, frame_boxes, read_liu_ma
+from tests.conftest import _shared_data
+
+REAL = _shared_data() / "ucf-crime-meta" / "Test_annotation.pkl"
+
+
+@pytest.mark.parametrize("protocol", [0, 4])
+def test_frames_are_one_based_and_boxes_scaled(tmp_path, protocol):
+    ann = {"Shoplifting010_x264": [["/x/Shoplifting010_x264/image_0033.jpg", 10, 20, 30, 60],
+                                   ["/x/Shoplifting010_x264/image_0001.jpg", 0, 0, 320, 240]]}
+    path = tmp_path / "test_ann.pkl"
+    path.write_bytes(pickle.dumps(ann, protocol=protocol))
+    rows = read_liu_ma(path)
+    assert rows == {"Shoplifting010_x264": [(0, (0.0, 0.0, 320.0, 240.0)),
+                                            (32, (10.0, 20.0, 30.0, 60.0))]}
+    boxes = frame_boxes(rows["Shoplifting010_x264"], 640, 480)  # twice the annotated size
+    assert boxes == {0: [(0.0, 0.0, 640.0, 480.0)], 32: [(20.0, 40.0, 60.0, 120.0)]}
+
+
+def test_no_interpolation_unless_asked_and_only_across_short_gaps():
+    rows = [(0, (0.0, 0.0, 16.0, 16.0)), (16, (16.0, 0.0, 32.0, 16.0)),
+            (100, (0.0, 0.0, 8.0, 8.0))]
+    assert sorted(frame_boxes(rows, 320, 240)) == [0, 16, 100]
+    boxes = frame_boxes(rows, 320, 240, interpolate=True)
+    assert boxes[4] == [(4.0, 0.0, 20.0, 16.0)]  # a quarter of the way from 0 to 16
+    assert 50 not in boxes  # the gap 16 -> 100 is longer than 32 frames: left empty
+    assert len(boxes) == 17 + 1
+
+
+def test_attach_drops_boxes_after_the_described_frames():
+    rec = VideoRecord("v", 1)
+    out = attach_liu_ma(rec, [(3, (0.0, 0.0, 10.0, 10.0)), (50, (0.0, 0.0, 10.0, 10.0))],
+                        320, 240, 48, "a.pkl")
+    assert list(out.boxes) == [3] and out.box_where[3] == ("a.pkl['v'] frame 4 (1-based)",)
+    assert attach_liu_ma(rec, None, 320, 240, 48, "a.pkl") is rec
+
+
+class Boom:
+    def __reduce__(self):
+        return (print, ("executed",))
+
+
+@pytest.mark.parametrize("obj, needle", [
+    (collections.OrderedDict(a=[]), "names collections.OrderedDict"),
+    ({"v": [Boom()]}, "names builtins.print"),
+    ([1, 2], "expected a dict from video id to boxes, got list"),
+    ({"v": [["/a/frame_12.png", 1, 2, 3, 4]]}, "['v'][0]: expected [.../image_NNNN.jpg"),
+    ({"v": [["/a/image_0000.jpg", 1, 2, 3, 4]]}, "NNNN >= 1 (1-based)"),
+    ({"v": [["/a/image_0005.jpg", 5, 2, 3, 4]]}, "box (5, 2, 3, 4) is empty or inverted"),
+])
+def test_refusals_name_the_file(tmp_path, capsys, obj, needle):
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps(obj))
+    with pytest.raises(DatasetError, match="bad.pkl") as e:
+        read_liu_ma(path)
+    assert needle in str(e.value)
+    assert "executed" not in capsys.readouterr().out  # nothing of the pickle ran
+
+
+def test_the_published_test_annotation():
+    if not REAL.is_file():
+        pytest.skip(f"{REAL} absent")
+    rows = read_liu_ma(REAL)
+    assert len(rows) == 140 and sum(map(len, rows.values())) == 3102
+    # Its first entry: image_0861.jpg -> 0-based frame 860 (the list is sorted by frame).
+    assert (860, (77.0, 104.0, 141.0, 200.0)) in rows["Shoplifting010_x264"]
+    assert all(0 <= b[0] < b[2] <= 320 and 0 <= b[1] < b[3] <= 240
+               for r in rows.values() for _, b in r)
