@@ -163,3 +163,30 @@ def test_real_sultani_features_import(tmp_path):
     first = np.array(src.joinpath("Explosion008_x264.txt").read_text().split()[:4], float)
     assert arr.shape == (32, 1, 4096) and meta["channels"] == 4096
     np.testing.assert_allclose(arr[0, 0, :4], first, atol=1e-3)
+
+
+def test_sultani_segments_placed_on_real_frames_give_the_segments_back(tmp_path, capsys,
+                                                                      monkeypatch):
+    from stmil.mil.bags import make_bag
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(0.1, 1.0, (32, 6)).round(3)
+    Path("Arrest001_x264.txt").write_text("\n".join(" ".join(map(str, r)) for r in rows))
+    Path("counts.txt").write_text("# video frames\nArrest/Arrest001_x264.mp4 645\n")
+    code, out, err = run_cli(capsys, "import-features", "Arrest001_x264.txt", "--format",
+                             "sultani", "--frame-counts", "counts.txt", "--out", "f", "--quiet")
+    assert code == 0, err
+    arr, meta = load_features("f", "Arrest001_x264")
+    assert meta["n_frames"] == 645 and arr.shape == (40, 1, 6)  # 645 // 16 clips
+    # Bounds round(1.25 k) = 0, 1, 2 (2.5 rounds to even), 4, 5: segment 2 is clips 2 and 3.
+    np.testing.assert_allclose(arr[[0, 1, 2, 3, 4], 0], rows[[0, 1, 2, 2, 3]], rtol=1e-3)
+    bag = make_bag(np.asarray(arr, np.float32), 32, grid1=True)[:, 0]  # stmil's segments
+    np.testing.assert_allclose(bag, rows / np.linalg.norm(rows, axis=1, keepdims=True),
+                               rtol=2e-3)
+    Path("counts.txt").write_text("Other001_x264 645\n")
+    code, out, err = run_cli(capsys, "import-features", "Arrest001_x264.txt", "--format",
+                             "sultani", "--frame-counts", "counts.txt", "--out", "f", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "Arrest001_x264.txt: video Arrest001_x264 is not in "
+                          "--frame-counts")

@@ -219,16 +219,63 @@ def video_array(parts: list[tuple[int | None, Path]], s: ImportSettings
     return arr, crops
 
 
+def read_frame_counts(path: Path | str) -> dict[str, int]:
+    """Video id -> frame count from a text file of ``<video> <n_frames>`` lines (``<video>``: an
+    id, a file name or a path such as ``Abuse/Abuse028_x264.mp4``; ``#`` starts a comment)."""
+    path = Path(path)
+    out: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+            raise ConfigError(f"{path}:{lineno}: expected '<video> <n_frames>' with a whole "
+                              f"number >= 1, got {line!r}")
+        name = Path(fields[0])
+        vid = name.stem if name.suffix.lower() in (".mp4", ".avi", ".mkv") else name.name
+        out[vid] = int(fields[1])
+    return out
+
+
+def fit_frames(arr: np.ndarray, n_frames: int | None, s: ImportSettings, where: Path
+               ) -> tuple[np.ndarray, int]:
+    """The ``(T, D)`` clips of one video and its frame count, with the video's real length.
+
+    Sultani's 32 segments become the video's ``n_frames // snippet_frames`` clips, each taking
+    its segment's features, segments cut at ``round(linspace(0, T, 33))`` as Sultani's code
+    and stmil's bags do (so stmil's bags get the segments back). Snippet features keep their
+    T; the frame count must then cover every snippet but the last's end.
+    """
+    snip = s.snippet_frames
+    if n_frames is None:
+        return arr, arr.shape[0] * snip
+    if s.format == "sultani":
+        t = n_frames // snip
+        if t < 1:
+            raise _bad(where, f"its video has {n_frames} frames, fewer than one {snip}-frame "
+                              "clip")
+        from stmil.mil.bags import segment_bounds  # the one definition of segments
+
+        seg = np.searchsorted(segment_bounds(t, SULTANI_SEGMENTS)[1:], np.arange(t),
+                              side="right")
+        return arr[seg], n_frames
+    if n_frames <= (arr.shape[0] - 1) * snip:
+        raise _bad(where, f"{arr.shape[0]} snippets of {snip} frames, but --frame-counts "
+                          f"gives its video {n_frames} frames; wrong video or snippet length?")
+    return arr, n_frames
+
+
 def import_meta(arr: np.ndarray, crops: str, parts: list[tuple[int | None, Path]],
-                s: ImportSettings) -> dict:
+                s: ImportSettings, n_frames: int | None = None) -> dict:
     """The feature metadata of an imported ``(T, D)`` array: grid 1 and its provenance
-    (``crops``: what :func:`video_array` says it did with the crops)."""
+    (``crops``: what :func:`video_array` says it did with the crops; ``n_frames``: the video's
+    length, default ``T * snippet_frames``)."""
     t, d = arr.shape
     return {
         "source": str(parts[0][1].resolve()),
         "fps": float(s.fps),
         "source_fps": float(s.fps),
-        "n_frames": t * s.snippet_frames,
+        "n_frames": n_frames if n_frames is not None else t * s.snippet_frames,
         "width": s.width,
         "height": s.height,
         "clip_len": s.snippet_frames,
@@ -268,8 +315,12 @@ def check_ours(out: Path, vid: str) -> None:
 def import_features(
     inputs: Iterable[Path | str], out: Path | str, settings: ImportSettings,
     root: Path | str | None = None, log: Callable[[str], None] = print,
+    frame_counts: dict[str, int] | None = None,
 ) -> ImportSummary:
     """Import every video named by ``inputs`` into ``out`` (see the module docstring).
+
+    ``frame_counts`` (video id -> frames, :func:`read_frame_counts`) places the features on
+    the videos' real frames (:func:`fit_frames`); a video missing from it is refused.
 
     A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one line
     naming the file and left out; the others are imported. Returns what was done.
@@ -288,7 +339,13 @@ def import_features(
         try:
             check_ours(out, vid)
             arr, crops = video_array(parts, settings)
-            meta = import_meta(arr, crops, parts, settings)
+            n_frames = None
+            if frame_counts is not None:
+                if vid not in frame_counts:
+                    raise _bad(parts[0][1], f"video {vid} is not in --frame-counts")
+                n_frames = frame_counts[vid]
+            arr, n_frames = fit_frames(arr, n_frames, settings, parts[0][1])
+            meta = import_meta(arr, crops, parts, settings, n_frames)
             write_features(out, vid, arr[:, None, :].astype(np.float16), meta)
             summary.written.append(vid)
         except (StmilError, OSError) as e:
