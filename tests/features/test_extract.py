@@ -347,6 +347,8 @@ def test_resume_after_kill_matches_clean_run(tmp_path):
     for p in resumed.iterdir():  # whatever carries a final name is whole
         if p.name.startswith("."):
             assert p.name.endswith(".tmp")
+        elif p.suffix == ".claim":  # the killed run's claim on its current video
+            assert (src / f"{p.stem}.mkv").is_file()
         elif p.suffix == ".npy":
             assert np.load(p).shape[1:] == (49, 528)
         else:

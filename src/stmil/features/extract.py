@@ -16,7 +16,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +30,16 @@ from stmil.cuboids import pool_cuboids
 from stmil.datasets.folder import find_videos as folder_videos
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
+from stmil.features.claims import Claim, remove_stale_claims, try_claim
 from stmil.features.i3d import endpoint_channels
+from stmil.features.pipeline import ClipSpec, PipelineConfig, decode_videos, device_input
+from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
 from stmil.features.video import (
     TAIL_POLICIES,
     VIDEO_EXTENSIONS,
     VideoError,
+    VideoInfo,
     check_count,
     check_fps,
     iter_clips,
@@ -98,6 +102,11 @@ class ExtractSettings:
             raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
                               f"got {self.tail!r}")
 
+    def clip_spec(self) -> ClipSpec:
+        """The clip-cutting fields, for the decode workers."""
+        return ClipSpec(self.clip_len, self.stride, self.size, self.fps, self.tail,
+                        self.batch_size)
+
     def check_grid(self, grid: int) -> None:
         """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
         if grid > self.size:
@@ -135,7 +144,17 @@ def extract_video(
             path, f"shorter than one clip ({stats.get('n_sampled', 0)} frames < {s.clip_len})"
         )
     array = np.concatenate(chunks)
-    meta = {
+    return array, feature_meta(source, info, stats, s, extractor, int(array.shape[0]))
+
+
+def feature_meta(source: dict, info: VideoInfo, stats: dict, s: ExtractSettings,
+                 extractor: FeatureExtractor, n_clips: int) -> dict:
+    """A feature file's metadata (before the array's size and sha256 are added).
+
+    ``source`` is :func:`source_identity` of the video taken before decoding, ``stats`` the
+    ``n_frames`` that :func:`~stmil.features.video.iter_clips` reported.
+    """
+    return {
         **source,
         "fps": s.fps or info.fps,
         "source_fps": info.fps,
@@ -149,15 +168,14 @@ def extract_video(
         "endpoint": extractor.endpoint,
         "precision": extractor.precision,
         "tail": s.tail,
-        "n_clips": int(array.shape[0]),
+        "n_clips": n_clips,
         "channels": extractor.channels,
         "dtype": "float16",
-        "resize": "bilinear-antialias",
+        "resize": RESIZE,
         "weights": KINETICS400_RGB.name,
         "weights_sha256": KINETICS400_RGB.sha256,
         "stmil_version": __version__,
     }
-    return array, meta
 
 
 def source_identity(path: Path | str) -> dict:
@@ -253,7 +271,7 @@ def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtracto
     now = {"clip_len": s.clip_len, "stride": s.stride, "size": s.size, "tail": s.tail,
            "fps": s.fps or meta.get("source_fps"), "grid": extractor.grid,
            "endpoint": extractor.endpoint, "weights_sha256": KINETICS400_RGB.sha256,
-           "precision": extractor.precision}
+           "precision": extractor.precision, "resize": RESIZE}
     for key, value in now.items():
         if meta.get(key) != value:
             return f"{key} {meta.get(key)!r} (now {value!r})"
@@ -341,13 +359,28 @@ def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
     return merged
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; :class:`ConfigError` otherwise."""
+    parts = str(text).split("/")
+    try:
+        i, n = (int(x) for x in parts)
+    except ValueError:
+        i, n = -1, 0
+    if len(parts) != 2 or not 0 <= i < n:
+        raise ConfigError(f"--shard must be I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two "
+                          f"processes), got {text!r}")
+    return i, n
+
+
 @dataclass
 class ExtractSummary:
-    """What a batch extraction did."""
+    """What a batch extraction did. ``claimed``: videos left to another live process that
+    held their claim (see :mod:`stmil.features.claims`)."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    claimed: list[str] = field(default_factory=list)
     clips: int = 0
     seconds: float = 0.0
 
@@ -356,8 +389,10 @@ class ExtractSummary:
         return self.clips / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:
-        return (f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed;"
-                f" {self.clips} clips in {self.seconds:.1f}s ({self.clips_per_s:.2f} clips/s)")
+        others = f", {len(self.claimed)} left to other runs" if self.claimed else ""
+        return (f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+                f"{others}; {self.clips} clips in {self.seconds:.1f}s "
+                f"({self.clips_per_s:.2f} clips/s)")
 
 
 def _reason(e: BaseException, path: Path) -> str:
@@ -371,6 +406,18 @@ def _reason(e: BaseException, path: Path) -> str:
     return str(e)
 
 
+@dataclass(eq=False)
+class _Job:
+    """One video on its way through the pipeline (the consumer's state)."""
+
+    path: Path
+    vid: str
+    source: dict
+    claim: Claim | None
+    chunks: list[np.ndarray] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 def extract_many(
     inputs: Iterable[Path | str],
     out_dir: Path | str,
@@ -379,6 +426,8 @@ def extract_many(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    pipeline: PipelineConfig | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> ExtractSummary:
     """Extract every video under ``inputs`` into ``out_dir``; one failure never stops the rest.
 
@@ -386,14 +435,26 @@ def extract_many(
     source file (same id) or with other settings is a failure naming both. Failures are
     reported through ``log`` and merged into ``out_dir/failures.json`` (see
     :func:`record_failures`). Temporary files of killed earlier runs are removed first.
+
+    Videos are decoded by the parallel input pipeline (``pipeline``, default
+    :class:`~stmil.features.pipeline.PipelineConfig`: 2 decode workers; ``workers=0`` is the
+    serial path, with identical outputs). ``shard=(i, n)`` keeps every n-th video of the input
+    list starting at the i-th (all processes must be given the same inputs); independently,
+    each video is claimed (``<id>.claim``, :mod:`stmil.features.claims`) while it is
+    extracted, so processes sharing a folder never extract one video twice.
     """
     s = settings or ExtractSettings()
     s.check_grid(extractor.grid)
+    pipeline = pipeline or PipelineConfig()
     out_dir = Path(out_dir)
     videos, missing = find_videos(inputs)
+    if shard is not None:
+        i, n = parse_shard(f"{shard[0]}/{shard[1]}")
+        videos = videos[i::n]
     check_writable(out_dir)
     read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
     remove_stale_temps(out_dir)
+    remove_stale_claims(out_dir)
     summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
     for p, reason in missing:
         log(f"error: {reason}" if reason.startswith("no videos found") else
@@ -402,41 +463,111 @@ def extract_many(
     start = time.perf_counter()
     bar = tqdm(total=len(videos), unit="video", disable=not progress, leave=False)
     clip_bar = tqdm(unit="clip", disable=not progress, leave=False)
-    for path in videos:
-        vid = path.stem
-        bar.set_postfix_str(vid[:30])
-        try:
-            if vid in ids:
-                raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
-            ids[vid] = path
-            if not overwrite:
-                if is_done(out_dir, vid):
-                    json_path = out_dir / f"{vid}.json"
-                    meta = read_feature_meta(json_path)
-                    diff = source_mismatch(meta, path)
-                    if diff:
-                        raise VideoError(path, f"the finished features {json_path} {diff}; "
-                                         "pass --overwrite to replace them, or use another "
-                                         "output folder")
-                    diff = settings_mismatch(meta, s, extractor)
-                    if diff:
-                        raise VideoError(path, f"{json_path} was made with other settings:"
-                                         f" {diff}; overwrite it or use another output folder")
-                    summary.skipped.append(vid)
+
+    def fail(path: Path, e: BaseException) -> None:
+        reason = _reason(e, path)
+        summary.failed.append(_failure(path, reason))
+        log(f"error: {path}: {reason}")
+
+    def jobs() -> Iterator[tuple[_Job, Path]]:
+        """Claim and check each video; yield those to extract (run by the decode workers)."""
+        for path in videos:
+            vid, claim = path.stem, None
+            try:
+                if vid in ids:
+                    raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
+                ids[vid] = path
+                claim = try_claim(out_dir, vid)
+                if claim is None:
+                    summary.claimed.append(vid)
+                    bar.update(1)
                     continue
-                check_ours(out_dir, vid)
-            array, meta = extract_video(path, extractor, s, on_clips=clip_bar.update)
-            write_features(out_dir, vid, array, meta)
-            summary.done.append(vid)
+                if not overwrite:
+                    if _finished(out_dir, path, vid, s, extractor):
+                        summary.skipped.append(vid)
+                        claim.release()
+                        bar.update(1)
+                        continue
+                    check_ours(out_dir, vid)
+                job = _Job(path, vid, source_identity(path), claim)
+                pending.add(job)
+            except (StmilError, OSError) as e:
+                if claim is not None:
+                    claim.release()
+                fail(path, e)
+                bar.update(1)
+                continue
+            yield job, path
+
+    def finish(job: _Job, event) -> None:
+        """Commit (or fail) a video whose decoding ended."""
+        try:
+            if job.error is None and event.error is not None:
+                job.error = event.error
+            if job.error is not None:
+                raise job.error
+            if not job.chunks:
+                raise VideoError(job.path, f"shorter than one clip "
+                                 f"({event.stats.get('n_sampled', 0)} frames < {s.clip_len})")
+            array = np.concatenate(job.chunks)
+            meta = feature_meta(job.source, event.info, event.stats, s, extractor,
+                                int(array.shape[0]))
+            write_features(out_dir, job.vid, array, meta)
+            summary.done.append(job.vid)
             summary.clips += array.shape[0]
         except (StmilError, OSError) as e:
-            reason = _reason(e, path)
-            summary.failed.append(_failure(path, reason))
-            log(f"error: {path}: {reason}")
+            fail(job.path, e)
         finally:
+            job.chunks.clear()
+            pending.discard(job)
+            if job.claim is not None:
+                job.claim.release()
             bar.update(1)
-    bar.close()
-    clip_bar.close()
+
+    pending: set[_Job] = set()  # claimed, not yet committed or failed
+    events = decode_videos(jobs(), s.clip_spec(), pipeline, extractor.device)
+    try:
+        for event in events:
+            job = event.job
+            if event.kind == "batch":
+                if job.error is not None:
+                    continue
+                feats = extractor(device_input(event.batch, s.size, extractor.device))
+                if not torch.isfinite(feats).all():
+                    job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
+                    continue
+                job.chunks.append(feats.numpy().astype(np.float16))
+                clip_bar.update(len(event.batch.starts))
+            else:
+                finish(job, event)
+    finally:
+        events.close()  # stops and joins the decode workers
+        for job in list(pending):  # interrupted: let other processes take these videos
+            if job.claim is not None:
+                job.claim.release()
+        bar.close()
+        clip_bar.close()
     summary.seconds = time.perf_counter() - start
-    record_failures(out_dir, videos, summary.failed)
+    handled = set(summary.done) | set(summary.skipped)
+    processed = [p for p in videos if p.stem in handled] + [f["path"] for f in summary.failed]
+    record_failures(out_dir, processed, summary.failed)
     return summary
+
+
+def _finished(out_dir: Path, path: Path, vid: str, s: ExtractSettings,
+              extractor: FeatureExtractor) -> bool:
+    """Whether ``vid`` is finished, from this very source and with these settings; a finished
+    output from another source or other settings is a :class:`VideoError` naming both."""
+    if not is_done(out_dir, vid):
+        return False
+    json_path = out_dir / f"{vid}.json"
+    meta = read_feature_meta(json_path)
+    diff = source_mismatch(meta, path)
+    if diff:
+        raise VideoError(path, f"the finished features {json_path} {diff}; pass --overwrite "
+                         "to replace them, or use another output folder")
+    diff = settings_mismatch(meta, s, extractor)
+    if diff:
+        raise VideoError(path, f"{json_path} was made with other settings: {diff}; overwrite "
+                         "it or use another output folder")
+    return True

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stmil.errors import ConfigError, StmilError
+from stmil.features.resize import resize_frames
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"
@@ -163,18 +163,17 @@ def resample_indices(src_fps: float, fps: float | None) -> Iterator[int]:
 def to_model_input(frames: np.ndarray | Tensor, size: int = 224) -> Tensor:
     """``(N, H, W, 3)`` uint8 -> ``(N, 3, size, size)`` float32 in ``[-1, 1]``.
 
-    The whole frame is resized (bilinear with antialiasing, no crop).
+    The whole frame is resized (bilinear with antialiasing, no crop): the one definition in
+    :func:`stmil.features.resize.resize_frames`.
     """
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
-    return x.mul_(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
+    return resize_frames(frames, size)
 
 
 @dataclass
 class ClipBatch:
-    """A batch of clips: ``clips`` is ``(B, 3, T, S, S)``; ``starts`` are sampled-frame indices."""
+    """A batch of clips: ``clips`` is ``(B, 3, T, S, S)`` float32 model input, or, from
+    ``iter_clips(..., resize=False)``, ``(B, T, H, W, 3)`` uint8 native-size frames;
+    ``starts`` are sampled-frame indices."""
 
     clips: Tensor
     starts: list[int]
@@ -191,12 +190,15 @@ def iter_clips(
     batch_size: int = 8,
     info: VideoInfo | None = None,
     stats: dict | None = None,
+    resize: bool = True,
 ) -> Iterator[ClipBatch]:
     """Stream clips of ``clip_len`` frames, one every ``stride`` (sampled) frames.
 
     ``fps`` resamples (``None``: native rate). ``tail="drop"`` drops the trailing partial
     clip; ``"pad"`` keeps it, repeating its last frame. ``stats`` (if given) receives
-    ``n_frames`` (source frames decoded) and ``n_sampled`` at the end.
+    ``n_frames`` (source frames decoded) and ``n_sampled`` at the end. ``resize=False`` yields
+    uint8 clips ``(B, T, H, W, 3)`` at the native size, for resizing elsewhere (on a GPU) with
+    :func:`stmil.features.resize.resize_clips`.
     """
     if tail not in TAIL_POLICIES:
         raise ConfigError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
@@ -210,6 +212,7 @@ def iter_clips(
     wanted = resample_indices(info.fps, fps)
     next_src, n_src, n_sampled = next(wanted), 0, 0
     last_start = -stride
+    t_dim = 1 if resize else 0  # (3, T, S, S) model input, or (T, H, W, 3) uint8
 
     def flush() -> Iterator[ClipBatch]:
         if pending:
@@ -221,13 +224,13 @@ def iter_clips(
         src = n_src - 1
         if src < next_src:
             continue
-        resized = to_model_input(frame[None], size)[0]
+        resized = resize_frames(frame[None], size)[0] if resize else torch.from_numpy(frame)
         while next_src == src:  # upsampling repeats a source frame
             window.append(resized)
             n_sampled += 1
             start = n_sampled - clip_len
             if start >= 0 and start % stride == 0:
-                pending.append((torch.stack(list(window), dim=1), start, False))
+                pending.append((torch.stack(list(window), dim=t_dim), start, False))
                 last_start = start
                 if len(pending) == batch_size:
                     yield from flush()
@@ -237,7 +240,7 @@ def iter_clips(
         if start < n_sampled:
             have = list(window)[start - (n_sampled - len(window)):]
             have += [have[-1]] * (clip_len - len(have))
-            pending.append((torch.stack(have, dim=1), start, True))
+            pending.append((torch.stack(have, dim=t_dim), start, True))
     yield from flush()
     if stats is not None:
         stats.update(n_frames=n_src, n_sampled=n_sampled)

@@ -1,0 +1,119 @@
+"""Claim files: several extraction processes on one output folder split the videos.
+
+Before a video is extracted, its process takes ``<out>/<id>.claim``: it opens (creating if
+needed) that file and holds an exclusive, non-blocking ``fcntl.flock`` on it until the video's
+outputs are committed; then it deletes the file and lets go. A process that finds the claim
+locked leaves the video to its holder. The lock dies with its process, so the claim of a killed
+run is simply taken over (its file is reused, then deleted). After taking a claim the caller
+checks again whether the video is already finished (another process may have just committed
+it), so no video is extracted twice by runs that do not ``--overwrite``.
+
+Whether ``flock`` works across machines depends on the shared file system (Linux NFSv4 maps it
+to byte-range locks); on a local disk it always does.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from stmil.errors import OutputError
+
+CLAIM_SUFFIX = ".claim"
+_MARK = "stmil-claim"
+
+
+@dataclass
+class Claim:
+    """A held claim: ``path`` is the claim file, ``fd`` the open, locked descriptor."""
+
+    path: Path
+    fd: int
+
+    def release(self) -> None:
+        """Delete the claim file (still locked, so no one else is inside) and unlock it."""
+        if self.fd < 0:
+            return
+        try:
+            if _same_file(self.fd, self.path):
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def claim_path(out_dir: Path | str, video_id: str) -> Path:
+    return Path(out_dir) / f"{video_id}{CLAIM_SUFFIX}"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def try_claim(out_dir: Path | str, video_id: str) -> Claim | None:
+    """Take ``<out_dir>/<id>.claim``, or ``None`` when a live process holds it.
+
+    :class:`OutputError` naming the file when a file of that name is not a stmil claim (it is
+    then never written or deleted); an ``OSError`` (a read-only folder) names the file too.
+    """
+    path = claim_path(out_dir, video_id)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    return None
+                raise
+            if not _same_file(fd, path):  # released and deleted meanwhile: claim afresh
+                os.close(fd)
+                continue
+            old = os.pread(fd, 4096, 0)
+            if old and _MARK.encode() not in old:
+                raise OutputError(f"{path}: exists and is not a stmil claim file; move it "
+                                  "away (stmil extract uses <id>.claim to share work between "
+                                  "processes)")
+            note = json.dumps({_MARK: 1, "host": socket.gethostname(), "pid": os.getpid()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode() + b"\n", 0)
+            return Claim(path, fd)
+        except BaseException:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            raise
+
+
+def remove_stale_claims(out_dir: Path | str) -> list[Path]:
+    """Delete the claim files of dead processes in ``out_dir`` (unlocked stmil claims).
+
+    Claims held by live processes and files that are not stmil claims are left alone.
+    """
+    removed: list[Path] = []
+    try:
+        names = [p for p in Path(out_dir).iterdir() if p.name.endswith(CLAIM_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for p in names:
+        try:
+            claim = try_claim(p.parent, p.name[: -len(CLAIM_SUFFIX)])
+        except (OutputError, OSError):
+            continue
+        if claim is not None:
+            claim.release()
+            removed.append(p)
+    return removed

@@ -1,0 +1,55 @@
+"""Settings of the input pipeline (:mod:`stmil.features.pipeline`), importable without torch
+(the CLI builds its flags from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stmil.errors import ConfigError
+
+RESIZE_ON = ("auto", "worker", "device")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How the input side runs; never recorded in feature files (results do not depend on it).
+
+    ``workers``: decode threads (0: serial, in the calling thread). ``queue_size``: most clip
+    batches waiting for the model (default ``2 * workers``). ``resize_on``: ``"auto"`` resizes
+    on the model's device when it is a GPU, in the workers otherwise.
+    """
+
+    workers: int = 2
+    queue_size: int | None = None
+    resize_on: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or \
+                self.workers < 0:
+            raise ConfigError(f"workers must be a whole number >= 0, got {self.workers!r}")
+        if self.queue_size is not None and (
+                isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int)
+                or self.queue_size < 1):
+            raise ConfigError(f"queue_size must be a whole number >= 1, got "
+                              f"{self.queue_size!r}")
+        if self.resize_on not in RESIZE_ON:
+            raise ConfigError(f"resize_on must be one of {', '.join(RESIZE_ON)}, got "
+                              f"{self.resize_on!r}")
+
+    def resize_in_worker(self, device_type: str) -> bool:
+        """Whether workers resize (else the consumer does, on the model's device)."""
+        if self.resize_on == "auto":
+            return device_type == "cpu"
+        return self.resize_on == "worker"
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How clips are cut (the fields of ``ExtractSettings`` the decoder needs)."""
+
+    clip_len: int = 16
+    stride: int = 16
+    size: int = 224
+    fps: float | None = None
+    tail: str = "drop"
+    batch_size: int = 8

@@ -1,0 +1,246 @@
+"""The parallel input pipeline: resize definition, workers vs serial, a dying worker, claims."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import stmil.features.pipeline as pipeline_mod
+from stmil.errors import ConfigError, OutputError
+from stmil.features.claims import claim_path, remove_stale_claims, try_claim
+from stmil.features.extract import ExtractSettings, extract_many, is_done, parse_shard
+from stmil.features.pipeline import ClipSpec, PipelineConfig, decode_videos, device_input
+from stmil.features.resize import resize_clips, resize_frames
+from stmil.features.video import iter_clips
+from tests.conftest import ramp_frames, write_video
+
+SMALL = ExtractSettings(size=64, batch_size=2)
+QUIET = dict(progress=False, log=lambda m: None)
+
+
+def _decode_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("stmil-decode")]
+
+
+# --- the resize definition -------------------------------------------------------------------
+
+
+def test_resize_frames_hand_values():
+    """A 2x2 frame upsampled to 4x4 (antialias is a no-op when enlarging): bilinear by hand."""
+    frame = np.zeros((1, 2, 2, 3), dtype=np.uint8)
+    frame[0, :, 1] = 255  # right column white
+    out = resize_frames(frame, 4)  # (1, 3, 4, 4)
+    # align_corners=False: output x -> input (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25,
+    # clamped to [0, 1]: weights of the white column 0, 0.25, 0.75, 1
+    expected = torch.tensor([0.0, 0.25, 0.75, 1.0]) * 2 - 1
+    assert out.shape == (1, 3, 4, 4)
+    torch.testing.assert_close(out[0, 1], expected.expand(4, 4), rtol=0, atol=1e-6)
+
+
+def test_resize_is_the_same_per_frame_batched_and_per_clip():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(6, 37, 51, 3), dtype=np.uint8)
+    one = torch.cat([resize_frames(f[None], 32) for f in frames])
+    assert torch.equal(resize_frames(frames, 32), one)
+    clips = resize_clips(torch.from_numpy(frames).view(2, 3, 37, 51, 3), 32)  # (B, 3, T, S, S)
+    assert clips.shape == (2, 3, 3, 32, 32)
+    assert torch.equal(clips[1, :, 2], one[5])
+    ref = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).double(), size=(32, 32),
+                        mode="bilinear", antialias=True, align_corners=False) / 127.5 - 1
+    torch.testing.assert_close(one.double(), ref, rtol=0, atol=1e-5)
+
+
+def test_device_input_matches_worker_resize(tmp_path):
+    """uint8 clips resized by the consumer (the GPU path, here on CPU tensors) equal the
+    worker-resized clips exactly."""
+    path = write_video(tmp_path / "v.mkv", ramp_frames(40, h=30, w=46), fps=30)
+    resized = list(iter_clips(path, 16, 8, 24, batch_size=2, tail="pad"))
+    raw = list(iter_clips(path, 16, 8, 24, batch_size=2, tail="pad", resize=False))
+    # 40 frames, clips of 16 every 8: starts 0, 8, 16, 24, then 32 padded
+    assert [b.starts for b in raw] == [b.starts for b in resized] == [[0, 8], [16, 24], [32]]
+    assert raw[0].clips.dtype == torch.uint8 and raw[0].clips.shape == (2, 16, 30, 46, 3)
+    for r, u in zip(resized, raw):
+        assert torch.equal(device_input(u, 24, torch.device("cpu")), r.clips)
+
+
+# --- the pool --------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def videos(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    for i in range(4):
+        write_video(src / f"v{i}.mkv", ramp_frames(16 + 16 * (i % 2), h=32, w=40, seed=i))
+    return src
+
+
+def test_parallel_equals_serial_exactly(videos, tmp_path, extractor):
+    outs = {}
+    for name, cfg in (("serial", PipelineConfig(workers=0)),
+                      ("workers", PipelineConfig(workers=2, queue_size=1))):
+        out = tmp_path / name
+        s = extract_many([videos], out, extractor, SMALL, pipeline=cfg, **QUIET)
+        assert sorted(s.done) == ["v0", "v1", "v2", "v3"] and s.clips == 6, name
+        outs[name] = {p.name: p.read_bytes() for p in out.iterdir()
+                      if p.suffix == ".npy"}
+    assert len(outs["serial"]) == 4
+    assert outs["workers"] == outs["serial"]  # fp32: bitwise equal
+
+
+def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, extractor):
+    (videos / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    cut = write_video(tmp_path / "full.mp4", ramp_frames(48, h=32, w=40), codec="libx264")
+    (videos / "cut.mp4").write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    done = threading.Event()
+    result = {}
+
+    def run():
+        result["s"] = extract_many([videos], tmp_path / "out", extractor, SMALL,
+                                   pipeline=PipelineConfig(workers=2, queue_size=1), **QUIET)
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert done.wait(120), "the pool stalled"
+    s = result["s"]
+    assert sorted(s.done) == ["v0", "v1", "v2", "v3"]
+    assert {f["path"].rsplit("/", 1)[1]: f["error"] for f in s.failed}.keys() == {
+        "bad.mp4", "cut.mp4"}
+    assert all("not a readable video" in f["error"] or "corrupt" in f["error"]
+               or "truncated" in f["error"] for f in s.failed)
+    assert _decode_threads() == []
+
+
+def test_a_bug_in_a_worker_is_raised_and_the_pool_stops(videos, tmp_path, extractor,
+                                                       monkeypatch):
+    real = pipeline_mod.probe
+
+    def probe(path):
+        if path.name == "v1.mkv":
+            raise RuntimeError("boom in the decoder")
+        return real(path)
+
+    monkeypatch.setattr(pipeline_mod, "probe", probe)
+    with pytest.raises(RuntimeError, match="boom in the decoder"):
+        extract_many([videos], tmp_path / "out", extractor, SMALL,
+                     pipeline=PipelineConfig(workers=2), **QUIET)
+    assert _decode_threads() == []
+    assert not list((tmp_path / "out").glob("*.claim"))  # every claim was given back
+
+
+def test_an_error_in_the_job_iterator_stops_the_workers(videos):
+    def jobs():
+        yield "a", videos / "v0.mkv"
+        raise OSError("disk gone")
+
+    spec = ClipSpec(size=32, batch_size=1)
+    with pytest.raises(OSError, match="disk gone"):
+        for _ in decode_videos(jobs(), spec, PipelineConfig(workers=2)):
+            pass
+    assert _decode_threads() == []
+    events = list(decode_videos([("a", videos / "v1.mkv")], spec, PipelineConfig(workers=0)))
+    assert [e.kind for e in events] == ["batch", "batch", "end"]
+    assert events[-1].stats == {"n_frames": 32, "n_sampled": 32}
+
+
+def test_closing_the_consumer_early_stops_the_workers(videos):
+    gen = decode_videos([(i, p) for i, p in enumerate(sorted(videos.iterdir()))],
+                        ClipSpec(size=32, batch_size=1), PipelineConfig(workers=2, queue_size=1))
+    next(gen)
+    time.sleep(0.2)  # the workers block on the full queue
+    gen.close()
+    assert _decode_threads() == []
+
+
+def test_pipeline_config_is_checked():
+    for bad in (dict(workers=-1), dict(workers=True), dict(queue_size=0),
+                dict(resize_on="gpu")):
+        with pytest.raises(ConfigError, match="must be"):
+            PipelineConfig(**bad)
+
+
+# --- claims and shards -----------------------------------------------------------------------
+
+
+def test_a_claim_is_exclusive_and_given_back(tmp_path):
+    first = try_claim(tmp_path, "v")
+    assert first is not None and claim_path(tmp_path, "v").is_file()
+    assert try_claim(tmp_path, "v") is None  # flock: a second open file is refused
+    first.release()
+    assert not claim_path(tmp_path, "v").exists()
+    again = try_claim(tmp_path, "v")
+    assert again is not None
+    again.release()
+
+
+def test_a_dead_runs_claim_is_taken_over_and_a_foreign_file_refused(tmp_path):
+    stale = claim_path(tmp_path, "v")
+    stale.write_text('{"stmil-claim": 1, "host": "h", "pid": 1}\n')  # nobody holds its lock
+    assert remove_stale_claims(tmp_path) == [stale] and not stale.exists()
+    stale.write_text("")  # created by a process killed before it wrote: ours too
+    c = try_claim(tmp_path, "v")
+    assert c is not None
+    c.release()
+    foreign = claim_path(tmp_path, "w")
+    foreign.write_text("my notes\n")
+    with pytest.raises(OutputError, match=r"w\.claim: exists and is not a stmil claim"):
+        try_claim(tmp_path, "w")
+    assert remove_stale_claims(tmp_path) == [] and foreign.read_text() == "my notes\n"
+
+
+def test_a_video_claimed_elsewhere_is_left_alone(videos, tmp_path, extractor):
+    out = tmp_path / "out"
+    out.mkdir()
+    held = try_claim(out, "v2")  # as another live process would
+    try:
+        s = extract_many([videos], out, extractor, SMALL, **QUIET)
+    finally:
+        held.release()
+    assert sorted(s.done) == ["v0", "v1", "v3"] and s.claimed == ["v2"]
+    assert "1 left to other runs" in s.line()
+    assert not is_done(out, "v2") and not (out / "failures.json").exists()
+
+
+def test_parse_shard():
+    assert parse_shard("0/2") == (0, 2) and parse_shard("2/3") == (2, 3)
+    for bad in ("2/2", "-1/2", "1", "a/b", "1/0", "1/2/3"):
+        with pytest.raises(ConfigError, match="--shard must be I/N"):
+            parse_shard(bad)
+
+
+def test_shards_split_the_videos(videos, tmp_path, extractor):
+    out = tmp_path / "out"
+    a = extract_many([videos], out, extractor, SMALL, shard=(0, 2), **QUIET)
+    b = extract_many([videos], out, extractor, SMALL, shard=(1, 2), **QUIET)
+    assert sorted(a.done) == ["v0", "v2"] and sorted(b.done) == ["v1", "v3"]
+    assert a.skipped == b.skipped == []
+
+
+def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
+    """`stmil extract --shard 0/2` and a plain `stmil extract` run at once on one --out: every
+    video is extracted exactly once (the first takes at most its shard; claims keep each off
+    the videos the other is working on) and every output is whole."""
+    stmil = Path(sys.executable).with_name("stmil")
+    out = tmp_path / "out"
+    cmd = [str(stmil), "extract", "videos", "--out", "out", "--device", "cpu", "--quiet",
+           "--size", "64", "--batch-size", "2"]
+    procs = [subprocess.Popen(cmd + extra, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for extra in (["--shard", "0/2"], [])]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, e) in zip(procs, results):
+        assert p.returncode == 0, e
+    done = [int(o.split(" done")[0].split()[-1]) for o, _ in results]
+    assert done[0] <= 2 and sum(done) == 4, results  # no video twice
+    assert all(is_done(out, f"v{i}") for i in range(4))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))  # no claim left
