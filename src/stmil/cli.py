@@ -226,6 +226,135 @@ def _add_vector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-missing", action="store_true")
 
 
+# --- events, calibrate, watch (stmil.live) ------------------------------------------------------
+
+
+def _event_settings(args: argparse.Namespace):
+    from stmil.live.events import resolve_events
+
+    return resolve_events(args.model, args.threshold, args.hysteresis, args.min_duration,
+                          args.merge_gap)
+
+
+@command
+def cmd_events(args: argparse.Namespace) -> int:
+    from stmil.live.events import events_inputs
+
+    found, failed = events_inputs(args.inputs, args.model, config=_event_settings(args),
+                                  out=args.out, snapshots=args.snapshots, device=args.device,
+                                  log=lambda m: print(m, file=sys.stderr))
+    print(f"{len(found)} incidents" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+@command
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from stmil.live.calibrate import calibrate
+    from stmil.live.incidents import EventConfig
+
+    given = {k: getattr(args, k) for k in ("hysteresis", "min_duration", "merge_gap")
+             if getattr(args, k) is not None}
+    cal = calibrate(args.model, args.data, args.features, target=args.target,
+                    settings=EventConfig(**given), log=lambda m: print(m, file=sys.stderr))
+    print(f"threshold {cal.threshold:.4f}: {cal.false_incidents} false incidents in "
+          f"{cal.normal_hours * 60:.1f} min of normal {cal.split} video ({cal.per_hour:.2f}/h, "
+          f"target {cal.target_per_hour:g}/h) -> {Path(args.model) / 'calibration.json'}")
+    return 0
+
+
+@command
+def cmd_watch(args: argparse.Namespace) -> int:
+    from stmil.live.events import check_out
+    from stmil.live.watch import WatchConfig, watch
+
+    fields = {f: getattr(args, f) for f in WatchConfig.__dataclass_fields__}
+    config = WatchConfig(**fields)
+    events = _event_settings(args)
+    emit = lambda line: print(line, flush=True)  # noqa: E731
+    handle = None
+    if args.out:
+        out = Path(args.out)
+        check_out(out)
+        handle = open(out, "a", encoding="utf-8")  # one write per line, flushed
+        emit = lambda line: (handle.write(line + "\n"), handle.flush())  # noqa: E731
+    try:
+        summary = watch(args.source, args.model, events, config, emit=emit,
+                        snapshots=args.snapshots, log=lambda m: print(m, file=sys.stderr))
+    finally:
+        if handle is not None:
+            handle.close()
+    print(f"{summary['ended']}: {summary['frames']} frames, {summary['clips']} clips scored, "
+          f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents",
+          file=sys.stderr)
+    return 1 if summary["ended"] == "gave up" else 0
+
+
+def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+    """The ``events``, ``calibrate`` and ``watch`` commands; flags from
+    :class:`~stmil.live.incidents.EventConfig` and :class:`~stmil.live.watch.WatchConfig`."""
+    from stmil.live.incidents import EventConfig
+
+    d = EventConfig()
+
+    def incident_flags(p: argparse.ArgumentParser, threshold: bool = True) -> None:
+        if threshold:
+            p.add_argument("--threshold", type=float, default=None,
+                           help="start an incident at this clip score (default: the run's "
+                                "calibration.json)")
+        p.add_argument("--hysteresis", type=float, default=None,
+                       help=f"an open incident stays open down to threshold - HYSTERESIS "
+                            f"(default {d.hysteresis}, or the calibration's)")
+        p.add_argument("--min-duration", type=float, default=None,
+                       help=f"seconds; shorter incidents are not reported (default "
+                            f"{d.min_duration})")
+        p.add_argument("--merge-gap", type=float, default=None,
+                       help=f"seconds; incidents closer than this are one (default "
+                            f"{d.merge_gap})")
+
+    p = add("events", "Incidents (JSON lines) of videos or <id>.scores.json files.",
+            "stmil events video.mp4 --model runs/mil --snapshots snaps/")
+    p.add_argument("inputs", nargs="+", help="videos or <id>.scores.json files")
+    p.add_argument("--model", required=True, help="run folder")
+    p.add_argument("--out", help="write the JSON lines here (default: stdout)")
+    p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    incident_flags(p)
+
+    p = add("calibrate", "Choose a run's incident threshold for a false-incident rate.",
+            "stmil calibrate runs/mil --data synth/ --features features/ --target 1")
+    p.add_argument("model", help="run folder (calibration.json is added to it)")
+    p.add_argument("--data", required=True, help="the dataset root the run was trained on")
+    p.add_argument("--features", required=True, help="its features folder")
+    p.add_argument("--target", type=float, default=1.0,
+                   help="false incidents per hour of normal video (default 1)")
+    incident_flags(p, threshold=False)
+
+    p = add("watch", "Live incidents from a file, a network stream or a camera.",
+            "stmil watch tcp://127.0.0.1:5000 --model runs/mil --snapshots snaps/")
+    p.add_argument("source", help="video file, URL (rtsp, rtmp, http(s), tcp, udp...) or "
+                                  "/dev/videoN")
+    p.add_argument("--model", required=True, help="run folder")
+    p.add_argument("--out", help="append the JSON lines here (default: stdout)")
+    p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
+    p.add_argument("--realtime", action="store_true", help="play a file at its frame rate")
+    p.add_argument("--fps", type=float, default=None, help="resample the source (frames/s)")
+    p.add_argument("--drop", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop clips rather than fall behind (default: for streams, cameras "
+                        "and --realtime)")
+    p.add_argument("--heartbeat", type=float, default=10.0, help="seconds (0: off)")
+    p.add_argument("--update", type=float, default=5.0,
+                   help="seconds between update lines of an open incident (0: off)")
+    p.add_argument("--timeout", type=float, default=10.0, help="stream open/read timeout, s")
+    p.add_argument("--retries", type=int, default=None,
+                   help="reconnection attempts before giving up (default: forever)")
+    p.add_argument("--backoff", type=float, default=0.5, help="first reconnection delay, s")
+    p.add_argument("--max-backoff", type=float, default=10.0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="I3D precision (default: the run's; bf16 is ~3x faster on AMX)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    incident_flags(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -341,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
             "stmil export --data UCF-Crime/ --features feats/ --model runs/g1 --out scores/")
     _add_vector_options(p)
     p.add_argument("--model", required=True, help="run folder")
+
+    _add_live_parsers(add)
     return parser
 
 

@@ -121,6 +121,33 @@ def is_scores_file(path: Path) -> bool:
     return isinstance(data, dict) and all(k in data for k in SCORES_KEYS)
 
 
+def read_scores(path: Path | str) -> dict:
+    """The contents of a ``<id>.scores.json`` that :func:`write_scores` wrote, with
+    ``clip_maps`` as ``(n_clips, G*G)`` float32 and ``clip_ranges`` as ``(n_clips, 2)`` int
+    arrays; :class:`FeatureError` naming the file when it is not one."""
+    path = Path(path)
+    fix = "score the video again with stmil score"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FeatureError(f"{path}: not a stmil scores file ({e}); {fix}") from None
+    keys = (*SCORES_KEYS, "clip_ranges", "fps", "width", "height", "grid")
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise FeatureError(f"{path}: not a stmil scores file (needs {', '.join(keys)}); {fix}")
+    try:
+        g = int(data["grid"])
+        maps = np.asarray(data["clip_maps"], dtype=np.float32).reshape(-1, g * g)
+        ranges = np.asarray(data["clip_ranges"], dtype=np.int64).reshape(-1, 2)
+        fps = float(data["fps"])
+    except (TypeError, ValueError) as e:
+        raise FeatureError(f"{path}: malformed scores file ({e}); {fix}") from None
+    if len(maps) != len(ranges) or not len(maps) or not np.isfinite(maps).all() \
+            or not (math.isfinite(fps) and fps > 0):
+        raise FeatureError(f"{path}: malformed scores file ({len(maps)} clip maps for "
+                           f"{len(ranges)} clip ranges, fps {fps}); {fix}")
+    return {**data, "clip_maps": maps, "clip_ranges": ranges, "fps": fps}
+
+
 def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
     """Atomically write ``out_dir/<id>.scores.json``; a file there that is not a scores file
     is refused (:class:`OutputError`), never overwritten."""

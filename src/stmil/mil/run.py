@@ -37,11 +37,13 @@ MARKER = ".stmil-run"
 MODEL = "model.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
 
-# What train (and evaluate) write in a run folder; anything else is the user's and is never
-# deleted: a folder holding it is refused as an output.
+# What train (and evaluate, calibrate) write in a run folder; anything else is the user's and is
+# never deleted: a folder holding it is refused as an output. (Retraining replaces the folder,
+# so a calibration of the previous model goes with it.)
 _OURS = re.compile(
     r"\.stmil-run|config\.yaml|history\.csv|model\.safetensors|checkpoint\.pt|checkpoint\.json"
-    r"|checkpoint-\d+\.safetensors|metrics[\w.-]*\.json|metrics|cache|\..+\.tmp")
+    r"|checkpoint-\d+\.safetensors|metrics[\w.-]*\.json|metrics|cache|calibration\.json"
+    r"|\..+\.tmp")
 
 
 # --- the model file -----------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""``stmil calibrate``: the incident threshold that a target false-incident rate asks for.
+
+Every incident on a normal video is a false one. For each candidate threshold (the distinct
+clip scores of the normal videos, with the incident rules of
+:class:`~stmil.live.incidents.EventConfig`), count the incidents over the normal videos of the
+run's **validation split** (re-carved exactly as training carved it, from the run's seed and
+``val_fraction``), or of the whole **train split** when the run has no validation split; the
+test split is never used. The threshold is the lowest one at which this and every higher
+candidate stay at or under ``target`` incidents per hour, placed midway between that
+candidate score and the next lower one (so a clip scoring exactly a normal video's score is
+not an edge case); above every normal score it is midway to 1.
+
+``RUN/calibration.json`` (:func:`write_calibration`, its one writer; :func:`read_calibration`,
+its one reader) holds the threshold, the incident settings it was chosen with, the split, the
+hours of normal video and the curve of incidents per hour against the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stmil import __version__
+from stmil.atomic import atomic_write
+from stmil.cuboids import cuboid_boxes
+from stmil.errors import ConfigError, ModelError
+from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
+
+CALIBRATION = "calibration.json"
+FORMAT = "stmil-calibration"
+CURVE_POINTS = 200
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The contents of ``RUN/calibration.json``."""
+
+    threshold: float
+    events: EventConfig
+    target_per_hour: float
+    split: str  # "validation" or "train"
+    n_videos: int
+    normal_hours: float
+    false_incidents: int
+    per_hour: float
+    curve: list[tuple[float, float]]  # (threshold, false incidents per hour), ascending
+    data: str
+    features: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["events"] = asdict(self.events)
+        d["curve"] = [list(p) for p in self.curve]
+        return {"format": FORMAT, "version": 1, "stmil_version": __version__, **d}
+
+
+def read_calibration(run: str | Path) -> Calibration | None:
+    """The calibration of a run folder, or None when it has none; :class:`ModelError` naming
+    the file when it is not a stmil calibration."""
+    path = Path(run) / CALIBRATION
+    if not path.exists():
+        return None
+    fix = f"run stmil calibrate {run} again"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"format is not {FORMAT}")
+        fields = {k: d[k] for k in Calibration.__dataclass_fields__}
+        fields["events"] = EventConfig(**fields["events"])
+        fields["curve"] = [tuple(p) for p in fields["curve"]]
+        cal = Calibration(**fields)
+        if cal.events.threshold != cal.threshold:
+            raise ValueError("threshold differs from events.threshold")
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not a stmil calibration ({' '.join(str(e).split())}); "
+                         f"{fix}") from None
+    return cal
+
+
+def write_calibration(run: str | Path, cal: Calibration) -> Path:
+    """Atomically write ``RUN/calibration.json``; refuses a run folder that is not a finished
+    stmil run, or a calibration.json that is not ours."""
+    run = Path(run)
+    check_finished_run(run)
+    read_calibration(run)  # a file there that is not ours is refused, never replaced
+    text = json.dumps(cal.to_dict(), indent=1, allow_nan=False)
+    return atomic_write(run / CALIBRATION, lambda t: t.write_text(text, encoding="utf-8"))
+
+
+def check_finished_run(run: Path) -> None:
+    """:class:`ModelError` unless ``run`` is a finished stmil run folder (marker, config and
+    model, as ``stmil train`` commits them)."""
+    from stmil.mil.run import MARKER, MODEL
+
+    missing = [n for n in (MARKER, "config.yaml", MODEL) if not (run / n).is_file()]
+    if not run.is_dir() or missing:
+        raise ModelError(f"{run}: not a finished stmil run folder (no {', '.join(missing)}); "
+                         "train it with stmil train first")
+
+
+def false_incident_curve(videos: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]],
+                         settings: EventConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate thresholds (ascending distinct clip scores) and the false incidents each
+    gives over ``videos``: ``(maps (n_clips, G*G), clip_ranges, fps, cuboid boxes)`` each."""
+    scores = np.unique(np.concatenate([m.max(axis=1) for m, _, _, _ in videos]))
+    if len(scores) > 4 * CURVE_POINTS:  # long inputs: quantiles are enough for a rate
+        scores = np.unique(np.quantile(scores, np.linspace(0, 1, 4 * CURVE_POINTS)))
+    counts = np.zeros(len(scores), dtype=int)
+    for i, t in enumerate(scores):
+        cfg = EventConfig(float(t), settings.hysteresis, settings.min_duration,
+                          settings.merge_gap)
+        counts[i] = sum(len(find_incidents(clips_from_maps(m, r, b, cfg.threshold), cfg, fps))
+                        for m, r, fps, b in videos)
+    return scores, counts
+
+
+def choose_threshold(scores: np.ndarray, counts: np.ndarray, allowed: float) -> float:
+    """The lowest threshold such that it and every higher candidate give at most ``allowed``
+    incidents (see the module docstring for where between candidates it is placed)."""
+    ok = counts <= allowed
+    i = len(scores)
+    while i > 0 and ok[i - 1]:
+        i -= 1
+    lower = scores[i - 1] if i > 0 else 0.0
+    upper = scores[i] if i < len(scores) else 1.0
+    return float((lower + upper) / 2)
+
+
+def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
+              target: float = 1.0, settings: EventConfig | None = None,
+              log: Callable[[str], None] = print) -> Calibration:
+    """Choose and store (``RUN/calibration.json``) the threshold for ``target`` false incidents
+    per hour of normal video; returns the calibration written."""
+    from stmil.datasets import load_dataset
+    from stmil.features.store import load_dataset_features
+    from stmil.mil.run import load_model
+    from stmil.mil.train import _carve_validation
+    from stmil.score import check_model_features, clip_maps
+
+    if isinstance(target, bool) or not isinstance(target, (int, float)) \
+            or not (math.isfinite(target) and target >= 0):
+        raise ConfigError(f"--target must be a number >= 0 (false incidents per hour), "
+                          f"got {target!r}")
+    settings = settings or EventConfig()
+    run = Path(run)
+    check_finished_run(run)
+    read_calibration(run)
+    model, config = load_model(run)
+    records = load_dataset(data, "train", config.get("format", "auto"))
+    videos = load_dataset_features(records, features, bool(config.get("skip_missing")), log=log)
+    check_model_features(config, videos[0].meta, run)
+    if config["supervision"] == "boxes":  # as training filtered them before carving
+        videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
+    labels = np.array([v.record.label for v in videos])
+    val = _carve_validation(labels, float(config.get("val_fraction", 0.0)),
+                            np.random.default_rng(int(config.get("seed", 0))))
+    split = "validation" if (val & (labels == 0)).any() else "train"
+    chosen = [v for v, keep in zip(videos, val if split == "validation" else labels == 0)
+              if keep and v.record.label == 0]
+    if not chosen:
+        raise ConfigError(f"{data}: no normal videos in the train split to calibrate on")
+    if split == "train":
+        log(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
+            "calibrating on the normal train videos, which the model has seen")
+    inputs, seconds = [], 0.0
+    for v in chosen:
+        fps = float(v.meta.get("source_fps", v.meta["fps"]))
+        maps = clip_maps(model, config, v.features)
+        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        inputs.append((maps, v.clip_ranges, fps, boxes))
+        seconds += v.meta["n_frames"] / fps
+    hours = seconds / 3600
+    scores, counts = false_incident_curve(inputs, settings)
+    threshold = choose_threshold(scores, counts, target * hours)
+    final = EventConfig(threshold, settings.hysteresis, settings.min_duration,
+                        settings.merge_gap)
+    n_false = sum(len(find_incidents(clips_from_maps(m, r, b, threshold), final, fps))
+                  for m, r, fps, b in inputs)
+    pick = np.unique(np.linspace(0, len(scores) - 1, min(CURVE_POINTS, len(scores))).astype(int))
+    cal = Calibration(
+        threshold=round(threshold, 6), events=EventConfig(round(threshold, 6),
+                                                         settings.hysteresis,
+                                                         settings.min_duration,
+                                                         settings.merge_gap),
+        target_per_hour=float(target), split=split, n_videos=len(chosen),
+        normal_hours=round(hours, 6), false_incidents=int(n_false),
+        per_hour=round(n_false / hours, 6),
+        curve=[(round(float(scores[i]), 6), round(counts[i] / hours, 6)) for i in pick],
+        data=str(data), features=str(features))
+    write_calibration(run, cal)
+    return cal

@@ -1,0 +1,424 @@
+"""``stmil watch``: a live detector over a file, a network stream or a camera (PyAV).
+
+Two threads. The *reader* decodes the source, resamples (``fps``), resizes each kept frame to
+the run's input size into a ring buffer of the last ``clip_len`` frames and, every ``stride``
+kept frames, hands one clip to the *scorer* through a queue of one. When the scorer is still
+busy with the previous clip, a live source's clip is dropped (and counted) rather than
+queued, so the detector never falls behind and memory stays flat; a file read as fast as
+possible waits instead (``drop=False``). The scorer runs I3D and the run's model on each clip,
+feeds :class:`~stmil.live.incidents.IncidentTracker` and emits ``start``, ``update`` and
+``end`` lines.
+
+A network source that stops or stalls (no packet for ``timeout`` seconds) is reopened with
+exponential backoff; the incident open at that moment ends with reason ``stream lost``.
+Ctrl-C ends the open incident (reason ``interrupted``) and returns normally.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stmil.cuboids import cuboid_boxes
+from stmil.errors import ConfigError, StmilError
+from stmil.live.incidents import ClipScore, EventConfig, Incident, IncidentTracker, incident_line
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "udp", "srt",
+                   "rtp")
+
+
+class StreamError(StmilError, ValueError):
+    """A source that cannot be opened or is not a video; the message names it."""
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """How ``stmil watch`` reads and reports. Times in seconds."""
+
+    realtime: bool = False  # a file: play it at its own frame rate (else as fast as possible)
+    fps: float | None = None  # resample the source to this rate (None: native)
+    drop: bool | None = None  # drop clips when busy; None: for live sources and --realtime
+    heartbeat: float = 10.0  # seconds between heartbeat lines (0: none)
+    update: float = 5.0  # seconds between update messages of an open incident (0: none)
+    timeout: float = 10.0  # open and read timeout of a network source
+    retries: int | None = None  # reconnections after a loss before giving up (None: forever)
+    backoff: float = 0.5  # first reconnection delay, doubled up to max_backoff
+    max_backoff: float = 10.0
+    precision: str | None = None  # None: the run's
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from stmil.features.video import check_fps
+
+        check_fps(self.fps)
+        for name in ("heartbeat", "update", "backoff"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"--{name} must be a number of seconds >= 0, got {v!r}")
+        for name in ("timeout", "max_backoff"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number of seconds > 0, "
+                                  f"got {v!r}")
+        if self.retries is not None and (isinstance(self.retries, bool) or self.retries < 0):
+            raise ConfigError(f"--retries must be a whole number >= 0, got {self.retries!r}")
+
+
+def is_network(source: str) -> bool:
+    return source.split("://", 1)[0].lower() in NETWORK_SCHEMES if "://" in source else False
+
+
+def is_camera(source: str) -> bool:
+    return source.startswith("/dev/video")
+
+
+@dataclass
+class Clip:
+    """A clip handed from the reader to the scorer: ``(3, T, S, S)`` frames in [-1, 1], its
+    source frames ``[start, end)`` (counted over the whole watch), the raw middle frame
+    ``(H, W, 3)`` for snapshots, and when its last frame arrived (``time.monotonic``)."""
+
+    frames: torch.Tensor
+    start: int
+    end: int
+    middle: np.ndarray
+    arrived: float
+
+
+@dataclass
+class Stats:
+    """Counters shared by the threads (plain ints: updated by one thread each)."""
+
+    frames: int = 0  # source frames decoded
+    clips: int = 0  # clips scored
+    dropped_clips: int = 0
+    dropped_frames: int = 0  # kept frames whose clip was dropped, counted once each
+    connections: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=256))
+
+
+class _Lost(Exception):
+    """The source ended or stalled; ``str`` says how."""
+
+
+def open_source(source: str, timeout: float):
+    """Open ``source`` with PyAV: ``(container, video stream, fps, width, height)``;
+    :class:`StreamError` naming it when it cannot be opened or holds no video."""
+    import av
+
+    from stmil.features.video import _one_line
+
+    kwargs: dict = {"timeout": (timeout, timeout)}
+    if is_camera(source):
+        kwargs["format"] = "v4l2"
+    elif not is_network(source):
+        path = Path(source)
+        if not path.is_file():
+            raise StreamError(f"{source}: no such file (and not a stream URL: "
+                              f"{', '.join(s + '://' for s in NETWORK_SCHEMES[:6])}...)")
+    try:
+        container = av.open(source, **kwargs)
+    except av.error.ExitError:
+        raise StreamError(f"{source}: no video data within {timeout:g} s (a stalled server, "
+                          "or not a stream); check the URL, or raise --timeout") from None
+    except av.FFmpegError as e:
+        raise StreamError(f"{source}: cannot open ({_one_line(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise StreamError(f"{source}: not a video stream (no video track)")
+    s = container.streams.video[0]
+    rate = s.average_rate or s.guessed_rate or s.base_rate
+    fps = float(rate) if rate else 0.0
+    w, h = s.codec_context.width, s.codec_context.height
+    if not fps or not math.isfinite(fps) or fps > 1000 or w <= 0 or h <= 0:
+        container.close()
+        raise StreamError(f"{source}: not a usable video stream (frame rate {fps}, size "
+                          f"{w}x{h})")
+    return container, s, fps, w, h
+
+
+class Reader(threading.Thread):
+    """Decodes one connection of a source into clips on ``out``; see the module docstring.
+
+    Puts :class:`Clip` objects, then one final ``("lost", reason)`` or ``("eof", None)``.
+    """
+
+    def __init__(self, container, stream, src_fps: float, settings: dict, out: queue.Queue,
+                 stats: Stats, stop: threading.Event, drop: bool, realtime: bool,
+                 offset: int):
+        super().__init__(daemon=True)
+        self.container, self.stream, self.src_fps = container, stream, src_fps
+        self.s, self.out, self.stats, self.stop = settings, out, stats, stop
+        self.drop, self.realtime, self.offset = drop, realtime, offset
+
+    def run(self) -> None:
+        import av
+
+        from stmil.features.video import _one_line, resample_indices, to_model_input
+
+        s = self.s
+        clip_len, stride, size = s["clip_len"], s["stride"], s["size"]
+        window: deque[tuple[torch.Tensor, int, np.ndarray]] = deque(maxlen=clip_len)
+        wanted = resample_indices(self.src_fps, s["fps"])
+        next_src, n_sampled, last_start = next(wanted), 0, -stride
+        t0 = None
+        end: tuple = ("eof", None)
+        try:
+            self.stream.thread_type = "AUTO"
+            for src, frame in enumerate(self.container.decode(self.stream)):
+                if self.stop.is_set():
+                    return
+                self.stats.frames += 1
+                if self.realtime and frame.time is not None:
+                    t0 = t0 if t0 is not None else time.monotonic() - frame.time
+                    delay = t0 + frame.time - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                if src < next_src:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24")
+                resized = to_model_input(rgb[None], size)[0]
+                while next_src == src:
+                    window.append((resized, src + self.offset, rgb))
+                    n_sampled += 1
+                    start = n_sampled - clip_len
+                    if start >= 0 and start % stride == 0:
+                        last_start = start
+                        self._hand(window, time.monotonic())
+                    next_src = next(wanted)
+            if s["tail"] == "pad" and last_start + stride < n_sampled and window:
+                have = list(window)[last_start + stride - (n_sampled - len(window)):]
+                have += [have[-1]] * (clip_len - len(have))
+                self._hand(deque(have), time.monotonic(), end=have[-1][1] + 1)
+        except av.error.ExitError:
+            end = ("lost", f"no data for {s['timeout']:g} s")
+        except av.FFmpegError as e:
+            end = ("lost", _one_line(e))
+        except Exception as e:  # noqa: BLE001 - reported to the scorer, which re-raises
+            end = ("error", e)
+        finally:
+            try:
+                self.container.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
+        self._put(end)
+
+    def _hand(self, window, arrived: float, end: int | None = None) -> None:
+        frames = torch.stack([f for f, _, _ in window], dim=1)
+        first, last = window[0][1], window[-1][1]
+        clip = Clip(frames, first, end if end is not None else last + 1,
+                    window[len(window) // 2][2], arrived)
+        if self.drop:
+            try:
+                self.out.put_nowait(clip)
+            except queue.Full:
+                self.stats.dropped_clips += 1
+                self.stats.dropped_frames += self.s["stride"]
+        else:
+            self._put(clip)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def watch(
+    source: str,
+    run: str | Path,
+    events: EventConfig,
+    config: WatchConfig | None = None,
+    *,
+    emit: Callable[[str], None] = print,
+    log: Callable[[str], None] = print,
+    snapshots: str | Path | None = None,
+    stop: threading.Event | None = None,
+) -> dict:
+    """Watch ``source`` with the run's model until it ends (a file), ``stop`` is set, Ctrl-C,
+    or ``config.retries`` reconnections fail; returns a summary (``ended``: ``end of input``,
+    ``interrupted``, ``stopped`` or ``gave up``, and the counters).
+
+    Messages are JSON lines (``start``, ``update``, ``end``; see docs/live.md) given to
+    ``emit``; heartbeat and connection lines go to ``log``. Raises :class:`StreamError` when
+    the source cannot be opened the first time (within ``config.timeout``).
+    """
+    from stmil.features.extract import FeatureExtractor
+    from stmil.live.snapshot import snapshot_name, write_snapshot
+    from stmil.mil.run import load_model
+    from stmil.score import check_model_features, clip_maps
+
+    cfg = config or WatchConfig()
+    model, mc = load_model(run)
+    precision = cfg.precision or mc.get("precision", "fp32")
+    extractor = FeatureExtractor(mc["endpoint"], mc["feature_grid"], cfg.device, precision)
+    check_model_features(mc, {"endpoint": extractor.endpoint, "size": mc["size"],
+                              "clip_len": mc["clip_len"], "stride": mc["stride"],
+                              "grid": extractor.grid, "channels": extractor.channels}, run)
+    settings = {"clip_len": mc["clip_len"], "stride": mc["stride"], "size": mc["size"],
+                "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
+                "tail": mc.get("tail", "drop"), "timeout": cfg.timeout}
+    live = is_network(source) or is_camera(source)
+    drop = cfg.drop if cfg.drop is not None else (live or cfg.realtime)
+    snap_dir = Path(snapshots) if snapshots is not None else None
+    if snap_dir is not None:
+        snap_dir.mkdir(parents=True, exist_ok=True)
+    stop = stop or threading.Event()
+    stats = Stats()
+    name = Path(source).stem if not live else "stream"
+
+    container, stream, fps, width, height = _first_open(source, cfg.timeout)
+    boxes = cuboid_boxes(width, height, mc["feature_grid"])
+    tracker = IncidentTracker(events, fps, source)
+    peaks: dict[int, tuple[float, np.ndarray]] = {}
+    offset, failures, ended = 0, 0, None
+    last_beat = last_update = time.monotonic()
+    beat_clips = 0
+
+    def send(kind: str, inc: Incident, latency: float | None) -> None:
+        extra = {"wall_time": _now(), "connection": stats.connections, "frame_offset": offset}
+        if latency is not None:
+            extra["latency_s"] = round(latency, 4)
+        emit(incident_line(kind, inc, **extra))
+        if kind == "end" and snap_dir is not None and inc.id in peaks:
+            write_snapshot(snap_dir / snapshot_name(name, inc.id), peaks.pop(inc.id)[1],
+                           inc.box, f"#{inc.id} {inc.peak_score:.2f}")
+
+    def close(reason: str) -> None:
+        for kind, inc in tracker.close(reason):
+            send(kind, inc, None)
+
+    try:
+        while ended is None:
+            stats.connections += 1
+            q: queue.Queue = queue.Queue(maxsize=1)
+            reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
+                            cfg.realtime and not live, offset)
+            reader.start()
+            reason, lost_detail = None, ""
+            while reason is None:
+                if stop.is_set():
+                    ended = "stopped"
+                    break
+                try:
+                    item = q.get(timeout=0.1)
+                except queue.Empty:
+                    item = None
+                now = time.monotonic()
+                if isinstance(item, Clip):
+                    failures = 0
+                    feats = extractor(item.frames[None]).numpy().astype(np.float16)
+                    maps = clip_maps(model, mc, feats)
+                    from stmil.score import predicted_boxes
+
+                    box = predicted_boxes(maps, boxes, events.threshold)[0]
+                    clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
+                    stats.clips += 1
+                    latency = time.monotonic() - item.arrived
+                    stats.latencies.append(latency)
+                    for kind, inc in tracker.push(clip):
+                        send(kind, inc, latency)
+                    tid = tracker.next_id
+                    if snap_dir is not None and any(c is clip for c in tracker.clips):
+                        if tid not in peaks or clip.score > peaks[tid][0]:
+                            peaks[tid] = (clip.score, item.middle)
+                elif isinstance(item, tuple):
+                    kind, detail = item
+                    if kind == "error":
+                        raise detail
+                    reason = kind if kind == "lost" else "eof"
+                    lost_detail = detail
+                if cfg.update and now - last_update >= cfg.update:
+                    last_update = now
+                    if tracker.open is not None:
+                        send("update", tracker.open, None)
+                if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
+                    rate = (stats.clips - beat_clips) / (now - last_beat)
+                    last_beat, beat_clips = now, stats.clips
+                    log(heartbeat_line(stats, rate, fps, settings))
+            if ended is not None:
+                break
+            offset = stats.frames
+            if not live:
+                ended = "end of input"
+                close("end of input")
+                break
+            close("stream lost")
+            why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
+            container = None
+            while container is None:
+                if cfg.retries is not None and failures >= cfg.retries:
+                    log(f"{source}: stream lost ({why}); giving up after {failures} "
+                        "reconnection attempts")
+                    ended = "gave up"
+                    break
+                delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
+                failures += 1
+                log(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
+                    f"(attempt {failures})")
+                if stop.wait(delay):
+                    ended = "stopped"
+                    break
+                try:
+                    container, stream, fps, width, height = open_source(source, cfg.timeout)
+                except StreamError as e:
+                    why = str(e).removeprefix(f"{source}: ")
+            if container is not None:
+                log(f"{source}: reconnected")
+                boxes = cuboid_boxes(width, height, mc["feature_grid"])
+                tracker.fps = fps
+    except KeyboardInterrupt:
+        ended = "interrupted"
+        close("interrupted")
+    finally:
+        stop.set()
+    if ended in ("stopped", "gave up"):
+        close("stream lost" if ended == "gave up" else "interrupted")
+    lat = sorted(stats.latencies)
+    return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
+            "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
+            "connections": stats.connections, "incidents": tracker.next_id - 1,
+            "latency_median_s": lat[len(lat) // 2] if lat else None}
+
+
+def _first_open(source: str, timeout: float):
+    """Open the source, retrying a refused network connection until ``timeout`` has passed
+    (a camera or server that is starting up); then :class:`StreamError`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_source(source, timeout)
+        except StreamError as e:
+            if not is_network(source) or "refused" not in str(e).lower() \
+                    or time.monotonic() >= deadline:
+                if is_network(source) and "refused" in str(e).lower():
+                    raise StreamError(f"{e} for {timeout:g} s; check the URL, or raise "
+                                      "--timeout") from None
+                raise
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def heartbeat_line(stats: Stats, rate: float, fps: float, settings: dict) -> str:
+    """One human line: frames, clips scored, clip rate achieved and needed, drops, latency."""
+    need = (settings["fps"] or fps) / settings["stride"]
+    lat = sorted(stats.latencies)
+    med = f"{lat[len(lat) // 2]:.2f} s" if lat else "-"
+    return (f"heartbeat: {stats.frames} frames, {stats.clips} clips scored ({rate:.2f} clips/s, "
+            f"real time needs {need:.2f}), dropped {stats.dropped_frames} frames "
+            f"({stats.dropped_clips} clips), latency {med}")
