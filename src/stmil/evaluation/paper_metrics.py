@@ -39,7 +39,8 @@ def patch_samples(v: VideoFeatures, maps: np.ndarray, frame_scores: np.ndarray,
         return None
     clip_of = frame_to_clip(v.clip_ranges, n)
     inside = M.frame_labels(list(v.record.intervals), n)
-    boxed = np.array([len(v.record.boxes.get(f, ())) > 0 for f in range(n)], dtype=bool)
+    boxed = np.zeros(n, dtype=bool)
+    boxed[[f for f, b in v.record.boxes.items() if len(b) and 0 <= f < n]] = True
     boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
     scores, labels, weights = [], [], []
     plain = np.flatnonzero(~boxed & ~inside)  # negatives: merge frames of one clip and score
@@ -103,23 +104,27 @@ def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
 
 def _loc_fp(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
             threshold: float) -> float | None:
-    """Localization false positives over every anomalous clip (those with a GT box), or
-    ``None`` when there is none; each video's cuboid boxes come from its own frame size."""
-    counts: list[float] = []
+    """Localization false positives over every anomalous clip (a clip holding a frame with a
+    GT box), or ``None`` when there is none; each video uses its own cuboid boxes."""
+    total, n_clips = 0.0, 0
     for v, m in zip(videos, maps, strict=True):
         if v.record.label != 1 or not v.record.has_boxes:
             continue
-        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
-        rows, gts = [], []
-        for k, (s, e) in enumerate(v.clip_ranges):
-            gt = np.concatenate([_gt(v, f) for f in range(s, e)])
+        ranges = v.clip_ranges
+        clip_gt: dict[int, list[np.ndarray]] = {}
+        for f in v.record.boxes:
+            gt = _gt(v, f)
             if len(gt):
-                rows.append(m[k])
-                gts.append(gt)
-        if rows:
-            fp = M.localization_false_positives(np.stack(rows), boxes, gts, threshold)
-            counts += [fp] * len(rows)
-    return float(np.mean(counts)) if counts else None
+                for k in np.flatnonzero((ranges[:, 0] <= f) & (f < ranges[:, 1])):
+                    clip_gt.setdefault(int(k), []).append(gt)
+        if clip_gt:
+            ks = sorted(clip_gt)
+            boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+            mean = M.localization_false_positives(
+                m[ks], boxes, [np.concatenate(clip_gt[k]) for k in ks], threshold)
+            total += mean * len(ks)
+            n_clips += len(ks)
+    return total / n_clips if n_clips else None
 
 
 def _try(fn: Callable[..., float], *args) -> float | None:
