@@ -212,6 +212,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_export_features(args: argparse.Namespace) -> int:
+    from stmil.interop.export import export_features
+
+    print(export_features(args.features, args.out))
+    return 0
+
+
 def _add_vector_options(p: argparse.ArgumentParser) -> None:
     """Flags of ``stmil gt`` and ``stmil export`` (see :mod:`stmil.interop.gt`)."""
     p.add_argument("--data", required=True, help="dataset root (its test list gives the order)")
@@ -470,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
             "stmil export --data UCF-Crime/ --features feats/ --model runs/g1 --out scores/")
     _add_vector_options(p)
     p.add_argument("--model", required=True, help="run folder")
+
+    p = add("export-features", "stmil features as RTFM / UR-DMU style (T, C) .npy files and a "
+            ".list (cuboids averaged).", "stmil export-features feats/ --out rtfm-feats/")
+    p.add_argument("features", help="folder of stmil feature files")
+    p.add_argument("--out", required=True, help="folder for <id>.npy, features.list, export.json")
 
     _add_live_parsers(add)
     return parser

@@ -201,3 +201,47 @@ def test_interop_commands_have_help_with_an_example(capsys, cmd):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "example" in out and f"stmil {cmd} " in out
+
+
+def test_export_then_import_gives_the_same_arrays(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    rng = np.random.default_rng(1)
+    for vid in ("Abuse001_x264", "Normal_Videos_002_x264"):
+        np.save(f"in/{vid}.npy", rng.uniform(0, 4, (5, 10, 6)).astype(np.float32))
+    assert run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out", "a",
+                   "--quiet")[0] == 0
+    code, out, err = run_cli(capsys, "export-features", "a", "--out", "rtfm", "--quiet")
+    assert code == 0, err
+    assert Path("rtfm/features.list").read_text().split() == [
+        "Abuse001_x264.npy", "Normal_Videos_002_x264.npy"]
+    assert np.load("rtfm/Abuse001_x264.npy").shape == (5, 6)
+    assert run_cli(capsys, "import-features", "rtfm/features.list", "--format", "rtfm",
+                   "--out", "b", "--quiet")[0] == 0
+    for vid in ("Abuse001_x264", "Normal_Videos_002_x264"):
+        np.testing.assert_array_equal(load_features("a", vid)[0], load_features("b", vid)[0])
+    # A second export replaces its own files; a file it did not write is refused.
+    assert run_cli(capsys, "export-features", "a", "--out", "rtfm", "--quiet")[0] == 0
+    Path("other").mkdir()
+    Path("other/Abuse001_x264.npy").write_bytes(b"theirs")
+    code, out, err = run_cli(capsys, "export-features", "a", "--out", "other", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "other/Abuse001_x264.npy: exists and no stmil export wrote it")
+    assert Path("other/Abuse001_x264.npy").read_bytes() == b"theirs"
+
+
+def test_export_averages_the_cuboids_of_grid_features(tmp_path):
+    from stmil.interop.export import export_features
+
+    feats = tmp_path / "f"
+    feats.mkdir()
+    x = np.arange(2 * 4 * 3, dtype=np.float16).reshape(2, 4, 3)  # 2 clips, 2x2 grid
+    np.save(feats / "v.npy", x)
+    (feats / "v.json").write_text(json.dumps(
+        {"fps": 30, "n_frames": 32, "width": 8, "height": 8, "clip_len": 16, "stride": 16,
+         "size": 224, "grid": 2, "endpoint": "Mixed_4e", "tail": "drop", "n_clips": 2,
+         "channels": 3}))
+    export_features(feats, tmp_path / "o")
+    # Clip 0: cells hold 0-2, 3-5, 6-8, 9-11 -> mean (4.5, 5.5, 6.5); clip 1: +12.
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "v.npy"),
+                                  [[4.5, 5.5, 6.5], [16.5, 17.5, 18.5]])
