@@ -188,7 +188,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
                                                          settings.min_duration,
                                                          settings.merge_gap),
         target_per_hour=float(target), split=split, n_videos=len(chosen),
-        normal_hours=round(hours, 6), false_incidents=int(n_false),
+        normal_hours=hours, false_incidents=int(n_false),
         per_hour=round(n_false / hours, 6),
         curve=[(round(float(scores[i]), 6), round(counts[i] / hours, 6)) for i in pick],
         data=str(data), features=str(features))

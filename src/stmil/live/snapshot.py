@@ -41,7 +41,7 @@ def write_snapshot(dest: Path, frame: np.ndarray, box: list[float], label: str) 
     im = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
     draw = ImageDraw.Draw(im)
     x1, y1, x2, y2 = box
-    width = max(1, round(min(im.size) / 120))
+    width = max(2, round(min(im.size) / 120))
     draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=(255, 0, 0), width=width)
     draw.text((x1 + 2, max(0, y1 - 12)), label, fill=(255, 0, 0))
     buf = BytesIO()

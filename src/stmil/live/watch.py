@@ -260,17 +260,20 @@ def watch(
     the source cannot be opened the first time (within ``config.timeout``).
     """
     from stmil.features.extract import FeatureExtractor
+    from stmil.features.i3d import endpoint_channels
     from stmil.live.snapshot import snapshot_name, write_snapshot
     from stmil.mil.run import load_model
     from stmil.score import check_model_features, clip_maps
 
     cfg = config or WatchConfig()
     model, mc = load_model(run)
-    precision = cfg.precision or mc.get("precision", "fp32")
-    extractor = FeatureExtractor(mc["endpoint"], mc["feature_grid"], cfg.device, precision)
-    check_model_features(mc, {"endpoint": extractor.endpoint, "size": mc["size"],
+    if mc["endpoint"] == "Logits" or mc["feature_grid"] > mc["size"]:
+        raise ConfigError(f"{run}: trained on {mc['endpoint']} grid {mc['feature_grid']} "
+                          f"features of {mc['size']}-pixel frames, which I3D cannot give")
+    check_model_features(mc, {"endpoint": mc["endpoint"], "size": mc["size"],
                               "clip_len": mc["clip_len"], "stride": mc["stride"],
-                              "grid": extractor.grid, "channels": extractor.channels}, run)
+                              "grid": mc["feature_grid"],
+                              "channels": endpoint_channels(mc["endpoint"])}, run)
     settings = {"clip_len": mc["clip_len"], "stride": mc["stride"], "size": mc["size"],
                 "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
                 "tail": mc.get("tail", "drop"), "timeout": cfg.timeout}
@@ -284,6 +287,12 @@ def watch(
     name = Path(source).stem if not live else "stream"
 
     container, stream, fps, width, height = _first_open(source, cfg.timeout)
+    try:
+        precision = cfg.precision or mc.get("precision", "fp32")
+        extractor = FeatureExtractor(mc["endpoint"], mc["feature_grid"], cfg.device, precision)
+    except BaseException:
+        container.close()
+        raise
     boxes = cuboid_boxes(width, height, mc["feature_grid"])
     tracker = IncidentTracker(events, fps, source)
     peaks: dict[int, tuple[float, np.ndarray]] = {}

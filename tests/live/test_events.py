@@ -1,0 +1,123 @@
+"""stmil calibrate, events and watch on a file: one tiny run, real I3D on a 5-clip video."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stmil.features.extract import ExtractSettings, extract_video
+from stmil.features.store import meta_clip_ranges
+from stmil.live.calibrate import read_calibration
+from stmil.live.incidents import read_incidents
+from stmil.score import scores_from_maps, write_scores
+from tests.conftest import assert_one_line_error, run_cli, write_video
+from tests.live.scene import EVENT_BOX, scene_frames
+from tests.test_score import direct_maps
+
+EVENT = (32, 64)  # frames: clips 2 and 3 of 5
+
+
+def centre_in(box, gt=EVENT_BOX) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return gt[0] <= cx < gt[2] and gt[1] <= cy < gt[3]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("ev") / "cam.mkv", scene_frames(80, [EVENT], 7))
+
+
+def test_calibrate_events_watch_agree(live_run, video, tmp_path, capsys, monkeypatch,
+                                      extractor):
+    monkeypatch.chdir(tmp_path)
+    base = live_run.parent
+    os.symlink(base, "b")  # relative paths, as a user types them
+
+    # calibrate: 4 normal train videos of 64 frames (8.5 s) allow 1/h * 8.5 s << 1 incident,
+    # and every normal clip is below 0.3, so the threshold is midway from the top normal clip
+    # score to 1 (computed here from the weights, not by stmil).
+    code, out, err = run_cli(capsys, "calibrate", "b/run", "--data", "b/data", "--features",
+                             "b/feats")
+    assert code == 0, err
+    assert "0 false incidents" in out and "train video" in out
+    normal = [np.load(p) for p in sorted((base / "feats").glob("Normal*.npy"))]
+    top = max(direct_maps(live_run, x).max() for x in normal)
+    cal = read_calibration("b/run")
+    assert cal.split == "train" and cal.n_videos == 4 and cal.false_incidents == 0
+    assert cal.threshold == pytest.approx((top + 1) / 2, abs=2e-6)
+    assert cal.normal_hours == pytest.approx(4 * 64 / 30 / 3600)
+
+    # events on the video, with a snapshot.
+    code, out, err = run_cli(capsys, "events", video, "--model", "b/run", "--out", "ev.jsonl",
+                             "--snapshots", "snaps", "--device", "cpu")
+    assert code == 0, err
+    ((kind, inc),) = read_incidents("ev.jsonl")
+    assert kind == "incident" and inc.source == str(video)
+    assert abs(inc.start_frame - EVENT[0]) <= 16 and abs(inc.end_frame - EVENT[1]) <= 16
+    assert inc.start_time == pytest.approx(inc.start_frame / 30, abs=1e-6)
+    assert centre_in(inc.box) and EVENT[0] <= inc.peak_frame < EVENT[1]
+    snap = tmp_path / "snaps" / "cam.incident-001.jpg"
+    with Image.open(snap) as im:
+        assert im.size == (128, 96) and im.info["comment"] == b"stmil incident snapshot"
+        px = np.asarray(im.convert("RGB")).astype(int)
+    x1, y = round(inc.box[0]), round((inc.box[1] + inc.box[3]) / 2)
+    edge = px[y, x1 - 1:x1 + 3]  # the box's left edge, drawn in red (2 pixels wide)
+    red = edge[:, 0] - edge[:, 1:].mean(axis=1)
+    assert red.max() > 120, edge
+    inside = px[y, x1 + 6]
+    assert inside[0] - inside[1:].mean() < 60, inside  # not red inside the box
+
+    # the same video's features as a scores.json: the same incident.
+    features, meta = extract_video(video, extractor, ExtractSettings(size=112))
+    maps = np.asarray(direct_maps(live_run, features), dtype=np.float32)
+    write_scores(tmp_path / "scores", "cam", scores_from_maps(maps, 7, meta,
+                                                              meta_clip_ranges(meta)))
+    code, out, err = run_cli(capsys, "events", "scores/cam.scores.json", "--model", "b/run")
+    assert code == 0, err
+    (line,) = out.splitlines()
+    same = json.loads(line)
+    for key in ("start_frame", "end_frame", "peak_frame", "box"):
+        assert same[key] == pytest.approx(getattr(inc, key), abs=1e-3), key
+    assert same["peak_score"] == pytest.approx(inc.peak_score, abs=1e-3)
+
+    # watch on the file (as fast as possible): start then end, the same incident.
+    code, out, err = run_cli(capsys, "watch", video, "--model", "b/run", "--out", "w.jsonl",
+                             "--device", "cpu", "--update", "0")
+    assert code == 0, err
+    msgs = read_incidents("w.jsonl")
+    assert [k for k, _ in msgs] == ["start", "end"]
+    end = msgs[1][1]
+    assert end.reason == "scores fell" or end.reason == "end of input"
+    for key in ("start_frame", "end_frame", "peak_frame", "id", "start_time", "end_time"):
+        assert getattr(end, key) == getattr(inc, key), key
+    np.testing.assert_allclose(end.box, inc.box, atol=1e-3)
+    assert end.peak_score == pytest.approx(inc.peak_score, abs=1e-3)
+    assert "end of input: 80 frames, 5 clips scored, 0 frames dropped, 1 incidents" in err
+
+
+def test_events_refuses_what_is_not_its_own(live_run, video, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.jsonl").write_text("my notes\n")
+    code, _, err = run_cli(capsys, "events", video, "--model", live_run, "--threshold", "0.5",
+                           "--out", "notes.jsonl")
+    assert code == 1
+    assert_one_line_error(err, "notes.jsonl: exists and is not a stmil incidents file")
+    assert (tmp_path / "notes.jsonl").read_text() == "my notes\n"
+    (tmp_path / "bad.scores.json").write_text("{}")
+    code, _, err = run_cli(capsys, "events", "bad.scores.json", "--model", live_run,
+                           "--threshold", "0.5")
+    assert code == 1 and "bad.scores.json: not a stmil scores file" in err
+
+
+def test_calibrate_refuses_an_unfinished_run(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"")
+    code, _, err = run_cli(capsys, "calibrate", tmp_path / "run", "--data", tmp_path,
+                           "--features", tmp_path)
+    assert code == 1
+    assert_one_line_error(err, "not a finished stmil run folder (no .stmil-run, config.yaml)")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.safetensors"]
