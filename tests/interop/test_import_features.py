@@ -245,3 +245,12 @@ def test_export_averages_the_cuboids_of_grid_features(tmp_path):
     # Clip 0: cells hold 0-2, 3-5, 6-8, 9-11 -> mean (4.5, 5.5, 6.5); clip 1: +12.
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "v.npy"),
                                   [[4.5, 5.5, 6.5], [16.5, 17.5, 18.5]])
+
+
+def test_a_video_listed_twice_is_refused(tmp_path):
+    np.save(tmp_path / "A001_x264.npy", np.ones((2, 3), np.float32))
+    (tmp_path / "x.list").write_text("A001_x264.npy\nA001_x264.npy\n")
+    lines = []
+    s = import_features([tmp_path / "x.list"], tmp_path / "f", ImportSettings("rtfm"),
+                        log=lines.append)
+    assert s.failed and "a second file for video A001_x264" in lines[0]

@@ -192,6 +192,11 @@ def video_array(parts: list[tuple[int | None, Path]], s: ImportSettings
     else:  # one (T, D) file per crop
         crops = {c: p for c, p in parts if c is not None}
         path = parts[0][1]
+        if all(c is None for c, _ in parts):
+            raise _bad(parts[1][1], f"a second file for video {video_id(path)[0]} (also "
+                                    f"{path}); list each video once")
+        if len({c for c, _ in parts}) != len(parts):
+            raise _bad(path, "a crop of this video is listed twice; list each crop once")
         if len(crops) != len(parts):
             raise _bad(path, "mixes per-crop files (<id>__<k>.npy) with a whole-video file")
         if s.crop is not None:
