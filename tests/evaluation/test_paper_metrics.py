@@ -65,6 +65,13 @@ def test_iou_and_tiou_by_hand():
         M.tiou(pred[:1], scores[:1], [[]])
 
 
+def test_predicted_box_spans_the_cuboids_tied_for_the_top():
+    boxes = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [10, 10, 20, 20]], float)
+    scores = np.array([[0.1, 0.9, 0.2, 0.3], [0.5, 0.5, 0.5, 0.5], [0.7, 0.1, 0.1, 0.7]])
+    np.testing.assert_array_equal(M.top_region_boxes(scores, boxes),
+                                  [[10, 0, 20, 10], [0, 0, 20, 20], [0, 0, 20, 20]])
+
+
 def test_localization_false_positives_by_hand():
     boxes = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [10, 10, 20, 20]], float)
     scores = np.array([[0.9, 0.6, 0.2, 0.5], [0.7, 0.9, 0.1, 0.1]])

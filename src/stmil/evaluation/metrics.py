@@ -378,6 +378,23 @@ def box_iou(boxes_a: ArrayOrList, boxes_b: ArrayOrList) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def top_region_boxes(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray) -> np.ndarray:
+    """``(F, 4)`` predicted box of each frame: the box around every cuboid tied for the top.
+
+    ``cuboid_scores``: ``(F, G*G)``; ``cuboid_boxes``: ``(G*G, 4)``. With one top cuboid this
+    is its box; a constant map (the grid-1 baseline) gives the whole frame, the honest box of a
+    model that cannot say where.
+    """
+    s = np.asarray(cuboid_scores, dtype=np.float64)
+    b = _boxes(cuboid_boxes)
+    if s.ndim != 2 or s.shape[1] != len(b):
+        raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes")
+    tied = s == s.max(axis=1, keepdims=True)  # (F, N)
+    lo = np.where(tied[:, :, None], b[None, :, :2], np.inf).min(axis=1)
+    hi = np.where(tied[:, :, None], b[None, :, 2:], -np.inf).max(axis=1)
+    return np.concatenate([lo, hi], axis=1)
+
+
 def tiou(pred_boxes: ArrayOrList, frame_scores: ArrayOrList, gt_boxes: Sequence[ArrayOrList],
          threshold: float = 0.5) -> float:
     """TIoU (Liu and Ma, ACM MM 2019): mean over GT-box frames of ``IoU * [score >= threshold]``.

@@ -83,7 +83,7 @@ def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         clip_of = frame_to_clip(ranges, n)
         frames = np.array(sorted(f for f in v.record.boxes if 0 <= f < n and len(_gt(v, f))),
                           dtype=int)
-        pred.append(boxes[m.argmax(axis=1)][clip_of[frames]])  # the top cuboid, as stmil score
+        pred.append(M.top_region_boxes(m[clip_of[frames]], boxes))
         fs_boxed.append(fs[frames])
         gt_frames += [_gt(v, f) for f in frames]
     out = {
