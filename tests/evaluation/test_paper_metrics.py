@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -112,3 +114,28 @@ def test_paper_metrics_are_none_without_boxes_and_listed_once():
     assert r["patch_auc"] is None  # only normal patches: one class
     assert set(PAPER) <= set(METRIC_KEYS) and set(PAPER) <= set(COLUMNS)
     assert all(k in format_table([("x", r)]) for k in PAPER)
+
+
+def test_results_recorded_before_the_paper_metrics_still_read(tmp_path):
+    import json
+
+    from stmil.errors import ModelError
+    from stmil.evaluation.evaluate import compare_table, read_metrics
+
+    old = {"frame_auc": 0.5, "frame_ap": 0.5, "false_alarm_rate": 0.1, "cuboid_auc": None,
+           "pixel_auroc": None, "pointing_accuracy": None,
+           "settings": {"split": "test", "data": "/d"}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"version": 2,
+                                                       "results": {"test": {"/d": old}}}))
+    assert read_metrics(tmp_path)["test"]["/d"] == old
+    head, _, row = compare_table([tmp_path]).splitlines()
+    cells = dict(zip(head.split(), row.split(), strict=True))
+    assert [cells[k] for k in PAPER] == ["-"] * 6 and cells["frame_auc"] == "0.5000"
+    # A count may exceed 1; a negative one, or a fraction above 1, is refused.
+    (tmp_path / "metrics.json").write_text(json.dumps(dict(old, loc_false_positives=12.5)))
+    assert read_metrics(tmp_path)["test"]["/d"]["loc_false_positives"] == 12.5
+    for key, bad, what in (("loc_false_positives", -1, "a number >= 0"),
+                           ("patch_auc", 1.5, "a number in [0, 1]")):
+        (tmp_path / "metrics.json").write_text(json.dumps(dict(old, **{key: bad})))
+        with pytest.raises(ModelError, match=rf"{key} must be {re.escape(what)} or null"):
+            read_metrics(tmp_path)
