@@ -363,12 +363,12 @@ def watch(
                     log(heartbeat_line(stats, rate, fps, settings))
             if ended is not None:
                 break
-            offset = stats.frames
             if not live:
                 ended = "end of input"
                 close("end of input")
                 break
             close("stream lost")
+            offset = stats.frames  # the next connection's frames are counted after these
             why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
             container = None
             while container is None:
