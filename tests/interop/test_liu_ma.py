@@ -76,3 +76,18 @@ def test_the_published_test_annotation():
     assert (860, (77.0, 104.0, 141.0, 200.0)) in rows["Shoplifting010_x264"]
     assert all(0 <= b[0] < b[2] <= 320 and 0 <= b[1] < b[3] <= 240
                for r in rows.values() for _, b in r)
+
+
+def test_published_boxes_lie_inside_the_published_temporal_annotation():
+    """Every one of the 3,102 boxes, read 1-based, falls inside Sultani's anomalous frames of
+    its video (read by the UCF-Crime loader): the two files agree on frames."""
+    from stmil.datasets.ucf_crime import load_ucf_crime
+
+    if not REAL.is_file():
+        pytest.skip(f"{REAL} absent")
+    records = {r.video_id: r for r in load_ucf_crime(REAL.parent, "test")}
+    rows = read_liu_ma(REAL)
+    assert set(rows) <= set(records) and all(records[v].label == 1 for v in rows)
+    outside = [(v, f) for v, r in rows.items() for f, _ in r
+               if not any(s <= f < e for s, e in records[v].intervals)]
+    assert outside == []
