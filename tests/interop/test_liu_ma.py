@@ -80,7 +80,8 @@ def test_the_published_test_annotation():
 
 def test_published_boxes_lie_inside_the_published_temporal_annotation():
     """Every one of the 3,102 boxes, read 1-based, falls inside Sultani's anomalous frames of
-    its video (read by the UCF-Crime loader): the two files agree on frames."""
+    its video (read by the UCF-Crime loader): the two files agree on frames. An off-by-one
+    either way puts 1 (one frame earlier) or 3 (one later) boxes outside, so this catches it."""
     from stmil.datasets.ucf_crime import load_ucf_crime
 
     if not REAL.is_file():
