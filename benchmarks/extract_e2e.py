@@ -32,6 +32,17 @@ Synthetic videos (``--generate N``) look roughly like UCF-Crime: 320x240, 30 fps
 (libx264 through PyAV), a textured static background, several moving people-sized blobs and
 sensor noise. They are written by a subprocess so that encoding does not count in the peak RSS.
 
+With ``--compare`` the script instead times :func:`stmil.features.extract.extract_many` (the
+path ``stmil extract`` runs: decode, resize, model, atomic writes) over the same videos for each
+``--precisions`` x ``--workers`` combination, in one process, in an interleaved order repeated
+``--repeat`` times (the best of the repeats is reported, so a burst of load from other
+processes on a shared machine hurts less), plus the model alone on the batches those videos
+produce. Each row gives s/clip and the relative L2 error of its features against the serial
+fp32 run's (``0`` means bitwise equal)::
+
+    .venv/bin/python benchmarks/extract_e2e.py --compare --generate 4 --seconds 10 \
+        --precisions fp32 bf16 --workers 0 2 --repeat 2
+
 Reproduce the README numbers::
 
     STMIL_CACHE=/tmp/stmilcache .venv/bin/python benchmarks/extract_e2e.py --generate 4 \\
@@ -193,6 +204,68 @@ def full_pipeline(videos: list[Path], extractor: FeatureExtractor, s: ExtractSet
     return time.perf_counter() - t0, results
 
 
+def compare(videos: list[Path], work: Path, args: argparse.Namespace) -> list[dict]:
+    """``extract_many`` s/clip per precision and worker count (best of ``--repeat``), the
+    model alone per precision, and each setting's error against serial fp32."""
+    from stmil.features.extract import extract_many
+    from stmil.features.pipeline_config import PipelineConfig
+
+    s = ExtractSettings(size=args.size, batch_size=args.batch_size)
+    extractors = {p: FeatureExtractor(device=args.device, precision=p)
+                  for p in args.precisions}
+    first = next(iter_clips(videos[0], s.clip_len, s.stride, s.size, batch_size=s.batch_size))
+    sample = first.clips.repeat(-(-s.batch_size // len(first.clips)), 1, 1, 1, 1)
+    sample = sample[: s.batch_size]
+    counts = expected_clips(videos, s)
+    for ex in extractors.values():  # warm-up: every batch size once
+        for b in sorted(set(batch_sizes(counts, s.batch_size))):
+            ex(sample[:b])
+    best: dict[tuple[str, int], float] = {}
+    model: dict[str, float] = {}
+    outputs: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    n_clips = 0
+    for r in range(args.repeat):
+        for p, ex in extractors.items():
+            t = stage_model(ex, sample, counts, s.batch_size)
+            model[p] = min(model.get(p, t), t)
+            for w in args.workers:
+                out = work / f"cmp-{p}-w{w}-r{r}"
+                t0 = time.perf_counter()
+                summary = extract_many(videos, out, ex, s, progress=False,
+                                       pipeline=PipelineConfig(workers=w))
+                t = time.perf_counter() - t0
+                if summary.failed:
+                    raise SystemExit(f"extraction failed: {summary.failed}")
+                n_clips = summary.clips
+                best[p, w] = min(best.get((p, w), t), t)
+                outputs[p, w] = {f.stem: np.load(f).astype(np.float32)
+                                 for f in sorted(out.glob("*.npy"))}
+                print(f"repeat {r}: {p} workers={w}: {t:.2f} s, {t / n_clips:.3f} s/clip",
+                      flush=True)
+    ref = outputs.get(("fp32", min(args.workers)))
+    rows = []
+    for (p, w), t in best.items():
+        err = None
+        if ref is not None:
+            num = sum(float(np.sum((outputs[p, w][k] - ref[k]) ** 2)) for k in ref)
+            den = sum(float(np.sum(ref[k] ** 2)) for k in ref)
+            err = (num / den) ** 0.5
+        rows.append({"precision": p, "workers": w, "seconds": t, "clips": n_clips,
+                     "s_per_clip": t / n_clips, "model_s_per_clip": model[p] / n_clips,
+                     "rel_err_vs_fp32_serial": err})
+    return rows
+
+
+def compare_report(rows: list[dict]) -> str:
+    lines = ["| precision | workers | end to end s/clip | clips/s | model alone s/clip | "
+             "rel. L2 error vs serial fp32 |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        err = "-" if r["rel_err_vs_fp32_serial"] is None else f"{r['rel_err_vs_fp32_serial']:.1e}"
+        lines.append(f"| {r['precision']} | {r['workers']} | {r['s_per_clip']:.3f} | "
+                     f"{1 / r['s_per_clip']:.2f} | {r['model_s_per_clip']:.3f} | {err} |")
+    return "\n".join(lines)
+
+
 def rss_child(video: Path, args: argparse.Namespace) -> None:
     """One video, fresh process: print JSON with the peak RSS before and after extraction."""
     extractor = FeatureExtractor(device=args.device)
@@ -266,6 +339,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long-seconds", type=float, nargs=2, default=[30.0, 120.0],
                    help="lengths of the two --long videos (default 30 120)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--compare", action="store_true",
+                   help="time extract_many per --precisions x --workers instead of the stages")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"),
+                   default=["fp32", "bf16"], help="with --compare (default fp32 bf16)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                   help="decode worker counts with --compare (default 0 2; 0 = serial)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="with --compare: rounds over all settings; the best is reported")
     p.add_argument("--generate-only", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--prefix", default="synth", help=argparse.SUPPRESS)
     p.add_argument("--lengths", type=float, nargs="+", help=argparse.SUPPRESS)
@@ -295,6 +376,18 @@ def main(argv: list[str] | None = None) -> None:
         else:
             n = args.generate or 4
             videos = generate(work / "videos", [args.seconds] * n)
+        if args.compare:
+            print(f"torch={torch.__version__} threads={torch.get_num_threads()} "
+                  f"device={args.device} videos={len(videos)} size={args.size} "
+                  f"batch={args.batch_size}", flush=True)
+            rows = compare(videos, work, args)
+            if args.json:
+                args.json.write_text(json.dumps({"torch": torch.__version__,
+                                                 "threads": torch.get_num_threads(),
+                                                 "rows": rows}, indent=1) + "\n")
+            print()
+            print(compare_report(rows))
+            return
         out = work / "features"
         out.mkdir(parents=True, exist_ok=True)
         s = ExtractSettings(size=args.size, batch_size=args.batch_size)

@@ -224,7 +224,7 @@ def iter_clips(
         src = n_src - 1
         if src < next_src:
             continue
-        resized = resize_frames(frame[None], size)[0] if resize else torch.from_numpy(frame)
+        resized = to_model_input(frame[None], size)[0] if resize else torch.from_numpy(frame)
         while next_src == src:  # upsampling repeats a source frame
             window.append(resized)
             n_sampled += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from stmil.evaluation.metrics import cuboid_labels
 
@@ -70,6 +71,48 @@ def l2_normalise(x: np.ndarray, eps: float = L2_EPS) -> np.ndarray:
     """``(..., C)`` -> same shape, each vector divided by ``max(||x||_2, eps)``."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norm, eps)).astype(np.float32, copy=False)
+
+
+CPU_RESIDENT_BYTES = 3 << 30  # bags held in RAM up to this size (keeps RSS well under 4 GB)
+
+
+class BagStore:
+    """Every training bag, gathered into float32 batches on the training device.
+
+    ``bags`` is ``(n_bags, S, N, C)`` float16 (the memory-mapped bag cache). When it fits the
+    budget (``max_bytes``; default: 3 GiB on a CPU, half the free memory on a GPU) it is copied
+    once to ``device`` as float16 and :meth:`gather` indexes it there (``resident`` is True);
+    otherwise batches are read from the memory map and uploaded (the fallback). Both give the
+    same values: float16 -> float32 is exact.
+    """
+
+    def __init__(self, bags: np.ndarray, device: torch.device | str = "cpu",
+                 max_bytes: int | None = None):
+        self.device = torch.device(device)
+        self.bags = bags
+        self.shape = tuple(bags.shape)
+        if max_bytes is None:
+            max_bytes = CPU_RESIDENT_BYTES
+            if self.device.type == "cuda":
+                max_bytes = torch.cuda.mem_get_info(self.device)[0] // 2
+        self.resident = bags.nbytes <= max_bytes
+        self._held: torch.Tensor | None = None
+        if self.resident:  # copied in slices: no second full-size copy on the host
+            held = torch.empty(self.shape, dtype=torch.float16, device=self.device)
+            step = max(1, (64 << 20) // max(1, bags[:1].nbytes))
+            for i in range(0, self.shape[0], step):
+                held[i:i + step] = torch.from_numpy(np.array(bags[i:i + step], np.float16))
+            self._held = held
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def gather(self, idx: np.ndarray | list[int]) -> torch.Tensor:
+        """Bags ``idx`` as ``(len(idx), S, N, C)`` float32 on the device."""
+        if self._held is not None:
+            return self._held[torch.as_tensor(np.asarray(idx), device=self.device)].float()
+        batch = np.asarray(self.bags[np.asarray(idx)], dtype=np.float32)
+        return torch.from_numpy(batch).to(self.device)
 
 
 def segment_cuboid_labels(

@@ -33,7 +33,7 @@ from stmil.datasets import load_dataset
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.store import VideoFeatures, load_dataset_features
-from stmil.mil.bags import make_bag, segment_clip_ranges, segment_cuboid_labels
+from stmil.mil.bags import BagStore, make_bag, segment_clip_ranges, segment_cuboid_labels
 from stmil.mil.config import (
     FIELDS,
     RECORDED_KEYS,
@@ -239,6 +239,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
                if cfg.supervision == "boxes" else None)
 
     dev = resolve_device(cfg.device)
+    store = BagStore(bags, dev)  # held on the training device when it fits (else the memmap)
     model = Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev)
     optim = torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"iteration": 0, "history": [], "best_auc": -1.0, "best": None, "stale": 0}
@@ -261,7 +262,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         a = rng.choice(anom, size=min(cfg.batch_anomalous, len(anom)), replace=False)
         n = rng.choice(norm, size=min(cfg.batch_normal, len(norm)), replace=False)
         idx = np.concatenate([a, n])
-        scores = model(torch.from_numpy(bags[idx].astype(np.float32)).to(dev))
+        scores = model(store.gather(idx))
         if targets is None:
             loss, parts = weak_loss(scores[: len(a)], scores[len(a):], cfg.method, cfg.topk,
                                     cfg.neg_weight, cfg.lambda1, cfg.lambda2, cfg.lambda_tv)
