@@ -185,7 +185,8 @@ def cmd_import_features(args: argparse.Namespace) -> int:
                               args.height)
     counts = read_frame_counts(args.frame_counts) if args.frame_counts else None
     summary = import_features(args.inputs, args.out, settings, root=args.root,
-                              log=lambda m: print(m, file=sys.stderr), frame_counts=counts)
+                              log=lambda m: print(m, file=sys.stderr), frame_counts=counts,
+                              progress=not args.quiet)
     print(f"{summary.line()} -> {args.out}")
     return 1 if summary.failed else 0
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from stmil import __version__
 from stmil.atomic import check_writable, remove_stale_temps
@@ -320,12 +321,13 @@ def check_ours(out: Path, vid: str) -> None:
 def import_features(
     inputs: Iterable[Path | str], out: Path | str, settings: ImportSettings,
     root: Path | str | None = None, log: Callable[[str], None] = print,
-    frame_counts: dict[str, int] | None = None,
+    frame_counts: dict[str, int] | None = None, progress: bool = False,
 ) -> ImportSummary:
     """Import every video named by ``inputs`` into ``out`` (see the module docstring).
 
     ``frame_counts`` (video id -> frames, :func:`read_frame_counts`) places the features on
     the videos' real frames (:func:`fit_frames`); a video missing from it is refused.
+    ``progress`` shows a progress bar (one step per video).
 
     A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one line
     naming the file and left out; the others are imported. Returns what was done.
@@ -340,7 +342,7 @@ def import_features(
     check_writable(out)
     remove_stale_temps(out)
     summary = ImportSummary()
-    for vid, parts in groups.items():
+    for vid, parts in tqdm(groups.items(), unit="video", disable=not progress, leave=False):
         try:
             check_ours(out, vid)
             arr, crops = video_array(parts, settings)
