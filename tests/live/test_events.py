@@ -15,7 +15,7 @@ from stmil.live.calibrate import read_calibration
 from stmil.live.incidents import read_incidents
 from stmil.score import scores_from_maps, write_scores
 from tests.conftest import assert_one_line_error, run_cli, write_video
-from tests.live.scene import EVENT_BOX, scene_frames
+from tests.live.scene import EVENT_BOX, SIZE, scene_frames
 from tests.test_score import direct_maps
 
 EVENT = (32, 64)  # frames: clips 2 and 3 of 5
@@ -37,7 +37,7 @@ def test_calibrate_events_watch_agree(live_run, video, tmp_path, capsys, monkeyp
     base = live_run.parent
     os.symlink(base, "b")  # relative paths, as a user types them
 
-    # calibrate: 4 normal train videos of 64 frames (8.5 s) allow 1/h * 8.5 s << 1 incident,
+    # calibrate: 4 normal train videos of 48 frames (6.4 s) allow 1/h * 6.4 s << 1 incident,
     # and every normal clip is below 0.3, so the threshold is midway from the top normal clip
     # score to 1 (computed here from the weights, not by stmil).
     code, out, err = run_cli(capsys, "calibrate", "b/run", "--data", "b/data", "--features",
@@ -49,7 +49,7 @@ def test_calibrate_events_watch_agree(live_run, video, tmp_path, capsys, monkeyp
     cal = read_calibration("b/run")
     assert cal.split == "train" and cal.n_videos == 4 and cal.false_incidents == 0
     assert cal.threshold == pytest.approx((top + 1) / 2, abs=2e-6)
-    assert cal.normal_hours == pytest.approx(4 * 64 / 30 / 3600)
+    assert cal.normal_hours == pytest.approx(4 * 48 / 30 / 3600)
 
     # events on the video, with a snapshot.
     code, out, err = run_cli(capsys, "events", video, "--model", "b/run", "--out", "ev.jsonl",
@@ -72,7 +72,7 @@ def test_calibrate_events_watch_agree(live_run, video, tmp_path, capsys, monkeyp
     assert inside[0] - inside[1:].mean() < 60, inside  # not red inside the box
 
     # the same video's features as a scores.json: the same incident.
-    features, meta = extract_video(video, extractor, ExtractSettings(size=112))
+    features, meta = extract_video(video, extractor, ExtractSettings(size=SIZE))
     maps = np.asarray(direct_maps(live_run, features), dtype=np.float32)
     write_scores(tmp_path / "scores", "cam", scores_from_maps(maps, 7, meta,
                                                               meta_clip_ranges(meta)))
