@@ -153,6 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       json_out=args.json, log=lambda m: print(m, file=sys.stderr),
                       boxes=args.boxes, interpolate=args.interpolate)
     print(format_table([(str(args.model), result)], METRIC_KEYS, where=True))
+    if result.get("incidents"):
+        from stmil.evaluation.incidents import format_incidents
+
+        print(format_incidents(result["incidents"]))
     return 0
 
 
