@@ -8,10 +8,11 @@ seconds per iteration (median over the timed iterations) and that times 3000.
 Two modes (``--mode``, either or both):
 
 - ``loop`` (default): the inner loop of :func:`stmil.mil.train.train`, step for step: the same
-  sampling (``rng.choice`` without replacement), the batch read as
-  ``bags[idx].astype(float32)`` from a memory-mapped float16 ``bags.npy`` (exactly how
-  ``train()`` holds its bags), :class:`stmil.mil.model.Scorer`,
-  :func:`stmil.mil.model.mil_ranking_loss` and
+  sampling (``rng.choice`` without replacement), the batch gathered by
+  :class:`stmil.mil.bags.BagStore` as ``train()`` does: from the bags held on the device
+  (float16, ``resident``, train()'s choice when they fit) and, for comparison, from the
+  memory-mapped float16 ``bags.npy`` (``memmap``, its fallback) (``--bags-from``),
+  :class:`stmil.mil.model.Scorer`, :func:`stmil.mil.model.mil_ranking_loss` and
   Adagrad with ``train()``'s defaults (lr, weight decay, lambdas, dropout are read from
   :data:`stmil.mil.train.TRAIN_DEFAULTS`). The bags file is written directly (L2-normalised random
   instances). Each iteration is split into gather (memmap read + float32 conversion), forward
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -55,6 +57,7 @@ import torch
 
 import stmil.mil.train as stmil_train
 from stmil.features.weights import KINETICS400_RGB
+from stmil.mil.bags import BagStore
 from stmil.mil.model import Scorer, mil_ranking_loss
 from stmil.mil.train import TRAIN_DEFAULTS
 
@@ -71,6 +74,11 @@ def step_gflop(args: argparse.Namespace) -> float:
     layers = [args.channels * D["hidden"], D["hidden"] * D["mid"], D["mid"]]
     macs = 2 * sum(layers) + sum(layers[1:])
     return 2 * macs * instances / 1e9
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sync(dev: torch.device) -> None:
@@ -101,9 +109,10 @@ def write_bags(path: Path, n_bags: int, segments: int, cuboids: int, channels: i
     return np.load(path, mmap_mode="r")
 
 
-def run_loop(bags: np.ndarray, n_anom: int, args: argparse.Namespace, dev: torch.device,
+def run_loop(store: BagStore, n_anom: int, args: argparse.Namespace, dev: torch.device,
              bf16: bool) -> dict:
     """``train()``'s inner loop; per-iteration times of each part (timed iterations only)."""
+    bags = store.bags
     anom, norm = np.arange(n_anom), np.arange(n_anom, len(bags))
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -116,7 +125,7 @@ def run_loop(bags: np.ndarray, n_anom: int, args: argparse.Namespace, dev: torch
         a = rng.choice(anom, size=min(args.batch, len(anom)), replace=False)
         n = rng.choice(norm, size=min(args.batch, len(norm)), replace=False)
         idx = np.concatenate([a, n])
-        x = torch.from_numpy(bags[idx].astype(np.float32)).to(dev)
+        x = store.gather(idx)  # train()'s gather: on the device, or from the memmap
         sync(dev)
         t1 = time.perf_counter()
         with autocast(dev, bf16):
@@ -221,6 +230,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips-per-video", type=int, default=32, help="train mode: clips per video")
     p.add_argument("--bf16", action="store_true", help="add bfloat16 autocast rows")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--bags-from", nargs="+", choices=("memmap", "resident"),
+                   default=["memmap", "resident"],
+                   help="loop mode: gather batches from the memmap, from bags held on the "
+                        "device (train()'s default when they fit), or both (default)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -250,13 +263,21 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             bags = write_bags(work / "bags.npy", args.bags, args.segments, args.grid ** 2,
                               args.channels)
-            src = f"{type(bags).__name__} {Path(bags.filename).name}"
             print(f"loop: wrote {bags.nbytes / 2**30:.2f} GiB bags in "
-                  f"{time.perf_counter() - t0:.1f} s; batches read from {src}", flush=True)
-            for prec in precisions:
-                r = run_loop(bags, args.anomalous, args, dev, prec == "bf16")
-                rows.append({"mode": "loop", "precision": prec, "source": src, **base, **r})
-                print(f"loop {prec}: {r['total']:.3f} s/iteration", flush=True)
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            for where in args.bags_from:
+                t0 = time.perf_counter()
+                store = BagStore(bags, dev, max_bytes=0 if where == "memmap" else None)
+                src = (f"held on {dev} ({time.perf_counter() - t0:.1f} s to load)"
+                       if store.resident else f"memmap {Path(bags.filename).name}")
+                for prec in precisions:
+                    r = run_loop(store, args.anomalous, args, dev, prec == "bf16")
+                    r["peak_rss_mb"] = peak_rss_mb()
+                    rows.append({"mode": "loop", "precision": prec, "source": src, **base, **r})
+                    print(f"loop {prec}, bags {src}: {r['total']:.3f} s/iteration "
+                          f"(gather {1000 * r['gather']:.0f} ms); peak RSS "
+                          f"{r['peak_rss_mb']:.0f} MiB", flush=True)
+                del store
             del bags
             (work / "bags.npy").unlink()
         if "train" in args.mode:

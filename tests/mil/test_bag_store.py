@@ -31,3 +31,9 @@ def test_a_resident_store_holds_its_own_copy(tmp_path):
     store = BagStore(_bags(tmp_path / "bags.npy"), "cpu")
     store.bags = None  # a resident store never reads the memory map again
     assert torch.equal(store.gather([3])[0, 2, 0], torch.full((5,), 3.5))
+
+
+def test_a_view_of_the_map_is_read_through_the_map(tmp_path):
+    """Only a whole-file map is read with file reads; a slice of it keeps its own offset."""
+    store = BagStore(_bags(tmp_path / "bags.npy")[1:], "cpu")
+    assert len(store) == 3 and torch.equal(store.gather([0])[0, 0, 1], torch.full((5,), 1.625))
