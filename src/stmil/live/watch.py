@@ -104,6 +104,7 @@ class Stats:
     dropped_clips: int = 0
     dropped_frames: int = 0  # kept frames whose clip was dropped, counted once each
     connections: int = 0
+    score_seconds: float = 0.0  # time spent in I3D and the scorer
     latencies: deque = field(default_factory=lambda: deque(maxlen=256))
 
 
@@ -284,6 +285,7 @@ def watch(
         snap_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     stats = Stats()
+    started = time.monotonic()
     name = Path(source).stem if not live else "stream"
 
     container, stream, fps, width, height = _first_open(source, cfg.timeout)
@@ -332,8 +334,10 @@ def watch(
                 now = time.monotonic()
                 if isinstance(item, Clip):
                     failures = 0
+                    t_score = time.monotonic()
                     feats = extractor(item.frames[None]).numpy().astype(np.float16)
                     maps = clip_maps(model, mc, feats)
+                    stats.score_seconds += time.monotonic() - t_score
                     from stmil.score import predicted_boxes
 
                     box = predicted_boxes(maps, boxes, events.threshold)[0]
@@ -403,7 +407,9 @@ def watch(
     return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
             "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
             "connections": stats.connections, "incidents": tracker.next_id - 1,
-            "latency_median_s": lat[len(lat) // 2] if lat else None}
+            "seconds": time.monotonic() - started, "score_seconds": stats.score_seconds,
+            "latency_median_s": lat[len(lat) // 2] if lat else None,
+            "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None}
 
 
 def _first_open(source: str, timeout: float):
