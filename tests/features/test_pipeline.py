@@ -16,7 +16,14 @@ import torch.nn.functional as F
 import stmil.features.pipeline as pipeline_mod
 from stmil.errors import ConfigError, OutputError
 from stmil.features.claims import claim_path, remove_stale_claims, try_claim
-from stmil.features.extract import ExtractSettings, extract_many, is_done, parse_shard
+from stmil.features.extract import (
+    ExtractSettings,
+    extract_many,
+    extract_video,
+    extract_videos,
+    is_done,
+    parse_shard,
+)
 from stmil.features.pipeline import ClipSpec, PipelineConfig, decode_videos, device_input
 from stmil.features.resize import resize_clips, resize_frames
 from stmil.features.video import iter_clips
@@ -118,6 +125,22 @@ def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, extractor):
     assert all("not a readable video" in f["error"] or "corrupt" in f["error"]
                or "truncated" in f["error"] for f in s.failed)
     assert _decode_threads() == []
+
+
+def test_extract_videos_yields_what_extract_video_returns(videos, tmp_path, extractor):
+    """The library entry for many videos (``stmil score`` over a folder): each good video's
+    array and metadata equal the serial single-video path's; a bad one comes back as its error."""
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(b"not a video at all")
+    paths = [videos / "v0.mkv", bad, videos / "v1.mkv"]
+    got = {p.name: (a, m, e) for p, a, m, e in
+           extract_videos(paths, extractor, SMALL, PipelineConfig(workers=2))}
+    assert sorted(got) == ["bad.mkv", "v0.mkv", "v1.mkv"]
+    assert got["bad.mkv"][0] is None and "not a readable video" in str(got["bad.mkv"][2])
+    for name in ("v0.mkv", "v1.mkv"):
+        array, meta = extract_video(videos / name, extractor, SMALL)
+        assert np.array_equal(got[name][0], array) and got[name][1] == meta
+        assert got[name][2] is None
 
 
 def test_a_bug_in_a_worker_is_raised_and_the_pool_stops(videos, tmp_path, extractor,

@@ -417,9 +417,85 @@ class _Job:
     path: Path
     vid: str
     source: dict
-    claim: Claim | None
+    claim: Claim | None = None
     chunks: list[np.ndarray] = field(default_factory=list)
     error: BaseException | None = None
+
+
+def _features(
+    jobs: Iterable[tuple[_Job, Path]],
+    extractor: FeatureExtractor,
+    s: ExtractSettings,
+    pipeline: PipelineConfig,
+    on_clips: Callable[[int], None] | None = None,
+) -> Iterator[tuple[_Job, np.ndarray | None, dict | None, BaseException | None]]:
+    """Run ``jobs`` through the input pipeline and the model: per video, in the order videos
+    end, ``(job, array, meta, None)`` or ``(job, None, None, error)``.
+
+    Closing the generator stops the decode workers.
+    """
+    events = decode_videos(jobs, s.clip_spec(), pipeline, extractor.device)
+    try:
+        for event in events:
+            job = event.job
+            if event.kind == "batch":
+                if job.error is not None:
+                    continue
+                feats = extractor(device_input(event.batch, s.size, extractor.device))
+                if not torch.isfinite(feats).all():
+                    job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
+                    continue
+                job.chunks.append(feats.numpy().astype(np.float16))
+                if on_clips:
+                    on_clips(len(event.batch.starts))
+                continue
+            error = job.error or event.error
+            if error is None and not job.chunks:
+                error = VideoError(job.path, f"shorter than one clip "
+                                   f"({event.stats.get('n_sampled', 0)} frames < {s.clip_len})")
+            if error is not None:
+                job.chunks.clear()
+                yield job, None, None, error
+                continue
+            array = np.concatenate(job.chunks)
+            job.chunks.clear()
+            yield job, array, feature_meta(job.source, event.info, event.stats, s, extractor,
+                                           int(array.shape[0])), None
+    finally:
+        events.close()
+
+
+def extract_videos(
+    videos: Iterable[Path | str],
+    extractor: FeatureExtractor,
+    settings: ExtractSettings | None = None,
+    pipeline: PipelineConfig | None = None,
+    on_clips: Callable[[int], None] | None = None,
+) -> Iterator[tuple[Path, np.ndarray | None, dict | None, BaseException | None]]:
+    """Features of many videos through the parallel input pipeline, nothing written.
+
+    Yields, per video and in the order they finish, ``(path, array, meta, None)`` as
+    :func:`extract_video` returns them, or ``(path, None, None, error)`` for a video that
+    failed (a :class:`~stmil.errors.StmilError` or ``OSError`` naming the file: the caller
+    decides; any other exception is a bug and is raised). ``stmil score`` over a folder and
+    :func:`extract_many` use this path.
+    """
+    s = settings or ExtractSettings()
+    s.check_grid(extractor.grid)
+
+    def jobs() -> Iterator[tuple[_Job, Path]]:
+        for path in map(Path, videos):
+            try:
+                job = _Job(path, path.stem, source_identity(path))
+            except OSError as e:
+                job = _Job(path, path.stem, {}, error=VideoError(path, _reason(e, path)))
+            yield job, path
+
+    for job, array, meta, error in _features(jobs(), extractor, s,
+                                             pipeline or PipelineConfig(), on_clips):
+        if error is not None and not isinstance(error, (StmilError, OSError)):
+            raise error
+        yield job.path, array, meta, error
 
 
 def extract_many(
@@ -441,11 +517,11 @@ def extract_many(
     :func:`record_failures`). Temporary files of killed earlier runs are removed first.
 
     Videos are decoded by the parallel input pipeline (``pipeline``, default
-    :class:`~stmil.features.pipeline.PipelineConfig`: 2 decode workers; ``workers=0`` is the
-    serial path, with identical outputs). ``shard=(i, n)`` keeps every n-th video of the input
-    list starting at the i-th (all processes must be given the same inputs); independently,
-    each video is claimed (``<id>.claim``, :mod:`stmil.features.claims`) while it is
-    extracted, so processes sharing a folder never extract one video twice.
+    :class:`~stmil.features.pipeline_config.PipelineConfig`: 2 decode workers; ``workers=0``
+    is the serial path, with identical outputs). ``shard=(i, n)`` keeps every n-th video of
+    the input list starting at the i-th (all processes must be given the same inputs);
+    independently, each video is claimed (``<id>.claim``, :mod:`stmil.features.claims`)
+    while it is extracted, so processes sharing a folder never extract one video twice.
     """
     s = settings or ExtractSettings()
     s.check_grid(extractor.grid)
@@ -472,6 +548,8 @@ def extract_many(
         reason = _reason(e, path)
         summary.failed.append(_failure(path, reason))
         log(f"error: {path}: {reason}")
+
+    pending: set[_Job] = set()  # claimed, not yet committed or failed
 
     def jobs() -> Iterator[tuple[_Job, Path]]:
         """Claim and check each video; yield those to extract (run by the decode workers)."""
@@ -503,49 +581,24 @@ def extract_many(
                 continue
             yield job, path
 
-    def finish(job: _Job, event) -> None:
-        """Commit (or fail) a video whose decoding ended."""
-        try:
-            if job.error is None and event.error is not None:
-                job.error = event.error
-            if job.error is not None:
-                raise job.error
-            if not job.chunks:
-                raise VideoError(job.path, f"shorter than one clip "
-                                 f"({event.stats.get('n_sampled', 0)} frames < {s.clip_len})")
-            array = np.concatenate(job.chunks)
-            meta = feature_meta(job.source, event.info, event.stats, s, extractor,
-                                int(array.shape[0]))
-            write_features(out_dir, job.vid, array, meta)
-            summary.done.append(job.vid)
-            summary.clips += array.shape[0]
-        except (StmilError, OSError) as e:
-            fail(job.path, e)
-        finally:
-            job.chunks.clear()
-            pending.discard(job)
-            if job.claim is not None:
-                job.claim.release()
-            bar.update(1)
-
-    pending: set[_Job] = set()  # claimed, not yet committed or failed
-    events = decode_videos(jobs(), s.clip_spec(), pipeline, extractor.device)
+    results = _features(jobs(), extractor, s, pipeline, on_clips=clip_bar.update)
     try:
-        for event in events:
-            job = event.job
-            if event.kind == "batch":
-                if job.error is not None:
-                    continue
-                feats = extractor(device_input(event.batch, s.size, extractor.device))
-                if not torch.isfinite(feats).all():
-                    job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
-                    continue
-                job.chunks.append(feats.numpy().astype(np.float16))
-                clip_bar.update(len(event.batch.starts))
-            else:
-                finish(job, event)
+        for job, array, meta, error in results:
+            try:
+                if error is not None:
+                    raise error
+                write_features(out_dir, job.vid, array, meta)
+                summary.done.append(job.vid)
+                summary.clips += array.shape[0]
+            except (StmilError, OSError) as e:
+                fail(job.path, e)
+            finally:
+                pending.discard(job)
+                if job.claim is not None:
+                    job.claim.release()
+                bar.update(1)
     finally:
-        events.close()  # stops and joins the decode workers
+        results.close()  # stops and joins the decode workers
         for job in list(pending):  # interrupted: let other processes take these videos
             if job.claim is not None:
                 job.claim.release()
