@@ -267,3 +267,17 @@ def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
     assert all(is_done(out, f"v{i}") for i in range(4))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))  # no claim left
+
+
+def test_emulated_bf16_is_warned_about(tmp_path, monkeypatch):
+    import stmil.features.extract as extract_mod
+    from stmil.features.extract import FeatureExtractor, native_bf16
+
+    assert native_bf16(torch.device("cuda"))  # no GPU needed to ask
+    monkeypatch.setattr(extract_mod, "native_bf16", lambda device: False)
+    (tmp_path / "empty").mkdir()
+    logged: list[str] = []
+    extract_many([tmp_path / "empty"], tmp_path / "out",
+                 FeatureExtractor(device="cpu", precision="bf16"), SMALL, progress=False,
+                 log=logged.append)
+    assert logged[0].startswith("warning: this CPU has neither AMX nor AVX512-BF16")

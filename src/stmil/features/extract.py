@@ -87,6 +87,19 @@ class FeatureExtractor:
         return pool_cuboids(fmap.float(), self.grid).cpu()
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 runs natively on ``device``: any CUDA device, or a CPU with AMX or
+    AVX512-BF16 (read from ``/proc/cpuinfo``). Elsewhere PyTorch emulates it, far slower than
+    fp32 (measured: about 25x on an AVX2-only AMD EPYC, benchmarks/NOTES.md)."""
+    if device.type != "cpu":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return True  # cannot tell: do not warn
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 @dataclass
 class ExtractSettings:
     """How clips are cut; written into every feature file's metadata."""
@@ -535,6 +548,9 @@ def extract_many(
     read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
     remove_stale_temps(out_dir)
     remove_stale_claims(out_dir)
+    if extractor.precision == "bf16" and not native_bf16(extractor.device):
+        log("warning: this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
+            "slower than fp32 here; use --precision fp32")
     summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
     for p, reason in missing:
         log(f"error: {reason}" if reason.startswith("no videos found") else
