@@ -38,6 +38,7 @@ def main() -> None:
         s.width, s.height, s.pix_fmt = first.shape[1] // 2 * 2, first.shape[0] // 2 * 2, "yuv420p"
         s.bit_rate = 4_000_000
         t0 = None
+        print("ready", flush=True)  # the socket listens from the first packet on
         for i, f in enumerate(_chain(first, frames)):
             frame = av.VideoFrame.from_ndarray(f[: s.height, : s.width], format="rgb24")
             for packet in s.encode(frame):

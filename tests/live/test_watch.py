@@ -34,11 +34,11 @@ def serve(port: int, n: int, *events: tuple[int, int]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
 
 
-def wait_sent(proc: subprocess.Popen, n: int) -> None:
+def wait_line(proc: subprocess.Popen, text: str) -> None:
     for line in proc.stdout:
-        if line.strip() == f"sent {n}":
+        if line.strip() == text:
             return
-    raise AssertionError(f"the server stopped before sending {n} frames")
+    raise AssertionError(f"the server stopped before printing {text!r}")
 
 
 def centre_in(box, gt=EVENT_BOX) -> bool:
@@ -47,9 +47,10 @@ def centre_in(box, gt=EVENT_BOX) -> bool:
 
 
 def test_stream_lost_reconnect_and_a_second_incident(live_run):
-    """Stream 1 has its event from frame 48 and is killed at frame 110, while the incident is
-    open; the server restarts with stream 2 (event at frames 32-64): watch reconnects, ends
-    the first incident with reason "stream lost" and reports the second one."""
+    """Stream 1 has its event from frame 48 and stalls at frame 110 (the server is stopped,
+    its connection left open), while the incident is open: after 2 s without data watch ends
+    the incident with reason "stream lost". The server is then killed and restarted with
+    stream 2 (event at frames 32-64): watch reconnects and reports the second incident."""
     port = free_port()
     events = resolve_events(live_run, threshold=0.5, merge_gap=0.5)  # ends within stream 2
     msgs: list[tuple[str, dict]] = []
@@ -63,7 +64,8 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
             stop.set()
 
     first = serve(port, 160, (48, 160))
-    config = WatchConfig(drop=False, timeout=20, backoff=0.2, max_backoff=0.5, heartbeat=0,
+    wait_line(first, "ready")
+    config = WatchConfig(drop=False, timeout=2, backoff=0.2, max_backoff=0.5, heartbeat=0,
                          update=0, device="cpu")
     result: dict = {}
     t = threading.Thread(target=lambda: result.update(watch(
@@ -71,7 +73,11 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
         stop=stop)))
     t.start()
     try:
-        wait_sent(first, 110)
+        wait_line(first, "sent 110")
+        first.send_signal(signal.SIGSTOP)  # a stall: no data, no end of stream
+        deadline = time.monotonic() + 120
+        while not any("no data for 2 s" in m for m in logs) and time.monotonic() < deadline:
+            time.sleep(0.1)
         first.kill()
         first.wait()
         second = serve(port, 96, (32, 64))
@@ -94,7 +100,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
     assert abs(two.start_frame - offset - 32) <= 16 and abs(two.end_frame - offset - 64) <= 16
     assert two.reason == "scores fell" and two.id == 2
     assert centre_in(one.box) and centre_in(two.box)
-    assert any("stream lost" in m and "reconnecting in" in m for m in logs), logs
+    assert any("stream lost (no data for 2 s); reconnecting in" in m for m in logs), logs
     assert any(m.endswith("reconnected") for m in logs)
     assert result["ended"] == "stopped"
 
