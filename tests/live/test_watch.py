@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from PIL import Image
 
 from stmil.live.events import resolve_events
 from stmil.live.incidents import Incident
@@ -135,11 +136,14 @@ def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path, capsys, monk
 
     threading.Thread(target=interrupt, daemon=True).start()
     code, _, err = run_cli(capsys, "watch", "cam.mkv", "--model", live_run, "--threshold",
-                           "0.5", "--realtime", "--out", "w.jsonl", "--device", "cpu")
+                           "0.5", "--realtime", "--out", "w.jsonl", "--device", "cpu",
+                           "--snapshots", "snaps")
     assert code == 0, err
     lines = [json.loads(x) for x in (tmp_path / "w.jsonl").read_text().splitlines()]
     assert [d["type"] for d in lines] == ["start", "end"]
     assert lines[1]["reason"] == "interrupted" and lines[1]["end_frame"] < 160
+    with Image.open(tmp_path / "snaps" / "cam.incident-001.jpg") as im:
+        assert im.size == (128, 96) and im.info["comment"] == b"stmil incident snapshot"
     assert err.strip().splitlines()[-1].startswith("interrupted: ")
 
 

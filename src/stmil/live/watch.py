@@ -348,6 +348,8 @@ def watch(
                     for kind, inc in tracker.push(clip):
                         send(kind, inc, latency)
                     tid = tracker.next_id
+                    if not tracker.clips:  # no candidate: forget a dropped one's peak frame
+                        peaks.pop(tid, None)
                     if snap_dir is not None and any(c is clip for c in tracker.clips):
                         if tid not in peaks or clip.score > peaks[tid][0]:
                             peaks[tid] = (clip.score, item.middle)
