@@ -10,8 +10,9 @@ Two modes (``--mode``, either or both):
 - ``loop`` (default): the inner loop of :func:`stmil.mil.train.train`, step for step: the same
   sampling (``rng.choice`` without replacement), the batch gathered by
   :class:`stmil.mil.bags.BagStore` as ``train()`` does: from the bags held on the device
-  (float16, ``resident``, train()'s choice when they fit) and, for comparison, from the
-  memory-mapped float16 ``bags.npy`` (``memmap``, its fallback) (``--bags-from``),
+  (float16, ``resident``, forced here whatever their size; train() holds them when they fit
+  its budget) and from the memory-mapped float16 ``bags.npy`` (``memmap``, the fallback)
+  (``--bags-from``; peak RSS is the process's, so run one source per process to compare it),
   :class:`stmil.mil.model.Scorer`, :func:`stmil.mil.model.mil_ranking_loss` and
   Adagrad with ``train()``'s defaults (lr, weight decay, lambdas, dropout are read from
   :data:`stmil.mil.train.TRAIN_DEFAULTS`). The bags file is written directly (L2-normalised random
@@ -233,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bags-from", nargs="+", choices=("memmap", "resident"),
                    default=["memmap", "resident"],
                    help="loop mode: gather batches from the memmap, from bags held on the "
-                        "device (train()'s default when they fit), or both (default)")
+                        "device (forced; train() holds them when they fit), or both (default)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
             for where in args.bags_from:
                 t0 = time.perf_counter()
-                store = BagStore(bags, dev, max_bytes=0 if where == "memmap" else None)
+                store = BagStore(bags, dev, max_bytes=0 if where == "memmap" else 1 << 62)
                 src = (f"held on {dev} ({time.perf_counter() - t0:.1f} s to load)"
                        if store.resident else f"memmap {Path(bags.filename).name}")
                 for prec in precisions:
