@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -373,16 +371,3 @@ def test_evaluate_refuses_a_box_beyond_the_video_naming_file_and_line(planted, f
     assert_one_line_error(err, f"{box_file}:{len(lines) + 1}: box on frame 500, but video "
                           f"{ANOMALOUS} (224x224, 96 frames) ends at frame 95")
     assert not (fresh_run / "metrics.json").exists()
-
-
-# --- architecture: evaluating needs no video decoder and no I3D --------------------------------
-
-
-def test_importing_evaluate_loads_neither_i3d_nor_a_video_decoder():
-    code = ("import sys, stmil.evaluation.evaluate, stmil.score; "
-            "print(sorted(m for m in ('av', 'stmil.features.i3d', "
-            "'stmil.features.extract', 'stmil.features.weights') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"

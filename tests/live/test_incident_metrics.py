@@ -88,16 +88,3 @@ def test_evaluate_reports_incidents_after_calibrate(tmp_path, capsys, monkeypatc
     inc_block = saved["results"]["test"][str((tmp_path / "d").resolve())]["incidents"]
     assert inc_block["events"] == 2 and inc_block["threshold"] == cal.threshold
     assert f"found {inc_block['found']} of 2 events" in line
-
-
-def test_incident_modules_load_neither_pyav_nor_i3d():
-    import subprocess
-    import sys
-
-    code = ("import sys, stmil.evaluation.evaluate, stmil.evaluation.incidents, "
-            "stmil.live.incidents, stmil.live.calibrate, stmil.live.events; "
-            "print(sorted(m for m in ('av', 'stmil.features.i3d', 'stmil.features.extract') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"

@@ -762,16 +762,3 @@ def test_model_file_gets_usual_permissions(finished):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
-
-
-def test_training_imports_neither_pyav_nor_the_network():
-    """Architecture issue: train reads features through the store, never decodes or runs I3D."""
-    import subprocess
-
-    code = ("import sys, stmil.mil.train, stmil.mil.run, stmil.mil.config; "
-            "print(sorted(m for m in ('av', 'stmil.features.i3d', "
-            "'stmil.features.extract', 'stmil.features.weights') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
