@@ -24,7 +24,7 @@ from stmil.features.extract import (
     is_done,
     parse_shard,
 )
-from stmil.features.pipeline import ClipSpec, PipelineConfig, decode_videos, device_input
+from stmil.features.pipeline import PipelineConfig, decode_videos, device_input
 from stmil.features.resize import resize_clips, resize_frames
 from stmil.features.video import iter_clips
 from tests.conftest import ramp_frames, write_video
@@ -165,7 +165,7 @@ def test_an_error_in_the_job_iterator_stops_the_workers(videos):
         yield "a", videos / "v0.mkv"
         raise OSError("disk gone")
 
-    spec = ClipSpec(size=32, batch_size=1)
+    spec = ExtractSettings(size=32, batch_size=1)
     with pytest.raises(OSError, match="disk gone"):
         for _ in decode_videos(jobs(), spec, PipelineConfig(workers=2)):
             pass
@@ -177,7 +177,8 @@ def test_an_error_in_the_job_iterator_stops_the_workers(videos):
 
 def test_closing_the_consumer_early_stops_the_workers(videos):
     gen = decode_videos([(i, p) for i, p in enumerate(sorted(videos.iterdir()))],
-                        ClipSpec(size=32, batch_size=1), PipelineConfig(workers=2, queue_size=1))
+                        ExtractSettings(size=32, batch_size=1),
+                        PipelineConfig(workers=2, queue_size=1))
     next(gen)
     time.sleep(0.2)  # the workers block on the full queue
     gen.close()

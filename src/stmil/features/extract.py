@@ -32,16 +32,15 @@ from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.claims import Claim, remove_stale_claims, try_claim
 from stmil.features.i3d import endpoint_channels
-from stmil.features.pipeline import ClipSpec, PipelineConfig, decode_videos, device_input
+from stmil.features.pipeline import PipelineConfig, decode_videos, device_input
+from stmil.features.pipeline_config import ExtractSettings
 from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
 from stmil.features.video import (
-    TAIL_POLICIES,
     VIDEO_EXTENSIONS,
     VideoError,
     VideoInfo,
     check_count,
-    check_fps,
     iter_clips,
     probe,
 )
@@ -98,37 +97,6 @@ def native_bf16(device: torch.device) -> bool:
     except OSError:
         return True  # cannot tell: do not warn
     return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-@dataclass
-class ExtractSettings:
-    """How clips are cut; written into every feature file's metadata."""
-
-    clip_len: int = 16
-    stride: int = 16
-    size: int = 224
-    fps: float | None = None
-    tail: str = "drop"
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        for name in ("clip_len", "stride", "size", "batch_size"):
-            check_count(name, getattr(self, name))
-        self.fps = check_fps(self.fps)
-        if self.tail not in TAIL_POLICIES:
-            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
-                              f"got {self.tail!r}")
-
-    def clip_spec(self) -> ClipSpec:
-        """The clip-cutting fields, for the decode workers."""
-        return ClipSpec(self.clip_len, self.stride, self.size, self.fps, self.tail,
-                        self.batch_size)
-
-    def check_grid(self, grid: int) -> None:
-        """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
-        if grid > self.size:
-            raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
-                              f"cuboid needs at least one pixel; use --grid {self.size} or less")
 
 
 def extract_video(
@@ -447,7 +415,7 @@ def _features(
 
     Closing the generator stops the decode workers.
     """
-    events = decode_videos(jobs, s.clip_spec(), pipeline, extractor.device)
+    events = decode_videos(jobs, s, pipeline, extractor.device)
     try:
         for event in events:
             job = event.job

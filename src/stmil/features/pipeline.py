@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from stmil.features.pipeline_config import ClipSpec, PipelineConfig
+from stmil.features.pipeline_config import ExtractSettings, PipelineConfig
 from stmil.features.resize import resize_clips
 from stmil.features.video import ClipBatch, VideoInfo, iter_clips, probe
 
@@ -55,7 +55,7 @@ class VideoEvent(Generic[T]):
     error: BaseException | None = None
 
 
-def _decode_one(job: T, path: Path, spec: ClipSpec, resize: bool) -> Iterator[VideoEvent[T]]:
+def _decode_one(job: T, path: Path, spec: ExtractSettings, resize: bool) -> Iterator[VideoEvent[T]]:
     """The events of one video; any exception becomes its ``"error"`` event."""
     try:
         info = probe(path)
@@ -74,7 +74,7 @@ _DONE = object()
 
 def decode_videos(
     jobs: Iterable[tuple[T, Path]],
-    spec: ClipSpec,
+    spec: ExtractSettings,
     config: PipelineConfig | None = None,
     device: torch.device | str = "cpu",
 ) -> Iterator[VideoEvent[T]]:

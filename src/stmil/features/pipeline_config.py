@@ -43,9 +43,10 @@ class PipelineConfig:
         return self.resize_on == "worker"
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """How clips are cut (the fields of ``ExtractSettings`` the decoder needs)."""
+@dataclass
+class ExtractSettings:
+    """How clips are cut; written into every feature file's metadata and read by the decode
+    workers."""
 
     clip_len: int = 16
     stride: int = 16
@@ -53,3 +54,19 @@ class ClipSpec:
     fps: float | None = None
     tail: str = "drop"
     batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        from stmil.features.video import TAIL_POLICIES, check_count, check_fps
+
+        for name in ("clip_len", "stride", "size", "batch_size"):
+            check_count(name, getattr(self, name))
+        self.fps = check_fps(self.fps)
+        if self.tail not in TAIL_POLICIES:
+            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
+                              f"got {self.tail!r}")
+
+    def check_grid(self, grid: int) -> None:
+        """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
+        if grid > self.size:
+            raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
+                              f"cuboid needs at least one pixel; use --grid {self.size} or less")
