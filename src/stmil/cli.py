@@ -197,24 +197,17 @@ def cmd_import_features(args: argparse.Namespace) -> int:
 
 @command
 def cmd_gt(args: argparse.Namespace) -> int:
+    """The frame-label vector (``gt``) or, with ``--model``, the frame-score vector (``export``)."""
     from stmil.interop.gt import export_vectors
 
-    path = export_vectors(args.data, args.features, args.out, split=args.split,
-                          format=args.format, tail=args.tail, skip_missing=args.skip_missing,
-                          log=lambda m: print(m, file=sys.stderr))
+    path = export_vectors(args.data, args.features, args.out, run=getattr(args, "model", None),
+                          split=args.split, format=args.format, tail=args.tail,
+                          skip_missing=args.skip_missing, log=lambda m: print(m, file=sys.stderr))
     print(path)
     return 0
 
 
-@command
-def cmd_export(args: argparse.Namespace) -> int:
-    from stmil.interop.gt import export_vectors
-
-    path = export_vectors(args.data, args.features, args.out, run=args.model, split=args.split,
-                          format=args.format, tail=args.tail, skip_missing=args.skip_missing,
-                          log=lambda m: print(m, file=sys.stderr))
-    print(path)
-    return 0
+COMMANDS["export"] = cmd_gt
 
 
 @command
