@@ -266,7 +266,7 @@ def test_cli_config_skip_missing_string_is_refused(tiny, tmp_path, capsys, monke
 
 def test_failed_retrain_leaves_the_previous_run_untouched(tiny, run_copy, monkeypatch):
     before = snapshot(run_copy)
-    calls, loss = [], T.mil_ranking_loss
+    calls, loss = [], T.weak_loss
 
     def loss_that_fails(*args, **kw):
         calls.append(1)
@@ -274,7 +274,7 @@ def test_failed_retrain_leaves_the_previous_run_untouched(tiny, run_copy, monkey
             raise RuntimeError("boom")
         return loss(*args, **kw)
 
-    monkeypatch.setattr(T, "mil_ranking_loss", loss_that_fails)
+    monkeypatch.setattr(T, "weak_loss", loss_that_fails)
     logs: list[str] = []
     with pytest.raises(RuntimeError, match="boom"):
         train(*tiny, run_copy, log=logs.append, **FAST | {"lr": 0.05})
@@ -288,7 +288,7 @@ def test_failed_retrain_leaves_the_previous_run_untouched(tiny, run_copy, monkey
 
 
 def test_failed_first_train_leaves_no_folder(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "mil_ranking_loss", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(T, "weak_loss", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         train(*tiny, tmp_path / "run", log=quiet, **FAST)
     assert os.listdir(tmp_path) == []  # no run folder, config.yaml or cache
@@ -304,7 +304,7 @@ def test_diverged_training_is_an_error_not_a_nan_model(tiny, run_copy, change):
 
 
 def test_failed_train_removes_only_the_folders_it_created(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "mil_ranking_loss", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(T, "weak_loss", lambda *a, **k: 1 / 0)
     (tmp_path / "runs").mkdir()  # the user's, empty: kept
     with pytest.raises(ZeroDivisionError):
         train(*tiny, tmp_path / "runs" / "a" / "b" / "run", log=quiet, **FAST)
