@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stmil.cli import main
+from stmil.cli import COMMANDS, main
 from stmil.features.video import VideoError
 from tests.conftest import (
     assert_one_line_error,
@@ -29,9 +29,8 @@ run = run_cli
 
 
 
-@pytest.mark.parametrize(
-    "cmd", ["extract", "classify", "train", "score", "evaluate", "synth", "demo"])
-def test_help_has_an_example(capsys, cmd):
+@pytest.mark.parametrize("cmd", sorted(COMMANDS))
+def test_every_command_has_help_with_an_example(capsys, cmd):
     with pytest.raises(SystemExit) as info:
         main([cmd, "--help"])
     assert info.value.code == 0

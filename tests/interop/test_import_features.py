@@ -192,17 +192,6 @@ def test_sultani_segments_placed_on_real_frames_give_the_segments_back(tmp_path,
                           "--frame-counts")
 
 
-@pytest.mark.parametrize("cmd", ["import-features", "gt", "export"])
-def test_interop_commands_have_help_with_an_example(capsys, cmd):
-    from stmil.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main([cmd, "--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert "example" in out and f"stmil {cmd} " in out
-
-
 def test_export_then_import_gives_the_same_arrays(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("in").mkdir()
