@@ -106,9 +106,19 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
     assert result["ended"] == "stopped"
 
 
-def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path):
+def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch):
     """A file read as fast as possible with drop on: clips arriving while the scorer is busy
-    are dropped, counted in the heartbeat and the summary, and never queued."""
+    are dropped, counted in the heartbeat and the summary, and never queued. The scorer is
+    made slow (0.5 s a clip) so that the reader outpaces it on any machine."""
+    import stmil.score
+
+    real = stmil.score.clip_maps
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stmil.score, "clip_maps", slow)
     video = write_video(tmp_path / "v.mkv", scene_frames(160, [], 3))  # 10 clips
     logs: list[str] = []
     config = WatchConfig(drop=True, heartbeat=0.001, device="cpu")
