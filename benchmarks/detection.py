@@ -22,6 +22,9 @@ Examples (the issue-13 ablation on the hard scenario; the README's earlier table
     python benchmarks/detection.py --out bench-det --seeds 0 1 2 --runs paper grid1 boxes
     python benchmarks/detection.py --out bench-det-vtest --footage data/vtest.avi
 
+A rerun with the same ``--out`` resumes: a complete synth output, finished features and
+trained runs are kept (delete a run folder to retrain it).
+
 ``--evaluate-only`` skips synth, extraction and training: it re-evaluates every run folder
 already in ``OUT/seed<N>/runs/`` with the current evaluation code and prints the same tables.
 """
@@ -37,6 +40,7 @@ import numpy as np
 
 from stmil.evaluation.evaluate import evaluate
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
+from stmil.features.pipeline_config import PipelineConfig
 from stmil.mil.train import train
 from stmil.synth.dataset import make_dataset
 
@@ -75,25 +79,36 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
     """Synth, extract, train and evaluate ``args.runs`` for one seed; metrics and times."""
     times: dict[str, float] = {}
     t = time.perf_counter()
-    make_dataset(seed_dir / "data", footage=[args.footage] if args.footage else None,
-                 n_videos=args.videos, n_frames=args.frames, seed=seed, progress=False,
-                 scenario=args.scenario)
+    if not _synth_done(seed_dir / "data"):  # a rerun keeps the videos (and so the features)
+        make_dataset(seed_dir / "data", footage=[args.footage] if args.footage else None,
+                     n_videos=args.videos, n_frames=args.frames, seed=seed, progress=False,
+                     scenario=args.scenario)
     times["synth"] = time.perf_counter() - t
     t = time.perf_counter()
     extract_many([seed_dir / "data" / "videos"], seed_dir / "features", extractor,
-                 ExtractSettings(), progress=False, log=quiet)
+                 ExtractSettings(), progress=False, log=quiet,
+                 pipeline=PipelineConfig(workers=args.workers))
     times["extract"] = time.perf_counter() - t
     metrics = {}
     for name in args.runs:
         t = time.perf_counter()
-        train(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name,
-              iterations=args.iterations, seed=seed, val_fraction=VAL_FRACTION,
-              val_every=VAL_EVERY, device="auto", progress=False, log=quiet, **RUNS[name])
+        if not (seed_dir / "runs" / name / "model.safetensors").is_file():  # resume
+            train(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name,
+                  iterations=args.iterations, seed=seed, val_fraction=VAL_FRACTION,
+                  val_every=VAL_EVERY, device="auto", progress=False, log=quiet, **RUNS[name])
         times[f"train {name}"] = time.perf_counter() - t
         metrics[name] = metrics_of(seed_dir, name)
         print(f"seed {seed} {name}: " + ", ".join(f"{k} {fmt(v)}" for k, v in
                                                   metrics[name].items()), flush=True)
     return {"metrics": metrics, "stage_times": times}
+
+
+def _synth_done(root: Path) -> bool:
+    """Whether ``root`` holds a complete synth output (a rerun then skips synth)."""
+    try:
+        return json.loads((root / "synth.json").read_text())["complete"] is True
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def fmt(v: float | None) -> str:
@@ -131,6 +146,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=160)
     p.add_argument("--iterations", type=int, default=ITERATIONS)
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    p.add_argument("--workers", type=int, default=2, help="extraction decode workers")
     p.add_argument("--evaluate-only", action="store_true",
                    help="re-evaluate the runs already under --out; train nothing")
     args = p.parse_args()
