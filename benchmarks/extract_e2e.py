@@ -74,8 +74,8 @@ import torch.nn.functional as F
 from stmil.features.extract import (
     ExtractSettings,
     FeatureExtractor,
+    expand_inputs,
     extract_video,
-    find_videos,
     write_features,
 )
 from stmil.features.video import iter_clips, iter_frames, probe, to_model_input
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="stmil-e2e-") as tmp:
         work = args.workdir or Path(tmp)
         if args.videos:
-            videos, missing = find_videos([args.videos])
+            videos, missing = expand_inputs([args.videos])
             if missing or not videos:
                 raise SystemExit(f"{args.videos}: no videos found")
         else:

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from stmil.atomic import atomic_write, check_writable
 from stmil.cuboids import cuboid_boxes
-from stmil.datasets.folder import VIDEO_EXTENSIONS, find_videos
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation.metrics import frame_scores_from_clips
 from stmil.features.store import FeatureError, load_features, meta_clip_ranges
+from stmil.files import find_videos
 from stmil.mil.bags import l2_normalise
 from stmil.mil.model import Scorer
 from stmil.mil.run import load_model
@@ -183,7 +183,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     for item in map(Path, inputs):
         if item.is_dir():
             npys = sorted(p for p in item.glob("*.npy") if not p.name.startswith("."))
-            videos = find_videos(item, VIDEO_EXTENSIONS)
+            videos = find_videos(item)
             if npys and videos:
                 raise ConfigError(
                     f"{item}: holds both .npy features ({len(npys)}, e.g. {npys[0].name}) and "

@@ -36,7 +36,6 @@ Normal videos may only carry ``split``. Unknown keys, and ids that match no vide
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +44,8 @@ from typing import Any
 from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split
 from stmil.datasets.record import Box, VideoRecord
+from stmil.files import VIDEO_EXTENSIONS, find_videos
 
-# The same list as stmil.features.video.VIDEO_EXTENSIONS, kept here so that datasets need no video
-# decoder.
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg",
-                    ".flv")
 NORMAL_DIR = "normal"
 ANOMALOUS_DIR = "anomalous"
 ANNOTATIONS = "annotations.json"
@@ -57,32 +53,11 @@ NORMAL_CATEGORY = "Normal"
 _KEYS = ("intervals", "boxes", "split")
 
 
-def find_videos(folder: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
-    """Every video file below ``folder`` (recursive, symlinks followed once), sorted."""
-    exts = tuple(e.lower() for e in extensions)
-    found: list[Path] = []
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:  # a symlink loop or a second link to the same folder
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [
-            Path(dirpath) / name
-            for name in filenames
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts
-        ]
-    return sorted(found)
-
-
 class VideoIndex:
     """The videos below a folder, looked up by file name or by stem; built once, on first use."""
 
-    def __init__(self, root: Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.extensions = tuple(extensions)
         self._by_name: dict[str, Path] | None = None
         self._by_stem: dict[str, Path] = {}
 
@@ -90,7 +65,7 @@ class VideoIndex:
         """The first video (in sorted path order) whose file name or stem is ``name``."""
         if self._by_name is None:
             self._by_name = {}
-            for path in find_videos(self.root, self.extensions):
+            for path in find_videos(self.root):
                 self._by_name.setdefault(path.name, path)
                 self._by_stem.setdefault(path.stem, path)
         return self._by_name.get(name) or self._by_stem.get(name)

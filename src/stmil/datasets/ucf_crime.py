@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from stmil.datasets.errors import DatasetError, check_records, check_split, malformed, read_lines
-from stmil.datasets.folder import VIDEO_EXTENSIONS, VideoIndex
+from stmil.datasets.folder import VideoIndex
 from stmil.datasets.record import VideoRecord
+from stmil.files import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from tqdm import tqdm
 from stmil import __version__
 from stmil.atomic import atomic_write, atomic_write_group, check_writable, remove_stale_temps
 from stmil.cuboids import pool_cuboids
-from stmil.datasets.folder import find_videos as folder_videos
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.claims import Claim, remove_stale_claims, try_claim
@@ -37,7 +36,6 @@ from stmil.features.pipeline_config import ExtractSettings
 from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
 from stmil.features.video import (
-    VIDEO_EXTENSIONS,
     VideoError,
     VideoInfo,
     check_count,
@@ -45,6 +43,7 @@ from stmil.features.video import (
     probe,
 )
 from stmil.features.weights import KINETICS400_RGB, load_i3d
+from stmil.files import VIDEO_EXTENSIONS, find_videos
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -263,7 +262,7 @@ def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtracto
     return ""
 
 
-def find_videos(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
+def expand_inputs(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files and folders (recursively) into video paths.
 
     Returns the videos and the failures as ``(path, reason)``: inputs that do not exist, and
@@ -273,7 +272,7 @@ def find_videos(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[st
     failures: list[tuple[str, str]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = folder_videos(item, VIDEO_EXTENSIONS)
+            found = find_videos(item)
             if not found:
                 failures.append((str(item), f"no videos found in {item} (looked for "
                                             f"{', '.join(VIDEO_EXTENSIONS)})"))
@@ -508,7 +507,7 @@ def extract_many(
     s.check_grid(extractor.grid)
     pipeline = pipeline or PipelineConfig()
     out_dir = Path(out_dir)
-    videos, missing = find_videos(inputs)
+    videos, missing = expand_inputs(inputs)
     if shard is not None:
         i, n = parse_shard(f"{shard[0]}/{shard[1]}")
         videos = videos[i::n]

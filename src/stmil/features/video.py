@@ -21,9 +21,6 @@ from torch import Tensor
 from stmil.errors import ConfigError, StmilError
 from stmil.features.resize import resize_frames
 
-VIDEO_EXTENSIONS = (
-    ".mp4", ".avi", ".mkv", ".webm", ".gif", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"
-)
 TAIL_POLICIES = ("drop", "pad")
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
 

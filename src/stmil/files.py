@@ -1,0 +1,33 @@
+"""Which files are videos, and finding them below a folder: the one definition of both."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg",
+                    ".flv")  #: matched in any case (``.MP4`` too)
+
+
+def find_videos(folder: Path | str) -> list[Path]:
+    """Every video file below ``folder``, sorted: recursive, symlinks followed once.
+
+    A video ends in one of :data:`VIDEO_EXTENSIONS` (any case); hidden files and folders (a
+    leading ``.``) are skipped, as are a symlink loop and a second link to a folder already
+    walked.
+    """
+    found: list[Path] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a symlink loop or a second link to the same folder
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [
+            Path(dirpath) / name
+            for name in filenames
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+        ]
+    return sorted(found)
