@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps, write_text
+from stmil.datasets.layout import VIDEOS_DIR
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluation.evaluate import evaluate, format_table
 from stmil.evaluation.report import write_report
@@ -176,7 +177,7 @@ def run_demo(
     t = time.perf_counter()
     log("[2/5] extract I3D Mixed_4e cuboid features")
     extractor = FeatureExtractor(device=device)
-    summary = extract_many([data / "videos"], feats, extractor, ExtractSettings(),
+    summary = extract_many([data / VIDEOS_DIR], feats, extractor, ExtractSettings(),
                            progress=progress, log=log)
     log("      " + summary.line())
     if summary.failed:

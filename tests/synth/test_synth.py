@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from stmil.datasets import load_dataset
+from stmil.datasets.layout import TEMPORAL
 from stmil.synth.dataset import CLASSES, SynthError, make_dataset, plan_videos
 from stmil.synth.events import KINDS, fit_box, make_event
-from stmil.synth.write import TEMPORAL_FILE
 from tests.conftest import require_file, require_vtest
 
 W, H, N_FRAMES = 160, 120, 48
@@ -95,7 +95,7 @@ def test_event_span_and_vatic_rows(tiny: tuple[Path, dict]) -> None:
 
 def test_temporal_annotation(tiny: tuple[Path, dict]) -> None:
     root, summary = tiny
-    lines = (root / TEMPORAL_FILE).read_text().splitlines()
+    lines = (root / TEMPORAL).read_text().splitlines()
     assert sorted(line.split()[0] for line in lines) == [f"{v}.mp4" for v in summary["test"]]
     for line in lines:
         name, cls, s1, e1, s2, e2 = line.split()

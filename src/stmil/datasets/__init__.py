@@ -14,7 +14,8 @@ from pathlib import Path
 from stmil.datasets.bounds import fit_to_video
 from stmil.datasets.crime2local import load_crime2local, looks_like_crime2local
 from stmil.datasets.errors import DatasetError, check_split
-from stmil.datasets.folder import load_folder, looks_like_folder
+from stmil.datasets.folder import ANOMALOUS_DIR, NORMAL_DIR, load_folder, looks_like_folder
+from stmil.datasets.layout import TEMPORAL, TEST_LIST, TRAIN_LIST, split_file
 from stmil.datasets.record import VideoRecord
 from stmil.datasets.ucf_crime import load_ucf_crime, looks_like_ucf_crime
 
@@ -59,9 +60,8 @@ def detect_format(root: str | Path) -> str:
             return name
     raise DatasetError(
         f"{root}: no known dataset format found; expected UCF-Crime2Local "
-        "(readme/Train_split_AD.txt), UCF-Crime (Anomaly_Train.txt, Anomaly_Test.txt or "
-        "Temporal_Anomaly_Annotation_for_Testing_Videos.txt) or a folder with normal/ and "
-        "anomalous/ subfolders"
+        f"({split_file('train')}), UCF-Crime ({TRAIN_LIST}, {TEST_LIST} or {TEMPORAL}) or a "
+        f"folder with {NORMAL_DIR}/ and {ANOMALOUS_DIR}/ subfolders"
     )
 
 

@@ -44,17 +44,19 @@ from pathlib import Path, PurePosixPath
 from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split, malformed, read_lines
 from stmil.datasets.folder import VideoIndex, frames_to_intervals
+from stmil.datasets.layout import (
+    BOX_DIR,
+    NORMAL_CATEGORY,
+    README_DIR,
+    SPLIT_FILES,
+    VIDEOS_DIR,
+    X264,
+)
 from stmil.datasets.record import Box, VideoRecord
 from stmil.datasets.ucf_crime import video_stem
 
 log = logging.getLogger(__name__)
 
-SPLIT_FILES = {"train": "Train_split_AD.txt", "test": "Test_split_AD.txt"}
-README_DIR = "readme"
-BOX_DIR = "Txt annotations"
-VIDEOS_DIR = "videos"
-X264 = "_x264"
-NORMAL_CATEGORY = "Normal"
 _VATIC_COLUMNS = 'track_id xmin ymin xmax ymax frame lost occluded generated "label"'
 
 

@@ -43,13 +43,13 @@ from typing import Any
 
 from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split
+from stmil.datasets.layout import NORMAL_CATEGORY
 from stmil.datasets.record import Box, VideoRecord
 from stmil.files import VIDEO_EXTENSIONS, find_videos
 
 NORMAL_DIR = "normal"
 ANOMALOUS_DIR = "anomalous"
 ANNOTATIONS = "annotations.json"
-NORMAL_CATEGORY = "Normal"
 _KEYS = ("intervals", "boxes", "split")
 
 

@@ -37,16 +37,11 @@ from pathlib import Path, PurePosixPath
 
 from stmil.datasets.errors import DatasetError, check_records, check_split, malformed, read_lines
 from stmil.datasets.folder import VideoIndex
+from stmil.datasets.layout import NORMAL_CATEGORY, SPLITS_DIR, TEMPORAL, TEST_LIST, TRAIN_LIST
 from stmil.datasets.record import VideoRecord
 from stmil.files import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
-
-TRAIN_LIST = "Anomaly_Train.txt"
-TEST_LIST = "Anomaly_Test.txt"
-TEMPORAL = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
-SPLITS_DIR = "Anomaly_Detection_splits"
-NORMAL_CLASS = "Normal"
 
 
 @dataclass(frozen=True)
@@ -112,7 +107,7 @@ def parse_list(path: Path) -> list[ListEntry]:
             normal = any("normal" in part.lower() for part in folders)
         else:
             normal = rel.name.lower().startswith("normal")
-        category = NORMAL_CLASS if normal else (folders[-1] if folders else "")
+        category = NORMAL_CATEGORY if normal else (folders[-1] if folders else "")
         entries.append(ListEntry(lineno, rel, video_stem(rel.name), 0 if normal else 1, category))
     return entries
 
@@ -145,7 +140,7 @@ def parse_temporal(path: Path) -> dict[str, TemporalRow]:
         ]
         intervals = tuple(sorted(p for p in pairs if p is not None))
         video_id, category = video_stem(fields[0]), fields[1]
-        if category == NORMAL_CLASS and intervals:
+        if category == NORMAL_CATEGORY and intervals:
             raise malformed(path, lineno, "only -1 for a Normal video", line)
         if video_id in rows:
             raise malformed(
@@ -156,7 +151,7 @@ def parse_temporal(path: Path) -> dict[str, TemporalRow]:
 
 
 def _check_agreement(list_path: Path, entry: ListEntry, temporal: Path, row: TemporalRow) -> None:
-    if (row.category == NORMAL_CLASS) != (entry.label == 0):
+    if (row.category == NORMAL_CATEGORY) != (entry.label == 0):
         kind = "normal" if entry.label == 0 else "anomalous"
         raise DatasetError(
             f"{list_path}:{entry.lineno}: {entry.rel} is listed as {kind} but "
@@ -194,7 +189,7 @@ def _train(root: Path, index: VideoIndex) -> list[VideoRecord]:
 def _test_from_temporal(rows: dict[str, TemporalRow], index: VideoIndex) -> list[VideoRecord]:
     records = []
     for row in rows.values():
-        label = 0 if row.category == NORMAL_CLASS else 1
+        label = 0 if row.category == NORMAL_CATEGORY else 1
         records.append(
             VideoRecord(
                 video_id=row.video_id,

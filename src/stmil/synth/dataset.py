@@ -38,12 +38,23 @@ import numpy as np
 from tqdm import tqdm
 
 from stmil.atomic import TEMP_PATTERN, remove_stale_temps
+from stmil.datasets.layout import (
+    BOX_DIR,
+    NORMAL_CATEGORY,
+    README_DIR,
+    SPLIT_FILES,
+    TEMPORAL,
+    VIDEOS_DIR,
+    X264,
+    box_file,
+    split_file,
+)
 from stmil.errors import StmilError
 from stmil.synth.distractors import SCENARIOS, HardScene
 from stmil.synth.events import KINDS, fit_box, make_event
 from stmil.synth.footage import Footage, FootageClip, FootageError, load_footage, probe_footage
 from stmil.synth.scene import ProceduralScene
-from stmil.synth.write import TEMPORAL_FILE, VideoWriter, write_annotations, write_text
+from stmil.synth.write import VideoWriter, write_annotations, write_text
 
 __all__ = ["CLASSES", "SCENARIOS", "FootageError", "Plan", "SynthError", "make_dataset",
            "plan_videos"]
@@ -73,7 +84,7 @@ class Plan:
 
     @property
     def category(self) -> str:
-        return CLASSES[self.kind] if self.kind else "Normal"
+        return CLASSES[self.kind] if self.kind else NORMAL_CATEGORY
 
 
 def _test_indices(n: int, fraction: float) -> set[int]:
@@ -105,10 +116,10 @@ def plan_videos(n_videos: int, n_frames: int, seed: int, test_fraction: float,
         kind = kinds[j % len(kinds)]
         counts[kind] += 1
         start, end = _event_span(rng, n_frames)
-        plans.append(Plan(j, f"{CLASSES[kind]}{counts[kind]:03d}_x264",
+        plans.append(Plan(j, f"{CLASSES[kind]}{counts[kind]:03d}{X264}",
                           "test" if j in test else "train", kind, start, end, src[j]))
     for j in range(half):
-        plans.append(Plan(half + j, f"Normal_Videos_{j + 1:03d}_x264",
+        plans.append(Plan(half + j, f"Normal_Videos_{j + 1:03d}{X264}",
                           "test" if j in test else "train", source=src[j]))
     return plans
 
@@ -132,7 +143,7 @@ def _render(plan: Plan, root: Path, seed: int, size: tuple[int, int], n_frames: 
                       event.region if event is not None else None)
             if scenario == "hard" else None)
     boxes = []
-    with VideoWriter(root / "videos" / f"{plan.video_id}.mp4", width, height, fps) as writer:
+    with VideoWriter(root / _video_file(plan.video_id), width, height, fps) as writer:
         for t in range(n_frames):
             frame = source.next_frame()
             if hard is not None:
@@ -182,14 +193,19 @@ def check_settings(n_videos: int = 48, n_frames: int = 160, seed: int = 0, width
     _check(n_videos, width, height, n_frames, fps, test_fraction, seed, scenario)
 
 
+def _video_file(video_id: str) -> str:
+    """``videos/<video_id>.mp4``: synth writes H.264 mp4 files."""
+    return f"{VIDEOS_DIR}/{video_id}.mp4"
+
+
 def owned_files(plans: list[Plan]) -> list[str]:
     """The files (POSIX paths relative to the root) a synth run with ``plans`` writes, the
     marker excepted."""
-    files = ["readme/Train_split_AD.txt", "readme/Test_split_AD.txt", TEMPORAL_FILE]
+    files = [*map(split_file, SPLIT_FILES), TEMPORAL]
     for p in plans:
-        files.append(f"videos/{p.video_id}.mp4")
+        files.append(_video_file(p.video_id))
         if p.kind:
-            files.append(f"readme/Txt annotations/{p.video_id}.txt")
+            files.append(box_file(p.video_id))
     return sorted(files)
 
 
@@ -212,9 +228,9 @@ def read_marker(root: Path) -> dict | None:
         videos = meta.get("videos")
         if not isinstance(videos, dict):
             return None
-        files = ["readme/Train_split_AD.txt", "readme/Test_split_AD.txt", TEMPORAL_FILE]
+        files = [*map(split_file, SPLIT_FILES), TEMPORAL]
         for vid in videos:
-            files += [f"videos/{vid}.mp4", f"readme/Txt annotations/{vid}.txt"]
+            files += [_video_file(vid), box_file(vid)]
     if not (isinstance(files, list) and all(isinstance(f, str) and _inside_root(f)
                                             for f in files)):
         return None
@@ -271,15 +287,15 @@ def _claim(root: Path, seed: int, settings: dict, plans: list[Plan], overwrite: 
         write_text(root / MARKER, json.dumps({"format": MARKER_FORMAT, "complete": False,
                                               "seed": seed, "settings": settings,
                                               "files": every}, indent=1) + "\n")
-        (root / "readme" / "Txt annotations").mkdir(parents=True, exist_ok=True)
-        (root / "videos").mkdir(exist_ok=True)
+        (root / README_DIR / BOX_DIR).mkdir(parents=True, exist_ok=True)
+        (root / VIDEOS_DIR).mkdir(exist_ok=True)
     except OSError as e:
         raise SynthError(f"cannot write the dataset to {root}: {e.strerror or e}") from e
     for rel in set(old_files) - set(new_files):
         (root / rel).unlink(missing_ok=True)
     for rel in every:  # a video temporary of an older stmil's killed run: <name>.tmp
         (root / f"{rel}.tmp").unlink(missing_ok=True)
-    for folder in (root, root / "readme", root / "readme" / "Txt annotations", root / "videos"):
+    for folder in (root, root / README_DIR, root / README_DIR / BOX_DIR, root / VIDEOS_DIR):
         remove_stale_temps(folder)  # temporaries of a killed run (a dead writer's only)
 
 

@@ -21,8 +21,8 @@ from stmil.atomic import (
     temp_path,
     write_text,  # noqa: F401 - used by the synth modules
 )
+from stmil.datasets.layout import SPLIT_FILES, TEMPORAL, box_file, split_file
 
-TEMPORAL_FILE = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
 # One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
 # different bytes for the same frames depending on the process's earlier allocations.
 X264_OPTIONS = {"crf": "20", "preset": "fast", "threads": "1", "mbtree": "0"}
@@ -109,16 +109,15 @@ def vatic_rows(boxes: Sequence[Sequence[int]], start: int, end: int, n_frames: i
 def write_annotations(root: Path, plans: Sequence[PlanLike], records: Mapping[str, dict],
                       n_frames: int) -> None:
     """Split lists, VATIC box files and the UCF-Crime temporal annotation of the test split."""
-    readme = root / "readme"
-    for split, name in (("train", "Train_split_AD.txt"), ("test", "Test_split_AD.txt")):
+    for split in SPLIT_FILES:
         ids = sorted(p.video_id for p in plans if p.split == split)
-        write_text(readme / name, "\n".join(ids) + "\n")
+        write_text(root / split_file(split), "\n".join(ids) + "\n")
     temporal = []
     for p in sorted(plans, key=lambda p: p.video_id):
         if p.kind:
-            write_text(readme / "Txt annotations" / f"{p.video_id}.txt",
+            write_text(root / box_file(p.video_id),
                        vatic_rows(records[p.video_id]["boxes"], p.start, p.end, n_frames, p.kind))
         if p.split == "test":
             span = f"{p.start + 1}  {p.end}" if p.kind else "-1  -1"
             temporal.append(f"{p.video_id}.mp4  {p.category}  {span}  -1  -1")
-    write_text(root / TEMPORAL_FILE, "\n".join(temporal) + "\n")
+    write_text(root / TEMPORAL, "\n".join(temporal) + "\n")
