@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.cuboids import cuboid_boxes
+from stmil.datasets.crime2local import write_vatic
 
 W, H, GRID, CLIP = 224, 224, 7, 16
 
@@ -78,7 +79,5 @@ def make_planted(root: Path, feats: Path, n_train: int = 16, n_test: int = 20, n
 def _write_vatic(path: Path, box: np.ndarray, start: int, end: int, n_frames: int) -> None:
     """One track on every frame, visible on ``[start, end)``; VATIC's xmax/ymax are inclusive,
     so the box covers the cuboid and touches none of its neighbours."""
-    b = box.round().astype(int)
-    rows = [f'0 {b[0]} {b[1]} {b[2] - 1} {b[3] - 1} {f} {int(not start <= f < end)} 0 0 "fight"'
-            for f in range(n_frames)]
-    path.write_text("\n".join(rows))
+    x1, y1, x2, y2 = box.round().astype(int).tolist()
+    write_vatic(path, [(x1, y1, x2 - 1, y2 - 1)] * (end - start), start, end, n_frames, "fight")

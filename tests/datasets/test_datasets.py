@@ -16,7 +16,13 @@ from stmil.datasets import (
     fit_to_video,
     load_dataset,
 )
-from stmil.datasets.crime2local import detect_vatic_base, load_crime2local, read_vatic
+from stmil.datasets.crime2local import (
+    detect_vatic_base,
+    load_crime2local,
+    parse_vatic,
+    read_vatic,
+    write_vatic,
+)
 from stmil.datasets.folder import frames_to_intervals, load_folder
 from stmil.datasets.ucf_crime import load_ucf_crime, parse_temporal
 from tests.conftest import SAMPLE
@@ -460,6 +466,33 @@ def test_vatic_bad_box_is_refused_with_file_and_line(tmp_path: Path, corners: st
 def test_vatic_lost_row_needs_no_valid_box(tmp_path: Path) -> None:
     path = write(tmp_path / "v.txt", '0 nan 0 -5 -5 3 1 0 0 "P"\n0 1 2 3 4 4 0 0 0 "P"\n')
     assert read_vatic(path).boxes == {4: [(1.0, 2.0, 3.0, 4.0)]}
+
+
+def test_write_vatic_round_trip_is_zero_based(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    boxes = [(10, 20, 110, 220), (12.5, 20, 112.5, 221)]  # frames 1 and 2 of 4
+    path = write_vatic("Fight01.txt", boxes, start=1, end=3, n_frames=4, label="Fighting")
+    assert path == Path("Fight01.txt") and os.listdir() == ["Fight01.txt"]  # no temporary left
+    rows = parse_vatic(path)
+    assert [(r.frame, r.lost, r.box) for r in rows] == [
+        (0, True, (10.0, 20.0, 110.0, 220.0)),  # before the event: the first box, lost
+        (1, False, (10.0, 20.0, 110.0, 220.0)),
+        (2, False, (12.5, 20.0, 112.5, 221.0)),
+        (3, True, (12.5, 20.0, 112.5, 221.0)),  # after it: the last box, lost
+    ]
+    assert {(r.track_id, r.occluded, r.generated) for r in rows} == {(0, False, False)}
+    assert rows[1].text == '0 10 20 110 220 1 0 0 0 "Fighting"'
+    ann = read_vatic(path)  # frame 1 stays frame 1: the lost row 0 keeps the file 0-based
+    assert ann.frame_base == 0 and ann.intervals == ((1, 3),)
+    assert ann.boxes == {1: [(10.0, 20.0, 110.0, 220.0)], 2: [(12.5, 20.0, 112.5, 221.0)]}
+
+
+@pytest.mark.parametrize("start, end, n_boxes", [(2, 2, 0), (0, 5, 5), (1, 3, 1), (-1, 1, 2)])
+def test_write_vatic_refuses_a_span_that_does_not_fit(tmp_path: Path, start: int, end: int,
+                                                      n_boxes: int) -> None:
+    with pytest.raises(ValueError, match="0 <= start < end <= n_frames and end - start boxes"):
+        write_vatic(tmp_path / "v.txt", [(1, 2, 3, 4)] * n_boxes, start, end, 4, "P")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

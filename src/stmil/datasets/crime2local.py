@@ -38,9 +38,11 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from stmil.atomic import write_text
 from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split, malformed, read_lines
 from stmil.datasets.folder import VideoIndex, frames_to_intervals
@@ -149,6 +151,26 @@ def read_vatic(path: str | Path, frame_base: int | None = None) -> VaticAnnotati
         frame_base=base,
         box_where={f: tuple(w) for f, w in sorted(where.items())},
     )
+
+
+def write_vatic(path: str | Path, boxes: Sequence[Sequence[float]], start: int, end: int,
+                n_frames: int, label: str) -> Path:
+    """Write one track's VATIC file (atomically), 0-based: a row for every frame ``0..n_frames-1``.
+
+    ``boxes`` holds ``end - start`` boxes ``(x1, y1, x2, y2)``: ``boxes[i]`` is the visible box
+    of frame ``start + i``. Frames outside ``[start, end)`` repeat the nearest visible box with
+    ``lost = 1``, so the file's smallest frame number is 0 and :func:`read_vatic` detects base 0
+    whatever ``start`` is. Rows read ``0 x1 y1 x2 y2 frame lost 0 0 "label"``.
+    """
+    if not (0 <= start < end <= n_frames and len(boxes) == end - start):
+        raise ValueError(f"write_vatic needs 0 <= start < end <= n_frames and end - start "
+                         f"boxes, got start={start}, end={end}, n_frames={n_frames} and "
+                         f"{len(boxes)} boxes")
+    rows = []
+    for f in range(n_frames):
+        x1, y1, x2, y2 = boxes[min(max(f - start, 0), end - start - 1)]
+        rows.append(f'0 {x1} {y1} {x2} {y2} {f} {int(not start <= f < end)} 0 0 "{label}"')
+    return write_text(Path(path), "\n".join(rows) + "\n")
 
 
 def find_split_file(root: Path, split: str) -> Path | None:

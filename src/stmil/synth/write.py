@@ -21,6 +21,7 @@ from stmil.atomic import (
     temp_path,
     write_text,  # noqa: F401 - used by the synth modules
 )
+from stmil.datasets.crime2local import write_vatic
 from stmil.datasets.layout import SPLIT_FILES, TEMPORAL, box_file, split_file
 
 # One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
@@ -90,22 +91,6 @@ class VideoWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def vatic_rows(boxes: Sequence[Sequence[int]], start: int, end: int, n_frames: int,
-               label: str) -> str:
-    """One VATIC row per frame: ``track x1 y1 x2 y2 frame lost occluded generated "label"``.
-
-    ``boxes[i]`` is the box of frame ``start + i``; outside ``[start, end)`` the row repeats the
-    nearest event box with ``lost = 1``.
-    """
-    rows = []
-    for f in range(n_frames):
-        i = min(max(f - start, 0), end - start - 1)
-        x1, y1, x2, y2 = boxes[i]
-        lost = int(not start <= f < end)
-        rows.append(f'0 {x1} {y1} {x2} {y2} {f} {lost} 0 0 "{label}"')
-    return "\n".join(rows) + "\n"
-
-
 def write_annotations(root: Path, plans: Sequence[PlanLike], records: Mapping[str, dict],
                       n_frames: int) -> None:
     """Split lists, VATIC box files and the UCF-Crime temporal annotation of the test split."""
@@ -115,8 +100,8 @@ def write_annotations(root: Path, plans: Sequence[PlanLike], records: Mapping[st
     temporal = []
     for p in sorted(plans, key=lambda p: p.video_id):
         if p.kind:
-            write_text(root / box_file(p.video_id),
-                       vatic_rows(records[p.video_id]["boxes"], p.start, p.end, n_frames, p.kind))
+            write_vatic(root / box_file(p.video_id), records[p.video_id]["boxes"], p.start,
+                        p.end, n_frames, p.kind)
         if p.split == "test":
             span = f"{p.start + 1}  {p.end}" if p.kind else "-1  -1"
             temporal.append(f"{p.video_id}.mp4  {p.category}  {span}  -1  -1")
