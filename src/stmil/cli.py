@@ -247,7 +247,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     from stmil.live.events import events_inputs
 
     found, failed = events_inputs(args.inputs, args.model, config=_event_settings(args),
-                                  out=args.out, snapshots=args.snapshots, device=args.device,
+                                  out=args.out, snapshots=args.snapshots, clips=args.clips,
+                                  device=args.device,
                                   log=lambda m: print(m, file=sys.stderr))
     print(f"{len(found)} incidents" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 1 if failed else 0
@@ -285,7 +286,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         emit = lambda line: (handle.write(line + "\n"), handle.flush())  # noqa: E731
     try:
         summary = watch(args.source, args.model, events, config, emit=emit,
-                        snapshots=args.snapshots, log=lambda m: print(m, file=sys.stderr))
+                        snapshots=args.snapshots, clips=args.clips,
+                        log=lambda m: print(m, file=sys.stderr))
     finally:
         if handle is not None:
             handle.close()
@@ -298,9 +300,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
     """The ``events``, ``calibrate`` and ``watch`` commands; flags from
     :class:`~stmil.live.incidents.EventConfig` and :class:`~stmil.live.watch.WatchConfig`."""
+    from stmil.live.clip import MAX_SECONDS, POST_ROLL, PRE_ROLL, RING_SECONDS
     from stmil.live.incidents import EventConfig
 
     d = EventConfig()
+    clips_help = (f"folder for one MP4 per incident: {PRE_ROLL:g} s before its start to "
+                  f"{POST_ROLL:g} s after its end, at most {MAX_SECONDS:g} s (live: from a "
+                  f"ring buffer of the last {RING_SECONDS:g} s of frames)")
 
     def incident_flags(p: argparse.ArgumentParser, threshold: bool = True) -> None:
         if threshold:
@@ -323,6 +329,7 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--model", required=True, help="run folder")
     p.add_argument("--out", help="write the JSON lines here (default: stdout)")
     p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
+    p.add_argument("--clips", help=clips_help)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     incident_flags(p)
 
@@ -342,6 +349,7 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--model", required=True, help="run folder")
     p.add_argument("--out", help="append the JSON lines here (default: stdout)")
     p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
+    p.add_argument("--clips", help=clips_help)
     p.add_argument("--realtime", action="store_true", help="play a file at its frame rate")
     p.add_argument("--fps", type=float, default=None, help="resample the source (frames/s)")
     p.add_argument("--drop", action=argparse.BooleanOptionalAction, default=None,

@@ -17,6 +17,7 @@ from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.live.calibrate import read_calibration
+from stmil.live.clip import clip_name, prepare_clips_dir, video_clip
 from stmil.live.incidents import (
     EventConfig,
     Incident,
@@ -128,6 +129,7 @@ def events_inputs(
     config: EventConfig,
     out: str | Path | None = None,
     snapshots: str | Path | None = None,
+    clips: str | Path | None = None,
     device: str = "auto",
     emit: Callable[[str], None] | None = None,
     log: Callable[[str], None] = print,
@@ -135,8 +137,11 @@ def events_inputs(
     """Incidents of every input (videos or ``<id>.scores.json``): returns (incidents, failed).
 
     Lines go to ``emit`` as each input is done (default: stdout when ``out`` is None); with
-    ``out`` they are also written there at the end, as one file, atomically. One failed input
-    never stops the rest; a model that cannot score stops the whole call.
+    ``out`` they are also written there at the end, as one file, atomically. ``snapshots``: a
+    folder for one JPEG per incident, ``clips``: for one MP4 per incident
+    (:mod:`stmil.live.clip`). One failed input
+    never stops the rest; a model that cannot score, or an output file in the way that is not
+    stmil's, stops the whole call.
     """
     from stmil.mil.run import load_model
 
@@ -147,6 +152,7 @@ def events_inputs(
     snap_dir = Path(snapshots) if snapshots is not None else None
     if snap_dir is not None:
         snap_dir.mkdir(parents=True, exist_ok=True)
+    clip_dir = prepare_clips_dir(clips) if clips is not None else None
     if emit is None:
         emit = (lambda line: None) if out is not None else (lambda line: print(line,
                                                                               flush=True))
@@ -166,11 +172,14 @@ def events_inputs(
                     frame = peak_frame(video.source, inc.peak_frame)
                     write_snapshot(snap_dir / snapshot_name(video.video_id, inc.id), frame,
                                    inc.box, f"#{inc.id} {inc.peak_score:.2f}")
+                if clip_dir is not None:
+                    video_clip(clip_dir / clip_name(video.video_id, inc.id), video.source,
+                               inc.start_frame, inc.end_frame, video.fps)
                 line = incident_line("incident", inc, video=video.video_id)
                 lines.append(line)
                 emit(line)
             found += incidents
-        except ModelError:
+        except (ModelError, OutputError):  # the run or an output folder: stop everything
             raise
         except (ValueError, OSError, KeyError) as e:
             failed.append({"path": str(item), "error": str(e)})

@@ -156,11 +156,12 @@ class Reader(threading.Thread):
 
     def __init__(self, container, stream, src_fps: float, settings: dict, out: queue.Queue,
                  stats: Stats, stop: threading.Event, drop: bool, realtime: bool,
-                 offset: int):
+                 offset: int, recorder=None):
         super().__init__(daemon=True)
         self.container, self.stream, self.src_fps = container, stream, src_fps
         self.s, self.out, self.stats, self.stop = settings, out, stats, stop
         self.drop, self.realtime, self.offset = drop, realtime, offset
+        self.recorder = recorder  # a ClipRecorder fed every decoded frame, or None
 
     def run(self) -> None:
         import av
@@ -185,6 +186,8 @@ class Reader(threading.Thread):
                     delay = t0 + frame.time - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
+                if self.recorder is not None:
+                    self.recorder.feed(src + self.offset, frame)
                 if src < next_src:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
@@ -250,6 +253,7 @@ def watch(
     emit: Callable[[str], None] = print,
     log: Callable[[str], None] = print,
     snapshots: str | Path | None = None,
+    clips: str | Path | None = None,
     stop: threading.Event | None = None,
 ) -> dict:
     """Watch ``source`` with the run's model until it ends (a file), ``stop`` is set, Ctrl-C,
@@ -257,8 +261,11 @@ def watch(
     ``interrupted``, ``stopped`` or ``gave up``, and the counters).
 
     Messages are JSON lines (``start``, ``update``, ``end``; see docs/live.md) given to
-    ``emit``; heartbeat and connection lines go to ``log``. Raises :class:`StreamError` when
-    the source cannot be opened the first time (within ``config.timeout``).
+    ``emit``; heartbeat and connection lines go to ``log``. ``snapshots``: a folder for one
+    JPEG per incident; ``clips``: a folder for one MP4 per incident (see
+    :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length). Raises
+    :class:`StreamError` when the source cannot be opened the first time (within
+    ``config.timeout``).
     """
     from stmil.features.extract import FeatureExtractor
     from stmil.features.i3d import endpoint_channels
@@ -287,6 +294,11 @@ def watch(
     stats = Stats()
     started = time.monotonic()
     name = Path(source).stem if not live else "stream"
+    recorder = None
+    if clips is not None:
+        from stmil.live.clip import ClipRecorder, prepare_clips_dir
+
+        recorder = ClipRecorder(prepare_clips_dir(clips), name, source)
 
     container, stream, fps, width, height = _first_open(source, cfg.timeout)
     try:
@@ -307,6 +319,8 @@ def watch(
         if latency is not None:
             extra["latency_s"] = round(latency, 4)
         emit(incident_line(kind, inc, **extra))
+        if kind == "end" and recorder is not None:
+            recorder.finish(inc.id, inc.end_frame)
         if kind == "end" and snap_dir is not None and inc.id in peaks:
             write_snapshot(snap_dir / snapshot_name(name, inc.id), peaks.pop(inc.id)[1],
                            inc.box, f"#{inc.id} {inc.peak_score:.2f}")
@@ -314,13 +328,18 @@ def watch(
     def close(reason: str) -> None:
         for kind, inc in tracker.close(reason):
             send(kind, inc, None)
+        if recorder is not None:
+            recorder.track(tracker.next_id, None)
+            recorder.flush()
 
     try:
         while ended is None:
             stats.connections += 1
+            if recorder is not None:
+                recorder.connect(fps, width, height)
             q: queue.Queue = queue.Queue(maxsize=1)
             reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
-                            cfg.realtime and not live, offset)
+                            cfg.realtime and not live, offset, recorder)
             reader.start()
             reason, lost_detail = None, ""
             while reason is None:
@@ -350,6 +369,9 @@ def watch(
                     tid = tracker.next_id
                     if not tracker.clips:  # no candidate: forget a dropped one's peak frame
                         peaks.pop(tid, None)
+                    if recorder is not None:
+                        c = tracker.clips
+                        recorder.track(tid, c[0].start if c else None, c[-1].end if c else 0)
                     if snap_dir is not None and any(c is clip for c in tracker.clips):
                         if tid not in peaks or clip.score > peaks[tid][0]:
                             peaks[tid] = (clip.score, item.middle)
@@ -405,6 +427,8 @@ def watch(
         stop.set()
     if ended in ("stopped", "gave up"):
         close("stream lost" if ended == "gave up" else "interrupted")
+    if recorder is not None:
+        recorder.close()
     lat = sorted(stats.latencies)
     return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
             "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
