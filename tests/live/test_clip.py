@@ -119,7 +119,8 @@ def test_a_long_incident_clip_is_capped(live_run, video, tmp_path, capsys, monke
 
 
 def gray(i: int) -> av.VideoFrame:
-    return av.VideoFrame.from_ndarray(np.full((48, 64, 3), max(0, 2 * i - 80), dtype=np.uint8), "rgb24")
+    level = max(0, 2 * i - 80)
+    return av.VideoFrame.from_ndarray(np.full((48, 64, 3), level, dtype=np.uint8), "rgb24")
 
 
 def test_the_live_recorder_keeps_a_bounded_ring(tmp_path, monkeypatch):
