@@ -16,7 +16,7 @@ from stmil.features.store import load_features, meta_clip_ranges
 from stmil.mil.run import load_model
 from stmil.mil.train import train
 from stmil.score import frame_to_clip, predicted_boxes, score_features, score_inputs
-from tests.conftest import ramp_frames, write_video
+from tests.conftest import assert_one_line_error, ramp_frames, run_cli, write_video
 from tests.planted import make_planted
 
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
@@ -182,16 +182,21 @@ def test_feature_files_of_other_settings_fail_alone(planted_run, tmp_path):
 # --- the run's tail policy -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pad_run(tmp_path_factory) -> Path:
-    """Like ``planted_run``, but the features (so the run) say ``tail: pad``."""
-    base = tmp_path_factory.mktemp("score-pad")
+def run_with_meta(base: Path, **meta) -> Path:
+    """A briefly trained run like ``planted_run``'s, on features whose metadata (so the run's
+    clip settings) are changed by ``meta``."""
     data, feats, run = base / "data", base / "feats", base / "run"
     make_planted(data, feats, n_train=4, n_test=2, n_clips=6, channels=528)
     for meta_path in feats.glob("*.json"):
-        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"tail": "pad"}))
+        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | meta))
     train(data, feats, run, log=quiet, **FAST)
     return run
+
+
+@pytest.fixture(scope="module")
+def pad_run(tmp_path_factory) -> Path:
+    """Like ``planted_run``, but the features (so the run) say ``tail: pad``."""
+    return run_with_meta(tmp_path_factory.mktemp("score-pad"), tail="pad")
 
 
 @pytest.mark.parametrize("tail", ["drop", "pad"])
@@ -228,3 +233,62 @@ def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad
 ])
 def test_frame_to_clip_hand_cases(ranges, n_frames, expected):
     assert frame_to_clip(np.array(ranges), n_frames).tolist() == expected
+
+
+# --- many videos: the input pipeline of extract ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """A run on features that say ``size: 64``: scoring a video extracts it at 64x64 (cheap)."""
+    return run_with_meta(tmp_path_factory.mktemp("score-small"), size=64)
+
+
+def three_videos(folder: Path) -> list[Path]:
+    """Videos of 1, 2 and 3 clips (16, 32, 48 frames of 32x40), each its own content."""
+    folder.mkdir()
+    return [write_video(folder / f"v{n}.mkv", ramp_frames(16 * n, h=32, w=40, seed=n))
+            for n in (1, 2, 3)]
+
+
+def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, monkeypatch,
+                                                  extractor):
+    """``stmil score`` over a folder runs extract's input pipeline: 2 decode workers give
+    the very bytes the serial path gives, and these are the scores of extract_video's
+    features (the model's 64x64 clip settings)."""
+    monkeypatch.chdir(tmp_path)
+    videos = three_videos(Path("v"))
+    files = {}
+    for workers in ("0", "2"):
+        code, out, err = run_cli(capsys, "score", "v", "--model", small_run, "--out",
+                                 f"s{workers}", "--workers", workers, "--quiet")
+        assert code == 0 and err == ""
+        assert out.split() == [f"s{workers}/v{n}.scores.json" for n in (1, 2, 3)]
+        files[workers] = {p.name: p.read_bytes() for p in Path(f"s{workers}").iterdir()}
+    assert files["2"] == files["0"] and len(files["0"]) == 3
+    for n, video in zip((1, 2, 3), videos):
+        r = json.loads(files["0"][f"v{n}.scores.json"])
+        features, _ = extract_video(video, extractor, ExtractSettings(size=64))
+        assert features.shape == (n, 49, 528) and r["source"] == str(video.resolve())
+        np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n, 49),
+                                   direct_maps(small_run, features), atol=2e-6)
+
+
+def test_score_a_corrupt_video_among_good_ones_with_workers(small_run, tmp_path, capsys,
+                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    three_videos(Path("v"))
+    Path("v", "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    code, out, err = run_cli(capsys, "score", "v/v3.mkv", "v/bad.mp4", "v/v1.mkv", "--model",
+                             small_run, "--out", "s", "--workers", "2", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "v/bad.mp4: not a readable video")
+    assert out.split() == ["s/v3.scores.json", "s/v1.scores.json"]  # in the inputs' order
+    assert sorted(p.name for p in Path("s").iterdir()) == ["v1.scores.json", "v3.scores.json"]
+
+
+def test_score_workers_flag_is_checked(small_run, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "score", tmp_path, "--model", small_run, "--out",
+                             tmp_path / "s", "--workers", "-1")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "workers must be a whole number >= 0, got -1")

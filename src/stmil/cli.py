@@ -37,13 +37,15 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
                         "(features of both precisions never mix in one folder)")
 
 
-def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
-    """Flags of :class:`~stmil.features.pipeline.PipelineConfig`, plus ``--shard``."""
+def _add_pipeline_options(p: argparse.ArgumentParser, shard: bool = True) -> None:
+    """Flags of :class:`~stmil.features.pipeline.PipelineConfig`, plus ``--shard`` (extract)."""
     from stmil.features.pipeline_config import PipelineConfig
 
     p.add_argument("--workers", type=int, default=PipelineConfig.workers,
                    help="decode threads overlapping the model; 0: serial (default "
                         f"{PipelineConfig.workers}; outputs do not depend on it)")
+    if not shard:
+        return
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="take every N-th video starting at the I-th (0 <= I < N), for N "
                         "processes or machines sharing one --out; each video is also "
@@ -127,10 +129,12 @@ def _add_train_settings(p: argparse.ArgumentParser) -> None:
 
 @command
 def cmd_score(args: argparse.Namespace) -> int:
+    from stmil.features.pipeline_config import PipelineConfig
     from stmil.score import score_inputs
 
     written, failed = score_inputs(args.inputs, args.model, args.out, threshold=args.threshold,
                                    overlay=args.overlay, device=args.device,
+                                   pipeline=PipelineConfig(workers=args.workers),
                                    progress=not args.quiet,
                                    log=lambda m: print(m, file=sys.stderr))
     for path in written:
@@ -419,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box = union of cuboids scoring >= THRESHOLD (default: top cuboid)")
     p.add_argument("--overlay", action="store_true", help="also write <id>.overlay.mp4")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_pipeline_options(p, shard=False)
 
     p = add("evaluate", "Temporal and spatiotemporal metrics of a run on a dataset split.",
             "stmil evaluate --data ROOT --features features/ --model runs/mil --json m.json")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from stmil.atomic import atomic_write, check_writable
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation.metrics import frame_scores_from_clips
+from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import FeatureError, load_features, meta_clip_ranges
 from stmil.files import find_videos
 from stmil.mil.bags import l2_normalise
@@ -225,6 +226,33 @@ def source_video(npy: Path, meta: dict) -> Path:
     return path
 
 
+def _features_of(paths: Sequence[Path], config: dict, device: str,
+                 pipeline: PipelineConfig | None
+                 ) -> Iterator[tuple[Path, np.ndarray | None, dict | None, BaseException | None]]:
+    """Each input's features ``(n_clips, N, C)`` and metadata, or its error: the ``.npy`` files
+    in order, then the videos through :func:`~stmil.features.extract.extract_videos` (decode
+    workers overlap the model, as in ``stmil extract``), in the order they finish. Videos are
+    cut with the clip settings the model was trained on."""
+    for path in paths:
+        if path.suffix == ".npy":
+            try:
+                features, meta = load_features(path.parent, path.stem)
+                check_model_features(config, meta, path)
+            except (ValueError, OSError, KeyError) as e:
+                yield path, None, None, e
+                continue
+            yield path, features, meta, None
+    videos = [p for p in paths if p.suffix != ".npy"]
+    if videos:
+        from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_videos
+
+        extractor = FeatureExtractor(config["endpoint"], config["feature_grid"], device,
+                                     config.get("precision", "fp32"))
+        settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
+                                   config.get("resample_fps"), config.get("tail", "drop"))
+        yield from extract_videos(videos, extractor, settings, pipeline)
+
+
 def score_inputs(
     inputs: Sequence[str | Path],
     run: str | Path,
@@ -234,49 +262,49 @@ def score_inputs(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    pipeline: PipelineConfig | None = None,
 ) -> tuple[list[Path], list[dict]]:
-    """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed).
+    """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed),
+    both in the order of the inputs.
 
     Inputs are expanded by :func:`collect_inputs` (mixed folders and two inputs with one stem
-    are refused before anything is written). A video is extracted in the same call, with the
-    clip settings the model was trained on. One failed input never stops the rest; a model
-    that cannot score stops the whole call.
+    are refused before anything is written). Videos are extracted in the same call by the
+    input pipeline of ``stmil extract`` (``pipeline``, default
+    :class:`~stmil.features.pipeline_config.PipelineConfig`: 2 decode workers; ``workers=0``
+    is serial, with identical scores), with the clip settings the model was trained on. One
+    failed input never stops the rest; a model that cannot score stops the whole call.
     """
     check_threshold(threshold)
     paths = collect_inputs(inputs)
     model, config = load_model(run)
     out_dir = check_writable(out_dir)
-    extractor = None
-    written, failed = [], []
-    for path in tqdm(paths, unit="video", disable=not progress, leave=False):
-        try:
-            if path.suffix == ".npy":
-                features, meta = load_features(path.parent, path.stem)
-                check_model_features(config, meta, path)
-            else:
-                from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_video
+    written: dict[Path, list[Path]] = {}
+    failed: dict[Path, dict] = {}
+    results = _features_of(paths, config, device, pipeline)
+    try:
+        for path, features, meta, error in tqdm(results, total=len(paths), unit="video",
+                                                disable=not progress, leave=False):
+            try:
+                if error is not None:
+                    raise error
+                if not np.isfinite(features).all():
+                    raise FeatureError(f"{path}: NaN or infinite feature values; extract the "
+                                       "video again")
+                source = source_video(path, meta) if overlay and path.suffix == ".npy" else path
+                result = score_features(model, config, features, meta, meta_clip_ranges(meta),
+                                        threshold)
+                written[path] = [write_scores(out_dir, path.stem, result)]
+                if overlay:
+                    from stmil.evaluation.overlay import render_overlay
 
-                if extractor is None:
-                    extractor = FeatureExtractor(config["endpoint"], config["feature_grid"],
-                                                 device, config.get("precision", "fp32"))
-                settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
-                                           config.get("resample_fps"), config.get("tail", "drop"))
-                features, meta = extract_video(path, extractor, settings)
-            if not np.isfinite(features).all():
-                raise FeatureError(f"{path}: NaN or infinite feature values; extract the video "
-                                   "again")
-            source = source_video(path, meta) if overlay and path.suffix == ".npy" else path
-            result = score_features(model, config, features, meta, meta_clip_ranges(meta),
-                                    threshold)
-            written.append(write_scores(out_dir, path.stem, result))
-            if overlay:
-                from stmil.evaluation.overlay import render_overlay
-
-                written.append(render_overlay(source, result,
-                                              out_dir / f"{path.stem}.overlay.mp4"))
-        except ModelError:
-            raise  # the model, not this input: the rest would fail the same way
-        except (ValueError, OSError, KeyError) as e:
-            failed.append({"path": str(path), "error": str(e)})
-            log(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
-    return written, failed
+                    written[path].append(render_overlay(source, result,
+                                                        out_dir / f"{path.stem}.overlay.mp4"))
+            except ModelError:
+                raise  # the model, not this input: the rest would fail the same way
+            except (ValueError, OSError, KeyError) as e:
+                failed[path] = {"path": str(path), "error": str(e)}
+                log(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
+    finally:
+        results.close()  # stops the decode workers
+    return ([w for p in paths for w in written.get(p, [])],
+            [failed[p] for p in paths if p in failed])
