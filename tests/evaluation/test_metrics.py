@@ -187,26 +187,7 @@ def test_cuboid_auc_matches_sklearn() -> None:
     assert M.cuboid_auc(s, y) == pytest.approx(roc_auc_score(y, s))
 
 
-# ------------------------------------------------------------------------------ heatmaps and masks
-
-
-def test_frame_heatmap_nearest_hand_case() -> None:
-    hm = M.frame_heatmap(np.array([1.0, 2.0, 3.0, 4.0]), width=4, height=2)
-    np.testing.assert_array_equal(hm, [[1, 1, 2, 2], [3, 3, 4, 4]])
-    # Width 5, G=2: the edge at x=2.5 is pixel 2's centre; x2 is exclusive so pixel 2 goes right.
-    hm = M.frame_heatmap(np.array([1.0, 2.0, 3.0, 4.0]), width=5, height=3)
-    np.testing.assert_array_equal(hm, [[1, 1, 2, 2, 2], [3, 3, 4, 4, 4], [3, 3, 4, 4, 4]])
-    with pytest.raises(ValueError, match="G\\*G"):
-        M.frame_heatmap(np.zeros(5), 4, 4)
-
-
-@pytest.mark.parametrize(("w", "h", "g"), [(37, 23, 7), (35, 21, 2), (320, 240, 7), (10, 10, 1)])
-def test_frame_heatmap_fills_each_cuboid_box_exactly(w: int, h: int, g: int) -> None:
-    scores = np.arange(g * g, dtype=float)
-    masks = np.stack([M.box_mask(b[None], w, h) for b in cuboid_boxes(w, h, g)])
-    np.testing.assert_array_equal(masks.sum(axis=0), 1)  # the boxes tile the frame
-    expected = (masks * scores[:, None, None]).sum(axis=0)
-    np.testing.assert_array_equal(M.frame_heatmap(scores, w, h), expected)
+# ------------------------------------------------------- masks (heatmaps: tests/test_cuboids.py)
 
 
 def test_box_mask_uses_pixel_centres() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.atomic import atomic_write
-from stmil.cuboids import cuboid_boxes
+from stmil.cuboids import cuboid_boxes, frame_heatmap
 from stmil.datasets import fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ModelError, OutputError
@@ -272,7 +272,7 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         gt_frames += [np.array(gt[f], float).reshape(-1, 4) for f in frames]
         pick = frames[np.linspace(0, len(frames) - 1, min(pixel_frames, len(frames))).astype(int)]
         w, h = v.meta["width"], v.meta["height"]
-        heatmaps += [M.frame_heatmap(m[clip_of[f]], w, h) for f in pick]
+        heatmaps += [frame_heatmap(m[clip_of[f]], w, h) for f in pick]
         masks += [M.box_mask(np.array(gt[f], float).reshape(-1, 4), w, h) for f in pick]
     out = {
         "frame_auc": M.frame_auc(f_scores, f_labels),

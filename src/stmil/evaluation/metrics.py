@@ -187,21 +187,6 @@ def cuboid_auc(scores: ArrayOrList, labels: ArrayOrList) -> float:
     return float(roc_auc_score(y, s))
 
 
-def frame_heatmap(cuboid_scores: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Nearest upsampling of a ``(G*G,)`` row-major cuboid map to a ``(height, width)`` heatmap.
-
-    Each pixel takes the score of the cuboid box that contains its centre, so every cuboid fills
-    its box exactly (``stmil.cuboids.cuboid_boxes``).
-    """
-    s = np.asarray(cuboid_scores, dtype=np.float64).ravel()
-    grid = int(round(np.sqrt(s.size)))
-    if grid < 1 or grid * grid != s.size:
-        raise ValueError(f"cuboid_scores must hold G*G values, got {s.size}")
-    cols = ((2 * np.arange(width) + 1) * grid) // (2 * width)
-    rows = ((2 * np.arange(height) + 1) * grid) // (2 * height)
-    return s.reshape(grid, grid)[rows[:, None], cols[None, :]]
-
-
 def box_mask(boxes: ArrayOrList, width: int, height: int) -> np.ndarray:
     """``(height, width)`` bool: pixels whose centre lies inside any of the ``(K, 4)`` boxes."""
     b = _boxes(boxes)

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from stmil.atomic import atomic_write
+from stmil.cuboids import frame_heatmap
 from stmil.errors import ConfigError
 from stmil.features.video import VideoInfo, iter_frames, probe
 from stmil.score import frame_to_clip
@@ -116,9 +117,7 @@ class _Panel:
         if len(self.maps) != len(ranges):
             raise ConfigError(f"{len(self.maps)} clip maps but {len(ranges)} clip ranges")
         self.clip_of = frame_to_clip(ranges, self.n)
-        g = self.maps.shape[-1]
-        self.rows = ((2 * np.arange(ph) + 1) * g) // (2 * ph)
-        self.cols = ((2 * np.arange(pw) + 1) * g) // (2 * pw)
+        self.pw, self.ph = pw, ph
         sx, sy = pw / float(scores["width"]), ph / float(scores["height"])
         self.box_scale = np.array([sx, sy, sx, sy])
         self.boxes = np.asarray(scores["boxes"], dtype=np.float64).reshape(-1, 4)
@@ -135,7 +134,8 @@ class _Panel:
     def heat(self, clip: int) -> tuple[np.ndarray, np.ndarray]:
         """Colour ``(ph, pw, 3)`` and opacity ``(ph, pw, 1)`` of one clip's map (cached)."""
         if self._cache is None or self._cache[0] != clip:
-            s = np.clip(self.maps[clip][self.rows[:, None], self.cols[None, :]], 0.0, 1.0)
+            s = np.clip(frame_heatmap(self.maps[clip], self.pw, self.ph), 0.0, 1.0)
+            s = s.astype(np.float32)
             color = self._lut[(s * 255).astype(np.intp)]
             self._cache = (clip, color, (ALPHA * s)[..., None])
         return self._cache[1], self._cache[2]
@@ -214,7 +214,7 @@ def label_image(text: str, width: int, height: int, color: tuple[int, int, int])
 def _composed(video: Path, info: VideoInfo, panels: list[_Panel], gt: dict[int, np.ndarray],
               step: int, max_frames: int | None) -> Iterator[np.ndarray]:
     """Yield output frames ``(H, W, 3)`` uint8 (even sizes), decoding one frame at a time."""
-    pw, ph = panels[0].strip.shape[1], len(panels[0].rows)
+    pw, ph = panels[0].pw, panels[0].ph
     written = 0
     for f, rgb in enumerate(iter_frames(video, info)):
         if f >= panels[0].n or (max_frames is not None and written >= max_frames):
