@@ -58,12 +58,8 @@ RUNS: dict[str, dict] = {
 ITERATIONS, VAL_FRACTION, VAL_EVERY = 150, 0.25, 25
 
 
-def quiet(msg: str) -> None:
-    pass
-
-
 def metrics_of(seed_dir: Path, name: str) -> dict:
-    r = evaluate(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name, log=quiet)
+    r = evaluate(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name)
     return {k: r.get(k) for k in KEYS}
 
 
@@ -86,7 +82,7 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
     times["synth"] = time.perf_counter() - t
     t = time.perf_counter()
     extract_many([seed_dir / "data" / "videos"], seed_dir / "features", extractor,
-                 ExtractSettings(), progress=False, log=quiet,
+                 ExtractSettings(), progress=False,
                  pipeline=PipelineConfig(workers=args.workers))
     times["extract"] = time.perf_counter() - t
     metrics = {}
@@ -95,7 +91,7 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
         if not (seed_dir / "runs" / name / "model.safetensors").is_file():  # resume
             train(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name,
                   iterations=args.iterations, seed=seed, val_fraction=VAL_FRACTION,
-                  val_every=VAL_EVERY, device="auto", progress=False, log=quiet, **RUNS[name])
+                  val_every=VAL_EVERY, device="auto", progress=False, **RUNS[name])
         times[f"train {name}"] = time.perf_counter() - t
         metrics[name] = metrics_of(seed_dir, name)
         print(f"seed {seed} {name}: " + ", ".join(f"{k} {fmt(v)}" for k, v in

@@ -193,7 +193,7 @@ def run_train(data: Path, feats: Path, out: Path, args: argparse.Namespace, bf16
             summary = stmil_train.train(
                 data, feats, out, format="ucf_crime", iterations=args.iterations,
                 batch_anomalous=args.batch, batch_normal=args.batch, device=args.device,
-                progress=False, log=lambda _msg: None)
+                progress=False)
         total = time.perf_counter() - t0
     finally:
         stmil_train._build_bags = original

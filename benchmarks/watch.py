@@ -65,7 +65,7 @@ def make_run(base: Path) -> Path:
 
     make_planted(base / "d", base / "f", n_train=4, n_test=2, n_clips=4, channels=528)
     train(base / "d", base / "f", base / "run", iterations=2, hidden=32, mid=8, n_segments=2,
-          device="cpu", progress=False, log=lambda m: None)
+          device="cpu", progress=False)
     return base / "run"
 
 
@@ -105,7 +105,7 @@ def run_setting(name: str, video: Path, run: Path, stream: bool) -> dict:
         server = subprocess.Popen([sys.executable, "-c", SERVE, str(video), str(port)])
         source = f"tcp://127.0.0.1:{port}"
     try:
-        r = watch(source, run, events, cfg, emit=lambda line: None, log=lambda m: None)
+        r = watch(source, run, events, cfg, emit=lambda line: None)
     finally:
         if server is not None:
             server.kill()

@@ -97,6 +97,13 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The ``stmil`` log records ``caplog`` holds, as the CLI prints them (``error: ...``)."""
+    from stmil.cli import LineFormatter
+
+    return [LineFormatter().format(r) for r in caplog.records if r.name.startswith("stmil")]
+
+
 def assert_one_line_error(err: str, *needles: str) -> None:
     """stderr is exactly one ``error: ...`` line, no traceback, containing every needle."""
     assert "Traceback" not in err

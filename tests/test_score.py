@@ -16,15 +16,11 @@ from stmil.features.store import load_features, meta_clip_ranges
 from stmil.mil.run import load_model
 from stmil.mil.train import train
 from stmil.score import frame_to_clip, predicted_boxes, score_features, score_inputs
-from tests.conftest import assert_one_line_error, ramp_frames, run_cli, write_video
+from tests.conftest import assert_one_line_error, log_lines, ramp_frames, run_cli, write_video
 from tests.planted import make_planted
 
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
 ANOMALOUS = "FightingTest000_x264"
-
-
-def quiet(msg: str) -> None:
-    pass
 
 
 def direct_maps(run: Path, features: np.ndarray, grid1: bool = False) -> np.ndarray:
@@ -49,7 +45,7 @@ def planted_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     base = tmp_path_factory.mktemp("score")
     data, feats, run = base / "data", base / "feats", base / "run"
     truth = make_planted(data, feats, n_train=4, n_test=2, n_clips=6, channels=528)
-    train(data, feats, run, log=quiet, **FAST)
+    train(data, feats, run, **FAST)
     return feats, run, truth
 
 
@@ -110,15 +106,14 @@ def test_threshold_boxes_are_unions_of_hot_cuboids(planted_run):
     np.testing.assert_array_equal(predicted_boxes(maps, small), [small[1], small[2]])
 
 
-def test_score_inputs_on_feature_files(planted_run, tmp_path):
+def test_score_inputs_on_feature_files(planted_run, tmp_path, caplog):
     feats, run, _ = planted_run
     out = tmp_path / "scores"
-    logs: list[str] = []
     written, failed = score_inputs([feats / f"{ANOMALOUS}.npy", tmp_path / "gone.npy"], run,
-                                   out, progress=False, log=logs.append)
+                                   out, progress=False)
     assert written == [out / f"{ANOMALOUS}.scores.json"]
     assert len(failed) == 1 and "gone" in failed[0]["path"]
-    assert any("gone" in m for m in logs)
+    assert any(m.startswith("error: ") and "gone" in m for m in log_lines(caplog))
     got = json.loads(written[0].read_text())
     features, meta = load_features(feats, ANOMALOUS)
     expect = direct_maps(run, features)  # (6 clips, 49)
@@ -131,7 +126,7 @@ def test_score_inputs_on_feature_files(planted_run, tmp_path):
     assert (got["n_frames"], got["width"], got["height"], got["grid"]) == (96, 224, 224, 7)
     assert got["source"] == f"{ANOMALOUS}.mp4" and got["threshold"] is None
     # A folder of features scores every .npy in it.
-    written, failed = score_inputs([feats], run, tmp_path / "all", progress=False, log=quiet)
+    written, failed = score_inputs([feats], run, tmp_path / "all", progress=False)
     assert not failed and len(written) == len(list(feats.glob("*.npy"))) == 6
 
 
@@ -143,7 +138,7 @@ def test_score_inputs_on_a_video_with_overlay(planted_run, tmp_path, extractor):
     video = write_video(tmp_path / "clip.mkv", frames)
     out = tmp_path / "out"
     written, failed = score_inputs([video], run, out, overlay=True, device="cpu",
-                                   progress=False, log=quiet)
+                                   progress=False)
     assert not failed
     assert written == [out / "clip.scores.json", out / "clip.overlay.mp4"]
     r = json.loads(written[0].read_text())
@@ -172,7 +167,7 @@ def test_feature_files_of_other_settings_fail_alone(planted_run, tmp_path):
             (folder / f"{ANOMALOUS}{ext}").rename(folder / f"{folder.name}{ext}")
     bad = [other / "other.npy", odd / "odd.npy"]
     written, failed = score_inputs([*bad, feats / f"{ANOMALOUS}.npy"], run, tmp_path / "out",
-                                   progress=False, log=quiet)
+                                   progress=False)
     assert written == [tmp_path / "out" / f"{ANOMALOUS}.scores.json"]
     assert [f["path"] for f in failed] == [str(p) for p in bad]
     assert "model takes 528-channel features, these have 32" in failed[0]["error"]
@@ -189,7 +184,7 @@ def run_with_meta(base: Path, **meta) -> Path:
     make_planted(data, feats, n_train=4, n_test=2, n_clips=6, channels=528)
     for meta_path in feats.glob("*.json"):
         meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | meta))
-    train(data, feats, run, log=quiet, **FAST)
+    train(data, feats, run, **FAST)
     return run
 
 
@@ -207,8 +202,7 @@ def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad
     frames 32-39, its last frame repeated) and the tail frames take clip 2's."""
     run = planted_run[1] if tail == "drop" else pad_run
     video = write_video(tmp_path / "odd.mkv", ramp_frames(40, h=48, w=64))
-    written, failed = score_inputs([video], run, tmp_path / "out", device="cpu", progress=False,
-                                   log=quiet)
+    written, failed = score_inputs([video], run, tmp_path / "out", device="cpu", progress=False)
     assert failed == []
     r = json.loads(written[0].read_text())
     n_clips = {"drop": 2, "pad": 3}[tail]

@@ -263,8 +263,7 @@ def test_demo_marks_its_folder_first_and_forgets_only_its_features(tmp_path, mon
     files that demo.json lists, never a user's file beside them."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AssertionError, match="past its checks"):
-        demo_mod.run_demo(Path("P"), n_videos=8, n_frames=16, progress=False,
-                          log=lambda m: None)
+        demo_mod.run_demo(Path("P"), n_videos=8, n_frames=16, progress=False)
     marker = json.loads((tmp_path / "P" / "demo.json").read_text())
     ids = sorted(_ids(8))
     assert marker == {"format": "stmil-demo", "videos": ids, "settings": {
@@ -277,8 +276,7 @@ def test_demo_marks_its_folder_first_and_forgets_only_its_features(tmp_path, mon
     (feats / f".{ids[0]}.npy.{DEAD}.k1ll3dxx.tmp").write_bytes(b"killed")
     (feats / "mine.npy").write_bytes(b"a user's")
     with pytest.raises(AssertionError, match="past its checks"):
-        demo_mod.run_demo(Path("P"), n_videos=8, n_frames=20, progress=False,
-                          log=lambda m: None)
+        demo_mod.run_demo(Path("P"), n_videos=8, n_frames=20, progress=False)
     assert sorted(p.name for p in feats.iterdir()) == ["mine.npy"]
     assert json.loads((tmp_path / "P" / "demo.json").read_text())["settings"]["n_frames"] == 20
     assert json.loads((tmp_path / "P" / "data" / "synth.json").read_text())[
@@ -307,5 +305,5 @@ def test_demo_after_a_kill_before_its_marker(tmp_path, no_extraction, left):
     for name in left:
         (out / name.format(pid=DEAD)).write_bytes(b"")
     with pytest.raises(AssertionError, match="past its checks"):
-        demo_mod.run_demo(out, n_videos=8, n_frames=16, progress=False, log=lambda m: None)
+        demo_mod.run_demo(out, n_videos=8, n_frames=16, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["data", "demo.json"]

@@ -25,17 +25,13 @@ ANOMALOUS = "FightingTest000_x264"
 NORMAL = "Normal_Videos_Test001_x264"
 
 
-def quiet(msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A planted Crime2Local dataset (6 train + 4 test), its features and a trained run."""
     base = tmp_path_factory.mktemp("trust")
     data, feats, run = base / "data", base / "feats", base / "run"
     make_planted(data, feats, n_train=6, n_test=4, n_clips=6, channels=16)
-    train(data, feats, run, log=quiet, **FAST)
+    train(data, feats, run, **FAST)
     return data, feats, run
 
 
@@ -79,7 +75,7 @@ def test_score_refuses_a_npy_and_a_video_with_the_same_stem(planted, tmp_path, m
     Path("v", f"{ANOMALOUS}.mp4").write_bytes(b"")  # never opened: refused before extraction
     with pytest.raises(ConfigError, match=f"^f/{ANOMALOUS}.npy and v/{ANOMALOUS}.mp4 share the "
                        f"id '{ANOMALOUS}': both would be scored to {ANOMALOUS}.scores.json"):
-        score_inputs([f"f/{ANOMALOUS}.npy", "v"], run, "s", progress=False, log=quiet)
+        score_inputs([f"f/{ANOMALOUS}.npy", "v"], run, "s", progress=False)
     assert not Path("s").exists()
 
 
@@ -88,7 +84,7 @@ def test_score_of_one_file_named_twice_scores_it_once(planted, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     copy_features(feats, Path("f"), ANOMALOUS)
     written, failed = score_inputs(["f", f"f/{ANOMALOUS}.npy", f"./f/{ANOMALOUS}.npy"], run, "s",
-                                   progress=False, log=quiet)
+                                   progress=False)
     assert failed == [] and written == [Path("s", f"{ANOMALOUS}.scores.json")]
 
 
@@ -204,7 +200,7 @@ def test_score_overlay_names_a_moved_source_video(planted, tmp_path, monkeypatch
     meta = json.loads(meta_path.read_text())
     meta["source"] = "gone/nowhere.mp4"
     meta_path.write_text(json.dumps(meta))
-    written, failed = score_inputs(["f"], run, "s", overlay=True, progress=False, log=quiet)
+    written, failed = score_inputs(["f"], run, "s", overlay=True, progress=False)
     assert written == []
     assert failed[0]["error"] == (f"f/{ANOMALOUS}.npy: source video gone/nowhere.mp4 not found "
                                   f"(as recorded in f/{ANOMALOUS}.json); put the video back "
@@ -219,7 +215,7 @@ def test_score_overlay_of_features_without_a_source(planted, tmp_path, monkeypat
     meta = json.loads(meta_path.read_text())
     del meta["source"]
     meta_path.write_text(json.dumps(meta))
-    written, failed = score_inputs(["f"], run, "s", overlay=True, progress=False, log=quiet)
+    written, failed = score_inputs(["f"], run, "s", overlay=True, progress=False)
     assert written == []
     assert failed[0]["error"] == (f"f/{ANOMALOUS}.json: records no source video; score the "
                                   "video itself to get an overlay")
@@ -234,9 +230,9 @@ def test_evaluate_keeps_metrics_per_split_and_dataset(planted, fresh_run, tmp_pa
     monkeypatch.chdir(tmp_path)
     other = Path("other")
     shutil.copytree(data, other)
-    test = evaluate(data, feats, fresh_run, log=quiet)
-    train_ = evaluate(data, feats, fresh_run, split="train", log=quiet)
-    again = evaluate(other, feats, fresh_run, log=quiet)
+    test = evaluate(data, feats, fresh_run)
+    train_ = evaluate(data, feats, fresh_run, split="train")
+    again = evaluate(other, feats, fresh_run)
     stored = read_metrics(fresh_run)
     assert sorted(stored) == ["test", "train"]
     assert sorted(stored["test"]) == sorted([str(data.resolve()), str(other.resolve())])
@@ -257,12 +253,12 @@ def test_evaluate_keeps_metrics_per_split_and_dataset(planted, fresh_run, tmp_pa
 
 def test_read_metrics_accepts_the_first_format(planted, fresh_run):
     data, feats, _ = planted
-    result = evaluate(data, feats, fresh_run, log=quiet)
+    result = evaluate(data, feats, fresh_run)
     flat = {k: v for k, v in result.items() if k not in ("curves", "videos")}
     (fresh_run / "metrics.json").write_text(json.dumps(flat))  # what stmil 0.1 wrote
     assert read_metrics(fresh_run) == {"test": {str(data.resolve()): json.loads(
         json.dumps(flat))}}
-    evaluate(data, feats, fresh_run, split="train", log=quiet)  # adds to it, keeps the test row
+    evaluate(data, feats, fresh_run, split="train")  # adds to it, keeps the test row
     assert sorted(read_metrics(fresh_run)) == ["test", "train"]
 
 
@@ -326,7 +322,7 @@ def test_evaluate_refuses_to_overwrite_a_bad_metrics_json(planted, fresh_run, co
     (fresh_run / "metrics.json").write_bytes(content)
     with pytest.raises(ValueError, match=r"metrics.json: not a stmil metrics file \("
                        + problem.replace("[", r"\[").replace("(", r"\(")):
-        evaluate(data, feats, fresh_run, log=quiet)
+        evaluate(data, feats, fresh_run)
     assert (fresh_run / "metrics.json").read_bytes() == content
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from stmil import __version__
@@ -69,8 +71,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
     summary = extract_many(args.inputs, args.out, extractor, settings,
-                           overwrite=args.overwrite, progress=not args.quiet,
-                           log=lambda m: print(m, file=sys.stderr), pipeline=pipeline,
+                           overwrite=args.overwrite, progress=not args.quiet, pipeline=pipeline,
                            shard=shard)
     print(summary.line())
     if summary.failed:
@@ -107,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{key} is required (on the command line or in --config)")
     out = cfg["out"]
     summary = train(cfg.pop("data"), cfg.pop("features"), cfg.pop("out"), resume=args.resume,
-                    progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), **cfg)
+                    progress=not args.quiet, **cfg)
     print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s -> {out}")
     return 0
 
@@ -135,8 +136,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     written, failed = score_inputs(args.inputs, args.model, args.out, threshold=args.threshold,
                                    overlay=args.overlay, device=args.device,
                                    pipeline=PipelineConfig(workers=args.workers),
-                                   progress=not args.quiet,
-                                   log=lambda m: print(m, file=sys.stderr))
+                                   progress=not args.quiet)
     for path in written:
         print(path)
     return 1 if failed else 0
@@ -154,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{key} is required (or use --compare RUN...)")
     result = evaluate(args.data, args.features, args.model, split=args.split,
                       format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
-                      json_out=args.json, log=lambda m: print(m, file=sys.stderr),
+                      json_out=args.json,
                       boxes=args.boxes, interpolate=args.interpolate)
     print(format_table([(str(args.model), result)], METRIC_KEYS, where=True))
     if result.get("incidents"):
@@ -192,8 +192,7 @@ def cmd_import_features(args: argparse.Namespace) -> int:
     settings = ImportSettings(args.format, args.crop, args.snippet_frames, args.fps, args.width,
                               args.height)
     counts = read_frame_counts(args.frame_counts) if args.frame_counts else None
-    summary = import_features(args.inputs, args.out, settings, root=args.root,
-                              log=lambda m: print(m, file=sys.stderr), frame_counts=counts,
+    summary = import_features(args.inputs, args.out, settings, root=args.root, frame_counts=counts,
                               progress=not args.quiet)
     print(f"{summary.line()} -> {args.out}")
     return 1 if summary.failed else 0
@@ -206,7 +205,7 @@ def cmd_gt(args: argparse.Namespace) -> int:
 
     path = export_vectors(args.data, args.features, args.out, run=getattr(args, "model", None),
                           split=args.split, format=args.format, tail=args.tail,
-                          skip_missing=args.skip_missing, log=lambda m: print(m, file=sys.stderr))
+                          skip_missing=args.skip_missing)
     print(path)
     return 0
 
@@ -252,8 +251,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     found, failed = events_inputs(args.inputs, args.model, config=_event_settings(args),
                                   out=args.out, snapshots=args.snapshots, clips=args.clips,
-                                  device=args.device,
-                                  log=lambda m: print(m, file=sys.stderr))
+                                  device=args.device)
     print(f"{len(found)} incidents" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 1 if failed else 0
 
@@ -266,7 +264,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("hysteresis", "min_duration", "merge_gap")
              if getattr(args, k) is not None}
     cal = calibrate(args.model, args.data, args.features, target=args.target,
-                    settings=EventConfig(**given), log=lambda m: print(m, file=sys.stderr))
+                    settings=EventConfig(**given))
     print(f"threshold {cal.threshold:.4f}: {cal.false_incidents} false incidents in "
           f"{cal.normal_hours * 60:.1f} min of normal {cal.split} video ({cal.per_hour:.2f}/h, "
           f"target {cal.target_per_hour:g}/h) -> {Path(args.model) / 'calibration.json'}")
@@ -290,8 +288,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         emit = lambda line: (handle.write(line + "\n"), handle.flush())  # noqa: E731
     try:
         summary = watch(args.source, args.model, events, config, emit=emit,
-                        snapshots=args.snapshots, clips=args.clips,
-                        log=lambda m: print(m, file=sys.stderr))
+                        snapshots=args.snapshots, clips=args.clips)
     finally:
         if handle is not None:
             handle.close()
@@ -499,10 +496,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Where a command's log lines go when not stderr: the demo's progress and table are its output.
+LOG_STREAM = {"demo": "stdout"}
+
+
+class LineFormatter(logging.Formatter):
+    """A record as its message, warnings as ``warning: ...`` and errors as ``error: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = ("error: " if record.levelno >= logging.ERROR else
+                  "warning: " if record.levelno >= logging.WARNING else "")
+        return prefix + record.getMessage()
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes each line with ``tqdm.write`` (progress bars stay whole) to ``sys.<stream>``, looked
+    up at each line (so a replaced ``sys.stderr``, as in tests, is honoured)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(LineFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=getattr(sys, self.stream))
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def logging_to(stream: str) -> Iterator[None]:
+    """The ``stmil`` logger's INFO and above written to ``sys.<stream>`` while inside; the
+    logger is left as it was found afterwards (so calling :func:`main` again, or the library
+    after it, never sees a second handler or INFO lines)."""
+    logger = logging.getLogger("stmil")
+    handler = _TqdmHandler(stream)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a root handler the caller set up would print each line twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with logging_to(LOG_STREAM.get(args.command, "stderr")):
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

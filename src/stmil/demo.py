@@ -18,11 +18,13 @@ run folders through training); anything else in the folder is left alone. Its la
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps, write_text
@@ -33,6 +35,8 @@ from stmil.evaluation.report import write_report
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.mil.train import train
 from stmil.score import scores_from_maps
+
+log = logging.getLogger(__name__)
 
 DEMO_TABLE_KEYS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy")
 RUNS = {
@@ -132,10 +136,9 @@ def run_demo(
     n_overlays: int = 4,
     device: str = "auto",
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Run the whole pipeline into ``out``; returns ``{"table", "report", "metrics",
-    "stage_times"}``.
+    "stage_times"}``. Progress, the table and the stage times are logged (level INFO).
 
     ``iterations``: training iterations per run (``None``: :data:`DEMO_ITERATIONS`). Settings are
     checked before anything is written (:class:`ConfigError`); ``out`` must be missing, empty
@@ -166,20 +169,20 @@ def run_demo(
         _forget_features(feats, old["videos"] if old else [])
         _write_marker(out, settings, [])
     if not ready:
-        log(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
+        log.info(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
         make_dataset(data, **synth_args, progress=progress, overwrite=True)
     else:
-        log(f"[1/5] synth: {data} is up to date")
+        log.info(f"[1/5] synth: {data} is up to date")
     video_ids = sorted(read_synth_marker(data)["videos"])
     _write_marker(out, settings, video_ids)  # before extraction: a kill leaves them listed
     times["synth"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log("[2/5] extract I3D Mixed_4e cuboid features")
+    log.info("[2/5] extract I3D Mixed_4e cuboid features")
     extractor = FeatureExtractor(device=device)
     summary = extract_many([data / VIDEOS_DIR], feats, extractor, ExtractSettings(),
-                           progress=progress, log=log)
-    log("      " + summary.line())
+                           progress=progress)
+    log.info("      " + summary.line())
     if summary.failed:
         raise StmilError(f"feature extraction failed for {len(summary.failed)} videos "
                          f"(see {feats / 'failures.json'})")
@@ -188,13 +191,14 @@ def run_demo(
     results: dict[str, dict] = {}
     for i, (name, kwargs) in enumerate(RUNS.items(), 1):
         t = time.perf_counter()
-        log(f"[3/5] train {i}/3: {name}")
-        train(data, feats, runs_dir / name, iterations=iterations, seed=seed,
-              val_fraction=val_fraction, val_every=25, device=device, progress=progress,
-              log=lambda m: None, **kwargs)
+        log.info(f"[3/5] train {i}/3: {name}")
+        with _quiet(logging.getLogger(train.__module__)):
+            train(data, feats, runs_dir / name, iterations=iterations, seed=seed,
+                  val_fraction=val_fraction, val_every=25, device=device, progress=progress,
+                  **kwargs)
         times[f"train {name}"] = time.perf_counter() - t
         t = time.perf_counter()
-        results[name] = evaluate(data, feats, runs_dir / name, log=log)
+        results[name] = evaluate(data, feats, runs_dir / name)
         times["evaluate"] = times.get("evaluate", 0.0) + time.perf_counter() - t
 
     table = format_table([(n, r) for n, r in results.items()], DEMO_TABLE_KEYS)
@@ -204,22 +208,33 @@ def run_demo(
     metrics = {r["name"]: r["metrics"] for r in runs}
     with tempfile.TemporaryDirectory(dir=out, prefix=".overlays-", suffix=".tmp") as tmp:
         t = time.perf_counter()
-        log("[4/5] overlays")
+        log.info("[4/5] overlays")
         overlays = _overlays(Path(tmp), results, n_overlays)
         times["overlays"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        log("[5/5] report")
+        log.info("[5/5] report")
         metrics_json = json.dumps(_json_safe({"settings": settings, "iterations": iterations,
                                               "metrics": metrics}), indent=1) + "\n"
         report = write_report(out, runs, overlays, title="stmil demo", stage_times=times,
                               files={"metrics.json": metrics_json})
         times["report"] = time.perf_counter() - t
-    print("\n" + table)
-    print("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
-          + f"; total {sum(times.values()):.0f}s")
-    print(f"report: {report}")
+    log.info("\n" + table)
+    log.info("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
+             + f"; total {sum(times.values()):.0f}s")
+    log.info(f"report: {report}")
     return {"table": table, "report": report, "stage_times": times, "metrics": metrics}
+
+
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """``logger``'s INFO lines silenced (the demo prints its own line per training)."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _json_safe(x):

@@ -8,9 +8,10 @@ whose score reaches ``threshold`` when one is given (the top cuboid when none do
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from stmil.files import find_videos
 from stmil.mil.bags import l2_normalise
 from stmil.mil.model import Scorer
 from stmil.mil.run import load_model
+
+log = logging.getLogger(__name__)
 
 
 def check_model_features(config: dict, meta: dict, where: str | Path) -> None:
@@ -261,7 +264,6 @@ def score_inputs(
     overlay: bool = False,
     device: str = "auto",
     progress: bool = True,
-    log: Callable[[str], None] = print,
     pipeline: PipelineConfig | None = None,
 ) -> tuple[list[Path], list[dict]]:
     """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed),
@@ -303,7 +305,7 @@ def score_inputs(
                 raise  # the model, not this input: the rest would fail the same way
             except (ValueError, OSError, KeyError) as e:
                 failed[path] = {"path": str(path), "error": str(e)}
-                log(f"error: {path}: {e}" if str(path) not in str(e) else f"error: {e}")
+                log.error("%s", f"{path}: {e}" if str(path) not in str(e) else e)
     finally:
         results.close()  # stops the decode workers
     return ([w for p in paths for w in written.get(p, [])],

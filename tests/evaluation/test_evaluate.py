@@ -29,17 +29,13 @@ from tests.planted import make_planted
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
 
 
-def quiet(msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A planted dataset (8 train + 6 test videos) and a briefly trained run on it."""
     base = tmp_path_factory.mktemp("eval")
     data, feats, run = base / "data", base / "feats", base / "run"
     make_planted(data, feats, n_train=8, n_test=6, n_clips=8, channels=16)
-    train(data, feats, run, log=quiet, **FAST)
+    train(data, feats, run, **FAST)
     return data, feats, run
 
 
@@ -47,7 +43,7 @@ def test_evaluate_writes_metrics_json_and_json_out(tiny, tmp_path):
     data, feats, run = tiny
     out = tmp_path / "sub" / "m.json"
     out.parent.mkdir()
-    result = evaluate(data, feats, run, json_out=out, log=quiet)
+    result = evaluate(data, feats, run, json_out=out)
     written = json.loads(out.read_text())
     stored = json.loads((run / "metrics.json").read_text())
     assert stored["version"] == 2
@@ -73,9 +69,9 @@ def test_evaluate_writes_metrics_json_and_json_out(tiny, tmp_path):
 def test_compare_table_has_one_row_per_run(tiny, tmp_path):
     data, feats, run = tiny
     other = tmp_path / "g1"
-    train(data, feats, other, grid=1, log=quiet, **FAST)
-    evaluate(data, feats, run, log=quiet)
-    evaluate(data, feats, other, log=quiet)
+    train(data, feats, other, grid=1, **FAST)
+    evaluate(data, feats, run)
+    evaluate(data, feats, other)
     lines = compare_table([run, other]).splitlines()
     assert len(lines) == 4  # header, rule, two runs
     assert all(k in lines[0] for k in METRIC_KEYS)
@@ -101,7 +97,7 @@ def test_model_trained_on_other_features_is_refused(tiny, tmp_path, key, value, 
         meta[key] = value
         meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=match):
-        evaluate(data, other, run, log=quiet)
+        evaluate(data, other, run)
 
 
 def test_model_trained_on_another_grid_is_refused(tiny):
@@ -116,7 +112,7 @@ def test_model_trained_on_another_grid_is_refused(tiny):
 def test_evaluate_without_a_model_is_refused(tiny, tmp_path):
     data, feats, _ = tiny
     with pytest.raises(ModelError, match="no model.safetensors"):
-        evaluate(data, feats, tmp_path, log=quiet)
+        evaluate(data, feats, tmp_path)
 
 
 # --- a case small enough to compute by hand ----------------------------------------------------

@@ -22,7 +22,7 @@ from stmil.cuboids import cuboid_boxes, pool_cuboids
 from stmil.features.extract import ExtractSettings, extract_many, extract_video, is_done
 from stmil.features.store import load_features
 from stmil.features.video import VideoError
-from tests.conftest import ramp_frames, require_vtest, write_video
+from tests.conftest import log_lines, ramp_frames, require_vtest, write_video
 
 SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 DESIGN_KEYS = {"source", "fps", "n_frames", "width", "height", "clip_len", "stride", "size",
@@ -176,10 +176,9 @@ def batch(tmp_path):
     return src, tmp_path / "missing.mp4", tmp_path / "out"
 
 
-def test_extract_many_batch_with_failures(batch, extractor):
+def test_extract_many_batch_with_failures(batch, extractor, caplog):
     src, missing, out = batch
-    logged: list[str] = []
-    s = extract_many([src, missing], out, extractor, SMALL, progress=False, log=logged.append)
+    s = extract_many([src, missing], out, extractor, SMALL, progress=False)
     assert sorted(s.done) == ["good1", "good2"] and s.skipped == []
     assert s.clips == 1 + 2
     reasons = {
@@ -195,7 +194,8 @@ def test_extract_many_batch_with_failures(batch, extractor):
     for f in on_disk:
         assert reasons[f["path"]] in f["error"]
     for path, reason in reasons.items():
-        assert any(line.startswith(f"error: {path}: ") and reason in line for line in logged)
+        assert any(line.startswith(f"error: {path}: ") and reason in line
+                   for line in log_lines(caplog))
     assert visible(out) == {"good1.npy", "good1.json", "good2.npy", "good2.json",
                             "failures.json"}  # nothing for failures, no temporary files
     arr, meta = load_features(out, "good2")
@@ -206,7 +206,7 @@ def test_extract_many_batch_with_failures(batch, extractor):
 
 def test_extract_many_resume_and_overwrite(batch, extractor):
     src, missing, out = batch
-    kw = dict(progress=False, log=lambda m: None)
+    kw = dict(progress=False)
     extract_many([src], out, extractor, SMALL, **kw)
     before = {n: (out / n).read_bytes() for n in ("good1.npy", "good1.json", "good2.npy")}
     mtimes = {n: (out / n).stat().st_mtime_ns for n in before}
@@ -234,7 +234,7 @@ def test_extract_many_resume_and_overwrite(batch, extractor):
 def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, extractor):
     src, _, out = batch
     good1 = src / "good1.mkv"
-    kw = dict(progress=False, log=lambda m: None)
+    kw = dict(progress=False)
     extract_many([good1], out, extractor, SMALL, **kw)
     before = (out / "good1.npy").read_bytes()
     other = ExtractSettings(size=64, stride=8)
@@ -249,10 +249,11 @@ def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, e
     assert np.load(out / "good1.npy").shape == (1, 49, 528)  # 20 frames: only start 0 fits
 
 
-def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkeypatch):
+def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkeypatch,
+                                                        caplog):
     src, _, out = batch
     good1, good2 = src / "good1.mkv", src / "good2.avi"
-    extract_many([good1], out, extractor, SMALL, progress=False, log=lambda m: None)
+    extract_many([good1], out, extractor, SMALL, progress=False)
     old = {n: (out / n).read_bytes() for n in ("good1.npy", "good1.json")}
 
     def full_disk_save(file, arr, *a, **k):
@@ -260,14 +261,12 @@ def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkey
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(extract_mod.np, "save", full_disk_save)
-    logged: list[str] = []
-    s = extract_many([good1, good2], out, extractor, SMALL, overwrite=True, progress=False,
-                     log=logged.append)
+    s = extract_many([good1, good2], out, extractor, SMALL, overwrite=True, progress=False)
     assert s.done == [] and len(s.failed) == 2
     for f in s.failed:
         assert "No space left on device" in f["error"]
     assert {f["path"] for f in s.failed} == {str(good1), str(good2)}
-    assert any(str(good2) in m and "No space left" in m for m in logged)
+    assert any(str(good2) in m and "No space left" in m for m in log_lines(caplog))
     assert visible(out) == {"good1.npy", "good1.json", "failures.json"}  # no tmp, no good2
     assert {n: (out / n).read_bytes() for n in old} == old  # the earlier output is intact
 
@@ -283,13 +282,11 @@ def test_extract_many_failed_rename_is_not_done(batch, extractor, monkeypatch):
         real_replace(a, b)
 
     monkeypatch.setattr(os, "replace", replace)
-    s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False,
-                     log=lambda m: None)
+    s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False)
     assert s.done == [] and "No space left" in s.failed[0]["error"]
     assert visible(out) == {"good1.json", "failures.json"} and not is_done(out, "good1")
     monkeypatch.setattr(os, "replace", real_replace)
-    s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False,
-                     log=lambda m: None)
+    s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False)
     assert s.done == ["good1"] and visible(out) == {"good1.npy", "good1.json"}
 
 

@@ -27,10 +27,10 @@ from stmil.features.extract import (
 from stmil.features.pipeline import PipelineConfig, decode_videos, device_input
 from stmil.features.resize import resize_clips, resize_frames
 from stmil.features.video import iter_clips
-from tests.conftest import ramp_frames, write_video
+from tests.conftest import log_lines, ramp_frames, write_video
 
 SMALL = ExtractSettings(size=64, batch_size=2)
-QUIET = dict(progress=False, log=lambda m: None)
+QUIET = dict(progress=False)
 
 
 def _decode_threads() -> list[threading.Thread]:
@@ -270,15 +270,13 @@ def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
         f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))  # no claim left
 
 
-def test_emulated_bf16_is_warned_about(tmp_path, monkeypatch):
+def test_emulated_bf16_is_warned_about(tmp_path, monkeypatch, caplog):
     import stmil.features.extract as extract_mod
     from stmil.features.extract import FeatureExtractor, native_bf16
 
     assert native_bf16(torch.device("cuda"))  # no GPU needed to ask
     monkeypatch.setattr(extract_mod, "native_bf16", lambda device: False)
     (tmp_path / "empty").mkdir()
-    logged: list[str] = []
     extract_many([tmp_path / "empty"], tmp_path / "out",
-                 FeatureExtractor(device="cpu", precision="bf16"), SMALL, progress=False,
-                 log=logged.append)
-    assert logged[0].startswith("warning: this CPU has neither AMX nor AVX512-BF16")
+                 FeatureExtractor(device="cpu", precision="bf16"), SMALL, progress=False)
+    assert log_lines(caplog)[0].startswith("warning: this CPU has neither AMX nor AVX512-BF16")

@@ -35,7 +35,7 @@ from stmil.features.store import (
     load_features,
     read_feature_meta,
 )
-from tests.conftest import assert_one_line_error, ramp_frames, run_cli, write_video
+from tests.conftest import assert_one_line_error, log_lines, ramp_frames, run_cli, write_video
 
 
 def _dead_pid() -> int:
@@ -144,10 +144,8 @@ def video(tmp_path):
 
 
 def _extract(inputs, out, extractor, overwrite=False, **settings):
-    logged: list[str] = []
-    s = extract_many(inputs, out, extractor, ExtractSettings(**(SMALL | settings)),
-                     overwrite=overwrite, progress=False, log=logged.append)
-    return s, logged
+    return extract_many(inputs, out, extractor, ExtractSettings(**(SMALL | settings)),
+                        overwrite=overwrite, progress=False)
 
 
 # ---- item 3: the .npy / .json pair is one unit -------------------------------------------
@@ -178,7 +176,7 @@ def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor,
     with pytest.raises(FeatureError, match=re.escape(f"{npy}: does not match v.json (its sha256 "
                                                      "differs from the one its metadata")):
         load_features(out, "v")
-    s, _ = _extract([path], out, extractor)  # a plain rerun, no --overwrite
+    s = _extract([path], out, extractor)  # a plain rerun, no --overwrite
     assert (s.done, s.skipped, s.failed) == (["v"], [], [])
     assert {p: p.read_bytes() for p in good} == good
 
@@ -186,10 +184,10 @@ def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor,
 # ---- item 4 and 22: the output records its source; a different source is an error --------
 
 def test_features_record_the_resolved_source_and_refuse_another_file(video, extractor,
-                                                                     monkeypatch):
+                                                                     monkeypatch, caplog):
     path, out = video
     monkeypatch.chdir(path.parent.parent)
-    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)
+    s = _extract([Path("videos/v.mkv")], Path("out"), extractor)
     assert s.done == ["v"]
     meta = json.loads((out / "v.json").read_text())
     st = path.stat()
@@ -199,23 +197,24 @@ def test_features_record_the_resolved_source_and_refuse_another_file(video, extr
 
     Path("b").mkdir()
     other = write_video(Path("b/v.mkv"), ramp_frames(20, h=32, w=32, seed=5), fps=30)
-    s, logged = _extract([Path("b/v.mkv")], Path("out"), extractor)
+    caplog.clear()
+    s = _extract([Path("b/v.mkv")], Path("out"), extractor)
     assert (s.done, s.skipped) == ([], [])
     assert s.failed == [{"path": str(other.resolve()), "error":
                          f"the finished features out/v.json were made from {path.resolve()}, "
                          f"not {other.resolve()}; pass --overwrite to replace them, or use "
                          "another output folder"}]
-    assert logged == [f"error: b/v.mkv: {s.failed[0]['error']}"]
+    assert log_lines(caplog) == [f"error: b/v.mkv: {s.failed[0]['error']}"]
     assert (out / "v.npy").read_bytes() == before
 
-    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)  # the same file: skipped
+    s = _extract([Path("videos/v.mkv")], Path("out"), extractor)  # the same file: skipped
     assert (s.skipped, s.failed) == (["v"], [])
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the video was edited
-    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)
+    s = _extract([Path("videos/v.mkv")], Path("out"), extractor)
     assert s.failed[0]["error"].startswith(
         f"the finished features out/v.json were made from {path.resolve()} when its "
         f"modification time was {st.st_mtime_ns}; it is now {st.st_mtime_ns + 10**9}")
-    s, _ = _extract([Path("b/v.mkv")], Path("out"), extractor, overwrite=True)
+    s = _extract([Path("b/v.mkv")], Path("out"), extractor, overwrite=True)
     assert s.done == ["v"] and json.loads((out / "v.json").read_text())["source"] == str(
         other.resolve())
 
@@ -223,20 +222,20 @@ def test_features_record_the_resolved_source_and_refuse_another_file(video, extr
 # ---- item 8 and 21: failures.json is merged, never lost, and keeps paths intact -----------
 
 def test_failures_are_merged_across_runs_and_keep_paths_with_colons(video, extractor,
-                                                                   monkeypatch):
+                                                                   monkeypatch, caplog):
     path, out = video
     monkeypatch.chdir(path.parent.parent)
     bad = Path("videos/a: b.mp4")  # ": " inside a path
     bad.write_text("not a video\n")
-    s, logged = _extract([Path("videos"), Path("gone.mp4")], Path("out"), extractor)
+    s = _extract([Path("videos"), Path("gone.mp4")], Path("out"), extractor)
     first = [{"path": str(Path("gone.mp4").resolve()), "error": "no such file or folder"},
              {"path": str(bad.resolve()), "error": s.failed[1]["error"]}]
     assert s.failed == first and s.failed[1]["error"].startswith("not a readable video (")
     assert read_failures(out / "failures.json") == first
-    assert logged == ["error: gone.mp4: no such file or folder",
+    assert log_lines(caplog) == ["error: gone.mp4: no such file or folder",
                       f"error: videos/a: b.mp4: {first[1]['error']}"]
 
-    s, _ = _extract([Path("videos/v.mkv")], Path("out"), extractor)  # a later, clean run
+    s = _extract([Path("videos/v.mkv")], Path("out"), extractor)  # a later, clean run
     assert (s.skipped, s.failed) == (["v"], [])
     assert read_failures(out / "failures.json") == first  # not deleted
 
@@ -244,11 +243,11 @@ def test_failures_are_merged_across_runs_and_keep_paths_with_colons(video, extra
     write_video(Path("videos/a: b.mkv"), ramp_frames(20, h=32, w=32), fps=30)
     Path("a").mkdir()
     write_video(Path("a/v.mkv"), ramp_frames(20, h=32, w=32, seed=3), fps=30)
-    s, _ = _extract([Path("videos/a: b.mkv"), Path("a/v.mkv")], Path("out"), extractor)
+    s = _extract([Path("videos/a: b.mkv"), Path("a/v.mkv")], Path("out"), extractor)
     assert s.done == ["a: b"] and [f["path"] for f in s.failed] == [str(Path("a/v.mkv").resolve())]
     assert read_failures(out / "failures.json") == first + s.failed  # merged, in order
 
-    s, _ = _extract([Path("gone.mp4"), Path("a/v.mkv")], Path("out"), extractor)
+    s = _extract([Path("gone.mp4"), Path("a/v.mkv")], Path("out"), extractor)
     assert [f["path"] for f in read_failures(out / "failures.json")] == [
         str(bad.resolve()), str(Path("gone.mp4").resolve()), str(Path("a/v.mkv").resolve())]
     record_failures(Path("out"), [bad, Path("gone.mp4"), Path("a/v.mkv")], [])
@@ -390,16 +389,17 @@ def test_wrong_shape_feature_json_is_a_feature_error_everywhere(tmp_path, monkey
         load_dataset_features([VideoRecord("v", 0)], feats)
 
 
-def test_wrong_shape_feature_json_in_extract_is_a_per_video_failure(video, extractor):
+def test_wrong_shape_feature_json_in_extract_is_a_per_video_failure(video, extractor, caplog):
     path, out = video
     out.mkdir()
     (out / "v.json").write_text("[1]")
-    s, logged = _extract([path], out, extractor)
+    s = _extract([path], out, extractor)
+    assert log_lines(caplog) == [f"error: {path}: {s.failed[0]['error']}"]
     assert s.failed == [{"path": str(path), "error": f"{out}/v.json: not a feature metadata "
                          "file: a JSON object is expected, got list; re-extract it with stmil "
                          "extract --overwrite"}]
     assert (out / "v.json").read_text() == "[1]" and not (out / "v.npy").exists()
-    s, _ = _extract([path], out, extractor, overwrite=True)
+    s = _extract([path], out, extractor, overwrite=True)
     assert s.done == ["v"]
 
 
@@ -407,7 +407,7 @@ def test_an_array_without_its_json_is_not_overwritten(video, extractor):
     path, out = video
     out.mkdir()
     np.save(out / "v.npy", np.ones(3))
-    s, _ = _extract([path], out, extractor)
+    s = _extract([path], out, extractor)
     assert s.failed == [{"path": str(path), "error": f"{out}/v.npy: exists without v.json, so "
                          "it is not features stmil wrote; move it away, or pass --overwrite "
                          "to replace it"}]
@@ -425,7 +425,7 @@ def test_extract_removes_stale_temps_of_killed_runs(video, extractor):
     foreign = out / ".v.npy.tmp"
     for p in (stale, live, foreign):
         p.write_text("partial")
-    s, _ = _extract([path], out, extractor)
+    s = _extract([path], out, extractor)
     assert s.done == ["v"]
     assert sorted(p.name for p in out.iterdir()) == sorted([live.name, foreign.name, "v.npy",
                                                             "v.json"])

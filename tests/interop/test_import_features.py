@@ -17,13 +17,9 @@ from stmil.interop.import_features import (
     import_features,
     video_id,
 )
-from tests.conftest import _shared_data, assert_one_line_error, run_cli
+from tests.conftest import _shared_data, assert_one_line_error, log_lines, run_cli
 
 META = _shared_data() / "ucf-crime-meta"
-
-
-def quiet(msg: str) -> None:
-    pass
 
 
 def test_rtfm_ten_crops_are_averaged_and_described(tmp_path, capsys, monkeypatch):
@@ -61,8 +57,7 @@ def test_urdmu_per_crop_files_from_a_list_with_root(tmp_path):
         np.save(tmp_path / "store" / "dataset" / "Abuse" / f"Abuse028_x264__{k}.npy", c)
     lst = tmp_path / "UCF_Test.list"
     lst.write_text("".join(f"dataset/Abuse/Abuse028_x264__{k}.npy\n" for k in range(10)))
-    s = import_features([lst], tmp_path / "f", ImportSettings("urdmu"), root=tmp_path / "store",
-                        log=quiet)
+    s = import_features([lst], tmp_path / "f", ImportSettings("urdmu"), root=tmp_path / "store")
     assert s.written == ["Abuse028_x264"] and not s.failed
     arr, meta = load_features(tmp_path / "f", "Abuse028_x264")
     np.testing.assert_array_equal(arr[:, 0], np.full((2, 3), 4.5))  # mean of 0..9
@@ -74,7 +69,7 @@ def test_sultani_txt_is_32_segments(tmp_path):
     (tmp_path / "Arrest001_x264.txt").write_text(
         "\n".join(" ".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
     s = import_features([tmp_path / "Arrest001_x264.txt"], tmp_path / "f",
-                        ImportSettings("sultani"), log=quiet)
+                        ImportSettings("sultani"))
     assert s.written == ["Arrest001_x264"]
     arr, meta = load_features(tmp_path / "f", "Arrest001_x264")
     np.testing.assert_allclose(arr[:, 0], rows, rtol=1e-3)
@@ -157,7 +152,7 @@ def test_real_sultani_features_import(tmp_path):
     src = META / "sultani-c3d-32seg"
     if not src.is_dir():
         pytest.skip(f"{src} absent")
-    s = import_features([src], tmp_path, ImportSettings("sultani"), log=quiet)
+    s = import_features([src], tmp_path, ImportSettings("sultani"))
     assert sorted(s.written) == ["Explosion008_x264", "Normal_Videos_006_x264"]
     arr, meta = load_features(tmp_path, "Explosion008_x264")
     first = np.array(src.joinpath("Explosion008_x264.txt").read_text().split()[:4], float)
@@ -236,10 +231,10 @@ def test_export_averages_the_cuboids_of_grid_features(tmp_path):
                                   [[4.5, 5.5, 6.5], [16.5, 17.5, 18.5]])
 
 
-def test_a_video_listed_twice_is_refused(tmp_path):
+def test_a_video_listed_twice_is_refused(tmp_path, caplog):
     np.save(tmp_path / "A001_x264.npy", np.ones((2, 3), np.float32))
     (tmp_path / "x.list").write_text("A001_x264.npy\nA001_x264.npy\n")
-    lines = []
-    s = import_features([tmp_path / "x.list"], tmp_path / "f", ImportSettings("rtfm"),
-                        log=lines.append)
-    assert s.failed and "a second file for video A001_x264" in lines[0]
+    s = import_features([tmp_path / "x.list"], tmp_path / "f", ImportSettings("rtfm"))
+    lines = log_lines(caplog)
+    assert s.failed and lines[0].startswith("error: ")
+    assert "a second file for video A001_x264" in lines[0]

@@ -78,5 +78,5 @@ def write_planted_run(base: Path, extractor, seed: int = 0) -> Path:
     (data / "readme" / "Train_split_AD.txt").write_text("\n".join(ids) + "\n")
     run = base / "run"
     train(data, feats, run, iterations=40, hidden=32, mid=8, n_segments=4, seed=seed,
-          device="cpu", progress=False, log=lambda m: None)
+          device="cpu", progress=False)
     return run

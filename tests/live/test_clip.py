@@ -157,7 +157,7 @@ def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
     stop = threading.Event()
     try:
         r = watch(f"tcp://127.0.0.1:{port}", live_run, events, config, emit=msgs.append,
-                  log=lambda m: None, clips=tmp_path / "clips", stop=stop)
+                  clips=tmp_path / "clips", stop=stop)
     finally:
         server.kill()
         server.wait()

@@ -69,7 +69,7 @@ def test_evaluate_reports_incidents_after_calibrate(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     make_planted(tmp_path / "d", tmp_path / "f", n_train=8, n_test=4, n_clips=8, channels=64)
     train("d", "f", "run", iterations=15, hidden=16, mid=4, n_segments=4, device="cpu",
-          progress=False, log=lambda m: None)
+          progress=False)
     code, out, err = run_cli(capsys, "evaluate", "--data", "d", "--features", "f", "--model",
                              "run")
     assert code == 0, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -47,7 +48,7 @@ def centre_in(box, gt=EVENT_BOX) -> bool:
     return gt[0] <= cx < gt[2] and gt[1] <= cy < gt[3]
 
 
-def test_stream_lost_reconnect_and_a_second_incident(live_run):
+def test_stream_lost_reconnect_and_a_second_incident(live_run, caplog):
     """Stream 1 has its event from frame 48 and stalls at frame 110 (the server is stopped,
     its connection left open), while the incident is open: after 2 s without data watch ends
     the incident with reason "stream lost". The server is then killed and restarted with
@@ -55,7 +56,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
     port = free_port()
     events = resolve_events(live_run, threshold=0.5, merge_gap=0.5)  # ends within stream 2
     msgs: list[tuple[str, dict]] = []
-    logs: list[str] = []
+    caplog.set_level(logging.INFO, logger="stmil")
     stop = threading.Event()
 
     def emit(line: str) -> None:
@@ -70,14 +71,14 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
                          update=0, device="cpu")
     result: dict = {}
     t = threading.Thread(target=lambda: result.update(watch(
-        f"tcp://127.0.0.1:{port}", live_run, events, config, emit=emit, log=logs.append,
-        stop=stop)))
+        f"tcp://127.0.0.1:{port}", live_run, events, config, emit=emit, stop=stop)))
     t.start()
     try:
         wait_line(first, "sent 110")
         first.send_signal(signal.SIGSTOP)  # a stall: no data, no end of stream
         deadline = time.monotonic() + 120
-        while not any("no data for 2 s" in m for m in logs) and time.monotonic() < deadline:
+        while (not any("no data for 2 s" in m for m in caplog.messages)
+               and time.monotonic() < deadline):
             time.sleep(0.1)
         first.kill()
         first.wait()
@@ -101,12 +102,13 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run):
     assert abs(two.start_frame - offset - 32) <= 16 and abs(two.end_frame - offset - 64) <= 16
     assert two.reason == "scores fell" and two.id == 2
     assert centre_in(one.box) and centre_in(two.box)
+    logs = caplog.messages
     assert any("stream lost (no data for 2 s); reconnecting in" in m for m in logs), logs
     assert any(m.endswith("reconnected") for m in logs)
     assert result["ended"] == "stopped"
 
 
-def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch):
+def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, caplog):
     """A file read as fast as possible with drop on: clips arriving while the scorer is busy
     are dropped, counted in the heartbeat and the summary, and never queued. The scorer is
     made slow (0.5 s a clip) so that the reader outpaces it on any machine."""
@@ -120,14 +122,14 @@ def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stmil.score, "clip_maps", slow)
     video = write_video(tmp_path / "v.mkv", scene_frames(160, [], 3))  # 10 clips
-    logs: list[str] = []
+    caplog.set_level(logging.INFO, logger="stmil")
     config = WatchConfig(drop=True, heartbeat=0.001, device="cpu")
     r = watch(str(video), live_run, resolve_events(live_run, threshold=0.99), config,
-              emit=lambda line: None, log=logs.append)
+              emit=lambda line: None)
     assert r["ended"] == "end of input" and r["frames"] == 160
     assert r["dropped_clips"] > 0 and r["clips"] + r["dropped_clips"] == 10
     assert r["dropped_frames"] == 16 * r["dropped_clips"]
-    beats = [m for m in logs if m.startswith("heartbeat: ")]
+    beats = [m for m in caplog.messages if m.startswith("heartbeat: ")]
     assert beats and "clips/s, real time needs 1.88)" in beats[-1]
 
 
@@ -195,7 +197,7 @@ def test_a_run_on_other_features_is_refused_before_reading(tmp_path, capsys):
     """A run trained on 64-channel features cannot use the 528 channels I3D Mixed_4e gives."""
     make_planted(tmp_path / "d", tmp_path / "f", n_train=4, n_test=2, n_clips=4, channels=64)
     train(tmp_path / "d", tmp_path / "f", tmp_path / "run", iterations=2, hidden=8, mid=4,
-          n_segments=2, device="cpu", progress=False, log=lambda m: None)
+          n_segments=2, device="cpu", progress=False)
     code, _, err = run_cli(capsys, "watch", "tcp://127.0.0.1:9", "--model", tmp_path / "run",
                            "--threshold", "0.5")
     assert code == 1

@@ -33,10 +33,6 @@ PAPER_GOLDEN = {
 }
 
 
-def quiet(msg: str) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("methods")
@@ -46,7 +42,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_paper_reproduces_the_weights_of_before(tiny, tmp_path):
     for name, extra in (("default", {}), ("paper", {"method": "paper"})):
-        train(*tiny, tmp_path / name, log=quiet, **FAST, **extra)
+        train(*tiny, tmp_path / name, **FAST, **extra)
         weights = load_file(tmp_path / name / "model.safetensors")
         assert sorted(weights) == sorted(PAPER_GOLDEN)
         for key, (total, first) in PAPER_GOLDEN.items():
@@ -111,8 +107,8 @@ def test_topk_with_tv_learns_and_localizes_a_planted_signal(tmp_path):
     data, feats = tmp_path / "data", tmp_path / "feats"
     make_planted(data, feats, n_train=12, n_test=10, n_clips=16, channels=32, seed=0)
     train(data, feats, tmp_path / "run", iterations=20, seed=0, device="cpu", progress=False,
-          log=quiet, method="topk", topk=3, lambda_tv=1e-3, hidden=64, mid=8, n_segments=8)
-    m = evaluate(data, feats, tmp_path / "run", log=quiet)
+          method="topk", topk=3, lambda_tv=1e-3, hidden=64, mid=8, n_segments=8)
+    m = evaluate(data, feats, tmp_path / "run")
     assert m["cuboid_auc"] >= 0.9
     assert m["pointing_accuracy"] >= 0.8
     assert m["frame_auc"] >= 0.9
@@ -136,4 +132,4 @@ def test_cli_method_flags(tiny, tmp_path, monkeypatch, capsys):
     assert code == 1
     assert_one_line_error(err, "topk must be >= 1, got 0")
     with pytest.raises(ConfigError, match="method must be one of paper, topk, got 'rtfm'"):
-        train(data, feats, tmp_path / "r3", method="rtfm", log=quiet)
+        train(data, feats, tmp_path / "r3", method="rtfm")

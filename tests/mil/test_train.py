@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -17,15 +18,12 @@ from stmil.datasets import load_dataset
 from stmil.evaluation.evaluate import evaluate
 from stmil.features.store import FeatureError
 from stmil.mil.train import TRAIN_ARGS, read_config, train
+from tests.conftest import log_lines
 from tests.planted import make_planted
 
 # Plumbing tests use a small scorer and few segments: they test the loop, not learning.
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, checkpoint_every=2, device="cpu",
             progress=False)
-
-
-def quiet(msg: str) -> None:
-    pass
 
 
 def history(run: Path) -> list[dict]:
@@ -62,11 +60,11 @@ def test_weak_mil_learns_planted_signal_and_grid1_cannot_localize(tmp_path):
     """
     data, feats = tmp_path / "data", tmp_path / "feats"
     make_planted(data, feats, seed=0)
-    kw = dict(seed=0, device="cpu", progress=False, log=quiet)
+    kw = dict(seed=0, device="cpu", progress=False)
     train(data, feats, tmp_path / "mil", iterations=20, **kw)
     train(data, feats, tmp_path / "g1", grid=1, iterations=200, **kw)
-    mil = evaluate(data, feats, tmp_path / "mil", log=quiet)
-    g1 = evaluate(data, feats, tmp_path / "g1", log=quiet)
+    mil = evaluate(data, feats, tmp_path / "mil")
+    g1 = evaluate(data, feats, tmp_path / "g1")
 
     assert mil["cuboid_auc"] >= 0.9
     assert mil["pointing_accuracy"] >= 0.8
@@ -99,7 +97,7 @@ def _pointing_chance(data: Path) -> float:
 
 
 def test_boxes_supervision_trains(tiny, tmp_path):
-    summary = train(*tiny, tmp_path / "box", supervision="boxes", log=quiet,
+    summary = train(*tiny, tmp_path / "box", supervision="boxes",
                     **FAST | {"iterations": 30})
     rows = history(tmp_path / "box")
     assert summary["iterations"] == 30 and len(rows) == 30
@@ -112,7 +110,7 @@ def test_boxes_supervision_trains(tiny, tmp_path):
 
 def test_boxes_supervision_refuses_grid1(tiny, tmp_path):
     with pytest.raises(ValueError, match="grid 1"):
-        train(*tiny, tmp_path / "r", supervision="boxes", grid=1, log=quiet, **FAST)
+        train(*tiny, tmp_path / "r", supervision="boxes", grid=1, **FAST)
 
 
 # --- determinism and resume ---------------------------------------------------------------------
@@ -122,7 +120,7 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
     run = tmp_path / "run"
 
     def once(seed: int) -> tuple[bytes, bytes]:
-        train(*tiny, run, seed=seed, log=quiet, **FAST)
+        train(*tiny, run, seed=seed, **FAST)
         out = (run / "model.safetensors").read_bytes(), (run / "history.csv").read_bytes()
         shutil.rmtree(run)
         return out
@@ -132,10 +130,11 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
     assert a[0] != c[0] and a[1] != c[1]
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, monkeypatch,
+                                                             caplog):
     run = tmp_path / "run"
     stage = tmp_path / ".run.stmil-staging"
-    train(*tiny, run, log=quiet, **FAST)
+    train(*tiny, run, **FAST)
     whole = (run / "model.safetensors").read_bytes(), (run / "history.csv").read_bytes()
     assert sorted(p.name for p in run.iterdir()) == [
         ".stmil-run", "config.yaml", "history.csv", "model.safetensors"]
@@ -151,16 +150,16 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, mon
 
     monkeypatch.setattr(T, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(*tiny, run, log=quiet, **FAST)
+        train(*tiny, run, **FAST)
     # Nothing at the run's path; the staging folder keeps only what --resume needs.
     assert not run.exists()
     assert sorted(p.name for p in stage.iterdir()) == [
         ".stmil-run", "checkpoint-00000004.safetensors", "checkpoint.json", "config.yaml"]
     monkeypatch.setattr(T, "_save_checkpoint", save)
 
-    logs: list[str] = []
-    summary = train(*tiny, run, resume=True, log=logs.append, **FAST)
-    assert any("resumed from iteration 4" in m for m in logs)
+    caplog.set_level(logging.INFO, logger="stmil")
+    summary = train(*tiny, run, resume=True, **FAST)
+    assert "resumed from iteration 4" in log_lines(caplog)
     assert summary["iterations"] == FAST["iterations"]
     assert (run / "model.safetensors").read_bytes() == whole[0]
     assert (run / "history.csv").read_bytes() == whole[1]
@@ -171,7 +170,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, mon
 
 
 def test_config_yaml_holds_every_argument_resolved(tiny, tmp_path):
-    train(*tiny, tmp_path / "run", log=quiet, **FAST)
+    train(*tiny, tmp_path / "run", **FAST)
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert set(TRAIN_ARGS) <= set(cfg)
     assert cfg["grid"] == 7 and cfg["feature_grid"] == 7  # None resolved to the features' grid
@@ -186,10 +185,10 @@ def test_config_yaml_holds_every_argument_resolved(tiny, tmp_path):
 
 def test_saved_config_reproduces_the_run(tiny, tmp_path):
     """``config.yaml`` of a run is a valid ``--config``: it gives the same model."""
-    train(*tiny, tmp_path / "a", log=quiet, **FAST)
+    train(*tiny, tmp_path / "a", **FAST)
     cfg = read_config(tmp_path / "a" / "config.yaml")
     cfg.pop("out")
-    train(cfg.pop("data"), cfg.pop("features"), tmp_path / "b", progress=False, log=quiet, **cfg)
+    train(cfg.pop("data"), cfg.pop("features"), tmp_path / "b", progress=False, **cfg)
     from stmil.mil.run import load_model
 
     (ma, _), (mb, _) = load_model(tmp_path / "a"), load_model(tmp_path / "b")
@@ -214,17 +213,18 @@ def test_read_config_refuses_unknown_keys(tmp_path):
 # --- refusals ----------------------------------------------------------------------------------
 
 
-def test_missing_features_are_named_and_skip_missing_proceeds(tiny_copy, tmp_path):
+def test_missing_features_are_named_and_skip_missing_proceeds(tiny_copy, tmp_path, caplog):
     data, feats = tiny_copy
     gone = "Fighting" + "Train002_x264"
     (feats / f"{gone}.npy").unlink()
     (feats / f"{gone}.json").unlink()
     with pytest.raises(FeatureError, match=f"{gone}.*--skip-missing"):
-        train(data, feats, tmp_path / "r", log=quiet, **FAST)
-    logs: list[str] = []
-    summary = train(data, feats, tmp_path / "r", skip_missing=True, log=logs.append, **FAST)
+        train(data, feats, tmp_path / "r", **FAST)
+    caplog.set_level(logging.INFO, logger="stmil")
+    summary = train(data, feats, tmp_path / "r", skip_missing=True, **FAST)
     assert summary["iterations"] == FAST["iterations"]
-    assert any("skipping" in m and gone in m for m in logs)
+    logs = log_lines(caplog)
+    assert any(m.startswith("warning: skipping 1 listed videos") and gone in m for m in logs)
     assert any("3 anomalous + 4 normal" in m for m in logs)
 
 
@@ -238,7 +238,7 @@ def test_mixed_feature_settings_are_refused(tiny_copy, tmp_path, key, value):
     if key == "grid":  # a consistent pair of another grid (the reader checks the array's shape)
         np.save(feats / f"{odd}.npy", np.load(feats / f"{odd}.npy")[:, : value * value])
     with pytest.raises(FeatureError, match=f"disagree on {key}.*{odd}"):
-        train(data, feats, tmp_path / "r", log=quiet, **FAST)
+        train(data, feats, tmp_path / "r", **FAST)
 
 
 def test_nan_features_are_refused(tiny_copy, tmp_path):
@@ -248,23 +248,24 @@ def test_nan_features_are_refused(tiny_copy, tmp_path):
     x[1, 3, 2] = np.nan
     np.save(feats / f"{bad}.npy", x)
     with pytest.raises(FeatureError, match=f"NaN or Inf.*{bad}"):
-        train(data, feats, tmp_path / "r", log=quiet, **FAST)
+        train(data, feats, tmp_path / "r", **FAST)
 
 
 def test_bad_grid_and_supervision_are_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="grid must be 1 or"):
-        train(*tiny, tmp_path / "r", grid=3, log=quiet, **FAST)
+        train(*tiny, tmp_path / "r", grid=3, **FAST)
     with pytest.raises(ValueError, match="supervision must be"):
-        train(*tiny, tmp_path / "r", supervision="strong", log=quiet, **FAST)
+        train(*tiny, tmp_path / "r", supervision="strong", **FAST)
 
 
 # --- validation --------------------------------------------------------------------------------
 
 
-def test_validation_split_with_early_stopping(tiny, tmp_path):
-    logs: list[str] = []
+def test_validation_split_with_early_stopping(tiny, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="stmil")
     summary = train(*tiny, tmp_path / "run", val_fraction=0.25, val_every=2, patience=2,
-                    log=logs.append, **FAST | {"iterations": 200})
+                    **FAST | {"iterations": 200})
+    logs = log_lines(caplog)
     assert summary["iterations"] < 200
     assert any(f"early stop at iteration {summary['iterations']}" in m for m in logs)
     assert any("3 anomalous + 3 normal bags, 2 validation" in m for m in logs)

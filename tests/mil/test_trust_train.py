@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import sys
@@ -26,17 +27,13 @@ from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.mil.config import FIELDS, TrainConfig, read_config
 from stmil.mil.run import commit_folder, load_model
 from stmil.mil.train import train
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, log_lines, run_cli
 from tests.planted import make_planted
 
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, checkpoint_every=2, device="cpu",
             progress=False)
 CLI_FAST = ["--iterations", "6", "--hidden", "16", "--mid", "4", "--n-segments", "4",
             "--checkpoint-every", "2", "--device", "cpu", "--quiet"]
-
-
-def quiet(msg: str) -> None:
-    pass
 
 
 def last_line(err: str) -> str:
@@ -63,7 +60,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 def finished(tiny, tmp_path_factory) -> Path:
     """A finished run on ``tiny`` (do not modify: copy it)."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    train(*tiny, run, log=quiet, **FAST)
+    train(*tiny, run, **FAST)
     return run
 
 
@@ -95,7 +92,7 @@ def interrupted(tiny, tmp_path, monkeypatch) -> Path:
     with monkeypatch.context() as m:
         interrupt_at(m, 4)
         with pytest.raises(KeyboardInterrupt):
-            train(*tiny, run, log=quiet, **FAST)
+            train(*tiny, run, **FAST)
     return run
 
 
@@ -227,8 +224,8 @@ def test_read_config_refuses_the_old_grid_setting_naming_the_new(tmp_path, text)
 
 
 def test_frame_instances_record_grid_1(tiny, tmp_path):
-    train(*tiny, tmp_path / "a", instances="frame", log=quiet, **FAST)
-    train(*tiny, tmp_path / "b", grid=1, log=quiet, **FAST)  # the older keyword
+    train(*tiny, tmp_path / "a", instances="frame", **FAST)
+    train(*tiny, tmp_path / "b", grid=1, **FAST)  # the older keyword
     for run in ("a", "b"):
         cfg = load_model(tmp_path / run)[1]
         assert (cfg["instances"], cfg["grid"], cfg["feature_grid"]) == ("frame", 1, 7)
@@ -264,7 +261,7 @@ def test_cli_config_skip_missing_string_is_refused(tiny, tmp_path, capsys, monke
 # --- a run folder is written as a whole or not at all: items 6, 18 -----------------------------
 
 
-def test_failed_retrain_leaves_the_previous_run_untouched(tiny, run_copy, monkeypatch):
+def test_failed_retrain_leaves_the_previous_run_untouched(tiny, run_copy, monkeypatch, caplog):
     before = snapshot(run_copy)
     calls, loss = [], T.weak_loss
 
@@ -275,22 +272,22 @@ def test_failed_retrain_leaves_the_previous_run_untouched(tiny, run_copy, monkey
         return loss(*args, **kw)
 
     monkeypatch.setattr(T, "weak_loss", loss_that_fails)
-    logs: list[str] = []
+    caplog.set_level(logging.INFO, logger="stmil")
     with pytest.raises(RuntimeError, match="boom"):
-        train(*tiny, run_copy, log=logs.append, **FAST | {"lr": 0.05})
+        train(*tiny, run_copy, **FAST | {"lr": 0.05})
     assert snapshot(run_copy) == before  # config, model, history, metrics: all old
     # Beside it, hidden, only what --resume needs: the checkpoint of iteration 2, no cache.
     stage = stage_of(run_copy)
     assert sorted(os.listdir(stage)) == [".stmil-run", "checkpoint-00000002.safetensors",
                                          "checkpoint.json", "config.yaml"]
-    assert logs[-1] == (f"training stopped; its checkpoint (iteration 2) is kept in {stage} "
-                        "for --resume")
+    assert log_lines(caplog)[-1] == (
+        f"training stopped; its checkpoint (iteration 2) is kept in {stage} for --resume")
 
 
 def test_failed_first_train_leaves_no_folder(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(T, "weak_loss", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        train(*tiny, tmp_path / "run", log=quiet, **FAST)
+        train(*tiny, tmp_path / "run", **FAST)
     assert os.listdir(tmp_path) == []  # no run folder, config.yaml or cache
 
 
@@ -298,7 +295,7 @@ def test_failed_first_train_leaves_no_folder(tiny, tmp_path, monkeypatch):
 def test_diverged_training_is_an_error_not_a_nan_model(tiny, run_copy, change):
     before = snapshot(run_copy)
     with pytest.raises(ConfigError, match=r"training diverged.*; lower --lr \(now "):
-        train(*tiny, run_copy, log=quiet, **FAST | {"checkpoint_every": 100} | change)
+        train(*tiny, run_copy, **FAST | {"checkpoint_every": 100} | change)
     assert snapshot(run_copy) == before
     assert sorted(os.listdir(run_copy.parent)) == ["run"]
 
@@ -307,7 +304,7 @@ def test_failed_train_removes_only_the_folders_it_created(tiny, tmp_path, monkey
     monkeypatch.setattr(T, "weak_loss", lambda *a, **k: 1 / 0)
     (tmp_path / "runs").mkdir()  # the user's, empty: kept
     with pytest.raises(ZeroDivisionError):
-        train(*tiny, tmp_path / "runs" / "a" / "b" / "run", log=quiet, **FAST)
+        train(*tiny, tmp_path / "runs" / "a" / "b" / "run", **FAST)
     assert os.listdir(tmp_path) == ["runs"] and os.listdir(tmp_path / "runs") == []
 
 
@@ -319,16 +316,16 @@ def test_a_concurrent_training_into_the_same_run_is_refused(tiny, interrupted):
         for resume in (False, True):
             with pytest.raises(OutputError, match=f"^{interrupted}: another stmil train is "
                                "writing it .*locked\\); wait for it or choose another --out"):
-                train(*tiny, interrupted, resume=resume, log=quiet, **FAST)
+                train(*tiny, interrupted, resume=resume, **FAST)
         assert snapshot(stage) == before
     finally:
         os.close(fd)
-    train(*tiny, interrupted, resume=True, log=quiet, **FAST)  # free again
+    train(*tiny, interrupted, resume=True, **FAST)  # free again
 
 
 def test_retrain_replaces_the_whole_run(tiny, run_copy):
     old_model = (run_copy / "model.safetensors").read_bytes()
-    train(*tiny, run_copy, log=quiet, **FAST | {"seed": 3})
+    train(*tiny, run_copy, **FAST | {"seed": 3})
     assert sorted(os.listdir(run_copy)) == [".stmil-run", "config.yaml", "history.csv",
                                             "model.safetensors"]  # old metrics.json went too
     assert (run_copy / "model.safetensors").read_bytes() != old_model
@@ -351,7 +348,7 @@ def test_foreign_output_folders_are_refused_and_kept(tiny, tmp_path, monkeypatch
         Path("out", name).write_text(text)
     before = snapshot(Path("out"))
     with pytest.raises(OutputError, match=f"^out: {match}"):
-        train(*tiny, "out", log=quiet, **FAST)
+        train(*tiny, "out", **FAST)
     assert snapshot(Path("out")) == before
     assert sorted(os.listdir(".")) == ["out"]
 
@@ -359,7 +356,7 @@ def test_foreign_output_folders_are_refused_and_kept(tiny, tmp_path, monkeypatch
 def test_output_that_is_a_symlink_is_refused(tiny, finished, tmp_path):
     (tmp_path / "run").symlink_to(finished)
     with pytest.raises(OutputError, match="run: is a symbolic link; pass the folder it points"):
-        train(*tiny, tmp_path / "run", log=quiet, **FAST)
+        train(*tiny, tmp_path / "run", **FAST)
     assert (tmp_path / "run").is_symlink() and (finished / "model.safetensors").is_file()
 
 
@@ -369,19 +366,19 @@ def test_the_current_folder_is_never_replaced(tiny, tmp_path, monkeypatch, out, 
     (tmp_path / "here" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "here")
     with pytest.raises(OutputError, match=f"^{shown}: is the current folder or holds it"):
-        train(*tiny, out, log=quiet, **FAST)
+        train(*tiny, out, **FAST)
     assert sorted(os.listdir(tmp_path)) == ["here"] and os.listdir(".") == ["sub"]
 
 
 def test_output_that_is_a_file_is_refused(tiny, tmp_path):
     (tmp_path / "run").write_text("x")
     with pytest.raises(OutputError, match="run: exists and is not a folder"):
-        train(*tiny, tmp_path / "run", log=quiet, **FAST)
+        train(*tiny, tmp_path / "run", **FAST)
 
 
 def test_empty_output_folder_is_used(tiny, tmp_path):
     (tmp_path / "run").mkdir()
-    train(*tiny, tmp_path / "run", log=quiet, **FAST)
+    train(*tiny, tmp_path / "run", **FAST)
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
@@ -414,7 +411,7 @@ def test_a_commit_killed_between_fallback_renames_is_undone(tiny, tmp_path, fini
     shutil.copytree(finished, old)
     before = snapshot(old)
     with pytest.raises(ConfigError, match="finished, nothing to resume"):
-        train(*tiny, tmp_path / "run", resume=True, log=quiet, **FAST)
+        train(*tiny, tmp_path / "run", resume=True, **FAST)
     assert snapshot(tmp_path / "run") == before and not old.exists()
 
 
@@ -425,7 +422,7 @@ def test_resume_of_a_finished_run_is_refused(tiny, run_copy, capsys):
     before = snapshot(run_copy)
     with pytest.raises(ConfigError, match="run: finished, nothing to resume; train without "
                        "--resume to retrain it from scratch"):
-        train(*tiny, run_copy, resume=True, log=quiet, **FAST)
+        train(*tiny, run_copy, resume=True, **FAST)
     code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
                            "--out", run_copy, "--resume", *CLI_FAST)
     assert code == 1
@@ -435,7 +432,7 @@ def test_resume_of_a_finished_run_is_refused(tiny, run_copy, capsys):
 
 def test_resume_with_nothing_to_resume_is_refused(tiny, tmp_path):
     with pytest.raises(ConfigError, match="run: no interrupted training to resume"):
-        train(*tiny, tmp_path / "run", resume=True, log=quiet, **FAST)
+        train(*tiny, tmp_path / "run", resume=True, **FAST)
     assert os.listdir(tmp_path) == []
 
 
@@ -452,7 +449,7 @@ def test_resume_with_nothing_to_resume_is_refused(tiny, tmp_path):
 def test_resume_refuses_changed_settings(tiny, interrupted, change, match):
     with pytest.raises(ConfigError, match=f"run: cannot resume with other settings \\({match}\\);"
                        " rerun with the recorded settings, or train without --resume"):
-        train(*tiny, interrupted, resume=True, log=quiet, **FAST | change)
+        train(*tiny, interrupted, resume=True, **FAST | change)
     assert stage_of(interrupted).is_dir() and not interrupted.exists()
 
 
@@ -461,11 +458,11 @@ def test_resume_refuses_other_features_or_data(tiny, interrupted, tmp_path):
     shutil.copytree(tiny[1], other)
     with pytest.raises(ConfigError, match=f"cannot resume .*features '{tiny[1]}' recorded vs "
                        f"'{other}' given"):
-        train(tiny[0], other, interrupted, resume=True, log=quiet, **FAST)
+        train(tiny[0], other, interrupted, resume=True, **FAST)
     data = tmp_path / "other-data"
     shutil.copytree(tiny[0], data)
     with pytest.raises(ConfigError, match=f"data '{tiny[0]}' recorded vs '{data}' given"):
-        train(data, tiny[1], interrupted, resume=True, log=quiet, **FAST)
+        train(data, tiny[1], interrupted, resume=True, **FAST)
 
 
 def test_resume_refuses_features_changed_in_place(tiny, tmp_path, monkeypatch):
@@ -476,19 +473,19 @@ def test_resume_refuses_features_changed_in_place(tiny, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         interrupt_at(m, 2)
         with pytest.raises(KeyboardInterrupt):
-            train(data, feats, tmp_path / "run", log=quiet, **FAST)
+            train(data, feats, tmp_path / "run", **FAST)
     npy = next(feats.glob("Fighting*.npy"))
     np.save(npy, np.load(npy) * np.float16(1.01))
     with pytest.raises(ConfigError, match="the train videos or their feature files changed"):
-        train(data, feats, tmp_path / "run", resume=True, log=quiet, **FAST)
+        train(data, feats, tmp_path / "run", resume=True, **FAST)
 
 
-def test_resume_to_more_iterations_equals_one_longer_run(tiny, interrupted, tmp_path):
-    logs: list[str] = []
-    summary = train(*tiny, interrupted, resume=True, log=logs.append,
+def test_resume_to_more_iterations_equals_one_longer_run(tiny, interrupted, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="stmil")
+    summary = train(*tiny, interrupted, resume=True,
                     **FAST | {"iterations": 8, "checkpoint_every": 3})
-    assert summary["iterations"] == 8 and "resumed from iteration 4" in logs
-    train(*tiny, tmp_path / "whole", log=quiet, **FAST | {"iterations": 8})
+    assert summary["iterations"] == 8 and "resumed from iteration 4" in log_lines(caplog)
+    train(*tiny, tmp_path / "whole", **FAST | {"iterations": 8})
     assert (interrupted / "history.csv").read_bytes() == \
         (tmp_path / "whole" / "history.csv").read_bytes()
     a, b = load_file(interrupted / "model.safetensors"), load_file(
@@ -500,13 +497,14 @@ def test_resume_to_more_iterations_equals_one_longer_run(tiny, interrupted, tmp_
 def test_resume_past_the_total_is_refused(tiny, interrupted):
     with pytest.raises(ConfigError, match="checkpoint is at iteration 4, past iterations 3; "
                        "pass --iterations 4 or more"):
-        train(*tiny, interrupted, resume=True, log=quiet, **FAST | {"iterations": 3})
+        train(*tiny, interrupted, resume=True, **FAST | {"iterations": 3})
 
 
-def test_train_without_resume_discards_an_interrupted_training(tiny, interrupted):
-    logs: list[str] = []
-    train(*tiny, interrupted, log=logs.append, **FAST)
-    assert any("discarding the interrupted training" in m and "--resume" in m for m in logs)
+def test_train_without_resume_discards_an_interrupted_training(tiny, interrupted, caplog):
+    caplog.set_level(logging.INFO, logger="stmil")
+    train(*tiny, interrupted, **FAST)
+    assert any("discarding the interrupted training" in m and "--resume" in m
+               for m in log_lines(caplog))
     assert not stage_of(interrupted).exists() and (interrupted / "model.safetensors").is_file()
 
 
@@ -574,7 +572,7 @@ def test_damaged_checkpoint_is_a_one_line_error(tiny, interrupted, capsys, how):
     named = _damage(stage_of(interrupted), how)
     with pytest.raises(ModelError, match=f"^{named}: .*; delete .*stmil-staging or train "
                        "without --resume$"):
-        train(*tiny, interrupted, resume=True, log=quiet, **FAST)
+        train(*tiny, interrupted, resume=True, **FAST)
     code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
                            "--out", interrupted, "--resume", *CLI_FAST)
     assert code == 1
@@ -603,7 +601,7 @@ def test_stale_temporary_files_are_cleaned_on_resume(tiny, interrupted):
     stale.write_text("half")
     (stage / "cache").mkdir()
     (stage / "cache" / ".bags.npy.999999999.abcdefgh.tmp").write_text("half")
-    train(*tiny, interrupted, resume=True, log=quiet, **FAST)
+    train(*tiny, interrupted, resume=True, **FAST)
     assert not stage.exists()
     assert sorted(os.listdir(interrupted)) == [".stmil-run", "config.yaml", "history.csv",
                                                "model.safetensors"]
@@ -612,7 +610,7 @@ def test_stale_temporary_files_are_cleaned_on_resume(tiny, interrupted):
 def test_a_foreign_file_in_the_staging_folder_is_refused(tiny, interrupted):
     (stage_of(interrupted) / "mine.txt").write_text("x")
     with pytest.raises(OutputError, match="stmil-staging: holds mine.txt, which stmil did not"):
-        train(*tiny, interrupted, log=quiet, **FAST)
+        train(*tiny, interrupted, **FAST)
     assert (stage_of(interrupted) / "mine.txt").read_text() == "x"
 
 

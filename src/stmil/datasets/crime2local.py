@@ -281,7 +281,7 @@ def load_crime2local(
         if split in (name, "all"):
             records += loader.split(name)
     if loader.bases:
-        log.info(
+        log.debug(
             "%s: box files read: %d 0-based, %d 1-based", root, loader.bases[0], loader.bases[1]
         )
     return check_records(records, root, split)

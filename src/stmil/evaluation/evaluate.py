@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,7 +56,6 @@ def evaluate(
     pixel_frames: int = 16,
     skip_missing: bool = False,
     json_out: str | Path | None = None,
-    log: Callable[[str], None] = print,
     boxes: str | Path | None = None,
     interpolate: bool = False,
 ) -> dict:
@@ -74,7 +73,7 @@ def evaluate(
     if json_out is not None:
         check_json_out(json_out, run)
     records = load_dataset(data, split, format)
-    videos = load_dataset_features(records, features, skip_missing, log=log)
+    videos = load_dataset_features(records, features, skip_missing)
     if boxes is not None:  # Liu and Ma's UCF-Crime boxes (docs/formats.md)
         videos = with_liu_ma_boxes(videos, boxes, interpolate)
     check_model_features(config, videos[0].meta, run)

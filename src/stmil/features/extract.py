@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +45,8 @@ from stmil.features.video import (
 )
 from stmil.features.weights import KINETICS400_RGB, load_i3d
 from stmil.files import VIDEO_EXTENSIONS, find_videos
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -485,7 +488,6 @@ def extract_many(
     settings: ExtractSettings | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
     pipeline: PipelineConfig | None = None,
     shard: tuple[int, int] | None = None,
 ) -> ExtractSummary:
@@ -493,7 +495,7 @@ def extract_many(
 
     Finished videos are skipped unless ``overwrite``; a finished output made from another
     source file (same id) or with other settings is a failure naming both. Failures are
-    reported through ``log`` and merged into ``out_dir/failures.json`` (see
+    logged (``stmil.features.extract``, level ERROR) and merged into ``out_dir/failures.json`` (see
     :func:`record_failures`). Temporary files of killed earlier runs are removed first.
 
     Videos are decoded by the parallel input pipeline (``pipeline``, default
@@ -516,12 +518,11 @@ def extract_many(
     remove_stale_temps(out_dir)
     remove_stale_claims(out_dir)
     if extractor.precision == "bf16" and not native_bf16(extractor.device):
-        log("warning: this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
-            "slower than fp32 here; use --precision fp32")
+        log.warning("this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
+                    "slower than fp32 here; use --precision fp32")
     summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
     for p, reason in missing:
-        log(f"error: {reason}" if reason.startswith("no videos found") else
-            f"error: {p}: {reason}")
+        log.error("%s", reason if reason.startswith("no videos found") else f"{p}: {reason}")
     ids: dict[str, Path] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(videos), unit="video", disable=not progress, leave=False)
@@ -530,7 +531,7 @@ def extract_many(
     def fail(path: Path, e: BaseException) -> None:
         reason = _reason(e, path)
         summary.failed.append(_failure(path, reason))
-        log(f"error: {path}: {reason}")
+        log.error("%s: %s", path, reason)
 
     pending: set[_Job] = set()  # claimed, not yet committed or failed
 

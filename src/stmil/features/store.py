@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ import numpy as np
 from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import StmilError
 from stmil.features.video import TAIL_POLICIES, clip_frame_ranges
+
+log = logging.getLogger(__name__)
 
 # Metadata that must agree between every video of one run.
 CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels", "weights_sha256",
@@ -184,12 +187,11 @@ def load_dataset_features(
     feature_dir: Path | str,
     skip_missing: bool = False,
     check_finite: bool = True,
-    log: Callable[[str], None] = print,
 ) -> list[VideoFeatures]:
     """Features of every record, refusing missing, mismatched or non-finite ones.
 
     Raises :class:`FeatureError` naming the videos concerned. With ``skip_missing``, videos
-    without features are left out and logged instead.
+    without features are left out with a warning.
     """
     feature_dir = Path(feature_dir)
     if not feature_dir.exists():
@@ -211,7 +213,7 @@ def load_dataset_features(
         msg = f"{len(missing)} listed videos have no features in {feature_dir}: {_names(missing)}"
         if not skip_missing:
             raise FeatureError(msg + " (extract them, or pass --skip-missing)")
-        log(f"warning: skipping {msg}")
+        log.warning("skipping %s", msg)
     if not out:
         raise FeatureError(f"no features found in {feature_dir} for the listed videos")
     ref = out[0]

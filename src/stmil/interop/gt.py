@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +160,7 @@ def read_vector(out: Path | str, kind: str) -> tuple[dict[str, np.ndarray], dict
 
 def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
                    run: str | Path | None = None, split: str = "test", format: str = "auto",
-                   tail: str = "clips", skip_missing: bool = False,
-                   log: Callable[[str], None] = print) -> Path:
+                   tail: str = "clips", skip_missing: bool = False) -> Path:
     """``stmil gt`` (``run`` None: the labels) or ``stmil export`` (the run's frame scores):
     the vector of ``split`` in list order, written to ``out``. Returns the ``.npy`` path."""
     from stmil.datasets import load_dataset
@@ -170,7 +169,7 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
     if tail not in TAILS:
         raise ConfigError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
     records = load_dataset(data, split, format)
-    videos = load_dataset_features(records, features, skip_missing, log=log)
+    videos = load_dataset_features(records, features, skip_missing)
     extra = {"split": split, "data": str(Path(data).resolve()),
              "features": str(Path(features).resolve())}
     if run is None:

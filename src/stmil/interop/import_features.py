@@ -18,8 +18,9 @@ feature files themselves, or folders of them. Crops are averaged (or one is kept
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from stmil import __version__
 from stmil.atomic import check_writable, remove_stale_temps
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.store import FeatureError, read_feature_meta
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("rtfm", "urdmu", "sultani")
 #: Channels each format usually has (a different D is accepted; this is only for messages).
@@ -320,7 +323,7 @@ def check_ours(out: Path, vid: str) -> None:
 
 def import_features(
     inputs: Iterable[Path | str], out: Path | str, settings: ImportSettings,
-    root: Path | str | None = None, log: Callable[[str], None] = print,
+    root: Path | str | None = None,
     frame_counts: dict[str, int] | None = None, progress: bool = False,
 ) -> ImportSummary:
     """Import every video named by ``inputs`` into ``out`` (see the module docstring).
@@ -329,7 +332,7 @@ def import_features(
     the videos' real frames (:func:`fit_frames`); a video missing from it is refused.
     ``progress`` shows a progress bar (one step per video).
 
-    A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one line
+    A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one error
     naming the file and left out; the others are imported. Returns what was done.
     """
     from stmil.features.extract import write_features  # the feature store's one writer
@@ -360,5 +363,5 @@ def import_features(
             if isinstance(e, OSError) and e.filename and e.strerror:
                 reason = f"{e.filename}: {e.strerror}"
             summary.failed.append((vid, reason))
-            log(f"error: {reason}")
+            log.error("%s", reason)
     return summary

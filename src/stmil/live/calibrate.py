@@ -18,8 +18,8 @@ hours of normal video and the curve of incidents per hour against the threshold.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from stmil.atomic import atomic_write
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError
 from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
+
+log = logging.getLogger(__name__)
 
 CALIBRATION = "calibration.json"
 FORMAT = "stmil-calibration"
@@ -132,8 +134,7 @@ def choose_threshold(scores: np.ndarray, counts: np.ndarray, allowed: float) -> 
 
 
 def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
-              target: float = 1.0, settings: EventConfig | None = None,
-              log: Callable[[str], None] = print) -> Calibration:
+              target: float = 1.0, settings: EventConfig | None = None) -> Calibration:
     """Choose and store (``RUN/calibration.json``) the threshold for ``target`` false incidents
     per hour of normal video; returns the calibration written."""
     from stmil.datasets import load_dataset
@@ -152,7 +153,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     read_calibration(run)
     model, config = load_model(run)
     records = load_dataset(data, "train", config.get("format", "auto"))
-    videos = load_dataset_features(records, features, bool(config.get("skip_missing")), log=log)
+    videos = load_dataset_features(records, features, bool(config.get("skip_missing")))
     check_model_features(config, videos[0].meta, run)
     if config["supervision"] == "boxes":  # as training filtered them before carving
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
@@ -165,8 +166,8 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     if not chosen:
         raise ConfigError(f"{data}: no normal videos in the train split to calibrate on")
     if split == "train":
-        log(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
-            "calibrating on the normal train videos, which the model has seen")
+        log.info(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
+                 "calibrating on the normal train videos, which the model has seen")
     inputs, seconds = [], 0.0
     for v in chosen:
         fps = float(v.meta.get("source_fps", v.meta["fps"]))

@@ -7,6 +7,7 @@ the run's ``calibration.json`` unless one is given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from stmil.live.incidents import (
     is_incidents_file,
 )
 from stmil.live.snapshot import snapshot_name, write_snapshot
+
+log = logging.getLogger(__name__)
 
 SCORES_SUFFIX = ".scores.json"
 
@@ -132,7 +135,6 @@ def events_inputs(
     clips: str | Path | None = None,
     device: str = "auto",
     emit: Callable[[str], None] | None = None,
-    log: Callable[[str], None] = print,
 ) -> tuple[list[Incident], list[dict]]:
     """Incidents of every input (videos or ``<id>.scores.json``): returns (incidents, failed).
 
@@ -183,7 +185,7 @@ def events_inputs(
             raise
         except (ValueError, OSError, KeyError) as e:
             failed.append({"path": str(item), "error": str(e)})
-            log(f"error: {item}: {e}" if str(item) not in str(e) else f"error: {e}")
+            log.error("%s", f"{item}: {e}" if str(item) not in str(e) else e)
     if out is not None:
         write_text(out, "".join(line + "\n" for line in lines))
     return found, failed

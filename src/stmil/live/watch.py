@@ -16,6 +16,7 @@ Ctrl-C ends the open incident (reason ``interrupted``) and returns normally.
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
@@ -32,6 +33,8 @@ import torch
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, StmilError
 from stmil.live.incidents import ClipScore, EventConfig, Incident, IncidentTracker, incident_line
+
+log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "udp", "srt",
                    "rtp")
@@ -251,7 +254,6 @@ def watch(
     config: WatchConfig | None = None,
     *,
     emit: Callable[[str], None] = print,
-    log: Callable[[str], None] = print,
     snapshots: str | Path | None = None,
     clips: str | Path | None = None,
     stop: threading.Event | None = None,
@@ -261,10 +263,10 @@ def watch(
     ``interrupted``, ``stopped`` or ``gave up``, and the counters).
 
     Messages are JSON lines (``start``, ``update``, ``end``; see docs/live.md) given to
-    ``emit``; heartbeat and connection lines go to ``log``. ``snapshots``: a folder for one
-    JPEG per incident; ``clips``: a folder for one MP4 per incident (see
-    :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length). Raises
-    :class:`StreamError` when the source cannot be opened the first time (within
+    ``emit``; heartbeat and connection lines are logged (``stmil.live.watch``, INFO).
+    ``snapshots``: a folder for one JPEG per incident; ``clips``: a folder for one MP4 per
+    incident (see :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length).
+    Raises :class:`StreamError` when the source cannot be opened the first time (within
     ``config.timeout``).
     """
     from stmil.features.extract import FeatureExtractor
@@ -388,7 +390,7 @@ def watch(
                 if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
                     rate = (stats.clips - beat_clips) / (now - last_beat)
                     last_beat, beat_clips = now, stats.clips
-                    log(heartbeat_line(stats, rate, fps, settings))
+                    log.info(heartbeat_line(stats, rate, fps, settings))
             if ended is not None:
                 break
             if not live:
@@ -401,14 +403,14 @@ def watch(
             container = None
             while container is None:
                 if cfg.retries is not None and failures >= cfg.retries:
-                    log(f"{source}: stream lost ({why}); giving up after {failures} "
-                        "reconnection attempts")
+                    log.info(f"{source}: stream lost ({why}); giving up after {failures} "
+                             "reconnection attempts")
                     ended = "gave up"
                     break
                 delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
                 failures += 1
-                log(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
-                    f"(attempt {failures})")
+                log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
+                         f"(attempt {failures})")
                 if stop.wait(delay):
                     ended = "stopped"
                     break
@@ -417,7 +419,7 @@ def watch(
                 except StreamError as e:
                     why = str(e).removeprefix(f"{source}: ")
             if container is not None:
-                log(f"{source}: reconnected")
+                log.info(f"{source}: reconnected")
                 boxes = cuboid_boxes(width, height, mc["feature_grid"])
                 tracker.fps = fps
     except KeyboardInterrupt:

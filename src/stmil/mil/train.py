@@ -13,10 +13,10 @@ import csv
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ from stmil.mil.run import (
 __all__ = ["RECORDED_KEYS", "SUPERVISION", "TRAIN_ARGS", "TRAIN_DEFAULTS", "TrainConfig",
            "read_config", "train"]
 
+log = logging.getLogger(__name__)
+
 TRAIN_ARGS = tuple(FIELDS)
 TRAIN_DEFAULTS = TrainConfig().to_dict()
 
@@ -73,7 +75,6 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
     **settings: Any,
 ) -> dict:
     """Train a cuboid scorer on the ``train`` split of ``data`` into the run folder ``out``.
@@ -101,21 +102,21 @@ def train(
     stage = staging_path(out)
     check_run_output(out)
     records = load_dataset(data, "train", cfg.format)
-    videos = load_dataset_features(records, features, cfg.skip_missing, log=log)
+    videos = load_dataset_features(records, features, cfg.skip_missing)
     resolved, videos = _resolve(cfg, data, features, out, videos, grid)
     fingerprint = _fingerprint(resolved, data, features, videos)
     if stage.is_dir():  # refuse a concurrent training before touching its staging folder
         _unlock(lock_folder(stage, out))
-    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint, log)
+    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
     top = _first_missing(stage)
     stage.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(stage, out)
     try:
-        summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress, log)
+        summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress)
         _finish(stage)
         commit_folder(stage, out)
     except BaseException:
-        _abandon(stage, top, log)
+        _abandon(stage, top)
         raise
     finally:
         _unlock(lock)
@@ -178,8 +179,8 @@ def _fingerprint(config: dict, data: str | Path, features: str | Path,
         "inputs": h.hexdigest()}
 
 
-def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig, fingerprint: dict,
-                  log: Callable[[str], None]) -> tuple[dict, dict] | None:
+def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig,
+                  fingerprint: dict) -> tuple[dict, dict] | None:
     """Prepare the staging folder; with ``resume``, return its checkpoint (sidecar, tensors)."""
     fix = f"delete {stage} or train without --resume"
     if stage.exists():
@@ -203,7 +204,7 @@ def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig, finger
             shutil.rmtree(stage / "cache", ignore_errors=True)
             return side, tensors
         if has_ckpt:
-            log(f"discarding the interrupted training of {out} (pass --resume to continue it)")
+            log.info(f"discarding the interrupted training of {out} (pass --resume to continue it)")
         shutil.rmtree(stage)
     if resume:
         if (out / "checkpoint.pt").exists():
@@ -218,7 +219,7 @@ def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig, finger
 
 def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
               videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
-              progress: bool, log: Callable[[str], None]) -> dict:
+              progress: bool) -> dict:
     """Train in ``stage``, leaving there the run's outputs; returns the summary."""
     atomic_write(stage / MARKER, lambda t: t.write_text(json.dumps({"stmil": __version__})))
     atomic_write(stage / "config.yaml", lambda t: t.write_text(yaml.safe_dump(config)))
@@ -232,7 +233,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     if len(anom) == 0 or len(norm) == 0:
         raise ConfigError(f"{config['data']}: training needs anomalous and normal videos, got "
                           f"{len(anom)} anomalous and {len(norm)} normal")
-    log(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
+    log.info(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
     bags = _build_bags(videos, cfg.n_segments, config["grid"] == 1, stage / "cache" / "bags.npy",
                        progress)
     targets = (_box_targets(videos, cfg.n_segments, cfg.overlap)
@@ -252,7 +253,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
             raise ModelError(f"{stage / CHECKPOINT_JSON}: checkpoint does not fit this model "
                              f"({' '.join(str(e).split())[:160]}); delete {stage} or train "
                              "without --resume") from e
-        log(f"resumed from iteration {state['iteration']}")
+        log.info(f"resumed from iteration {state['iteration']}")
 
     start = time.perf_counter()
     bar = tqdm(total=cfg.iterations, initial=state["iteration"], disable=not progress,
@@ -291,7 +292,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if cfg.patience and state["stale"] >= cfg.patience:
-            log(f"early stop at iteration {it}: no validation gain in {cfg.patience} checks")
+            log.info(f"early stop at iteration {it}: no validation gain in {cfg.patience} checks")
             break
         if it % cfg.checkpoint_every == 0:
             _save_checkpoint(stage, model, optim, rng, state, fingerprint)
@@ -323,7 +324,7 @@ def _finish(stage: Path) -> None:
     remove_stale_temps(stage)
 
 
-def _abandon(stage: Path, top: Path | None, log: Callable[[str], None]) -> None:
+def _abandon(stage: Path, top: Path | None) -> None:
     """After a failure: keep a staging folder only for its checkpoint (``--resume``).
 
     Otherwise remove it, and the empty parent folders this training created (up to ``top``).
@@ -336,8 +337,8 @@ def _abandon(stage: Path, top: Path | None, log: Callable[[str], None]) -> None:
             shutil.rmtree(stage / "cache", ignore_errors=True)
             remove_stale_temps(stage)
             it = json.loads(ckpt.read_text()).get("iteration")
-            log(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
-                "for --resume")
+            log.info(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
+                     "for --resume")
             return
         shutil.rmtree(stage)
         if top is not None and top != stage:
