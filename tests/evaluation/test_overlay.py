@@ -8,7 +8,14 @@ import pytest
 
 from stmil.cuboids import cuboid_boxes
 from stmil.evaluation.metrics import frame_scores_from_clips
-from stmil.evaluation.overlay import HEADER_H, STRIP_H, panel_size, render_overlay
+from stmil.evaluation.overlay import (
+    GT_COLOR,
+    HEADER_H,
+    STRIP_H,
+    label_image,
+    panel_size,
+    render_overlay,
+)
 from stmil.score import frame_to_clip
 from tests.conftest import ramp_frames, write_video
 
@@ -73,6 +80,8 @@ def test_overlay_renders_heat_boxes_and_timeline(video, tmp_path, suffix):
     r, c = HEADER_H + int((GT_BOX[1] + GT_BOX[3]) / 2 * s), int(GT_BOX[0] * s)
     red, green, blue = img[r, c].astype(int)
     assert green > 180 and red < 90 and blue < 90
+    if suffix == ".gif":  # a palette colour comes out exactly (nearest colour, no dither)
+        assert tuple(img[r, c]) == GT_COLOR
     no_gt = frames[4 // step][r, c].astype(int)  # no GT box on frame 4
     assert not (no_gt[1] > 180 and no_gt[0] < 90 and no_gt[2] < 90)
     strip = img[HEADER_H + ph:].astype(int)
@@ -100,3 +109,17 @@ def test_overlay_refuses_bad_requests(video, tmp_path):
     with pytest.raises(ValueError, match="not the same video"):
         render_overlay(video, _scores(), tmp_path / "o.mp4", baseline=other)
     assert not list(tmp_path.iterdir())
+
+
+def test_label_image_tab_and_white_text_on_the_background():
+    bg, tab = (22, 22, 22), (0, 200, 255)
+    img = label_image("method (grid 7)", 240, HEADER_H, tab)
+    assert img.shape == (HEADER_H, 240, 3) and img.dtype == np.uint8
+    assert (img[2:HEADER_H - 2, 2:6] == tab).all()  # the coloured tab
+    assert (img[:, :2] == bg).all() and (img[:2, :10] == bg).all() and (img[:, 6:10] == bg).all()
+    text = img[:, 10:]
+    white = (text > 200).all(-1)
+    assert white.any() and white[:, -100:].sum() == 0  # the text starts at x=10, short of the end
+    assert ((text == bg).all(-1) | (text.min(-1) == text.max(-1))).all()  # grey text, no colour
+    blank = label_image("", 120, HEADER_H, tab)
+    assert (blank[:, 10:] == bg).all()

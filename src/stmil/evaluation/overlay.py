@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
 
 from stmil.atomic import atomic_write
 from stmil.cuboids import frame_heatmap
@@ -193,22 +194,15 @@ def timeline_strip(frame_scores: np.ndarray, gt_mask: np.ndarray, width: int,
 
 
 def label_image(text: str, width: int, height: int, color: tuple[int, int, int]) -> np.ndarray:
-    """A header ``(height, width, 3)``: a coloured tab and ``text`` in white (matplotlib Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    dpi = 100
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=_BG / 255)
-    fig.text(10 / width, 0.45, text, color="white", fontsize=height * 0.62 * 72 / dpi,
-             va="center", ha="left")
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
-    img = np.broadcast_to(_BG, (height, width, 3)).copy()
-    hh, ww = min(height, rgb.shape[0]), min(width, rgb.shape[1])
-    img[:hh, :ww] = rgb[:hh, :ww]
-    img[2:height - 2, 2:6] = color
-    return img
+    """A header ``(height, width, 3)`` uint8: a coloured tab (x 2..5) and ``text`` in white from
+    x = 10, centred vertically (Pillow's default font; text past the right edge is cut)."""
+    im = Image.new("RGB", (width, height), tuple(int(v) for v in _BG))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle((2, 2, 5, height - 3), fill=tuple(color))
+    font = ImageFont.load_default()
+    top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
+    draw.text((10, (height - (bottom - top)) // 2 - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(im).copy()
 
 
 def _composed(video: Path, info: VideoInfo, panels: list[_Panel], gt: dict[int, np.ndarray],
@@ -237,39 +231,27 @@ def _even(img: np.ndarray) -> np.ndarray:
     return img
 
 
-_CUBE = 6  # levels per channel of the palette's colour cube
-_GRAYS = 256 - _CUBE**3  # extra neutral greys (the cube alone has only 6)
+def gif_palette() -> Image.Image:
+    """The GIF's fixed 256 colours, as a ``P`` image for ``Image.quantize``: a 6 x 6 x 6 RGB
+    cube, then 40 greys (the cube alone has 6).
 
-
-def gif_palette() -> np.ndarray:
-    """Fixed 256-entry ARGB palette ``(256, 4)``: a 6 x 6 x 6 RGB cube, then 40 greys."""
-    lv = np.arange(_CUBE) * 255 // (_CUBE - 1)
-    r, g, b = np.meshgrid(lv, lv, lv, indexing="ij")
-    cube = np.stack([r, g, b], -1).reshape(-1, 3)
-    grays = np.repeat((np.arange(_GRAYS) * 255 // (_GRAYS - 1))[:, None], 3, axis=1)
-    pal = np.full((256, 4), 255, np.uint8)
-    pal[:, 1:] = np.concatenate([cube, grays])
-    return pal
-
-
-def quantize(img: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(H, W)`` uint8 indices into :func:`gif_palette` (no dither).
-
-    Each pixel takes the nearer (squared error) of its closest cube colour and closest grey.
+    One palette for every frame: FFmpeg's GIF encoder diffs each frame against the previous one
+    by palette index, which a palette per frame (median cut) breaks.
     """
-    x = img.astype(np.int32)
-    q = (x * (_CUBE - 1) + 127) // 255  # (H, W, 3) cube levels
-    cube_err = ((q * 255 // (_CUBE - 1) - x) ** 2).sum(-1)
-    gray = (x.sum(-1) * (_GRAYS - 1) + 382) // 765
-    gray_err = ((gray * 255 // (_GRAYS - 1))[..., None] - x) ** 2
-    cube_idx = (q[..., 0] * _CUBE + q[..., 1]) * _CUBE + q[..., 2]
-    idx = np.where(gray_err.sum(-1) < cube_err, _CUBE**3 + gray, cube_idx)
-    return idx.astype(np.uint8)
+    levels = np.linspace(0, 255, 6)
+    cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    greys = np.repeat(np.linspace(0, 255, 40)[:, None], 3, axis=1)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(np.concatenate([cube, greys]).round().astype(np.uint8).tobytes())
+    return palette
 
 
 def _encode(tmp: Path, frames: Iterator[np.ndarray], fps: Fraction, gif: bool) -> None:
-    """Encode ``frames`` into ``tmp`` as GIF (pal8) or MP4 (H.264, yuv420p)."""
+    """Encode ``frames`` into ``tmp`` as GIF (pal8, :func:`gif_palette`, nearest colour, no
+    dither) or MP4 (H.264, yuv420p)."""
     palette = gif_palette()
+    argb = np.full((256, 4), 255, np.uint8)  # PyAV's pal8 palette: (256, 4) ARGB
+    argb[:, 1:] = np.asarray(palette.getpalette(), np.uint8).reshape(256, 3)
     with av.open(str(tmp), "w", format="gif" if gif else "mp4",
                  options={} if gif else {"movflags": "+faststart"}) as container:
         stream = None
@@ -280,8 +262,12 @@ def _encode(tmp: Path, frames: Iterator[np.ndarray], fps: Fraction, gif: bool) -
                 stream.pix_fmt = "pal8" if gif else "yuv420p"
                 if not gif:
                     stream.options = {"crf": "20", "preset": "veryfast"}
-            frame = (av.VideoFrame.from_ndarray((quantize(img), palette), format="pal8")
-                     if gif else av.VideoFrame.from_ndarray(img, format="rgb24"))
+            if gif:
+                indices = Image.fromarray(img).quantize(palette=palette,
+                                                        dither=Image.Dither.NONE)
+                frame = av.VideoFrame.from_ndarray((np.asarray(indices), argb), format="pal8")
+            else:
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             container.mux(stream.encode(frame))
         if stream is None:
             raise ConfigError("no frames to write")
