@@ -249,7 +249,8 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
                                                   extractor):
     """``stmil score`` over a folder runs extract's input pipeline: 2 decode workers give
     the very bytes the serial path gives, and these are the scores of extract_video's
-    features (the model's 64x64 clip settings)."""
+    features (the model's 64x64 clip settings; up to a float16 rounding, as the clips of
+    several videos share model batches)."""
     monkeypatch.chdir(tmp_path)
     videos = three_videos(Path("v"))
     files = {}
@@ -265,7 +266,7 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
         features, _ = extract_video(video, extractor, ExtractSettings(size=64))
         assert features.shape == (n, 49, 528) and r["source"] == str(video.resolve())
         np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n, 49),
-                                   direct_maps(small_run, features), atol=2e-6)
+                                   direct_maps(small_run, features), atol=1e-5)
 
 
 def test_score_a_corrupt_video_among_good_ones_with_workers(small_run, tmp_path, capsys,

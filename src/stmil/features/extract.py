@@ -32,7 +32,7 @@ from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.claims import Claim, remove_stale_claims, try_claim
 from stmil.features.i3d import endpoint_channels
-from stmil.features.pipeline import PipelineConfig, decode_videos, device_input
+from stmil.features.pipeline import PipelineConfig, VideoEvent, decode_videos, device_input
 from stmil.features.pipeline_config import ExtractSettings
 from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
@@ -107,7 +107,8 @@ def extract_video(
     settings: ExtractSettings | None = None,
     on_clips: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """Features of one video: ``(n_clips, G*G, C)`` float16 and its metadata dict.
+    """Features of one video: ``(n_clips, G*G, C)`` float16 and its metadata dict, from
+    batches of this video's clips alone (as :func:`extract_videos` gives for one video).
 
     Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
     """
@@ -415,23 +416,52 @@ def _features(
     """Run ``jobs`` through the input pipeline and the model: per video, in the order videos
     end, ``(job, array, meta, None)`` or ``(job, None, None, error)``.
 
-    Closing the generator stops the decode workers.
+    With ``pipeline.mix_videos`` the model takes batches of exactly ``s.batch_size`` clips,
+    filled across videos (a video's last clips wait for the next video's first); the run's
+    final batch is padded with copies of its last clip when more than one video took part,
+    so every model call of such a run has one shape and a clip's features do not depend on
+    which videos it shared a batch with (the worker count cannot change them). At most
+    ``2 * batch_size - 1`` clips of model input wait. Otherwise each decoded batch is one
+    model call (per-video batches, as :func:`extract_video` makes). Closing the generator
+    stops the decode workers.
     """
     events = decode_videos(jobs, s, pipeline, extractor.device)
-    try:
-        for event in events:
-            job = event.job
-            if event.kind == "batch":
-                if job.error is not None:
-                    continue
-                feats = extractor(device_input(event.batch, s.size, extractor.device))
-                if not torch.isfinite(feats).all():
-                    job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
-                    continue
-                job.chunks.append(feats.numpy().astype(np.float16))
-                if on_clips:
-                    on_clips(len(event.batch.starts))
+    queued: list[tuple[_Job, torch.Tensor]] = []  # model input not yet run, oldest first
+    ended: list[VideoEvent] = []  # videos decoded, some of whose clips are still queued
+    n_videos = 0
+
+    def run(pad: bool = False) -> None:
+        """One model call on the oldest queued clips (at most ``s.batch_size``)."""
+        parts, n = [], 0
+        while queued and n < s.batch_size:
+            job, x = queued[0]
+            k = min(len(x), s.batch_size - n)
+            parts.append((job, x[:k]))
+            queued[0] = (job, x[k:])
+            if k == len(x):
+                queued.pop(0)
+            n += k
+        x = parts[0][1] if len(parts) == 1 else torch.cat([x for _, x in parts])
+        if pad and n < s.batch_size:
+            x = torch.cat([x, x[-1:].expand(s.batch_size - n, *x.shape[1:])])
+        feats = extractor(x)[:n]
+        for job, x in parts:
+            f, feats = feats[:len(x)], feats[len(x):]
+            if job.error is not None:
                 continue
+            if not torch.isfinite(f).all():
+                job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
+                continue
+            job.chunks.append(f.numpy().astype(np.float16))
+            if on_clips:
+                on_clips(len(x))
+
+    def finished() -> Iterator[tuple[_Job, np.ndarray | None, dict | None, BaseException | None]]:
+        busy = {job for job, _ in queued}
+        done = [e for e in ended if e.job not in busy]
+        ended[:] = [e for e in ended if e.job in busy]
+        for event in done:
+            job = event.job
             error = job.error or event.error
             if error is None and not job.chunks:
                 error = VideoError(job.path, f"shorter than one clip "
@@ -444,6 +474,25 @@ def _features(
             job.chunks.clear()
             yield job, array, feature_meta(job.source, event.info, event.stats, s, extractor,
                                            int(array.shape[0])), None
+
+    full = s.batch_size if pipeline.mix_videos else 1
+    try:
+        for event in events:
+            job = event.job
+            if event.kind == "batch":
+                if job.error is None:
+                    queued.append((job, device_input(event.batch, s.size, extractor.device)))
+                while sum(len(x) for _, x in queued) >= full:
+                    run()
+                continue
+            n_videos += 1
+            if event.kind == "error":  # its clips waiting for the model are of no use
+                queued[:] = [(j, x) for j, x in queued if j is not job]
+            ended.append(event)
+            yield from finished()
+        while queued:
+            run(pad=n_videos > 1)
+        yield from finished()
     finally:
         events.close()
 
