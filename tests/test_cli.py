@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 
 from stmil.mil.train import train
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 from tests.planted import make_planted
 
 TRAIN = ["--iterations", "2", "--hidden", "8", "--mid", "4", "--n-segments", "2",
@@ -71,3 +72,123 @@ def test_the_library_without_logging_configured_prints_no_info_line(planted, cap
     out, err = capsys.readouterr()
     assert summary["iterations"] == 2
     assert (out, err) == ("", "")  # no "train: ..." line
+
+
+# --- --config FILE, for every command ------------------------------------------------------
+
+
+def write(path: str, text: str) -> str:
+    Path(path).write_text(text)
+    return path
+
+
+@pytest.fixture()
+def trained(planted, capsys) -> tuple[str, str, str]:
+    """``planted`` with a run ``run/`` trained on it."""
+    code, _, err = run_cli(capsys, "train", "--data", planted[0], "--features", planted[1],
+                           "--out", "run", *TRAIN)
+    assert code == 0, err
+    return planted[0], planted[1], "run"
+
+
+def test_extract_takes_its_options_from_config_and_flags_override_them(tmp_path, monkeypatch,
+                                                                     capsys):
+    import stmil.features.extract as extract_mod
+
+    calls: dict = {}
+
+    class Extractor:
+        def __init__(self, *args):
+            calls["extractor"] = args
+
+    def extract_many(inputs, out, extractor, settings, **kw):
+        calls.update(inputs=inputs, out=out, settings=settings, **kw)
+        return extract_mod.ExtractSummary()
+
+    monkeypatch.setattr(extract_mod, "FeatureExtractor", Extractor)
+    monkeypatch.setattr(extract_mod, "extract_many", extract_many)
+    monkeypatch.chdir(tmp_path)
+    write("x.yaml", "out: feats\nbatch_size: 4\nclip-len: 8\nprecision: bf16\ndevice: cpu\n"
+                    "workers: 0\noverwrite: true\ngrid: 4\n")
+    code, out, err = run_cli(capsys, "extract", "videos", "--config", "x.yaml",
+                             "--batch-size", "2")
+    assert code == 0, err
+    assert calls["extractor"] == ("Mixed_4e", 4, "cpu", "bf16")
+    assert (calls["out"], calls["overwrite"], calls["pipeline"].workers) == ("feats", True, 0)
+    assert (calls["settings"].clip_len, calls["settings"].batch_size) == (8, 2)  # the flag wins
+
+
+def test_score_and_evaluate_take_their_options_from_config(trained, capsys):
+    data, feats, run = trained
+    write("score.yaml", f"model: {run}\nout: scores\nthreshold: 0.5\ndevice: cpu\nquiet: true\n")
+    code, out, err = run_cli(capsys, "score", f"{feats}/{NO_BOX}.npy", "--config", "score.yaml")
+    assert code == 0, err
+    assert out == f"{Path('scores') / NO_BOX}.scores.json\n"
+    assert json.loads((Path("scores") / f"{NO_BOX}.scores.json").read_text())["threshold"] == 0.5
+
+    write("eval.yaml", f"data: {data}\nfeatures: {feats}\nmodel: {run}\nsplit: train\n"
+                       "json: m.json\noverlap: 0.5\n")
+    code, out, err = run_cli(capsys, "evaluate", "--config", "eval.yaml", "--overlap", "0.75")
+    assert code == 0, err
+    settings = json.loads(Path("m.json").read_text())["settings"]
+    assert (settings["split"], settings["overlap"], settings["run"]) == ("train", 0.75, run)
+
+
+def test_watch_takes_its_options_from_config(tmp_path, monkeypatch, capsys):
+    import stmil.live.watch as watch_mod
+
+    seen: dict = {}
+
+    def watch(source, run, events, config, **kw):
+        seen.update(source=source, run=run, events=events, config=config)
+        return {"ended": "end of input", "frames": 0, "clips": 0, "dropped_frames": 0,
+                "incidents": 0}
+
+    monkeypatch.setattr(watch_mod, "watch", watch)
+    monkeypatch.chdir(tmp_path)
+    write("w.yaml", "model: run\nthreshold: 0.7\nmin_duration: 2\ndrop: false\nretries: 3\n"
+                    "heartbeat: 0\nprecision: bf16\n")
+    code, _, err = run_cli(capsys, "watch", "cam.mp4", "--config", "w.yaml", "--drop")
+    assert code == 0, err
+    assert (seen["source"], seen["run"]) == ("cam.mp4", "run")
+    assert (seen["events"].threshold, seen["events"].min_duration) == (0.7, 2.0)
+    c = seen["config"]
+    assert (c.drop, c.retries, c.heartbeat, c.precision) == (True, 3, 0.0, "bf16")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("bogus: 1\n", "x.yaml: unknown key 'bogus' for stmil evaluate; valid keys: boxes, compare, "
+                   "data, debug, features, format, interpolate, json, model, overlap, quiet, "
+                   "skip-missing, split"),
+    ("overlap: much\n", "x.yaml: overlap must be a number, got 'much'"),
+    ("split: val\n", "x.yaml: split must be one of train, test, all, got 'val'"),
+    ("skip_missing: 'yes'\n", "x.yaml: skip_missing must be true or false, got 'yes'"),
+    ("data: [a, b]\n", "x.yaml: data must be one value, got ['a', 'b']"),
+    ("data:\n", "x.yaml: data must be a string, got None"),
+    ("- data\n", "x.yaml: a config is a flat mapping of stmil evaluate options"),
+    ("data: [\n", "x.yaml: not valid YAML"),
+])
+def test_bad_config_files_are_one_line_errors(tmp_path, monkeypatch, capsys, text, message):
+    monkeypatch.chdir(tmp_path)
+    write("x.yaml", text)
+    code, out, err = run_cli(capsys, "evaluate", "--config", "x.yaml")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, message)
+
+
+def test_a_missing_config_file_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "score", "a.npy", "--config", "nope.yaml")
+    assert code == 1
+    assert err == "error: nope.yaml: No such file or directory\n"
+
+
+def test_required_options_may_come_from_config_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):  # no file: argparse's own usage error, as before
+        run_cli(capsys, "score", "a.npy")
+    assert "the following arguments are required: --model, --out" in capsys.readouterr().err
+    write("x.yaml", "model: run\n")
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "score", "a.npy", "--config", "x.yaml")
+    assert "the following arguments are required: --out" in capsys.readouterr().err

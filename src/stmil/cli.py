@@ -384,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=f"example:\n  {example}")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name != "train":  # train's --config is read by TrainConfig's own reader
+            p.add_argument("--config", metavar="FILE",
+                           help="flat YAML of this command's options, keys as the option names "
+                                "(batch-size or batch_size); flags given here override it")
         return p
 
     p = add("extract", "Extract I3D cuboid features of videos (files or folders).",
@@ -493,7 +497,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for <id>.npy, features.list, export.json")
 
     _add_live_parsers(add)
+    parser.commands = sub.choices  # type: ignore[attr-defined]  # read by apply_config
     return parser
+
+
+def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Make the keys of the ``--config FILE`` given in ``argv`` its command's defaults, so that
+    flags given in ``argv`` override them.
+
+    The file is a flat YAML mapping of the command's option names (``batch-size`` or
+    ``batch_size``); each value is converted by the option's own type and checked against its
+    choices. An unknown key, a wrong type or a bad choice is a :class:`ConfigError` naming the
+    file and the key. ``train`` reads its own ``--config`` (:func:`stmil.mil.config.read_config`).
+    """
+    command = parser.commands.get(argv[0]) if argv else None  # type: ignore[attr-defined]
+    if command is None or argv[0] == "train":
+        return
+    required = [a for a in command._actions if a.required and a.option_strings]
+    for a in required:  # they may come from the file: known only once it is read
+        a.required = False
+    path = command.parse_known_args(argv[1:])[0].config
+    for a in required:
+        a.required = True
+    if path is None:
+        return
+    from stmil.mil.config import read_yaml_mapping
+
+    options = {_long_option(a): a for a in command._actions
+               if a.option_strings and a.dest not in ("help", "config")}
+    values = {}
+    for key, value in read_yaml_mapping(path, f"stmil {argv[0]} options").items():
+        action = options.get(key.replace("_", "-"))
+        if action is None:
+            raise ConfigError(f"{path}: unknown key {key!r} for stmil {argv[0]}; valid keys: "
+                              f"{', '.join(sorted(options))}")
+        values[action.dest] = _config_value(action, value, f"{path}: {key}")
+        action.required = False
+    command.set_defaults(**values)
+
+
+def _long_option(action: argparse.Action) -> str:
+    """``batch-size`` for ``--batch-size`` (``drop`` for ``--drop/--no-drop``)."""
+    return next(s for s in action.option_strings if s.startswith("--"))[2:]
+
+
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", Path: "a path"}
+
+
+def _config_value(action: argparse.Action, value: object, where: str) -> object:
+    """A ``--config`` value for ``action``, converted as argparse converts the flag's text."""
+    if action.nargs == 0:  # a flag: store_true/store_false, or --x/--no-x
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return value
+        return action.const if value else action.default
+    many = action.nargs not in (None, "?")
+    items = value if many and isinstance(value, list) else [value]
+    if not items or (isinstance(value, list) and not many):
+        raise ConfigError(f"{where} must be one value, got {value!r}")
+    convert = action.type or str
+    out = []
+    for item in items:
+        try:
+            if item is None or isinstance(item, (bool, list, dict)):
+                raise ValueError
+            item = convert(str(item))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            kind = TYPE_NAMES.get(convert, f"a valid {getattr(convert, '__name__', 'value')}")
+            raise ConfigError(f"{where} must be {kind}, got {item!r}") from None
+        if action.choices is not None and item not in action.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}, "
+                              f"got {item!r}")
+        out.append(item)
+    return out if many else out[0]
 
 
 #: Where a command's log lines go when not stderr: the demo's progress and table are its output.
@@ -547,15 +624,19 @@ def logging_to(stream: str) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = None
     try:
+        apply_config(parser, argv)
+        args = parser.parse_args(argv)
         with logging_to(LOG_STREAM.get(args.command, "stderr")):
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (StmilError, OSError) as e:
-        if args.debug:
+        if args.debug if args is not None else "--debug" in argv:
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1

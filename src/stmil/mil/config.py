@@ -160,6 +160,28 @@ RECORDED_KEYS = ("grid", "feature_grid", "in_dim", "endpoint", "size", "clip_len
                  "precision", "resample_fps")
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping with string keys that a YAML ``--config`` file holds (``{}`` when it is
+    empty); ``what`` names its settings in the errors (``"train settings"``). Its values are
+    the caller's to check."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text YAML file (byte {e.start}); "
+                          f"pass a YAML config of {what}") from e
+    if "\x00" in text:
+        raise ConfigError(f"{path}: a binary file, not a YAML config of {what}")
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
+        raise ConfigError(f"{path}: a config is a flat mapping of {what}")
+    return cfg
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The settings of a flat YAML ``--config`` file, each checked; unknown keys are refused.
 
@@ -168,21 +190,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     YAML 1.1 reads ``1e-3`` as a string, a string that spells a finite number is accepted for
     a float setting; nothing else is converted.
     """
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text YAML file (byte {e.start}); "
-                          "pass a YAML config of train settings") from e
-    if "\x00" in text:
-        raise ConfigError(f"{path}: a binary file, not a YAML config of train settings")
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
-        raise ConfigError(f"{path}: a config is a flat mapping of train settings")
+    cfg = read_yaml_mapping(path, "train settings")
     allowed = [*FIELDS, *PATH_KEYS]
     unknown = sorted(set(cfg) - set(allowed) - set(RECORDED_KEYS))
     if unknown:
