@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,30 @@ def test_required_options_may_come_from_config_only(tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit):
         run_cli(capsys, "score", "a.npy", "--config", "x.yaml")
     assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+# --- choices come from the library -----------------------------------------------------------
+
+
+def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch():
+    from stmil import interop
+    from stmil.cli import build_parser
+    from stmil.datasets.errors import SPLITS
+    from stmil.device import DEVICES
+    from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES
+    from stmil.mil import config
+    from stmil.synth.distractors import SCENARIOS
+
+    library = (DEVICES, PRECISIONS, TAIL_POLICIES, SPLITS, config.FORMATS, config.METHODS,
+               config.INSTANCES, config.SUPERVISION, interop.FORMATS, interop.TAILS, SCENARIOS)
+    commands = build_parser().commands
+    checked = [(name, a.dest) for name, p in commands.items() for a in p._actions if a.choices
+               and any(a.choices is c for c in library)]
+    unchecked = [(name, a.dest) for name, p in commands.items() for a in p._actions
+                 if a.choices and not any(a.choices is c for c in library)]
+    assert unchecked == [] and len(checked) >= 20
+    code = "import sys; from stmil.cli import build_parser; build_parser(); print(sorted(" \
+           "m for m in ('torch', 'av', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == "[]\n"  # --help stays quick

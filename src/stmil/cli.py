@@ -10,8 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stmil import __version__
+from stmil import __version__, interop
+from stmil.datasets.errors import SPLITS
+from stmil.device import DEVICES
 from stmil.errors import ConfigError, StmilError
+from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES
+from stmil.mil.config import FORMATS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -26,13 +30,13 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=16, help="frames between clip starts")
     p.add_argument("--size", type=int, default=224, help="frames are resized to SIZE x SIZE")
     p.add_argument("--fps", type=float, default=None, help="resample (default: native rate)")
-    p.add_argument("--tail", choices=("drop", "pad"), default="drop",
+    p.add_argument("--tail", choices=TAIL_POLICIES, default="drop",
                    help="trailing partial clip: drop it (default) or pad with the last frame")
     p.add_argument("--grid", type=int, default=7, help="G: cuboids form a G x G grid (default 7)")
     p.add_argument("--endpoint", default="Mixed_4e", help="I3D endpoint (default Mixed_4e)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default): exact (~1e-6 vs the reference). bf16: the fast path "
                         "on CPUs with AMX (Xeon 4th gen+) and on GPUs, ~2-3x faster, relative "
                         "error ~1e-2; use it for large datasets where that error is acceptable "
@@ -226,10 +230,9 @@ def _add_vector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root (its test list gives the order)")
     p.add_argument("--features", required=True, help="folder of feature files")
     p.add_argument("--out", required=True, help="folder for the .npy and its .json manifest")
-    p.add_argument("--split", default="test", choices=("train", "test", "all"))
-    p.add_argument("--format", default="auto",
-                   choices=("auto", "ucf_crime", "crime2local", "folder"))
-    p.add_argument("--tail", default="clips", choices=("clips", "frames"),
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--format", default="auto", choices=FORMATS)
+    p.add_argument("--tail", default="clips", choices=interop.TAILS,
                    help="clips: stride x n_clips entries per video (16 x T, the RTFM/UR-DMU "
                         "convention; default); frames: one per frame of the video")
     p.add_argument("--skip-missing", action="store_true")
@@ -331,7 +334,7 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--out", help="write the JSON lines here (default: stdout)")
     p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
     p.add_argument("--clips", help=clips_help)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     incident_flags(p)
 
     p = add("calibrate", "Choose a run's incident threshold for a false-incident rate.",
@@ -364,9 +367,9 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
                    help="reconnection attempts before giving up (default: forever)")
     p.add_argument("--backoff", type=float, default=0.5, help="first reconnection delay, s")
     p.add_argument("--max-backoff", type=float, default=10.0)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="I3D precision (default: the run's; bf16 is ~3x faster on AMX)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     incident_flags(p)
 
 
@@ -403,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
 
     p = add("train", "Train a cuboid scorer from video-level labels (MIL).",
             "stmil train --data ROOT --features features/ --out runs/mil")
@@ -423,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="box = union of cuboids scoring >= THRESHOLD (default: top cuboid)")
     p.add_argument("--overlay", action="store_true", help="also write <id>.overlay.mp4")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     _add_pipeline_options(p, shard=False)
 
     p = add("evaluate", "Temporal and spatiotemporal metrics of a run on a dataset split.",
@@ -431,9 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data")
     p.add_argument("--features")
     p.add_argument("--model", help="run folder")
-    p.add_argument("--split", default="test", choices=("train", "test", "all"))
-    p.add_argument("--format", default="auto",
-                   choices=("auto", "ucf_crime", "crime2local", "folder"))
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--overlap", type=float, default=0.25,
                    help="cuboid positive when a GT box covers this fraction of it")
     p.add_argument("--skip-missing", action="store_true")
@@ -465,12 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=160, help="frames per video")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p = add("import-features", "Import other projects' features (RTFM, UR-DMU, Sultani) as "
             "grid-1 stmil features.",
             "stmil import-features UCF_Test.list --format urdmu --root ucf-feats/ --out feats/")
     p.add_argument("inputs", nargs="+", help=".list files, feature files or folders")
-    p.add_argument("--format", required=True, choices=("rtfm", "urdmu", "sultani"))
+    p.add_argument("--format", required=True, choices=interop.FORMATS)
     p.add_argument("--out", required=True, help="output folder for <id>.npy and <id>.json")
     p.add_argument("--root", help="folder the .list paths are relative to (default: the list's)")
     p.add_argument("--crop", type=int, help="keep this crop (0-based) instead of the mean")

@@ -33,7 +33,7 @@ from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.claims import Claim, remove_stale_claims, try_claim
 from stmil.features.i3d import endpoint_channels
 from stmil.features.pipeline import PipelineConfig, VideoEvent, decode_videos, device_input
-from stmil.features.pipeline_config import ExtractSettings
+from stmil.features.pipeline_config import PRECISIONS, ExtractSettings
 from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
 from stmil.features.video import (
@@ -48,7 +48,6 @@ from stmil.files import VIDEO_EXTENSIONS, find_videos
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
 
 
 class FeatureExtractor:

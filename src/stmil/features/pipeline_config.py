@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from stmil.errors import ConfigError
 
 RESIZE_ON = ("auto", "worker", "device")
+TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
+PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class ExtractSettings:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        from stmil.features.video import TAIL_POLICIES, check_count, check_fps
+        from stmil.features.video import check_count, check_fps
 
         for name in ("clip_len", "stride", "size", "batch_size"):
             check_count(name, getattr(self, name))

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from stmil.errors import ConfigError, StmilError
+from stmil.features.pipeline_config import TAIL_POLICIES
 from stmil.features.resize import resize_frames
 
-TAIL_POLICIES = ("drop", "pad")
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
 
 

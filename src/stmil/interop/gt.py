@@ -32,8 +32,8 @@ from stmil.atomic import atomic_write_group, check_writable
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluation.metrics import frame_labels, frame_scores_from_clips
 from stmil.features.store import VideoFeatures
+from stmil.interop import TAILS
 
-TAILS = ("clips", "frames")
 KINDS = ("gt", "scores")
 MANIFEST_FORMAT = "stmil-frame-vector"
 MANIFEST_VERSION = 1

@@ -31,10 +31,10 @@ from stmil import __version__
 from stmil.atomic import check_writable, remove_stale_temps
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.store import FeatureError, read_feature_meta
+from stmil.interop import FORMATS
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("rtfm", "urdmu", "sultani")
 #: Channels each format usually has (a different D is accepted; this is only for messages).
 USUAL_CHANNELS = {"rtfm": 2048, "urdmu": 1024, "sultani": 4096}
 SULTANI_SEGMENTS = 32

@@ -16,13 +16,14 @@ from typing import Any
 
 import yaml
 
+from stmil.datasets import FORMATS as DATASET_FORMATS
+from stmil.device import DEVICES
 from stmil.errors import ConfigError
 
 SUPERVISION = ("weak", "boxes")
 METHODS = ("paper", "topk")
 INSTANCES = ("cuboid", "frame")
-FORMATS = ("auto", "ucf_crime", "crime2local", "folder")
-DEVICES = ("auto", "cpu", "cuda")
+FORMATS = ("auto", *DATASET_FORMATS)
 
 # Settings a resumed training may change: they do not alter what the checkpoint has learned.
 RESUMABLE = ("iterations", "checkpoint_every", "device")
