@@ -90,11 +90,11 @@ def videos(tmp_path):
     return src
 
 
-@pytest.mark.parametrize("batch", [2, 4])  # 4: the 6 clips end in a padded batch
-def test_parallel_equals_serial_exactly(videos, tmp_path, extractor, batch):
+@pytest.mark.parametrize(("batch", "mix"), [(2, None), (4, True)])  # 6 clips: 4 + 2 padded
+def test_parallel_equals_serial_exactly(videos, tmp_path, extractor, batch, mix):
     outs = {}
-    for name, cfg in (("serial", PipelineConfig(workers=0)),
-                      ("workers", PipelineConfig(workers=2, queue_size=1))):
+    for name, cfg in (("serial", PipelineConfig(workers=0, mix_videos=mix)),
+                      ("workers", PipelineConfig(workers=2, queue_size=1, mix_videos=mix))):
         out = tmp_path / name
         s = extract_many([videos], out, extractor, ExtractSettings(size=64, batch_size=batch),
                          pipeline=cfg, **QUIET)
@@ -259,9 +259,12 @@ def test_closing_the_consumer_early_stops_the_workers(videos):
 
 def test_pipeline_config_is_checked():
     for bad in (dict(workers=-1), dict(workers=True), dict(queue_size=0),
-                dict(resize_on="gpu")):
+                dict(resize_on="gpu"), dict(mix_videos="yes")):
         with pytest.raises(ConfigError, match="must be"):
             PipelineConfig(**bad)
+    auto = PipelineConfig()
+    assert auto.mixes_videos("cuda") and not auto.mixes_videos("cpu")
+    assert PipelineConfig(mix_videos=True).mixes_videos("cpu")
 
 
 # --- claims and shards -----------------------------------------------------------------------

@@ -415,14 +415,14 @@ def _features(
     """Run ``jobs`` through the input pipeline and the model: per video, in the order videos
     end, ``(job, array, meta, None)`` or ``(job, None, None, error)``.
 
-    With ``pipeline.mix_videos`` the model takes batches of exactly ``s.batch_size`` clips,
-    filled across videos (a video's last clips wait for the next video's first); the run's
-    final batch is padded with copies of its last clip when more than one video took part,
-    so every model call of such a run has one shape and a clip's features do not depend on
-    which videos it shared a batch with (the worker count cannot change them). At most
-    ``2 * batch_size - 1`` clips of model input wait. Otherwise each decoded batch is one
-    model call (per-video batches, as :func:`extract_video` makes). Closing the generator
-    stops the decode workers.
+    When ``pipeline`` mixes videos (by default on a GPU), the model takes batches of exactly
+    ``s.batch_size`` clips, filled across videos (a video's last clips wait for the next
+    video's first); the run's final batch is padded with copies of its last clip when more
+    than one video took part, so every model call of such a run has one shape and a clip's
+    features do not depend on which videos it shared a batch with (the worker count cannot
+    change them). At most ``2 * batch_size - 1`` clips of model input wait. Otherwise each
+    decoded batch is one model call (per-video batches, as :func:`extract_video` makes).
+    Closing the generator stops the decode workers.
     """
     events = decode_videos(jobs, s, pipeline, extractor.device)
     queued: list[tuple[_Job, torch.Tensor]] = []  # model input not yet run, oldest first
@@ -474,7 +474,7 @@ def _features(
             yield job, array, feature_meta(job.source, event.info, event.stats, s, extractor,
                                            int(array.shape[0])), None
 
-    full = s.batch_size if pipeline.mix_videos else 1
+    full = s.batch_size if pipeline.mixes_videos(extractor.device.type) else 1
     try:
         for event in events:
             job = event.job

@@ -18,16 +18,18 @@ class PipelineConfig:
 
     ``workers``: decode threads (0: serial, in the calling thread). ``queue_size``: most clip
     batches waiting for the model (default ``2 * workers``). ``resize_on``: ``"auto"`` resizes
-    on the model's device when it is a GPU, in the workers otherwise. ``mix_videos``: model
-    batches are filled across videos, so short videos do not leave the model half-idle (off:
-    one video's clips per batch, the older path; per-clip fp32 results of the two differ by
-    less than 1e-6 relative, from the batch shape alone: tests/features/test_pipeline.py).
+    on the model's device when it is a GPU, in the workers otherwise. ``mix_videos``: fill
+    model batches across videos, so short videos do not leave a GPU half-idle (``None``: on a
+    GPU only; on a CPU a clip costs about the same in a batch of 3 as of 8, while the run's
+    padded last batch costs up to ``batch_size - 1`` clips: benchmarks/NOTES.md). Per-clip
+    fp32 results of mixed and per-video batches differ by less than 1e-6 relative, from the
+    batch shape alone (tests/features/test_pipeline.py).
     """
 
     workers: int = 2
     queue_size: int | None = None
     resize_on: str = "auto"
-    mix_videos: bool = True
+    mix_videos: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or \
@@ -38,9 +40,15 @@ class PipelineConfig:
                 or self.queue_size < 1):
             raise ConfigError(f"queue_size must be a whole number >= 1, got "
                               f"{self.queue_size!r}")
+        if self.mix_videos not in (None, True, False):
+            raise ConfigError(f"mix_videos must be None, True or False, got {self.mix_videos!r}")
         if self.resize_on not in RESIZE_ON:
             raise ConfigError(f"resize_on must be one of {', '.join(RESIZE_ON)}, got "
                               f"{self.resize_on!r}")
+
+    def mixes_videos(self, device_type: str) -> bool:
+        """Whether model batches are filled across videos (``None``: on a GPU)."""
+        return device_type != "cpu" if self.mix_videos is None else self.mix_videos
 
     def resize_in_worker(self, device_type: str) -> bool:
         """Whether workers resize (else the consumer does, on the model's device)."""
