@@ -138,3 +138,8 @@ def check_writable(folder: Path | str) -> Path:
 def write_text(dest: Path | str, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``dest``."""
     return atomic_write(dest, lambda t: t.write_text(text, encoding="utf-8"))
+
+
+def write_bytes(dest: Path | str, data: bytes) -> Path:
+    """Atomically write ``data`` to ``dest``."""
+    return atomic_write(dest, lambda t: t.write_bytes(data))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stmil.atomic import atomic_write, check_writable
+from stmil.atomic import check_writable, write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation.metrics import frame_scores_from_clips
@@ -161,7 +161,7 @@ def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
         raise OutputError(f"{dest}: exists and is not a stmil scores file; refusing to "
                           "overwrite it (move it away, or use another --out)")
     text = json.dumps(result, allow_nan=False)  # a bare NaN is not JSON: never write one
-    atomic_write(dest, lambda t: t.write_text(text))
+    write_text(dest, text)
     return dest
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.atomic import atomic_write
+from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes, frame_heatmap
 from stmil.datasets import fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
@@ -232,7 +232,7 @@ def _write_json(dest: Path, obj: object) -> None:
     """Atomically write ``obj`` as JSON (NaN refused); an error names ``dest``, never a temp."""
     text = json.dumps(obj, indent=1, allow_nan=False)
     try:
-        atomic_write(dest, lambda t: t.write_text(text, encoding="utf-8"))
+        write_text(dest, text)
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
 

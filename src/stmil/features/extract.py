@@ -26,7 +26,12 @@ import torch
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import atomic_write, atomic_write_group, check_writable, remove_stale_temps
+from stmil.atomic import (
+    atomic_write_group,
+    check_writable,
+    remove_stale_temps,
+    write_text,
+)
 from stmil.cuboids import pool_cuboids
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
@@ -337,8 +342,7 @@ def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
         fcntl.flock(fd, fcntl.LOCK_EX)
         merged = [f for f in read_failures(path) if f["path"] not in done] + list(failed)
         if merged:
-            atomic_write(path, lambda t: t.write_text(json.dumps(merged, indent=1) + "\n",
-                                                      encoding="utf-8"))
+            write_text(path, json.dumps(merged, indent=1) + "\n")
         else:
             path.unlink(missing_ok=True)
     finally:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil import __version__
-from stmil.atomic import atomic_write
+from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError
 from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
@@ -91,7 +91,7 @@ def write_calibration(run: str | Path, cal: Calibration) -> Path:
     check_finished_run(run)
     read_calibration(run)  # a file there that is not ours is refused, never replaced
     text = json.dumps(cal.to_dict(), indent=1, allow_nan=False)
-    return atomic_write(run / CALIBRATION, lambda t: t.write_text(text, encoding="utf-8"))
+    return write_text(run / CALIBRATION, text)
 
 
 def check_finished_run(run: Path) -> None:

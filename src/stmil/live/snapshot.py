@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stmil.atomic import atomic_write
+from stmil.atomic import write_bytes
 from stmil.errors import OutputError
 
 COMMENT = b"stmil incident snapshot"
@@ -47,4 +47,4 @@ def write_snapshot(dest: Path, frame: np.ndarray, box: list[float], label: str) 
     buf = BytesIO()
     im.save(buf, format="JPEG", quality=90, comment=COMMENT)
     data = buf.getvalue()
-    return atomic_write(dest, lambda t: t.write_bytes(data))
+    return write_bytes(dest, data)

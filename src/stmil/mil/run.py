@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from stmil.atomic import atomic_write
+from stmil.atomic import write_bytes, write_text
 from stmil.errors import ModelError, OutputError
 from stmil.mil.config import FIELDS, RESUMABLE
 from stmil.mil.model import Scorer
@@ -53,7 +53,7 @@ def save_model(path: Path, model: Scorer, config: dict) -> None:
     """Scorer weights as safetensors, with the run's config as metadata (usual permissions)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = st_save(tensors, metadata={"stmil_config": json.dumps(config)})
-    atomic_write(path, lambda t: t.write_bytes(blob))
+    write_bytes(path, blob)
 
 
 # Config keys a model needs, with their types; the readers (score, evaluate) rely on them.
@@ -273,14 +273,14 @@ def save_checkpoint(folder: Path, model: Scorer, optim: torch.optim.Optimizer, r
         tensors["cuda_rng"] = torch.cuda.get_rng_state(dev)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     name = f"checkpoint-{state['iteration']:08d}.safetensors"
-    atomic_write(folder / name, lambda t: t.write_bytes(blob))
+    write_bytes(folder / name, blob)
     sidecar = {"format": "stmil-checkpoint", "version": 1, "file": name,
                "sha256": hashlib.sha256(blob).hexdigest(), "iteration": state["iteration"],
                "history": state["history"], "best_auc": state["best_auc"],
                "stale": state["stale"], "numpy_rng": rng_state,
                "optim_groups": opt["param_groups"], "config": config}
     path = folder / CHECKPOINT_JSON
-    atomic_write(path, lambda t: t.write_text(json.dumps(sidecar)))
+    write_text(path, json.dumps(sidecar))
     for old in folder.glob("checkpoint-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)

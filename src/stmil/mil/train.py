@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import atomic_write, remove_stale_temps
+from stmil.atomic import atomic_write, remove_stale_temps, write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.device import resolve_device
@@ -221,8 +221,8 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
               videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
               progress: bool) -> dict:
     """Train in ``stage``, leaving there the run's outputs; returns the summary."""
-    atomic_write(stage / MARKER, lambda t: t.write_text(json.dumps({"stmil": __version__})))
-    atomic_write(stage / "config.yaml", lambda t: t.write_text(yaml.safe_dump(config)))
+    write_text(stage / MARKER, json.dumps({"stmil": __version__}))
+    write_text(stage / "config.yaml", yaml.safe_dump(config))
 
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
