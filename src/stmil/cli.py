@@ -355,7 +355,10 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
     p.add_argument("--clips", help=clips_help)
     p.add_argument("--realtime", action="store_true", help="play a file at its frame rate")
-    p.add_argument("--fps", type=float, default=None, help="resample the source (frames/s)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="resample the source (frames/s; default: the run's rate)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="score one clip every STRIDE frames (default: the run's)")
     p.add_argument("--drop", action=argparse.BooleanOptionalAction, default=None,
                    help="drop clips rather than fall behind (default: for streams, cameras "
                         "and --realtime)")

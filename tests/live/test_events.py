@@ -37,19 +37,40 @@ def test_calibrate_events_watch_agree(live_run, video, tmp_path, capsys, monkeyp
     base = live_run.parent
     os.symlink(base, "b")  # relative paths, as a user types them
 
-    # calibrate: 4 normal train videos of 48 frames (6.4 s) allow 1/h * 6.4 s << 1 incident,
-    # and every normal clip is below 0.3, so the threshold is midway from the top normal clip
-    # score to 1 (computed here from the weights, not by stmil).
+    # calibrate: 4 normal train videos of 48 frames (6.4 s) cannot measure 1 false incident
+    # per hour (that needs an hour), so a warning says so and the margin rule is tried: here
+    # an anomalous train video (its event lasts one clip, less than --min-duration) fires only
+    # at thresholds that also give a normal video an incident, so the rate rule's threshold is
+    # kept: midway from the top normal clip score to 1 (every normal clip is below 0.3, within
+    # the hysteresis of the others). Both levels computed here from the weights, not by stmil.
     code, out, err = run_cli(capsys, "calibrate", "b/run", "--data", "b/data", "--features",
                              "b/feats")
     assert code == 0, err
     assert "0 false incidents" in out and "train video" in out
+    assert err.startswith("b/run: no validation split")
+    assert "\nwarning: b/run: the train split holds 6 s of normal video, far less than the 1 h " \
+           "that a target of 1 false incidents per hour needs; no threshold separates" in err
     normal = [np.load(p) for p in sorted((base / "feats").glob("Normal*.npy"))]
     top = max(direct_maps(live_run, x).max() for x in normal)
+    anomalous = [direct_maps(live_run, np.load(p)).max(axis=1)
+                 for p in sorted((base / "feats").glob("Fighting*.npy"))]
+
+    def fires(c, t) -> bool:  # an active clip, then one within the hysteresis: 32 frames >= 1 s
+        return any(c[i] >= t and c[j] >= t - 0.1 for i in range(3) for j in range(i + 1, 3))
+
+    assert min(max((t for t in c if fires(c, t)), default=0) for c in anomalous) <= top
     cal = read_calibration("b/run")
     assert cal.split == "train" and cal.n_videos == 4 and cal.false_incidents == 0
+    assert cal.rule == "rate" and cal.n_anomalous == 4
     assert cal.threshold == pytest.approx((top + 1) / 2, abs=2e-6)
     assert cal.normal_hours == pytest.approx(4 * 48 / 30 / 3600)
+    # 600 per hour over 6.4 s allows 1.07 false incidents: measurable, the rate rule, no warning
+    code, out, err = run_cli(capsys, "calibrate", "b/run", "--data", "b/data", "--features",
+                             "b/feats", "--target", "600")
+    assert code == 0 and "far less" not in err and read_calibration("b/run").threshold < top
+    code, out, err = run_cli(capsys, "calibrate", "b/run", "--data", "b/data", "--features",
+                             "b/feats")
+    assert code == 0 and read_calibration("b/run") == cal
 
     # events on the video, with a snapshot.
     code, out, err = run_cli(capsys, "events", video, "--model", "b/run", "--out", "ev.jsonl",

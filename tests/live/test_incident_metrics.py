@@ -14,6 +14,7 @@ from stmil.live.incidents import EventConfig, Incident
 from stmil.mil.train import train
 from tests.conftest import run_cli
 from tests.planted import make_planted
+from tests.test_score import direct_maps
 
 
 def inc(start: int, end: int, box=(0.0, 0.0, 10.0, 10.0)) -> Incident:
@@ -79,6 +80,17 @@ def test_evaluate_reports_incidents_after_calibrate(tmp_path, capsys, monkeypatc
     assert code == 0, err
     cal = read_calibration("run")
     assert cal.events.min_duration == 0 and cal.split == "train"
+    # 17 s of normal train video cannot measure 1 per hour: the margin rule. With no minimum
+    # duration one clip is an incident, so the zero-false bound is the top normal clip score
+    # and an anomalous video fires up to its top clip score (computed from the weights).
+    assert "warning: run: the train split holds 17 s of normal video, far less than the 1 h " \
+           "that a target of 1 false incidents per hour needs; threshold midway" in err
+    top = {label: [direct_maps(tmp_path / "run", np.load(p)).max()
+                   for p in sorted((tmp_path / "f").glob(f"{label}Train*.npy"))]
+           for label in ("Normal_Videos_", "Fighting")}
+    assert cal.rule == "margin" and cal.n_anomalous == cal.anomalous_fired == 4
+    assert cal.threshold == pytest.approx((max(top["Normal_Videos_"]) + min(top["Fighting"])) / 2,
+                                          abs=2e-6)
     code, out, err = run_cli(capsys, "evaluate", "--data", "d", "--features", "f", "--model",
                              "run")
     assert code == 0, err

@@ -204,7 +204,31 @@ def test_a_run_on_other_features_is_refused_before_reading(tmp_path, capsys):
     assert_one_line_error(err, "model takes 64-channel features, these have 528")
 
 
-@pytest.mark.parametrize("flag", [["--timeout", "0"], ["--retries", "-1"], ["--fps", "0"]])
+def test_fps_and_stride_other_than_the_runs_are_said(live_run, tmp_path, caplog):
+    """--fps 15 of a 30 fps file keeps 40 of 80 frames; --stride 24 scores the 16-frame clips
+    starting at kept frames 0 and 24. Each setting that differs from the run's is one warning."""
+    video = write_video(tmp_path / "v.mkv", scene_frames(80, [], 5))
+    caplog.set_level(logging.INFO, logger="stmil")
+    config = WatchConfig(fps=15, stride=24, heartbeat=0, device="cpu")
+    r = watch(str(video), live_run, resolve_events(live_run, threshold=0.99), config,
+              emit=lambda line: None)
+    assert r["clips"] == 2 and r["frames"] == 80
+    assert [(w.levelno, w.getMessage()) for w in caplog.records] == [
+        (logging.WARNING,
+         "--fps 15: the run's features were extracted at the source's own rate; a 16-frame "
+         "clip now spans 1.07 s of the scene, so scores differ from the run's (docs/live.md: "
+         "real time on 2 cores)"),
+        (logging.WARNING,
+         "--stride 24: one 16-frame clip every 24 frames; the frames between clips are never "
+         "scored")]
+    caplog.clear()
+    watch(str(video), live_run, resolve_events(live_run, threshold=0.99),
+          WatchConfig(fps=30, heartbeat=0, device="cpu"), emit=lambda line: None)
+    assert not [w for w in caplog.records if w.levelno >= logging.WARNING]  # the run's rate
+
+
+@pytest.mark.parametrize("flag", [["--timeout", "0"], ["--retries", "-1"], ["--fps", "0"],
+                                  ["--stride", "0"]])
 def test_bad_watch_flags(live_run, capsys, flag):
     code, _, err = run_cli(capsys, "watch", "x.mp4", "--model", live_run, "--threshold", "0.5",
                            *flag)

@@ -10,6 +10,17 @@ candidate stay at or under ``target`` incidents per hour, placed midway between 
 candidate score and the next lower one (so a clip scoring exactly a normal video's score is
 not an edge case); above every normal score it is midway to 1.
 
+That rate is only measurable on at least one target period of normal video (1 h for 1 false
+incident per hour). On less (the demo's validation split holds 16 s), any threshold without a
+false incident meets it, and the rule above would put the threshold midway to 1, far above
+what anomalies score. There, calibrate says so in one warning line and uses the **margin**
+rule, from the same split and video-level labels only: the threshold is midway between the
+zero-false bound (the highest candidate that still gives a normal video an incident; 0 when
+none does) and the firing level of the split's anomalous videos (the lowest, over those
+videos, of the highest threshold at which each still gives an incident). When the two
+overlap (some anomalous video cannot fire without a false incident), the rate rule's
+threshold is kept, and the calibration records how many anomalous videos fire at it.
+
 ``RUN/calibration.json`` (:func:`write_calibration`, its one writer; :func:`read_calibration`,
 its one reader) holds the threshold, the incident settings it was chosen with, the split, the
 hours of normal video and the curve of incidents per hour against the threshold.
@@ -53,6 +64,9 @@ class Calibration:
     curve: list[tuple[float, float]]  # (threshold, false incidents per hour), ascending
     data: str
     features: str
+    rule: str = "rate"  # "rate" (the target rate) or "margin" (a short split; module docstring)
+    n_anomalous: int = 0  # anomalous videos of the split
+    anomalous_fired: int = 0  # of them, those with an incident at the threshold
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -72,7 +86,7 @@ def read_calibration(run: str | Path) -> Calibration | None:
         d = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"format is not {FORMAT}")
-        fields = {k: d[k] for k in Calibration.__dataclass_fields__}
+        fields = {k: d[k] for k in Calibration.__dataclass_fields__ if k in d}
         fields["events"] = EventConfig(**fields["events"])
         fields["curve"] = [tuple(p) for p in fields["curve"]]
         cal = Calibration(**fields)
@@ -133,6 +147,40 @@ def choose_threshold(scores: np.ndarray, counts: np.ndarray, allowed: float) -> 
     return float((lower + upper) / 2)
 
 
+def firing_level(video: tuple[np.ndarray, np.ndarray, float, np.ndarray],
+                 settings: EventConfig) -> float:
+    """The highest of a video's clip scores at which it still gives an incident (0 if none
+    does): ``(maps (n_clips, G*G), clip_ranges, fps, cuboid boxes)``."""
+    maps, ranges, fps, boxes = video
+    for t in np.unique(maps.max(axis=1))[::-1]:  # an incident at t is one at every lower t
+        cfg = EventConfig(float(t), settings.hysteresis, settings.min_duration,
+                          settings.merge_gap)
+        if find_incidents(clips_from_maps(maps, ranges, boxes, cfg.threshold), cfg, fps):
+            return float(t)
+    return 0.0
+
+
+def margin_threshold(scores: np.ndarray, counts: np.ndarray, fire: float) -> float | None:
+    """Midway between the zero-false bound of the normal curve (``scores``, ``counts``) and
+    the anomalous videos' firing level ``fire``; None when they overlap."""
+    bad = np.nonzero(counts > 0)[0]
+    bound = float(scores[bad[-1]]) if len(bad) else 0.0
+    return (bound + fire) / 2 if fire > bound else None
+
+
+def _videos(chosen, model, config) -> tuple[list, float]:
+    """``(maps, clip_ranges, fps, boxes)`` of each feature video, and their total seconds."""
+    from stmil.score import clip_maps
+
+    inputs, seconds = [], 0.0
+    for v in chosen:
+        fps = float(v.meta.get("source_fps", v.meta["fps"]))
+        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        inputs.append((clip_maps(model, config, v.features), v.clip_ranges, fps, boxes))
+        seconds += v.meta["n_frames"] / fps
+    return inputs, seconds
+
+
 def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
               target: float = 1.0, settings: EventConfig | None = None) -> Calibration:
     """Choose and store (``RUN/calibration.json``) the threshold for ``target`` false incidents
@@ -141,7 +189,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     from stmil.features.store import load_dataset_features
     from stmil.mil.run import load_model
     from stmil.mil.train import _carve_validation
-    from stmil.score import check_model_features, clip_maps
+    from stmil.score import check_model_features
 
     if isinstance(target, bool) or not isinstance(target, (int, float)) \
             or not (math.isfinite(target) and target >= 0):
@@ -161,23 +209,31 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     val = _carve_validation(labels, float(config.get("val_fraction", 0.0)),
                             np.random.default_rng(int(config.get("seed", 0))))
     split = "validation" if (val & (labels == 0)).any() else "train"
-    chosen = [v for v, keep in zip(videos, val if split == "validation" else labels == 0)
-              if keep and v.record.label == 0]
+    in_split = val if split == "validation" else np.ones(len(videos), dtype=bool)
+    chosen = [v for v, keep in zip(videos, in_split) if keep and v.record.label == 0]
+    anomalous = [v for v, keep in zip(videos, in_split) if keep and v.record.label == 1]
     if not chosen:
         raise ConfigError(f"{data}: no normal videos in the train split to calibrate on")
     if split == "train":
         log.info(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
                  "calibrating on the normal train videos, which the model has seen")
-    inputs, seconds = [], 0.0
-    for v in chosen:
-        fps = float(v.meta.get("source_fps", v.meta["fps"]))
-        maps = clip_maps(model, config, v.features)
-        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
-        inputs.append((maps, v.clip_ranges, fps, boxes))
-        seconds += v.meta["n_frames"] / fps
+    inputs, seconds = _videos(chosen, model, config)
+    anom_inputs, _ = _videos(anomalous, model, config)
     hours = seconds / 3600
     scores, counts = false_incident_curve(inputs, settings)
-    threshold = choose_threshold(scores, counts, target * hours)
+    threshold, rule = choose_threshold(scores, counts, target * hours), "rate"
+    if 0 < target * hours < 1 and anom_inputs:
+        fire = min(firing_level(a, settings) for a in anom_inputs)
+        margin = margin_threshold(scores, counts, fire)
+        how = (f"threshold midway between the top normal score with a false incident and the "
+               f"level at which every anomalous {split} video fires" if margin is not None
+               else f"no threshold separates normal and anomalous {split} videos (one fires "
+               "only with false incidents), so the rate rule's threshold is kept")
+        log.warning(f"{run}: the {split} split holds {seconds:.0f} s of normal video, far "
+                    f"less than the {1 / target:g} h that a target of {target:g} false "
+                    f"incidents per hour needs; {how} (docs/live.md)")
+        if margin is not None:
+            threshold, rule = margin, "margin"
     final = EventConfig(threshold, settings.hysteresis, settings.min_duration,
                         settings.merge_gap)
     n_false = sum(len(find_incidents(clips_from_maps(m, r, b, threshold), final, fps))
@@ -192,6 +248,8 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
         normal_hours=hours, false_incidents=int(n_false),
         per_hour=round(n_false / hours, 6),
         curve=[(round(float(scores[i]), 6), round(counts[i] / hours, 6)) for i in pick],
-        data=str(data), features=str(features))
+        data=str(data), features=str(features), rule=rule, n_anomalous=len(anom_inputs),
+        anomalous_fired=sum(bool(find_incidents(clips_from_maps(m, r, b, final.threshold),
+                                                final, fps)) for m, r, fps, b in anom_inputs))
     write_calibration(run, cal)
     return cal

@@ -49,7 +49,8 @@ class WatchConfig:
     """How ``stmil watch`` reads and reports. Times in seconds."""
 
     realtime: bool = False  # a file: play it at its own frame rate (else as fast as possible)
-    fps: float | None = None  # resample the source to this rate (None: native)
+    fps: float | None = None  # resample the source to this rate (None: the run's)
+    stride: int | None = None  # score one clip every STRIDE (resampled) frames (None: the run's)
     drop: bool | None = None  # drop clips when busy; None: for live sources and --realtime
     heartbeat: float = 10.0  # seconds between heartbeat lines (0: none)
     update: float = 5.0  # seconds between update messages of an open incident (0: none)
@@ -73,6 +74,10 @@ class WatchConfig:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number of seconds > 0, "
                                   f"got {v!r}")
+        if self.stride is not None and (isinstance(self.stride, bool)
+                                        or not isinstance(self.stride, int) or self.stride < 1):
+            raise ConfigError(f"--stride must be a whole number of frames >= 1, "
+                              f"got {self.stride!r}")
         if self.retries is not None and (isinstance(self.retries, bool) or self.retries < 0):
             raise ConfigError(f"--retries must be a whole number >= 0, got {self.retries!r}")
 
@@ -284,7 +289,8 @@ def watch(
                               "clip_len": mc["clip_len"], "stride": mc["stride"],
                               "grid": mc["feature_grid"],
                               "channels": endpoint_channels(mc["endpoint"])}, run)
-    settings = {"clip_len": mc["clip_len"], "stride": mc["stride"], "size": mc["size"],
+    settings = {"clip_len": mc["clip_len"], "stride": cfg.stride or mc["stride"],
+                "size": mc["size"],
                 "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
                 "tail": mc.get("tail", "drop"), "timeout": cfg.timeout}
     live = is_network(source) or is_camera(source)
@@ -303,6 +309,8 @@ def watch(
         recorder = ClipRecorder(prepare_clips_dir(clips), name, source)
 
     container, stream, fps, width, height = _first_open(source, cfg.timeout)
+    for line in settings_warnings(mc, settings, fps):
+        log.warning(line)
     try:
         precision = cfg.precision or mc.get("precision", "fp32")
         extractor = FeatureExtractor(mc["endpoint"], mc["feature_grid"], cfg.device, precision)
@@ -455,6 +463,23 @@ def _first_open(source: str, timeout: float):
                                       "--timeout") from None
                 raise
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def settings_warnings(mc: dict, settings: dict, src_fps: float) -> list[str]:
+    """One line per watch setting that differs from the run's clip settings, saying what it
+    costs: another frame rate changes what I3D sees (the run was trained on clips of another
+    duration); a stride above the clip length leaves frames unscored."""
+    out = []
+    run_fps, fps, clip = mc.get("resample_fps"), settings["fps"], settings["clip_len"]
+    if fps != run_fps and not (run_fps is None and fps == src_fps):
+        was = "the source's own rate" if run_fps is None else f"{run_fps:g} fps"
+        out.append(f"--fps {fps:g}: the run's features were extracted at {was}; a "
+                   f"{clip}-frame clip now spans {clip / fps:.2f} s of the scene, so scores differ "
+                   "from the run's (docs/live.md: real time on 2 cores)")
+    if settings["stride"] > clip:
+        out.append(f"--stride {settings['stride']}: one {clip}-frame clip every "
+                   f"{settings['stride']} frames; the frames between clips are never scored")
+    return out
 
 
 def heartbeat_line(stats: Stats, rate: float, fps: float, settings: dict) -> str:
