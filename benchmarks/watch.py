@@ -7,16 +7,24 @@ TCP on 127.0.0.1 (``--stream``). The run is a tiny model trained on planted 528-
 (the scorer's cost is negligible; I3D Mixed_4e at 224 x 224 is what is timed), with the clip
 settings of a real run (16 frames, stride 16, 224 x 224).
 
-For each setting (``--settings``: ``fp32``, ``bf16``, ``fp32-fps15``, ``bf16-fps15``) it prints:
+For each setting (``--settings``: ``fp32`` or ``bf16``, then optionally ``-fpsF`` for
+``--fps F`` and ``-strideN`` for ``--stride N``, e.g. ``fp32-fps10``, ``fp32-fps15-stride32``)
+it prints:
 
 - ``clip s``: mean time to score one clip (I3D + cuboid pooling + scorer);
 - ``RTF``: real-time factor, the seconds of video one second of scoring covers,
-  ``clip duration / clip s`` (>= 1: keeps up, nothing dropped once warm);
+  ``(stride / fps) / clip s`` (>= 1: keeps up, nothing dropped once warm);
 - ``scored``/``dropped``: clips scored and clips dropped while busy;
 - ``latency``: median and 95th percentile time from the arrival of a clip's last frame to
   the end of its scoring, i.e. to any incident message it causes.
 
-Example: ``python benchmarks/watch.py --seconds 20 --settings fp32 bf16 fp32-fps15``.
+With ``--rss`` it also samples the process's resident memory once a second while ``watch``
+runs and prints it at the first scored clip, the end, and its peak (memory must stay flat);
+``--clips`` also records incident clips with threshold 0 (one incident open the whole time,
+so the pre-roll ring and the clip writer, capped at 60 s, are exercised).
+
+Example: ``python benchmarks/watch.py --seconds 20 --settings fp32 fp32-fps15``;
+``python benchmarks/watch.py --seconds 300 --settings fp32-fps10 --stream --rss --clips``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -88,15 +97,35 @@ with av.open(src) as inp, av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", forma
 """
 
 
-def run_setting(name: str, video: Path, run: Path, stream: bool) -> dict:
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler(threading.Thread):
+    """RSS once a second: ``samples`` of (seconds since start, MB)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            self.samples.append((time.monotonic() - self.t0, rss_mb()))
+
+
+def run_setting(name: str, video: Path, run: Path, stream: bool,
+                clips: Path | None = None, rss: bool = False) -> dict:
     from stmil.live.incidents import EventConfig
     from stmil.live.watch import WatchConfig, watch
 
-    precision = "bf16" if name.startswith("bf16") else "fp32"
-    fps = 15.0 if name.endswith("fps15") else None
-    cfg = WatchConfig(realtime=not stream, fps=fps, precision=precision, device="cpu",
-                      heartbeat=0, update=0, drop=True, retries=0, timeout=20)
-    events = EventConfig(threshold=1.0, min_duration=0.0)
+    precision, fps, stride = parse_setting(name)
+    cfg = WatchConfig(realtime=not stream, fps=fps, stride=stride, precision=precision,
+                      device="cpu", heartbeat=0, update=0, drop=True, retries=0, timeout=20)
+    events = EventConfig(threshold=0.0 if clips else 1.0, min_duration=0.0)
     source, server = str(video), None
     if stream:
         with socket.socket() as sock:
@@ -104,24 +133,68 @@ def run_setting(name: str, video: Path, run: Path, stream: bool) -> dict:
             port = sock.getsockname()[1]
         server = subprocess.Popen([sys.executable, "-c", SERVE, str(video), str(port)])
         source = f"tcp://127.0.0.1:{port}"
+    sampler = RssSampler() if rss else None
+    first: list[float] = []
+
+    def emit(line: str) -> None:
+        if not first:
+            first.append(rss_mb())
+
+    if sampler is not None:
+        sampler.start()
     try:
-        r = watch(source, run, events, cfg, emit=lambda line: None)
+        r = watch(source, run, events, cfg, emit=emit, clips=clips)
     finally:
         if server is not None:
             server.kill()
-    clip_dur = 16 / (fps or 30.0)
+        if sampler is not None:
+            sampler.done.set()
+    if sampler is not None:
+        mem = [m for _, m in sampler.samples]
+        print(f"  RSS MB: {len(mem)} samples; at the first message {first[0] if first else 0:.0f}, "
+              f"after 25% {mem[len(mem) // 4]:.0f}, end {mem[-1]:.0f}, peak {max(mem):.0f}; "
+              f"{r['clips']} clips scored, {r['dropped_clips']} dropped, "
+              f"{r['frames']} frames", flush=True)
+        if clips is not None:
+            for p in sorted(clips.iterdir()):
+                print(f"  clip {p.name}: {p.stat().st_size / 2**20:.1f} MB", flush=True)
+    covered = (stride or 16) / (fps or 30.0)  # seconds of video per scored clip
     clip_s = r["score_seconds"] / max(1, r["clips"])
-    return {"setting": name, "clip_s": clip_s, "rtf": clip_dur / clip_s, "scored": r["clips"],
+    return {"setting": name, "clip_s": clip_s, "rtf": covered / clip_s, "scored": r["clips"],
             "dropped": r["dropped_clips"], "lat_med": r["latency_median_s"],
             "lat_p95": r["latency_p95_s"]}
+
+
+def parse_setting(name: str) -> tuple[str, float | None, int | None]:
+    """``fp32-fps10-stride32`` -> ("fp32", 10.0, 32)."""
+    precision, *rest = name.split("-")
+    if precision not in ("fp32", "bf16"):
+        raise argparse.ArgumentTypeError(f"{name}: starts with fp32 or bf16")
+    fps = stride = None
+    for part in rest:
+        if part.startswith("fps"):
+            fps = float(part[3:])
+        elif part.startswith("stride"):
+            stride = int(part[6:])
+        else:
+            raise argparse.ArgumentTypeError(f"{name}: {part} is not fpsF or strideN")
+    return precision, fps, stride
+
+
+def setting(name: str) -> str:
+    parse_setting(name)
+    return name
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the video")
-    ap.add_argument("--settings", nargs="+", default=["fp32", "bf16", "fp32-fps15"],
-                    choices=["fp32", "bf16", "fp32-fps15", "bf16-fps15"])
+    ap.add_argument("--settings", nargs="+", type=setting, default=["fp32", "fp32-fps15"],
+                    help="fp32|bf16[-fpsF][-strideN] each (default: fp32 fp32-fps15)")
     ap.add_argument("--stream", action="store_true", help="serve MPEG-TS over TCP instead")
+    ap.add_argument("--rss", action="store_true", help="sample resident memory once a second")
+    ap.add_argument("--clips", action="store_true",
+                    help="record incident clips (threshold 0: one incident the whole time)")
     args = ap.parse_args()
     import torch
 
@@ -135,7 +208,8 @@ def main() -> None:
               f"{'lat med':>9}{'lat p95':>9}")
         for name in args.settings:
             t = time.perf_counter()
-            r = run_setting(name, video, run, args.stream)
+            r = run_setting(name, video, run, args.stream,
+                            base / f"clips-{name}" if args.clips else None, args.rss)
             print(f"{r['setting']:<12}{r['clip_s']:>8.3f}{r['rtf']:>7.2f}{r['scored']:>8}"
                   f"{r['dropped']:>9}{r['lat_med']:>9.3f}{r['lat_p95']:>9.3f}"
                   f"   ({time.perf_counter() - t:.0f} s wall)", flush=True)
