@@ -147,6 +147,22 @@ def test_the_live_recorder_keeps_a_bounded_ring(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.incident-001.mp4"]
 
 
+def test_a_live_clip_is_committed_at_the_cap(tmp_path, monkeypatch):
+    """A 1 s cap at 30 fps: the clip of an incident still open is complete after 30 frames."""
+    monkeypatch.setattr(clip_mod, "MAX_SECONDS", 1.0)
+    rec = ClipRecorder(tmp_path, "cam", "cam")
+    rec.connect(30.0, 64, 48)
+    for i in range(100):
+        rec.feed(i, gray(i))
+        if i >= 20:
+            rec.track(1, 20, i + 1)  # open, active on every frame so far
+    frames, _, _ = decode(tmp_path / "cam.incident-001.mp4")
+    assert len(frames) == 30  # frames 0-29: the pre-roll from 20 - 60, cut at 0
+    rec.finish(1, 100)
+    rec.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.incident-001.mp4"]
+
+
 def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
     port = free_port()
     server = serve(port, 160, EVENT)

@@ -13,7 +13,8 @@ refused, never overwritten. The title records the source and its frame range.
 ``RING_SECONDS`` of decoded frames (at most ``RING_BYTES``), from which a clip starts once the
 scorer has seen an incident begin, then frames are encoded as they arrive, up to the
 incident's last active frame plus the post-roll. Memory stays bounded by the ring; an incident
-longer than the cap gets a clip of its first ``MAX_SECONDS - PRE_ROLL`` seconds.
+longer than the cap gets a clip of its first ``MAX_SECONDS - PRE_ROLL`` seconds, committed as
+soon as it is complete.
 """
 
 from __future__ import annotations
@@ -283,6 +284,9 @@ class ClipRecorder:
                                           f"{self.source} from frame {index}")
                 r.writer.add(frame)
                 r.next = index + 1
+        if r.writer is not None and r.next >= r.first + max_frames(self.fps):
+            r.writer.commit()  # the cap: the clip is complete while the incident goes on
+            r.writer = None
         if r.closing and r.next >= stop:
             self._commit(iid, r)
 
