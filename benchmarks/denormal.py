@@ -2,10 +2,10 @@
 
 Adagrad's weight decay shrinks the weights of dead ReLU units geometrically into denormal
 float32 values (below 1.18e-38); ``stmil.mil.train`` zeroes them after every step
-(``_flush_denormals``). This times the scorer's first layer, ``x @ W.T`` with ``x`` of
-``--rows`` instances x 528 and ``W`` 512 x 528, for three weight matrices: normal values; the
-same with ``--dead`` of the rows (dead units) set to denormal values; and those rows zeroed as
-``train()`` does. Median of ``--repeat`` calls after one warm-up. A few seconds::
+(``stmil.mil.model.flush_denormals``). This times the scorer's first layer, ``x @ W.T`` with
+``x`` of ``--rows`` instances x 528 and ``W`` 512 x 528, for three weight matrices: normal
+values; the same with ``--dead`` of the rows (dead units) set to denormal values; and those
+rows zeroed as ``train()`` does. Median of ``--repeat`` calls after one warm-up. A few seconds::
 
     .venv/bin/python benchmarks/denormal.py --threads 2
 """

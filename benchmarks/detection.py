@@ -12,6 +12,8 @@ Runs (``--runs``; default: all):
     topk       train --method topk (top-3 mean, every normal instance a negative)
     paper-tv   paper + train --lambda-tv 1e-3 (spatiotemporal total variation)
     topk-tv    topk + --lambda-tv 1e-3
+    paper-st   paper + train --self-train 2 (pseudo-label self-training, validation-guarded)
+    topk-st    topk + --self-train 2
     grid1      the video-segment baseline (train --instances frame)
     boxes      the boxes-supervised reference (train --supervision boxes; an upper bound)
 
@@ -52,6 +54,8 @@ RUNS: dict[str, dict] = {
     "topk": {"method": "topk"},
     "paper-tv": {"lambda_tv": TV},
     "topk-tv": {"method": "topk", "lambda_tv": TV},
+    "paper-st": {"self_train": 2},
+    "topk-st": {"method": "topk", "self_train": 2},
     "grid1": {"instances": "frame"},
     "boxes": {"supervision": "boxes"},
 }

@@ -23,6 +23,7 @@ from stmil.errors import ConfigError
 SUPERVISION = ("weak", "boxes")
 METHODS = ("paper", "topk")
 INSTANCES = ("cuboid", "frame")
+SELF_TRAIN_INITS = ("continue", "fresh")
 FORMATS = ("auto", *DATASET_FORMATS)
 
 # Settings a resumed training may change: they do not alter what the checkpoint has learned.
@@ -66,6 +67,18 @@ class TrainConfig:
     neg_weight: float = _f(1.0, "method topk: weight of the normal-instances BCE term", lo=0)
     lambda_tv: float = _f(0.0, "weight of the total variation of anomalous score maps over "
                           "4-neighbour cuboids and adjacent segments (0: off)", lo=0)
+    self_train: int = _f(0, "rounds of pseudo-label self-training after the MIL stage (0: "
+                         "off): the top cuboids of the top segments of each anomalous training "
+                         "video become positives, every cuboid of the normal training videos "
+                         "negatives, and the scorer is retrained with class-balanced BCE; a "
+                         "round is kept only if the validation AUC does not drop (needs "
+                         "val_fraction > 0)", lo=0)
+    self_train_segments: int = _f(2, "self-training: top-scoring segments (distinct clip spans) "
+                                  "per anomalous training video", lo=1)
+    self_train_cuboids: int = _f(3, "self-training: top-scoring cuboids per such segment", lo=1)
+    self_train_iterations: int = _f(50, "self-training: iterations per round", lo=1)
+    self_train_init: str = _f("continue", "self-training: each round continues from the current "
+                              "model, or trains a fresh scorer", choices=SELF_TRAIN_INITS)
     hidden: int = _f(512, "units of the scorer's first layer", lo=1)
     mid: int = _f(32, "units of the scorer's second layer", lo=1)
     dropout: float = _f(0.6, "dropout probability, shared per bag", lo=0, hi=1, hi_open=True)
@@ -84,6 +97,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check_setting(f.name, getattr(self, f.name))
+        if self.self_train and self.val_fraction == 0:
+            raise ConfigError("self_train needs a validation split to keep or undo its rounds: "
+                              "set val_fraction > 0 (e.g. 0.25)")
+        if self.self_train and self.supervision == "boxes":
+            raise ConfigError("self_train applies to weak supervision; set self_train 0 for "
+                              "supervision boxes")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (YAML and JSON safe)."""

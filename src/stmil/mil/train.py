@@ -41,7 +41,7 @@ from stmil.mil.config import (
     TrainConfig,
     read_config,
 )
-from stmil.mil.model import Scorer, boxes_bce_loss, weak_loss
+from stmil.mil.model import Scorer, boxes_bce_loss, flush_denormals, weak_loss
 from stmil.mil.run import (
     CHECKPOINT_JSON,
     MARKER,
@@ -57,6 +57,7 @@ from stmil.mil.run import (
     save_model,
     staging_path,
 )
+from stmil.mil.selftrain import self_train
 
 __all__ = ["RECORDED_KEYS", "SUPERVISION", "TRAIN_ARGS", "TRAIN_DEFAULTS", "TrainConfig",
            "read_config", "train"]
@@ -234,6 +235,10 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         raise ConfigError(f"{config['data']}: training needs anomalous and normal videos, got "
                           f"{len(anom)} anomalous and {len(norm)} normal")
     log.info(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
+    if cfg.self_train and not val.any():
+        raise ConfigError(f"{config['data']}: self_train needs a validation split, and its "
+                          f"{len(labels)} training videos leave none at val_fraction "
+                          f"{cfg.val_fraction:g} (3 or more per class needed); set self_train 0")
     bags = _build_bags(videos, cfg.n_segments, config["grid"] == 1, stage / "cache" / "bags.npy",
                        progress)
     targets = (_box_targets(videos, cfg.n_segments, cfg.overlap)
@@ -276,7 +281,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         optim.zero_grad()
         loss.backward()
         optim.step()
-        _flush_denormals(model)
+        flush_denormals(model)
         state["iteration"] += 1
         it = state["iteration"]
         row = {"iteration": it, "loss": loss.detach().item()}
@@ -299,6 +304,13 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     bar.close()
     if state["best"] is not None:
         model.load_state_dict(state["best"])
+    kept = 0
+    if cfg.self_train:
+        model, rows = _self_train(model, cfg, config, videos, bags, store, labels, val, anom,
+                                  norm, rng, state["iteration"])
+        state["history"] += rows
+        kept = sum(row.get("kept", 0) for row in rows)
+        log.info(f"self-training: {kept} of {cfg.self_train} rounds kept")
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise ConfigError(f"training diverged: non-finite weights at iteration "
                           f"{state['iteration']}; lower --lr (now {cfg.lr:g})")
@@ -307,7 +319,22 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     seconds = time.perf_counter() - start
     return {"iterations": state["iteration"], "seconds": seconds,
             "best_val_auc": state["best_auc"] if val.any() else None,
+            "self_train_kept": kept,
             "final_loss": state["history"][-1]["loss"] if state["history"] else None}
+
+
+def _self_train(model: Scorer, cfg: TrainConfig, config: dict, videos: list[VideoFeatures],
+                bags: np.ndarray, store: BagStore, labels: np.ndarray, val: np.ndarray,
+                anom: np.ndarray, norm: np.ndarray, rng: np.random.Generator, iteration: int
+                ) -> tuple[Scorer, list[dict]]:
+    """:func:`stmil.mil.selftrain.self_train` on this training's bags and validation split."""
+    dev = next(model.parameters()).device
+    val_idx = np.flatnonzero(val)
+    spans = [segment_clip_ranges(v.meta["n_clips"], cfg.n_segments) for v in videos]
+    return self_train(
+        model, lambda: Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev),
+        store, bags, anom, norm, spans, lambda m: _video_auc(m, bags, labels, val_idx, dev),
+        cfg, rng, iteration)
 
 
 def _save_checkpoint(stage: Path, model: Scorer, optim: torch.optim.Optimizer,
@@ -444,21 +471,10 @@ def _video_auc(model: Scorer, bags: np.ndarray, labels: np.ndarray, idx: np.ndar
     return float(roc_auc_score(labels[idx], scores))
 
 
-@torch.no_grad()
-def _flush_denormals(model: Scorer) -> None:
-    """Zero the weights that weight decay has shrunk below the smallest normal float.
-
-    Adagrad's weight decay shrinks the weights of dead ReLU units geometrically into denormal
-    floats, which make CPU matmuls up to 100x slower (measured with 2 threads; the per-thread
-    ``torch.set_flush_denormal`` does not reach the intra-op worker threads).
-    """
-    for p in model.parameters():
-        p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
-
-
 def _write_history(path: Path, rows: list[dict]) -> None:
     fields = ["iteration", "loss", "hinge", "smoothness", "sparsity", "val_auc"]
     fields += [k for k in ("negatives", "tv") if rows and k in rows[0]]  # method topk, lambda_tv
+    fields += ["round", "kept"] if any("round" in r for r in rows) else []  # self_train
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
