@@ -304,7 +304,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     bar.close()
     if state["best"] is not None:
         model.load_state_dict(state["best"])
-    kept = 0
+    kept, final_loss = 0, state["history"][-1]["loss"] if state["history"] else None
     if cfg.self_train:
         model, rows = _self_train(model, cfg, config, videos, bags, store, labels, val, anom,
                                   norm, rng, state["iteration"])
@@ -320,7 +320,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     return {"iterations": state["iteration"], "seconds": seconds,
             "best_val_auc": state["best_auc"] if val.any() else None,
             "self_train_kept": kept,
-            "final_loss": state["history"][-1]["loss"] if state["history"] else None}
+            "final_loss": final_loss}
 
 
 def _self_train(model: Scorer, cfg: TrainConfig, config: dict, videos: list[VideoFeatures],
