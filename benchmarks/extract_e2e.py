@@ -34,11 +34,11 @@ sensor noise. They are written by a subprocess so that encoding does not count i
 
 With ``--compare`` the script instead times :func:`stmil.features.extract.extract_many` (the
 path ``stmil extract`` runs: decode, resize, model, atomic writes) over the same videos for each
-``--precisions`` x ``--workers`` combination, in one process, in an interleaved order repeated
-``--repeat`` times (the best of the repeats is reported, so a burst of load from other
-processes on a shared machine hurts less), plus the model alone on the batches those videos
-produce. Each row gives s/clip and the relative L2 error of its features against the serial
-fp32 run's (``0`` means bitwise equal)::
+``--precisions`` x ``--workers`` x ``--batches`` combination, in one process, in an
+interleaved order repeated ``--repeat`` times (the best of the repeats is reported, so a burst
+of load from other processes on a shared machine hurts less), plus the model alone on the
+batches those videos produce (per-video batches). Each row gives s/clip and the relative L2
+error of its features against the first serial fp32 run's (``0`` means bitwise equal)::
 
     .venv/bin/python benchmarks/extract_e2e.py --compare --generate 4 --seconds 10 \
         --precisions fp32 bf16 --workers 0 2 --repeat 2
@@ -204,9 +204,13 @@ def full_pipeline(videos: list[Path], extractor: FeatureExtractor, s: ExtractSet
     return time.perf_counter() - t0, results
 
 
+BATCHES = {"auto": None, "per-video": False, "mixed": True}  # --batches -> mix_videos
+
+
 def compare(videos: list[Path], work: Path, args: argparse.Namespace) -> list[dict]:
-    """``extract_many`` s/clip per precision and worker count (best of ``--repeat``), the
-    model alone per precision, and each setting's error against serial fp32."""
+    """``extract_many`` s/clip per precision, worker count and batching (best of
+    ``--repeat``), the model alone per precision, and each setting's error against the first
+    serial fp32 run's."""
     from stmil.features.extract import extract_many
     from stmil.features.pipeline_config import PipelineConfig
 
@@ -220,48 +224,55 @@ def compare(videos: list[Path], work: Path, args: argparse.Namespace) -> list[di
     for ex in extractors.values():  # warm-up: every batch size once
         for b in sorted(set(batch_sizes(counts, s.batch_size))):
             ex(sample[:b])
-    best: dict[tuple[str, int], float] = {}
+    best: dict[tuple[str, int, str], float] = {}
     model: dict[str, float] = {}
-    outputs: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    outputs: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
     n_clips = 0
     for r in range(args.repeat):
         for p, ex in extractors.items():
             t = stage_model(ex, sample, counts, s.batch_size)
             model[p] = min(model.get(p, t), t)
             for w in args.workers:
-                out = work / f"cmp-{p}-w{w}-r{r}"
-                t0 = time.perf_counter()
-                summary = extract_many(videos, out, ex, s, progress=False,
-                                       pipeline=PipelineConfig(workers=w))
-                t = time.perf_counter() - t0
-                if summary.failed:
-                    raise SystemExit(f"extraction failed: {summary.failed}")
-                n_clips = summary.clips
-                best[p, w] = min(best.get((p, w), t), t)
-                outputs[p, w] = {f.stem: np.load(f).astype(np.float32)
-                                 for f in sorted(out.glob("*.npy"))}
-                print(f"repeat {r}: {p} workers={w}: {t:.2f} s, {t / n_clips:.3f} s/clip",
-                      flush=True)
-    ref = outputs.get(("fp32", min(args.workers)))
+                for b in args.batches:
+                    pipeline = PipelineConfig(workers=w, mix_videos=BATCHES[b])
+                    key = (p, w, "mixed" if pipeline.mixes_videos(ex.device.type)
+                           else "per video")
+                    out = work / f"cmp-{p}-w{w}-{b}-r{r}"
+                    t0 = time.perf_counter()
+                    summary = extract_many(videos, out, ex, s, progress=False,
+                                           pipeline=pipeline)
+                    t = time.perf_counter() - t0
+                    if summary.failed:
+                        raise SystemExit(f"extraction failed: {summary.failed}")
+                    n_clips = summary.clips
+                    best[key] = min(best.get(key, t), t)
+                    outputs[key] = {f.stem: np.load(f).astype(np.float32)
+                                    for f in sorted(out.glob("*.npy"))}
+                    print(f"repeat {r}: {p} workers={w} batches={key[2]}: {t:.2f} s, "
+                          f"{t / n_clips:.3f} s/clip", flush=True)
+    ref = next((v for k, v in outputs.items() if k[0] == "fp32" and k[1] == min(args.workers)),
+               None)
     rows = []
-    for (p, w), t in best.items():
+    for (p, w, b), t in best.items():
         err = None
         if ref is not None:
-            num = sum(float(np.sum((outputs[p, w][k] - ref[k]) ** 2)) for k in ref)
+            num = sum(float(np.sum((outputs[p, w, b][k] - ref[k]) ** 2)) for k in ref)
             den = sum(float(np.sum(ref[k] ** 2)) for k in ref)
             err = (num / den) ** 0.5
-        rows.append({"precision": p, "workers": w, "seconds": t, "clips": n_clips,
+        rows.append({"precision": p, "workers": w, "batches": b, "seconds": t, "clips": n_clips,
                      "s_per_clip": t / n_clips, "model_s_per_clip": model[p] / n_clips,
                      "rel_err_vs_fp32_serial": err})
     return rows
 
 
 def compare_report(rows: list[dict]) -> str:
-    lines = ["| precision | workers | end to end s/clip | clips/s | model alone s/clip | "
-             "rel. L2 error vs serial fp32 |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| precision | workers | batches | end to end s/clip | clips/s | "
+             "model alone s/clip | rel. L2 error vs serial fp32 |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         err = "-" if r["rel_err_vs_fp32_serial"] is None else f"{r['rel_err_vs_fp32_serial']:.1e}"
-        lines.append(f"| {r['precision']} | {r['workers']} | {r['s_per_clip']:.3f} | "
+        lines.append(f"| {r['precision']} | {r['workers']} | {r['batches']} | "
+                     f"{r['s_per_clip']:.3f} | "
                      f"{1 / r['s_per_clip']:.2f} | {r['model_s_per_clip']:.3f} | {err} |")
     return "\n".join(lines)
 
@@ -345,6 +356,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=["fp32", "bf16"], help="with --compare (default fp32 bf16)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
                    help="decode worker counts with --compare (default 0 2; 0 = serial)")
+    p.add_argument("--batches", nargs="+", choices=tuple(BATCHES), default=["auto"],
+                   help="with --compare: model batches per video, mixed across videos, or "
+                        "auto (mixed on a GPU only, the default of stmil extract)")
     p.add_argument("--repeat", type=int, default=1,
                    help="with --compare: rounds over all settings; the best is reported")
     p.add_argument("--generate-only", type=Path, help=argparse.SUPPRESS)
@@ -359,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.generate_only:
+        args.generate_only.mkdir(parents=True, exist_ok=True)
         for i, s in enumerate(args.lengths):
             generate_video(args.generate_only / f"{args.prefix}_{i:03d}_{s:g}s.mp4", s,
                            seed=zlib.crc32(args.prefix.encode()) + i)
