@@ -11,18 +11,27 @@
 #                                          # venv that sees the system torch, checks exactness on
 #                                          # CUDA, and prints every GPU figure of issue 10 (about
 #                                          # 6-8 minutes)
+#   benchmarks/gpu_check.sh dry            # here, on the CPU, in minutes: every step below on
+#                                          # tiny inputs (64x64, 1 s videos, fp32 only), with
+#                                          # the project's .venv and nothing installed, to check
+#                                          # that the script runs before it travels
 #
 # Printed, each by the script named (the same commands give the README's rows):
 #   1. exactness on CUDA against the CPU fp32 features of real generated H.264 clips: fp32
 #      (TF32 off) and bf16 model, and the GPU input path (uint8 upload + resize on the GPU)
 #      against the CPU input path, relative L2 (targets: fp32 <= 1e-4, GPU input <= 1e-3,
-#      bf16 <= 1.5e-2);
+#      bf16 <= 1.5e-2); batches mixed across videos against per-video batches (<= 1e-6) and
+#      mixed batches with 0 vs 8 decode workers (bitwise expected);
 #   2. model only, batch 64: benchmarks/extract_model.py --device cuda --compile;
 #   3. end to end, 8 generated 320x240 30 fps H.264 videos of 10 s, batch 32:
-#      benchmarks/extract_e2e.py --compare --device cuda, workers 0/4/8/16, fp32 and bf16;
-#   4. training at UCF-Crime size (1610 bags, 30+30): benchmarks/train.py --device cuda
+#      benchmarks/extract_e2e.py --compare --device cuda, workers 0/4/8/16, fp32 and bf16,
+#      then 32 short videos (2 s, 3 clips each) with per-video vs mixed batches;
+#   4. stmil score over 8 videos of 10 s, serial vs 8 workers, per-video vs mixed batches
+#      (batch 8, as stmil score runs): benchmarks/score_e2e.py --device cuda;
+#   5. training at UCF-Crime size (1610 bags, 30+30): benchmarks/train.py --device cuda
 #      (needs scikit-learn on the machine; skipped with a message when it is missing).
-# Nothing here has been run on a GPU yet (no GPU machine was lent to the session that wrote it).
+# Nothing here has been run on a GPU yet (no GPU machine was lent to the sessions that wrote
+# it); `dry` ran on the 2-core CPU.
 set -euo pipefail
 
 cmd=${1:-}
@@ -59,21 +68,46 @@ PY
     du -sh "$bundle"
     echo "now run on the GPU machine: benchmarks/gpu_check.sh run $bundle"
     ;;
-run)
-    test -d "$bundle/wheels" || { echo "error: $bundle/wheels missing; run 'bundle' first" >&2; exit 1; }
-    py=${PYTHON:-python3}
-    venv=${VENV:-/tmp/stmil-gpu-venv}
-    "$py" -m venv --system-site-packages "$venv"
-    "$venv/bin/python" -m pip install -q --no-index --no-deps "$bundle"/wheels/*.whl
-    export PYTHONPATH="$repo/src:$repo${PYTHONPATH:+:$PYTHONPATH}" STMIL_CACHE="$bundle/cache"
-    vpy="$venv/bin/python"
+run | dry)
+    if [ "$cmd" = run ]; then
+        test -d "$bundle/wheels" || { echo "error: $bundle/wheels missing; run 'bundle' first" >&2; exit 1; }
+        py=${PYTHON:-python3}
+        venv=${VENV:-/tmp/stmil-gpu-venv}
+        "$py" -m venv --system-site-packages "$venv"
+        "$venv/bin/python" -m pip install -q --no-index --no-deps "$bundle"/wheels/*.whl
+        export STMIL_CACHE="$bundle/cache"
+        vpy="$venv/bin/python"
+        dev=cuda
+        # 1: exactness videos, size, batch; 2-5: the benchmarks' arguments
+        exact=(4 4) size=224
+        model_args=(--batch 64 --warmup 3 --repeat 10 --compile)
+        e2e_args=(--generate 8 --seconds 10 --batch-size 32 --workers 0 4 8 16
+                  --precisions fp32 bf16)
+        short_args=(--generate 32 --seconds 2 --batch-size 32 --workers 8 --precisions fp32)
+        score_args=(--generate 8 --seconds 10 --workers 0 8)
+        train_args=(--bags 1610 --anomalous 810 --batch 30 --iterations 30 --bf16)
+    else
+        vpy=${PYTHON:-"$repo/.venv/bin/python"}
+        dev=cpu
+        exact=(1.1 1.1) size=64
+        model_args=(--batch 2 --warmup 1 --repeat 1 --size 64 --settings fp32,fp32-cl)
+        e2e_args=(--generate 2 --seconds 1.1 --size 64 --batch-size 4 --workers 0 2
+                  --precisions fp32)
+        short_args=(--generate 3 --seconds 1.1 --size 64 --batch-size 4 --workers 2
+                    --precisions fp32)
+        score_args=(--generate 2 --seconds 1.1 --size 64 --workers 0 2)
+        train_args=(--bags 20 --anomalous 10 --batch 4 --iterations 2 --warmup 1)
+    fi
+    export PYTHONPATH="$repo/src:$repo${PYTHONPATH:+:$PYTHONPATH}"
     "$vpy" -c 'import torch, av; print("torch", torch.__version__, "cuda", torch.version.cuda,
-        torch.cuda.get_device_name(0), "av", av.__version__)'
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "(no GPU)",
+        "av", av.__version__)'
     work=$(mktemp -d /tmp/stmil-gpu-check.XXXXXX)
     cd "$repo"
-    echo "== 1. exactness on CUDA =="
-    "$vpy" benchmarks/extract_e2e.py --generate-only "$work/videos" --prefix exact --lengths 4 4
-    STMIL_WORK="$work" "$vpy" - <<'PY'
+    echo "== 1. exactness on $dev =="
+    "$vpy" benchmarks/extract_e2e.py --generate-only "$work/videos" --prefix exact \
+        --lengths "${exact[@]}"
+    STMIL_WORK="$work" STMIL_DEV="$dev" STMIL_SIZE="$size" "$vpy" - <<'PY'
 import os
 from pathlib import Path
 
@@ -82,47 +116,64 @@ import numpy as np
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.pipeline_config import PipelineConfig
 
-work = Path(os.environ["STMIL_WORK"])
+work, dev = Path(os.environ["STMIL_WORK"]), os.environ["STMIL_DEV"]
 videos = sorted((work / "videos").glob("exact_*.mp4"))
-s = ExtractSettings(batch_size=8)
+s = ExtractSettings(size=int(os.environ["STMIL_SIZE"]), batch_size=8)
 
 
-def run(name, device, precision, resize_on="auto"):
+def run(name, device, precision, resize_on="auto", workers=2, mix=False):
     out = work / name
     ex = FeatureExtractor(device=device, precision=precision)
     summary = extract_many(videos, out, ex, s, progress=False,
-                           pipeline=PipelineConfig(workers=2, resize_on=resize_on))
+                           pipeline=PipelineConfig(workers=workers, resize_on=resize_on,
+                                                   mix_videos=mix))
     assert not summary.failed, summary.failed
     return np.concatenate([np.load(out / f"{v.stem}.npy").astype(np.float64) for v in videos])
 
 
+def rel(x, ref):
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
 ref = run("cpu-fp32", "cpu", "fp32")
-rows = [("cuda fp32, CPU resize", run("cuda-fp32-cpuresize", "cuda", "fp32", "worker"), 1e-4),
-        ("cuda fp32, GPU resize (uint8 upload)", run("cuda-fp32", "cuda", "fp32", "device"),
-         1e-3),
-        ("cuda bf16, GPU resize", run("cuda-bf16", "cuda", "bf16", "device"), 1.5e-2)]
-print("| path | rel. L2 vs CPU fp32 | target |\n|---|---:|---:|")
-for name, x, bar in rows:
-    err = float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+rows = [(f"{dev} fp32, CPU resize", run("fp32-cpuresize", dev, "fp32", "worker"), ref, 1e-4),
+        (f"{dev} fp32, GPU resize (uint8 upload)", run("fp32", dev, "fp32", "device"), ref,
+         1e-3)]
+if dev == "cuda":  # bf16 is emulated, and very slow, on CPUs without AMX
+    rows.append(("cuda bf16, GPU resize", run("bf16", dev, "bf16", "device"), ref, 1.5e-2))
+per_video = run("fp32-video", dev, "fp32", "device", workers=8, mix=False)
+mixed = run("fp32-mixed", dev, "fp32", "device", workers=8, mix=True)
+rows += [(f"{dev} fp32 mixed batches vs per-video batches", mixed, per_video, 1e-6),
+         (f"{dev} fp32 mixed batches, 0 vs 8 workers (bitwise: 0)",
+          run("fp32-mixed-serial", dev, "fp32", "device", workers=0, mix=True), mixed, 0.0)]
+print("| path | rel. L2 | target |\n|---|---:|---:|")
+for name, x, against, bar in rows:
+    err = rel(x, against)
     print(f"| {name} | {err:.1e} | <= {bar:g} {'ok' if err <= bar else 'MISSED'} |")
 PY
     echo "== 2. model only (benchmarks/extract_model.py) =="
-    "$vpy" benchmarks/extract_model.py --device cuda --batch 64 --warmup 3 --repeat 10 \
-        --compile --video "$work/videos/exact_000_4s.mp4"
+    "$vpy" benchmarks/extract_model.py --device "$dev" "${model_args[@]}" \
+        --video "$work/videos/exact_000_${exact[0]}s.mp4"
     echo "== 3. end to end (benchmarks/extract_e2e.py --compare) =="
-    "$vpy" benchmarks/extract_e2e.py --compare --device cuda --generate 8 --seconds 10 \
-        --batch-size 32 --workers 0 4 8 16 --precisions fp32 bf16 --workdir "$work/e2e"
-    echo "== 4. training (benchmarks/train.py) =="
+    "$vpy" benchmarks/extract_e2e.py --compare --device "$dev" "${e2e_args[@]}" \
+        --workdir "$work/e2e"
+    echo "== 3b. short videos, per-video vs mixed batches (benchmarks/extract_e2e.py) =="
+    "$vpy" benchmarks/extract_e2e.py --compare --device "$dev" "${short_args[@]}" \
+        --batches per-video mixed --workdir "$work/e2e-short"
+    echo "== 4. stmil score over many videos (benchmarks/score_e2e.py) =="
+    "$vpy" benchmarks/score_e2e.py --device "$dev" "${score_args[@]}" \
+        --batches per-video mixed --workdir "$work/score"
+    echo "== 5. training (benchmarks/train.py) =="
     if "$vpy" -c 'import sklearn, yaml' 2>/dev/null; then
-        "$vpy" benchmarks/train.py --device cuda --mode loop --bags 1610 --anomalous 810 \
-            --batch 30 --iterations 30 --bf16 --workdir "$work/train"
+        "$vpy" benchmarks/train.py --device "$dev" --mode loop "${train_args[@]}" \
+            --workdir "$work/train"
     else
         echo "skipped: scikit-learn is not installed on this machine"
     fi
     rm -rf "$work"
     ;;
 *)
-    sed -n '2,27p' "$0"
+    sed -n '2,34p' "$0"
     exit 2
     ;;
 esac
