@@ -133,6 +133,29 @@ def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, 
     assert beats and "clips/s, real time needs 1.88)" in beats[-1]
 
 
+def test_a_reader_too_slow_for_the_source_says_how_far_behind(live_run, tmp_path, monkeypatch,
+                                                             caplog):
+    """--realtime plays 80 frames (2.67 s) by the source's clock; preparing each frame is made
+    to take 0.1 s, so the reader cannot keep up on any machine: by frame 79 it is at least
+    7.9 - 2.63 s behind, and the heartbeat says so (dropping clips cannot help there)."""
+    import stmil.features.video
+
+    real = stmil.features.video.to_model_input
+
+    def slow(*args, **kwargs):
+        time.sleep(0.1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stmil.features.video, "to_model_input", slow)
+    video = write_video(tmp_path / "v.mkv", scene_frames(80, [], 6))
+    caplog.set_level(logging.INFO, logger="stmil")
+    r = watch(str(video), live_run, resolve_events(live_run, threshold=0.99),
+              WatchConfig(realtime=True, heartbeat=0.5, device="cpu"), emit=lambda line: None)
+    assert r["frames"] == 80 and r["max_behind_s"] > 5.0
+    beats = [m for m in caplog.messages if m.startswith("heartbeat: ")]
+    assert any(" s behind the source (too slow even to read it)" in m for m in beats), beats
+
+
 def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_video(tmp_path / "cam.mkv", scene_frames(160, [(16, 160)], 4))

@@ -114,6 +114,8 @@ class Stats:
     connections: int = 0
     score_seconds: float = 0.0  # time spent in I3D and the scorer
     latencies: deque = field(default_factory=lambda: deque(maxlen=256))
+    behind: float = 0.0  # live or --realtime: seconds the reader is behind the source's clock
+    max_behind: float = 0.0
 
 
 class _Lost(Exception):
@@ -164,12 +166,13 @@ class Reader(threading.Thread):
 
     def __init__(self, container, stream, src_fps: float, settings: dict, out: queue.Queue,
                  stats: Stats, stop: threading.Event, drop: bool, realtime: bool,
-                 offset: int, recorder=None):
+                 offset: int, recorder=None, paced: bool = False):
         super().__init__(daemon=True)
         self.container, self.stream, self.src_fps = container, stream, src_fps
         self.s, self.out, self.stats, self.stop = settings, out, stats, stop
         self.drop, self.realtime, self.offset = drop, realtime, offset
         self.recorder = recorder  # a ClipRecorder fed every decoded frame, or None
+        self.paced = paced or realtime  # a live source or --realtime: measure how far behind
 
     def run(self) -> None:
         import av
@@ -189,11 +192,13 @@ class Reader(threading.Thread):
                 if self.stop.is_set():
                     return
                 self.stats.frames += 1
-                if self.realtime and frame.time is not None:
+                if self.paced and frame.time is not None:  # the source's clock against ours
                     t0 = t0 if t0 is not None else time.monotonic() - frame.time
                     delay = t0 + frame.time - time.monotonic()
-                    if delay > 0:
+                    if delay > 0 and self.realtime:
                         time.sleep(delay)
+                    self.stats.behind = max(0.0, -delay)
+                    self.stats.max_behind = max(self.stats.max_behind, self.stats.behind)
                 if self.recorder is not None:
                     self.recorder.feed(src + self.offset, frame)
                 if src < next_src:
@@ -349,7 +354,7 @@ def watch(
                 recorder.connect(fps, width, height)
             q: queue.Queue = queue.Queue(maxsize=1)
             reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
-                            cfg.realtime and not live, offset, recorder)
+                            cfg.realtime and not live, offset, recorder, paced=live)
             reader.start()
             reason, lost_detail = None, ""
             while reason is None:
@@ -442,6 +447,7 @@ def watch(
     lat = sorted(stats.latencies)
     return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
             "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
+            "max_behind_s": stats.max_behind,
             "connections": stats.connections, "incidents": tracker.next_id - 1,
             "seconds": time.monotonic() - started, "score_seconds": stats.score_seconds,
             "latency_median_s": lat[len(lat) // 2] if lat else None,
@@ -489,4 +495,6 @@ def heartbeat_line(stats: Stats, rate: float, fps: float, settings: dict) -> str
     med = f"{lat[len(lat) // 2]:.2f} s" if lat else "-"
     return (f"heartbeat: {stats.frames} frames, {stats.clips} clips scored ({rate:.2f} clips/s, "
             f"real time needs {need:.2f}), dropped {stats.dropped_frames} frames "
-            f"({stats.dropped_clips} clips), latency {med}")
+            f"({stats.dropped_clips} clips), latency {med}"
+            + (f"; decoding {stats.behind:.1f} s behind the source (too slow even to read it)"
+               if stats.behind >= 1.0 else ""))
