@@ -172,7 +172,7 @@ def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path, capsys, monk
     threading.Thread(target=interrupt, daemon=True).start()
     code, _, err = run_cli(capsys, "watch", "cam.mkv", "--model", live_run, "--threshold",
                            "0.5", "--realtime", "--out", "w.jsonl", "--device", "cpu",
-                           "--snapshots", "snaps")
+                           "--snapshots", "snaps", "--update", "0")  # no update: any speed
     assert code == 0, err
     lines = [json.loads(x) for x in (tmp_path / "w.jsonl").read_text().splitlines()]
     assert [d["type"] for d in lines] == ["start", "end"]
