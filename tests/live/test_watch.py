@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -167,7 +168,7 @@ def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path, capsys, monk
         while time.monotonic() < deadline:
             out = tmp_path / "w.jsonl"
             if out.exists() and '"type": "start"' in out.read_text():
-                signal.raise_signal(signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)  # to the process, as a terminal does
                 return
             time.sleep(0.05)
 
