@@ -164,8 +164,11 @@ def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path):
     args = [sys.executable, "-m", "stmil", "watch", "cam.mkv", "--model", str(live_run),
             "--threshold", "0.5", "--realtime", "--out", "w.jsonl", "--device", "cpu",
             "--snapshots", "snaps", "--update", "0", "--quiet"]
+    # SIGINT at its default in the child even when this run inherited it ignored (a shell's
+    # background job): what a terminal's Ctrl-C meets
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out, deadline = tmp_path / "w.jsonl", time.monotonic() + 120
     try:
         while not (out.exists() and '"type": "start"' in out.read_text()):
