@@ -347,6 +347,7 @@ def watch(
             recorder.track(tracker.next_id, None)
             recorder.flush()
 
+    reader: Reader | None = None
     try:
         while ended is None:
             stats.connections += 1
@@ -440,6 +441,8 @@ def watch(
         close("interrupted")
     finally:
         stop.set()
+        if reader is not None:  # a thread still in FFmpeg or torch at exit aborts the process
+            reader.join(timeout=cfg.timeout + 5)
     if ended in ("stopped", "gave up"):
         close("stream lost" if ended == "gave up" else "interrupted")
     if recorder is not None:
