@@ -161,14 +161,15 @@ def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path):
     video plays 32 s in real time, so the signal lands long before the end of input however
     slowly the machine scores). The incident ends "interrupted" and watch exits 0."""
     write_video(tmp_path / "cam.mkv", scene_frames(960, [(16, 960)], 4))
-    args = [sys.executable, "-m", "stmil", "watch", "cam.mkv", "--model", str(live_run),
+    # SIGINT raises KeyboardInterrupt in the child even when this run inherited it ignored (a
+    # shell's background job): what a terminal's Ctrl-C meets
+    child = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from stmil.cli import main; sys.exit(main())")
+    args = [sys.executable, "-c", child, "watch", "cam.mkv", "--model", str(live_run),
             "--threshold", "0.5", "--realtime", "--out", "w.jsonl", "--device", "cpu",
             "--snapshots", "snaps", "--update", "0", "--quiet"]
-    # SIGINT at its default in the child even when this run inherited it ignored (a shell's
-    # background job): what a terminal's Ctrl-C meets
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True)
     out, deadline = tmp_path / "w.jsonl", time.monotonic() + 120
     try:
         while not (out.exists() and '"type": "start"' in out.read_text()):
