@@ -23,6 +23,7 @@ def _shared_data() -> Path:
 
 SAMPLE = _shared_data() / "kinetics-i3d-sample"
 CRICKET = SAMPLE / "v_CricketShot_g04_c01_rgb.gif"
+UCF_META = _shared_data() / "ucf-crime-meta"
 VTEST = Path(os.environ.get("STMIL_VTEST", ROOT / "data" / "vtest.avi"))
 
 
@@ -44,6 +45,12 @@ def require_cricket() -> Path:
     """DeepMind's cricket GIF from the shared sample data (see :func:`require_file`)."""
     return require_file(CRICKET, "set STMIL_SHARED_DATA to the folder holding "
                                  "kinetics-i3d-sample/")
+
+
+def require_ucf_meta(name: str) -> Path:
+    """``name`` inside the shared ``ucf-crime-meta`` folder (see :func:`require_file`)."""
+    return require_file(UCF_META / name, "set STMIL_SHARED_DATA to the folder holding "
+                                         "ucf-crime-meta/")
 
 
 def require_vtest() -> Path:

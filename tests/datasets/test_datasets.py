@@ -25,7 +25,7 @@ from stmil.datasets.crime2local import (
 )
 from stmil.datasets.folder import frames_to_intervals, load_folder
 from stmil.datasets.ucf_crime import load_ucf_crime, parse_temporal
-from tests.conftest import SAMPLE
+from tests.conftest import require_ucf_meta
 
 
 def write(path: Path, text: str, newline: str = "\n") -> Path:
@@ -622,20 +622,14 @@ def test_folder_interval_after_the_video_names_its_entry(folder_root: Path) -> N
         fit_to_video(rec, 64, 48, 40)
 
 
-REAL_UCF = SAMPLE.parent / "ucf-crime-meta"
-
-
 def test_real_ucf_crime_files_load_as_before() -> None:
-    if not REAL_UCF.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{REAL_UCF} is missing (the shared data must be present in CI)")
-        pytest.skip(f"{REAL_UCF} not present")
-    train = load_dataset(REAL_UCF, "train")
-    test = load_dataset(REAL_UCF, "test")
+    real = require_ucf_meta("Anomaly_Test.txt").parent
+    train = load_dataset(real, "train")
+    test = load_dataset(real, "test")
     assert (len(train), sum(r.label for r in train)) == (1610, 810)
     assert (len(test), sum(r.label for r in test)) == (290, 140)
     assert sum(len(r.intervals) for r in test) == 156
     abuse = by_id(test)["Abuse028_x264"]
     assert abuse.intervals == ((164, 240),)
-    temporal = REAL_UCF / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+    temporal = real / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
     assert abuse.interval_where == (f"{temporal}:1",)

@@ -17,9 +17,7 @@ from stmil.interop.import_features import (
     import_features,
     video_id,
 )
-from tests.conftest import _shared_data, assert_one_line_error, log_lines, run_cli
-
-META = _shared_data() / "ucf-crime-meta"
+from tests.conftest import assert_one_line_error, log_lines, require_ucf_meta, run_cli
 
 
 def test_rtfm_ten_crops_are_averaged_and_described(tmp_path, capsys, monkeypatch):
@@ -140,18 +138,14 @@ def test_video_ids_follow_the_naming_conventions():
 
 
 def test_real_lists_and_sultani_features():
-    if not META.is_dir():
-        pytest.skip(f"{META} absent")
-    groups = group_crops(find_inputs([META / "UCF_Test.list"], "urdmu"))
+    groups = group_crops(find_inputs([require_ucf_meta("UCF_Test.list")], "urdmu"))
     assert len(groups) == 290  # ten crops of each of the 290 test videos
     assert sum(len(p) for p in groups.values()) == 2900
     assert [c for c, _ in groups["Abuse028_x264"]] == list(range(10))
 
 
 def test_real_sultani_features_import(tmp_path):
-    src = META / "sultani-c3d-32seg"
-    if not src.is_dir():
-        pytest.skip(f"{src} absent")
+    src = require_ucf_meta("sultani-c3d-32seg/Explosion008_x264.txt").parent
     s = import_features([src], tmp_path, ImportSettings("sultani"))
     assert sorted(s.written) == ["Explosion008_x264", "Normal_Videos_006_x264"]
     arr, meta = load_features(tmp_path, "Explosion008_x264")

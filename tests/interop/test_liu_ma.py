@@ -9,9 +9,9 @@ import pytest
 
 from stmil.datasets import DatasetError, VideoRecord
 from stmil.datasets.liu_ma import attach_liu_ma, frame_boxes, read_liu_ma
-from tests.conftest import _shared_data
+from tests.conftest import require_ucf_meta
 
-REAL = _shared_data() / "ucf-crime-meta" / "Test_annotation.pkl"
+REAL = "Test_annotation.pkl"  # in the shared ucf-crime-meta folder
 
 
 @pytest.mark.parametrize("protocol", [0, 4])
@@ -68,9 +68,7 @@ def test_refusals_name_the_file(tmp_path, capsys, obj, needle):
 
 
 def test_the_published_test_annotation():
-    if not REAL.is_file():
-        pytest.skip(f"{REAL} absent")
-    rows = read_liu_ma(REAL)
+    rows = read_liu_ma(require_ucf_meta(REAL))
     assert len(rows) == 140 and sum(map(len, rows.values())) == 3102
     # Its first entry: image_0861.jpg -> 0-based frame 860 (the list is sorted by frame).
     assert (860, (77.0, 104.0, 141.0, 200.0)) in rows["Shoplifting010_x264"]
@@ -84,10 +82,9 @@ def test_published_boxes_lie_inside_the_published_temporal_annotation():
     either way puts 1 (one frame earlier) or 3 (one later) boxes outside, so this catches it."""
     from stmil.datasets.ucf_crime import load_ucf_crime
 
-    if not REAL.is_file():
-        pytest.skip(f"{REAL} absent")
-    records = {r.video_id: r for r in load_ucf_crime(REAL.parent, "test")}
-    rows = read_liu_ma(REAL)
+    real = require_ucf_meta(REAL)
+    records = {r.video_id: r for r in load_ucf_crime(real.parent, "test")}
+    rows = read_liu_ma(real)
     assert set(rows) <= set(records) and all(records[v].label == 1 for v in rows)
     outside = [(v, f) for v, r in rows.items() for f, _ in r
                if not any(s <= f < e for s, e in records[v].intervals)]
