@@ -128,6 +128,10 @@ def test_classify_cricket_json_subprocess():
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)
     assert [set(t) for t in top] == [{"label", "probability"}] * 3
-    assert top[0]["label"] == "playing cricket" and top[0]["probability"] >= 0.95
+    # The Flax reference's top-1 (kinetics-i3d-sample/README.md): "playing cricket", p = 0.9886.
+    # No jax needed; a port that drops the BatchNorm eps gives 0.9887 (1e-4 off), so this
+    # holds the value, not a bar, and the folding itself is pinned in test_weights.py.
+    assert top[0]["label"] == "playing cricket"
+    assert top[0]["probability"] == pytest.approx(0.9886, abs=1e-3)
     probs = [t["probability"] for t in top]
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
