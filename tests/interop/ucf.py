@@ -36,14 +36,25 @@ def write_ucf_lists(root: Path, train: list[tuple[str, int]], test: list[tuple[s
 
 
 def planted_rtfm(root: Path, feats: Path, n_train: int = 12, n_test: int = 8, t: int = 16,
-                 dim: int = 32, crops: int = 10, seed: int = 0) -> dict[str, tuple[int, int]]:
+                 dim: int = 32, crops: int = 10, seed: int = 0, swap: bool | None = None
+                 ) -> dict[str, tuple[int, int]]:
     """A UCF-Crime dataset at ``root`` and RTFM-style ``(T, crops, D)`` ``.npy`` files in
     ``feats`` (plus ``train.list`` / ``test.list``): anomalous videos (even index) carry a
-    sparse direction on a span of snippets. Returns each anomalous test video's snippet span."""
+    sparse direction on a span of snippets. Returns each anomalous test video's snippet span.
+
+    ``swap`` None: the direction is added to a plain scene (more energy: even an untrained
+    scorer may rank it first). ``swap`` False / True: every snippet carries one of two disjoint
+    directions of equal strength, the anomalous snippets the other one; True swaps which is
+    which. A scorer that has not learnt prefers one of the two, so it cannot find the anomaly
+    in both datasets: finding it in both shows learning."""
     rng = np.random.default_rng(seed)
-    direction = np.zeros(dim)
-    direction[rng.choice(dim, 4, replace=False)] = 3.0
-    base = np.abs(rng.normal(size=dim))
+    direction, usual = np.zeros(dim), np.zeros(dim)
+    channels = rng.choice(dim, 4 if swap is None else 8, replace=False)
+    direction[channels[:4]] = 3.0
+    usual[channels[4:]] = 3.0  # no channel when swap is None
+    if swap:
+        direction, usual = usual, direction
+    base = np.abs(rng.normal(size=dim)) + usual
     feats.mkdir(parents=True, exist_ok=True)
     split_ids: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     spans: dict[str, tuple[int, int]] = {}
@@ -57,7 +68,7 @@ def planted_rtfm(root: Path, feats: Path, n_train: int = 12, n_test: int = 8, t:
             if label:
                 s = int(rng.integers(0, t // 2))
                 e = s + t // 4
-                x[s:e] += direction
+                x[s:e] += direction - usual
                 spans[vid] = (s, e)
                 intervals[vid] = [(s * SNIPPET + 1, e * SNIPPET)]  # 1-based inclusive
             np.save(feats / f"{vid}_i3d.npy", x.astype(np.float32))
