@@ -13,12 +13,12 @@ from tests.conftest import assert_one_line_error, run_cli
 from tests.interop.ucf import write_ucf_lists
 
 
-def _features(feats: Path, vid: str, n_clips: int, n_frames: int) -> None:
+def _features(feats: Path, vid: str, n_clips: int, n_frames: int, tail: str = "drop") -> None:
     feats.mkdir(exist_ok=True)
     np.save(feats / f"{vid}.npy", np.ones((n_clips, 1, 4), np.float16))
     (feats / f"{vid}.json").write_text(json.dumps(
         {"fps": 30.0, "n_frames": n_frames, "width": 320, "height": 240, "clip_len": 16,
-         "stride": 16, "size": 224, "grid": 1, "endpoint": "Mixed_4e", "tail": "drop",
+         "stride": 16, "size": 224, "grid": 1, "endpoint": "Mixed_4e", "tail": tail,
          "n_clips": n_clips, "channels": 4}))
 
 
@@ -51,6 +51,19 @@ def test_gt_vector_by_hand_with_both_tails(data, capsys):
     arson[4:20] = arson[38:40] = 1
     np.testing.assert_array_equal(np.load("gt/gt.npy"), np.concatenate([np.zeros(20), arson]))
     assert read_vector("gt", "gt")[1]["tail"] == "frames"
+
+
+def test_a_padded_tail_clip_repeats_the_last_frame(data, capsys):
+    _features(Path("feats"), "Arson001_x264", 3, 40, tail="pad")  # clip 2: frames 32-47
+    code, out, err = run_cli(capsys, "gt", "--data", "ucf", "--features", "feats", "--out",
+                             "gt", "--quiet")
+    assert code == 0, err
+    arson = np.zeros(48)
+    arson[4:20] = 1
+    arson[38:48] = 1  # frames 39-40 (1-based), then 8 entries past the end repeat frame 40
+    vectors, m = read_vector("gt", "gt")
+    np.testing.assert_array_equal(vectors["Arson001_x264"], arson)
+    assert m["videos"][1]["length"] == 48 and m["videos"][1]["n_frames"] == 40
 
 
 def test_gt_refuses_files_it_did_not_write(data, capsys):

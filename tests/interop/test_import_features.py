@@ -60,6 +60,12 @@ def test_urdmu_per_crop_files_from_a_list_with_root(tmp_path):
     arr, meta = load_features(tmp_path / "f", "Abuse028_x264")
     np.testing.assert_array_equal(arr[:, 0], np.full((2, 3), 4.5))  # mean of 0..9
     assert meta["import_crops"] == "mean of 10" and len(meta["import_files"]) == 10
+    s = import_features([lst], tmp_path / "f", ImportSettings("urdmu", crop=7),
+                        root=tmp_path / "store")
+    arr, meta = load_features(tmp_path / "f", "Abuse028_x264")
+    np.testing.assert_array_equal(arr[:, 0], np.full((2, 3), 7.0))
+    assert meta["import_crops"] == "crop 7"
+    assert meta["import_files"] == [meta["source"]] and meta["source"].endswith("__7.npy")
 
 
 def test_sultani_txt_is_32_segments(tmp_path):
@@ -100,6 +106,24 @@ def test_bad_files_are_one_line_each_and_the_batch_carries_on(tmp_path, capsys, 
     assert_one_line_error(err, needle)
     assert "1 imported, 1 failed" in out
     assert Path("feats/Good001_x264.npy").is_file() and not Path("feats/Bad001_x264.npy").exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("1 2\n" * 31, "Bad001_x264.txt: 31 lines, a Sultani feature file has 32"),
+    ("1 2\n" * 31 + "1 x\n", "Bad001_x264.txt: not a Sultani feature file"),
+    ("1 2\n" * 31 + "1\n", "Bad001_x264.txt: not a Sultani feature file"),
+    ("1 2\n" * 31 + "1 nan\n", "Bad001_x264.txt: NaN or infinite values"),
+])
+def test_bad_sultani_files_are_one_line_each(tmp_path, capsys, monkeypatch, text, needle):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    Path("in/Good001_x264.txt").write_text("1 2\n" * 32)
+    Path("in/Bad001_x264.txt").write_text(text)
+    code, out, err = run_cli(capsys, "import-features", "in", "--format", "sultani", "--out",
+                             "feats", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, needle)
+    assert "1 imported, 1 failed" in out and not Path("feats/Bad001_x264.npy").exists()
 
 
 def test_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys, monkeypatch):

@@ -280,8 +280,9 @@ def import_meta(arr: np.ndarray, crops: str, parts: list[tuple[int | None, Path]
     (``crops``: what :func:`video_array` says it did with the crops; ``n_frames``: the video's
     length, default ``T * snippet_frames``)."""
     t, d = arr.shape
+    files = [str(p.resolve()) for c, p in parts if s.crop is None or c is None or c == s.crop]
     return {
-        "source": str(parts[0][1].resolve()),
+        "source": files[0],
         "fps": float(s.fps),
         "source_fps": float(s.fps),
         "n_frames": n_frames if n_frames is not None else t * s.snippet_frames,
@@ -297,7 +298,7 @@ def import_meta(arr: np.ndarray, crops: str, parts: list[tuple[int | None, Path]
         "channels": d,
         "dtype": "float16",
         "import_format": s.format,
-        "import_files": [str(p.resolve()) for _, p in parts],
+        "import_files": files,  # the files read (with --crop K, crop K's only)
         "import_crops": crops,
         "stmil_version": __version__,
     }
