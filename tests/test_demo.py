@@ -10,7 +10,8 @@ import re
 import pytest
 
 from stmil.demo import DEMO_TABLE_KEYS
-from stmil.evaluation.report import referenced_files
+from stmil.evaluation.evaluate import METRIC_KEYS
+from stmil.evaluation.report import COLUMNS, referenced_files
 from tests.conftest import run_cli
 
 TINY = ("--videos", "8", "--frames", "32", "--iterations", "5", "--quiet")
@@ -36,6 +37,14 @@ def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys)
     metrics = json.loads(next(f for f in refs if f.name == "metrics.json").read_text())
     assert metrics["settings"] == {"footage": None, "n_videos": 8, "n_frames": 32, "seed": 0}
     assert set(metrics["metrics"]) == {"weak-cuboid-mil", "grid1-baseline", "boxes-supervised"}
+    # Every metric of evaluate, the papers' ones included, is a column of the report, with a
+    # number for the method (its boxes give the spatial ones).
+    html = (out / "report.html").read_text()
+    assert re.findall(r"<th>(.*?)</th>", html)[:len(COLUMNS) + 1] == ["run", *COLUMNS]
+    row = re.search(r"<tr><td>weak-cuboid-mil</td>(.*?)</tr>", html).group(1)
+    cells = dict(zip(COLUMNS, re.findall(r'<td class="num">(?:<b>)?([^<]*)', row), strict=True))
+    assert all(re.fullmatch(r"\d+\.\d{4}", cells[k]) for k in METRIC_KEYS), cells
+    assert all(metrics["metrics"]["weak-cuboid-mil"][k] is not None for k in METRIC_KEYS)
     first_folder = _report_folder(out)
 
     # A rerun: the user's files stay, features are reused, the report is replaced whole.
