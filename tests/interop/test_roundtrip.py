@@ -98,6 +98,19 @@ def test_liu_ma_boxes_give_spatial_metrics_to_ucf_crime(pipeline, capsys, monkey
     assert code == 1
     assert_one_line_error(err, "evil.pkl: not a Liu & Ma annotation pickle",
                           "names builtins.print")
+    # Another dataset's boxes are refused, not silently left unused; a missing video is named.
+    Path("other.pkl").write_bytes(pickle.dumps(
+        {"Shoplifting010_x264": [["/i/image_0001.jpg", 0, 0, 10, 10]]}))
+    code, out, err = run_cli(capsys, "evaluate", "--data", "ucf", "--features", "feats",
+                             "--model", "run", "--boxes", "other.pkl", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "other.pkl: boxes none of the 4 anomalous videos evaluated")
+    first = min(ann)
+    Path("some.pkl").write_bytes(pickle.dumps({k: v for k, v in ann.items() if k != first}))
+    code, out, err = run_cli(capsys, "evaluate", "--data", "ucf", "--features", "feats",
+                             "--model", "run", "--boxes", "some.pkl", "--quiet")
+    assert code == 0, err
+    assert f"warning: some.pkl: no box for 1 of the 4 anomalous videos ({first})" in err
 
 
 def test_a_scorer_on_imported_features_learns_either_pattern(tmp_path, capsys, monkeypatch):

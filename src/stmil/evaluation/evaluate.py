@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 
 from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes, frame_heatmap
-from stmil.datasets import fit_to_video, load_dataset
+from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ModelError, OutputError
 from stmil.evaluation import metrics as M
@@ -28,6 +29,8 @@ from stmil.evaluation.paper_metrics import paper_metrics
 from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.mil.run import load_model
 from stmil.score import check_model_features, clip_maps, frame_to_clip
+
+log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel_auroc",
                "pointing_accuracy",
@@ -97,8 +100,22 @@ def evaluate(
 def with_liu_ma_boxes(videos: list[VideoFeatures], path: str | Path,
                       interpolate: bool = False) -> list[VideoFeatures]:
     """``videos`` with the boxes of Liu and Ma's annotation pickle at ``path``, scaled to each
-    video's size and checked against it (:mod:`stmil.datasets.liu_ma`)."""
+    video's size and checked against it (:mod:`stmil.datasets.liu_ma`).
+
+    A pickle that boxes none of the anomalous videos (another dataset's, or another split's)
+    is a :class:`DatasetError`; anomalous videos it lacks are named in a warning.
+    """
     rows = read_liu_ma(path)
+    anomalous = [v.record.video_id for v in videos if v.record.label == 1]
+    lacking = [vid for vid in anomalous if vid not in rows]
+    if anomalous and len(lacking) == len(anomalous):
+        raise DatasetError(f"{path}: boxes none of the {len(anomalous)} anomalous videos "
+                           f"evaluated (such as {anomalous[0]}); pass the annotation of this "
+                           "dataset and split (Liu and Ma's test_ann.pkl for UCF-Crime's test)")
+    if lacking:
+        log.warning("%s: no box for %d of the %d anomalous videos (%s%s); they keep the "
+                    "dataset's own boxes, if any", path, len(lacking), len(anomalous),
+                    ", ".join(lacking[:3]), ", ..." if len(lacking) > 3 else "")
     out = []
     for v in videos:
         w, h, n = v.meta["width"], v.meta["height"], v.meta["n_frames"]
