@@ -63,10 +63,13 @@ class Scorer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
                 nn.init.zeros_(module.bias)
+        self.gate: nn.Module | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(..., C) -> (...)``."""
-        return self.net(x).squeeze(-1)
+        """``(..., C) -> (...)``; times the gate's ``(...)`` values when one is attached (the
+        normal-memory gate of :mod:`stmil.mil.memory`, attached after training)."""
+        s = self.net(x).squeeze(-1)
+        return s if self.gate is None else s * self.gate(x)
 
 
 def mil_ranking_loss(

@@ -31,6 +31,7 @@ from safetensors.torch import save as st_save
 from stmil.atomic import write_bytes, write_text
 from stmil.errors import ModelError, OutputError
 from stmil.mil.config import FIELDS, RESUMABLE
+from stmil.mil.memory import MemoryGate
 from stmil.mil.model import Scorer
 
 MARKER = ".stmil-run"
@@ -89,6 +90,17 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
     if bad:
         raise ModelError(f"{path}: NaN or Inf weights in {', '.join(bad)}; {fix}")
     model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
+    gated = config.get("gate", "none") == "memory"  # runs older than the gate have none
+    if gated != ("gate.bank" in tensors and "gate.scale" in tensors):
+        raise ModelError(f"{path}: the config says gate {config.get('gate', 'none')} but the "
+                         f"file {'lacks' if gated else 'holds'} a memory bank; {fix}")
+    if gated:
+        bank, scale = tensors["gate.bank"], tensors["gate.scale"]
+        if (bank.ndim != 2 or bank.shape[1] != config["in_dim"] or len(bank) == 0
+                or scale.shape != (2,) or not scale[1] > scale[0]):
+            raise ModelError(f"{path}: bad memory bank {tuple(bank.shape)} or scale "
+                             f"{scale.tolist()} for features of {config['in_dim']}; {fix}")
+        model.gate = MemoryGate(bank, scale)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

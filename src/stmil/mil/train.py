@@ -33,7 +33,13 @@ from stmil.datasets import load_dataset
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.store import VideoFeatures, load_dataset_features
-from stmil.mil.bags import BagStore, make_bag, segment_clip_ranges, segment_cuboid_labels
+from stmil.mil.bags import (
+    BagStore,
+    l2_normalise,
+    make_bag,
+    segment_clip_ranges,
+    segment_cuboid_labels,
+)
 from stmil.mil.config import (
     FIELDS,
     RECORDED_KEYS,
@@ -41,6 +47,7 @@ from stmil.mil.config import (
     TrainConfig,
     read_config,
 )
+from stmil.mil.memory import MemoryGate, build_memory
 from stmil.mil.model import Scorer, boxes_bce_loss, flush_denormals, weak_loss
 from stmil.mil.run import (
     CHECKPOINT_JSON,
@@ -234,6 +241,10 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     if len(anom) == 0 or len(norm) == 0:
         raise ConfigError(f"{config['data']}: training needs anomalous and normal videos, got "
                           f"{len(anom)} anomalous and {len(norm)} normal")
+    if cfg.gate == "memory" and len(norm) < 2:  # before training, not after
+        raise ConfigError(f"{config['data']}: gate memory needs at least 2 normal training "
+                          f"videos (validation ones left out), got {len(norm)}; add normal "
+                          "videos or train with gate none")
     log.info(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
     if cfg.self_train and not val.any():
         raise ConfigError(f"{config['data']}: self_train needs a validation split, and its "
@@ -314,6 +325,8 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise ConfigError(f"training diverged: non-finite weights at iteration "
                           f"{state['iteration']}; lower --lr (now {cfg.lr:g})")
+    if cfg.gate == "memory":
+        model.gate = _memory_gate(videos, norm, config["grid"] == 1, cfg).to(dev)
     _write_history(stage / "history.csv", state["history"])
     save_model(stage / MODEL, model, config)
     seconds = time.perf_counter() - start
@@ -335,6 +348,20 @@ def _self_train(model: Scorer, cfg: TrainConfig, config: dict, videos: list[Vide
         model, lambda: Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev),
         store, bags, anom, norm, spans, lambda m: _video_auc(m, bags, labels, val_idx, dev),
         cfg, rng, iteration)
+
+
+def _memory_gate(videos: list[VideoFeatures], norm: np.ndarray, grid1: bool,
+                 cfg: TrainConfig) -> MemoryGate:
+    """The normal-memory gate of the normal training videos (validation videos left out)."""
+    instances = []
+    for i in norm:
+        x = np.asarray(videos[i].features, dtype=np.float32)  # (n_clips, N, C)
+        x = x.mean(axis=1) if grid1 else x.reshape(-1, x.shape[-1])
+        instances.append(l2_normalise(x))
+    gate = build_memory(instances, cfg.memory_size, cfg.seed)
+    log.info(f"gate memory: {len(gate.bank)} normal instances of {len(norm)} videos, novelty "
+             f"{gate.scale[0]:.4f} -> 0, {gate.scale[1]:.4f} -> 1")
+    return gate
 
 
 def _save_checkpoint(stage: Path, model: Scorer, optim: torch.optim.Optimizer,

@@ -1,0 +1,88 @@
+"""The normal-memory gate (``gate: memory``): a cuboid is anomalous only where it is new.
+
+Weak cuboid MIL scores every cuboid that looks like the events it was trained on, including
+benign motion of the same low-level kind (a fast walker, a flickering lamp) that normal videos
+hold too. The gate remembers what normal looks like: a bank of L2-normalised instance features
+of the normal training videos. At test time an instance's *novelty* is one minus its cosine
+similarity to the nearest bank entry, mapped to ``[0, 1]`` by a scale measured on the normal
+training videos themselves (each scored against the other videos' entries: leave one video
+out), and the scorer's score is multiplied by it. Something the normal videos already showed
+gets a gate near 0, wherever it is in the frame. See docs/method.md for the rule and its
+measured effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+#: Queries sampled from the normal training instances to measure the gate's scale.
+CALIBRATION_QUERIES = 4096
+#: Rows of queries compared with the bank at once (bounds the similarity matrix's memory).
+CHUNK = 1024
+
+
+class MemoryGate(nn.Module):
+    """Novelty of instances against a bank of normal ones: ``(..., C) -> (...)`` in ``[0, 1]``.
+
+    Buffers (saved with the scorer): ``bank`` ``(M, C)`` L2-normalised normal instances and
+    ``scale`` ``(2,)``: the novelty mapped to 0 and to 1. The input must be L2-normalised like
+    the scorer's.
+    """
+
+    def __init__(self, bank: Tensor, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bank", bank.float().contiguous())
+        self.register_buffer("scale", scale.float().reshape(2))
+
+    def novelty(self, x: Tensor) -> Tensor:
+        """``(..., C) -> (...)``: one minus the cosine similarity to the nearest bank entry."""
+        flat = x.reshape(-1, x.shape[-1]).to(self.bank.dtype)
+        best = torch.cat([(rows @ self.bank.T).amax(dim=1) for rows in flat.split(CHUNK)]) \
+            if len(flat) else flat.new_zeros(0)
+        return (1 - best).reshape(x.shape[:-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        lo, hi = self.scale[0], self.scale[1]
+        return ((self.novelty(x) - lo) / (hi - lo)).clamp(0, 1)
+
+
+def build_memory(instances: Sequence[np.ndarray], size: int, seed: int) -> MemoryGate:
+    """The gate of the normal training videos' instances.
+
+    Args:
+        instances: one ``(n_i, C)`` float array per normal training video, L2-normalised (the
+            scorer's inputs: every cuboid of every clip, or each clip's mean for frame
+            instances). At least two videos.
+        size: most bank entries kept (a seeded uniform sample when there are more).
+        seed: the sample's seed.
+
+    The scale: novelties of up to :data:`CALIBRATION_QUERIES` sampled normal instances, each
+    against the bank entries of the *other* videos; the median maps to 0 (half of normal
+    instances are gated off entirely) and the maximum to 1.
+    """
+    if len(instances) < 2:
+        raise ValueError(f"the memory gate needs at least 2 normal training videos, got "
+                         f"{len(instances)}")
+    rng = np.random.default_rng(seed)
+    feats = np.concatenate([np.asarray(x, np.float32) for x in instances])
+    owner = np.repeat(np.arange(len(instances)), [len(x) for x in instances])
+    keep = np.sort(rng.choice(len(feats), size, replace=False)) if len(feats) > size \
+        else np.arange(len(feats))
+    bank, bank_owner = torch.from_numpy(feats[keep]), torch.from_numpy(owner[keep])
+    pick = np.sort(rng.choice(len(feats), min(CALIBRATION_QUERIES, len(feats)), replace=False))
+    queries, query_owner = torch.from_numpy(feats[pick]), torch.from_numpy(owner[pick])
+    loo = []
+    for q, o in zip(queries.split(CHUNK), query_owner.split(CHUNK)):
+        sim = q @ bank.T
+        sim[o[:, None] == bank_owner[None, :]] = -torch.inf  # leave the query's video out
+        loo.append(1 - sim.amax(dim=1))
+    loo = torch.cat(loo)
+    loo = loo[torch.isfinite(loo)]  # a video alone in the sampled bank has no neighbour
+    lo, hi = float(loo.median()), float(loo.max())
+    if not hi > lo:
+        hi = lo + 1e-6
+    return MemoryGate(bank, torch.tensor([lo, hi]))
