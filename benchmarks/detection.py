@@ -14,6 +14,8 @@ Runs (``--runs``; default: all):
     topk-tv    topk + --lambda-tv 1e-3
     paper-st   paper + train --self-train 2 (pseudo-label self-training, validation-guarded)
     topk-st    topk + --self-train 2
+    paper-memory  paper + train --gate memory (normal-memory gate, docs/method.md)
+    topk-memory   topk + --gate memory
     grid1      the video-segment baseline (train --instances frame)
     boxes      the boxes-supervised reference (train --supervision boxes; an upper bound)
 
@@ -25,7 +27,11 @@ Examples (the issue-13 ablation on the hard scenario; the README's earlier table
     python benchmarks/detection.py --out bench-det-vtest --footage data/vtest.avi
 
 A rerun with the same ``--out`` resumes: a complete synth output, finished features and
-trained runs are kept (delete a run folder to retrain it).
+trained runs are kept (delete a run folder to retrain it). A ``-memory`` run whose base run
+(the name without ``-memory``) is already trained is derived from it instead of retrained: the
+gate is added after training and the scorer never sees it, so this is the model that
+``train --gate memory`` writes (tests/mil/test_memory.py checks the weights bit for bit;
+``--no-derive`` trains it instead).
 
 ``--evaluate-only`` skips synth, extraction and training: it re-evaluates every run folder
 already in ``OUT/seed<N>/runs/`` with the current evaluation code and prints the same tables.
@@ -35,15 +41,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from stmil.datasets import load_dataset
 from stmil.evaluation.evaluate import evaluate
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.pipeline_config import PipelineConfig
-from stmil.mil.train import train
+from stmil.features.store import load_dataset_features
+from stmil.mil.config import FIELDS, TrainConfig
+from stmil.mil.run import load_model, save_model
+from stmil.mil.train import _carve_validation, _memory_gate, train  # derive_gated mirrors train
 from stmil.synth.dataset import make_dataset
 
 KEYS = ("frame_auc", "frame_ap", "cuboid_auc", "pixel_auroc", "pointing_accuracy", "patch_ap",
@@ -56,6 +68,8 @@ RUNS: dict[str, dict] = {
     "topk-tv": {"method": "topk", "lambda_tv": TV},
     "paper-st": {"self_train": 2},
     "topk-st": {"method": "topk", "self_train": 2},
+    "paper-memory": {"gate": "memory"},
+    "topk-memory": {"method": "topk", "gate": "memory"},
     "grid1": {"instances": "frame"},
     "boxes": {"supervision": "boxes"},
 }
@@ -92,6 +106,10 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
     metrics = {}
     for name in args.runs:
         t = time.perf_counter()
+        base = seed_dir / "runs" / name.removesuffix("-memory")
+        if not (seed_dir / "runs" / name / "model.safetensors").is_file() and name.endswith(
+                "-memory") and (base / "model.safetensors").is_file() and args.derive:
+            derive_gated(seed_dir, base, seed_dir / "runs" / name)
         if not (seed_dir / "runs" / name / "model.safetensors").is_file():  # resume
             train(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name,
                   iterations=args.iterations, seed=seed, val_fraction=VAL_FRACTION,
@@ -101,6 +119,26 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
         print(f"seed {seed} {name}: " + ", ".join(f"{k} {fmt(v)}" for k, v in
                                                   metrics[name].items()), flush=True)
     return {"metrics": metrics, "stage_times": times}
+
+
+def derive_gated(seed_dir: Path, base: Path, out: Path) -> None:
+    """``base`` + the normal-memory gate, written to ``out``: what ``train(..., gate="memory")``
+    with ``base``'s settings writes (same validation carve, same normal videos, same seed)."""
+    model, config = load_model(base)
+    cfg = TrainConfig.from_dict({k: config[k] for k in FIELDS if k in config} | {"gate": "memory"})
+    config = config | cfg.to_dict() | {"out": str(out)}
+    videos = load_dataset_features(load_dataset(seed_dir / "data", "train", cfg.format),
+                                   seed_dir / "features", cfg.skip_missing)
+    labels = np.array([v.record.label for v in videos])
+    val = _carve_validation(labels, cfg.val_fraction, np.random.default_rng(cfg.seed))
+    norm = np.flatnonzero(~val & (labels == 0))
+    model.gate = _memory_gate(videos, norm, config["grid"] == 1, cfg)
+    tmp = out.parent / f".{out.name}.derive"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("metrics*", "calibration.json"))
+    save_model(tmp / "model.safetensors", model, config)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    tmp.rename(out)
 
 
 def _synth_done(root: Path) -> bool:
@@ -147,6 +185,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=ITERATIONS)
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     p.add_argument("--workers", type=int, default=2, help="extraction decode workers")
+    p.add_argument("--no-derive", dest="derive", action="store_false",
+                   help="train -memory runs even where their base run exists")
     p.add_argument("--evaluate-only", action="store_true",
                    help="re-evaluate the runs already under --out; train nothing")
     args = p.parse_args()
