@@ -98,6 +98,11 @@ def test_liu_ma_boxes_give_spatial_metrics_to_ucf_crime(pipeline, capsys, monkey
     assert code == 1
     assert_one_line_error(err, "evil.pkl: not a Liu & Ma annotation pickle",
                           "names builtins.print")
+    code, out, err = run_cli(capsys, "evaluate", "--data", "ucf", "--features", "feats",
+                             "--model", "run", "--interpolate", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "--interpolate interpolates Liu and Ma's boxes: give their "
+                          "pickle with --boxes")
     # Another dataset's boxes are refused, not silently left unused; a missing video is named.
     Path("other.pkl").write_bytes(pickle.dumps(
         {"Shoplifting010_x264": [["/i/image_0001.jpg", 0, 0, 10, 10]]}))

@@ -22,7 +22,7 @@ from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
-from stmil.errors import ModelError, OutputError
+from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation import metrics as M
 from stmil.evaluation.incidents import run_incident_metrics
 from stmil.evaluation.paper_metrics import paper_metrics
@@ -71,6 +71,9 @@ def evaluate(
     frame and cuboid (scores, labels) arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs
     with each test video's cuboid maps ``(n_clips, G*G)``.
     """
+    if interpolate and boxes is None:
+        raise ConfigError("--interpolate interpolates Liu and Ma's boxes: give their pickle "
+                          "with --boxes, or leave --interpolate out")
     model, config = load_model(run)
     read_metrics(run)  # refuse a metrics.json that is not ours before any work is done
     if json_out is not None:
