@@ -63,6 +63,9 @@ def test_imported_features_learn_and_vectors_match_evaluate(pipeline, capsys, mo
     test_ids = [ln.split("/")[1].removesuffix(".mp4")
                 for ln in Path("ucf/Anomaly_Test.txt").read_text().split()]
     assert [e["id"] for e in manifest["videos"]] == test_ids  # list order
+    scores_manifest = read_vector("vec", "scores")[1]
+    assert ([(e["id"], e["offset"], e["length"]) for e in scores_manifest["videos"]]
+            == [(e["id"], e["offset"], e["length"]) for e in manifest["videos"]])
     assert manifest["tail"] == "clips" and manifest["total"] == len(gt) == 8 * 16 * 16
     for vid, (s, e) in spans.items():
         if vid in labels:  # 16 labels per snippet: ones exactly on the planted snippets
