@@ -84,12 +84,13 @@ def test_sultani_txt_is_32_segments(tmp_path):
     ("shape", "shape (4,); expected (T, crops, D) or (T, D)"),
     ("nan", "NaN or infinite values"),
     ("missing", "Gone001_x264_i3d.npy: missing (named by the list)"),
+    ("crop", "Bad001_x264_i3d.npy: shape (2, 3) has no crops, so no crop 1; leave --crop out"),
 ])
 def test_bad_files_are_one_line_each_and_the_batch_carries_on(tmp_path, capsys, monkeypatch,
                                                               case, needle):
     monkeypatch.chdir(tmp_path)
     Path("in").mkdir()
-    np.save("in/Good001_x264_i3d.npy", np.ones((2, 3), np.float32))
+    np.save("in/Good001_x264_i3d.npy", np.ones((2, 2, 3), np.float32))
     names = ["Good001_x264_i3d.npy"]
     if case == "shape":
         np.save("in/Bad001_x264_i3d.npy", np.ones(4, np.float32))
@@ -97,11 +98,15 @@ def test_bad_files_are_one_line_each_and_the_batch_carries_on(tmp_path, capsys, 
     elif case == "nan":
         np.save("in/Bad001_x264_i3d.npy", np.full((2, 3), np.nan, np.float32))
         names.append("Bad001_x264_i3d.npy")
+    elif case == "crop":
+        np.save("in/Bad001_x264_i3d.npy", np.ones((2, 3), np.float32))
+        names.append("Bad001_x264_i3d.npy")
     else:
         names.append("Gone001_x264_i3d.npy")
     Path("in/x.list").write_text("\n".join(names) + "\n")
+    crop = ["--crop", "1"] if case == "crop" else []
     code, out, err = run_cli(capsys, "import-features", "in/x.list", "--format", "rtfm",
-                             "--out", "feats", "--quiet")
+                             "--out", "feats", *crop, "--quiet")
     assert code == 1
     assert_one_line_error(err, needle)
     assert "1 imported, 1 failed" in out

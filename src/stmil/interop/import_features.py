@@ -193,6 +193,9 @@ def video_array(parts: list[tuple[int | None, Path]], s: ImportSettings
             arr = arr[:, s.crop] if s.crop is not None else arr.mean(axis=1, dtype=np.float64)
         elif arr.ndim != 2:
             raise _bad(path, f"shape {arr.shape}; expected (T, crops, D) or (T, D)")
+        elif s.crop is not None:
+            raise _bad(path, f"shape {arr.shape} has no crops, so no crop {s.crop}; leave "
+                             "--crop out")
     else:  # one (T, D) file per crop
         crops = {c: p for c, p in parts if c is not None}
         path = parts[0][1]
