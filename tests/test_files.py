@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 from stmil.datasets.folder import load_folder
 from stmil.features.extract import ExtractSettings, extract_many
 from stmil.features.store import load_features
+from stmil.features.video import iter_frames, probe
 from stmil.files import find_videos
+from stmil.live.clip import is_clip, write_clip
+from stmil.live.watch import open_source
+from stmil.synth.footage import probe_footage
+from stmil.synth.write import VideoWriter
 from tests.conftest import ramp_frames, write_video
 
 
@@ -44,3 +50,26 @@ def test_m4v_and_upper_case_mp4_are_extracted_and_listed(tmp_path, monkeypatch, 
         arr, meta = load_features("feats", record.video_id)
         assert arr.shape == (1, 49, 528)
         assert meta["source"] == str(record.path.resolve())
+
+
+def test_videos_whose_relative_path_has_a_colon_are_read_and_written(tmp_path, monkeypatch):
+    """FFmpeg takes ``10:30.mkv`` or ``cam:1/x.mkv`` (a ':' before any '/') for a URL and fails
+    with "Protocol not found": every PyAV reader is given the absolute path (writers write
+    temporaries, whose paths are absolute)."""
+    monkeypatch.chdir(tmp_path)
+    Path("cam:1").mkdir()
+    frames = ramp_frames(20)
+    write_video(tmp_path / "cam:1" / "10:30.mkv", frames)
+    os.symlink("cam:1/10:30.mkv", "10:30.mkv")
+    for name in ("cam:1/10:30.mkv", "10:30.mkv"):
+        assert len(list(iter_frames(name))) == 20  # probe and decode (extract, score, overlay)
+        probe_footage(Path(name), 64, 48, 20)  # synth --footage
+        container, *_ = open_source(name, timeout=5)  # watch
+        container.close()
+    with VideoWriter(Path("cam:1/synth.mp4"), 64, 48, Fraction(30)) as w:  # synth's videos
+        for f in frames:
+            w.write(f)
+    assert probe("cam:1/synth.mp4").frames_reported == 20
+    assert write_clip(Path("cam:1/clip.mp4"), frames, 30.0, "incident") == 20  # watch --clips
+    assert is_clip(Path("cam:1/clip.mp4"))
+    assert sorted(os.listdir("cam:1")) == ["10:30.mkv", "clip.mp4", "synth.mp4"]  # no temporaries

@@ -9,6 +9,16 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".m
                     ".flv")  #: matched in any case (``.MP4`` too)
 
 
+def av_path(path: Path | str) -> str:
+    """``path`` as FFmpeg (PyAV) must be given it: absolute.
+
+    FFmpeg reads a name whose first ``/`` comes after a ``:`` as a URL, so a relative
+    ``10:30.mp4`` or ``cam:1/a.mp4`` would fail with "Protocol not found"; an absolute path
+    starts with ``/`` and is always a file.
+    """
+    return os.path.abspath(path)
+
+
 def find_videos(folder: Path | str) -> list[Path]:
     """Every video file below ``folder``, sorted: recursive, symlinks followed once.
 

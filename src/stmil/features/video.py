@@ -21,6 +21,7 @@ from torch import Tensor
 from stmil.errors import ConfigError, StmilError
 from stmil.features.pipeline_config import TAIL_POLICIES
 from stmil.features.resize import resize_frames
+from stmil.files import av_path
 
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
 
@@ -84,7 +85,7 @@ def probe(path: Path | str) -> VideoInfo:
     if path.is_dir():
         raise VideoError(path, "is a folder, not a video")
     try:
-        with av.open(str(path)) as container:
+        with av.open(av_path(path)) as container:
             if not container.streams.video:
                 raise VideoError(path, "no video stream")
             s = container.streams.video[0]
@@ -124,7 +125,7 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
     info = info or probe(path)
     n, end = 0, None
     try:
-        with av.open(str(path)) as container:
+        with av.open(av_path(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             reformatter = av.video.reformatter.VideoReformatter()

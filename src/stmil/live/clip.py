@@ -32,6 +32,7 @@ import numpy as np
 
 from stmil.atomic import remove_stale_temps, temp_path
 from stmil.errors import OutputError
+from stmil.files import av_path
 
 COMMENT = "stmil incident clip"
 PRE_ROLL = 2.0  # seconds of video before the incident's start
@@ -50,7 +51,7 @@ def is_clip(path: Path) -> bool:
     import av
 
     try:
-        with av.open(str(path)) as c:
+        with av.open(av_path(path)) as c:
             return c.metadata.get("comment") == COMMENT
     except (av.FFmpegError, OSError, ValueError):
         return False

@@ -32,6 +32,7 @@ import torch
 
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, StmilError
+from stmil.files import av_path
 from stmil.live.incidents import ClipScore, EventConfig, Incident, IncidentTracker, incident_line
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def open_source(source: str, timeout: float):
     from stmil.features.video import _one_line
 
     kwargs: dict = {"timeout": (timeout, timeout)}
+    url = source
     if is_camera(source):
         kwargs["format"] = "v4l2"
     elif not is_network(source):
@@ -137,8 +139,9 @@ def open_source(source: str, timeout: float):
         if not path.is_file():
             raise StreamError(f"{source}: no such file (and not a stream URL: "
                               f"{', '.join(s + '://' for s in NETWORK_SCHEMES[:6])}...)")
+        url = av_path(path)
     try:
-        container = av.open(source, **kwargs)
+        container = av.open(url, **kwargs)
     except av.error.ExitError:
         raise StreamError(f"{source}: no video data within {timeout:g} s (a stalled server, "
                           "or not a stream); check the URL, or raise --timeout") from None

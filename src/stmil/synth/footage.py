@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from stmil.errors import StmilError
+from stmil.files import av_path
 
 MIN_CROP = 0.7
 MAX_FOOTAGE_BYTES = 1536 * 2**20  # the decoded, downscaled frames of one source
@@ -54,7 +55,7 @@ def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise FootageError(path, "no such file")
     try:
-        container = av.open(str(path))
+        container = av.open(av_path(path))
     except av.FFmpegError as e:
         raise FootageError(path, f"not a readable video ({' '.join(str(e).split())})") from e
     if not container.streams.video:
