@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -109,6 +113,20 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     from stmil.cli import LineFormatter
 
     return [LineFormatter().format(r) for r in caplog.records if r.name.startswith("stmil")]
+
+
+@contextlib.contextmanager
+def limit_file_size(limit: int) -> Iterator[None]:
+    """Context: files larger than ``limit`` bytes fail to write with EFBIG (as a full disk does
+    with ENOSPC), through the real kernel path."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 def assert_one_line_error(err: str, *needles: str) -> None:

@@ -15,7 +15,7 @@ from stmil.datasets import load_dataset
 from stmil.synth import dataset as synth_mod
 from stmil.synth import write as synth_write
 from stmil.synth.dataset import SynthError, make_dataset, plan_videos
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, limit_file_size, run_cli
 
 DEAD = 999_999_999  # a pid no process has (above any pid_max)
 TINY = dict(n_videos=4, width=64, height=48, n_frames=16, progress=False, workers=1)
@@ -175,12 +175,28 @@ def test_synth_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch, where):
 
     monkeypatch.setattr(synth_write.av, "open", full_open)
     monkeypatch.setattr(synth_write.os, "replace", full_replace)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(OSError, match="No space left on device") as info:
         make_dataset(tmp_path / "ds", seed=0, **TINY)
+    named = Path(info.value.filename)  # the video, never its hidden temporary file
+    assert (named.parent, named.suffix) == (tmp_path / "ds" / "videos", ".mp4")
+    assert not named.name.startswith(".")
     left = [p.name for p in (tmp_path / "ds").rglob("*") if p.is_file()]
     assert not [n for n in left if n.endswith(".tmp")], left
     assert left == ["synth.json"], left  # the marker (complete: false) and nothing else
     assert json.loads((tmp_path / "ds" / "synth.json").read_text())["complete"] is False
+
+
+def test_synth_on_a_full_disk_names_the_video(tmp_path, monkeypatch, capsys):
+    """Items 18, 21 through the kernel's own error (EFBIG, as ENOSPC): one line naming the
+    video being written, never its temporary file, and no temporary left."""
+    monkeypatch.chdir(tmp_path)
+    with limit_file_size(20_000):  # a video (~100 kB) does not fit; the marker does
+        code, _, err = run_cli(capsys, "synth", "--out", "ds", "--videos", "4", "--frames", "48",
+                               "--seed", "0", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "ds/videos/", "_x264.mp4: File too large")
+    assert ".tmp" not in err
+    assert sorted(p.name for p in Path("ds").rglob("*") if p.is_file()) == ["synth.json"]
 
 
 # --- demo: ownership (item 1) and settings (item 20) ---------------------------------------------

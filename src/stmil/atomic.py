@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 _UMASK = os.umask(0)
@@ -45,7 +46,9 @@ def _named(e: OSError, dest: Path) -> OSError:
             isinstance(name, (str, bytes, os.PathLike))
             and TEMP_PATTERN.fullmatch(Path(os.fsdecode(name)).name))):
         return e
-    return type(e)(e.errno, e.strerror or os.strerror(e.errno), str(dest))
+    # OSError(errno, ...) is the errno's subclass (FileNotFoundError...); PyAV's own error
+    # classes take other arguments
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(dest))
 
 
 def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
@@ -71,23 +74,32 @@ def atomic_write_group(writes: Sequence[tuple[Path | str, Callable[[Path], None]
     An ``OSError`` names the destination being written.
     """
     temps: list[tuple[Path, Path]] = []
-    dest = Path()
     try:
         for dest, write in writes:
-            dest = Path(dest)
-            tmp = temp_path(dest)
-            temps.append((dest, tmp))
-            write(tmp)
+            with naming(dest):
+                tmp = temp_path(dest)
+                temps.append((Path(dest), tmp))
+                write(tmp)
         for dest, tmp in reversed(temps):
-            os.replace(tmp, dest)
-    except OSError as e:
-        named = _named(e, dest)
-        if named is e:
-            raise
-        raise named from e
+            with naming(dest):
+                os.replace(tmp, dest)
     finally:
         for _, t in temps:
             t.unlink(missing_ok=True)
+
+
+@contextmanager
+def naming(dest: Path | str) -> Iterator[None]:
+    """Context: an ``OSError`` raised inside that names no file or a temporary file (a full
+    disk while writing ``dest``'s temporary, say) is raised again naming ``dest`` (same errno
+    and reason); for writers that manage their own temporary file (a video encoder)."""
+    try:
+        yield
+    except OSError as e:
+        named = _named(e, Path(dest))
+        if named is e:
+            raise
+        raise named from e
 
 
 def _alive(pid: int) -> bool:

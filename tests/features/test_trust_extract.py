@@ -35,7 +35,14 @@ from stmil.features.store import (
     load_features,
     read_feature_meta,
 )
-from tests.conftest import assert_one_line_error, log_lines, ramp_frames, run_cli, write_video
+from tests.conftest import (
+    assert_one_line_error,
+    limit_file_size,
+    log_lines,
+    ramp_frames,
+    run_cli,
+    write_video,
+)
 
 
 def _dead_pid() -> int:
@@ -95,29 +102,9 @@ def test_a_killed_writer_leaves_a_temp_that_remove_stale_temps_cleans(tmp_path):
 
 # ---- item 21: a write error names the destination, never the temporary file --------------
 
-def _limit_file_size(limit: int):
-    """Context: files larger than ``limit`` bytes fail to write with EFBIG (as a full disk does
-    with ENOSPC), through the real kernel path."""
-    import contextlib
-    import resource
-
-    @contextlib.contextmanager
-    def ctx():
-        old = resource.getrlimit(resource.RLIMIT_FSIZE)
-        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
-        try:
-            yield
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, old)
-            signal.signal(signal.SIGXFSZ, handler)
-
-    return ctx()
-
-
 def test_atomic_write_error_names_the_destination(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with _limit_file_size(1000), pytest.raises(OSError) as info:
+    with limit_file_size(1000), pytest.raises(OSError) as info:
         atomic_write(Path("v.json"), lambda t: t.write_bytes(b"x" * 5000))
     assert (info.value.filename, info.value.strerror) == ("v.json", "File too large")
     assert list(tmp_path.iterdir()) == []
@@ -436,7 +423,7 @@ def test_extract_removes_stale_temps_of_killed_runs(video, extractor):
 def test_extract_on_a_full_disk_names_the_output_file(video, capsys, monkeypatch):
     path, out = video
     monkeypatch.chdir(path.parent.parent)
-    with _limit_file_size(20_000):  # the array (~52 kB) does not fit; failures.json does
+    with limit_file_size(20_000):  # the array (~52 kB) does not fit; failures.json does
         code, stdout, err = run_cli(capsys, "extract", "videos/v.mkv", "--out", "out", "--size",
                                     "64", "--quiet", "--device", "cpu")
     assert code == 1 and "0 done, 0 skipped, 1 failed" in stdout

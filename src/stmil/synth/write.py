@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from stmil.atomic import (
+    naming,
     temp_path,
     write_text,  # noqa: F401 - used by the synth modules
 )
@@ -50,25 +51,28 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: Fraction):
-        self.path, self.tmp = path, temp_path(path)
-        try:
-            self.container = av.open(str(self.tmp), "w", format="mp4")
+        self.path = path
+        with naming(path):  # a full disk names the video, not its temporary file
+            self.tmp = temp_path(path)
             try:
-                self.stream = self.container.add_stream("libx264", rate=fps,
-                                                        options=X264_OPTIONS)
-                self.stream.width, self.stream.height = width, height
-                self.stream.pix_fmt = "yuv420p"
+                self.container = av.open(str(self.tmp), "w", format="mp4")
+                try:
+                    self.stream = self.container.add_stream("libx264", rate=fps,
+                                                            options=X264_OPTIONS)
+                    self.stream.width, self.stream.height = width, height
+                    self.stream.pix_fmt = "yuv420p"
+                except BaseException:
+                    self.container.close()
+                    raise
             except BaseException:
-                self.container.close()
+                self.tmp.unlink(missing_ok=True)
                 raise
-        except BaseException:
-            self.tmp.unlink(missing_ok=True)
-            raise
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one frame."""
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            self.container.mux(packet)
+        with naming(self.path):
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                self.container.mux(packet)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -76,14 +80,15 @@ class VideoWriter:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
-            try:
+            with naming(self.path):
+                try:
+                    if kind is None:
+                        for packet in self.stream.encode():
+                            self.container.mux(packet)
+                finally:
+                    self.container.close()
                 if kind is None:
-                    for packet in self.stream.encode():
-                        self.container.mux(packet)
-            finally:
-                self.container.close()
-            if kind is None:
-                os.replace(self.tmp, self.path)
+                    os.replace(self.tmp, self.path)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
