@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import av
 import numpy as np
@@ -16,7 +18,7 @@ from stmil.live.clip import COMMENT, ClipRecorder, clip_range
 from stmil.live.events import resolve_events
 from stmil.live.incidents import Incident
 from stmil.live.watch import WatchConfig, watch
-from tests.conftest import assert_one_line_error, run_cli, write_video
+from tests.conftest import assert_one_line_error, limit_file_size, run_cli, write_video
 from tests.live.scene import EVENT_BOX, FPS, scene_frames
 from tests.live.test_watch import free_port, serve, wait_line
 
@@ -187,3 +189,14 @@ def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
     assert end.reason == "scores fell" and abs(end.start_frame - EVENT[0]) <= 16
     check_clip(path, end.start_frame, end.end_frame, 160, EVENT[0])
 
+
+
+def test_a_clip_on_a_full_disk_names_the_clip_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """The kernel's own EFBIG (as ENOSPC): the error names ``<clip>.mp4``, never the hidden
+    temporary file being encoded, which is removed."""
+    monkeypatch.chdir(tmp_path)
+    frames = np.random.default_rng(0).integers(0, 255, (60, 96, 128, 3), dtype=np.uint8)
+    with limit_file_size(10_000), pytest.raises(OSError) as info:
+        clip_mod.write_clip(Path("cam_1.mp4"), frames, 30.0, "incident 1")
+    assert (info.value.filename, info.value.strerror) == ("cam_1.mp4", "File too large")
+    assert os.listdir(".") == []

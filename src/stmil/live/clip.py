@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.atomic import remove_stale_temps, temp_path
+from stmil.atomic import naming, remove_stale_temps, temp_path
 from stmil.errors import OutputError
 from stmil.files import av_path
 
@@ -128,16 +128,18 @@ class ClipWriter:
         if isinstance(frame, np.ndarray):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         frame.pts, frame.time_base = self.n, self.time_base
-        for packet in self.stream.encode(frame):
-            self.out.mux(packet)
+        with naming(self.dest):  # a full disk names the clip, not its temporary file
+            for packet in self.stream.encode(frame):
+                self.out.mux(packet)
         self.n += 1
 
     def commit(self) -> Path:
         try:
-            for packet in self.stream.encode():
-                self.out.mux(packet)
-            self.out.close()
-            os.replace(self.tmp, self.dest)
+            with naming(self.dest):
+                for packet in self.stream.encode():
+                    self.out.mux(packet)
+                self.out.close()
+                os.replace(self.tmp, self.dest)
         finally:
             self.tmp.unlink(missing_ok=True)
         return self.dest
