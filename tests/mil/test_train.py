@@ -224,7 +224,7 @@ def test_missing_features_are_named_and_skip_missing_proceeds(tiny_copy, tmp_pat
     summary = train(data, feats, tmp_path / "r", skip_missing=True, **FAST)
     assert summary["iterations"] == FAST["iterations"]
     logs = log_lines(caplog)
-    assert any(m.startswith("warning: skipping 1 listed videos") and gone in m for m in logs)
+    assert f"warning: skipping 1 listed videos without features in {feats}: {gone}" in logs
     assert any("3 anomalous + 4 normal" in m for m in logs)
 
 
@@ -237,7 +237,9 @@ def test_mixed_feature_settings_are_refused(tiny_copy, tmp_path, key, value):
     (feats / f"{odd}.json").write_text(json.dumps(meta))
     if key == "grid":  # a consistent pair of another grid (the reader checks the array's shape)
         np.save(feats / f"{odd}.npy", np.load(feats / f"{odd}.npy")[:, : value * value])
-    with pytest.raises(FeatureError, match=f"disagree on {key}.*{odd}"):
+    with pytest.raises(FeatureError, match=f"^{feats}: features disagree on {key}: .* but {odd} "
+                       r"differ; extract them all with the same settings \(stmil extract "
+                       r"--overwrite\)$"):
         train(data, feats, tmp_path / "r", **FAST)
 
 
@@ -247,7 +249,8 @@ def test_nan_features_are_refused(tiny_copy, tmp_path):
     x = np.load(feats / f"{bad}.npy")
     x[1, 3, 2] = np.nan
     np.save(feats / f"{bad}.npy", x)
-    with pytest.raises(FeatureError, match=f"NaN or Inf.*{bad}"):
+    with pytest.raises(FeatureError, match=f"^NaN or Inf in {feats / bad}.npy; extract them "
+                       "again with stmil extract --overwrite$"):
         train(data, feats, tmp_path / "r", **FAST)
 
 

@@ -210,7 +210,7 @@ def load_dataset_features(
         rec = fit_to_video(rec, meta["width"], meta["height"], meta["n_frames"])  # boxes, frames
         out.append(VideoFeatures(rec, arr, meta))
     if missing:
-        msg = f"{len(missing)} listed videos have no features in {feature_dir}: {_names(missing)}"
+        msg = f"{len(missing)} listed videos without features in {feature_dir}: {_names(missing)}"
         if not skip_missing:
             raise FeatureError(msg + " (extract them, or pass --skip-missing)")
         log.warning("skipping %s", msg)
@@ -220,10 +220,14 @@ def load_dataset_features(
     for key in CONSISTENT_KEYS:
         odd = [v.record.video_id for v in out if v.meta.get(key) != ref.meta.get(key)]
         if odd:
-            raise FeatureError(f"features disagree on {key}: {ref.record.video_id} has "
-                               f"{ref.meta.get(key)!r} but {_names(odd)} differ")
+            raise FeatureError(f"{feature_dir}: features disagree on {key}: "
+                               f"{ref.record.video_id} has {ref.meta.get(key)!r} but "
+                               f"{_names(odd)} differ; extract them all with the same "
+                               "settings (stmil extract --overwrite)")
     if check_finite:
         bad = [v.record.video_id for v in out if not np.isfinite(v.features).all()]
         if bad:
-            raise FeatureError(f"NaN or Inf in the features of {_names(bad)}")
+            files = _names([str(feature_dir / f"{b}.npy") for b in bad])
+            raise FeatureError(f"NaN or Inf in {files}; extract them again with stmil extract "
+                               "--overwrite")
     return out
