@@ -88,6 +88,18 @@ def test_score_of_one_file_named_twice_scores_it_once(planted, tmp_path, monkeyp
     assert failed == [] and written == [Path("s", f"{ANOMALOUS}.scores.json")]
 
 
+def test_score_of_a_missing_feature_file_names_it_and_scores_the_rest(planted, tmp_path, capsys,
+                                                                      monkeypatch):
+    _, feats, run = planted
+    monkeypatch.chdir(tmp_path)
+    copy_features(feats, Path("f"), ANOMALOUS)
+    code, out, err = run_cli(capsys, "score", "typo.npy", f"f/{ANOMALOUS}.npy", "--model", run,
+                             "--out", "s", "--quiet")
+    assert code == 1
+    assert err.splitlines()[0] == "error: typo.npy: no such feature file"  # not 'typo.json'
+    assert out.split() == [f"s/{ANOMALOUS}.scores.json"]
+
+
 # --- item 22: a folder of .npy files and videos ------------------------------------------------
 
 

@@ -239,6 +239,8 @@ def _features_of(paths: Sequence[Path], config: dict, device: str,
     for path in paths:
         if path.suffix == ".npy":
             try:
+                if not path.is_file():
+                    raise FeatureError(f"{path}: no such feature file")
                 features, meta = load_features(path.parent, path.stem)
                 check_model_features(config, meta, path)
             except (ValueError, OSError, KeyError) as e:
