@@ -240,7 +240,8 @@ def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, e
     other = ExtractSettings(size=64, stride=8)
     s = extract_many([good1], out, extractor, other, **kw)
     assert s.done == s.skipped == [] and len(s.failed) == 1
-    assert "other settings: stride 16 (now 8)" in s.failed[0]["error"]
+    assert s.failed[0]["error"].endswith("other settings: stride 16 (now 8); pass --overwrite "
+                                         "to replace it, or use another output folder")
     assert (out / "good1.npy").read_bytes() == before
     s = extract_many([good1], out, extractor, ExtractSettings(size=64, fps=15), **kw)
     assert "fps 30.0 (now 15)" in s.failed[0]["error"]

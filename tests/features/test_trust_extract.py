@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,9 +199,19 @@ def test_features_record_the_resolved_source_and_refuse_another_file(video, extr
     assert (s.skipped, s.failed) == (["v"], [])
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the video was edited
     s = _extract([Path("videos/v.mkv")], Path("out"), extractor)
-    assert s.failed[0]["error"].startswith(
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime_ns // 10**9))
+    later = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime_ns // 10**9 + 1))
+    assert s.failed[0]["error"] == (
         f"the finished features out/v.json were made from {path.resolve()} when its "
-        f"modification time was {st.st_mtime_ns}; it is now {st.st_mtime_ns + 10**9}")
+        f"modification time was {when}.{st.st_mtime_ns % 10**9:09d} UTC; it is now "
+        f"{later}.{st.st_mtime_ns % 10**9:09d} UTC; pass --overwrite to replace them, or use "
+        "another output folder")
+    with open(path, "ab") as f:  # same time, another size
+        f.write(b"\0")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    s = _extract([Path("videos/v.mkv")], Path("out"), extractor)
+    assert f"when its size was {st.st_size} bytes; it is now {st.st_size + 1} bytes; " in (
+        s.failed[0]["error"])
     s = _extract([Path("b/v.mkv")], Path("out"), extractor, overwrite=True)
     assert s.done == ["v"] and json.loads((out / "v.json").read_text())["source"] == str(
         other.resolve())

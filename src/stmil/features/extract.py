@@ -185,11 +185,24 @@ def source_mismatch(meta: dict, path: Path | str) -> str:
     now = source_identity(path)
     if now["source"] != meta.get("source"):
         return f"were made from {meta.get('source')}, not {now['source']}"
-    for key, what in (("source_bytes", "size"), ("source_mtime_ns", "modification time")):
+    for key, what, show in (("source_bytes", "size", _bytes), ("source_mtime_ns",
+                                                               "modification time", _utc)):
         if meta.get(key) != now[key]:
-            return (f"were made from {now['source']} when its {what} was {meta.get(key)}; "
-                    f"it is now {now[key]}")
+            return (f"were made from {now['source']} when its {what} was "
+                    f"{show(meta.get(key))}; it is now {show(now[key])}")
     return ""
+
+
+def _bytes(n: object) -> str:
+    return f"{n} bytes" if isinstance(n, int) else repr(n)
+
+
+def _utc(ns: object) -> str:
+    """A modification time in nanoseconds as ``2026-11-27 20:24:27.554373989 UTC``."""
+    if not isinstance(ns, int) or isinstance(ns, bool):
+        return repr(ns)
+    day = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 10**9))
+    return f"{day}.{ns % 10**9:09d} UTC"
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -661,6 +674,6 @@ def _finished(out_dir: Path, path: Path, vid: str, s: ExtractSettings,
                          "to replace them, or use another output folder")
     diff = settings_mismatch(meta, s, extractor)
     if diff:
-        raise VideoError(path, f"{json_path} was made with other settings: {diff}; overwrite "
-                         "it or use another output folder")
+        raise VideoError(path, f"{json_path} was made with other settings: {diff}; pass "
+                         "--overwrite to replace it, or use another output folder")
     return True
