@@ -336,9 +336,9 @@ def test_retrain_replaces_the_whole_run(tiny, run_copy):
 @pytest.mark.parametrize("entries,match", [
     ({"notes.txt": "mine"}, "not empty and not a stmil run folder"),
     ({"features/a.npy": "x"}, "not empty and not a stmil run folder"),
-    ({"config.yaml": "x", "notes.txt": "mine"}, "holds notes.txt, which stmil did not write"),
+    ({"config.yaml": "x", "notes.txt": "mine"}, r"holds notes.txt \(not part of a run\)"),
     ({"model.safetensors": "x", "cache/mine.npy": "x"},
-     "holds cache/mine.npy, which stmil did not write"),
+     r"holds cache/mine.npy \(not part of a run\)"),
 ])
 def test_foreign_output_folders_are_refused_and_kept(tiny, tmp_path, monkeypatch, entries,
                                                      match):

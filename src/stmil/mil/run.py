@@ -198,7 +198,7 @@ def check_run_output(out: Path) -> None:
                           "(training replaces the whole folder)")
     foreign = foreign_entries(out)
     if foreign:
-        raise OutputError(f"{out}: holds {', '.join(foreign[:5])}, which stmil did not write; "
+        raise OutputError(f"{out}: holds {', '.join(foreign[:5])} (not part of a run); "
                           "move it out or choose another --out (training replaces the whole "
                           "folder)")
 
