@@ -394,22 +394,43 @@ def test_wrong_shape_feature_json_in_extract_is_a_per_video_failure(video, extra
     s = _extract([path], out, extractor)
     assert log_lines(caplog) == [f"error: {path}: {s.failed[0]['error']}"]
     assert s.failed == [{"path": str(path), "error": f"{out}/v.json: not a feature metadata "
-                         "file: a JSON object is expected, got list; re-extract it with stmil "
-                         "extract --overwrite"}]
+                         "file: a JSON object is expected, got list; move it away, or use "
+                         "another output folder (stmil replaces only its own features)"}]
     assert (out / "v.json").read_text() == "[1]" and not (out / "v.npy").exists()
-    s = _extract([path], out, extractor, overwrite=True)
-    assert s.done == ["v"]
 
 
-def test_an_array_without_its_json_is_not_overwritten(video, extractor):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_array_without_its_json_is_not_overwritten(video, extractor, overwrite):
     path, out = video
     out.mkdir()
     np.save(out / "v.npy", np.ones(3))
-    s = _extract([path], out, extractor)
+    s = _extract([path], out, extractor, overwrite=overwrite)
     assert s.failed == [{"path": str(path), "error": f"{out}/v.npy: exists without v.json, so "
-                         "it is not features stmil wrote; move it away, or pass --overwrite "
-                         "to replace it"}]
+                         "it is not features stmil wrote; move it away, or use another output "
+                         "folder (stmil replaces only its own features)"}]
     np.testing.assert_array_equal(np.load(out / "v.npy"), np.ones(3))
+
+
+@pytest.mark.parametrize("name,content", [("config.json", b'{"my": "settings"}\n'),
+                                          ("config.json", b"[1]"),
+                                          ("config.npy", b"my own array")])
+def test_overwrite_replaces_only_stmils_own_features(tmp_path, monkeypatch, capsys, extractor,
+                                                     name, content):
+    """``--overwrite`` redoes stmil's feature files; a user's ``config.json`` (or ``.npy``) in
+    the output folder, named like a video's id, is refused and kept, as without it."""
+    monkeypatch.chdir(tmp_path)
+    Path("videos").mkdir()
+    write_video(Path("videos/config.mkv"), ramp_frames(20, h=32, w=32), fps=30)
+    Path("out").mkdir()
+    Path("out", name).write_bytes(content)
+    code, _, err = run_cli(capsys, "extract", "videos", "--out", "out", "--overwrite",
+                           "--size", "32", "--grid", "2", "--quiet")
+    assert code == 1
+    assert f"error: videos/config.mkv: out/{name}: " in err
+    assert err.splitlines()[0].endswith("; move it away, or use another output folder (stmil "
+                                        "replaces only its own features)")
+    assert Path("out", name).read_bytes() == content
+    assert sorted(os.listdir("out")) == sorted([name, "failures.json"])
 
 
 # ---- item 18: extract removes the temporary files of killed runs -------------------------

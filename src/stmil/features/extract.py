@@ -257,18 +257,23 @@ def is_done(out_dir: Path, video_id: str) -> bool:
         return False
 
 
+NOT_OURS = "move it away, or use another output folder (stmil replaces only its own features)"
+
+
 def check_ours(out_dir: Path, video_id: str) -> None:
-    """:class:`OutputError` unless ``<id>.npy`` / ``<id>.json`` are absent or stmil's own.
+    """Raise unless ``<id>.npy`` / ``<id>.json`` are absent or stmil's own; ``--overwrite``
+    replaces only those.
 
     A JSON is ours when it is valid feature metadata (:class:`FeatureError` otherwise); an
-    array is ours when such a JSON sits beside it (it is always written first).
+    array is ours when such a JSON sits beside it (it is renamed into place first), else
+    :class:`OutputError`.
     """
     json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
     if json_path.exists():
-        read_feature_meta(json_path)
+        read_feature_meta(json_path, fix=NOT_OURS)
     elif npy.exists():
         raise OutputError(f"{npy}: exists without {video_id}.json, so it is not features "
-                          "stmil wrote; move it away, or pass --overwrite to replace it")
+                          f"stmil wrote; {NOT_OURS}")
 
 
 def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtractor) -> str:
@@ -613,13 +618,12 @@ def extract_many(
                     summary.claimed.append(vid)
                     bar.update(1)
                     continue
-                if not overwrite:
-                    if _finished(out_dir, path, vid, s, extractor):
-                        summary.skipped.append(vid)
-                        claim.release()
-                        bar.update(1)
-                        continue
-                    check_ours(out_dir, vid)
+                check_ours(out_dir, vid)
+                if not overwrite and _finished(out_dir, path, vid, s, extractor):
+                    summary.skipped.append(vid)
+                    claim.release()
+                    bar.update(1)
+                    continue
                 job = _Job(path, vid, source_identity(path), claim)
                 pending.add(job)
             except (StmilError, OSError) as e:

@@ -90,15 +90,16 @@ OPTIONAL_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
-def read_feature_meta(path: Path | str) -> dict:
+def read_feature_meta(path: Path | str,
+                      fix: str = "re-extract it with stmil extract --overwrite") -> dict:
     """The validated metadata of one feature file ``<id>.json``: the one reader of that format.
 
-    Raises :class:`FeatureError` naming ``path`` when it is not UTF-8 JSON, or is JSON of the
-    wrong shape (not an object, a key missing, a value of the wrong type or range).
-    ``OSError`` (a missing or unreadable file) passes through; it names the file itself.
+    Raises :class:`FeatureError` naming ``path`` (and ending in ``fix``) when it is not UTF-8
+    JSON, or is JSON of the wrong shape (not an object, a key missing, a value of the wrong
+    type or range). ``OSError`` (a missing or unreadable file) passes through; it names the
+    file itself.
     """
     path = Path(path)
-    fix = "re-extract it with stmil extract --overwrite"
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
