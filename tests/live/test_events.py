@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,20 @@ def test_calibrate_refuses_an_unfinished_run(tmp_path, capsys):
     assert code == 1
     assert_one_line_error(err, "not a finished stmil run folder (no .stmil-run, config.yaml)")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("content", ['{"threshold": 1}', "[1]", "not json"])
+def test_calibrate_refuses_a_foreign_calibration_json_and_keeps_it(tmp_path, capsys,
+                                                                    monkeypatch, content):
+    """The fix it gives is not to calibrate again (that is refused the same way)."""
+    monkeypatch.chdir(tmp_path)
+    Path("run").mkdir()
+    for name in (".stmil-run", "config.yaml", "model.safetensors"):
+        Path("run", name).write_text("")
+    Path("run/calibration.json").write_text(content)
+    code, _, err = run_cli(capsys, "calibrate", "run", "--data", "data", "--features", "f")
+    assert code == 1
+    assert_one_line_error(err, "error: run/calibration.json: not a stmil calibration (")
+    assert err.rstrip().endswith("); move it away (stmil replaces only its own calibration), "
+                                 "then run stmil calibrate run")
+    assert Path("run/calibration.json").read_text() == content

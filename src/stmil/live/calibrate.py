@@ -81,7 +81,7 @@ def read_calibration(run: str | Path) -> Calibration | None:
     path = Path(run) / CALIBRATION
     if not path.exists():
         return None
-    fix = f"run stmil calibrate {run} again"
+    fix = f"move it away (stmil replaces only its own calibration), then run stmil calibrate {run}"
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(d, dict) or d.get("format") != FORMAT:
