@@ -185,7 +185,7 @@ def test_score_replaces_its_own_scores_and_refuses_a_file_as_out(planted, tmp_pa
     Path("file").write_text("x")
     code, out, err = run_cli(capsys, "score", "f", "--model", run, "--out", "file", "--quiet")
     assert code == 1 and out == ""
-    assert_one_line_error(err, "file: output folder is not writable")
+    assert err == "error: file: exists and is not a folder; choose another output folder\n"
     assert Path("file").read_text() == "x"
 
 

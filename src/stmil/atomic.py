@@ -139,6 +139,8 @@ def remove_stale_temps(folder: Path | str) -> list[Path]:
 def check_writable(folder: Path | str) -> Path:
     """Create ``folder`` if needed and prove a file can be written in it; else ``OSError``."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OSError(f"{folder}: exists and is not a folder; choose another output folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         temp_path(folder / "writable").unlink()  # pid-named: a kill here leaves nothing lasting
