@@ -52,9 +52,26 @@ def test_bank_is_a_seeded_sample_of_size():
     a, b = build_memory(videos, size=30, seed=5), build_memory(videos, size=30, seed=5)
     assert a.bank.shape == (30, 8)
     assert torch.equal(a.bank, b.bank) and torch.equal(a.scale, b.scale)
-    rows = {tuple(r) for r in np.concatenate(videos).round(6).tolist()}
-    assert all(tuple(r) in rows for r in a.bank.numpy().round(6).tolist())
+    every = np.concatenate(videos)
+    assert all(np.abs(every - r).max(axis=1).min() < 1e-6 for r in a.bank.numpy())
     assert not torch.equal(a.bank, build_memory(videos, size=30, seed=6).bank)
+
+
+def test_rows_are_normalised_and_read_from_float16_memory_maps(tmp_path):
+    """Only the sampled rows are read, from any float dtype, and each is L2-normalised."""
+    rng = np.random.default_rng(2)
+    videos = [np.abs(rng.normal(size=(40, 8))).astype(np.float16) for _ in range(3)]
+    maps = []
+    for i, v in enumerate(videos):
+        np.save(tmp_path / f"{i}.npy", v)
+        maps.append(np.load(tmp_path / f"{i}.npy", mmap_mode="r"))
+    a = build_memory(maps, size=50, seed=3)
+    unit = [(v.astype(np.float32) / np.linalg.norm(v.astype(np.float32), axis=1,
+                                                   keepdims=True)) for v in videos]
+    b = build_memory([5 * u for u in unit], size=50, seed=3)
+    np.testing.assert_allclose(a.bank.numpy(), b.bank.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(a.bank.numpy(), axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(a.scale.numpy(), b.scale.numpy(), atol=1e-6)
 
 
 def test_one_normal_video_is_refused():

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from stmil.mil.bags import l2_normalise
+
 #: Queries sampled from the normal training instances to measure the gate's scale.
 CALIBRATION_QUERIES = 4096
 #: Rows of queries compared with the bank at once (bounds the similarity matrix's memory).
@@ -54,27 +56,28 @@ def build_memory(instances: Sequence[np.ndarray], size: int, seed: int) -> Memor
     """The gate of the normal training videos' instances.
 
     Args:
-        instances: one ``(n_i, C)`` float array per normal training video, L2-normalised (the
-            scorer's inputs: every cuboid of every clip, or each clip's mean for frame
-            instances). At least two videos.
+        instances: one ``(n_i, C)`` array per normal training video (any float dtype, a memory
+            map is fine: only the sampled rows are read), the scorer's inputs before L2
+            normalisation: every cuboid of every clip, or each clip's mean for frame instances.
+            At least two videos.
         size: most bank entries kept (a seeded uniform sample when there are more).
         seed: the sample's seed.
 
     The scale: novelties of up to :data:`CALIBRATION_QUERIES` sampled normal instances, each
     against the bank entries of the *other* videos; the median maps to 0 (half of normal
-    instances are gated off entirely) and the maximum to 1.
+    instances are gated off entirely) and the maximum to 1. Memory: the bank and the sampled
+    rows, never all instances at once (UCF-Crime's normal videos hold tens of GB of them).
     """
     if len(instances) < 2:
         raise ValueError(f"the memory gate needs at least 2 normal training videos, got "
                          f"{len(instances)}")
     rng = np.random.default_rng(seed)
-    feats = np.concatenate([np.asarray(x, np.float32) for x in instances])
-    owner = np.repeat(np.arange(len(instances)), [len(x) for x in instances])
-    keep = np.sort(rng.choice(len(feats), size, replace=False)) if len(feats) > size \
-        else np.arange(len(feats))
-    bank, bank_owner = torch.from_numpy(feats[keep]), torch.from_numpy(owner[keep])
-    pick = np.sort(rng.choice(len(feats), min(CALIBRATION_QUERIES, len(feats)), replace=False))
-    queries, query_owner = torch.from_numpy(feats[pick]), torch.from_numpy(owner[pick])
+    starts = np.cumsum([0] + [len(x) for x in instances])
+    total = int(starts[-1])
+    keep = np.sort(rng.choice(total, size, replace=False)) if total > size else np.arange(total)
+    pick = np.sort(rng.choice(total, min(CALIBRATION_QUERIES, total), replace=False))
+    bank, bank_owner = _rows(instances, starts, keep)
+    queries, query_owner = _rows(instances, starts, pick)
     loo = []
     for q, o in zip(queries.split(CHUNK), query_owner.split(CHUNK)):
         sim = q @ bank.T
@@ -86,3 +89,14 @@ def build_memory(instances: Sequence[np.ndarray], size: int, seed: int) -> Memor
     if not hi > lo:
         hi = lo + 1e-6
     return MemoryGate(bank, torch.tensor([lo, hi]))
+
+
+def _rows(instances: Sequence[np.ndarray], starts: np.ndarray, index: np.ndarray
+          ) -> tuple[Tensor, Tensor]:
+    """The rows ``index`` of the videos' instances laid end to end, L2-normalised ``(K, C)``,
+    and the video each comes from ``(K,)``."""
+    owner = np.searchsorted(starts, index, side="right") - 1
+    rows = [np.asarray(instances[v][index[owner == v] - starts[v]], dtype=np.float32)
+            for v in np.unique(owner)]
+    feats = l2_normalise(np.concatenate(rows)) if rows else np.zeros((0, 0), np.float32)
+    return torch.from_numpy(feats), torch.from_numpy(owner)

@@ -33,13 +33,7 @@ from stmil.datasets import load_dataset
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.store import VideoFeatures, load_dataset_features
-from stmil.mil.bags import (
-    BagStore,
-    l2_normalise,
-    make_bag,
-    segment_clip_ranges,
-    segment_cuboid_labels,
-)
+from stmil.mil.bags import BagStore, make_bag, segment_clip_ranges, segment_cuboid_labels
 from stmil.mil.config import (
     FIELDS,
     RECORDED_KEYS,
@@ -353,11 +347,11 @@ def _self_train(model: Scorer, cfg: TrainConfig, config: dict, videos: list[Vide
 def _memory_gate(videos: list[VideoFeatures], norm: np.ndarray, grid1: bool,
                  cfg: TrainConfig) -> MemoryGate:
     """The normal-memory gate of the normal training videos (validation videos left out)."""
-    instances = []
+    instances = []  # (n_clips * N, C) views of the (n_clips, N, C) features, or clip means
     for i in norm:
-        x = np.asarray(videos[i].features, dtype=np.float32)  # (n_clips, N, C)
-        x = x.mean(axis=1) if grid1 else x.reshape(-1, x.shape[-1])
-        instances.append(l2_normalise(x))
+        x = videos[i].features
+        instances.append(np.asarray(x, np.float32).mean(axis=1) if grid1
+                         else x.reshape(-1, x.shape[-1]))
     gate = build_memory(instances, cfg.memory_size, cfg.seed)
     log.info(f"gate memory: {len(gate.bank)} normal instances of {len(norm)} videos, novelty "
              f"{gate.scale[0]:.4f} -> 0, {gate.scale[1]:.4f} -> 1")
