@@ -15,8 +15,8 @@ from safetensors.numpy import load_file, save_file
 
 from stmil.errors import ModelError
 from stmil.mil.memory import MemoryGate, build_memory
-from stmil.mil.run import load_model
-from stmil.mil.train import train
+from stmil.mil.run import load_model, resume_mismatch
+from stmil.mil.train import _carve_validation, train
 from stmil.score import clip_maps
 from tests.conftest import assert_one_line_error, run_cli
 from tests.planted import make_planted
@@ -74,6 +74,23 @@ def test_rows_are_normalised_and_read_from_float16_memory_maps(tmp_path):
     np.testing.assert_allclose(a.scale.numpy(), b.scale.numpy(), atol=1e-6)
 
 
+def test_a_bank_of_one_video_is_refused_not_a_nan_scale():
+    big, one = np.eye(5000, 6, dtype=np.float32) + 0.1, np.ones((1, 6), np.float32)
+    with pytest.raises(ValueError, match="the 1 sampled bank entries all come from one video"):
+        build_memory([big, one], size=1, seed=9)
+
+
+def test_resume_may_change_the_gate_and_settings_older_runs_lack():
+    from stmil.mil.config import TrainConfig
+
+    given = TrainConfig(gate="memory", memory_size=100).to_dict()
+    older = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("gate", "memory_size")}
+    assert resume_mismatch(older, given) is None
+    assert resume_mismatch(older, given | {"lr": 5.0}) == "lr 0.01 recorded vs 5.0 given"
+    assert resume_mismatch(older, given | {"self_train": 1}) == \
+        "self_train 0 recorded vs 1 given"
+
+
 def test_one_normal_video_is_refused():
     with pytest.raises(ValueError, match="at least 2 normal training videos, got 1"):
         build_memory([E], size=10, seed=0)
@@ -106,6 +123,24 @@ def test_gated_training_keeps_the_scorers_weights_and_gates_its_scores(tiny, tmp
     np.testing.assert_allclose(clip_maps(model_g, config, x), expected, atol=1e-5)
 
 
+def test_frame_instances_gate_the_clip_means(tiny, tmp_path):
+    """The wiring for frame instances: the bank holds clip means, and each clip's one score is
+    gated by its mean's gate (MemoryGate itself is checked by hand above)."""
+    train(*tiny, tmp_path / "g", gate="memory", instances="frame", memory_size=10**6, **FAST)
+    bank = load_file(tmp_path / "g" / "model.safetensors")["gate.bank"]
+    assert bank.shape == (6 * 8, 16)  # one clip mean per clip of the 6 training normals
+    model, config = load_model(tmp_path / "g")
+    x = np.load(tiny[1] / "FightingTest000_x264.npy").astype(np.float32)
+    m = x.mean(axis=1)
+    u = torch.from_numpy(m / np.linalg.norm(m, axis=-1, keepdims=True))
+    gate = model.gate(u).numpy()
+    assert 0 < gate.max() and gate.min() < 1
+    got = clip_maps(model, config, x)
+    model.gate = None
+    assert (got == got[:, :1]).all()  # one score per clip, in every cell
+    np.testing.assert_allclose(got, clip_maps(model, config, x) * gate[:, None], atol=1e-6)
+
+
 def test_the_memory_holds_only_training_normals(tiny, tmp_path):
     """Validation videos are held out of the bank: it holds every cuboid of the normal training
     videos that are not validation videos, and nothing else."""
@@ -118,8 +153,10 @@ def test_the_memory_holds_only_training_normals(tiny, tmp_path):
         hits = [np.abs(bank - row).max(axis=1).min() < 1e-6 for row in x]
         assert all(hits) or not any(hits), p.name  # a video is in whole or not at all
         found += all(hits)
+    labels = np.array([1, 0] * 8)  # make_planted: even-indexed training videos are anomalous
+    val = _carve_validation(labels, FAST["val_fraction"], np.random.default_rng(FAST["seed"]))
+    assert found == int((~val & (labels == 0)).sum()) == 6  # 8 normal, 2 of them validation
     assert len(bank) == 49 * 8 * found
-    assert 0 < found < 8  # the 8 normal training videos less the validation ones
 
 
 def test_train_cli_gate_memory_with_one_normal_video_is_one_line(tmp_path, monkeypatch,

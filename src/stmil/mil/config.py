@@ -27,8 +27,9 @@ SELF_TRAIN_INITS = ("continue", "fresh")
 GATES = ("none", "memory")
 FORMATS = ("auto", *DATASET_FORMATS)
 
-# Settings a resumed training may change: they do not alter what the checkpoint has learned.
-RESUMABLE = ("iterations", "checkpoint_every", "device")
+# Settings a resumed training may change: they do not alter what the checkpoint has learned
+# (the memory gate is built after the training loop, never checkpointed).
+RESUMABLE = ("iterations", "checkpoint_every", "device", "gate", "memory_size")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -80,13 +81,14 @@ class TrainConfig:
     self_train_iterations: int = _f(50, "self-training: iterations per round", lo=1)
     self_train_init: str = _f("continue", "self-training: each round continues from the current "
                               "model, or trains a fresh scorer", choices=SELF_TRAIN_INITS)
-    gate: str = _f("none", "memory: after training, keep a bank of the normal training videos' "
-                   "instances and multiply each test score by the instance's novelty against it "
-                   "(0 for what normal videos showed, wherever it is in the frame; "
-                   "docs/method.md)", choices=GATES)
-    memory_size: int = _f(16384, "gate memory: most bank entries (a seeded sample of the normal "
-                          "training instances; 4 bytes x feature size each in the model file)",
-                          lo=1)
+    gate: str = _f("none", "none: the scorer's scores as they are; memory: after training, "
+                   "keep a bank of the normal training videos' instances and multiply each test "
+                   "score by the instance's novelty against it, rescaled so that the median "
+                   "normal instance gets 0 (what normal videos showed, anywhere in the frame, "
+                   "scores 0; docs/method.md)", choices=GATES)
+    memory_size: int = _f(16384, "gate memory: at most this many bank entries (a seeded sample "
+                          "of the normal training instances; 4 bytes x feature size each in the "
+                          "model file; scoring time grows with it: docs/method.md)", lo=1)
     hidden: int = _f(512, "units of the scorer's first layer", lo=1)
     mid: int = _f(32, "units of the scorer's second layer", lo=1)
     dropout: float = _f(0.6, "dropout probability, shared per bag", lo=0, hi=1, hi_open=True)

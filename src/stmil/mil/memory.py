@@ -13,6 +13,7 @@ measured effect.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from stmil.mil.bags import l2_normalise
+
+log = logging.getLogger(__name__)
 
 #: Queries sampled from the normal training instances to measure the gate's scale.
 CALIBRATION_QUERIES = 4096
@@ -58,7 +61,8 @@ def build_memory(instances: Sequence[np.ndarray], size: int, seed: int) -> Memor
     Args:
         instances: one ``(n_i, C)`` array per normal training video (any float dtype, a memory
             map is fine: only the sampled rows are read), the scorer's inputs before L2
-            normalisation: every cuboid of every clip, or each clip's mean for frame instances.
+            normalisation: every cuboid of every clip (a view of the feature file), or each
+            clip's mean for frame instances (computed by the caller, reading every clip).
             At least two videos.
         size: most bank entries kept (a seeded uniform sample when there are more).
         seed: the sample's seed.
@@ -84,9 +88,16 @@ def build_memory(instances: Sequence[np.ndarray], size: int, seed: int) -> Memor
         sim[o[:, None] == bank_owner[None, :]] = -torch.inf  # leave the query's video out
         loo.append(1 - sim.amax(dim=1))
     loo = torch.cat(loo)
-    loo = loo[torch.isfinite(loo)]  # a video alone in the sampled bank has no neighbour
+    loo = loo[torch.isfinite(loo)]  # a query whose video alone fills the bank has no neighbour
+    if len(loo) == 0:
+        raise ValueError(f"the {len(bank)} sampled bank entries all come from one video, so "
+                         "no normal instance can be scored against another video; raise "
+                         "memory_size")
     lo, hi = float(loo.median()), float(loo.max())
     if not hi > lo:
+        log.warning(f"memory gate: every sampled normal instance is equally novel ({lo:.4f}), "
+                    "so the gate is a step: 0 at or below it, 1 above; more normal videos or a "
+                    "larger memory_size give it a scale")
         hi = lo + 1e-6
     return MemoryGate(bank, torch.tensor([lo, hi]))
 

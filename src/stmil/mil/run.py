@@ -362,7 +362,8 @@ def resume_mismatch(recorded: dict, given: dict) -> str | None:
     """The first setting a resumed training cannot honour, as ``"lr 0.01 recorded vs 5.0
     given"``, or None. Iterations, checkpoint interval and device may change."""
     for key in sorted(set(recorded) | set(given), key=lambda k: (k not in FIELDS, k)):
-        if key in RESUMABLE or recorded.get(key) == given.get(key):
+        default = FIELDS[key].default if key in FIELDS else None  # settings newer than the run
+        if key in RESUMABLE or recorded.get(key, default) == given.get(key, default):
             continue
         if key == "inputs":
             return "the train videos or their feature files changed since the checkpoint"

@@ -352,7 +352,10 @@ def _memory_gate(videos: list[VideoFeatures], norm: np.ndarray, grid1: bool,
         x = videos[i].features
         instances.append(np.asarray(x, np.float32).mean(axis=1) if grid1
                          else x.reshape(-1, x.shape[-1]))
-    gate = build_memory(instances, cfg.memory_size, cfg.seed)
+    try:
+        gate = build_memory(instances, cfg.memory_size, cfg.seed)
+    except ValueError as e:
+        raise ConfigError(f"gate memory: {e}") from None
     log.info(f"gate memory: {len(gate.bank)} normal instances of {len(norm)} videos, novelty "
              f"{gate.scale[0]:.4f} -> 0, {gate.scale[1]:.4f} -> 1")
     return gate
