@@ -46,8 +46,7 @@ class MemoryGate(nn.Module):
     def novelty(self, x: Tensor) -> Tensor:
         """``(..., C) -> (...)``: one minus the cosine similarity to the nearest bank entry."""
         flat = x.reshape(-1, x.shape[-1]).to(self.bank.dtype)
-        best = torch.cat([(rows @ self.bank.T).amax(dim=1) for rows in flat.split(CHUNK)]) \
-            if len(flat) else flat.new_zeros(0)
+        best = torch.cat([(rows @ self.bank.T).amax(dim=1) for rows in flat.split(CHUNK)])
         return (1 - best).reshape(x.shape[:-1])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,5 +108,4 @@ def _rows(instances: Sequence[np.ndarray], starts: np.ndarray, index: np.ndarray
     owner = np.searchsorted(starts, index, side="right") - 1
     rows = [np.asarray(instances[v][index[owner == v] - starts[v]], dtype=np.float32)
             for v in np.unique(owner)]
-    feats = l2_normalise(np.concatenate(rows)) if rows else np.zeros((0, 0), np.float32)
-    return torch.from_numpy(feats), torch.from_numpy(owner)
+    return torch.from_numpy(l2_normalise(np.concatenate(rows))), torch.from_numpy(owner)
