@@ -27,7 +27,8 @@ def direct_maps(run: Path, features: np.ndarray, grid1: bool = False) -> np.ndar
     """Expected cuboid scores ``(n_clips, N)``, written out independently of stmil.score: each
     instance divided by its L2 norm, then the scorer's three layers as explicit matmuls with
     the weights read straight from ``model.safetensors`` (ReLU after the first, sigmoid at the
-    end). A grid-1 model scores the mean of a clip's cuboids and fills all N cells with it."""
+    end), times the memory gate when the file holds one. A grid-1 model scores the mean of a
+    clip's cuboids and fills all N cells with it."""
     w = load_file(str(run / "model.safetensors"))
     x = np.asarray(features, dtype=np.float64)
     if grid1:
@@ -36,7 +37,12 @@ def direct_maps(run: Path, features: np.ndarray, grid1: bool = False) -> np.ndar
     h = np.maximum(x @ w["net.0.weight"].T.astype(np.float64) + w["net.0.bias"], 0.0)
     m = h @ w["net.3.weight"].T.astype(np.float64) + w["net.3.bias"]
     s = 1.0 / (1.0 + np.exp(-(m @ w["net.5.weight"].T.astype(np.float64) + w["net.5.bias"])))
-    return np.broadcast_to(s[..., 0], features.shape[:2])
+    s = s[..., 0]
+    if "gate.bank" in w:  # the memory gate: 1 - the best cosine with the bank, rescaled
+        novelty = 1.0 - (x @ w["gate.bank"].T.astype(np.float64)).max(axis=-1)
+        lo, hi = w["gate.scale"].astype(np.float64)
+        s = s * np.clip((novelty - lo) / (hi - lo), 0.0, 1.0)
+    return np.broadcast_to(s, features.shape[:2])
 
 
 @pytest.fixture(scope="module")

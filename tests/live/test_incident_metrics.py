@@ -100,3 +100,11 @@ def test_evaluate_reports_incidents_after_calibrate(tmp_path, capsys, monkeypatc
     inc_block = saved["results"]["test"][str((tmp_path / "d").resolve())]["incidents"]
     assert inc_block["events"] == 2 and inc_block["threshold"] == cal.threshold
     assert f"found {inc_block['found']} of 2 events" in line
+    # The false-positive cuboids at the run's threshold are the top-level count at that
+    # threshold, and a lower threshold can only add some.
+    from stmil.evaluation.evaluate import evaluate
+
+    assert evaluate("d", "f", "run", threshold=cal.threshold)["loc_false_positives"] == \
+        inc_block["loc_false_positives"]
+    assert evaluate("d", "f", "run", threshold=0.0)["loc_false_positives"] > \
+        inc_block["loc_false_positives"]

@@ -41,7 +41,9 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_paper_reproduces_the_weights_of_before(tiny, tmp_path):
-    for name, extra in (("default", {}), ("paper", {"method": "paper"})):
+    # gate auto (the default) is none for the paper's method: ungated, as before
+    for name, extra in (("paper-auto", {"method": "paper"}),
+                        ("paper", {"method": "paper", "gate": "none"})):
         train(*tiny, tmp_path / name, **FAST, **extra)
         weights = load_file(tmp_path / name / "model.safetensors")
         assert sorted(weights) == sorted(PAPER_GOLDEN)
@@ -49,10 +51,44 @@ def test_paper_reproduces_the_weights_of_before(tiny, tmp_path):
             w = weights[key].astype(np.float64).ravel()
             assert w.sum() == pytest.approx(total, abs=2e-5), key
             np.testing.assert_allclose(w[:3], first, atol=2e-6, err_msg=key)
-    a, b = (load_file(tmp_path / n / "model.safetensors") for n in ("default", "paper"))
+    a, b = (load_file(tmp_path / n / "model.safetensors") for n in ("paper-auto", "paper"))
     assert all(np.array_equal(a[k], b[k]) for k in PAPER_GOLDEN)  # bit for bit
     header = (tmp_path / "paper" / "history.csv").read_text().splitlines()[0]
     assert header == "iteration,loss,hinge,smoothness,sparsity,val_auc"
+
+
+def test_the_default_is_topk_with_the_memory_gate(tiny, tmp_path):
+    """train's defaults: method topk, gate memory (recorded resolved in config.yaml); the
+    scorer is the one an ungated topk training writes, bit for bit (the gate comes after)."""
+    train(*tiny, tmp_path / "default", **FAST)
+    train(*tiny, tmp_path / "topk", **FAST, method="topk", gate="none")
+    cfg = yaml.safe_load((tmp_path / "default" / "config.yaml").read_text())
+    assert (cfg["method"], cfg["gate"]) == ("topk", "memory")
+    a, b = (load_file(tmp_path / n / "model.safetensors") for n in ("default", "topk"))
+    assert sorted(a) == sorted([*b, "gate.bank", "gate.scale"])
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+
+
+@pytest.mark.parametrize("settings, grid, gate", [
+    ({}, 7, "memory"), ({}, 1, "none"), ({"method": "paper"}, 7, "none"),
+    ({"supervision": "boxes"}, 7, "none"), ({"method": "paper", "gate": "memory"}, 7, "memory"),
+    ({"gate": "none"}, 7, "none"), ({"gate": "memory"}, 1, "memory")])
+def test_gate_auto_follows_the_method_and_grid(settings, grid, gate):
+    from stmil.mil.config import TrainConfig
+
+    assert TrainConfig(**settings).resolved(grid).gate == gate
+
+
+def test_a_run_older_than_method_and_gate_was_the_papers():
+    """A run whose config.yaml lacks ``method`` and ``gate`` was trained with the paper's
+    loss, ungated: resuming it asks for exactly that, not today's defaults."""
+    from stmil.mil.config import TrainConfig
+    from stmil.mil.run import resume_mismatch
+
+    older = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("method", "gate")}
+    assert resume_mismatch(older, TrainConfig().resolved(7).to_dict()) == \
+        "method 'paper' recorded vs 'topk' given"
+    assert resume_mismatch(older, TrainConfig(method="paper").resolved(7).to_dict()) is None
 
 
 def test_topk_loss_by_hand():

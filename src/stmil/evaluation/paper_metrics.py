@@ -91,7 +91,7 @@ def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
                                     video_labels),
         "frame_ap_trapezoid": _try(M.frame_ap_trapezoid, frame_scores, frame_labels),
         "patch_auc": None, "patch_ap": None, "tiou": None,
-        "loc_false_positives": _loc_fp(videos, maps, threshold),
+        "loc_false_positives": loc_false_positives(videos, maps, threshold),
     }
     if patches:
         s, y, w = (np.concatenate(x) for x in zip(*patches))
@@ -102,8 +102,8 @@ def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     return out
 
 
-def _loc_fp(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
-            threshold: float) -> float | None:
+def loc_false_positives(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+                        threshold: float) -> float | None:
     """Localization false positives over every anomalous clip (a clip holding a frame with a
     GT box), or ``None`` when there is none; each video uses its own cuboid boxes."""
     total, n_clips = 0.0, 0

@@ -24,12 +24,15 @@ SUPERVISION = ("weak", "boxes")
 METHODS = ("paper", "topk")
 INSTANCES = ("cuboid", "frame")
 SELF_TRAIN_INITS = ("continue", "fresh")
-GATES = ("none", "memory")
+GATES = ("auto", "none", "memory")
 FORMATS = ("auto", *DATASET_FORMATS)
 
 # Settings a resumed training may change: they do not alter what the checkpoint has learned
 # (the memory gate is built after the training loop, never checkpointed).
 RESUMABLE = ("iterations", "checkpoint_every", "device", "gate", "memory_size")
+# What a run whose config.yaml predates a setting was trained with, where that differs from
+# today's default (stmil 0.x trained Sultani's loss, ungated, before --method and --gate).
+PREDATING = {"method": "paper", "gate": "none"}
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -62,9 +65,10 @@ class TrainConfig:
     weight_decay: float = _f(1e-3, "L2 weight decay", lo=0)
     lambda1: float = _f(8e-5, "weight of the temporal smoothness term", lo=0)
     lambda2: float = _f(8e-5, "weight of the sparsity term", lo=0)
-    method: str = _f("paper", "weak loss: paper (Sultani's MIL ranking loss on each bag's max "
-                     "instance) or topk (hinge on the mean of the top-k instances, and every "
-                     "instance of every normal bag a negative)", choices=METHODS)
+    method: str = _f("topk", "weak loss: topk (the default: hinge on the mean of the top-k "
+                     "instances, and every instance of every normal bag a negative) or paper "
+                     "(Sultani's MIL ranking loss on each bag's max instance, exactly as the "
+                     "paper; ungated unless --gate memory)", choices=METHODS)
     topk: int = _f(3, "method topk: instances averaged per anomalous bag", lo=1)
     neg_weight: float = _f(1.0, "method topk: weight of the normal-instances BCE term", lo=0)
     lambda_tv: float = _f(0.0, "weight of the total variation of anomalous score maps over "
@@ -81,7 +85,9 @@ class TrainConfig:
     self_train_iterations: int = _f(50, "self-training: iterations per round", lo=1)
     self_train_init: str = _f("continue", "self-training: each round continues from the current "
                               "model, or trains a fresh scorer", choices=SELF_TRAIN_INITS)
-    gate: str = _f("none", "none: the scorer's scores as they are; memory: after training, "
+    gate: str = _f("auto", "auto (the default): memory for method topk with weak supervision "
+                   "and cuboid instances on grid > 1 features, none otherwise; none: the scorer's scores as they "
+                   "are; memory: after training, "
                    "keep a bank of the normal training videos' instances and multiply each test "
                    "score by the instance's novelty against it, rescaled so that the median "
                    "normal instance gets 0 (what normal videos showed, anywhere in the frame, "
@@ -113,6 +119,17 @@ class TrainConfig:
         if self.self_train and self.supervision == "boxes":
             raise ConfigError("self_train applies to weak supervision; set self_train 0 for "
                               "supervision boxes")
+
+    def resolved(self, grid: int) -> TrainConfig:
+        """This config with ``gate`` ``auto`` replaced by what it stands for, for a model of
+        ``grid`` x ``grid`` instances per clip (1: frame instances or grid-1 features):
+        ``memory`` for method topk with weak supervision and a grid above 1 (the default
+        detector, as measured in docs/method.md), ``none`` otherwise (``--method paper`` is
+        the paper's method as it was)."""
+        if self.gate != "auto":
+            return self
+        default = self.method == "topk" and self.supervision == "weak" and grid > 1
+        return dataclasses.replace(self, gate="memory" if default else "none")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (YAML and JSON safe)."""

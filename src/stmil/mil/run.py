@@ -30,7 +30,7 @@ from safetensors.torch import save as st_save
 
 from stmil.atomic import write_bytes, write_text
 from stmil.errors import ModelError, OutputError
-from stmil.mil.config import FIELDS, RESUMABLE
+from stmil.mil.config import FIELDS, PREDATING, RESUMABLE
 from stmil.mil.memory import MemoryGate
 from stmil.mil.model import Scorer
 
@@ -362,10 +362,11 @@ def resume_mismatch(recorded: dict, given: dict) -> str | None:
     """The first setting a resumed training cannot honour, as ``"lr 0.01 recorded vs 5.0
     given"``, or None. Iterations, checkpoint interval and device may change."""
     for key in sorted(set(recorded) | set(given), key=lambda k: (k not in FIELDS, k)):
-        default = FIELDS[key].default if key in FIELDS else None  # settings newer than the run
+        # a setting newer than the run: what the run was trained with
+        default = PREDATING.get(key, FIELDS[key].default) if key in FIELDS else None
         if key in RESUMABLE or recorded.get(key, default) == given.get(key, default):
             continue
         if key == "inputs":
             return "the train videos or their feature files changed since the checkpoint"
-        return f"{key} {recorded.get(key)!r} recorded vs {given.get(key)!r} given"
+        return f"{key} {recorded.get(key, default)!r} recorded vs {given.get(key, default)!r} given"
     return None

@@ -105,6 +105,7 @@ def train(
     check_run_output(out)
     records = load_dataset(data, "train", cfg.format)
     videos = load_dataset_features(records, features, cfg.skip_missing)
+    cfg = cfg.resolved(1 if cfg.instances == "frame" else videos[0].meta["grid"])
     resolved, videos = _resolve(cfg, data, features, out, videos, grid)
     fingerprint = _fingerprint(resolved, data, features, videos)
     if stage.is_dir():  # refuse a concurrent training before touching its staging folder
