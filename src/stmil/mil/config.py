@@ -86,12 +86,12 @@ class TrainConfig:
     self_train_init: str = _f("continue", "self-training: each round continues from the current "
                               "model, or trains a fresh scorer", choices=SELF_TRAIN_INITS)
     gate: str = _f("auto", "auto (the default): memory for method topk with weak supervision "
-                   "and cuboid instances on grid > 1 features, none otherwise; none: the scorer's scores as they "
-                   "are; memory: after training, "
-                   "keep a bank of the normal training videos' instances and multiply each test "
-                   "score by the instance's novelty against it, rescaled so that the median "
-                   "normal instance gets 0 (what normal videos showed, anywhere in the frame, "
-                   "scores 0; docs/method.md)", choices=GATES)
+                   "and cuboid instances on grid > 1 features, none otherwise; none: the "
+                   "scorer's scores as they are; memory: after training, keep a bank of the "
+                   "normal training videos' instances and multiply each test score by the "
+                   "instance's novelty against it, rescaled so that the median normal instance "
+                   "gets 0 (what normal videos showed, anywhere in the frame, scores 0; "
+                   "docs/method.md)", choices=GATES)
     memory_size: int = _f(16384, "gate memory: at most this many bank entries (a seeded sample "
                           "of the normal training instances; 4 bytes x feature size each in the "
                           "model file; scoring time grows with it: docs/method.md)", lo=1)
