@@ -63,7 +63,8 @@ def test_log_lines_are_written_through_tqdm(planted, capsys, monkeypatch):
     code, _, err = run_cli(capsys, "train", "--data", planted[0], "--features", planted[1],
                            "--out", "run", *TRAIN)
     assert code == 0 and err == ""
-    assert written == ["train: 2 anomalous + 2 normal bags, 0 validation"]
+    assert written[0] == "train: 2 anomalous + 2 normal bags, 0 validation"
+    assert len(written) == 2 and written[1].startswith("gate memory: ")  # the default's gate
 
 
 def test_the_library_without_logging_configured_prints_no_info_line(planted, capsys):

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from stmil.demo import DEMO_TABLE_KEYS
 from stmil.evaluation.evaluate import METRIC_KEYS
@@ -27,7 +28,7 @@ def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys)
     out = work / "demo-out"
     header = next(line for line in printed.splitlines() if line.startswith("run"))
     assert header.split() == ["run", *DEMO_TABLE_KEYS]
-    for run in ("weak-cuboid-mil", "grid1-baseline", "boxes-supervised"):
+    for run in ("weak-cuboid-mil", "paper", "grid1-baseline", "boxes-supervised"):
         assert re.search(rf"^{run}( +\d\.\d{{4}}){{5}}$", printed, re.M), printed
         assert (out / "runs" / run / "model.safetensors").is_file()
         assert (out / "runs" / run / "config.yaml").is_file()
@@ -36,7 +37,16 @@ def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys)
     assert sum(f.suffix == ".gif" for f in refs) == 2  # the 2 anomalous test videos of 8
     metrics = json.loads(next(f for f in refs if f.name == "metrics.json").read_text())
     assert metrics["settings"] == {"footage": None, "n_videos": 8, "n_frames": 32, "seed": 0}
-    assert set(metrics["metrics"]) == {"weak-cuboid-mil", "grid1-baseline", "boxes-supervised"}
+    assert set(metrics["metrics"]) == {"weak-cuboid-mil", "paper", "grid1-baseline",
+                                       "boxes-supervised"}
+    # the default detector, the paper's method, Sultani's baseline, the boxes reference
+    settings = {run: yaml.safe_load((out / "runs" / run / "config.yaml").read_text())
+                for run in metrics["metrics"]}
+    assert {run: (c["method"], c["gate"], c["grid"], c["supervision"])
+            for run, c in settings.items()} == {
+        "weak-cuboid-mil": ("topk", "memory", 7, "weak"), "paper": ("paper", "none", 7, "weak"),
+        "grid1-baseline": ("paper", "none", 1, "weak"),
+        "boxes-supervised": ("topk", "none", 7, "boxes")}
     # Every metric of evaluate, the papers' ones included, is a column of the report, with a
     # number for the method (its boxes give the spatial ones).
     html = (out / "report.html").read_text()

@@ -19,7 +19,11 @@ from stmil.score import frame_to_clip, predicted_boxes, score_features, score_in
 from tests.conftest import assert_one_line_error, log_lines, ramp_frames, run_cli, write_video
 from tests.planted import make_planted
 
-FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
+# Ungated: the exact (2e-6) comparisons with direct_maps check the scorer's arithmetic; the
+# gate's float32 cosines, rescaled by a narrow novelty range, differ from float64 by ~1e-4
+# (tests/mil/test_memory.py checks gated scores).
+FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False,
+            gate="none")
 ANOMALOUS = "FightingTest000_x264"
 
 

@@ -172,6 +172,16 @@ def test_train_cli_gate_memory_with_one_normal_video_is_one_line(tmp_path, monke
                                "(validation ones left out), got 1; add normal videos or train "
                                "with gate none")
     assert not (tmp_path / "run").exists()
+    # The default (gate auto) does not fail for it: it says so and trains ungated.
+    code, _, err = run_cli(capsys, "train", "--data", "data", "--features", "feats", "--out",
+                           "run", "--iterations", "2", "--hidden", "8", "--mid", "2",
+                           "--n-segments", "2", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        "warning: the memory gate needs 2 or more normal training videos (validation ones left "
+        "out), this split has 1: training without it (gate none)")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["gate"] == "none"
+    assert "gate.bank" not in load_file(tmp_path / "run" / "model.safetensors")
 
 
 @pytest.mark.parametrize("change, message", [

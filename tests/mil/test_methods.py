@@ -69,14 +69,20 @@ def test_the_default_is_topk_with_the_memory_gate(tiny, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in b)
 
 
-@pytest.mark.parametrize("settings, grid, gate", [
-    ({}, 7, "memory"), ({}, 1, "none"), ({"method": "paper"}, 7, "none"),
-    ({"supervision": "boxes"}, 7, "none"), ({"method": "paper", "gate": "memory"}, 7, "memory"),
-    ({"gate": "none"}, 7, "none"), ({"gate": "memory"}, 1, "memory")])
-def test_gate_auto_follows_the_method_and_grid(settings, grid, gate):
+@pytest.mark.parametrize("settings, grid, normal, resolved", [
+    ({}, 7, 2, ("topk", "memory")), ({}, 1, 2, ("paper", "none")), ({}, 7, 1, ("topk", "none")),
+    ({"instances": "frame"}, 1, 2, ("paper", "none")),
+    ({"method": "topk"}, 1, 2, ("topk", "none")),
+    ({"method": "paper"}, 7, 2, ("paper", "none")),
+    ({"supervision": "boxes"}, 7, 2, ("topk", "none")),
+    ({"method": "paper", "gate": "memory"}, 7, 2, ("paper", "memory")),
+    ({"gate": "none"}, 7, 2, ("topk", "none")), ({"gate": "memory"}, 1, 2, ("paper", "memory"))])
+def test_auto_method_and_gate_follow_the_grid_and_normal_videos(settings, grid, normal,
+                                                                resolved):
     from stmil.mil.config import TrainConfig
 
-    assert TrainConfig(**settings).resolved(grid).gate == gate
+    cfg = TrainConfig(**settings).resolved(grid, normal)
+    assert (cfg.method, cfg.gate) == resolved
 
 
 def test_a_run_older_than_method_and_gate_was_the_papers():
@@ -86,9 +92,9 @@ def test_a_run_older_than_method_and_gate_was_the_papers():
     from stmil.mil.run import resume_mismatch
 
     older = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("method", "gate")}
-    assert resume_mismatch(older, TrainConfig().resolved(7).to_dict()) == \
+    assert resume_mismatch(older, TrainConfig().resolved(7, 2).to_dict()) == \
         "method 'paper' recorded vs 'topk' given"
-    assert resume_mismatch(older, TrainConfig(method="paper").resolved(7).to_dict()) is None
+    assert resume_mismatch(older, TrainConfig(method="paper").resolved(7, 2).to_dict()) is None
 
 
 def test_topk_loss_by_hand():

@@ -71,7 +71,7 @@ def test_self_train_zero_changes_nothing(tiny, tmp_path):
           self_train_cuboids=7, self_train_iterations=9, self_train_init="fresh")
     assert same(weights(tmp_path / "default"), weights(tmp_path / "zero"))
     header = (tmp_path / "zero" / "history.csv").read_text().splitlines()[0]
-    assert header == "iteration,loss,hinge,smoothness,sparsity,val_auc"
+    assert header == "iteration,loss,hinge,smoothness,sparsity,val_auc,negatives"  # topk
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from stmil.device import DEVICES
 from stmil.errors import ConfigError
 
 SUPERVISION = ("weak", "boxes")
-METHODS = ("paper", "topk")
+METHODS = ("auto", "paper", "topk")
 INSTANCES = ("cuboid", "frame")
 SELF_TRAIN_INITS = ("continue", "fresh")
 GATES = ("auto", "none", "memory")
@@ -65,10 +65,12 @@ class TrainConfig:
     weight_decay: float = _f(1e-3, "L2 weight decay", lo=0)
     lambda1: float = _f(8e-5, "weight of the temporal smoothness term", lo=0)
     lambda2: float = _f(8e-5, "weight of the sparsity term", lo=0)
-    method: str = _f("topk", "weak loss: topk (the default: hinge on the mean of the top-k "
-                     "instances, and every instance of every normal bag a negative) or paper "
-                     "(Sultani's MIL ranking loss on each bag's max instance, exactly as the "
-                     "paper; ungated unless --gate memory)", choices=METHODS)
+    method: str = _f("auto", "weak loss: topk (hinge on the mean of the top-k instances, and "
+                     "every instance of every normal bag a negative), paper (Sultani's MIL "
+                     "ranking loss on each bag's max instance, exactly as the paper; ungated "
+                     "unless --gate memory), or auto (the default): topk for cuboid instances "
+                     "on grid > 1 features, paper for frame instances and grid-1 features "
+                     "(Sultani's video-segment setting)", choices=METHODS)
     topk: int = _f(3, "method topk: instances averaged per anomalous bag", lo=1)
     neg_weight: float = _f(1.0, "method topk: weight of the normal-instances BCE term", lo=0)
     lambda_tv: float = _f(0.0, "weight of the total variation of anomalous score maps over "
@@ -86,7 +88,8 @@ class TrainConfig:
     self_train_init: str = _f("continue", "self-training: each round continues from the current "
                               "model, or trains a fresh scorer", choices=SELF_TRAIN_INITS)
     gate: str = _f("auto", "auto (the default): memory for method topk with weak supervision "
-                   "and cuboid instances on grid > 1 features, none otherwise; none: the "
+                   "and cuboid instances on grid > 1 features (with 2 or more normal training "
+                   "videos), none otherwise; none: the "
                    "scorer's scores as they are; memory: after training, keep a bank of the "
                    "normal training videos' instances and multiply each test score by the "
                    "instance's novelty against it, rescaled so that the median normal instance "
@@ -120,16 +123,21 @@ class TrainConfig:
             raise ConfigError("self_train applies to weak supervision; set self_train 0 for "
                               "supervision boxes")
 
-    def resolved(self, grid: int) -> TrainConfig:
-        """This config with ``gate`` ``auto`` replaced by what it stands for, for a model of
-        ``grid`` x ``grid`` instances per clip (1: frame instances or grid-1 features):
-        ``memory`` for method topk with weak supervision and a grid above 1 (the default
-        detector, as measured in docs/method.md), ``none`` otherwise (``--method paper`` is
-        the paper's method as it was)."""
-        if self.gate != "auto":
-            return self
-        default = self.method == "topk" and self.supervision == "weak" and grid > 1
-        return dataclasses.replace(self, gate="memory" if default else "none")
+    def resolved(self, grid: int, normal_videos: int) -> TrainConfig:
+        """This config with ``auto`` settings replaced by what they stand for, for a model of
+        ``grid`` x ``grid`` instances per clip (1: frame instances or grid-1 features) trained
+        on ``normal_videos`` normal videos (validation ones left out). ``method`` auto: topk
+        for a grid above 1, paper for grid 1. ``gate`` auto: ``memory`` for method topk with
+        weak supervision, a grid above 1 and the 2 normal videos the gate needs (the default
+        detector, as measured in docs/method.md), ``none`` otherwise (``--method paper`` is the
+        paper's method as it was)."""
+        method = ("topk" if grid > 1 else "paper") if self.method == "auto" else self.method
+        gate = self.gate
+        if gate == "auto":
+            default = method == "topk" and self.supervision == "weak" and grid > 1 \
+                and normal_videos >= 2
+            gate = "memory" if default else "none"
+        return dataclasses.replace(self, method=method, gate=gate)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (YAML and JSON safe)."""

@@ -130,7 +130,7 @@ def topk_mil_loss(
     pos_top = pos.flatten(1).topk(k, dim=1).values.mean(dim=1)  # (A,)
     neg_max = neg.flatten(1).amax(dim=1)  # (B,)
     hinge = F.relu(1.0 - pos_top[:, None] + neg_max[None, :]).sum()
-    negatives = len(pos) * F.binary_cross_entropy(
+    negatives = len(pos) * _bce(
         neg, torch.zeros_like(neg), reduction="none").flatten(1).mean(dim=1).sum()
     smoothness = (pos[:, 1:, :] - pos[:, :-1, :]).pow(2).sum()
     sparsity = pos.sum()
@@ -187,7 +187,7 @@ def boxes_bce_loss(scores: Tensor, targets: Tensor, pos_weight: float | None = N
         raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ")
     targets = targets.to(scores.dtype)
     weight = None if pos_weight is None else 1.0 + (pos_weight - 1.0) * targets
-    return F.binary_cross_entropy(scores, targets, weight=weight)
+    return _bce(scores, targets, weight=weight)
 
 
 def balanced_bce(pos: Tensor, neg: Tensor) -> Tensor:
@@ -197,8 +197,16 @@ def balanced_bce(pos: Tensor, neg: Tensor) -> Tensor:
     ``(mean_i -log pos_i + mean_j -log(1 - neg_j)) / 2``, so each class weighs half whatever
     their counts (a few positives per anomalous video against every normal cuboid).
     """
-    return (F.binary_cross_entropy(pos, torch.ones_like(pos))
-            + F.binary_cross_entropy(neg, torch.zeros_like(neg))) / 2
+    return (_bce(pos, torch.ones_like(pos)) + _bce(neg, torch.zeros_like(neg))) / 2
+
+
+def _bce(scores: Tensor, targets: Tensor, **kw) -> Tensor:
+    """``F.binary_cross_entropy``, but NaN (not a RuntimeError) for non-finite scores, so that
+    a diverged training is reported by the trainer's finiteness check."""
+    if not torch.isfinite(scores).all():
+        shape = scores.shape if kw.get("reduction") == "none" else ()
+        return torch.full(shape, float("nan"), dtype=scores.dtype, device=scores.device)
+    return F.binary_cross_entropy(scores, targets, **kw)
 
 
 @torch.no_grad()

@@ -105,7 +105,7 @@ def train(
     check_run_output(out)
     records = load_dataset(data, "train", cfg.format)
     videos = load_dataset_features(records, features, cfg.skip_missing)
-    cfg = cfg.resolved(1 if cfg.instances == "frame" else videos[0].meta["grid"])
+    cfg = _resolve_auto(cfg, videos)
     resolved, videos = _resolve(cfg, data, features, out, videos, grid)
     fingerprint = _fingerprint(resolved, data, features, videos)
     if stage.is_dir():  # refuse a concurrent training before touching its staging folder
@@ -124,6 +124,23 @@ def train(
     finally:
         _unlock(lock)
     return summary
+
+
+def _resolve_auto(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
+    """``cfg`` with method and gate ``auto`` resolved (:meth:`TrainConfig.resolved`) for these
+    training videos; says so when the default detector must go ungated for lack of normal
+    videos."""
+    if "auto" not in (cfg.method, cfg.gate):
+        return cfg
+    labels = np.array([v.record.label for v in videos])  # (boxes supervision: always none)
+    val = _carve_validation(labels, cfg.val_fraction, np.random.default_rng(cfg.seed))
+    normal = int((~val & (labels == 0)).sum())
+    grid = 1 if cfg.instances == "frame" else videos[0].meta["grid"]
+    out = cfg.resolved(grid, normal)
+    if cfg.gate == "auto" and out.gate == "none" and cfg.resolved(grid, 2).gate == "memory":
+        log.warning(f"the memory gate needs 2 or more normal training videos (validation ones "
+                    f"left out), this split has {normal}: training without it (gate none)")
+    return out
 
 
 def _first_missing(path: Path) -> Path | None:
