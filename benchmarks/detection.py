@@ -39,6 +39,8 @@ gate is added after training and the scorer never sees it, so this is the model 
 
 ``--evaluate-only`` skips synth, extraction and training: it re-evaluates every run folder
 already in ``OUT/seed<N>/runs/`` with the current evaluation code and prints the same tables.
+``--collect`` prints them from what those evaluations recorded in each run's ``metrics.json``
+(the ablation tables of docs/method.md, gathered after runs were added a few at a time).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import numpy as np
 import yaml
 
 from stmil.datasets import load_dataset
-from stmil.evaluation.evaluate import evaluate
+from stmil.evaluation.evaluate import dataset_key, evaluate, read_metrics
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import load_dataset_features
@@ -95,6 +97,22 @@ def metrics_of(seed_dir: Path, name: str) -> dict:
         calibrate(run, seed_dir / "data", seed_dir / "features")
     r = evaluate(seed_dir / "data", seed_dir / "features", run)
     return {k: r["incidents"][CAL_KEYS[k]] if k in CAL_KEYS else r.get(k) for k in KEYS}
+
+
+def collect(seed_dir: Path) -> dict[str, dict]:
+    """Metrics of every run in ``seed_dir/runs`` on its test split as its ``metrics.json``
+    recorded them (evaluated afresh, calibrated first, where that record lacks the
+    calibrated columns)."""
+    out = {}
+    for run in sorted(p for p in (seed_dir / "runs").iterdir()
+                      if (p / "model.safetensors").is_file()):
+        recorded = read_metrics(run).get("test", {}).get(dataset_key(seed_dir / "data"))
+        if recorded is None or recorded.get("incidents") is None:
+            out[run.name] = metrics_of(seed_dir, run.name)
+        else:
+            out[run.name] = {k: recorded["incidents"][CAL_KEYS[k]] if k in CAL_KEYS
+                             else recorded.get(k) for k in KEYS}
+    return out
 
 
 def reevaluate(seed_dir: Path) -> dict[str, dict]:
@@ -171,7 +189,9 @@ def fmt(v: float | None) -> str:
 
 def tables(per_seed: dict[int, dict], title: str) -> str:
     """The per-seed table and the mean +- std table, as markdown."""
-    runs = list(dict.fromkeys(r for s in per_seed.values() for r in s["metrics"]))
+    order = {name: i for i, name in enumerate(RUNS)}  # RUNS' order, then others by name
+    runs = sorted({r for s in per_seed.values() for r in s["metrics"]},
+                  key=lambda r: (order.get(r, len(order)), r))
     lines = [f"{title}; seeds {list(per_seed)}", "",
              "| run | seed | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
     for run in runs:
@@ -213,18 +233,23 @@ def main() -> None:
                    help="train -memory runs even where their base run exists")
     p.add_argument("--evaluate-only", action="store_true",
                    help="re-evaluate the runs already under --out; train nothing")
+    p.add_argument("--collect", action="store_true",
+                   help="print the tables of every run already under --out from the metrics "
+                        "its evaluation recorded; train nothing")
     args = p.parse_args()
     title = (f"footage: {args.footage or 'built-in'}, scenario {args.scenario}, "
              f"{args.videos} videos of {args.frames} frames, {args.iterations} iterations")
     per_seed: dict[int, dict] = {}
-    extractor = None if args.evaluate_only else FeatureExtractor(device="auto")
+    reuse = args.evaluate_only or args.collect
+    extractor = None if reuse else FeatureExtractor(device="auto")
     for seed in args.seeds:
         seed_dir = args.out / f"seed{seed}"
-        if args.evaluate_only:
-            per_seed[seed] = {"metrics": reevaluate(seed_dir)}
+        if reuse:
+            per_seed[seed] = {"metrics": (collect if args.collect else reevaluate)(seed_dir)}
             continue
         per_seed[seed] = run_seed(seed_dir, seed, args, extractor)
-    name = "detection-reevaluated.json" if args.evaluate_only else "detection.json"
+    name = ("detection-collected.json" if args.collect else "detection-reevaluated.json"
+            if args.evaluate_only else "detection.json")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / name).write_text(json.dumps(per_seed, indent=1))
     print("\n" + tables(per_seed, title))
