@@ -173,5 +173,5 @@ def test_cli_method_flags(tiny, tmp_path, monkeypatch, capsys):
                            "--topk", "0")
     assert code == 1
     assert_one_line_error(err, "topk must be >= 1, got 0")
-    with pytest.raises(ConfigError, match="method must be one of paper, topk, got 'rtfm'"):
+    with pytest.raises(ConfigError, match="method must be one of auto, paper, topk, got 'rtfm'"):
         train(data, feats, tmp_path / "r3", method="rtfm")
