@@ -74,7 +74,7 @@ def test_the_default_is_topk_with_the_memory_gate(tiny, tmp_path):
     ({"instances": "frame"}, 1, 2, ("paper", "none")),
     ({"method": "topk"}, 1, 2, ("topk", "none")),
     ({"method": "paper"}, 7, 2, ("paper", "none")),
-    ({"supervision": "boxes"}, 7, 2, ("topk", "none")),
+    ({"supervision": "boxes"}, 7, 2, ("paper", "none")),
     ({"method": "paper", "gate": "memory"}, 7, 2, ("paper", "memory")),
     ({"gate": "none"}, 7, 2, ("topk", "none")), ({"gate": "memory"}, 1, 2, ("paper", "memory"))])
 def test_auto_method_and_gate_follow_the_grid_and_normal_videos(settings, grid, normal,

@@ -68,9 +68,10 @@ class TrainConfig:
     method: str = _f("auto", "weak loss: topk (hinge on the mean of the top-k instances, and "
                      "every instance of every normal bag a negative), paper (Sultani's MIL "
                      "ranking loss on each bag's max instance, exactly as the paper; ungated "
-                     "unless --gate memory), or auto (the default): topk for cuboid instances "
-                     "on grid > 1 features, paper for frame instances and grid-1 features "
-                     "(Sultani's video-segment setting)", choices=METHODS)
+                     "unless --gate memory), or auto (the default): topk for weak cuboid "
+                     "instances on grid > 1 features, paper for frame instances and grid-1 "
+                     "features (Sultani's video-segment setting) and for boxes supervision",
+                     choices=METHODS)
     topk: int = _f(3, "method topk: instances averaged per anomalous bag", lo=1)
     neg_weight: float = _f(1.0, "method topk: weight of the normal-instances BCE term", lo=0)
     lambda_tv: float = _f(0.0, "weight of the total variation of anomalous score maps over "
@@ -127,15 +128,16 @@ class TrainConfig:
         """This config with ``auto`` settings replaced by what they stand for, for a model of
         ``grid`` x ``grid`` instances per clip (1: frame instances or grid-1 features) trained
         on ``normal_videos`` normal videos (validation ones left out). ``method`` auto: topk
-        for a grid above 1, paper for grid 1. ``gate`` auto: ``memory`` for method topk with
+        for weak supervision and a grid above 1, paper otherwise (grid 1, and boxes
+        supervision, whose loss is neither). ``gate`` auto: ``memory`` for method topk with
         weak supervision, a grid above 1 and the 2 normal videos the gate needs (the default
         detector, as measured in docs/method.md), ``none`` otherwise (``--method paper`` is the
         paper's method as it was)."""
-        method = ("topk" if grid > 1 else "paper") if self.method == "auto" else self.method
+        weak_cuboids = self.supervision == "weak" and grid > 1
+        method = ("topk" if weak_cuboids else "paper") if self.method == "auto" else self.method
         gate = self.gate
         if gate == "auto":
-            default = method == "topk" and self.supervision == "weak" and grid > 1 \
-                and normal_videos >= 2
+            default = method == "topk" and weak_cuboids and normal_videos >= 2
             gate = "memory" if default else "none"
         return dataclasses.replace(self, method=method, gate=gate)
 
