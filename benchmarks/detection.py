@@ -100,12 +100,13 @@ def metrics_of(seed_dir: Path, name: str) -> dict:
 
 
 def collect(seed_dir: Path) -> dict[str, dict]:
-    """Metrics of every run in ``seed_dir/runs`` on its test split as its ``metrics.json``
+    """Metrics of every run of :data:`RUNS` in ``seed_dir/runs`` on its test split as its
+    ``metrics.json``
     recorded them (evaluated afresh, calibrated first, where that record lacks the
     calibrated columns)."""
     out = {}
     for run in sorted(p for p in (seed_dir / "runs").iterdir()
-                      if (p / "model.safetensors").is_file()):
+                      if p.name in RUNS and (p / "model.safetensors").is_file()):
         recorded = read_metrics(run).get("test", {}).get(dataset_key(seed_dir / "data"))
         if recorded is None or recorded.get("incidents") is None:
             out[run.name] = metrics_of(seed_dir, run.name)
