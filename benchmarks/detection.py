@@ -101,9 +101,8 @@ def metrics_of(seed_dir: Path, name: str) -> dict:
 
 def collect(seed_dir: Path) -> dict[str, dict]:
     """Metrics of every run of :data:`RUNS` in ``seed_dir/runs`` on its test split as its
-    ``metrics.json``
-    recorded them (evaluated afresh, calibrated first, where that record lacks the
-    calibrated columns)."""
+    ``metrics.json`` recorded them (evaluated afresh, calibrated first, where that record
+    lacks the calibrated columns)."""
     out = {}
     for run in sorted(p for p in (seed_dir / "runs").iterdir()
                       if p.name in RUNS and (p / "model.safetensors").is_file()):
