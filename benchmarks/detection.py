@@ -59,7 +59,7 @@ from stmil.evaluation.evaluate import dataset_key, evaluate, read_metrics
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import load_dataset_features
-from stmil.live.calibrate import calibrate, read_calibration
+from stmil.live.calibrate import calibrate
 from stmil.mil.config import FIELDS, TrainConfig
 from stmil.mil.run import load_model, save_model
 from stmil.mil.train import _carve_validation, _memory_gate, train  # derive_gated mirrors train
@@ -93,8 +93,7 @@ ITERATIONS, VAL_FRACTION, VAL_EVERY = 150, 0.25, 25
 
 def metrics_of(seed_dir: Path, name: str) -> dict:
     run = seed_dir / "runs" / name
-    if read_calibration(run) is None:
-        calibrate(run, seed_dir / "data", seed_dir / "features")
+    calibrate(run, seed_dir / "data", seed_dir / "features")  # afresh, with the defaults
     r = evaluate(seed_dir / "data", seed_dir / "features", run)
     return {k: r["incidents"][CAL_KEYS[k]] if k in CAL_KEYS else r.get(k) for k in KEYS}
 
