@@ -361,7 +361,9 @@ def restore_checkpoint(side: dict, tensors: dict[str, torch.Tensor], model: Scor
 def resume_mismatch(recorded: dict, given: dict) -> str | None:
     """The first setting a resumed training cannot honour, as ``"lr 0.01 recorded vs 5.0
     given"``, or None. Iterations, checkpoint interval and device may change."""
-    for key in sorted(set(recorded) | set(given), key=lambda k: (k not in FIELDS, k)):
+    # settings "auto" resolves (method, gate) last: they follow from the others
+    for key in sorted(set(recorded) | set(given),
+                      key=lambda k: (k not in FIELDS, k in ("method", "gate"), k)):
         # a setting newer than the run: what the run was trained with
         default = PREDATING.get(key, FIELDS[key].default) if key in FIELDS else None
         if key in RESUMABLE or recorded.get(key, default) == given.get(key, default):
