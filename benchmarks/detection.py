@@ -94,8 +94,13 @@ ITERATIONS, VAL_FRACTION, VAL_EVERY = 150, 0.25, 25
 def metrics_of(seed_dir: Path, name: str) -> dict:
     run = seed_dir / "runs" / name
     calibrate(run, seed_dir / "data", seed_dir / "features")  # afresh, with the defaults
-    r = evaluate(seed_dir / "data", seed_dir / "features", run)
-    return {k: r["incidents"][CAL_KEYS[k]] if k in CAL_KEYS else r.get(k) for k in KEYS}
+    return row(evaluate(seed_dir / "data", seed_dir / "features", run))
+
+
+def row(result: dict) -> dict:
+    """The :data:`KEYS` of an evaluation (its ``incidents`` block holds the ``cal_`` ones)."""
+    return {k: result["incidents"][CAL_KEYS[k]] if k in CAL_KEYS else result.get(k)
+            for k in KEYS}
 
 
 def collect(seed_dir: Path) -> dict[str, dict]:
@@ -109,8 +114,7 @@ def collect(seed_dir: Path) -> dict[str, dict]:
         if recorded is None or recorded.get("incidents") is None:
             out[run.name] = metrics_of(seed_dir, run.name)
         else:
-            out[run.name] = {k: recorded["incidents"][CAL_KEYS[k]] if k in CAL_KEYS
-                             else recorded.get(k) for k in KEYS}
+            out[run.name] = row(recorded)
     return out
 
 

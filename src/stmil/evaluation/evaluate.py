@@ -25,7 +25,7 @@ from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation import metrics as M
 from stmil.evaluation.incidents import run_incident_metrics
-from stmil.evaluation.paper_metrics import loc_false_positives, paper_metrics
+from stmil.evaluation.paper_metrics import paper_metrics
 from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.mil.run import load_model
 from stmil.score import check_model_features, clip_maps, frame_to_clip
@@ -86,9 +86,6 @@ def evaluate(
     per_video = [clip_maps(model, config, v.features) for v in videos]
     result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
     result["incidents"] = run_incident_metrics(run, videos, per_video)  # docs/live.md
-    if result["incidents"] is not None:  # the issue-13 count at the run's own threshold
-        result["incidents"]["loc_false_positives"] = loc_false_positives(
-            videos, per_video, result["incidents"]["threshold"])
     result["settings"] = {"data": str(data), "features": str(features), "run": str(run),
                           "split": split, "overlap": overlap, "threshold": threshold,
                           "pixel_frames": pixel_frames, "n_videos": len(videos),

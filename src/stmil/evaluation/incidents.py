@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stmil.cuboids import cuboid_boxes
+from stmil.evaluation.paper_metrics import loc_false_positives
 from stmil.live.incidents import EventConfig, Incident, clips_from_maps, find_incidents
 
 
@@ -92,9 +93,13 @@ def format_incidents(m: dict) -> str:
 
 
 def run_incident_metrics(run, videos: Sequence, maps: Sequence[np.ndarray]) -> dict | None:
-    """:func:`incident_metrics` with the run's calibration (``RUN/calibration.json``), or None
-    when the run has none (``stmil calibrate`` makes one)."""
+    """:func:`incident_metrics` with the run's calibration (``RUN/calibration.json``), plus
+    ``loc_false_positives`` at its threshold (false-positive cuboids per anomalous clip), or
+    None when the run has none (``stmil calibrate`` makes one)."""
     from stmil.live.calibrate import read_calibration
 
     cal = read_calibration(run)
-    return None if cal is None else incident_metrics(videos, maps, cal.events)
+    if cal is None:
+        return None
+    return incident_metrics(videos, maps, cal.events) | {
+        "loc_false_positives": loc_false_positives(videos, maps, cal.threshold)}
