@@ -69,6 +69,19 @@ def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys)
     assert _report_folder(out) != first_folder and not first_folder.exists()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
+    # A user's own training into one of the demo's run folders is never replaced by a rerun.
+    code, _, err = run_cli(capsys, "train", "--data", "demo-out/data", "--features",
+                           "demo-out/features", "--out", "demo-out/runs/paper", "--iterations",
+                           "3", "--lr", "0.02", "--quiet")
+    assert code == 0, err
+    users = (out / "runs" / "paper" / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "demo", "--out", "demo-out", *TINY)
+    assert code == 1
+    assert err.strip() == (f"error: {out / 'runs' / 'paper'}: a run the demo did not train, "
+                           "or one changed since it did (yours?); move it out of the way or "
+                           "choose another --out")
+    assert (out / "runs" / "paper" / "model.safetensors").read_bytes() == users
+
 
 def _report_folder(out):
     (folder,) = [p for p in out.iterdir() if p.is_dir() and p.name.startswith("report-")]

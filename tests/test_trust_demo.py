@@ -283,7 +283,8 @@ def test_demo_marks_its_folder_first_and_forgets_only_its_features(tmp_path, mon
     marker = json.loads((tmp_path / "P" / "demo.json").read_text())
     ids = sorted(_ids(8))
     assert marker == {"format": "stmil-demo", "videos": ids, "settings": {
-        "footage": None, "n_videos": 8, "n_frames": 16, "seed": 0}}
+        "footage": None, "n_videos": 8, "n_frames": 16, "seed": 0}, "runs": {},
+        "training": None}
     feats = tmp_path / "P" / "features"
     feats.mkdir()
     for vid in ids:
@@ -323,3 +324,70 @@ def test_demo_after_a_kill_before_its_marker(tmp_path, no_extraction, left):
     with pytest.raises(AssertionError, match="past its checks"):
         demo_mod.run_demo(out, n_videos=8, n_frames=16, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["data", "demo.json"]
+
+
+# --- demo: its run folders (a user's training under OUT/runs/<demo run name>) --------------------
+
+def _demo_with_run(tmp_path, marker_extra: dict, config: dict | None = None) -> Path:
+    """A demo folder whose runs/paper holds a model and (optionally) a config."""
+    out = tmp_path / "P"
+    run = out / "runs" / "paper"
+    run.mkdir(parents=True)
+    (run / "model.safetensors").write_bytes(b"a user's weeks of training")
+    if config is not None:
+        (run / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    (out / "demo.json").write_text(json.dumps({"format": "stmil-demo", "settings": {},
+                                               "videos": [], **marker_extra}))
+    return out
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+MODEL = b"a user's weeks of training"
+RUN_REFUSED = {
+    "a marker of an older stmil (no runs)": ({}, None),
+    "another model than the recorded one": ({"runs": {"paper": _sha(b"the demo's")}}, None),
+    "killed while training, but the config names other data": (
+        {"training": "paper"}, {"out": "{out}/runs/paper", "data": "/elsewhere/data",
+                                "features": "{out}/features"}),
+    "killed while training another run": (
+        {"training": "grid1-baseline"}, {"out": "{out}/runs/paper", "data": "{out}/data",
+                                         "features": "{out}/features"}),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_REFUSED))
+def test_demo_refuses_a_run_it_cannot_prove_its_own(tmp_path, monkeypatch, capsys,
+                                                    no_extraction, case):
+    marker, config = RUN_REFUSED[case]
+    out = tmp_path / "P"
+    if config is not None:
+        config = {k: v.format(out=out) for k, v in config.items()}
+    _demo_with_run(tmp_path, marker, config)
+    before = _tree(out)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "demo", "--out", "P", "--videos", "8", "--frames", "16",
+                           "--quiet")
+    assert code == 1
+    assert_one_line_error(err, f"error: {out / 'runs' / 'paper'}: a run the demo did not "
+                               "train, or one changed since it did (yours?); move it out of "
+                               "the way or choose another --out")
+    assert _tree(out) == before
+
+
+@pytest.mark.parametrize("case", ["the recorded model", "killed while training it"])
+def test_demo_goes_on_over_a_run_it_proves_its_own(tmp_path, no_extraction, case):
+    out = tmp_path / "P"
+    if case == "the recorded model":
+        _demo_with_run(tmp_path, {"runs": {"paper": _sha(MODEL)}})
+    else:
+        _demo_with_run(tmp_path, {"training": "paper"}, {
+            "out": str(out / "runs" / "paper"), "data": str(out / "data"),
+            "features": str(out / "features")})
+    with pytest.raises(AssertionError, match="past its checks"):
+        demo_mod.run_demo(out, n_videos=8, n_frames=16, progress=False)
+    assert (out / "runs" / "paper" / "model.safetensors").read_bytes() == MODEL

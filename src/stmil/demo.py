@@ -7,11 +7,13 @@ upper bound). Model selection uses a
 validation split carved from train; the test split is only evaluated.
 
 The output folder is the demo's own: ``demo.json`` (written first) marks it and records the
-dataset settings and the videos whose features the demo extracts. The demo refuses a non-empty
-folder without that marker, and on a rerun with other settings it replaces only what it wrote
-(its dataset through :func:`stmil.synth.dataset.make_dataset`, the feature files its marker lists,
-its
-run folders through training); anything else in the folder is left alone. Its layout::
+dataset settings, the videos whose features the demo extracts and a SHA-256 of each run it
+trained (of its ``model.safetensors``). The demo refuses a non-empty folder without that
+marker, and a ``runs/<run>`` of one of its run names that it cannot prove its own (not recorded,
+or changed since: a user's training there). On a rerun with other settings it replaces only
+what it wrote (its dataset through :func:`stmil.synth.dataset.make_dataset`, the feature files
+its marker lists, its run folders through training); anything else in the folder is left
+alone. Its layout::
 
     OUT/demo.json  OUT/data/  OUT/features/  OUT/runs/<run>/
     OUT/report.html + OUT/report-XXXXXXXX/  (figures, overlays, metrics.json: one unit)
@@ -19,9 +21,11 @@ run folders through training); anything else in the folder is left alone. Its la
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -74,8 +78,10 @@ def check_demo_settings(n_videos: int, n_frames: int, seed: int, iterations: int
 
 
 def read_marker(out: Path) -> dict | None:
-    """``OUT/demo.json`` when ``out`` is a demo output (``format``, ``settings``, ``videos``),
-    else None (no marker, not JSON, or the wrong shape)."""
+    """``OUT/demo.json`` when ``out`` is a demo output (``format``, ``settings``, ``videos``,
+    ``runs``: run name -> SHA-256 of its model, ``training``: the run being trained or None),
+    else None (no marker, not JSON, or the wrong shape). A marker of an older stmil has no
+    ``runs``: it reads as having trained none."""
     try:
         meta = json.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -84,6 +90,13 @@ def read_marker(out: Path) -> dict | None:
             and isinstance(meta.get("settings"), dict) and isinstance(meta.get("videos"), list)
             and all(isinstance(v, str) and v and "/" not in v and "\\" not in v
                     and not v.startswith(".") for v in meta["videos"])):
+        return None
+    meta.setdefault("runs", {})
+    meta.setdefault("training", None)
+    runs, training = meta["runs"], meta["training"]
+    if not (isinstance(runs, dict) and all(k in RUNS and isinstance(h, str)
+                                           for k, h in runs.items())
+            and (training is None or training in RUNS)):
         return None
     return meta
 
@@ -114,9 +127,47 @@ def _own_temp(name: str) -> bool:
     return bool(m) and m["name"] in ("writable", MARKER)
 
 
-def _write_marker(out: Path, settings: dict | None, videos: list[str]) -> None:
+def _write_marker(out: Path, settings: dict | None, videos: list[str],
+                  runs: dict[str, str] | None = None, training: str | None = None) -> None:
     write_text(out / MARKER, json.dumps({"format": MARKER_FORMAT, "settings": settings or {},
-                                         "videos": sorted(videos)}, indent=1) + "\n")
+                                         "videos": sorted(videos), "runs": runs or {},
+                                         "training": training}, indent=1) + "\n")
+
+
+def _model_digest(run: Path) -> str | None:
+    """SHA-256 of ``run/model.safetensors`` (None when it cannot be read)."""
+    try:
+        return hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _check_runs(out: Path, old: dict | None) -> None:
+    """Refuse (:class:`OutputError`) an ``OUT/runs/<run>`` of a demo run name that the demo
+    cannot prove its own: its model is the one ``demo.json`` records, or the demo was killed
+    while training it and its config names this folder, dataset and features."""
+    for name in RUNS:
+        run = out / "runs" / name
+        if not os.path.lexists(run):
+            continue
+        if old and old["runs"].get(name) and _model_digest(run) == old["runs"][name]:
+            continue
+        if old and old["training"] == name and _trained_here(run, out):
+            continue
+        raise OutputError(f"{run}: a run the demo did not train, or one changed since it did "
+                          "(yours?); move it out of the way or choose another --out")
+
+
+def _trained_here(run: Path, out: Path) -> bool:
+    import yaml
+
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and (config.get("out"), config.get("data"),
+                                         config.get("features")) == (
+        str(run), str(out / "data"), str(out / "features"))
 
 
 def _forget_features(feats: Path, video_ids: list[str]) -> None:
@@ -163,6 +214,8 @@ def run_demo(
     synth_args = dict(footage=[footage] if footage else None, n_videos=n_videos,
                       n_frames=n_frames, seed=seed)
     old = _claim(out)
+    _check_runs(out, old)
+    trained = dict(old["runs"]) if old else {}
 
     t = time.perf_counter()
     ready = dataset_ready(data, **synth_args)
@@ -170,14 +223,15 @@ def run_demo(
         # The features of another (or a re-rendered) dataset are stale: delete the ones the
         # demo made, and record the new settings before the dataset changes.
         _forget_features(feats, old["videos"] if old else [])
-        _write_marker(out, settings, [])
+        _write_marker(out, settings, [], trained)
     if not ready:
         log.info(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
         make_dataset(data, **synth_args, progress=progress, overwrite=True)
     else:
         log.info(f"[1/5] synth: {data} is up to date")
     video_ids = sorted(read_synth_marker(data)["videos"])
-    _write_marker(out, settings, video_ids)  # before extraction: a kill leaves them listed
+    # before extraction: a kill leaves them listed
+    _write_marker(out, settings, video_ids, trained)
     times["synth"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -195,10 +249,14 @@ def run_demo(
     for i, (name, kwargs) in enumerate(RUNS.items(), 1):
         t = time.perf_counter()
         log.info(f"[3/5] train {i}/{len(RUNS)}: {name}")
+        _write_marker(out, settings, video_ids, trained, training=name)
         with _quiet(logging.getLogger(train.__module__)):
             train(data, feats, runs_dir / name, iterations=iterations, seed=seed,
                   val_fraction=val_fraction, val_every=25, device=device, progress=progress,
                   **kwargs)
+        if digest := _model_digest(runs_dir / name):
+            trained[name] = digest
+        _write_marker(out, settings, video_ids, trained)
         times[f"train {name}"] = time.perf_counter() - t
         t = time.perf_counter()
         results[name] = evaluate(data, feats, runs_dir / name)
