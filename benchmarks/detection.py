@@ -20,6 +20,8 @@ Runs (``--runs``; default: all):
     paper-memory  paper + train --gate memory (normal-memory gate, docs/method.md)
     topk-memory   topk + --gate memory (train's default: plain ``stmil train``)
     topk-tv-memory, topk-st-memory   topk-tv, topk-st + --gate memory
+    topk-memory-motion   topk-memory + --motion gate (the motion prior; train's default:
+                  plain ``stmil train`` on features that carry motion energy)
     grid1      the video-segment baseline (train --method paper --instances frame)
     boxes      the boxes-supervised reference (train --supervision boxes; an upper bound)
 
@@ -35,7 +37,13 @@ trained runs are kept (delete a run folder to retrain it). A ``-memory`` run who
 (the name without ``-memory``) is already trained is derived from it instead of retrained: the
 gate is added after training and the scorer never sees it, so this is the model that
 ``train --gate memory`` writes (tests/mil/test_memory.py checks the weights bit for bit;
-``--no-derive`` trains it instead).
+``--no-derive`` trains it instead). A ``-motion`` run is derived from its base the same way
+(the motion gate is applied at scoring; tests/features/test_motion.py).
+
+``--backfill-motion``: feature files extracted before stmil stored motion energy get it,
+computed from their videos by :func:`stmil.features.motion.motion_energy` on the clips
+``extract`` cuts (what ``extract`` now stores), written into their ``.json``; the arrays are
+untouched. The issue-13 ablation's folders were extracted before the motion prior existed.
 
 ``--evaluate-only`` skips synth, extraction and training: it re-evaluates every run folder
 already in ``OUT/seed<N>/runs/`` with the current evaluation code and prints the same tables.
@@ -57,8 +65,10 @@ import yaml
 from stmil.datasets import load_dataset
 from stmil.evaluation.evaluate import dataset_key, evaluate, read_metrics
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
+from stmil.features.motion import MOTION, motion_energy, motion_scale
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import load_dataset_features
+from stmil.features.video import iter_clips
 from stmil.live.calibrate import calibrate
 from stmil.mil.config import FIELDS, TrainConfig
 from stmil.mil.run import load_model, save_model
@@ -84,9 +94,12 @@ RUNS: dict[str, dict] = {  # every run names its method and gate: defaults may c
     "topk-memory": {"method": "topk", "gate": "memory"},
     "topk-tv-memory": {"method": "topk", "gate": "memory", "lambda_tv": TV},
     "topk-st-memory": {"method": "topk", "gate": "memory", "self_train": 2},
+    "topk-memory-motion": {"method": "topk", "gate": "memory", "motion": "gate"},
     "grid1": {"method": "paper", "gate": "none", "instances": "frame"},
     "boxes": {"gate": "none", "supervision": "boxes"},
 }
+for _settings in RUNS.values():  # the motion prior only where a run names it
+    _settings.setdefault("motion", "none")
 COMPACT = ("frame_auc", "pointing_accuracy", "patch_ap", "cal_loc_fp")
 ITERATIONS, VAL_FRACTION, VAL_EVERY = 150, 0.25, 25
 
@@ -143,10 +156,11 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
     metrics = {}
     for name in args.runs:
         t = time.perf_counter()
-        base = seed_dir / "runs" / name.removesuffix("-memory")  # topk-tv-memory: topk-tv
-        if not (seed_dir / "runs" / name / "model.safetensors").is_file() and name.endswith(
-                "-memory") and (base / "model.safetensors").is_file() and args.derive:
-            derive_gated(seed_dir, base, seed_dir / "runs" / name)
+        for suffix in ("-memory", "-motion"):  # topk-tv-memory: topk-tv + the memory gate
+            base = seed_dir / "runs" / name.removesuffix(suffix)
+            if not (seed_dir / "runs" / name / "model.safetensors").is_file() and name.endswith(
+                    suffix) and (base / "model.safetensors").is_file() and args.derive:
+                derive_gated(seed_dir, base, seed_dir / "runs" / name, suffix[1:])
         if not (seed_dir / "runs" / name / "model.safetensors").is_file():  # resume
             train(seed_dir / "data", seed_dir / "features", seed_dir / "runs" / name,
                   iterations=args.iterations, seed=seed, val_fraction=VAL_FRACTION,
@@ -158,24 +172,51 @@ def run_seed(seed_dir: Path, seed: int, args: argparse.Namespace, extractor: Fea
     return {"metrics": metrics, "stage_times": times}
 
 
-def derive_gated(seed_dir: Path, base: Path, out: Path) -> None:
-    """``base`` + the normal-memory gate, written to ``out``: what ``train(..., gate="memory")``
+def derive_gated(seed_dir: Path, base: Path, out: Path, what: str = "memory") -> None:
+    """``base`` + the normal-memory gate (``what`` "memory") or the motion gate ("motion"),
+    written to ``out``: what ``train(..., gate="memory")`` or ``train(..., motion="gate")``
     with ``base``'s settings writes (same validation carve, same normal videos, same seed)."""
     model, config = load_model(base)
-    cfg = TrainConfig.from_dict({k: config[k] for k in FIELDS if k in config} | {"gate": "memory"})
+    extra = {"gate": "memory"} if what == "memory" else {"motion": "gate"}
+    cfg = TrainConfig.from_dict({k: config[k] for k in FIELDS if k in config} | extra)
     config = config | cfg.to_dict() | {"out": str(out)}
     videos = load_dataset_features(load_dataset(seed_dir / "data", "train", cfg.format),
                                    seed_dir / "features", cfg.skip_missing)
     labels = np.array([v.record.label for v in videos])
     val = _carve_validation(labels, cfg.val_fraction, np.random.default_rng(cfg.seed))
     norm = np.flatnonzero(~val & (labels == 0))
-    model.gate = _memory_gate(videos, norm, config["grid"] == 1, cfg)
+    if what == "memory":
+        model.gate = _memory_gate(videos, norm, config["grid"] == 1, cfg)
+    else:
+        config["motion_scale"] = motion_scale([videos[i].motion for i in norm])
     tmp = out.parent / f".{out.name}.derive"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("metrics*", "calibration.json"))
     save_model(tmp / "model.safetensors", model, config)
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     tmp.rename(out)
+
+
+def backfill_motion(seed_dir: Path) -> int:
+    """Write motion energy into every feature ``.json`` of ``seed_dir`` that lacks it (see
+    the module docstring); returns how many were written."""
+    n = 0
+    for meta_path in sorted((seed_dir / "features").glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict) or "n_clips" not in meta or "motion" in meta:
+            continue
+        fps = meta["fps"] if meta["fps"] != meta.get("source_fps", meta["fps"]) else None
+        m = np.concatenate([motion_energy(b.clips, meta["grid"]) for b in iter_clips(
+            meta["source"], meta["clip_len"], meta["stride"], meta["size"], fps, meta["tail"])])
+        if m.shape[0] != meta["n_clips"]:
+            raise SystemExit(f"{meta_path}: {m.shape[0]} clips of motion, {meta['n_clips']} "
+                             "of features")
+        meta |= {"motion_rule": MOTION, "motion": m.tolist()}
+        tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+        tmp.replace(meta_path)
+        n += 1
+    return n
 
 
 def _synth_done(root: Path) -> bool:
@@ -234,6 +275,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="extraction decode workers")
     p.add_argument("--no-derive", dest="derive", action="store_false",
                    help="train -memory runs even where their base run exists")
+    p.add_argument("--backfill-motion", action="store_true",
+                   help="first give feature files without motion energy theirs")
     p.add_argument("--evaluate-only", action="store_true",
                    help="re-evaluate the runs already under --out; train nothing")
     p.add_argument("--collect", action="store_true",
@@ -247,6 +290,9 @@ def main() -> None:
     extractor = None if reuse else FeatureExtractor(device="auto")
     for seed in args.seeds:
         seed_dir = args.out / f"seed{seed}"
+        if args.backfill_motion:
+            print(f"seed {seed}: motion energy written for {backfill_motion(seed_dir)} videos",
+                  flush=True)
         if reuse:
             per_seed[seed] = {"metrics": (collect if args.collect else reevaluate)(seed_dir)}
             continue

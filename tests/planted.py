@@ -69,7 +69,9 @@ def make_planted(root: Path, feats: Path, n_train: int = 16, n_test: int = 20, n
                     "n_frames": n_clips * CLIP, "width": W, "height": H, "clip_len": CLIP,
                     "stride": CLIP, "size": 224, "grid": GRID, "endpoint": "Mixed_4e",
                     "tail": "drop", "n_clips": n_clips, "channels": channels,
-                    "weights_sha256": "planted"}
+                    "weights_sha256": "planted",
+                    # uniform motion energy: the motion gate is 1 everywhere (q = 1)
+                    "motion": [[1.0] * n] * n_clips}
             (feats / f"{vid}.json").write_text(json.dumps(meta))
     for split, ids in splits.items():
         (root / "readme" / f"{split}_split_AD.txt").write_text("\n".join(ids) + "\n")

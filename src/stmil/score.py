@@ -22,8 +22,9 @@ from stmil.atomic import check_writable, write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation.metrics import frame_scores_from_clips
+from stmil.features.motion import motion_gate
 from stmil.features.pipeline_config import PipelineConfig
-from stmil.features.store import FeatureError, load_features, meta_clip_ranges
+from stmil.features.store import FeatureError, load_features, meta_clip_ranges, meta_motion
 from stmil.files import find_videos
 from stmil.mil.bags import l2_normalise
 from stmil.mil.model import Scorer
@@ -47,12 +48,26 @@ def check_model_features(config: dict, meta: dict, where: str | Path) -> None:
 
 
 @torch.no_grad()
-def clip_maps(model: Scorer, config: dict, features: np.ndarray) -> np.ndarray:
+def clip_maps(model: Scorer, config: dict, features: np.ndarray,
+              motion: np.ndarray | None = None, where: str = "these features") -> np.ndarray:
     """Cuboid scores of every clip: features ``(n_clips, N, C)`` -> ``(n_clips, N)`` float32.
 
     Each instance is L2-normalised as in training. A grid-1 model scores the mean of the
-    clip's cuboids once, and that score fills all N cells (it cannot say where).
+    clip's cuboids once, and that score fills all N cells (it cannot say where). A run with
+    ``motion: gate`` multiplies the scores by the motion gate of ``motion`` ``(n_clips, N)``
+    (:mod:`stmil.features.motion`); :class:`FeatureError` naming ``where`` when it is None.
     """
+    if config.get("motion", "none") == "gate":
+        if motion is None:
+            raise FeatureError(f"{where}: no motion energy, which this run's motion gate needs "
+                               "(features of an older stmil, or imported); re-extract them "
+                               "with stmil extract --overwrite, or use a run trained with "
+                               "--motion none")
+        return _clip_maps(model, config, features) * motion_gate(motion, config["motion_scale"])
+    return _clip_maps(model, config, features)
+
+
+def _clip_maps(model: Scorer, config: dict, features: np.ndarray) -> np.ndarray:
     x = np.asarray(features, dtype=np.float32)
     if config["grid"] == 1:
         x = x.mean(axis=1, keepdims=True)
@@ -76,10 +91,12 @@ def predicted_boxes(maps: np.ndarray, boxes: np.ndarray, threshold: float | None
 
 
 def score_features(model: Scorer, config: dict, features: np.ndarray, meta: dict,
-                   clip_ranges: np.ndarray, threshold: float | None = None) -> dict:
-    """The contents of ``<id>.scores.json`` for one video's features."""
-    return scores_from_maps(clip_maps(model, config, features), config["grid"], meta,
-                            clip_ranges, threshold)
+                   clip_ranges: np.ndarray, threshold: float | None = None,
+                   where: str = "these features") -> dict:
+    """The contents of ``<id>.scores.json`` for one video's features (``meta``: their
+    metadata, motion energy included)."""
+    return scores_from_maps(clip_maps(model, config, features, meta_motion(meta), where),
+                            config["grid"], meta, clip_ranges, threshold)
 
 
 def scores_from_maps(maps: np.ndarray, model_grid: int, meta: dict, clip_ranges: np.ndarray,
@@ -296,7 +313,7 @@ def score_inputs(
                                        "video again")
                 source = source_video(path, meta) if overlay and path.suffix == ".npy" else path
                 result = score_features(model, config, features, meta, meta_clip_ranges(meta),
-                                        threshold)
+                                        threshold, where=str(path))
                 written[path] = [write_scores(out_dir, path.stem, result)]
                 if overlay:
                     from stmil.evaluation.overlay import render_overlay

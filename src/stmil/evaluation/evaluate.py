@@ -83,7 +83,8 @@ def evaluate(
     if boxes is not None:  # Liu and Ma's UCF-Crime boxes (docs/formats.md)
         videos = with_liu_ma_boxes(videos, boxes, interpolate)
     check_model_features(config, videos[0].meta, run)
-    per_video = [clip_maps(model, config, v.features) for v in videos]
+    per_video = [clip_maps(model, config, v.features, v.motion,
+                           str(Path(features) / f"{v.record.video_id}.json")) for v in videos]
     result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
     result["incidents"] = run_incident_metrics(run, videos, per_video)  # docs/live.md
     result["settings"] = {"data": str(data), "features": str(features), "run": str(run),

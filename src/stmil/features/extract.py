@@ -37,6 +37,7 @@ from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.claims import Claim, remove_stale_claims, try_claim
 from stmil.features.i3d import endpoint_channels
+from stmil.features.motion import MOTION, motion_energy
 from stmil.features.pipeline import PipelineConfig, VideoEvent, decode_videos, device_input
 from stmil.features.pipeline_config import PRECISIONS, ExtractSettings
 from stmil.features.resize import RESIZE
@@ -122,6 +123,7 @@ def extract_video(
     info = probe(path)
     source = source_identity(path)
     chunks: list[np.ndarray] = []
+    motion: list[np.ndarray] = []
     stats: dict = {}
     for batch in iter_clips(path, s.clip_len, s.stride, s.size, s.fps, s.tail, s.batch_size,
                             info=info, stats=stats):
@@ -129,6 +131,7 @@ def extract_video(
         if not torch.isfinite(feats).all():
             raise VideoError(path, "non-finite features (NaN or Inf)")
         chunks.append(feats.numpy().astype(np.float16))
+        motion.append(motion_energy(batch.clips, extractor.grid))
         if on_clips:
             on_clips(len(batch.starts))
     if not chunks:
@@ -136,16 +139,18 @@ def extract_video(
             path, f"shorter than one clip ({stats.get('n_sampled', 0)} frames < {s.clip_len})"
         )
     array = np.concatenate(chunks)
-    return array, feature_meta(source, info, stats, s, extractor, int(array.shape[0]))
+    return array, feature_meta(source, info, stats, s, extractor, np.concatenate(motion))
 
 
 def feature_meta(source: dict, info: VideoInfo, stats: dict, s: ExtractSettings,
-                 extractor: FeatureExtractor, n_clips: int) -> dict:
+                 extractor: FeatureExtractor, motion: np.ndarray) -> dict:
     """A feature file's metadata (before the array's size and sha256 are added).
 
     ``source`` is :func:`source_identity` of the video taken before decoding, ``stats`` the
-    ``n_frames`` that :func:`~stmil.features.video.iter_clips` reported.
+    ``n_frames`` that :func:`~stmil.features.video.iter_clips` reported, ``motion`` the
+    clips' motion energy ``(n_clips, G*G)`` (:func:`~stmil.features.motion.motion_energy`).
     """
+    n_clips = int(motion.shape[0])
     return {
         **source,
         "fps": s.fps or info.fps,
@@ -167,6 +172,8 @@ def feature_meta(source: dict, info: VideoInfo, stats: dict, s: ExtractSettings,
         "weights": KINETICS400_RGB.name,
         "weights_sha256": KINETICS400_RGB.sha256,
         "stmil_version": __version__,
+        "motion_rule": MOTION,
+        "motion": motion.tolist(),
     }
 
 
@@ -424,6 +431,7 @@ class _Job:
     source: dict
     claim: Claim | None = None
     chunks: list[np.ndarray] = field(default_factory=list)
+    motion: list[np.ndarray] = field(default_factory=list)
     error: BaseException | None = None
 
 
@@ -474,6 +482,7 @@ def _features(
                 job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
                 continue
             job.chunks.append(f.numpy().astype(np.float16))
+            job.motion.append(motion_energy(x, extractor.grid))
             if on_clips:
                 on_clips(len(x))
 
@@ -489,12 +498,14 @@ def _features(
                                    f"({event.stats.get('n_sampled', 0)} frames < {s.clip_len})")
             if error is not None:
                 job.chunks.clear()
+                job.motion.clear()
                 yield job, None, None, error
                 continue
-            array = np.concatenate(job.chunks)
+            array, motion = np.concatenate(job.chunks), np.concatenate(job.motion)
             job.chunks.clear()
+            job.motion.clear()
             yield job, array, feature_meta(job.source, event.info, event.stats, s, extractor,
-                                           int(array.shape[0])), None
+                                           motion), None
 
     full = s.batch_size if pipeline.mixes_videos(extractor.device.type) else 1
     try:

@@ -40,6 +40,19 @@ class VideoFeatures:
         """Source-frame range of each clip, ``(n_clips, 2)`` half-open."""
         return meta_clip_ranges(self.meta)
 
+    @property
+    def motion(self) -> np.ndarray | None:
+        """Motion energy of each cuboid of each clip ``(n_clips, G*G)``
+        (:mod:`stmil.features.motion`); None for features without it (an older stmil,
+        imported ones)."""
+        return meta_motion(self.meta)
+
+
+def meta_motion(meta: dict) -> np.ndarray | None:
+    """The ``(n_clips, G*G)`` motion energy a feature file's metadata holds, or None."""
+    m = meta.get("motion")
+    return None if m is None else np.asarray(m, dtype=np.float64)
+
 
 def _count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -116,7 +129,18 @@ def read_feature_meta(path: Path | str,
         for key, (ok, what) in fields.items():
             if key in meta and not ok(meta[key]):
                 raise FeatureError(f"{path}: {key} must be {what}, got {meta[key]!r}; {fix}")
+    if "motion" in meta and not _motion_ok(meta["motion"], meta["n_clips"], meta["grid"]):
+        raise FeatureError(f"{path}: motion must be n_clips ({meta['n_clips']}) lists of "
+                           f"grid x grid ({meta['grid'] ** 2}) finite numbers >= 0; {fix}")
     return meta
+
+
+def _motion_ok(m: object, n_clips: int, grid: int) -> bool:
+    if not (isinstance(m, list) and len(m) == n_clips and all(
+            isinstance(row, list) and len(row) == grid * grid for row in m)):
+        return False
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+               and x >= 0 for row in m for x in row)
 
 
 def file_digest(path: Path | str) -> tuple[int, str]:

@@ -179,6 +179,7 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
 
     model, config = load_model(run)
     check_model_features(config, videos[0].meta, run)
-    maps = [clip_maps(model, config, v.features) for v in videos]
+    maps = [clip_maps(model, config, v.features, v.motion,
+                      str(Path(features) / f"{v.record.video_id}.json")) for v in videos]
     extra["run"] = str(Path(run).resolve())
     return write_vector(out, "scores", videos, score_vectors(videos, maps, tail), tail, extra)

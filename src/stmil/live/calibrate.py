@@ -176,7 +176,8 @@ def _videos(chosen, model, config) -> tuple[list, float]:
     for v in chosen:
         fps = float(v.meta.get("source_fps", v.meta["fps"]))
         boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
-        inputs.append((clip_maps(model, config, v.features), v.clip_ranges, fps, boxes))
+        maps = clip_maps(model, config, v.features, v.motion, f"features of {v.record.video_id}")
+        inputs.append((maps, v.clip_ranges, fps, boxes))
         seconds += v.meta["n_frames"] / fps
     return inputs, seconds
 

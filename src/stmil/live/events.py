@@ -89,7 +89,7 @@ def _from_video(path: Path, model, config: dict, cache: dict) -> ScoredVideo:
     """Extract (with the run's settings; the network is loaded once into ``cache``) and
     score one video."""
     from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_video
-    from stmil.features.store import meta_clip_ranges
+    from stmil.features.store import meta_clip_ranges, meta_motion
     from stmil.score import clip_maps
 
     if "extractor" not in cache:
@@ -98,7 +98,8 @@ def _from_video(path: Path, model, config: dict, cache: dict) -> ScoredVideo:
     settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
                                config.get("resample_fps"), config.get("tail", "drop"))
     features, meta = extract_video(path, cache["extractor"], settings)
-    return ScoredVideo(path.stem, str(path), clip_maps(model, config, features),
+    maps = clip_maps(model, config, features, meta_motion(meta), str(path))
+    return ScoredVideo(path.stem, str(path), maps,
                        meta_clip_ranges(meta), float(meta["source_fps"]), meta["width"],
                        meta["height"], meta["grid"])
 

@@ -284,6 +284,7 @@ def watch(
     """
     from stmil.features.extract import FeatureExtractor
     from stmil.features.i3d import endpoint_channels
+    from stmil.features.motion import motion_energy
     from stmil.live.snapshot import snapshot_name, write_snapshot
     from stmil.mil.run import load_model
     from stmil.score import check_model_features, clip_maps
@@ -373,8 +374,9 @@ def watch(
                 if isinstance(item, Clip):
                     failures = 0
                     t_score = time.monotonic()
-                    feats = extractor(item.frames[None]).numpy().astype(np.float16)
-                    maps = clip_maps(model, mc, feats)
+                    x = item.frames[None]  # (1, 3, T, S, S)
+                    feats = extractor(x).numpy().astype(np.float16)
+                    maps = clip_maps(model, mc, feats, motion_energy(x, mc["feature_grid"]))
                     stats.score_seconds += time.monotonic() - t_score
                     from stmil.score import predicted_boxes
 

@@ -25,14 +25,16 @@ METHODS = ("auto", "paper", "topk")
 INSTANCES = ("cuboid", "frame")
 SELF_TRAIN_INITS = ("continue", "fresh")
 GATES = ("auto", "none", "memory")
+MOTIONS = ("auto", "none", "gate")
 FORMATS = ("auto", *DATASET_FORMATS)
 
 # Settings a resumed training may change: they do not alter what the checkpoint has learned
 # (the memory gate is built after the training loop, never checkpointed).
-RESUMABLE = ("iterations", "checkpoint_every", "device", "gate", "memory_size")
+RESUMABLE = ("iterations", "checkpoint_every", "device", "gate", "memory_size", "motion")
 # What a run whose config.yaml predates a setting was trained with, where that differs from
-# today's default (stmil 0.x trained Sultani's loss, ungated, before --method and --gate).
-PREDATING = {"method": "paper", "gate": "none"}
+# today's default (stmil 0.x trained Sultani's loss, ungated, before --method, --gate and
+# --motion).
+PREDATING = {"method": "paper", "gate": "none", "motion": "none"}
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -96,6 +98,12 @@ class TrainConfig:
                    "instance's novelty against it, rescaled so that the median normal instance "
                    "gets 0 (what normal videos showed, anywhere in the frame, scores 0; "
                    "docs/method.md)", choices=GATES)
+    motion: str = _f("auto", "auto (the default): gate for method topk with weak supervision "
+                     "and cuboid instances on grid > 1 features that carry motion energy "
+                     "(extracted by this stmil), none otherwise; none: no motion prior; gate: "
+                     "multiply each test score by min(1, m / q), m the cuboid's motion energy "
+                     "in the clip and q the 90th percentile of the normal training videos' "
+                     "(a static cuboid scores 0; docs/method.md)", choices=MOTIONS)
     memory_size: int = _f(16384, "gate memory: at most this many bank entries (a seeded sample "
                           "of the normal training instances; 4 bytes x feature size each in the "
                           "model file; scoring time grows with it: docs/method.md)", lo=1)
@@ -124,7 +132,7 @@ class TrainConfig:
             raise ConfigError("self_train applies to weak supervision; set self_train 0 for "
                               "supervision boxes")
 
-    def resolved(self, grid: int, normal_videos: int) -> TrainConfig:
+    def resolved(self, grid: int, normal_videos: int, motion: bool = True) -> TrainConfig:
         """This config with ``auto`` settings replaced by what they stand for, for a model of
         ``grid`` x ``grid`` instances per clip (1: frame instances or grid-1 features) trained
         on ``normal_videos`` normal videos (validation ones left out). ``method`` auto: topk
@@ -132,14 +140,19 @@ class TrainConfig:
         supervision, whose loss is neither). ``gate`` auto: ``memory`` for method topk with
         weak supervision, a grid above 1 and the 2 normal videos the gate needs (the default
         detector, as measured in docs/method.md), ``none`` otherwise (``--method paper`` is the
-        paper's method as it was)."""
+        paper's method as it was). ``motion`` auto: ``gate`` for method topk with weak
+        supervision and a grid above 1 when the features carry motion energy (``motion``),
+        ``none`` otherwise."""
         weak_cuboids = self.supervision == "weak" and grid > 1
         method = ("topk" if weak_cuboids else "paper") if self.method == "auto" else self.method
         gate = self.gate
         if gate == "auto":
             default = method == "topk" and weak_cuboids and normal_videos >= 2
             gate = "memory" if default else "none"
-        return dataclasses.replace(self, method=method, gate=gate)
+        prior = self.motion
+        if prior == "auto":
+            prior = "gate" if method == "topk" and weak_cuboids and motion else "none"
+        return dataclasses.replace(self, method=method, gate=gate, motion=prior)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (YAML and JSON safe)."""
@@ -214,7 +227,7 @@ def _range(rule: dict) -> str:
 PATH_KEYS = ("data", "features", "out")
 # Facts about the features that a run's config.yaml records; read back, they are dropped.
 RECORDED_KEYS = ("grid", "feature_grid", "in_dim", "endpoint", "size", "clip_len", "stride", "tail",
-                 "precision", "resample_fps")
+                 "precision", "resample_fps", "motion_scale")
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:

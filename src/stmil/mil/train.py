@@ -32,6 +32,7 @@ from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, ModelError, OutputError
+from stmil.features.motion import motion_scale
 from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.mil.bags import BagStore, make_bag, segment_clip_ranges, segment_cuboid_labels
 from stmil.mil.config import (
@@ -127,19 +128,29 @@ def train(
 
 
 def _resolve_auto(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
-    """``cfg`` with method and gate ``auto`` resolved (:meth:`TrainConfig.resolved`) for these
-    training videos; says so when the default detector must go ungated for lack of normal
-    videos."""
-    if "auto" not in (cfg.method, cfg.gate):
+    """``cfg`` with method, gate and motion ``auto`` resolved (:meth:`TrainConfig.resolved`)
+    for these training videos; says so when the default detector must go without its gate
+    (too few normal videos) or its motion prior (features without motion energy)."""
+    lacking = next((v for v in videos if v.motion is None), None)
+    if cfg.motion == "gate" and lacking is not None:
+        raise ConfigError(f"{lacking.record.video_id}: its features carry no motion energy, "
+                          "which --motion gate needs (extracted by an older stmil, or "
+                          "imported); re-extract them with stmil extract --overwrite, or "
+                          "train with --motion none")
+    if "auto" not in (cfg.method, cfg.gate, cfg.motion):
         return cfg
     labels = np.array([v.record.label for v in videos])  # (boxes supervision: always none)
     val = _carve_validation(labels, cfg.val_fraction, np.random.default_rng(cfg.seed))
     normal = int((~val & (labels == 0)).sum())
     grid = 1 if cfg.instances == "frame" else videos[0].meta["grid"]
-    out = cfg.resolved(grid, normal)
+    out = cfg.resolved(grid, normal, motion=lacking is None)
     if cfg.gate == "auto" and out.gate == "none" and cfg.resolved(grid, 2).gate == "memory":
         log.warning(f"the memory gate needs 2 or more normal training videos (validation ones "
                     f"left out), this split has {normal}: training without it (gate none)")
+    if cfg.motion == "auto" and out.motion == "none" and cfg.resolved(grid, 2).motion == "gate":
+        log.warning(f"{lacking.record.video_id}: features without motion energy (an older "
+                    "stmil, or imported): training without the motion gate (motion none); "
+                    "re-extract them with stmil extract --overwrite to use it")
     return out
 
 
@@ -241,15 +252,17 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
               videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
               progress: bool) -> dict:
     """Train in ``stage``, leaving there the run's outputs; returns the summary."""
-    write_text(stage / MARKER, json.dumps({"stmil": __version__}))
-    write_text(stage / "config.yaml", yaml.safe_dump(config))
-
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     labels = np.array([v.record.label for v in videos])
     val = _carve_validation(labels, cfg.val_fraction, rng)
     train_idx = np.flatnonzero(~val)
     anom, norm = train_idx[labels[train_idx] == 1], train_idx[labels[train_idx] == 0]
+    # the motion gate's scale (stmil.features.motion), from the normal training videos
+    config["motion_scale"] = motion_scale([videos[i].motion for i in norm]) \
+        if cfg.motion == "gate" and len(norm) else None
+    write_text(stage / MARKER, json.dumps({"stmil": __version__}))
+    write_text(stage / "config.yaml", yaml.safe_dump(config))
     if len(anom) == 0 or len(norm) == 0:
         raise ConfigError(f"{config['data']}: training needs anomalous and normal videos, got "
                           f"{len(anom)} anomalous and {len(norm)} normal")
