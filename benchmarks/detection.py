@@ -22,6 +22,7 @@ Runs (``--runs``; default: all):
     topk-tv-memory, topk-st-memory   topk-tv, topk-st + --gate memory
     topk-memory-motion   topk-memory + --motion gate (the motion prior; train's default:
                   plain ``stmil train`` on features that carry motion energy)
+    paper-motion, topk-motion, boxes-motion   paper, topk, boxes + --motion gate
     grid1      the video-segment baseline (train --method paper --instances frame)
     boxes      the boxes-supervised reference (train --supervision boxes; an upper bound)
 
@@ -95,6 +96,9 @@ RUNS: dict[str, dict] = {  # every run names its method and gate: defaults may c
     "topk-tv-memory": {"method": "topk", "gate": "memory", "lambda_tv": TV},
     "topk-st-memory": {"method": "topk", "gate": "memory", "self_train": 2},
     "topk-memory-motion": {"method": "topk", "gate": "memory", "motion": "gate"},
+    "paper-motion": {"method": "paper", "gate": "none", "motion": "gate"},
+    "topk-motion": {"method": "topk", "gate": "none", "motion": "gate"},
+    "boxes-motion": {"gate": "none", "supervision": "boxes", "motion": "gate"},
     "grid1": {"method": "paper", "gate": "none", "instances": "frame"},
     "boxes": {"gate": "none", "supervision": "boxes"},
 }

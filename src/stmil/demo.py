@@ -1,7 +1,7 @@
 """The main job: synth -> extract -> train four runs -> evaluate -> overlays -> report.
 
-The four runs are the default detector (weak cuboid MIL with ``train``'s defaults: top-k loss
-and the normal-memory gate), the paper's method (``--method paper``: Sultani's loss, ungated),
+The four runs are the default detector (weak cuboid MIL with ``train``'s defaults: top-k loss,
+the normal-memory gate and the motion gate), the paper's method (``--method paper``: Sultani's loss, ungated),
 the video-segment baseline (grid 1, Sultani's setting) and the boxes-supervised reference (an
 upper bound). Model selection uses a
 validation split carved from train; the test split is only evaluated.

@@ -104,8 +104,8 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_gated_training_keeps_the_scorers_weights_and_gates_its_scores(tiny, tmp_path):
-    train(*tiny, tmp_path / "plain", gate="none", **FAST)
-    train(*tiny, tmp_path / "gated", gate="memory", memory_size=100, **FAST)
+    train(*tiny, tmp_path / "plain", gate="none", motion="none", **FAST)
+    train(*tiny, tmp_path / "gated", gate="memory", motion="none", memory_size=100, **FAST)
     plain, gated = (load_file(tmp_path / n / "model.safetensors") for n in ("plain", "gated"))
     assert sorted(set(gated) - set(plain)) == ["gate.bank", "gate.scale"]
     assert all(np.array_equal(plain[k], gated[k]) for k in plain)  # the gate is added after
