@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import yaml
 from safetensors.numpy import load_file
 
 from stmil.cuboids import cuboid_boxes
@@ -27,12 +28,15 @@ FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress
 ANOMALOUS = "FightingTest000_x264"
 
 
-def direct_maps(run: Path, features: np.ndarray, grid1: bool = False) -> np.ndarray:
+def direct_maps(run: Path, features: np.ndarray, grid1: bool = False,
+                motion: list | None = None) -> np.ndarray:
     """Expected cuboid scores ``(n_clips, N)``, written out independently of stmil.score: each
     instance divided by its L2 norm, then the scorer's three layers as explicit matmuls with
     the weights read straight from ``model.safetensors`` (ReLU after the first, sigmoid at the
-    end), times the memory gate when the file holds one. A grid-1 model scores the mean of a
-    clip's cuboids and fills all N cells with it."""
+    end), times the memory gate when the file holds one, times ``min(1, motion / q)`` when
+    the run's config.yaml says ``motion: gate`` and ``motion`` (the features' record) is given
+    (planted features have uniform motion, a gate of 1, and leave it out). A grid-1 model
+    scores the mean of a clip's cuboids and fills all N cells with it."""
     w = load_file(str(run / "model.safetensors"))
     x = np.asarray(features, dtype=np.float64)
     if grid1:
@@ -46,6 +50,10 @@ def direct_maps(run: Path, features: np.ndarray, grid1: bool = False) -> np.ndar
         novelty = 1.0 - (x @ w["gate.bank"].T.astype(np.float64)).max(axis=-1)
         lo, hi = w["gate.scale"].astype(np.float64)
         s = s * np.clip((novelty - lo) / (hi - lo), 0.0, 1.0)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    if motion is not None:
+        assert cfg["motion"] == "gate"
+        s = s * np.minimum(1.0, np.asarray(motion, np.float64) / cfg["motion_scale"])
     return np.broadcast_to(s, features.shape[:2])
 
 
@@ -154,8 +162,8 @@ def test_score_inputs_on_a_video_with_overlay(planted_run, tmp_path, extractor):
     r = json.loads(written[0].read_text())
     assert r["n_frames"] == 32 and len(r["frame_scores"]) == 32 and len(r["boxes"]) == 32
     assert (r["width"], r["height"]) == (64, 48) and r["source"] == str(video)
-    features, _ = extract_video(video, extractor)  # the run's settings: 224, 16, 16, drop
-    expect = direct_maps(run, features)
+    features, meta = extract_video(video, extractor)  # the run's settings: 224, 16, 16, drop
+    expect = direct_maps(run, features, motion=meta["motion"])
     np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(2, 49), expect, atol=2e-6)
     np.testing.assert_allclose(r["frame_scores"], np.repeat(expect.max(axis=1), 16), atol=2e-6)
     with av.open(str(written[1])) as c:
@@ -220,7 +228,7 @@ def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad
     assert r["clip_ranges"] == ranges and r["n_frames"] == 40
     features, meta = extract_video(video, extractor, ExtractSettings(tail=tail))
     assert features.shape == (n_clips, 49, 528) and meta["tail"] == tail
-    expect = direct_maps(run, features)
+    expect = direct_maps(run, features, motion=meta["motion"])
     np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n_clips, 49), expect, atol=2e-6)
     top = expect.max(axis=1)
     per_frame = {"drop": [0] * 16 + [1] * 24, "pad": [0] * 16 + [1] * 16 + [2] * 8}[tail]
@@ -273,10 +281,11 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
     assert files["2"] == files["0"] and len(files["0"]) == 3
     for n, video in zip((1, 2, 3), videos):
         r = json.loads(files["0"][f"v{n}.scores.json"])
-        features, _ = extract_video(video, extractor, ExtractSettings(size=64))
+        features, meta = extract_video(video, extractor, ExtractSettings(size=64))
         assert features.shape == (n, 49, 528) and r["source"] == str(video.resolve())
         np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n, 49),
-                                   direct_maps(small_run, features), atol=2e-6)
+                                   direct_maps(small_run, features, motion=meta["motion"]),
+                                   atol=2e-6)
 
 
 def test_score_a_corrupt_video_among_good_ones_with_workers(small_run, tmp_path, capsys,

@@ -1,10 +1,10 @@
 """The main job: synth -> extract -> train four runs -> evaluate -> overlays -> report.
 
 The four runs are the default detector (weak cuboid MIL with ``train``'s defaults: top-k loss,
-the normal-memory gate and the motion gate), the paper's method (``--method paper``: Sultani's loss, ungated),
-the video-segment baseline (grid 1, Sultani's setting) and the boxes-supervised reference (an
-upper bound). Model selection uses a
-validation split carved from train; the test split is only evaluated.
+the normal-memory gate and the motion gate), the paper's method (``--method paper``: Sultani's
+loss, ungated), the video-segment baseline (grid 1, Sultani's setting) and the boxes-supervised
+reference (an upper bound). Model selection uses a validation split carved from train; the
+test split is only evaluated.
 
 The output folder is the demo's own: ``demo.json`` (written first) marks it and records the
 dataset settings, the videos whose features the demo extracts and a SHA-256 of each run it

@@ -234,9 +234,11 @@ def test_mixed_feature_settings_are_refused(tiny_copy, tmp_path, key, value):
     odd = "Normal_Videos_Train003_x264"
     meta = json.loads((feats / f"{odd}.json").read_text())
     meta[key] = value
-    (feats / f"{odd}.json").write_text(json.dumps(meta))
-    if key == "grid":  # a consistent pair of another grid (the reader checks the array's shape)
+    if key == "grid":  # a consistent pair of another grid (the reader checks the array's shape
+        # and the motion record's)
         np.save(feats / f"{odd}.npy", np.load(feats / f"{odd}.npy")[:, : value * value])
+        meta["motion"] = [row[: value * value] for row in meta["motion"]]
+    (feats / f"{odd}.json").write_text(json.dumps(meta))
     with pytest.raises(FeatureError, match=f"^{feats}: features disagree on {key}: .* but {odd} "
                        r"differ; extract them all with the same settings \(stmil extract "
                        r"--overwrite\)$"):

@@ -702,6 +702,11 @@ def _config(path: Path) -> dict:
     ("dropout 2", r"bad metadata \(dropout is 2.0, not in \[0, 1\)\)"),
     ("missing keys", r"bad metadata \(missing keys in_dim, grid\)"),
     ("metadata list", r"bad metadata \(stmil_config is list, not a mapping\)"),
+    ("motion x", r"bad metadata \(motion is 'x', not none or gate\)"),
+    ("motion scale 0", r"bad metadata \(motion gate with motion_scale 0, not a positive "
+                       r"number\)"),
+    ("motion scale missing", r"bad metadata \(motion gate with motion_scale None, not a "
+                             r"positive number\)"),
     ("no metadata", r"not a stmil model \(no readable stmil_config metadata\)"),
     ("wrong sizes", r"weights do not match the recorded sizes"),
 ])
@@ -731,6 +736,14 @@ def test_damaged_model_is_a_one_line_model_error(run_copy, how, match):
     elif how == "missing keys":
         cut = {k: v for k, v in cfg.items() if k not in ("in_dim", "grid")}
         _rewrite(path, meta={"stmil_config": json.dumps(cut)})
+    elif how == "motion x":
+        _rewrite(path, meta={"stmil_config": json.dumps(cfg | {"motion": "x"})})
+    elif how == "motion scale 0":
+        _rewrite(path, meta={"stmil_config": json.dumps(cfg | {"motion": "gate",
+                                                                "motion_scale": 0})})
+    elif how == "motion scale missing":
+        _rewrite(path, meta={"stmil_config": json.dumps(
+            {k: v for k, v in cfg.items() if k != "motion_scale"} | {"motion": "gate"})})
     elif how == "metadata list":
         _rewrite(path, meta={"stmil_config": "[1, 2]"})
     elif how == "no metadata":

@@ -142,6 +142,12 @@ def _config_problem(config: Any) -> str | None:
             return f"{key} is {config[key]!r}, not a positive integer"
     if not (math.isfinite(config["dropout"]) and 0 <= config["dropout"] < 1):
         return f"dropout is {config['dropout']!r}, not in [0, 1)"
+    motion, q = config.get("motion", "none"), config.get("motion_scale")
+    if motion not in ("none", "gate"):
+        return f"motion is {motion!r}, not none or gate"
+    if motion == "gate" and not (isinstance(q, (int, float)) and not isinstance(q, bool)
+                                 and math.isfinite(q) and q > 0):
+        return f"motion gate with motion_scale {q!r}, not a positive number"
     return None
 
 
