@@ -145,13 +145,13 @@ class TrainConfig:
         ``none`` otherwise."""
         weak_cuboids = self.supervision == "weak" and grid > 1
         method = ("topk" if weak_cuboids else "paper") if self.method == "auto" else self.method
+        default = method == "topk" and weak_cuboids  # the default detector's setting
         gate = self.gate
         if gate == "auto":
-            default = method == "topk" and weak_cuboids and normal_videos >= 2
-            gate = "memory" if default else "none"
+            gate = "memory" if default and normal_videos >= 2 else "none"
         prior = self.motion
         if prior == "auto":
-            prior = "gate" if method == "topk" and weak_cuboids and motion else "none"
+            prior = "gate" if default and motion else "none"
         return dataclasses.replace(self, method=method, gate=gate, motion=prior)
 
     def to_dict(self) -> dict[str, Any]:
