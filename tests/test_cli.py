@@ -212,7 +212,8 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
     library = (DEVICES, PRECISIONS, TAIL_POLICIES, SPLITS, config.FORMATS, config.METHODS,
                config.INSTANCES, config.SUPERVISION, config.SELF_TRAIN_INITS, config.GATES,
                config.MOTIONS,
-               interop.FORMATS, interop.TAILS, SCENARIOS)
+               interop.FORMATS, interop.TAILS, interop.CONVENTIONS, interop.LAYOUTS,
+               SCENARIOS)
     commands = build_parser().commands
     checked = [(name, a.dest) for name, p in commands.items() for a in p._actions if a.choices
                and any(a.choices is c for c in library)]

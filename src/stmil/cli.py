@@ -148,19 +148,26 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 @command
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stmil.evaluation.evaluate import METRIC_KEYS, compare_table, evaluate, format_table
+    from stmil.evaluation.evaluate import (
+        METRIC_KEYS,
+        compare_table,
+        evaluate,
+        format_table,
+        table_notes,
+    )
 
     if args.compare:
-        print(compare_table(args.compare))
+        print(compare_table(args.compare, notes=True))
         return 0
     for key in ("data", "features", "model"):
         if getattr(args, key) is None:
             raise ConfigError(f"--{key} is required (or use --compare RUN...)")
     result = evaluate(args.data, args.features, args.model, split=args.split,
                       format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
-                      json_out=args.json,
+                      json_out=args.json, threshold=args.threshold,
                       boxes=args.boxes, interpolate=args.interpolate)
-    print(format_table([(str(args.model), result)], METRIC_KEYS, where=True))
+    rows = [(str(args.model), result)]
+    print("\n".join([format_table(rows, METRIC_KEYS, where=True), *table_notes(rows)]))
     if result.get("incidents"):
         from stmil.evaluation.incidents import format_incidents
 
@@ -209,7 +216,8 @@ def cmd_gt(args: argparse.Namespace) -> int:
 
     path = export_vectors(args.data, args.features, args.out, run=getattr(args, "model", None),
                           split=args.split, format=args.format, tail=args.tail,
-                          skip_missing=args.skip_missing)
+                          skip_missing=args.skip_missing, video_list=args.list,
+                          convention=getattr(args, "convention", "stmil"))
     print(path)
     return 0
 
@@ -219,9 +227,13 @@ COMMANDS["export"] = cmd_gt
 
 @command
 def cmd_export_features(args: argparse.Namespace) -> int:
+    from stmil.datasets import load_dataset
     from stmil.interop.export import export_features
 
-    print(export_features(args.features, args.out))
+    records = load_dataset(args.data, "all", args.format) if args.data else None
+    summary = export_features(args.features, args.out, layout=args.layout, records=records,
+                              video_list=args.list, prefix=args.prefix)
+    print(summary.line())
     return 0
 
 
@@ -236,6 +248,9 @@ def _add_vector_options(p: argparse.ArgumentParser) -> None:
                    help="clips: stride x n_clips entries per video (16 x T, the RTFM/UR-DMU "
                         "convention; default); frames: one per frame of the video")
     p.add_argument("--skip-missing", action="store_true")
+    p.add_argument("--list", help="an RTFM / UR-DMU / MGFN list (ucf-i3d-test.list, "
+                   "UCF_Test.list): write the videos in its order (it must name exactly the "
+                   "split's videos); default: the dataset's list order")
 
 
 # --- events, calibrate, watch (stmil.live) ------------------------------------------------------
@@ -441,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--overlap", type=float, default=0.25,
                    help="cuboid positive when a GT box covers this fraction of it")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold of false_alarm_rate, tiou and loc_false_positives "
+                   "(default: the run's calibrated threshold, else 0.5, the papers')")
     p.add_argument("--skip-missing", action="store_true")
     p.add_argument("--json", help="also write the metrics here")
     p.add_argument("--compare", nargs="+", metavar="RUN", help="print a table across runs")
@@ -485,11 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=320, help="the videos' width (default 320)")
     p.add_argument("--height", type=int, default=240, help="the videos' height (default 240)")
     p.add_argument("--frame-counts", help="text file of '<video> <n_frames>' lines: place the "
-                   "features on the real frames (needed for Sultani's 32 segments)")
+                   "features on the real frames (needed for Sultani's 32 segments); videos "
+                   "it leaves out keep --snippet-frames a snippet, Sultani files are refused")
 
     p = add("gt", "Frame-label vector of a test list (.npy + manifest), for RTFM-style scripts.",
-            "stmil gt --data UCF-Crime/ --features feats/ --out gt/")
+            "stmil gt --data UCF-Crime/ --features feats/ --out gt/ --list UCF_Test.list")
     _add_vector_options(p)
+    p.add_argument("--convention", default="stmil", choices=interop.CONVENTIONS,
+                   help="stmil: UCF-Crime's 1-based 's e' is frames s-1..e-1 (default); rtfm: "
+                        "RTFM's make_gt_ucf.py rule (frames s..e, its gt-ucf.npy), to compare "
+                        "with published numbers")
 
     p = add("export", "A run's frame scores of a test list (.npy + manifest), in gt's order.",
             "stmil export --data UCF-Crime/ --features feats/ --model runs/g1 --out scores/")
@@ -497,9 +520,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder")
 
     p = add("export-features", "stmil features as RTFM / UR-DMU style (T, C) .npy files and a "
-            ".list (cuboids averaged).", "stmil export-features feats/ --out rtfm-feats/")
+            ".list (cuboids averaged).",
+            "stmil export-features feats/ --out rtfm/ --layout rtfm --data UCF-Crime/ "
+            "--list ucf-i3d-test.list")
     p.add_argument("features", help="folder of stmil feature files")
-    p.add_argument("--out", required=True, help="folder for <id>.npy, features.list, export.json")
+    p.add_argument("--out", required=True, help="folder for the .npy files, the lists and "
+                   "export.json")
+    p.add_argument("--layout", default="plain", choices=interop.LAYOUTS,
+                   help="plain: <id>.npy (T, C) and features.list; rtfm: <id>_i3d.npy "
+                        "(T, 10, C), ucf-i3d.list and ucf-i3d-test.list; urdmu: ten "
+                        "<id>__<k>.npy (T, C), UCF_Train.list and UCF_Test.list (needs --data)")
+    p.add_argument("--data", help="dataset root: labels and splits (train list anomalous "
+                   "first) and the test order of stmil gt")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="--data's format")
+    p.add_argument("--list", help="an RTFM / UR-DMU list giving the test videos' order (and "
+                   "UR-DMU's crop lines); with --layout plain, the videos and their order")
+    p.add_argument("--prefix", help="write list entries as PREFIX/<file> (default: absolute "
+                   "paths, which resolve from any working directory)")
 
     _add_live_parsers(add)
     parser.commands = sub.choices  # type: ignore[attr-defined]  # read by apply_config

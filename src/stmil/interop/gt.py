@@ -16,6 +16,14 @@ Tail policies (where most alignment bugs come from):
   16-frame snippets); frames after the last whole snippet are left out, and entries past the
   video's last frame (a padded tail clip) repeat its last frame.
 - ``frames``: one entry per frame of the video, ``n_frames``.
+
+Labels follow one of two conventions: ``stmil`` (default, the correct reading: UCF-Crime's
+1-based inclusive ``s e`` is frames ``s-1 .. e-1``) or ``rtfm`` (RTFM's ``make_gt_ucf.py``, the
+``gt-ucf.npy`` published AUCs were computed on: frames ``s .. e`` as 0-based indices, and a
+last event that runs past ``16 T`` written up to frame ``e - 1``, longer than ``16 T``).
+
+The order of the videos is :mod:`stmil.interop.order`'s: a community list's (``--list``) or the
+dataset's, recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -23,16 +31,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from stmil.atomic import atomic_write_group, check_writable
+from stmil.datasets.record import VideoRecord
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluation.metrics import frame_labels, frame_scores_from_clips
 from stmil.features.store import VideoFeatures
-from stmil.interop import TAILS
+from stmil.interop import CONVENTIONS, TAILS
+from stmil.interop.order import VideoList, check_same_videos, in_list_order, read_video_list
+
+log = logging.getLogger(__name__)
 
 KINDS = ("gt", "scores")
 MANIFEST_FORMAT = "stmil-frame-vector"
@@ -69,6 +82,39 @@ def score_vectors(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     return [fit_tail(frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta["n_frames"]),
                      vector_length(v.meta, tail)).astype(np.float32)
             for v, m in zip(videos, maps, strict=True)]
+
+
+def rtfm_labels(events: Sequence[tuple[int, int]], n: int) -> np.ndarray:
+    """RTFM's ``make_gt_ucf.py`` labels of one video ``(n_v,)`` float32, from its events as
+    UCF-Crime writes them (1-based inclusive ``(s, e)``) and ``n = 16 T`` frames.
+
+    Its rule, entry by entry: zeros up to index ``s``, ones on indices ``s .. e``, and so on for
+    each event; after the last one, zeros up to ``n`` when ``e + 1 <= n``, else the ones stop at
+    ``e - 1`` and the video has ``e`` entries instead of ``n``. A video without events is ``n``
+    zeros.
+    """
+    if not events:
+        return np.zeros(n, np.float32)
+    runs, cursor = [], 0  # (value, count) in the script's order; a range(a, b) has max(b-a, 0)
+    *first, (s, e) = sorted(events)
+    for s0, e0 in first:
+        runs += [(0.0, s0 - cursor), (1.0, e0 + 1 - s0)]
+        cursor = e0 + 1
+    runs.append((0.0, s - cursor))
+    runs += [(1.0, e + 1 - s), (0.0, n - (e + 1))] if e + 1 <= n else [(1.0, e - s)]
+    return np.concatenate([np.full(max(c, 0), v, np.float32) for v, c in runs])
+
+
+def rtfm_gt_vectors(videos: Sequence[VideoFeatures], raw: dict[str, VideoRecord]
+                    ) -> list[np.ndarray]:
+    """Per-video labels under RTFM's rule (:func:`rtfm_labels`) from the annotation as read
+    (``raw``: id -> record before its events were cut to the video), ``16 T`` frames each."""
+    out = []
+    for v in videos:
+        rec = raw[v.record.video_id]
+        events = [(s + 1, e) for s, e in rec.intervals] if rec.label else []
+        out.append(rtfm_labels(events, v.meta["n_clips"] * v.meta["stride"]))
+    return out
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -158,22 +204,54 @@ def read_vector(out: Path | str, kind: str) -> tuple[dict[str, np.ndarray], dict
     return {e["id"]: arr[e["offset"]:e["offset"] + e["length"]] for e in m["videos"]}, m
 
 
+def _ordered(videos: list[VideoFeatures], listed: VideoList | None, split: str
+             ) -> list[VideoFeatures]:
+    by_id = {v.record.video_id: v for v in videos}
+    return [by_id[i] for i in in_list_order(list(by_id), listed,
+                                            f"the {split} split with features")]
+
+
 def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
                    run: str | Path | None = None, split: str = "test", format: str = "auto",
-                   tail: str = "clips", skip_missing: bool = False) -> Path:
+                   tail: str = "clips", skip_missing: bool = False,
+                   video_list: str | Path | None = None, convention: str = "stmil") -> Path:
     """``stmil gt`` (``run`` None: the labels) or ``stmil export`` (the run's frame scores):
-    the vector of ``split`` in list order, written to ``out``. Returns the ``.npy`` path."""
+    the vector of ``split`` in the order of ``video_list`` (a community list naming exactly
+    the split's videos) or else the dataset's list, written to ``out``. ``convention``
+    (labels only): ``stmil`` or ``rtfm`` (RTFM's rule; needs ``tail="clips"``). Returns the
+    ``.npy`` path."""
     from stmil.datasets import load_dataset
     from stmil.features.store import load_dataset_features
 
     if tail not in TAILS:
         raise ConfigError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"convention must be one of {', '.join(CONVENTIONS)}, got "
+                          f"{convention!r}")
+    if convention == "rtfm" and tail != "clips":
+        raise ConfigError("--convention rtfm writes RTFM's 16 x T labels a video; leave "
+                          "--tail at clips")
+    listed = read_video_list(video_list) if video_list is not None else None
     records = load_dataset(data, split, format)
-    videos = load_dataset_features(records, features, skip_missing)
+    if listed is not None and not skip_missing:  # before reading any features
+        check_same_videos(listed, [r.video_id for r in records], f"the {split} split")
+    videos = _ordered(load_dataset_features(records, features, skip_missing), listed, split)
     extra = {"split": split, "data": str(Path(data).resolve()),
-             "features": str(Path(features).resolve())}
+             "features": str(Path(features).resolve()),
+             "order": listed.describe() if listed else {"rule": "dataset", "split": split}}
     if run is None:
-        return write_vector(out, "gt", videos, gt_vectors(videos, tail), tail, extra)
+        extra["convention"] = convention
+        if convention == "stmil":
+            return write_vector(out, "gt", videos, gt_vectors(videos, tail), tail, extra)
+        vectors = rtfm_gt_vectors(videos, {r.video_id: r for r in records})
+        longer = [v.record.video_id for v, vec in zip(videos, vectors, strict=True)
+                  if len(vec) != v.meta["n_clips"] * v.meta["stride"]]
+        if longer:
+            log.warning("--convention rtfm: %d videos (%s) have an event past their last "
+                        "snippet and get more than 16 x T labels, as in RTFM's rule; their "
+                        "gt no longer lines up with 16 x T scores", len(longer),
+                        ", ".join(longer[:3]) + (" ..." if len(longer) > 3 else ""))
+        return write_vector(out, "gt", videos, vectors, tail, extra)
     from stmil.mil.run import load_model
     from stmil.score import check_model_features, clip_maps
 
