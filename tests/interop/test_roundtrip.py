@@ -130,3 +130,36 @@ def test_a_scorer_on_imported_features_learns_either_pattern(tmp_path, capsys, m
         monkeypatch.chdir(tmp_path / str(swap))
         m = _import_train_evaluate(capsys)
         assert m["frame_auc"] > 0.9 and m["frame_auc_anomalous"] > 0.9, (swap, m)
+
+
+def test_the_auc_identity_on_real_video_lengths(pipeline, capsys, monkeypatch):
+    """Frame counts that are not multiples of 16 (7 frames after the last snippet): with
+    --tail frames, roc_auc_score(gt, scores) is evaluate's frame_auc exactly; with --tail
+    clips (16 T entries a video) it is the AUC of the first 16 T frames of each video, which
+    is what RTFM-style scripts compute (docs/formats.md)."""
+    base, _ = pipeline
+    monkeypatch.chdir(base)
+    if not Path("run/model.safetensors").is_file():
+        pytest.skip("needs the run of the first test")
+    test_ids = [ln.split("/")[1].removesuffix(".mp4")
+                for ln in Path("ucf/Anomaly_Test.txt").read_text().split()]
+    Path("counts.txt").write_text("".join(f"{v} {16 * 16 + 7}\n" for v in test_ids))
+    code, out, err = run_cli(capsys, "import-features", "rtfm/test.list", "--format", "rtfm",
+                             "--frame-counts", "counts.txt", "--out", "real", "--quiet")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", "--data", "ucf", "--features", "real",
+                             "--model", "run", "--json", "real.json", "--quiet")
+    assert code == 0, err
+    frame_auc = json.loads(Path("real.json").read_text())["frame_auc"]
+    vec = {}
+    for tail in ("frames", "clips"):
+        for cmd, extra in (("gt", []), ("export", ["--model", "run"])):
+            code, out, err = run_cli(capsys, cmd, "--data", "ucf", "--features", "real",
+                                     "--out", tail, "--tail", tail, *extra, "--quiet")
+            assert code == 0, err
+        vec[tail] = (np.load(f"{tail}/gt.npy"), np.load(f"{tail}/scores.npy"))
+    assert len(vec["frames"][0]) == 8 * (16 * 16 + 7) and len(vec["clips"][0]) == 8 * 16 * 16
+    assert roc_auc_score(*vec["frames"]) == pytest.approx(frame_auc, abs=1e-12)
+    keep = np.concatenate([np.arange(16 * 16) + k * (16 * 16 + 7) for k in range(8)])
+    assert roc_auc_score(*vec["clips"]) == pytest.approx(
+        roc_auc_score(vec["frames"][0][keep], vec["frames"][1][keep]), abs=1e-12)
