@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
+from stmil.mil.detector import Detector, RunConfig
 from stmil.mil.memory import build_memory
 from stmil.mil.model import Scorer
-from stmil.score import clip_maps
 
 
 def best_time(fn, repeat: int) -> float:
@@ -39,14 +39,16 @@ def main() -> None:
     feats = np.abs(rng.normal(size=(args.clips, 49, 528))).astype(np.float16)
     torch.manual_seed(0)
     model = Scorer().eval()
-    config = {"grid": 7}
-    base = best_time(lambda: clip_maps(model, config, feats), args.repeat)
+    detector = Detector(model, RunConfig(in_dim=528, grid=7, feature_grid=7,
+                                         endpoint="Mixed_4e", size=224, clip_len=16, stride=16,
+                                         tail="drop", supervision="weak"))
+    base = best_time(lambda: detector.maps(feats), args.repeat)
     print(f"torch threads {torch.get_num_threads()}; {args.clips} clips x 49 cuboids x 528")
     print(f"no gate: {base:.3f} s")
     normals = [np.abs(rng.normal(size=(4000, 528))).astype(np.float32) for _ in range(5)]
     for size in args.sizes:
         model.gate = build_memory(normals, size, seed=0)
-        t = best_time(lambda: clip_maps(model, config, feats), args.repeat)
+        t = best_time(lambda: detector.maps(feats), args.repeat)
         print(f"gate memory, bank {size}: {t:.3f} s ({t / base:.1f}x, "
               f"{1000 * (t - base) / args.clips:.1f} ms per clip added)")
         model.gate = None

@@ -20,8 +20,7 @@ from stmil.evaluation.incidents import incident_metrics
 from stmil.features.store import load_dataset_features
 from stmil.live.calibrate import read_calibration
 from stmil.live.incidents import EventConfig
-from stmil.mil.run import load_model
-from stmil.score import clip_maps
+from stmil.mil.detector import Detector
 
 
 def main() -> None:
@@ -36,12 +35,12 @@ def main() -> None:
                    help="score every k-th clip only (1: every clip; 2: watch's --stride 32)")
     args = p.parse_args()
 
-    model, config = load_model(args.model)
+    detector = Detector.load(args.model)
     cal = read_calibration(args.model)
     events = cal.events if cal is not None else EventConfig()
     thresholds = args.thresholds or [events.threshold]
     videos = load_dataset_features(load_dataset(args.data, args.split), args.features)
-    maps = [clip_maps(model, config, v.features) for v in videos]  # (n_clips, G*G) each
+    maps = [detector.maps(v.features, v.motion) for v in videos]  # (n_clips, G*G) each
     print(f"{len(videos)} {args.split} videos; calibrated threshold "
           f"{'-' if cal is None else f'{cal.threshold:.4f}'}; hysteresis {events.hysteresis}, "
           f"min duration {events.min_duration} s, merge gap {events.merge_gap} s")

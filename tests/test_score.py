@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from stmil.cuboids import cuboid_boxes
 from stmil.features.extract import ExtractSettings, extract_video
 from stmil.features.store import load_features, meta_clip_ranges
-from stmil.mil.run import load_model
+from stmil.mil.detector import Detector
 from stmil.mil.train import train
 from stmil.score import frame_to_clip, predicted_boxes, score_features, score_inputs
 from tests.conftest import assert_one_line_error, log_lines, ramp_frames, run_cli, write_video
@@ -69,11 +69,11 @@ def planted_run(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 def test_score_features_shapes_tail_and_boxes(planted_run):
     feats, run, _ = planted_run
-    model, config = load_model(run)
+    detector = Detector.load(run)
     features, meta = load_features(feats, ANOMALOUS)
     meta = dict(meta, n_frames=meta["n_frames"] + 5)  # 5 tail frames after the last clip
     ranges = meta_clip_ranges(meta)
-    r = score_features(model, config, features, meta, ranges)
+    r = score_features(detector, features, meta, ranges)
     n_clips, g = features.shape[0], meta["grid"]
 
     maps = np.array(r["clip_maps"])
@@ -103,13 +103,13 @@ def test_score_features_shapes_tail_and_boxes(planted_run):
 
 def test_threshold_boxes_are_unions_of_hot_cuboids(planted_run):
     feats, run, _ = planted_run
-    model, config = load_model(run)
+    detector = Detector.load(run)
     features, meta = load_features(feats, ANOMALOUS)
     expect = direct_maps(run, features)
     # Between clip 0's 3rd and 4th highest cuboid: clip 0's box joins exactly 3 cuboids.
     top = np.sort(expect[0])[::-1]
     threshold = float((top[2] + top[3]) / 2)
-    r = score_features(model, config, features, meta, meta_clip_ranges(meta), threshold)
+    r = score_features(detector, features, meta, meta_clip_ranges(meta), threshold)
     cub = cuboid_boxes(meta["width"], meta["height"], meta["grid"])
     hot = cub[expect[0] >= threshold]
     assert len(hot) == 3

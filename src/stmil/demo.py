@@ -39,6 +39,7 @@ from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluation.evaluate import evaluate, format_table
 from stmil.evaluation.report import write_report
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
+from stmil.mil.run import read_run_config
 from stmil.mil.train import train
 from stmil.score import scores_from_maps
 
@@ -159,14 +160,8 @@ def _check_runs(out: Path, old: dict | None) -> None:
 
 
 def _trained_here(run: Path, out: Path) -> bool:
-    import yaml
-
-    try:
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return False
-    return isinstance(config, dict) and (config.get("out"), config.get("data"),
-                                         config.get("features")) == (
+    config = read_run_config(run)
+    return (config.get("out"), config.get("data"), config.get("features")) == (
         str(run), str(out / "data"), str(out / "features"))
 
 
@@ -263,7 +258,7 @@ def run_demo(
         times["evaluate"] = times.get("evaluate", 0.0) + time.perf_counter() - t
 
     table = format_table([(n, r) for n, r in results.items()], DEMO_TABLE_KEYS)
-    runs = [{"name": n, "run": runs_dir / n, "config": _config(runs_dir / n),
+    runs = [{"name": n, "run": runs_dir / n, "config": read_run_config(runs_dir / n),
              "metrics": {k: r[k] for k in r if k not in ("curves", "videos", "settings")},
              "curves": r["curves"], "videos": r["videos"]} for n, r in results.items()]
     metrics = {r["name"]: r["metrics"] for r in runs}
@@ -309,12 +304,6 @@ def _json_safe(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def _config(run: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load((run / "config.yaml").read_text())
 
 
 def _overlays(folder: Path, results: dict, n: int) -> list[dict]:

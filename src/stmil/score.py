@@ -15,67 +15,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from stmil.atomic import check_writable, write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation.metrics import frame_scores_from_clips
-from stmil.features.motion import motion_gate
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import FeatureError, load_features, meta_clip_ranges, meta_motion
 from stmil.files import find_videos
-from stmil.mil.bags import l2_normalise
-from stmil.mil.model import Scorer
-from stmil.mil.run import load_model
+from stmil.mil.detector import Detector
 
 log = logging.getLogger(__name__)
-
-
-def check_model_features(config: dict, meta: dict, where: str | Path) -> None:
-    """Refuse features made with other settings than those the model was trained on."""
-    for key in ("endpoint", "size", "clip_len", "stride"):
-        if config.get(key) != meta.get(key):
-            raise ConfigError(f"{where}: model was trained on {key}={config.get(key)!r} features, "
-                             f"these have {meta.get(key)!r}")
-    if config["feature_grid"] != meta["grid"]:
-        raise ConfigError(f"{where}: model was trained on grid {config['feature_grid']} features, "
-                         f"these have grid {meta['grid']}")
-    if config["in_dim"] != meta.get("channels", config["in_dim"]):
-        raise ConfigError(f"{where}: model takes {config['in_dim']}-channel features, "
-                         f"these have {meta['channels']}")
-
-
-@torch.no_grad()
-def clip_maps(model: Scorer, config: dict, features: np.ndarray,
-              motion: np.ndarray | None = None, where: str = "these features") -> np.ndarray:
-    """Cuboid scores of every clip: features ``(n_clips, N, C)`` -> ``(n_clips, N)`` float32.
-
-    Each instance is L2-normalised as in training. A grid-1 model scores the mean of the
-    clip's cuboids once, and that score fills all N cells (it cannot say where). A run with
-    ``motion: gate`` multiplies the scores by the motion gate of ``motion`` ``(n_clips, N)``
-    (:mod:`stmil.features.motion`); :class:`FeatureError` naming ``where`` when it is None.
-    """
-    if config.get("motion", "none") == "gate":
-        if motion is None:
-            raise FeatureError(f"{where}: no motion energy, which this run's motion gate needs "
-                               "(features of an older stmil, or imported); re-extract them "
-                               "with stmil extract --overwrite, or use a run trained with "
-                               "--motion none")
-        return _clip_maps(model, config, features) * motion_gate(motion, config["motion_scale"])
-    return _clip_maps(model, config, features)
-
-
-def _clip_maps(model: Scorer, config: dict, features: np.ndarray) -> np.ndarray:
-    x = np.asarray(features, dtype=np.float32)
-    if config["grid"] == 1:
-        x = x.mean(axis=1, keepdims=True)
-    s = model(torch.from_numpy(l2_normalise(x))).numpy()
-    if not np.isfinite(s).all():
-        raise ModelError("the model gives NaN or infinite scores: its weights are not finite "
-                         "(retrain it)")
-    return np.broadcast_to(s, (x.shape[0], features.shape[1])).astype(np.float32)
 
 
 def predicted_boxes(maps: np.ndarray, boxes: np.ndarray, threshold: float | None = None
@@ -90,13 +41,13 @@ def predicted_boxes(maps: np.ndarray, boxes: np.ndarray, threshold: float | None
     return out
 
 
-def score_features(model: Scorer, config: dict, features: np.ndarray, meta: dict,
+def score_features(detector: Detector, features: np.ndarray, meta: dict,
                    clip_ranges: np.ndarray, threshold: float | None = None,
                    where: str = "these features") -> dict:
-    """The contents of ``<id>.scores.json`` for one video's features (``meta``: their
-    metadata, motion energy included)."""
-    return scores_from_maps(clip_maps(model, config, features, meta_motion(meta), where),
-                            config["grid"], meta, clip_ranges, threshold)
+    """The contents of ``<id>.scores.json`` for one video's features ``(n_clips, N, C)``
+    (``meta``: their metadata, motion energy included)."""
+    return scores_from_maps(detector.maps(features, meta_motion(meta), where),
+                            detector.config.grid, meta, clip_ranges, threshold)
 
 
 def scores_from_maps(maps: np.ndarray, model_grid: int, meta: dict, clip_ranges: np.ndarray,
@@ -246,7 +197,20 @@ def source_video(npy: Path, meta: dict) -> Path:
     return path
 
 
-def _features_of(paths: Sequence[Path], config: dict, device: str,
+def video_extractor(detector: Detector, device: str):
+    """The feature extractor and clip settings a run's model was trained with: ``(extractor,
+    settings)`` for :func:`~stmil.features.extract.extract_videos` (the network loaded)."""
+    from stmil.features.extract import ExtractSettings, FeatureExtractor  # torch + PyAV
+
+    detector.check_scores_video()
+    c = detector.config
+    return (FeatureExtractor(c.endpoint, c.feature_grid, device,
+                             c.recorded.get("precision", "fp32")),
+            ExtractSettings(c.clip_len, c.stride, c.size, c.recorded.get("resample_fps"),
+                            c.tail))
+
+
+def _features_of(paths: Sequence[Path], detector: Detector, device: str,
                  pipeline: PipelineConfig | None
                  ) -> Iterator[tuple[Path, np.ndarray | None, dict | None, BaseException | None]]:
     """Each input's features ``(n_clips, N, C)`` and metadata, or its error: the ``.npy`` files
@@ -259,20 +223,16 @@ def _features_of(paths: Sequence[Path], config: dict, device: str,
                 if not path.is_file():
                     raise FeatureError(f"{path}: no such feature file")
                 features, meta = load_features(path.parent, path.stem)
-                check_model_features(config, meta, path)
+                detector.check_features(meta, path)
             except (ValueError, OSError, KeyError) as e:
                 yield path, None, None, e
                 continue
             yield path, features, meta, None
     videos = [p for p in paths if p.suffix != ".npy"]
     if videos:
-        from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_videos
+        from stmil.features.extract import extract_videos
 
-        extractor = FeatureExtractor(config["endpoint"], config["feature_grid"], device,
-                                     config.get("precision", "fp32"))
-        settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
-                                   config.get("resample_fps"), config.get("tail", "drop"))
-        yield from extract_videos(videos, extractor, settings, pipeline)
+        yield from extract_videos(videos, *video_extractor(detector, device), pipeline)
 
 
 def score_inputs(
@@ -297,11 +257,11 @@ def score_inputs(
     """
     check_threshold(threshold)
     paths = collect_inputs(inputs)
-    model, config = load_model(run)
+    detector = Detector.load(run)
     out_dir = check_writable(out_dir)
     written: dict[Path, list[Path]] = {}
     failed: dict[Path, dict] = {}
-    results = _features_of(paths, config, device, pipeline)
+    results = _features_of(paths, detector, device, pipeline)
     try:
         for path, features, meta, error in tqdm(results, total=len(paths), unit="video",
                                                 disable=not progress, leave=False):
@@ -312,7 +272,7 @@ def score_inputs(
                     raise FeatureError(f"{path}: NaN or infinite feature values; extract the "
                                        "video again")
                 source = source_video(path, meta) if overlay and path.suffix == ".npy" else path
-                result = score_features(model, config, features, meta, meta_clip_ranges(meta),
+                result = score_features(detector, features, meta, meta_clip_ranges(meta),
                                         threshold, where=str(path))
                 written[path] = [write_scores(out_dir, path.stem, result)]
                 if overlay:

@@ -21,9 +21,8 @@ from stmil.evaluation.evaluate import (
     read_metrics,
 )
 from stmil.features.store import VideoFeatures, load_features
-from stmil.mil.run import load_model
+from stmil.mil.detector import Detector
 from stmil.mil.train import train
-from stmil.score import check_model_features
 from tests.planted import make_planted
 
 FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
@@ -102,11 +101,11 @@ def test_model_trained_on_other_features_is_refused(tiny, tmp_path, key, value, 
 
 def test_model_trained_on_another_grid_is_refused(tiny):
     _, feats, run = tiny
-    _, config = load_model(run)
+    detector = Detector.load(run)
     _, meta = load_features(feats, "FightingTest000_x264")
     with pytest.raises(ConfigError, match="^here: model was trained on grid 7 features, these "
                        "have grid 4$"):
-        check_model_features(config, dict(meta, grid=4), "here")
+        detector.check_features(dict(meta, grid=4), "here")
 
 
 def test_evaluate_without_a_model_is_refused(tiny, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from stmil.interop.import_features import (
     find_inputs,
     group_crops,
     import_features,
+    sultani_clip_segments,
     video_id,
 )
 from tests.conftest import assert_one_line_error, log_lines, require_ucf_meta, run_cli
@@ -183,31 +185,174 @@ def test_real_sultani_features_import(tmp_path):
     np.testing.assert_allclose(arr[0, 0, :4], first, atol=1e-3)
 
 
-def test_sultani_segments_placed_on_real_frames_give_the_segments_back(tmp_path, capsys,
-                                                                      monkeypatch):
-    from stmil.mil.bags import make_bag
+def _write_sultani(path: Path | str, rows: np.ndarray) -> None:
+    Path(path).write_text("\n".join(" ".join(map(str, r)) for r in rows) + "\n")
 
+
+def test_sultani_segments_are_spread_over_the_real_clips_as_his_code_cut_them(
+        tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    rows = rng.uniform(0.1, 1.0, (32, 6)).round(3)
-    Path("Arrest001_x264.txt").write_text("\n".join(" ".join(map(str, r)) for r in rows))
+    rows = np.arange(32 * 6).reshape(32, 6) / 100  # row k is segment k + 1's features
+    _write_sultani("Arrest001_x264.txt", rows)
     Path("counts.txt").write_text("# video frames\nArrest/Arrest001_x264.mp4 645\n")
     code, out, err = run_cli(capsys, "import-features", "Arrest001_x264.txt", "--format",
                              "sultani", "--frame-counts", "counts.txt", "--out", "f", "--quiet")
-    assert code == 0, err
+    assert code == 0 and err == "", err
     arr, meta = load_features("f", "Arrest001_x264")
     assert meta["n_frames"] == 645 and arr.shape == (40, 1, 6)  # 645 // 16 clips
-    # Bounds round(1.25 k) = 0, 1, 2 (2.5 rounds to even), 4, 5: segment 2 is clips 2 and 3.
-    np.testing.assert_allclose(arr[[0, 1, 2, 3, 4], 0], rows[[0, 1, 2, 2, 3]], rtol=1e-3)
-    bag = make_bag(np.asarray(arr, np.float32), 32, grid1=True)[:, 0]  # stmil's segments
-    np.testing.assert_allclose(bag, rows / np.linalg.norm(rows, axis=1, keepdims=True),
-                               rtol=2e-3)
-    Path("counts.txt").write_text("Other001_x264 645\n")
-    code, out, err = run_cli(capsys, "import-features", "Arrest001_x264.txt", "--format",
-                             "sultani", "--frame-counts", "counts.txt", "--out", "f", "--quiet")
-    assert code == 1
-    assert_one_line_error(err, "Arrest001_x264.txt: video Arrest001_x264 is not in "
-                          "--frame-counts")
+    # shots = round(linspace(1, 40, 33)) = round(1 + 39 k / 32), MATLAB's round (half away
+    # from zero): k = 0..4 -> 1, 2.22, 3.44, 4.66, 5.88 -> 1, 2, 3, 5, 6, so segments 1-4 are
+    # clips 1 | 2 | 3-4 | 5. k = 15, 16, 17 -> 19.28, 20.5, 21.72 -> 19, 21, 22: segment 16 is
+    # clips 19-20 (numpy's 20.5 -> 20 would move clip 20 to segment 17), segment 17 clip 21.
+    # k = 30, 31, 32 -> 37.56, 38.78, 40 -> 38, 39, 40: segments 31 and 32 are clips 38 and 39;
+    # clip 40 is in none and takes segment 32. (0-based below.)
+    clips = [0, 1, 2, 3, 4, 18, 19, 20, 37, 38, 39]
+    segments = [0, 1, 2, 2, 3, 15, 15, 16, 30, 31, 31]
+    np.testing.assert_allclose(arr[clips, 0], rows[segments], rtol=1e-3)
+
+
+def _matlab_round(x: float) -> int:
+    """MATLAB's ``round`` of a positive number: half away from zero, on the exact double."""
+    return int(Decimal(x).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _sultani_segments(n: int) -> list[list[int]]:
+    """The 1-based clips each of the 32 segments averages, transcribed from
+    ``Save_C3DFeatures_32Segments.m`` (WaqasSultani/AnomalyDetectionCVPR2018)."""
+    # linspace(d1, d2, 33) = [d1 + (0:31) * (d2 - d1) / 32, d2]
+    thirty2_shots = [_matlab_round(1 + i * (n - 1) / 32) for i in range(32)] + [n]
+    segments = []
+    for ishots in range(1, 33):
+        ss = thirty2_shots[ishots - 1]
+        ee = thirty2_shots[ishots] - 1
+        if ss == ee:
+            segments.append([ss])  # Feature_vect(ss:ee, :)
+        elif ee < ss:
+            segments.append([ss])  # Feature_vect(ss, :)
+        else:
+            segments.append(list(range(ss, ee + 1)))  # mean(Feature_vect(ss:ee, :))
+    return segments
+
+
+def _expected_clip_segments(n: int) -> np.ndarray:
+    """0-based segment of each 0-based clip by the stated rule: the last segment whose clips
+    include it (as Evaluate_Anomaly_Detector.m overwrites), segment 32 for a clip in none."""
+    segments = _sultani_segments(n)
+    out = []
+    for clip in range(1, n + 1):
+        holding = [k for k, clips in enumerate(segments) if clip in clips]
+        out.append(holding[-1] if holding else 31)
+    return np.array(out)
+
+
+def _old_clip_segments(n: int) -> np.ndarray:
+    """The rule of the import before issue 20: stmil's bag segments."""
+    from stmil.mil.bags import segment_bounds
+
+    return np.searchsorted(segment_bounds(n, 32)[1:], np.arange(n), side="right")
+
+
+def _check_against_his_code(n: int) -> None:
+    got = sultani_clip_segments(n)
+    np.testing.assert_array_equal(got, _expected_clip_segments(n), err_msg=f"n={n}")
+    if n >= 33:  # segments are disjoint: each holds exactly his clips (32 also the last clip)
+        for k, clips in enumerate(_sultani_segments(n)):
+            want = clips + ([n] if k == 31 else [])
+            assert sorted(np.flatnonzero(got == k) + 1) == want, (n, k)
+
+
+def test_sultani_clip_segments_follow_his_code_for_short_and_long_videos():
+    for n in range(1, 200):  # n < 33 repeats clips; n <= 17 puts the last clip in segment 32
+        _check_against_his_code(n)
+    with pytest.raises(ValueError, match="at least one clip"):
+        sultani_clip_segments(0)
+
+
+def test_sultani_clip_segments_on_the_real_test_videos():
+    lines = require_ucf_meta("UCF_Annotation.txt").read_text().splitlines()
+    counts = [int(line.split()[1]) // 16 for line in lines if line.strip()]
+    assert len(counts) == 290
+    changed_videos = changed_clips = 0
+    for n in counts:
+        _check_against_his_code(n)
+        moved = int((_expected_clip_segments(n) != _old_clip_segments(n)).sum())
+        changed_videos += moved > 0
+        changed_clips += moved
+    # Measured: the old rule put clips of every one of the 290 videos in another segment.
+    assert changed_videos == 290 and changed_clips == 4122 and sum(counts) == 69364
+
+
+def test_sultani_import_of_the_1748_frame_example(tmp_path):
+    n = 1748 // 16
+    want = _expected_clip_segments(n)
+    assert n == 109 and int((want != _old_clip_segments(n)).sum()) == 13
+    rows = np.arange(32 * 3).reshape(32, 3) / 10
+    _write_sultani(tmp_path / "Robbery050_x264.txt", rows)
+    s = import_features([tmp_path / "Robbery050_x264.txt"], tmp_path / "f",
+                        ImportSettings("sultani"), frame_counts={"Robbery050_x264": 1748})
+    assert s.written == ["Robbery050_x264"] and not s.failed
+    arr, meta = load_features(tmp_path / "f", "Robbery050_x264")
+    assert meta["n_frames"] == 1748 and meta["n_clips"] == 109
+    np.testing.assert_allclose(arr[:, 0], rows[want], rtol=1e-3)
+
+
+def test_frame_counts_may_cover_part_of_an_import(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    for vid, t in (("Abuse001_x264", 3), ("Normal_Videos_003_x264", 4),
+                   ("Normal_Videos_010_x264", 2), ("Arson002_x264", 5)):
+        np.save(f"in/{vid}.npy", np.ones((t, 2), np.float32))
+    Path("counts.txt").write_text("Abuse/Abuse001_x264.mp4 40\nOther_x264 99\n")
+    code, out, err = run_cli(capsys, "import-features", "in", "--format", "rtfm",
+                             "--frame-counts", "counts.txt", "--out", "f", "--quiet")
+    assert code == 0 and "4 imported, 0 failed" in out
+    assert err.strip().splitlines() == [
+        "warning: 3 of 4 videos are not in --frame-counts (Arson002_x264, "
+        "Normal_Videos_003_x264, Normal_Videos_010_x264): they keep 16 frames a snippet "
+        "(n_frames = 16 T)"]
+    frames = {v: load_features("f", v)[1]["n_frames"] for v in (
+        "Abuse001_x264", "Normal_Videos_003_x264", "Normal_Videos_010_x264", "Arson002_x264")}
+    assert frames == {"Abuse001_x264": 40, "Normal_Videos_003_x264": 64,
+                      "Normal_Videos_010_x264": 32, "Arson002_x264": 80}
+
+
+def test_frame_counts_warn_only_of_the_videos_they_leave_out(tmp_path, caplog):
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "A001_x264.npy", np.ones((2, 3), np.float32))
+    s = import_features([tmp_path / "in"], tmp_path / "f",
+                        ImportSettings("rtfm", snippet_frames=8), frame_counts={"A001_x264": 9})
+    assert s.written == ["A001_x264"] and log_lines(caplog) == []
+    assert load_features(tmp_path / "f", "A001_x264")[1]["n_frames"] == 9
+    np.save(tmp_path / "in" / "B001_x264.npy", np.ones((5, 3), np.float32))
+    s = import_features([tmp_path / "in"], tmp_path / "f",
+                        ImportSettings("rtfm", snippet_frames=8), frame_counts={"A001_x264": 9})
+    assert s.written == ["A001_x264", "B001_x264"] and log_lines(caplog) == [
+        "warning: 1 of 2 videos are not in --frame-counts (B001_x264): they keep 8 frames a "
+        "snippet (n_frames = 8 T)"]
+    assert load_features(tmp_path / "f", "B001_x264")[1]["n_frames"] == 40
+
+
+def test_sultani_files_missing_from_frame_counts_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    for vid in ("Arrest001_x264", "Normal_Videos_006_x264", "Normal_Videos_024_x264"):
+        _write_sultani(f"in/{vid}.txt", np.ones((32, 2)))
+    Path("counts.txt").write_text("Arrest001_x264 645\n")
+    code, out, err = run_cli(capsys, "import-features", "in", "--format", "sultani",
+                             "--frame-counts", "counts.txt", "--out", "f", "--quiet")
+    assert code == 1 and "1 imported, 2 failed" in out and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0] == (
+        "warning: 2 of 3 videos are not in --frame-counts (Normal_Videos_006_x264, "
+        "Normal_Videos_024_x264): they are refused (a Sultani file needs its video's frame "
+        "count); import them without --frame-counts")
+    assert len(lines) == 3 and all(line.startswith("error: in/Normal_Videos_0") for line in
+                                   lines[1:])
+    assert lines[1].endswith("Normal_Videos_006_x264.txt: video Normal_Videos_006_x264 is not "
+                             "in --frame-counts, and a Sultani 32-segment file cannot be placed "
+                             "on its video's clips without the video's frame count")
+    assert load_features("f", "Arrest001_x264")[1]["n_frames"] == 645
+    assert not Path("f/Normal_Videos_006_x264.npy").exists()
 
 
 def test_export_then_import_gives_the_same_arrays(tmp_path, capsys, monkeypatch):
@@ -220,8 +365,8 @@ def test_export_then_import_gives_the_same_arrays(tmp_path, capsys, monkeypatch)
                    "--quiet")[0] == 0
     code, out, err = run_cli(capsys, "export-features", "a", "--out", "rtfm", "--quiet")
     assert code == 0, err
-    assert Path("rtfm/features.list").read_text().split() == [
-        "Abuse001_x264.npy", "Normal_Videos_002_x264.npy"]
+    assert Path("rtfm/features.list").read_text().split() == [  # from any working folder
+        str(Path("rtfm", n).resolve()) for n in ("Abuse001_x264.npy", "Normal_Videos_002_x264.npy")]
     assert np.load("rtfm/Abuse001_x264.npy").shape == (5, 6)
     assert run_cli(capsys, "import-features", "rtfm/features.list", "--format", "rtfm",
                    "--out", "b", "--quiet")[0] == 0

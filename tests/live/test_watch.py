@@ -112,15 +112,15 @@ def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, 
     """A file read as fast as possible with drop on: clips arriving while the scorer is busy
     are dropped, counted in the heartbeat and the summary, and never queued. The scorer is
     made slow (0.5 s a clip) so that the reader outpaces it on any machine."""
-    import stmil.score
+    from stmil.mil.detector import Detector
 
-    real = stmil.score.clip_maps
+    real = Detector.maps
 
     def slow(*args, **kwargs):
         time.sleep(0.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stmil.score, "clip_maps", slow)
+    monkeypatch.setattr(Detector, "maps", slow)
     video = write_video(tmp_path / "v.mkv", scene_frames(160, [], 3))  # 10 clips
     caplog.set_level(logging.INFO, logger="stmil")
     config = WatchConfig(drop=True, heartbeat=0.001, device="cpu")

@@ -14,10 +14,10 @@ import yaml
 from safetensors.numpy import load_file, save_file
 
 from stmil.errors import ModelError
+from stmil.mil.detector import Detector, RunConfig
 from stmil.mil.memory import MemoryGate, build_memory
 from stmil.mil.run import load_model, resume_mismatch
 from stmil.mil.train import _carve_validation, train
-from stmil.score import clip_maps
 from tests.conftest import assert_one_line_error, run_cli
 from tests.planted import make_planted
 
@@ -119,8 +119,9 @@ def test_gated_training_keeps_the_scorers_weights_and_gates_its_scores(tiny, tmp
     model_g, _ = load_model(tmp_path / "gated")
     u = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
     novelty = 1 - (u @ bank.T).max(axis=-1)
-    expected = clip_maps(model_p, config, x) * np.clip((novelty - lo) / (hi - lo), 0, 1)
-    np.testing.assert_allclose(clip_maps(model_g, config, x), expected, atol=1e-5)
+    rc = RunConfig.from_recorded(config)
+    expected = Detector(model_p, rc).maps(x) * np.clip((novelty - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(Detector(model_g, rc).maps(x), expected, atol=1e-5)
 
 
 def test_frame_instances_gate_the_clip_means(tiny, tmp_path):
@@ -135,10 +136,11 @@ def test_frame_instances_gate_the_clip_means(tiny, tmp_path):
     u = torch.from_numpy(m / np.linalg.norm(m, axis=-1, keepdims=True))
     gate = model.gate(u).numpy()
     assert 0 < gate.max() and gate.min() < 1
-    got = clip_maps(model, config, x)
+    detector = Detector(model, RunConfig.from_recorded(config))
+    got = detector.maps(x)
     model.gate = None
     assert (got == got[:, :1]).all()  # one score per clip, in every cell
-    np.testing.assert_allclose(got, clip_maps(model, config, x) * gate[:, None], atol=1e-6)
+    np.testing.assert_allclose(got, detector.maps(x) * gate[:, None], atol=1e-6)
 
 
 def test_the_memory_holds_only_training_normals(tiny, tmp_path):

@@ -3,6 +3,12 @@
 Each run keeps every evaluation in ``RUN/metrics.json``, one result per split and per dataset
 root (see ``docs/formats.md``): :func:`read_metrics` is its one reader and :func:`record_metrics`
 its one writer. Evaluating another split or dataset adds a result; it never replaces another's.
+
+The metrics that count scores at or above a threshold (``false_alarm_rate``, ``tiou``,
+``loc_false_positives``) are computed at the threshold :func:`resolve_threshold` picks: the one
+given, else the run's calibrated one (``RUN/calibration.json``), else 0.5, the papers'. Each
+result records it, and where it came from, in its ``threshold`` object, with the same metrics
+at 0.5 beside them when the threshold is another (docs/metrics.md, "Thresholds").
 """
 
 from __future__ import annotations
@@ -25,10 +31,15 @@ from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation import metrics as M
 from stmil.evaluation.incidents import run_incident_metrics
-from stmil.evaluation.paper_metrics import paper_metrics
+from stmil.evaluation.paper_metrics import (
+    PAPER_THRESHOLD,
+    THRESHOLDED,
+    paper_metrics,
+    thresholded_metrics,
+)
 from stmil.features.store import VideoFeatures, load_dataset_features
-from stmil.mil.run import load_model
-from stmil.score import check_model_features, clip_maps, frame_to_clip
+from stmil.mil.detector import Detector
+from stmil.score import frame_to_clip
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,11 @@ METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel
 OPTIONAL_METRIC_KEYS = METRIC_KEYS[METRIC_KEYS.index("frame_auc_anomalous"):]
 #: Metrics that are counts (>= 0), not fractions in [0, 1].
 UNBOUNDED_METRIC_KEYS = ("loc_false_positives",)
+#: Where a result's threshold came from: ``--threshold`` (given), the run's calibration, or
+#: 0.5 for want of either (default).
+THRESHOLD_SOURCES = ("given", "calibrated", "default")
+#: The key, in a result's ``threshold`` object, of the thresholded metrics at 0.5.
+AT_PAPER = "at_0.5"
 METRICS_FILE = "metrics.json"
 METRICS_VERSION = 2
 SPLIT_ORDER = ("test", "train", "all")
@@ -55,7 +71,7 @@ def evaluate(
     split: str = "test",
     format: str = "auto",
     overlap: float = 0.25,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     pixel_frames: int = 16,
     skip_missing: bool = False,
     json_out: str | Path | None = None,
@@ -66,39 +82,63 @@ def evaluate(
     and the dataset root (other splits and datasets are kept), and written alone to
     ``json_out`` when given.
 
-    ``pixel_frames`` caps the annotated frames per video used for ``pixel_auroc`` (evenly
-    spaced). Returns the metrics and settings, plus (not written to JSON) ``"curves"``: the
-    frame and cuboid (scores, labels) arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs
-    with each test video's cuboid maps ``(n_clips, G*G)``.
+    ``threshold`` is that of the :data:`THRESHOLDED` metrics; ``None`` takes the run's
+    calibrated one, else 0.5 (:func:`resolve_threshold`). ``pixel_frames`` caps the annotated
+    frames per video used for ``pixel_auroc`` (evenly spaced). Returns the metrics and
+    settings, plus (not written to JSON) ``"curves"``: the frame and cuboid (scores, labels)
+    arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs with each test video's cuboid
+    maps ``(n_clips, G*G)``.
     """
     if interpolate and boxes is None:
         raise ConfigError("--interpolate interpolates Liu and Ma's boxes: give their pickle "
                           "with --boxes, or leave --interpolate out")
-    model, config = load_model(run)
+    detector = Detector.load(run)
     read_metrics(run)  # refuse a metrics.json that is not ours before any work is done
+    threshold, source = resolve_threshold(run, threshold)
     if json_out is not None:
         check_json_out(json_out, run)
     records = load_dataset(data, split, format)
     videos = load_dataset_features(records, features, skip_missing)
     if boxes is not None:  # Liu and Ma's UCF-Crime boxes (docs/formats.md)
         videos = with_liu_ma_boxes(videos, boxes, interpolate)
-    check_model_features(config, videos[0].meta, run)
-    per_video = [clip_maps(model, config, v.features, v.motion,
-                           str(Path(features) / f"{v.record.video_id}.json")) for v in videos]
-    result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames))
+    detector.check_features(videos[0].meta, run)
+    per_video = [detector.maps(v.features, v.motion,
+                               str(Path(features) / f"{v.record.video_id}.json"))
+                 for v in videos]
+    result = dict(compute_metrics(videos, per_video, overlap, threshold, pixel_frames, source))
     result["incidents"] = run_incident_metrics(run, videos, per_video)  # docs/live.md
     result["settings"] = {"data": str(data), "features": str(features), "run": str(run),
                           "split": split, "overlap": overlap, "threshold": threshold,
                           "pixel_frames": pixel_frames, "n_videos": len(videos),
                           "boxes": None if boxes is None else str(boxes),
                           "interpolate": interpolate,
-                          "model_grid": config["grid"], "supervision": config["supervision"]}
+                          "model_grid": detector.config.grid,
+                          "supervision": detector.config.supervision}
     saved = {k: v for k, v in result.items() if k not in ("curves", "videos")}
     record_metrics(run, saved)
     if json_out is not None:
         _write_json(Path(json_out), saved)
     result["videos"] = list(zip(videos, per_video))
     return result
+
+
+def resolve_threshold(run: str | Path, threshold: float | None = None) -> tuple[float, str]:
+    """The threshold of the :data:`THRESHOLDED` metrics and where it came from
+    (:data:`THRESHOLD_SOURCES`): ``threshold`` when given, else the run's calibrated threshold
+    (``RUN/calibration.json``, read by :func:`stmil.live.calibrate.read_calibration`), else 0.5.
+    """
+    from stmil.live.calibrate import read_calibration
+
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+                or not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise ConfigError(f"--threshold must be a number in [0, 1] (a score), "
+                              f"got {threshold!r}")
+        return float(threshold), "given"
+    cal = read_calibration(run)
+    if cal is not None:
+        return float(cal.threshold), "calibrated"
+    return PAPER_THRESHOLD, "default"
 
 
 def with_liu_ma_boxes(videos: list[VideoFeatures], path: str | Path,
@@ -159,7 +199,25 @@ def check_result(path: Path, where: str, entry: object) -> dict:
     if not (isinstance(s, dict) and isinstance(s.get("split"), str)
             and isinstance(s.get("data"), str)):
         raise _bad_metrics(path, f"{where}: settings must be an object with split and data")
+    if "threshold" in entry:  # absent from results recorded before it existed (at 0.5)
+        _check_threshold(path, where, entry["threshold"])
     return entry
+
+
+def _check_threshold(path: Path, where: str, block: object) -> None:
+    """Validate a result's ``threshold`` object (value, source, metrics at 0.5 or null)."""
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    at = block.get(AT_PAPER) if isinstance(block, dict) else None
+    ok = (isinstance(block, dict) and number(block.get("value"))
+          and block.get("source") in THRESHOLD_SOURCES
+          and (at is None or (isinstance(at, dict) and all(
+              at.get(k) is None or (number(at[k]) and at[k] >= 0) for k in THRESHOLDED))))
+    if not ok:
+        raise _bad_metrics(path, f"{where}: threshold must be an object with a number value, "
+                           f"a source ({', '.join(THRESHOLD_SOURCES)}) and {AT_PAPER} "
+                           "(numbers or null)")
 
 
 def _load_json(path: Path) -> object:
@@ -259,9 +317,18 @@ def _write_json(dest: Path, obj: object) -> None:
 
 
 def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
-                    overlap: float = 0.25, threshold: float = 0.5,
-                    pixel_frames: int = 16) -> dict:
-    """Every metric of :data:`METRIC_KEYS` from per-video cuboid maps ``(n_clips, G*G)``."""
+                    overlap: float = 0.25, threshold: float | None = None,
+                    pixel_frames: int = 16, source: str | None = None) -> dict:
+    """Every metric of :data:`METRIC_KEYS` from per-video cuboid maps ``(n_clips, G*G)``.
+
+    The :data:`THRESHOLDED` metrics count scores ``>= threshold`` (``None``: 0.5). The result's
+    ``threshold`` object records it and ``source`` (:data:`THRESHOLD_SOURCES`; by default
+    ``"given"`` for a threshold, ``"default"`` for ``None``), and, when it is not 0.5, the
+    same metrics at 0.5 under :data:`AT_PAPER` (else ``None``).
+    """
+    if source is None:
+        source = "default" if threshold is None else "given"
+    threshold = PAPER_THRESHOLD if threshold is None else float(threshold)
     f_scores, f_labels, normal_scores = [], [], []
     c_scores, c_labels = [], []
     heatmaps, masks, top_boxes, gt_frames = [], [], [], []
@@ -305,6 +372,10 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         if top_boxes else None,
     }
     out.update(paper_metrics(videos, maps, f_scores, f_labels, overlap, threshold))
+    out["threshold"] = {
+        "value": threshold, "source": source, "metrics": list(THRESHOLDED),
+        AT_PAPER: None if threshold == PAPER_THRESHOLD
+        else thresholded_metrics(videos, maps, f_scores, PAPER_THRESHOLD)}
     out["curves"] = {"frame": (np.concatenate(f_scores), np.concatenate(f_labels)),
                      "cuboid": (np.concatenate(c_scores), np.concatenate(c_labels))
                      if c_scores else None}
@@ -318,9 +389,10 @@ def _maybe(fn, scores, labels) -> float | None:
     return fn(scores, labels)
 
 
-def compare_table(runs: Sequence[str | Path], keys: Sequence[str] = METRIC_KEYS) -> str:
+def compare_table(runs: Sequence[str | Path], keys: Sequence[str] = METRIC_KEYS,
+                  notes: bool = False) -> str:
     """One text table across runs: a row per evaluation in each ``run/metrics.json``, with its
-    split and dataset."""
+    split and dataset (``notes``: and :func:`table_notes` below it, after an empty line)."""
     rows = []
     for run in runs:
         results = read_metrics(run)
@@ -329,7 +401,9 @@ def compare_table(runs: Sequence[str | Path], keys: Sequence[str] = METRIC_KEYS)
         splits = sorted(results, key=lambda s: (SPLIT_ORDER + (s,)).index(s))
         rows += [(str(run), results[split][root]) for split in splits
                  for root in sorted(results[split])]
-    return format_table(rows, keys, where=True)
+    table = format_table(rows, keys, where=True)
+    lines = table_notes(rows, keys) if notes else []
+    return "\n\n".join([table, "\n".join(lines)]) if lines else table
 
 
 def _shown_path(path: str) -> str:
@@ -341,11 +415,43 @@ def _shown_path(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def threshold_of(result: dict) -> tuple[float, str]:
+    """The threshold of a result's :data:`THRESHOLDED` metrics and its source. A result
+    recorded before thresholds had a source used ``settings.threshold`` (0.5 unless a caller
+    of :func:`evaluate` passed another)."""
+    block = result.get("threshold")
+    if isinstance(block, dict):
+        return float(block["value"]), str(block["source"])
+    value = float((result.get("settings") or {}).get("threshold", PAPER_THRESHOLD))
+    return value, "default" if value == PAPER_THRESHOLD else "given"
+
+
+def at_paper_threshold(result: dict) -> dict[str, float | None]:
+    """A result's :data:`THRESHOLDED` metrics at 0.5, the papers' threshold: its own values
+    when it was evaluated at 0.5, else those its ``threshold`` object keeps under
+    :data:`AT_PAPER`."""
+    value, _ = threshold_of(result)
+    at = (result.get("threshold") or {}).get(AT_PAPER)
+    if value != PAPER_THRESHOLD and at is not None:
+        return {k: at.get(k) for k in THRESHOLDED}
+    if value != PAPER_THRESHOLD:
+        raise ValueError(f"result evaluated at threshold {value:g} has no metrics at 0.5")
+    return {k: result.get(k) for k in THRESHOLDED}
+
+
+def _threshold_label(value: float, source: str) -> str:
+    """``0.31(calibrated)``: a threshold and its source, without spaces (a table cell)."""
+    return f"{value:.4g}({source})"
+
+
 def format_table(rows: Sequence[tuple[str, dict]], keys: Sequence[str] = METRIC_KEYS,
                  where: bool = False) -> str:
     """Rows of metric dicts as an aligned text table (``-`` for a missing value).
 
-    ``where`` adds the split and the dataset of each row (from its ``settings``).
+    ``where`` adds the split and the dataset of each row (from its ``settings``). The columns
+    of :data:`THRESHOLDED` metrics name their threshold and its source, ``tiou@0.31(calibrated)``,
+    when every row shares it; otherwise they read ``tiou@threshold`` and a ``threshold`` column
+    gives each row's.
     """
     names = [n for n, _ in rows]
     extra: list[list[str]] = [[] for _ in rows]
@@ -355,15 +461,57 @@ def format_table(rows: Sequence[tuple[str, dict]], keys: Sequence[str] = METRIC_
         for cells, (_, m) in zip(extra, rows):
             s = m.get("settings", {})
             cells += [str(s.get("split", "-")), _shown_path(str(s.get("data", "-")))]
-    cols = [names, *zip(*extra)] if where else [names]
+    labels = [_threshold_label(*threshold_of(m)) for _, m in rows]
+    shared = labels[0] if len(set(labels)) == 1 else None
+    if shared is None and any(k in THRESHOLDED for k in keys):
+        heads.append("threshold")
+        for cells, label in zip(extra, labels):
+            cells.append(label)
+    cols = [names, *zip(*extra)]
     widths = [max([len(h)] + [len(c) for c in col]) for h, col in zip(heads, cols)]
+    titles = [f"{k}@{shared or 'threshold'}" if k in THRESHOLDED else k for k in keys]
+    key_widths = [max(17, len(h)) for h in titles]
     head = "  ".join(h.ljust(w) for h, w in zip(heads, widths)) + "".join(
-        f"  {k:>17}" for k in keys)
+        f"  {h:>{w}}" for h, w in zip(titles, key_widths))
     lines = [head, "-" * len(head)]
     for i, (name, m) in enumerate(rows):
         left = "  ".join(c.ljust(w) for c, w in zip([name, *extra[i]], widths))
-        lines.append(left + "".join(f"  {_fmt(m.get(k)):>17}" for k in keys))
+        lines.append(left + "".join(f"  {_fmt(m.get(k)):>{w}}" for k, w in zip(keys, key_widths)))
     return "\n".join(lines)
+
+
+#: What each threshold source means, for the notes under a table.
+_SOURCE_NOTES = {"calibrated": "calibrated: the run's calibration.json, from stmil calibrate",
+                 "given": "given: --threshold",
+                 "default": "default: 0.5, the papers' threshold, as the run has no "
+                            "calibration.json"}
+
+
+def table_notes(rows: Sequence[tuple[str, dict]], keys: Sequence[str] = METRIC_KEYS
+                ) -> list[str]:
+    """The lines printed under a table of ``rows``: which AP papers report, what the
+    thresholds are, and each row's thresholded metrics at 0.5 where it used another."""
+    lines = []
+    if "frame_ap_trapezoid" in keys:
+        lines.append("frame_ap_trapezoid is the AP papers report (sklearn.metrics.auc over "
+                     "precision_recall_curve, as RTFM and UR-DMU compute it); frame_ap is "
+                     "average_precision_score (docs/metrics.md)")
+    shown = [k for k in THRESHOLDED if k in keys]
+    if not shown:
+        return lines
+    sources = dict.fromkeys(threshold_of(m)[1] for _, m in rows)
+    lines.append(f"{', '.join(shown)} count scores >= the threshold shown ("
+                 + "; ".join(_SOURCE_NOTES[s] for s in sources if s in _SOURCE_NOTES) + ")")
+    for name, m in rows:
+        if threshold_of(m)[0] == PAPER_THRESHOLD:
+            continue
+        try:
+            at = at_paper_threshold(m)
+        except ValueError:
+            continue
+        lines.append(f"{name} at 0.5, the papers' threshold: "
+                     + ", ".join(f"{k} {_fmt(at[k])}" for k in shown))
+    return lines
 
 
 def _fmt(x) -> str:

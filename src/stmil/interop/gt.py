@@ -252,12 +252,11 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
                         "gt no longer lines up with 16 x T scores", len(longer),
                         ", ".join(longer[:3]) + (" ..." if len(longer) > 3 else ""))
         return write_vector(out, "gt", videos, vectors, tail, extra)
-    from stmil.mil.run import load_model
-    from stmil.score import check_model_features, clip_maps
+    from stmil.mil.detector import Detector  # torch: only when scoring
 
-    model, config = load_model(run)
-    check_model_features(config, videos[0].meta, run)
-    maps = [clip_maps(model, config, v.features, v.motion,
-                      str(Path(features) / f"{v.record.video_id}.json")) for v in videos]
+    detector = Detector.load(run)
+    detector.check_features(videos[0].meta, run)
+    maps = [detector.maps(v.features, v.motion, str(Path(features) / f"{v.record.video_id}.json"))
+            for v in videos]
     extra["run"] = str(Path(run).resolve())
     return write_vector(out, "scores", videos, score_vectors(videos, maps, tail), tail, extra)

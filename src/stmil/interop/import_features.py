@@ -7,7 +7,8 @@ Formats (shapes and conventions: docs/formats.md, "Foreign formats"):
 - ``urdmu`` (UR-DMU): the same with ``D = 1024``, often one ``(T, D)`` file per crop named
   ``<id>__<k>.npy`` (``k`` = 0..9), listed in a ``.list`` file.
 - ``sultani``: 32 segments x D floats per video, one segment a line, whitespace-separated
-  ``.txt`` (C3D fc6, ``D = 4096``).
+  ``.txt`` (C3D fc6, ``D = 4096``); given the video's frame count, spread back over its
+  16-frame clips as Sultani's code cut them (:func:`sultani_clip_segments`).
 
 Inputs are ``.list`` files (one path a line, relative to ``root`` or the list's folder), the
 feature files themselves, or folders of them. Crops are averaged (or one is kept with
@@ -249,14 +250,39 @@ def read_frame_counts(path: Path | str) -> dict[str, int]:
     return out
 
 
+def sultani_clip_segments(n_clips: int) -> np.ndarray:
+    """The segment (0-based) whose features each of a video's C3D clips takes: ``(n_clips,)``
+    int64.
+
+    Sultani's ``Save_C3DFeatures_32Segments.m`` cuts the video's ``n`` clips (1-based) at
+    ``shots = round(linspace(1, n, 33))``, MATLAB's round (half away from zero); segment ``k``
+    is clips ``shots(k) .. shots(k+1) - 1``, or the single clip ``shots(k)`` when that range is
+    empty. Segments are disjoint when ``n >= 33``; with fewer clips a clip may fall in several,
+    and takes the last of them, as his ``Evaluate_Anomaly_Detector.m`` does (later segments
+    overwrite earlier ones). The last clip ``n`` is in no segment once ``n > 17`` (his
+    evaluation leaves its frames at score 0); here it takes segment 32.
+    """
+    if n_clips < 1:
+        raise ValueError(f"a video needs at least one clip, got n_clips={n_clips}")
+    s = SULTANI_SEGMENTS
+    # round(1 + k (n - 1) / s), half up, in exact integers (k (n - 1) / s + 1/2, floored).
+    shots = 1 + (np.arange(s + 1) * (n_clips - 1) + s // 2) // s
+    seg = np.full(n_clips, s - 1, dtype=np.int64)
+    for k in range(s):
+        first, last = shots[k], max(shots[k + 1] - 1, shots[k])  # 1-based, inclusive
+        seg[first - 1:last] = k
+    return seg
+
+
 def fit_frames(arr: np.ndarray, n_frames: int | None, s: ImportSettings, where: Path
                ) -> tuple[np.ndarray, int]:
     """The ``(T, D)`` clips of one video and its frame count, with the video's real length.
 
-    Sultani's 32 segments become the video's ``n_frames // snippet_frames`` clips, each taking
-    its segment's features, segments cut at ``round(linspace(0, T, 33))`` as Sultani's code
-    and stmil's bags do (so stmil's bags get the segments back). Snippet features keep their
-    T; the frame count must then cover every snippet but the last's end.
+    Sultani's 32 segments ``(32, D)`` become the video's ``n_frames // snippet_frames`` clips,
+    each taking the features of the segment Sultani's code put it in
+    (:func:`sultani_clip_segments`). Snippet features keep their T; the frame count must then
+    cover every snippet but the last's end. ``n_frames=None`` keeps T and gives
+    ``T * snippet_frames`` frames.
     """
     snip = s.snippet_frames
     if n_frames is None:
@@ -266,11 +292,7 @@ def fit_frames(arr: np.ndarray, n_frames: int | None, s: ImportSettings, where: 
         if t < 1:
             raise _bad(where, f"its video has {n_frames} frames, fewer than one {snip}-frame "
                               "clip")
-        from stmil.mil.bags import segment_bounds  # the one definition of segments
-
-        seg = np.searchsorted(segment_bounds(t, SULTANI_SEGMENTS)[1:], np.arange(t),
-                              side="right")
-        return arr[seg], n_frames
+        return arr[sultani_clip_segments(t)], n_frames
     if n_frames <= (arr.shape[0] - 1) * snip:
         raise _bad(where, f"{arr.shape[0]} snippets of {snip} frames, but --frame-counts "
                           f"gives its video {n_frames} frames; wrong video or snippet length?")
@@ -325,6 +347,20 @@ def check_ours(out: Path, vid: str) -> None:
                           "refusing to overwrite it (choose another --out)")
 
 
+def _warn_uncounted(missing: list[str], total: int, s: ImportSettings) -> None:
+    """One warning for the ``missing`` videos (of ``total``) that ``--frame-counts`` leaves out."""
+    if not missing:
+        return
+    some = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    if s.format == "sultani":
+        then = ("they are refused (a Sultani file needs its video's frame count); import them "
+                "without --frame-counts")
+    else:
+        then = f"they keep {s.snippet_frames} frames a snippet (n_frames = {s.snippet_frames} T)"
+    log.warning("%d of %d videos are not in --frame-counts (%s): %s", len(missing), total,
+                some, then)
+
+
 def import_features(
     inputs: Iterable[Path | str], out: Path | str, settings: ImportSettings,
     root: Path | str | None = None,
@@ -333,8 +369,11 @@ def import_features(
     """Import every video named by ``inputs`` into ``out`` (see the module docstring).
 
     ``frame_counts`` (video id -> frames, :func:`read_frame_counts`) places the features on
-    the videos' real frames (:func:`fit_frames`); a video missing from it is refused.
-    ``progress`` shows a progress bar (one step per video).
+    the videos' real frames (:func:`fit_frames`). It may cover part of the import: a video it
+    does not name keeps ``snippet_frames`` frames a snippet, as without it, except a Sultani
+    32-segment file, which cannot be placed without its video's length and is refused. One
+    warning says how many videos it does not name. ``progress`` shows a progress bar (one
+    step per video).
 
     A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one error
     naming the file and left out; the others are imported. Returns what was done.
@@ -348,16 +387,19 @@ def import_features(
         raise StmilError(f"no {settings.format} feature files found in the inputs")
     check_writable(out)
     remove_stale_temps(out)
+    if frame_counts is not None:
+        _warn_uncounted([vid for vid in groups if vid not in frame_counts], len(groups),
+                        settings)
     summary = ImportSummary()
     for vid, parts in tqdm(groups.items(), unit="video", disable=not progress, leave=False):
         try:
             check_ours(out, vid)
             arr, crops = video_array(parts, settings)
-            n_frames = None
-            if frame_counts is not None:
-                if vid not in frame_counts:
-                    raise _bad(parts[0][1], f"video {vid} is not in --frame-counts")
-                n_frames = frame_counts[vid]
+            n_frames = frame_counts.get(vid) if frame_counts is not None else None
+            if frame_counts is not None and n_frames is None and settings.format == "sultani":
+                raise _bad(parts[0][1], f"video {vid} is not in --frame-counts, and a Sultani "
+                                        "32-segment file cannot be placed on its video's clips "
+                                        "without the video's frame count")
             arr, n_frames = fit_frames(arr, n_frames, settings, parts[0][1])
             meta = import_meta(arr, crops, parts, settings, n_frames)
             write_features(out, vid, arr[:, None, :].astype(np.float16), meta)

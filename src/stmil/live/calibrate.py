@@ -168,15 +168,13 @@ def margin_threshold(scores: np.ndarray, counts: np.ndarray, fire: float) -> flo
     return (bound + fire) / 2 if fire > bound else None
 
 
-def _videos(chosen, model, config) -> tuple[list, float]:
+def _videos(chosen, detector) -> tuple[list, float]:
     """``(maps, clip_ranges, fps, boxes)`` of each feature video, and their total seconds."""
-    from stmil.score import clip_maps
-
     inputs, seconds = [], 0.0
     for v in chosen:
         fps = float(v.meta.get("source_fps", v.meta["fps"]))
         boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
-        maps = clip_maps(model, config, v.features, v.motion, f"features of {v.record.video_id}")
+        maps = detector.maps(v.features, v.motion, f"features of {v.record.video_id}")
         inputs.append((maps, v.clip_ranges, fps, boxes))
         seconds += v.meta["n_frames"] / fps
     return inputs, seconds
@@ -188,9 +186,8 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     per hour of normal video; returns the calibration written."""
     from stmil.datasets import load_dataset
     from stmil.features.store import load_dataset_features
-    from stmil.mil.run import load_model
+    from stmil.mil.detector import Detector
     from stmil.mil.train import _carve_validation
-    from stmil.score import check_model_features
 
     if isinstance(target, bool) or not isinstance(target, (int, float)) \
             or not (math.isfinite(target) and target >= 0):
@@ -200,11 +197,12 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     run = Path(run)
     check_finished_run(run)
     read_calibration(run)
-    model, config = load_model(run)
+    detector = Detector.load(run)
+    config = detector.config.recorded  # how it was trained: the same split is carved
     records = load_dataset(data, "train", config.get("format", "auto"))
     videos = load_dataset_features(records, features, bool(config.get("skip_missing")))
-    check_model_features(config, videos[0].meta, run)
-    if config["supervision"] == "boxes":  # as training filtered them before carving
+    detector.check_features(videos[0].meta, run)
+    if detector.config.supervision == "boxes":  # as training filtered them before carving
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
     labels = np.array([v.record.label for v in videos])
     val = _carve_validation(labels, float(config.get("val_fraction", 0.0)),
@@ -218,8 +216,8 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     if split == "train":
         log.info(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
                  "calibrating on the normal train videos, which the model has seen")
-    inputs, seconds = _videos(chosen, model, config)
-    anom_inputs, _ = _videos(anomalous, model, config)
+    inputs, seconds = _videos(chosen, detector)
+    anom_inputs, _ = _videos(anomalous, detector)
     hours = seconds / 3600
     scores, counts = false_incident_curve(inputs, settings)
     threshold, rule = choose_threshold(scores, counts, target * hours), "rate"

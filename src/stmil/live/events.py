@@ -71,34 +71,31 @@ class ScoredVideo:
                                               config.threshold), config, self.fps, self.source)
 
 
-def _from_scores(path: Path, config: dict) -> ScoredVideo:
+def _from_scores(path: Path, detector) -> ScoredVideo:
     from stmil.score import read_scores
 
     s = read_scores(path)
-    if s["grid"] != config["feature_grid"] or s.get("model_grid", config["grid"]) \
-            != config["grid"]:
+    c = detector.config
+    if s["grid"] != c.feature_grid or s.get("model_grid", c.grid) != c.grid:
         raise ConfigError(f"{path}: scored by a grid {s.get('model_grid')} model on grid "
-                          f"{s['grid']} features; this run is grid {config['grid']} on grid "
-                          f"{config['feature_grid']} features (score it with this run)")
+                          f"{s['grid']} features; this run is grid {c.grid} on grid "
+                          f"{c.feature_grid} features (score it with this run)")
     return ScoredVideo(path.name.removesuffix(SCORES_SUFFIX), str(s.get("source") or path),
                        s["clip_maps"], s["clip_ranges"], s["fps"], int(s["width"]),
                        int(s["height"]), int(s["grid"]))
 
 
-def _from_video(path: Path, model, config: dict, cache: dict) -> ScoredVideo:
+def _from_video(path: Path, detector, cache: dict) -> ScoredVideo:
     """Extract (with the run's settings; the network is loaded once into ``cache``) and
     score one video."""
-    from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_video
+    from stmil.features.extract import extract_video
     from stmil.features.store import meta_clip_ranges, meta_motion
-    from stmil.score import clip_maps
+    from stmil.score import video_extractor
 
     if "extractor" not in cache:
-        cache["extractor"] = FeatureExtractor(config["endpoint"], config["feature_grid"],
-                                              cache["device"], config.get("precision", "fp32"))
-    settings = ExtractSettings(config["clip_len"], config["stride"], config["size"],
-                               config.get("resample_fps"), config.get("tail", "drop"))
-    features, meta = extract_video(path, cache["extractor"], settings)
-    maps = clip_maps(model, config, features, meta_motion(meta), str(path))
+        cache["extractor"] = video_extractor(detector, cache["device"])
+    features, meta = extract_video(path, *cache["extractor"])
+    maps = detector.maps(features, meta_motion(meta), str(path))
     return ScoredVideo(path.stem, str(path), maps,
                        meta_clip_ranges(meta), float(meta["source_fps"]), meta["width"],
                        meta["height"], meta["grid"])
@@ -146,9 +143,9 @@ def events_inputs(
     never stops the rest; a model that cannot score, or an output file in the way that is not
     stmil's, stops the whole call.
     """
-    from stmil.mil.run import load_model
+    from stmil.mil.detector import Detector
 
-    model, mconfig = load_model(run)
+    detector = Detector.load(run)
     if out is not None:
         out = Path(out)
         check_out(out)
@@ -166,9 +163,9 @@ def events_inputs(
     for item in map(Path, inputs):
         try:
             if item.name.endswith(SCORES_SUFFIX):
-                video = _from_scores(item, mconfig)
+                video = _from_scores(item, detector)
             else:
-                video = _from_video(item, model, mconfig, cache)
+                video = _from_video(item, detector, cache)
             incidents = video.incidents(config)
             for inc in incidents:
                 if snap_dir is not None:

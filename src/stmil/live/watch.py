@@ -286,22 +286,22 @@ def watch(
     from stmil.features.i3d import endpoint_channels
     from stmil.features.motion import motion_energy
     from stmil.live.snapshot import snapshot_name, write_snapshot
-    from stmil.mil.run import load_model
-    from stmil.score import check_model_features, clip_maps
+    from stmil.mil.detector import Detector
 
     cfg = config or WatchConfig()
-    model, mc = load_model(run)
-    if mc["endpoint"] == "Logits" or mc["feature_grid"] > mc["size"]:
-        raise ConfigError(f"{run}: trained on {mc['endpoint']} grid {mc['feature_grid']} "
-                          f"features of {mc['size']}-pixel frames, which I3D cannot give")
-    check_model_features(mc, {"endpoint": mc["endpoint"], "size": mc["size"],
-                              "clip_len": mc["clip_len"], "stride": mc["stride"],
-                              "grid": mc["feature_grid"],
-                              "channels": endpoint_channels(mc["endpoint"])}, run)
-    settings = {"clip_len": mc["clip_len"], "stride": cfg.stride or mc["stride"],
-                "size": mc["size"],
+    detector = Detector.load(run)
+    rc, mc = detector.config, detector.config.recorded
+    detector.check_scores_video()
+    if rc.endpoint == "Logits" or rc.feature_grid > rc.size:
+        raise ConfigError(f"{run}: trained on {rc.endpoint} grid {rc.feature_grid} "
+                          f"features of {rc.size}-pixel frames, which I3D cannot give")
+    detector.check_features({"endpoint": rc.endpoint, "size": rc.size,
+                             "clip_len": rc.clip_len, "stride": rc.stride,
+                             "grid": rc.feature_grid,
+                             "channels": endpoint_channels(rc.endpoint)}, run)
+    settings = {"clip_len": rc.clip_len, "stride": cfg.stride or rc.stride, "size": rc.size,
                 "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
-                "tail": mc.get("tail", "drop"), "timeout": cfg.timeout}
+                "tail": rc.tail, "timeout": cfg.timeout}
     live = is_network(source) or is_camera(source)
     drop = cfg.drop if cfg.drop is not None else (live or cfg.realtime)
     snap_dir = Path(snapshots) if snapshots is not None else None
@@ -322,11 +322,11 @@ def watch(
         log.warning(line)
     try:
         precision = cfg.precision or mc.get("precision", "fp32")
-        extractor = FeatureExtractor(mc["endpoint"], mc["feature_grid"], cfg.device, precision)
+        extractor = FeatureExtractor(rc.endpoint, rc.feature_grid, cfg.device, precision)
     except BaseException:
         container.close()
         raise
-    boxes = cuboid_boxes(width, height, mc["feature_grid"])
+    boxes = cuboid_boxes(width, height, rc.feature_grid)
     tracker = IncidentTracker(events, fps, source)
     peaks: dict[int, tuple[float, np.ndarray]] = {}
     offset, failures, ended = 0, 0, None
@@ -376,7 +376,7 @@ def watch(
                     t_score = time.monotonic()
                     x = item.frames[None]  # (1, 3, T, S, S)
                     feats = extractor(x).numpy().astype(np.float16)
-                    maps = clip_maps(model, mc, feats, motion_energy(x, mc["feature_grid"]))
+                    maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
                     stats.score_seconds += time.monotonic() - t_score
                     from stmil.score import predicted_boxes
 
@@ -439,7 +439,7 @@ def watch(
                     why = str(e).removeprefix(f"{source}: ")
             if container is not None:
                 log.info(f"{source}: reconnected")
-                boxes = cuboid_boxes(width, height, mc["feature_grid"])
+                boxes = cuboid_boxes(width, height, rc.feature_grid)
                 tracker.fps = fps
     except KeyboardInterrupt:
         ended = "interrupted"

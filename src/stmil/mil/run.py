@@ -36,6 +36,7 @@ from stmil.mil.model import Scorer
 
 MARKER = ".stmil-run"
 MODEL = "model.safetensors"
+CONFIG = "config.yaml"
 CHECKPOINT_JSON = "checkpoint.json"
 
 # What train (and evaluate, calibrate) write in a run folder; anything else is the user's and is
@@ -107,6 +108,18 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
         raise ModelError(f"{path}: weights do not match the recorded sizes "
                          f"({' '.join(str(e).split())[:200]}); {fix}") from e
     return model.eval(), config
+
+
+def read_run_config(run: str | Path) -> dict:
+    """The ``config.yaml`` a run recorded (every resolved setting, paths included), as written
+    by training; ``{}`` when it is absent or not a YAML mapping (a run of the user's)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(run) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _read_safetensors(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
