@@ -14,7 +14,8 @@ import numpy as np
 
 from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import StmilError
-from stmil.features.video import TAIL_POLICIES, clip_frame_ranges
+from stmil.features.pipeline_config import TAIL_POLICIES
+from stmil.timeline import clip_frame_ranges
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ def array_mismatch(npy: Path | str, meta: dict) -> str:
     want = (meta["n_clips"], meta["grid"] ** 2, meta["channels"])
     if arr.shape != want:
         return f"shape {arr.shape}, its metadata says {want}"
+    if arr.dtype != np.float16:  # the one dtype rule: extract and import both write float16
+        return f"dtype {arr.dtype}; stmil feature files are float16"
     return ""
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from stmil.atomic import atomic_write_group, check_writable
 from stmil.datasets.record import VideoRecord
 from stmil.errors import ConfigError, OutputError, StmilError
-from stmil.features.store import load_features
+from stmil.features.store import FeatureError, load_features
 from stmil.interop import LAYOUTS
 from stmil.interop.order import VideoList, in_list_order, read_video_list
 
@@ -199,6 +199,10 @@ def export_features(features: Path | str, out: Path | str, *, layout: str = "pla
                 continue
             seen.add(vid)
             arr, meta = load_features(features, vid)  # checked against its metadata
+            if not np.isfinite(arr).all():
+                raise FeatureError(f"{features / (vid + '.npy')}: NaN or Inf values, which "
+                                   "no loader can use; extract it again with stmil extract "
+                                   "--overwrite")
             rec = labels.get(vid)
             entries.append({"id": vid, "files": names,
                             "shape": [int(arr.shape[0]), *([CROPS] if layout == "rtfm" else []),
