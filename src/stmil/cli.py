@@ -11,11 +11,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stmil import __version__, interop
+from stmil.datasets import load_dataset
 from stmil.datasets.errors import SPLITS
 from stmil.device import DEVICES
 from stmil.errors import ConfigError, StmilError
-from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES
-from stmil.mil.config import FORMATS
+from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES, PipelineConfig
+from stmil.interop.export import export_features
+from stmil.interop.gt import export_vectors
+from stmil.interop.import_features import ImportSettings, import_features, read_frame_counts
+from stmil.live.calibrate import calibrate
+from stmil.live.clip import MAX_SECONDS, POST_ROLL, PRE_ROLL, RING_SECONDS
+from stmil.live.events import check_out, events_inputs, resolve_events
+from stmil.live.incidents import EventConfig
+from stmil.mil.config import FIELDS, FORMATS, PATH_KEYS, field_type, read_config, read_yaml_mapping
+from stmil.synth.distractors import SCENARIOS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -45,8 +54,6 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
 
 def _add_pipeline_options(p: argparse.ArgumentParser, shard: bool = True) -> None:
     """Flags of :class:`~stmil.features.pipeline.PipelineConfig`, plus ``--shard`` (extract)."""
-    from stmil.features.pipeline_config import PipelineConfig
-
     p.add_argument("--workers", type=int, default=PipelineConfig.workers,
                    help="decode threads overlapping the model; 0: serial (default "
                         f"{PipelineConfig.workers}; outputs do not depend on it)")
@@ -68,7 +75,6 @@ def _extract_settings(args: argparse.Namespace):
 @command
 def cmd_extract(args: argparse.Namespace) -> int:
     from stmil.features.extract import FeatureExtractor, extract_many, parse_shard
-    from stmil.features.pipeline_config import PipelineConfig
 
     settings = _extract_settings(args)  # validated before the network loads
     pipeline = PipelineConfig(workers=args.workers)
@@ -98,7 +104,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 @command
 def cmd_train(args: argparse.Namespace) -> int:
-    from stmil.mil.config import FIELDS, PATH_KEYS, read_config
     from stmil.mil.train import train
 
     if args.old_grid is not None:
@@ -119,8 +124,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _add_train_settings(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`~stmil.mil.config.TrainConfig` field (``--n-segments``...)."""
-    from stmil.mil.config import FIELDS, field_type
-
     for name, f in FIELDS.items():
         flag, typ, rule = "--" + name.replace("_", "-"), field_type(name), f.metadata
         shown = f.default
@@ -134,7 +137,6 @@ def _add_train_settings(p: argparse.ArgumentParser) -> None:
 
 @command
 def cmd_score(args: argparse.Namespace) -> int:
-    from stmil.features.pipeline_config import PipelineConfig
     from stmil.score import score_inputs
 
     written, failed = score_inputs(args.inputs, args.model, args.out, threshold=args.threshold,
@@ -167,7 +169,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       json_out=args.json, threshold=args.threshold,
                       boxes=args.boxes, interpolate=args.interpolate)
     rows = [(str(args.model), result)]
-    print("\n".join([format_table(rows, METRIC_KEYS, where=True), *table_notes(rows)]))
+    print(format_table(rows, METRIC_KEYS, where=True))
+    print("\n" + "\n".join(table_notes(rows)))  # which AP papers report; the threshold
     if result.get("incidents"):
         from stmil.evaluation.incidents import format_incidents
 
@@ -198,8 +201,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 @command
 def cmd_import_features(args: argparse.Namespace) -> int:
-    from stmil.interop.import_features import ImportSettings, import_features, read_frame_counts
-
     settings = ImportSettings(args.format, args.crop, args.snippet_frames, args.fps, args.width,
                               args.height)
     counts = read_frame_counts(args.frame_counts) if args.frame_counts else None
@@ -212,8 +213,6 @@ def cmd_import_features(args: argparse.Namespace) -> int:
 @command
 def cmd_gt(args: argparse.Namespace) -> int:
     """The frame-label vector (``gt``) or, with ``--model``, the frame-score vector (``export``)."""
-    from stmil.interop.gt import export_vectors
-
     path = export_vectors(args.data, args.features, args.out, run=getattr(args, "model", None),
                           split=args.split, format=args.format, tail=args.tail,
                           skip_missing=args.skip_missing, video_list=args.list,
@@ -227,9 +226,6 @@ COMMANDS["export"] = cmd_gt
 
 @command
 def cmd_export_features(args: argparse.Namespace) -> int:
-    from stmil.datasets import load_dataset
-    from stmil.interop.export import export_features
-
     records = load_dataset(args.data, "all", args.format) if args.data else None
     summary = export_features(args.features, args.out, layout=args.layout, records=records,
                               video_list=args.list, prefix=args.prefix)
@@ -257,16 +253,12 @@ def _add_vector_options(p: argparse.ArgumentParser) -> None:
 
 
 def _event_settings(args: argparse.Namespace):
-    from stmil.live.events import resolve_events
-
     return resolve_events(args.model, args.threshold, args.hysteresis, args.min_duration,
                           args.merge_gap)
 
 
 @command
 def cmd_events(args: argparse.Namespace) -> int:
-    from stmil.live.events import events_inputs
-
     found, failed = events_inputs(args.inputs, args.model, config=_event_settings(args),
                                   out=args.out, snapshots=args.snapshots, clips=args.clips,
                                   device=args.device)
@@ -276,9 +268,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 @command
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from stmil.live.calibrate import calibrate
-    from stmil.live.incidents import EventConfig
-
     given = {k: getattr(args, k) for k in ("hysteresis", "min_duration", "merge_gap")
              if getattr(args, k) is not None}
     cal = calibrate(args.model, args.data, args.features, target=args.target,
@@ -291,7 +280,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 @command
 def cmd_watch(args: argparse.Namespace) -> int:
-    from stmil.live.events import check_out
     from stmil.live.watch import WatchConfig, watch
 
     fields = {f: getattr(args, f) for f in WatchConfig.__dataclass_fields__}
@@ -319,9 +307,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
     """The ``events``, ``calibrate`` and ``watch`` commands; flags from
     :class:`~stmil.live.incidents.EventConfig` and :class:`~stmil.live.watch.WatchConfig`."""
-    from stmil.live.clip import MAX_SECONDS, POST_ROLL, PRE_ROLL, RING_SECONDS
-    from stmil.live.incidents import EventConfig
-
     d = EventConfig()
     clips_help = (f"folder for one MP4 per incident: {PRE_ROLL:g} s before its start to "
                   f"{POST_ROLL:g} s after its end, at most {MAX_SECONDS:g} s (live: from a "
@@ -475,12 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous synth output with other settings in --out")
-    from stmil.synth.distractors import SCENARIOS
     p.add_argument("--scenario", choices=SCENARIOS, default="default",
                    help="hard: benign look-alike motion (fast walkers, vehicles, flicker, "
                    "sway, camera shake) in every video, outside the event box in anomalous ones")
 
-    p = add("demo", "The main job: synth, extract, train 3 runs, evaluate, report.",
+    p = add("demo", "The main job: synth, extract, train 4 runs, evaluate, report.",
             "stmil demo --out demo-out")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--footage", type=Path, help="real footage, e.g. data/vtest.avi")
@@ -563,8 +547,6 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         a.required = True
     if path is None:
         return
-    from stmil.mil.config import read_yaml_mapping
-
     options = {_long_option(a): a for a in command._actions
                if a.option_strings and a.dest not in ("help", "config")}
     values = {}

@@ -48,7 +48,7 @@ def test_calibrate_events_watch_agree(live_run, video, tmp_path, capsys, monkeyp
                              "b/feats")
     assert code == 0, err
     assert "0 false incidents" in out and "train video" in out
-    assert err.startswith("b/run: no validation split")
+    assert err.startswith("warning: b/run: no validation split")
     assert "\nwarning: b/run: the train split holds 6 s of normal video, far less than the 1 h " \
            "that a target of 1 false incidents per hour needs; no threshold separates" in err
     normal = [np.load(p) for p in sorted((base / "feats").glob("Normal*.npy"))]

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from stmil import __version__
-from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError
 from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
+from stmil.ownership import check_can_write, commit
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,14 @@ def write_calibration(run: str | Path, cal: Calibration) -> Path:
     check_finished_run(run)
     read_calibration(run)  # a file there that is not ours is refused, never replaced
     text = json.dumps(cal.to_dict(), indent=1, allow_nan=False)
-    return write_text(run / CALIBRATION, text)
+    commit(run, [(run / CALIBRATION, lambda t: t.write_text(text, encoding="utf-8"))],
+           "calibrate", legacy=_format_checked)
+    return run / CALIBRATION
+
+
+def _format_checked(path: Path) -> bool:
+    """In a run from before ledgers, a calibration.json that :func:`read_calibration` read."""
+    return True
 
 
 def check_finished_run(run: Path) -> None:
@@ -197,6 +204,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     run = Path(run)
     check_finished_run(run)
     read_calibration(run)
+    check_can_write(run, [CALIBRATION], legacy=_format_checked)  # before any work
     detector = Detector.load(run)
     config = detector.config.recorded  # how it was trained: the same split is carved
     records = load_dataset(data, "train", config.get("format", "auto"))
@@ -214,7 +222,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     if not chosen:
         raise ConfigError(f"{data}: no normal videos in the train split to calibrate on")
     if split == "train":
-        log.info(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
+        log.warning(f"{run}: no validation split (val_fraction {config.get('val_fraction', 0.0)}); "
                  "calibrating on the normal train videos, which the model has seen")
     inputs, seconds = _videos(chosen, detector)
     anom_inputs, _ = _videos(anomalous, detector)
