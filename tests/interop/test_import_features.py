@@ -246,10 +246,10 @@ def _expected_clip_segments(n: int) -> np.ndarray:
 
 
 def _old_clip_segments(n: int) -> np.ndarray:
-    """The rule of the import before issue 20: stmil's bag segments."""
-    from stmil.mil.bags import segment_bounds
-
-    return np.searchsorted(segment_bounds(n, 32)[1:], np.arange(n), side="right")
+    """The rule of the import before issue 20, stmil's bag segments (DESIGN.md): clips
+    ``[b_k, b_{k+1})`` with ``b = round(linspace(0, n, 33))``, numpy's rounding."""
+    bounds = np.round(np.linspace(0, n, 33)).astype(int)
+    return np.array([int(np.searchsorted(bounds, c, side="right")) - 1 for c in range(n)])
 
 
 def _check_against_his_code(n: int) -> None:
