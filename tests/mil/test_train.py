@@ -137,7 +137,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, mon
     train(*tiny, run, **FAST)
     whole = (run / "model.safetensors").read_bytes(), (run / "history.csv").read_bytes()
     assert sorted(p.name for p in run.iterdir()) == [
-        ".stmil-run", "config.yaml", "history.csv", "model.safetensors"]
+        ".stmil", ".stmil-run", "config.yaml", "history.csv", "model.safetensors"]
     assert not stage.exists()  # committed: checkpoint and cache gone with the staging folder
     shutil.rmtree(run)
 
@@ -208,6 +208,17 @@ def test_read_config_refuses_unknown_keys(tmp_path):
     nested.write_text("- iterations\n")
     with pytest.raises(ValueError, match="flat mapping"):
         read_config(nested)
+
+
+def test_read_config_takes_either_spelling_of_a_key_once(tmp_path):
+    hyphen = tmp_path / "h.yaml"
+    hyphen.write_text("memory-size: 64\nbatch-anomalous: 2\n")
+    assert read_config(hyphen) == {"memory_size": 64, "batch_anomalous": 2}
+    both = tmp_path / "both.yaml"
+    both.write_text("memory-size: 64\nmemory_size: 32\n")
+    with pytest.raises(ValueError, match="both.yaml: 'memory-size' and 'memory_size' are one "
+                       "setting given twice"):
+        read_config(both)
 
 
 # --- refusals ----------------------------------------------------------------------------------

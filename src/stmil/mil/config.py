@@ -260,7 +260,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
     YAML 1.1 reads ``1e-3`` as a string, a string that spells a finite number is accepted for
     a float setting; nothing else is converted.
     """
-    cfg = read_yaml_mapping(path, "train settings")
+    raw = read_yaml_mapping(path, "train settings")
+    cfg: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in raw.items():  # memory-size or memory_size, as every command takes
+        name = str(key).replace("-", "_")
+        if name in cfg:
+            raise ConfigError(f"{path}: {spelled[name]!r} and {key!r} are one setting given "
+                              "twice; keep one")
+        cfg[name], spelled[name] = value, str(key)
     allowed = [*FIELDS, *PATH_KEYS]
     unknown = sorted(set(cfg) - set(allowed) - set(RECORDED_KEYS))
     if unknown:
