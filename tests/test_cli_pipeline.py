@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from stmil.datasets import load_dataset
 from stmil.evaluation.evaluate import METRIC_KEYS, read_metrics
-from stmil.evaluation.metrics import frame_labels
 from stmil.synth.dataset import make_dataset
+from stmil.timeline import frame_labels
 from tests.conftest import assert_one_line_error, run_cli
 
 TRAIN = ["--iterations", "3", "--hidden", "16", "--mid", "4", "--device", "cpu", "--quiet"]
@@ -90,7 +90,7 @@ def test_pipeline(synth, tmp_path, capsys):
 
     code, out, err = run(capsys, "evaluate", "--compare", mil, g1)
     assert code == 0, err
-    rows = [r.split() for r in out.strip().splitlines()]
+    rows = [r.split() for r in out.strip().split("\n\n")[0].splitlines()]  # notes below
     assert rows[0][:3] == ["run", "split", "data"]
     assert [r[:3] for r in rows[2:]] == [[str(mil), "test", str(root)],
                                          [str(mil), "train", str(root)],

@@ -256,7 +256,9 @@ def test_evaluate_keeps_metrics_per_split_and_dataset(planted, fresh_run, tmp_pa
 
     code, out, err = run_cli(capsys, "evaluate", "--compare", fresh_run)
     assert code == 0, err
-    rows = [line.split() for line in out.strip().splitlines()]
+    table, notes = out.strip().split("\n\n")  # the notes under the table: docs/metrics.md
+    assert "frame_ap_trapezoid is the AP papers report" in notes
+    rows = [line.split() for line in table.splitlines()]
     assert rows[0][:3] == ["run", "split", "data"]
     tests = sorted([[str(data.resolve()), str(data)], [str(other.resolve()), "other"]])
     assert [r[1:3] for r in rows[2:]] == [["test", t[1]] for t in tests] + [["train", str(data)]]

@@ -66,7 +66,9 @@ def test_report_has_table_figures_overlays_and_escapes(videos, tmp_path, monkeyp
     assert "grid&lt;3&gt; &amp; co" in text and "grid<3>" not in text
     assert "t &lt;1&gt;" in text and "a1&lt;mp4&gt;" in text
     row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", text).group(1)
-    assert len(re.findall("<td", row)) == len(COLUMNS) and ">-<" in row
+    # A cell per metric, then the threshold of the thresholded ones: 0.5 for want of another.
+    assert len(re.findall("<td", row)) == len(COLUMNS) + 1 and ">-<" in row
+    assert row.endswith("<td>0.5 (default)</td>") and "threshold" in heads
     assert "12.3 s" in text and "lr: 0.001" in text
     refs = referenced_files(path)
     names = sorted(p.name for p in refs)

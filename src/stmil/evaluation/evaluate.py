@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.atomic import write_text
-from stmil.cuboids import cuboid_boxes, frame_heatmap
+from stmil.cuboids import cuboid_boxes, cuboid_labels, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ConfigError, ModelError, OutputError
@@ -38,8 +38,10 @@ from stmil.evaluation.paper_metrics import (
     thresholded_metrics,
 )
 from stmil.features.store import VideoFeatures, load_dataset_features
+from stmil.live.calibrate import read_calibration
 from stmil.mil.detector import Detector
-from stmil.score import frame_to_clip
+from stmil.ownership import check_can_write, commit
+from stmil.timeline import frame_labels, frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ def evaluate(
                           "with --boxes, or leave --interpolate out")
     detector = Detector.load(run)
     read_metrics(run)  # refuse a metrics.json that is not ours before any work is done
+    check_can_write(run, [METRICS_FILE], legacy=lambda p: True)
     threshold, source = resolve_threshold(run, threshold)
     if json_out is not None:
         check_json_out(json_out, run)
@@ -127,8 +130,6 @@ def resolve_threshold(run: str | Path, threshold: float | None = None) -> tuple[
     (:data:`THRESHOLD_SOURCES`): ``threshold`` when given, else the run's calibrated threshold
     (``RUN/calibration.json``, read by :func:`stmil.live.calibrate.read_calibration`), else 0.5.
     """
-    from stmil.live.calibrate import read_calibration
-
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
                 or not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
@@ -286,7 +287,10 @@ def record_metrics(run: str | Path, result: dict) -> Path:
         results = read_metrics(run)
         split = result["settings"]["split"]
         results.setdefault(split, {})[dataset_key(result["settings"]["data"])] = result
-        _write_json(path, {"version": METRICS_VERSION, "results": results})
+        text = json.dumps({"version": METRICS_VERSION, "results": results}, indent=1,
+                          allow_nan=False)
+        commit(run, [(path, lambda t: t.write_text(text, encoding="utf-8"))], "evaluate",
+               legacy=lambda p: True)  # a run from before ledgers: read_metrics read it
     return path
 
 
@@ -335,9 +339,9 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     rng = np.random.default_rng(0)  # ties of the top cuboid are broken at random, reproducibly
     for v, m in zip(videos, maps):
         n, ranges = v.meta["n_frames"], v.clip_ranges
-        fs = M.frame_scores_from_clips(m.max(axis=1), ranges, n)
+        fs = frame_scores_from_clips(m.max(axis=1), ranges, n)
         f_scores.append(fs)
-        f_labels.append(M.frame_labels(list(v.record.intervals), n))
+        f_labels.append(frame_labels(list(v.record.intervals), n))
         if v.record.label == 0:
             normal_scores.append(fs)
         boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
@@ -350,8 +354,8 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         gt = v.record.boxes
         for k, (s, e) in enumerate(ranges):
             c_scores.append(m[k])
-            c_labels.append(M.cuboid_labels(boxes, [np.array(gt.get(f, []), float).reshape(-1, 4)
-                                                    for f in range(s, e)], overlap))
+            c_labels.append(cuboid_labels(boxes, [np.array(gt.get(f, []), float).reshape(-1, 4)
+                                                  for f in range(s, e)], overlap))
         frames = np.array(sorted(f for f in gt if 0 <= f < n and len(gt[f])), dtype=int)
         clip_of = frame_to_clip(ranges, n)
         tops = M.top_cuboid_boxes(m[clip_of[frames]], boxes, rng)

@@ -3,7 +3,8 @@
 :func:`paper_metrics` turns per-video maps into the samples the pure functions of
 :mod:`stmil.evaluation.metrics` take: anomalous-only frame AUC, AP both ways, patch AUC / AP,
 TIoU and localization false positives. A metric that the test set cannot support (no anomalous
-video, no box) is ``None``.
+video, no box) is ``None``. :func:`thresholded_metrics` gives the metrics that count scores at or
+above a threshold (:data:`THRESHOLDED`), so that they can be computed at another one.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from stmil.cuboids import cuboid_boxes
+from stmil.cuboids import cuboid_boxes, cuboid_labels
 from stmil.evaluation import metrics as M
 from stmil.features.store import VideoFeatures
-from stmil.score import frame_to_clip
+from stmil.timeline import frame_labels, frame_to_clip
+
+#: The metrics that count scores ``>= threshold``; ``stmil evaluate`` computes them at the run's
+#: calibrated threshold when it has one, else at :data:`PAPER_THRESHOLD` (docs/metrics.md).
+THRESHOLDED = ("false_alarm_rate", "tiou", "loc_false_positives")
+#: The threshold of the papers' TIoU (Liu and Ma) and false alarm rate (Sultani et al.).
+PAPER_THRESHOLD = 0.5
 
 
 def _gt(v: VideoFeatures, f: int) -> np.ndarray:
@@ -30,7 +37,7 @@ def patch_samples(v: VideoFeatures, maps: np.ndarray, frame_scores: np.ndarray,
     Every cuboid of every frame is a patch (``maps``: ``(n_clips, N)``, ``frame_scores``:
     ``(n_frames,)``). Patches of a normal video, and of an anomalous video's frames outside
     its anomalous intervals, are negatives; a frame with GT boxes labels its cuboids by
-    :func:`~stmil.evaluation.metrics.cuboid_labels`. Frames inside an interval without a box
+    :func:`~stmil.cuboids.cuboid_labels`. Frames inside an interval without a box
     (unknown where) are left out, and so is an anomalous video without boxes (``None``).
     Identical patches (same clip, same frame score, no box) are merged into one weighted row.
     """
@@ -38,7 +45,7 @@ def patch_samples(v: VideoFeatures, maps: np.ndarray, frame_scores: np.ndarray,
     if v.record.label == 1 and not v.record.has_boxes:
         return None
     clip_of = frame_to_clip(v.clip_ranges, n)
-    inside = M.frame_labels(list(v.record.intervals), n)
+    inside = frame_labels(list(v.record.intervals), n)
     boxed = np.zeros(n, dtype=bool)
     boxed[[f for f, b in v.record.boxes.items() if len(b) and 0 <= f < n]] = True
     boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
@@ -54,7 +61,7 @@ def patch_samples(v: VideoFeatures, maps: np.ndarray, frame_scores: np.ndarray,
     for f in np.flatnonzero(boxed):
         gated = M.gated_cuboid_scores(maps[clip_of[f]][None], frame_scores[f:f + 1])
         scores.append(gated.ravel())
-        labels.append(M.cuboid_labels(boxes, [_gt(v, f)], overlap))
+        labels.append(cuboid_labels(boxes, [_gt(v, f)], overlap))
         weights.append(np.ones(gated.size))
     if not scores:
         return None
@@ -71,11 +78,41 @@ def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     ``(n_frames,)``, as :func:`~stmil.evaluation.evaluate.compute_metrics` computed them.
     """
     video_labels = np.array([v.record.label for v in videos])
-    patches, pred, fs_boxed, gt_frames = [], [], [], []
+    patches = [p for v, m, fs in zip(videos, maps, frame_scores, strict=True)
+               if (p := patch_samples(v, m, fs, overlap)) is not None]
+    out = {
+        "frame_auc_anomalous": _try(M.frame_auc_anomalous, frame_scores, frame_labels,
+                                    video_labels),
+        "frame_ap_trapezoid": _try(M.frame_ap_trapezoid, frame_scores, frame_labels),
+        "patch_auc": None, "patch_ap": None,
+        "tiou": tiou_of(videos, maps, frame_scores, threshold),
+        "loc_false_positives": loc_false_positives(videos, maps, threshold),
+    }
+    if patches:
+        s, y, w = (np.concatenate(x) for x in zip(*patches))
+        out["patch_auc"] = _try(M.patch_auc, s, y, w)
+        out["patch_ap"] = _try(M.patch_ap, s, y, w)
+    return out
+
+
+def thresholded_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+                        frame_scores: Sequence[np.ndarray], threshold: float) -> dict:
+    """The :data:`THRESHOLDED` metrics at ``threshold``: ``false_alarm_rate`` (frames of the
+    normal videos), ``tiou`` and ``loc_false_positives``, each ``None`` where the test set
+    cannot give it. ``maps``: per video ``(n_clips, G*G)``; ``frame_scores``: per video
+    ``(n_frames,)``."""
+    normal = [fs for v, fs in zip(videos, frame_scores, strict=True) if v.record.label == 0]
+    return {"false_alarm_rate": M.false_alarm_rate(normal, threshold) if normal else None,
+            "tiou": tiou_of(videos, maps, frame_scores, threshold),
+            "loc_false_positives": loc_false_positives(videos, maps, threshold)}
+
+
+def tiou_of(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
+            frame_scores: Sequence[np.ndarray], threshold: float) -> float | None:
+    """TIoU over every frame with a GT box of the anomalous videos (each predicts its clip's
+    top region box), or ``None`` when there is no such frame."""
+    pred, fs_boxed, gt_frames = [], [], []
     for v, m, fs in zip(videos, maps, frame_scores, strict=True):
-        p = patch_samples(v, m, fs, overlap)
-        if p is not None:
-            patches.append(p)
         if v.record.label != 1 or not v.record.has_boxes:
             continue
         n, ranges = v.meta["n_frames"], v.clip_ranges
@@ -86,20 +123,9 @@ def paper_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         pred.append(M.top_region_boxes(m[clip_of[frames]], boxes))
         fs_boxed.append(fs[frames])
         gt_frames += [_gt(v, f) for f in frames]
-    out = {
-        "frame_auc_anomalous": _try(M.frame_auc_anomalous, frame_scores, frame_labels,
-                                    video_labels),
-        "frame_ap_trapezoid": _try(M.frame_ap_trapezoid, frame_scores, frame_labels),
-        "patch_auc": None, "patch_ap": None, "tiou": None,
-        "loc_false_positives": loc_false_positives(videos, maps, threshold),
-    }
-    if patches:
-        s, y, w = (np.concatenate(x) for x in zip(*patches))
-        out["patch_auc"] = _try(M.patch_auc, s, y, w)
-        out["patch_ap"] = _try(M.patch_ap, s, y, w)
-    if gt_frames:
-        out["tiou"] = M.tiou(np.concatenate(pred), np.concatenate(fs_boxed), gt_frames, threshold)
-    return out
+    if not gt_frames:
+        return None
+    return M.tiou(np.concatenate(pred), np.concatenate(fs_boxed), gt_frames, threshold)
 
 
 def loc_false_positives(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],

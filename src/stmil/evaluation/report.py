@@ -33,8 +33,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from stmil.atomic import atomic_write, write_text
 from stmil.errors import StmilError
-from stmil.evaluation.evaluate import METRIC_KEYS
-from stmil.evaluation.metrics import frame_scores_from_clips
+from stmil.evaluation.evaluate import METRIC_KEYS, table_notes, threshold_of
+from stmil.timeline import frame_scores_from_clips
 
 #: Where lower is better (false alarms, false positives); these columns come last.
 LOWER_IS_BETTER = ("false_alarm_rate", "loc_false_positives")
@@ -191,14 +191,17 @@ def _fmt(x) -> str:
 
 
 def metrics_table(runs: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
-    """An HTML table: one row per run, one column per metric; the best value in bold."""
+    """An HTML table: one row per run, one column per metric (the best value in bold), then
+    each run's threshold of the thresholded metrics; the notes of
+    :func:`~stmil.evaluation.evaluate.table_notes` below it (which AP papers report, what the
+    thresholds are, the thresholded metrics at 0.5)."""
     best = {}
     for key in columns:
         vals = [r.get("metrics", {}).get(key) for r in runs]
         vals = [float(v) for v in vals if v is not None and not math.isnan(float(v))]
         if len(vals) > 1:
             best[key] = min(vals) if key in LOWER_IS_BETTER else max(vals)
-    head = "".join(f"<th>{_e(k)}</th>" for k in columns)
+    head = "".join(f"<th>{_e(k)}</th>" for k in columns) + "<th>threshold</th>"
     rows = [f"<table><thead><tr><th>run</th>{head}</tr></thead><tbody>"]
     for r in runs:
         cells = []
@@ -208,8 +211,12 @@ def metrics_table(runs: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str
             if v is not None and key in best and _fmt(v) == _fmt(best[key]):
                 text = f"<b>{text}</b>"
             cells.append(f'<td class="num">{text}</td>')
+        value, source = threshold_of(r.get("metrics", {}))
+        cells.append(f"<td>{_e(f'{value:.4g} ({source})')}</td>")
         rows.append(f"<tr><td>{_e(r['name'])}</td>{''.join(cells)}</tr>")
     rows.append("</tbody></table>")
+    notes = table_notes([(r["name"], r.get("metrics", {})) for r in runs], columns)
+    rows += [f'<p class="muted">{_e(line)}</p>' for line in notes]
     return "\n".join(rows)
 
 
