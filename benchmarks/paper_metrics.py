@@ -22,9 +22,9 @@ import numpy as np
 from stmil.datasets import fit_to_video
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.datasets.ucf_crime import load_ucf_crime
-from stmil.evaluation import metrics as M
 from stmil.evaluation.paper_metrics import paper_metrics
 from stmil.features.store import VideoFeatures
+from stmil.timeline import frame_labels, frame_scores_from_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,9 +56,9 @@ def main() -> None:
         videos.append(VideoFeatures(rec, np.zeros((clips, 49, 1), np.float16), meta))
         maps.append(rng.uniform(size=(clips, 49)).astype(np.float32))
     t1 = time.perf_counter()
-    fs = [M.frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta["n_frames"])
+    fs = [frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta["n_frames"])
           for v, m in zip(videos, maps)]
-    fl = [M.frame_labels(list(v.record.intervals), v.meta["n_frames"]) for v in videos]
+    fl = [frame_labels(list(v.record.intervals), v.meta["n_frames"]) for v in videos]
     t2 = time.perf_counter()
     out = paper_metrics(videos, maps, fs, fl)
     t3 = time.perf_counter()

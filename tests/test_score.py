@@ -16,7 +16,7 @@ from stmil.features.extract import ExtractSettings, extract_video
 from stmil.features.store import load_features, meta_clip_ranges
 from stmil.mil.detector import Detector
 from stmil.mil.train import train
-from stmil.score import frame_to_clip, predicted_boxes, score_features, score_inputs
+from stmil.score import score_features, score_inputs
 from tests.conftest import assert_one_line_error, log_lines, ramp_frames, run_cli, write_video
 from tests.planted import make_planted
 
@@ -116,12 +116,6 @@ def test_threshold_boxes_are_unions_of_hot_cuboids(planted_run):
     union = [*hot[:, :2].min(0), *hot[:, 2:].max(0)]
     np.testing.assert_allclose(r["boxes"][0], union, atol=0.01)
     assert r["threshold"] == threshold
-    # Row 0: nothing reaches 0.5, so the top cuboid; row 1: cuboids 0 and 2, the left column.
-    maps = np.array([[0.1, 0.3, 0.2, 0.0], [0.9, 0.1, 0.95, 0.2]])
-    small = cuboid_boxes(4, 4, 2)
-    np.testing.assert_array_equal(predicted_boxes(maps, small, 0.5),
-                                  [small[1], [0, 0, 2, 4]])  # left column
-    np.testing.assert_array_equal(predicted_boxes(maps, small), [small[1], small[2]])
 
 
 def test_score_inputs_on_feature_files(planted_run, tmp_path, caplog):
@@ -237,16 +231,6 @@ def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad
     np.testing.assert_allclose(r["boxes"], cub[expect.argmax(axis=1)][per_frame], atol=0.01)
 
 
-@pytest.mark.parametrize(("ranges", "n_frames", "expected"), [
-    ([[0, 16], [16, 32]], 40, [0] * 16 + [1] * 24),  # drop: the 8 tail frames go to clip 1
-    ([[0, 16], [16, 32], [32, 40]], 40, [0] * 16 + [1] * 16 + [2] * 8),  # pad: to clip 2
-    ([[0, 16], [8, 24], [16, 32]], 37, [0] * 8 + [1] * 8 + [2] * 21),  # stride 8: latest start
-    ([[3, 5]], 7, [0] * 7),  # frames before the first clip take the first
-])
-def test_frame_to_clip_hand_cases(ranges, n_frames, expected):
-    assert frame_to_clip(np.array(ranges), n_frames).tolist() == expected
-
-
 # --- many videos: the input pipeline of extract ----------------------------------------------
 
 
@@ -277,7 +261,8 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
                                  "--quiet")
         assert code == 0 and err == ""
         assert out.split() == [f"s{workers}/v{n}.scores.json" for n in (1, 2, 3)]
-        files[workers] = {p.name: p.read_bytes() for p in Path(f"s{workers}").iterdir()}
+        files[workers] = {p.name: p.read_bytes() for p in Path(f"s{workers}").iterdir()
+                          if p.is_file()}  # not .stmil/, the ledger's folder
     assert files["2"] == files["0"] and len(files["0"]) == 3
     for n, video in zip((1, 2, 3), videos):
         r = json.loads(files["0"][f"v{n}.scores.json"])
@@ -299,7 +284,8 @@ def test_score_a_corrupt_video_among_good_ones_with_workers(small_run, tmp_path,
     assert code == 1
     assert_one_line_error(err, "v/bad.mp4: not a readable video")
     assert out.split() == ["s/v3.scores.json", "s/v1.scores.json"]  # in the inputs' order
-    assert sorted(p.name for p in Path("s").iterdir()) == ["v1.scores.json", "v3.scores.json"]
+    assert sorted(p.name for p in Path("s").iterdir()) == [".stmil", "v1.scores.json",
+                                                           "v3.scores.json"]
 
 
 def test_score_workers_flag_is_checked(small_run, tmp_path, capsys):

@@ -269,6 +269,7 @@ def test_read_metrics_accepts_the_first_format(planted, fresh_run):
     data, feats, _ = planted
     result = evaluate(data, feats, fresh_run)
     flat = {k: v for k, v in result.items() if k not in ("curves", "videos")}
+    shutil.rmtree(fresh_run / ".stmil")  # a run of stmil 0.1: no ledger
     (fresh_run / "metrics.json").write_text(json.dumps(flat))  # what stmil 0.1 wrote
     assert read_metrics(fresh_run) == {"test": {str(data.resolve()): json.loads(
         json.dumps(flat))}}

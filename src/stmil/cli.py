@@ -16,15 +16,7 @@ from stmil.datasets.errors import SPLITS
 from stmil.device import DEVICES
 from stmil.errors import ConfigError, StmilError
 from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES, PipelineConfig
-from stmil.interop.export import export_features
-from stmil.interop.gt import export_vectors
-from stmil.interop.import_features import ImportSettings, import_features, read_frame_counts
-from stmil.live.calibrate import calibrate
-from stmil.live.clip import MAX_SECONDS, POST_ROLL, PRE_ROLL, RING_SECONDS
-from stmil.live.events import check_out, events_inputs, resolve_events
-from stmil.live.incidents import EventConfig
 from stmil.mil.config import FIELDS, FORMATS, PATH_KEYS, field_type, read_config, read_yaml_mapping
-from stmil.synth.distractors import SCENARIOS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -200,7 +192,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from stmil.serve.app import serve
+    except ImportError as e:
+        raise StmilError(f"stmil serve needs the serve extra ({e.name} is missing): "
+                         "pip install 'stmil[serve]'") from None
+    serve(args.dir, host=args.host, port=args.port)
+    return 0
+
+
+@command
 def cmd_import_features(args: argparse.Namespace) -> int:
+    from stmil.interop.import_features import ImportSettings, import_features, read_frame_counts
+
     settings = ImportSettings(args.format, args.crop, args.snippet_frames, args.fps, args.width,
                               args.height)
     counts = read_frame_counts(args.frame_counts) if args.frame_counts else None
@@ -213,6 +218,8 @@ def cmd_import_features(args: argparse.Namespace) -> int:
 @command
 def cmd_gt(args: argparse.Namespace) -> int:
     """The frame-label vector (``gt``) or, with ``--model``, the frame-score vector (``export``)."""
+    from stmil.interop.gt import export_vectors
+
     path = export_vectors(args.data, args.features, args.out, run=getattr(args, "model", None),
                           split=args.split, format=args.format, tail=args.tail,
                           skip_missing=args.skip_missing, video_list=args.list,
@@ -226,6 +233,8 @@ COMMANDS["export"] = cmd_gt
 
 @command
 def cmd_export_features(args: argparse.Namespace) -> int:
+    from stmil.interop.export import export_features
+
     records = load_dataset(args.data, "all", args.format) if args.data else None
     summary = export_features(args.features, args.out, layout=args.layout, records=records,
                               video_list=args.list, prefix=args.prefix)
@@ -253,12 +262,16 @@ def _add_vector_options(p: argparse.ArgumentParser) -> None:
 
 
 def _event_settings(args: argparse.Namespace):
+    from stmil.live.events import resolve_events
+
     return resolve_events(args.model, args.threshold, args.hysteresis, args.min_duration,
                           args.merge_gap)
 
 
 @command
 def cmd_events(args: argparse.Namespace) -> int:
+    from stmil.live.events import events_inputs
+
     found, failed = events_inputs(args.inputs, args.model, config=_event_settings(args),
                                   out=args.out, snapshots=args.snapshots, clips=args.clips,
                                   device=args.device)
@@ -268,6 +281,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 @command
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from stmil.live.calibrate import calibrate
+    from stmil.live.incidents import EventConfig
+
     given = {k: getattr(args, k) for k in ("hysteresis", "min_duration", "merge_gap")
              if getattr(args, k) is not None}
     cal = calibrate(args.model, args.data, args.features, target=args.target,
@@ -280,6 +296,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 @command
 def cmd_watch(args: argparse.Namespace) -> int:
+    from stmil.live.events import check_out
     from stmil.live.watch import WatchConfig, watch
 
     fields = {f: getattr(args, f) for f in WatchConfig.__dataclass_fields__}
@@ -307,6 +324,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
     """The ``events``, ``calibrate`` and ``watch`` commands; flags from
     :class:`~stmil.live.incidents.EventConfig` and :class:`~stmil.live.watch.WatchConfig`."""
+    from stmil.live.clip import MAX_SECONDS, POST_ROLL, PRE_ROLL, RING_SECONDS
+    from stmil.live.incidents import EventConfig
+
     d = EventConfig()
     clips_help = (f"folder for one MP4 per incident: {PRE_ROLL:g} s before its start to "
                   f"{POST_ROLL:g} s after its end, at most {MAX_SECONDS:g} s (live: from a "
@@ -460,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous synth output with other settings in --out")
+    from stmil.synth.distractors import SCENARIOS
     p.add_argument("--scenario", choices=SCENARIOS, default="default",
                    help="hard: benign look-alike motion (fast walkers, vehicles, flicker, "
                    "sway, camera shake) in every video, outside the event box in anomalous ones")
@@ -473,6 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=DEVICES, default="auto")
+
+    p = add("serve", "Look at runs, test videos, heat maps and score curves in a browser.",
+            "stmil serve demo-out  # then open http://127.0.0.1:8000")
+    p.add_argument("dir", help="a demo output, or a folder holding run folders with their "
+                   "dataset and features, or stmil score outputs (served read-only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+
     p = add("import-features", "Import other projects' features (RTFM, UR-DMU, Sultani) as "
             "grid-1 stmil features.",
             "stmil import-features UCF_Test.list --format urdmu --root ucf-feats/ --out feats/")

@@ -60,7 +60,7 @@ MARKER_FORMAT = "stmil-demo"
 def check_demo_settings(n_videos: int, n_frames: int, seed: int, iterations: int,
                         val_fraction: float = 0.25, n_overlays: int = 4) -> None:
     """Raise :class:`ConfigError` for settings :func:`run_demo` cannot use; nothing is written."""
-    from stmil.synth.dataset import SynthError, check_settings
+    from stmil.synth.dataset import SynthError, check_settings  # deferred: PyAV
 
     for name, value, low in (("--iterations", iterations, 1), ("--videos", n_videos, 8),
                              ("--frames", n_frames, 16), ("--seed", seed, 0),
@@ -195,6 +195,7 @@ def run_demo(
     dataset is rebuilt only when its settings change or it is incomplete (and then the
     features made from it are deleted), finished feature files are skipped.
     """
+    # deferred: PyAV, loaded only when the demo runs
     from stmil.synth.dataset import dataset_ready, make_dataset
     from stmil.synth.dataset import read_marker as read_synth_marker
 
@@ -309,7 +310,7 @@ def _json_safe(x):
 def _overlays(folder: Path, results: dict, n: int) -> list[dict]:
     """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos,
     written into ``folder``."""
-    from stmil.evaluation.overlay import render_overlay
+    from stmil.overlay import render_overlay  # deferred: PyAV
 
     method, base = results["weak-cuboid-mil"], results["grid1-baseline"]
     base_maps = {v.record.video_id: maps for v, maps in base["videos"]}

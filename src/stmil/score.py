@@ -11,34 +11,23 @@ import json
 import logging
 import math
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from stmil.atomic import check_writable, write_text
-from stmil.cuboids import cuboid_boxes
+from stmil.atomic import check_writable
+from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
-from stmil.evaluation.metrics import frame_scores_from_clips
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import FeatureError, load_features, meta_clip_ranges, meta_motion
 from stmil.files import find_videos
 from stmil.mil.detector import Detector
+from stmil.ownership import check_can_write, commit
+from stmil.timeline import frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
-
-
-def predicted_boxes(maps: np.ndarray, boxes: np.ndarray, threshold: float | None = None
-                    ) -> np.ndarray:
-    """Box per clip ``(n_clips, 4)``: the top cuboid's, or the union of those >= threshold."""
-    out = boxes[maps.argmax(axis=1)].copy()
-    if threshold is not None:
-        for k, row in enumerate(maps):
-            hot = boxes[row >= threshold]
-            if len(hot):
-                out[k] = [*hot[:, :2].min(0), *hot[:, 2:].max(0)]
-    return out
 
 
 def score_features(detector: Detector, features: np.ndarray, meta: dict,
@@ -72,12 +61,6 @@ def scores_from_maps(maps: np.ndarray, model_grid: int, meta: dict, clip_ranges:
         "frame_scores": frame_scores.round(6).tolist(),
         "boxes": clip_boxes[frame_clip].round(2).tolist(),
     }
-
-
-def frame_to_clip(clip_ranges: np.ndarray, n_frames: int) -> np.ndarray:
-    """Clip index of each frame ``(n_frames,)``: the last clip starting at or before it."""
-    return np.clip(np.searchsorted(clip_ranges[:, 0], np.arange(n_frames), side="right") - 1,
-                   0, len(clip_ranges) - 1)
 
 
 SCORES_KEYS = ("n_frames", "clip_maps", "frame_scores", "boxes")
@@ -125,12 +108,25 @@ def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
     is refused (:class:`OutputError`), never overwritten."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / f"{video_id}.scores.json"
-    if dest.exists() and not is_scores_file(dest):
-        raise OutputError(f"{dest}: exists and is not a stmil scores file; refusing to "
-                          "overwrite it (move it away, or use another --out)")
     text = json.dumps(result, allow_nan=False)  # a bare NaN is not JSON: never write one
-    write_text(dest, text)
+    commit(out_dir, [(dest, lambda t: t.write_text(text, encoding="utf-8"))], "score",
+           legacy=_legacy_ours, fix=NOT_OURS)
     return dest
+
+
+NOT_OURS = "refusing to overwrite it (move it away, or use another --out)"
+
+
+def _legacy_ours(path: Path) -> bool:
+    """In a folder from before ledgers: a scores file is ours, an overlay never is."""
+    if path.name.endswith(".scores.json") and not is_scores_file(path):
+        raise OutputError(f"{path}: exists and is not a stmil scores file; {NOT_OURS}")
+    return path.name.endswith(".scores.json")
+
+
+def _write_overlay(dest: Path, write: Callable[[Path], None]) -> None:
+    """The writer :func:`~stmil.overlay.render_overlay` uses for ``score``."""
+    commit(dest.parent, [(dest, write)], "score", legacy=_legacy_ours, fix=NOT_OURS)
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -200,7 +196,7 @@ def source_video(npy: Path, meta: dict) -> Path:
 def video_extractor(detector: Detector, device: str):
     """The feature extractor and clip settings a run's model was trained with: ``(extractor,
     settings)`` for :func:`~stmil.features.extract.extract_videos` (the network loaded)."""
-    from stmil.features.extract import ExtractSettings, FeatureExtractor  # torch + PyAV
+    from stmil.features.extract import ExtractSettings, FeatureExtractor  # deferred: I3D
 
     detector.check_scores_video()
     c = detector.config
@@ -230,7 +226,7 @@ def _features_of(paths: Sequence[Path], detector: Detector, device: str,
             yield path, features, meta, None
     videos = [p for p in paths if p.suffix != ".npy"]
     if videos:
-        from stmil.features.extract import extract_videos
+        from stmil.features.extract import extract_videos  # deferred: I3D, for videos only
 
         yield from extract_videos(videos, *video_extractor(detector, device), pipeline)
 
@@ -271,15 +267,18 @@ def score_inputs(
                 if not np.isfinite(features).all():
                     raise FeatureError(f"{path}: NaN or infinite feature values; extract the "
                                        "video again")
+                names = [f"{path.stem}.scores.json", *[f"{path.stem}.overlay.mp4"] * overlay]
+                check_can_write(out_dir, names, legacy=_legacy_ours, fix=NOT_OURS)
                 source = source_video(path, meta) if overlay and path.suffix == ".npy" else path
                 result = score_features(detector, features, meta, meta_clip_ranges(meta),
                                         threshold, where=str(path))
                 written[path] = [write_scores(out_dir, path.stem, result)]
                 if overlay:
-                    from stmil.evaluation.overlay import render_overlay
+                    from stmil.overlay import render_overlay  # deferred: PyAV, matplotlib
 
-                    written[path].append(render_overlay(source, result,
-                                                        out_dir / f"{path.stem}.overlay.mp4"))
+                    written[path].append(render_overlay(
+                        source, result, out_dir / f"{path.stem}.overlay.mp4",
+                        writer=_write_overlay))
             except ModelError:
                 raise  # the model, not this input: the rest would fail the same way
             except (ValueError, OSError, KeyError) as e:

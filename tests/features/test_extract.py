@@ -157,7 +157,8 @@ def test_cuboid_boxes_hand_values():
 
 
 def visible(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir()}
+    """Every entry of ``folder`` but its ledger (``.stmil/``, stmil.ownership)."""
+    return {p.name for p in folder.iterdir() if p.name != ".stmil"}
 
 
 @pytest.fixture()
@@ -219,10 +220,16 @@ def test_extract_many_resume_and_overwrite(batch, extractor):
     assert sorted(s.done) == ["good1", "good2"] and s.skipped == []
     assert {n: (out / n).read_bytes() for n in before} == before  # deterministic
 
-    # a damaged array is not "done": it is redone, the intact one skipped
+    # a damaged array is not "done", and no longer the bytes stmil wrote: it is refused (the
+    # user's, issue 22 item 6) and kept; once moved away it is redone, the intact one skipped
     npy = out / "good2.npy"
     npy.write_bytes(npy.read_bytes()[:200])
     assert not is_done(out, "good2") and is_done(out, "good1")
+    s = extract_many([src / "good1.mkv", src / "good2.avi"], out, extractor, SMALL, **kw)
+    assert s.done == [] and s.skipped == ["good1"] and len(s.failed) == 1
+    assert "good2.npy: exists and is not a file stmil wrote here" in s.failed[0]["error"]
+    assert len(npy.read_bytes()) == 200
+    npy.unlink()
     s = extract_many([src / "good1.mkv", src / "good2.avi"], out, extractor, SMALL, **kw)
     assert s.done == ["good2"] and s.skipped == ["good1"] and s.failed == []
     assert npy.read_bytes() == before["good2.npy"]
@@ -347,6 +354,8 @@ def test_resume_after_kill_matches_clean_run(tmp_path):
     finished = sorted(p.stem for p in resumed.glob("*.json"))
     assert 1 <= len(finished) < 4, "the kill should land mid-run"
     for p in resumed.iterdir():  # whatever carries a final name is whole
+        if p.name == ".stmil":  # the ledger's folder (stmil.ownership)
+            continue
         if p.name.startswith("."):
             assert p.name.endswith(".tmp")
         elif p.suffix == ".claim":  # the killed run's claim on its current video

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -285,10 +286,11 @@ def test_a_dead_runs_claim_is_taken_over_and_a_foreign_file_refused(tmp_path):
     stale = claim_path(tmp_path, "v")
     stale.write_text('{"stmil-claim": 1, "host": "h", "pid": 1}\n')  # nobody holds its lock
     assert remove_stale_claims(tmp_path) == [stale] and not stale.exists()
-    stale.write_text("")  # created by a process killed before it wrote: ours too
-    c = try_claim(tmp_path, "v")
-    assert c is not None
-    c.release()
+    stale.write_text("")  # a claim is made whole with its marker: an empty file is the user's
+    with pytest.raises(OutputError, match=r"v\.claim: exists and is not a stmil claim"):
+        try_claim(tmp_path, "v")
+    assert remove_stale_claims(tmp_path) == [] and stale.read_text() == ""
+    stale.unlink()
     foreign = claim_path(tmp_path, "w")
     foreign.write_text("my notes\n")
     with pytest.raises(OutputError, match=r"w\.claim: exists and is not a stmil claim"):
@@ -342,7 +344,9 @@ def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
     assert done[0] <= 2 and sum(done) == 4, results  # no video twice
     assert all(is_done(out, f"v{i}") for i in range(4))
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))  # no claim left
+        [".stmil", *(f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))])  # no claim
+    ledger = json.loads((out / ".stmil" / "ledger.json").read_text())["files"]
+    assert sorted(ledger) == sorted(f"v{i}{x}" for i in range(4) for x in (".json", ".npy"))
 
 
 def test_emulated_bf16_is_warned_about(tmp_path, monkeypatch, caplog):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from stmil.features.extract import (
     is_done,
     read_failures,
     record_failures,
+    write_features,
 )
 from stmil.features.store import (
     FeatureError,
@@ -143,8 +143,12 @@ def _other_array(npy: Path) -> np.ndarray:
     return (np.load(npy).astype(np.float32) * 2 + 1).astype(np.float16)
 
 
-@pytest.mark.parametrize("state", ["new npy under old json", "new json over old npy"])
-def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor, state):
+@pytest.mark.parametrize("renamed", [1, 2])  # the ledger; the ledger and the new JSON
+def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor, monkeypatch,
+                                                               renamed):
+    """The group renames the ledger, then the JSON, then the array: a kill after the first
+    leaves the old pair (whole: skipped), after the second a new JSON over the old array (not
+    done, still stmil's: a plain rerun redoes it)."""
     path, out = video
     _extract([path], out, extractor)
     npy, meta_path = out / "v.npy", out / "v.json"
@@ -152,20 +156,25 @@ def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor,
     meta = json.loads(meta_path.read_text())
     assert meta["npy_bytes"] == len(good[npy])
     assert meta["npy_sha256"] == hashlib.sha256(good[npy]).hexdigest()
-    other = _other_array(npy)
-    if state == "new npy under old json":
-        np.save(npy, other)  # same shape, so only the checksum tells
-    else:  # the JSON of another array, beside the old array
-        buf = io.BytesIO()
-        np.save(buf, other)
-        meta["npy_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-        meta_path.write_text(json.dumps(meta))
-    assert not is_done(out, "v")
-    with pytest.raises(FeatureError, match=re.escape(f"{npy}: does not match v.json (its sha256 "
-                                                     "differs from the one its metadata")):
-        load_features(out, "v")
+    real, done = os.replace, []
+
+    def replace(a, b):
+        if len(done) == renamed:
+            raise KeyboardInterrupt  # as a kill: nothing after it runs
+        done.append(b)
+        real(a, b)
+    monkeypatch.setattr("stmil.atomic.os.replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_features(out, "v", _other_array(npy), dict(meta))  # same shape: only sums tell
+    monkeypatch.undo()
+    assert npy.read_bytes() == good[npy]
+    assert is_done(out, "v") == (renamed == 1)
+    if renamed == 2:
+        with pytest.raises(FeatureError, match=re.escape(
+                f"{npy}: does not match v.json (its sha256 differs from the one its metadata")):
+            load_features(out, "v")
     s = _extract([path], out, extractor)  # a plain rerun, no --overwrite
-    assert (s.done, s.skipped, s.failed) == (["v"], [], [])
+    assert (s.done, s.skipped, s.failed) == ((["v"], []) if renamed == 2 else ([], ["v"])) + ([],)
     assert {p: p.read_bytes() for p in good} == good
 
 
@@ -430,7 +439,7 @@ def test_overwrite_replaces_only_stmils_own_features(tmp_path, monkeypatch, caps
     assert err.splitlines()[0].endswith("; move it away, or use another output folder (stmil "
                                         "replaces only its own features)")
     assert Path("out", name).read_bytes() == content
-    assert sorted(os.listdir("out")) == sorted([name, "failures.json"])
+    assert sorted(os.listdir("out")) == sorted([name, "failures.json", ".stmil"])
 
 
 # ---- item 18: extract removes the temporary files of killed runs -------------------------
@@ -447,7 +456,7 @@ def test_extract_removes_stale_temps_of_killed_runs(video, extractor):
     s = _extract([path], out, extractor)
     assert s.done == ["v"]
     assert sorted(p.name for p in out.iterdir()) == sorted([live.name, foreign.name, "v.npy",
-                                                            "v.json"])
+                                                            "v.json", ".stmil"])
 
 
 # ---- item 21: a full disk is one line naming the output file ------------------------------
@@ -462,7 +471,7 @@ def test_extract_on_a_full_disk_names_the_output_file(video, capsys, monkeypatch
     assert err.splitlines()[0] == "error: videos/v.mkv: out/v.npy: File too large"
     assert read_failures(out / "failures.json") == [
         {"path": str(path), "error": "out/v.npy: File too large"}]
-    assert sorted(p.name for p in out.iterdir()) == ["failures.json"]  # no temp, no half pair
+    assert sorted(p.name for p in out.iterdir()) == [".stmil", "failures.json"]  # no half pair
 
 
 # ---- item 22: empty input folder, missing features folder ---------------------------------

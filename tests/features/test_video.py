@@ -15,7 +15,6 @@ import torch.nn.functional as F
 import stmil.features.video as video
 from stmil.features.video import (
     VideoError,
-    clip_frame_ranges,
     iter_clips,
     iter_frames,
     probe,
@@ -225,23 +224,6 @@ def test_iter_clips_rejects_bad_arguments(ramp50):
         next(iter_clips(path, tail="wrap"))
     with pytest.raises(ValueError, match="stride must be a whole number >= 1, got 0"):
         next(iter_clips(path, stride=0))
-
-
-def test_clip_frame_ranges_hand_values():
-    np.testing.assert_array_equal(
-        clip_frame_ranges(3, 16, 16, 30.0, None, 50), [[0, 16], [16, 32], [32, 48]])
-    # padded tail clip [48, 64) ends at the video's end
-    np.testing.assert_array_equal(
-        clip_frame_ranges(4, 16, 16, 30.0, None, 50), [[0, 16], [16, 32], [32, 48], [48, 50]])
-    np.testing.assert_array_equal(
-        clip_frame_ranges(3, 16, 8, 30.0, None, 50), [[0, 16], [8, 24], [16, 32]])
-    # 30 -> 15 fps: sampled frame k is source frame 2k; clip 1 = samples 16..31 = src 32..62
-    np.testing.assert_array_equal(
-        clip_frame_ranges(2, 16, 16, 30.0, 15.0, 64), [[0, 31], [32, 63]])
-    # 25 -> 10 fps: sample k is floor(2.5 k); clip 1 = samples 16..31 -> src 40..77
-    np.testing.assert_array_equal(
-        clip_frame_ranges(2, 16, 16, 25.0, 10.0, 80), [[0, 38], [40, 78]])
-    assert clip_frame_ranges(0, 16, 16, 30.0, None, 10).shape == (0, 2)
 
 
 # --- bounded memory --------------------------------------------------------------------------

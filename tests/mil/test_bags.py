@@ -1,41 +1,6 @@
 import numpy as np
-import pytest
 
-from stmil.mil.bags import make_bag, segment_bounds, segment_clip_ranges, segment_cuboid_labels
-
-
-def test_segment_bounds_10_clips_hand_values():
-    # 10 * k / 32 = 0.3125 k, rounded half to even (k=8: 2.5 -> 2, k=24: 7.5 -> 8).
-    expected = [0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5,
-                5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9, 10, 10]  # fmt: skip
-    np.testing.assert_array_equal(segment_bounds(10), expected)
-
-
-def test_segment_bounds_32_clips_is_identity():
-    np.testing.assert_array_equal(segment_bounds(32), np.arange(33))
-
-
-def test_segment_bounds_100_clips_hand_values():
-    # 100 * k / 32 = 3.125 k: 12.5 -> 12, 37.5 -> 38, 62.5 -> 62, 87.5 -> 88.
-    expected = [0, 3, 6, 9, 12, 16, 19, 22, 25, 28, 31, 34, 38, 41, 44, 47, 50,
-                53, 56, 59, 62, 66, 69, 72, 75, 78, 81, 84, 88, 91, 94, 97, 100]  # fmt: skip
-    np.testing.assert_array_equal(segment_bounds(100), expected)
-
-
-def test_segment_clip_ranges_short_video_takes_one_clip():
-    ranges = segment_clip_ranges(10)
-    assert ranges.shape == (32, 2)
-    assert (ranges[:, 1] - ranges[:, 0] >= 1).all()
-    # bounds 0, 0, 1, 1, 1, 2 ...: segment 0 is empty -> clip 0; segment 2 is [1, 1) -> clip 1.
-    np.testing.assert_array_equal(ranges[:4], [[0, 1], [0, 1], [1, 2], [1, 2]])
-    # the last bounds are 9, 10, 10: segment 31 is [10, 10) -> clip min(10, 9) = 9.
-    np.testing.assert_array_equal(ranges[-2:], [[9, 10], [9, 10]])
-    np.testing.assert_array_equal(segment_clip_ranges(1, 4), [[0, 1]] * 4)
-
-
-def test_segment_bounds_rejects_empty_video():
-    with pytest.raises(ValueError, match="at least one clip"):
-        segment_bounds(0)
+from stmil.mil.bags import make_bag, segment_cuboid_labels
 
 
 def test_make_bag_means_and_normalises():

@@ -27,6 +27,7 @@ from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.mil.config import FIELDS, TrainConfig, read_config
 from stmil.mil.run import commit_folder, load_model
 from stmil.mil.train import train
+from stmil.ownership import commit
 from tests.conftest import assert_one_line_error, log_lines, run_cli
 from tests.planted import make_planted
 
@@ -69,7 +70,8 @@ def run_copy(finished, tmp_path) -> Path:
     """A private copy of the finished run, with a metrics.json from an evaluation."""
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    (run / "metrics.json").write_text('{"frame_auc": 0.5}')
+    commit(run, [(run / "metrics.json", lambda t: t.write_text('{"frame_auc": 0.5}'))],
+           "evaluate")  # as stmil evaluate records it in the run's ledger
     return run
 
 
@@ -326,8 +328,8 @@ def test_a_concurrent_training_into_the_same_run_is_refused(tiny, interrupted):
 def test_retrain_replaces_the_whole_run(tiny, run_copy):
     old_model = (run_copy / "model.safetensors").read_bytes()
     train(*tiny, run_copy, **FAST | {"seed": 3})
-    assert sorted(os.listdir(run_copy)) == [".stmil-run", "config.yaml", "history.csv",
-                                            "model.safetensors"]  # old metrics.json went too
+    assert sorted(os.listdir(run_copy)) == [".stmil", ".stmil-run", "config.yaml",
+                                            "history.csv", "model.safetensors"]  # metrics too
     assert (run_copy / "model.safetensors").read_bytes() != old_model
     assert load_model(run_copy)[1]["seed"] == 3
     assert sorted(os.listdir(run_copy.parent)) == ["run"]
@@ -336,9 +338,13 @@ def test_retrain_replaces_the_whole_run(tiny, run_copy):
 @pytest.mark.parametrize("entries,match", [
     ({"notes.txt": "mine"}, "not empty and not a stmil run folder"),
     ({"features/a.npy": "x"}, "not empty and not a stmil run folder"),
-    ({"config.yaml": "x", "notes.txt": "mine"}, r"holds notes.txt \(not part of a run\)"),
-    ({"model.safetensors": "x", "cache/mine.npy": "x"},
-     r"holds cache/mine.npy \(not part of a run\)"),
+    # a stmil-like name proves nothing: without the marker (or a ledger) it is the user's
+    ({"config.yaml": "x", "notes.txt": "mine"}, "not empty and not a stmil run folder"),
+    ({"model.safetensors": "x"}, "not empty and not a stmil run folder"),
+    ({".stmil-run": "{}", "notes.txt": "mine"},
+     r"holds notes.txt \(not written by stmil, or changed since\)"),
+    ({".stmil-run": "{}", "model.safetensors": "x", "cache/mine.npy": "x"},
+     r"holds cache/mine.npy \(not written by stmil, or changed since\)"),
 ])
 def test_foreign_output_folders_are_refused_and_kept(tiny, tmp_path, monkeypatch, entries,
                                                      match):
@@ -582,17 +588,25 @@ def test_damaged_checkpoint_is_a_one_line_error(tiny, interrupted, capsys, how):
 
 @pytest.mark.parametrize("blob", [b"", b"\x80\x02garbage", bytes(range(256))])
 def test_old_pickle_checkpoint_is_never_loaded(tiny, tmp_path, capsys, monkeypatch, blob):
-    """An interrupted run of an older stmil: ``config.yaml`` and ``checkpoint.pt``."""
+    """An interrupted run of an older stmil: ``config.yaml`` and ``checkpoint.pt`` (with the
+    marker; without it the folder is not a run at all, issue 22 item 1)."""
     monkeypatch.chdir(tmp_path)
     Path("run").mkdir()
     Path("run/config.yaml").write_text("iterations: 6\n")
     Path("run/checkpoint.pt").write_bytes(blob)
+    Path("run/.stmil-run").write_text("{}")
     code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
                            "--out", "run", "--resume", *CLI_FAST)
     assert code == 1
     assert_one_line_error(last_line(err), "run/checkpoint.pt: a checkpoint of an older stmil "
                           "(pickle), which is never loaded; train without --resume")
     assert "weights_only" not in err
+    Path("run/.stmil-run").unlink()
+    code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
+                           "--out", "run", "--resume", *CLI_FAST)
+    assert code == 1 and "weights_only" not in err
+    assert_one_line_error(last_line(err), "run: not empty and not a stmil run folder")
+    assert Path("run/checkpoint.pt").read_bytes() == blob
 
 
 def test_stale_temporary_files_are_cleaned_on_resume(tiny, interrupted):
@@ -603,8 +617,8 @@ def test_stale_temporary_files_are_cleaned_on_resume(tiny, interrupted):
     (stage / "cache" / ".bags.npy.999999999.abcdefgh.tmp").write_text("half")
     train(*tiny, interrupted, resume=True, **FAST)
     assert not stage.exists()
-    assert sorted(os.listdir(interrupted)) == [".stmil-run", "config.yaml", "history.csv",
-                                               "model.safetensors"]
+    assert sorted(os.listdir(interrupted)) == [".stmil", ".stmil-run", "config.yaml",
+                                               "history.csv", "model.safetensors"]
 
 
 def test_a_foreign_file_in_the_staging_folder_is_refused(tiny, interrupted):

@@ -20,6 +20,7 @@ import numpy as np
 
 from stmil.cuboids import cuboid_boxes
 from stmil.evaluation.paper_metrics import loc_false_positives
+from stmil.live.calibrate import read_calibration
 from stmil.live.incidents import EventConfig, Incident, clips_from_maps, find_incidents
 
 
@@ -96,8 +97,6 @@ def run_incident_metrics(run, videos: Sequence, maps: Sequence[np.ndarray]) -> d
     """:func:`incident_metrics` with the run's calibration (``RUN/calibration.json``), plus
     ``loc_false_positives`` at its threshold (false-positive cuboids per anomalous clip), or
     None when the run has none (``stmil calibrate`` makes one)."""
-    from stmil.live.calibrate import read_calibration
-
     cal = read_calibration(run)
     if cal is None:
         return None

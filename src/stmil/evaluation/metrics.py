@@ -4,6 +4,8 @@ Definitions, tie handling and edge cases are written out in ``docs/metrics.md``.
 boxes are ``(x1, y1, x2, y2)`` float pixels in the original frame with x2/y2 exclusive; a pixel
 ``(row y, column x)`` belongs to a box when its centre ``(x + 0.5, y + 0.5)`` lies inside it;
 frames are 0-based and clip/interval ranges are half-open ``[start, end)``.
+The geometry the metrics are computed on (frame labels and frame scores from clips in
+:mod:`stmil.timeline`, cuboid labels and box overlaps in :mod:`stmil.cuboids`) lives below them.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-ArrayOrList = np.ndarray | Sequence
+from stmil.cuboids import as_boxes, intersection_areas
 
-#: Absolute slack on the cuboid-overlap threshold, so that an exact 25% overlap computed in
-#: floating point (e.g. on a 320-pixel frame cut into 7 columns) still counts as 25%.
-OVERLAP_EPS = 1e-9
+ArrayOrList = np.ndarray | Sequence
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,23 +52,6 @@ def _scores_labels(scores: ArrayOrList, labels: ArrayOrList) -> tuple[np.ndarray
             "ROC AUC / AP need both anomalous and normal samples"
         )
     return s, y
-
-
-def _boxes(boxes: ArrayOrList) -> np.ndarray:
-    """``(K, 4)`` float64 boxes; an empty input gives ``(0, 4)``."""
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.size == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (K, 4), got {b.shape}")
-    return b
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection areas ``(N, M)`` of boxes ``a (N, 4)`` and ``b (M, 4)``."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,77 +91,9 @@ def false_alarm_rate(scores: ArrayOrList, threshold: float = 0.5) -> float:
     return float(np.mean(s >= threshold))
 
 
-def frame_labels(intervals: ArrayOrList, n_frames: int) -> np.ndarray:
-    """``(n_frames,)`` bool: True inside any 0-based half-open ``[start, end)`` interval.
-
-    ``intervals``: ``(K, 2)`` or a list of pairs; ranges are clipped to ``[0, n_frames)``.
-    """
-    y = np.zeros(int(n_frames), dtype=bool)
-    for start, end in np.asarray(intervals, dtype=np.int64).reshape(-1, 2):
-        if end < start:
-            raise ValueError(f"interval end before start: [{start}, {end})")
-        y[max(int(start), 0) : max(min(int(end), n_frames), 0)] = True
-    return y
-
-
-def frame_scores_from_clips(
-    clip_scores: np.ndarray, clip_ranges: np.ndarray, n_frames: int
-) -> np.ndarray:
-    """Per-frame scores ``(n_frames,)`` from clip scores ``(n_clips,)`` and ranges ``(n_clips, 2)``.
-
-    A frame covered by clips gets the maximum of their scores. A frame covered by none (the clip
-    tail) takes the score of the nearest covered frame before it, i.e. the last clip's score
-    when clips do not overlap; frames before the first clip take the first covered frame's score.
-    """
-    s = np.asarray(clip_scores, dtype=np.float64).ravel()
-    r = np.asarray(clip_ranges, dtype=np.int64).reshape(-1, 2)
-    if s.size == 0 or s.size != len(r):
-        raise ValueError(f"need n_clips >= 1 scores and ranges, got {s.size} and {len(r)}")
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be positive, got {n_frames}")
-    if np.any(r[:, 0] < 0) or np.any(r[:, 1] <= r[:, 0]) or np.any(r[:, 1] > n_frames):
-        raise ValueError(f"clip ranges must satisfy 0 <= start < end <= n_frames ({n_frames})")
-    out = np.full(n_frames, -np.inf)
-    for (start, end), v in zip(r, s, strict=True):
-        np.maximum(out[start:end], v, out=out[start:end])
-    covered = np.isfinite(out)
-    prev = np.maximum.accumulate(np.where(covered, np.arange(n_frames), -1))
-    prev[prev < 0] = np.flatnonzero(covered)[0]
-    return out[prev]
-
-
 # ---------------------------------------------------------------------------------------------
 # Spatial metrics
 # ---------------------------------------------------------------------------------------------
-
-
-def box_overlap_fraction(boxes_a: ArrayOrList, boxes_b: ArrayOrList) -> np.ndarray:
-    """``(N, M)``: intersection area of ``a_i`` and ``b_j`` divided by the area of ``a_i``.
-
-    ``boxes_a``: ``(N, 4)`` with positive areas; ``boxes_b``: ``(M, 4)``.
-    """
-    a, b = _boxes(boxes_a), _boxes(boxes_b)
-    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    if np.any(area <= 0):
-        raise ValueError("every box in boxes_a must have positive area")
-    return _intersection(a, b) / area[:, None]
-
-
-def cuboid_labels(
-    cuboid_boxes: np.ndarray, gt_boxes_per_frame: Sequence[ArrayOrList], overlap: float = 0.25
-) -> np.ndarray:
-    """``(N,)`` bool: cuboid positive if a GT box on any frame of the clip covers >= ``overlap``.
-
-    ``cuboid_boxes``: ``(N, 4)``; ``gt_boxes_per_frame``: one ``(K_i, 4)`` array per frame of the
-    clip (``K_i`` may be 0). Overlap is measured as a fraction of the cuboid's area.
-    """
-    cub = _boxes(cuboid_boxes)
-    pos = np.zeros(len(cub), dtype=bool)
-    for gt in gt_boxes_per_frame:
-        g = _boxes(gt)
-        if len(g):
-            pos |= (box_overlap_fraction(cub, g) >= overlap - OVERLAP_EPS).any(axis=1)
-    return pos
 
 
 def cuboid_auc(scores: ArrayOrList, labels: ArrayOrList) -> float:
@@ -189,7 +104,7 @@ def cuboid_auc(scores: ArrayOrList, labels: ArrayOrList) -> float:
 
 def box_mask(boxes: ArrayOrList, width: int, height: int) -> np.ndarray:
     """``(height, width)`` bool: pixels whose centre lies inside any of the ``(K, 4)`` boxes."""
-    b = _boxes(boxes)
+    b = as_boxes(boxes)
     cx = np.arange(width) + 0.5
     cy = np.arange(height) + 0.5
     mask = np.zeros((height, width), dtype=bool)
@@ -247,7 +162,7 @@ def top_cuboid_boxes(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray,
     instead of always at the top-left cell.
     """
     s = np.asarray(cuboid_scores, dtype=np.float64)
-    b = _boxes(cuboid_boxes)
+    b = as_boxes(cuboid_boxes)
     if s.ndim != 2 or s.shape[1] != len(b):
         raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes")
     if rng is None:
@@ -263,15 +178,15 @@ def pointing_accuracy(top_boxes: np.ndarray, gt_boxes: Sequence[ArrayOrList]) ->
     ``top_boxes``: ``(F, 4)`` (see :func:`top_cuboid_boxes`); ``gt_boxes``: one ``(K_i, 4)``
     array per frame. Frames with ``K_i = 0`` are skipped; a hit needs intersection area > 0.
     """
-    top = _boxes(top_boxes)
+    top = as_boxes(top_boxes)
     if len(top) != len(gt_boxes):
         raise ValueError(f"{len(top)} top boxes but {len(gt_boxes)} frames of GT boxes")
     hits, n = 0, 0
     for box, gt in zip(top, gt_boxes, strict=True):
-        g = _boxes(gt)
+        g = as_boxes(gt)
         if len(g):
             n += 1
-            hits += bool((_intersection(box[None], g) > 0).any())
+            hits += bool((intersection_areas(box[None], g) > 0).any())
     if n == 0:
         raise ValueError("pointing_accuracy needs at least one frame with a GT box")
     return hits / n
@@ -355,8 +270,8 @@ def patch_ap(scores: ArrayOrList, labels: ArrayOrList,
 
 def box_iou(boxes_a: ArrayOrList, boxes_b: ArrayOrList) -> np.ndarray:
     """``(N, M)`` intersection over union of ``(N, 4)`` and ``(M, 4)`` boxes (0 if both empty)."""
-    a, b = _boxes(boxes_a), _boxes(boxes_b)
-    inter = _intersection(a, b)
+    a, b = as_boxes(boxes_a), as_boxes(boxes_b)
+    inter = intersection_areas(a, b)
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     union = area_a[:, None] + area_b[None, :] - inter
@@ -371,7 +286,7 @@ def top_region_boxes(cuboid_scores: np.ndarray, cuboid_boxes: np.ndarray) -> np.
     model that cannot say where.
     """
     s = np.asarray(cuboid_scores, dtype=np.float64)
-    b = _boxes(cuboid_boxes)
+    b = as_boxes(cuboid_boxes)
     if s.ndim != 2 or s.shape[1] != len(b):
         raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes")
     tied = s == s.max(axis=1, keepdims=True)  # (F, N)
@@ -388,13 +303,13 @@ def tiou(pred_boxes: ArrayOrList, frame_scores: ArrayOrList, gt_boxes: Sequence[
     ``gt_boxes``: one ``(K_i, 4)`` array per frame. Frames with ``K_i = 0`` are skipped; with
     several GT boxes the best IoU counts. A frame below the threshold counts as 0.
     """
-    p = _boxes(pred_boxes)
+    p = as_boxes(pred_boxes)
     s = _flat(frame_scores, np.float64)
     if not (len(p) == s.size == len(gt_boxes)):
         raise ValueError(f"{len(p)} boxes, {s.size} scores and {len(gt_boxes)} GT frames differ")
     total, n = 0.0, 0
     for box, score, gt in zip(p, s, gt_boxes, strict=True):
-        g = _boxes(gt)
+        g = as_boxes(gt)
         if len(g):
             n += 1
             if score >= threshold:
@@ -414,12 +329,13 @@ def localization_false_positives(cuboid_scores: np.ndarray, cuboid_boxes: np.nda
     GT box of any of its frames. A cuboid touches a box when their intersection area is > 0.
     """
     s = np.asarray(cuboid_scores, dtype=np.float64)
-    b = _boxes(cuboid_boxes)
+    b = as_boxes(cuboid_boxes)
     if s.ndim != 2 or s.shape[1] != len(b) or s.shape[0] != len(gt_boxes_per_clip):
         raise ValueError(f"cuboid_scores {s.shape} do not match {len(b)} cuboid boxes and "
                          f"{len(gt_boxes_per_clip)} clips")
     if s.shape[0] == 0:
         raise ValueError("localization_false_positives needs at least one anomalous clip")
-    counts = [int(((row >= threshold) & ~(_intersection(b, _boxes(g)) > 0).any(axis=1)).sum())
+    counts = [int(((row >= threshold)
+                   & ~(intersection_areas(b, as_boxes(g)) > 0).any(axis=1)).sum())
               for row, g in zip(s, gt_boxes_per_clip, strict=True)]
     return float(np.mean(counts))

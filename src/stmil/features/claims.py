@@ -1,12 +1,14 @@
 """Claim files: several extraction processes on one output folder split the videos.
 
-Before a video is extracted, its process takes ``<out>/<id>.claim``: it opens (creating if
-needed) that file and holds an exclusive, non-blocking ``fcntl.flock`` on it until the video's
-outputs are committed; then it deletes the file and lets go. A process that finds the claim
-locked leaves the video to its holder. The lock dies with its process, so the claim of a killed
-run is simply taken over (its file is reused, then deleted). After taking a claim the caller
-checks again whether the video is already finished (another process may have just committed
-it), so no video is extracted twice by runs that do not ``--overwrite``.
+Before a video is extracted, its process takes ``<out>/<id>.claim``: it opens (creating it
+whole, with its marker line, if needed) that file and holds an exclusive, non-blocking
+``fcntl.flock`` on it until the video's outputs are committed; then it deletes the file and
+lets go. A process that finds the claim locked leaves the video to its holder. The lock dies
+with its process, so the claim of a killed run is simply taken over (its file is reused, then
+deleted). A file of that name without the marker (an empty one too) is the user's: refused,
+never written or deleted. After taking a claim the caller checks again whether the video is
+already finished (another process may have just committed it), so no video is extracted twice
+by runs that do not ``--overwrite``.
 
 Whether ``flock`` works across machines depends on the shared file system (Linux NFSv4 maps it
 to byte-range locks); on a local disk it always does.
@@ -22,6 +24,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from stmil.atomic import temp_path
 from stmil.errors import OutputError
 
 CLAIM_SUFFIX = ".claim"
@@ -68,7 +71,11 @@ def try_claim(out_dir: Path | str, video_id: str) -> Claim | None:
     """
     path = claim_path(out_dir, video_id)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            _create(path)
+            continue
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -80,14 +87,13 @@ def try_claim(out_dir: Path | str, video_id: str) -> Claim | None:
             if not _same_file(fd, path):  # released and deleted meanwhile: claim afresh
                 os.close(fd)
                 continue
-            old = os.pread(fd, 4096, 0)
-            if old and _MARK.encode() not in old:
+            if _MARK.encode() not in os.pread(fd, 4096, 0):  # empty: the user's too
                 raise OutputError(f"{path}: exists and is not a stmil claim file; move it "
                                   "away (stmil extract uses <id>.claim to share work between "
                                   "processes)")
-            note = json.dumps({_MARK: 1, "host": socket.gethostname(), "pid": os.getpid()})
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, note.encode() + b"\n", 0)
+            note = _note()
+            os.pwrite(fd, note, 0)  # the marker stays in the file at every instant
+            os.ftruncate(fd, len(note))
             return Claim(path, fd)
         except BaseException:
             if fd >= 0:
@@ -96,6 +102,25 @@ def try_claim(out_dir: Path | str, video_id: str) -> Claim | None:
                 except OSError:
                     pass
             raise
+
+
+def _note() -> bytes:
+    """A claim file's contents: the marker, this host and process."""
+    return json.dumps({_MARK: 1, "host": socket.gethostname(), "pid": os.getpid()}).encode() \
+        + b"\n"
+
+
+def _create(path: Path) -> None:
+    """Create the claim file ``path`` whole, marker included (a written temporary, hard-linked
+    into place), so a kill never leaves an empty claim; one already there is left alone."""
+    tmp = temp_path(path)
+    try:
+        tmp.write_bytes(_note())
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def remove_stale_claims(out_dir: Path | str) -> list[Path]:

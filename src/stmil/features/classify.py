@@ -9,7 +9,8 @@ import torch
 from stmil.device import resolve_device
 from stmil.errors import ConfigError
 from stmil.features.labels import KINETICS400
-from stmil.features.video import check_count, iter_clips, probe
+from stmil.features.pipeline_config import check_count
+from stmil.features.video import iter_clips, probe
 from stmil.features.weights import load_i3d
 
 

@@ -26,12 +26,7 @@ import torch
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import (
-    atomic_write_group,
-    check_writable,
-    remove_stale_temps,
-    write_text,
-)
+from stmil.atomic import check_writable, remove_stale_temps
 from stmil.cuboids import pool_cuboids
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
@@ -39,18 +34,13 @@ from stmil.features.claims import Claim, remove_stale_claims, try_claim
 from stmil.features.i3d import endpoint_channels
 from stmil.features.motion import MOTION, motion_energy
 from stmil.features.pipeline import PipelineConfig, VideoEvent, decode_videos, device_input
-from stmil.features.pipeline_config import PRECISIONS, ExtractSettings
+from stmil.features.pipeline_config import PRECISIONS, ExtractSettings, check_count
 from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
-from stmil.features.video import (
-    VideoError,
-    VideoInfo,
-    check_count,
-    iter_clips,
-    probe,
-)
+from stmil.features.video import VideoError, VideoInfo, iter_clips, probe
 from stmil.features.weights import KINETICS400_RGB, load_i3d
 from stmil.files import VIDEO_EXTENSIONS, find_videos
+from stmil.ownership import check_can_write, commit, remove
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +208,15 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict) -> dict:
+def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict,
+                   command: str = "extract") -> dict:
     """Write ``<id>.npy`` and ``<id>.json`` as one unit; return the metadata written.
 
     The JSON records the array file's byte size and sha256, computed from the bytes written.
     Both files are written to temporary files first, then renamed, JSON first (see the
-    module docstring). An ``OSError`` (a full disk) names the output file.
+    module docstring), with the folder's ledger (:mod:`stmil.ownership`), renamed before
+    both; either file present and not stmil's is refused (:class:`OutputError`). An
+    ``OSError`` (a full disk) names the output file.
     """
     out_dir = Path(out_dir)
     data = b""
@@ -239,8 +232,9 @@ def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict) 
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(meta, indent=1) + "\n")
 
-    atomic_write_group([(out_dir / f"{video_id}.npy", save_npy),
-                        (out_dir / f"{video_id}.json", save_json)])
+    commit(out_dir, [(out_dir / f"{video_id}.npy", save_npy),
+                      (out_dir / f"{video_id}.json", save_json)], command,
+           legacy=legacy_ours, fix=NOT_OURS)
     return meta
 
 
@@ -267,20 +261,31 @@ def is_done(out_dir: Path, video_id: str) -> bool:
 NOT_OURS = "move it away, or use another output folder (stmil replaces only its own features)"
 
 
-def check_ours(out_dir: Path, video_id: str) -> None:
-    """Raise unless ``<id>.npy`` / ``<id>.json`` are absent or stmil's own; ``--overwrite``
-    replaces only those.
+def check_ours(out_dir: Path, video_id: str, suffixes: Sequence[str] = (".json", ".npy")
+               ) -> None:
+    """Raise unless ``<id>.json`` / ``<id>.npy`` (those of ``suffixes``) are absent or stmil's
+    own (the folder's ledger, :mod:`stmil.ownership`); ``--overwrite`` replaces only those."""
+    check_can_write(out_dir, [f"{video_id}{x}" for x in suffixes], legacy_ours, NOT_OURS)
 
-    A JSON is ours when it is valid feature metadata (:class:`FeatureError` otherwise); an
-    array is ours when such a JSON sits beside it (it is renamed into place first), else
-    :class:`OutputError`.
-    """
-    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
-    if json_path.exists():
-        read_feature_meta(json_path, fix=NOT_OURS)
-    elif npy.exists():
-        raise OutputError(f"{npy}: exists without {video_id}.json, so it is not features "
-                          f"stmil wrote; {NOT_OURS}")
+
+def legacy_ours(path: Path) -> bool:
+    """Whether a file of a folder from before ledgers is stmil's (the old test): a JSON that
+    is feature metadata (:class:`FeatureError` otherwise), an array with such a JSON beside it
+    (:class:`OutputError` otherwise), a failure list (:func:`read_failures`)."""
+    if path.name == FAILURES:
+        read_failures(path)
+        return True
+    if path.suffix == ".json":
+        read_feature_meta(path, fix=NOT_OURS)
+        return True
+    if path.suffix == ".npy":
+        meta = path.with_suffix(".json")
+        if not meta.exists():
+            raise OutputError(f"{path}: exists without {meta.name}, so it is not features "
+                              f"stmil wrote; {NOT_OURS}")
+        read_feature_meta(meta, fix=NOT_OURS)
+        return True
+    return False
 
 
 def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtractor) -> str:
@@ -323,6 +328,8 @@ def _failure(path: Path | str, reason: str) -> dict:
 
 
 FAILURES = "failures.json"
+#: Video ids whose outputs would take the name of a file stmil keeps in the folder.
+RESERVED_IDS = frozenset({FAILURES.removesuffix(".json")})
 
 
 def read_failures(path: Path | str) -> list[dict]:
@@ -366,10 +373,12 @@ def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         merged = [f for f in read_failures(path) if f["path"] not in done] + list(failed)
+        text = json.dumps(merged, indent=1) + "\n"
         if merged:
-            write_text(path, json.dumps(merged, indent=1) + "\n")
-        else:
-            path.unlink(missing_ok=True)
+            commit(out_dir, [(path, lambda t: t.write_text(text, encoding="utf-8"))],
+                   "extract", legacy=legacy_ours)
+        elif os.path.lexists(path):
+            remove(out_dir, FAILURES, legacy=legacy_ours)
     finally:
         os.close(fd)  # releases the lock
     return merged
@@ -596,6 +605,7 @@ def extract_many(
         videos = videos[i::n]
     check_writable(out_dir)
     read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
+    check_can_write(out_dir, [FAILURES], legacy_ours)
     remove_stale_temps(out_dir)
     remove_stale_claims(out_dir)
     if extractor.precision == "bf16" and not native_bf16(extractor.device):
@@ -623,18 +633,22 @@ def extract_many(
             try:
                 if vid in ids:
                     raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
+                if vid in RESERVED_IDS:
+                    raise VideoError(path, f"video id {vid!r} would write {vid}.json, the name "
+                                     "of this folder's failure list; rename the video")
                 ids[vid] = path
                 claim = try_claim(out_dir, vid)
                 if claim is None:
                     summary.claimed.append(vid)
                     bar.update(1)
                     continue
-                check_ours(out_dir, vid)
+                check_ours(out_dir, vid, (".json",))
                 if not overwrite and _finished(out_dir, path, vid, s, extractor):
                     summary.skipped.append(vid)
                     claim.release()
                     bar.update(1)
                     continue
+                check_ours(out_dir, vid, (".npy",))  # hashed only when it is to be replaced
                 job = _Job(path, vid, source_identity(path), claim)
                 pending.add(job)
             except (StmilError, OSError) as e:

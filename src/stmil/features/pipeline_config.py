@@ -1,8 +1,9 @@
-"""Settings of the input pipeline (:mod:`stmil.features.pipeline`), importable without torch
-(the CLI builds its flags from them)."""
+"""Settings of the input pipeline (:mod:`stmil.features.pipeline`) and the checks of their
+values, importable without torch (the CLI builds its flags from them)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from stmil.errors import ConfigError
@@ -10,6 +11,30 @@ from stmil.errors import ConfigError
 RESIZE_ON = ("auto", "worker", "device")
 TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
 PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
+FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
+
+
+def check_fps(fps: float | None) -> float | None:
+    """``fps`` unchanged, or ``None`` (the native rate); :class:`ConfigError` if not sane.
+
+    A resampling rate must be a finite number from 0.01 to 1000 frames per second: a tiny
+    rate overflows the frame arithmetic and an infinite one would never advance.
+    """
+    if fps is None:
+        return None
+    lo, hi = FPS_RANGE
+    if (isinstance(fps, bool) or not isinstance(fps, (int, float))
+            or not (math.isfinite(fps) and lo <= fps <= hi)):
+        raise ConfigError(f"fps must be a number from {lo:g} to {hi:g} frames per second "
+                          f"(or unset for the native rate), got {fps!r}")
+    return fps
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` if it is a whole number >= 1 (not a bool), else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -70,8 +95,6 @@ class ExtractSettings:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        from stmil.features.video import check_count, check_fps
-
         for name in ("clip_len", "stride", "size", "batch_size"):
             check_count(name, getattr(self, name))
         self.fps = check_fps(self.fps)

@@ -19,34 +19,9 @@ import torch
 from torch import Tensor
 
 from stmil.errors import ConfigError, StmilError
-from stmil.features.pipeline_config import TAIL_POLICIES
+from stmil.features.pipeline_config import TAIL_POLICIES, check_count, check_fps
 from stmil.features.resize import resize_frames
 from stmil.files import av_path
-
-FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
-
-
-def check_fps(fps: float | None) -> float | None:
-    """``fps`` unchanged, or ``None`` (the native rate); :class:`ConfigError` if not sane.
-
-    A resampling rate must be a finite number from 0.01 to 1000 frames per second: a tiny
-    rate overflows the frame arithmetic and an infinite one would never advance.
-    """
-    if fps is None:
-        return None
-    lo, hi = FPS_RANGE
-    if (isinstance(fps, bool) or not isinstance(fps, (int, float))
-            or not (math.isfinite(fps) and lo <= fps <= hi)):
-        raise ConfigError(f"fps must be a number from {lo:g} to {hi:g} frames per second "
-                          f"(or unset for the native rate), got {fps!r}")
-    return fps
-
-
-def check_count(name: str, value: object) -> int:
-    """``value`` if it is a whole number >= 1 (not a bool), else :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-    return value
 
 
 class VideoError(StmilError, ValueError):
@@ -243,16 +218,3 @@ def iter_clips(
     if stats is not None:
         stats.update(n_frames=n_src, n_sampled=n_sampled)
 
-
-def clip_frame_ranges(
-    n_clips: int, clip_len: int, stride: int, src_fps: float, fps: float | None, n_frames: int
-) -> np.ndarray:
-    """Source-frame range of each clip: ``(n_clips, 2)`` int, half-open ``[start, end)``.
-
-    Padded tail clips end at ``n_frames``.
-    """
-    ratio = 1.0 if fps is None else src_fps / fps
-    starts = np.arange(n_clips) * stride
-    first = np.floor(starts * ratio + 1e-9).astype(np.int64)
-    last = np.floor((starts + clip_len - 1) * ratio + 1e-9).astype(np.int64)
-    return np.stack([first, np.minimum(last + 1, n_frames)], axis=1)

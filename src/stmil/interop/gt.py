@@ -38,12 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from stmil.atomic import atomic_write_group, check_writable
+from stmil.datasets import load_dataset
 from stmil.datasets.record import VideoRecord
 from stmil.errors import ConfigError, OutputError, StmilError
-from stmil.evaluation.metrics import frame_labels, frame_scores_from_clips
-from stmil.features.store import VideoFeatures
+from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.interop import CONVENTIONS, TAILS
 from stmil.interop.order import VideoList, check_same_videos, in_list_order, read_video_list
+from stmil.timeline import frame_labels, frame_scores_from_clips
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +221,6 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
     the split's videos) or else the dataset's list, written to ``out``. ``convention``
     (labels only): ``stmil`` or ``rtfm`` (RTFM's rule; needs ``tail="clips"``). Returns the
     ``.npy`` path."""
-    from stmil.datasets import load_dataset
-    from stmil.features.store import load_dataset_features
-
     if tail not in TAILS:
         raise ConfigError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
     if convention not in CONVENTIONS:
@@ -252,7 +250,7 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
                         "gt no longer lines up with 16 x T scores", len(longer),
                         ", ".join(longer[:3]) + (" ..." if len(longer) > 3 else ""))
         return write_vector(out, "gt", videos, vectors, tail, extra)
-    from stmil.mil.detector import Detector  # torch: only when scoring
+    from stmil.mil.detector import Detector  # deferred: torch, only when scoring (export)
 
     detector = Detector.load(run)
     detector.check_features(videos[0].meta, run)

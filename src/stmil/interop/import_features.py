@@ -378,7 +378,7 @@ def import_features(
     A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one error
     naming the file and left out; the others are imported. Returns what was done.
     """
-    from stmil.features.extract import write_features  # the feature store's one writer
+    from stmil.features.extract import write_features  # deferred: torch, I3D; the one writer
 
     out = Path(out)
     groups = group_crops(find_inputs(inputs, settings.format,

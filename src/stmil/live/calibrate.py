@@ -38,7 +38,9 @@ import numpy as np
 
 from stmil import __version__
 from stmil.cuboids import cuboid_boxes
+from stmil.datasets import load_dataset
 from stmil.errors import ConfigError, ModelError
+from stmil.features.store import load_dataset_features
 from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
 from stmil.ownership import check_can_write, commit
 
@@ -118,7 +120,7 @@ def _format_checked(path: Path) -> bool:
 def check_finished_run(run: Path) -> None:
     """:class:`ModelError` unless ``run`` is a finished stmil run folder (marker, config and
     model, as ``stmil train`` commits them)."""
-    from stmil.mil.run import MARKER, MODEL
+    from stmil.mil.run import MARKER, MODEL  # deferred: torch; events reads calibrations
 
     missing = [n for n in (MARKER, "config.yaml", MODEL) if not (run / n).is_file()]
     if not run.is_dir() or missing:
@@ -191,8 +193,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
               target: float = 1.0, settings: EventConfig | None = None) -> Calibration:
     """Choose and store (``RUN/calibration.json``) the threshold for ``target`` false incidents
     per hour of normal video; returns the calibration written."""
-    from stmil.datasets import load_dataset
-    from stmil.features.store import load_dataset_features
+    # deferred: torch and scikit-learn, for calibrating only; reading a calibration needs neither
     from stmil.mil.detector import Detector
     from stmil.mil.train import _carve_validation
 

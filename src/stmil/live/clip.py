@@ -173,7 +173,7 @@ def write_clip(dest: Path, frames: Iterable[np.ndarray], fps: float, title: str)
 
 def video_clip(dest: Path, source: str, start: int, end: int, fps: float) -> int:
     """The clip of incident frames ``[start, end)`` of a video file (see :func:`clip_range`)."""
-    from stmil.features.video import iter_frames
+    from stmil.features.video import iter_frames  # deferred: torch
 
     first, stop = clip_range(start, end, fps)
 

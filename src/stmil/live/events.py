@@ -17,6 +17,7 @@ import numpy as np
 from stmil.atomic import write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
+from stmil.features.store import meta_clip_ranges, meta_motion
 from stmil.live.calibrate import read_calibration
 from stmil.live.clip import clip_name, prepare_clips_dir, video_clip
 from stmil.live.incidents import (
@@ -72,7 +73,7 @@ class ScoredVideo:
 
 
 def _from_scores(path: Path, detector) -> ScoredVideo:
-    from stmil.score import read_scores
+    from stmil.score import read_scores  # deferred: torch (stmil.score loads the model)
 
     s = read_scores(path)
     c = detector.config
@@ -88,8 +89,8 @@ def _from_scores(path: Path, detector) -> ScoredVideo:
 def _from_video(path: Path, detector, cache: dict) -> ScoredVideo:
     """Extract (with the run's settings; the network is loaded once into ``cache``) and
     score one video."""
+    # deferred: torch and I3D, loaded only to score a video
     from stmil.features.extract import extract_video
-    from stmil.features.store import meta_clip_ranges, meta_motion
     from stmil.score import video_extractor
 
     if "extractor" not in cache:
@@ -103,7 +104,7 @@ def _from_video(path: Path, detector, cache: dict) -> ScoredVideo:
 
 def peak_frame(source: str, index: int) -> np.ndarray:
     """Frame ``index`` ``(H, W, 3)`` uint8 RGB of a video, decoded with PyAV."""
-    from stmil.features.video import iter_frames
+    from stmil.features.video import iter_frames  # deferred: torch
 
     for k, frame in enumerate(iter_frames(source)):
         if k == index:
@@ -143,7 +144,7 @@ def events_inputs(
     never stops the rest; a model that cannot score, or an output file in the way that is not
     stmil's, stops the whole call.
     """
-    from stmil.mil.detector import Detector
+    from stmil.mil.detector import Detector  # deferred: torch
 
     detector = Detector.load(run)
     if out is not None:

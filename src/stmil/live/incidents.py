@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stmil.cuboids import predicted_boxes
 from stmil.errors import ConfigError
 
 REASONS = ("scores fell", "end of input", "stream lost", "interrupted")
@@ -205,8 +206,6 @@ def clips_from_maps(maps: np.ndarray, clip_ranges: np.ndarray, boxes: np.ndarray
     """Clips of a video from its cuboid maps ``(n_clips, G*G)`` and ranges ``(n_clips, 2)``;
     each clip's box is the union of its cuboids (``boxes``, ``(G*G, 4)``) scoring at least
     ``threshold``, or its top cuboid when none does."""
-    from stmil.score import predicted_boxes
-
     clip_boxes = predicted_boxes(maps, boxes, threshold)
     return [ClipScore(int(s), int(e), np.asarray(m), tuple(float(v) for v in b))
             for (s, e), m, b in zip(clip_ranges, maps, clip_boxes)]

@@ -30,10 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stmil.cuboids import cuboid_boxes
+from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.errors import ConfigError, StmilError
+from stmil.features.motion import motion_energy
+from stmil.features.pipeline_config import check_fps
+from stmil.features.video import _one_line, resample_indices, to_model_input
 from stmil.files import av_path
+from stmil.live.clip import ClipRecorder, prepare_clips_dir
 from stmil.live.incidents import ClipScore, EventConfig, Incident, IncidentTracker, incident_line
+from stmil.live.snapshot import snapshot_name, write_snapshot
+from stmil.mil.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,6 @@ class WatchConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from stmil.features.video import check_fps
-
         check_fps(self.fps)
         for name in ("heartbeat", "update", "backoff"):
             v = getattr(self, name)
@@ -128,8 +132,6 @@ def open_source(source: str, timeout: float):
     :class:`StreamError` naming it when it cannot be opened or holds no video."""
     import av
 
-    from stmil.features.video import _one_line
-
     kwargs: dict = {"timeout": (timeout, timeout)}
     url = source
     if is_camera(source):
@@ -179,8 +181,6 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         import av
-
-        from stmil.features.video import _one_line, resample_indices, to_model_input
 
         s = self.s
         clip_len, stride, size = s["clip_len"], s["stride"], s["size"]
@@ -282,11 +282,9 @@ def watch(
     Raises :class:`StreamError` when the source cannot be opened the first time (within
     ``config.timeout``).
     """
+    # deferred: the network (I3D) loads when watching starts; WatchConfig alone needs none
     from stmil.features.extract import FeatureExtractor
     from stmil.features.i3d import endpoint_channels
-    from stmil.features.motion import motion_energy
-    from stmil.live.snapshot import snapshot_name, write_snapshot
-    from stmil.mil.detector import Detector
 
     cfg = config or WatchConfig()
     detector = Detector.load(run)
@@ -313,8 +311,6 @@ def watch(
     name = Path(source).stem if not live else "stream"
     recorder = None
     if clips is not None:
-        from stmil.live.clip import ClipRecorder, prepare_clips_dir
-
         recorder = ClipRecorder(prepare_clips_dir(clips), name, source)
 
     container, stream, fps, width, height = _first_open(source, cfg.timeout)
@@ -378,8 +374,6 @@ def watch(
                     feats = extractor(x).numpy().astype(np.float16)
                     maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
                     stats.score_seconds += time.monotonic() - t_score
-                    from stmil.score import predicted_boxes
-
                     box = predicted_boxes(maps, boxes, events.threshold)[0]
                     clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
                     stats.clips += 1

@@ -14,35 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from stmil.evaluation.metrics import cuboid_labels
+from stmil.cuboids import cuboid_labels
+from stmil.timeline import segment_clip_ranges
 
 L2_EPS = 1e-12
-
-
-def segment_bounds(n_clips: int, n_segments: int = 32) -> np.ndarray:
-    """Segment boundaries in clip indices: ``(n_segments + 1,)`` int64.
-
-    ``round(linspace(0, n_clips, n_segments + 1))`` with numpy's rounding (half to even, so
-    2.5 -> 2 and 7.5 -> 8). Segment ``s`` covers clips ``[bounds[s], bounds[s + 1])``, which is
-    empty when ``n_clips < n_segments`` for some ``s`` (see :func:`segment_clip_ranges`).
-    """
-    _check_counts(n_clips, n_segments)
-    return np.round(np.linspace(0, n_clips, n_segments + 1)).astype(np.int64)
-
-
-def segment_clip_ranges(n_clips: int, n_segments: int = 32) -> np.ndarray:
-    """Half-open clip range ``[start, end)`` of each segment: ``(n_segments, 2)`` int64.
-
-    Every range is non-empty. A segment whose bounds coincide (``start == end``, which happens
-    when the video has fewer clips than segments) takes the single clip
-    ``min(start, n_clips - 1)``, so short videos repeat clips rather than leave holes.
-    """
-    bounds = segment_bounds(n_clips, n_segments)
-    starts, ends = bounds[:-1].copy(), bounds[1:].copy()
-    empty = starts == ends
-    starts[empty] = np.minimum(starts[empty], n_clips - 1)
-    ends[empty] = starts[empty] + 1
-    return np.stack([starts, ends], axis=1)
 
 
 def make_bag(features: np.ndarray, n_segments: int = 32, grid1: bool = False) -> np.ndarray:
@@ -150,15 +125,15 @@ def segment_cuboid_labels(
     """Per-segment, per-cuboid 0/1 targets for the boxes-supervised reference: ``(S, N)`` float32.
 
     Args:
-        segment_ranges: ``(S, 2)`` half-open clip ranges, from :func:`segment_clip_ranges`.
+        segment_ranges: ``(S, 2)`` half-open clip ranges, from
+            :func:`stmil.timeline.segment_clip_ranges`.
         clip_frames: ``(n_clips, 2)`` half-open frame ranges ``[first, end)`` of each clip.
         cuboid_boxes: ``(N, 4)`` pixel boxes ``x1, y1, x2, y2`` of the cuboids.
         gt_boxes: frame index -> list of ground-truth boxes ``x1, y1, x2, y2`` on that frame.
         overlap: a cuboid is positive in a segment when some GT box covers at least this
             fraction of the cuboid's area on any frame of any clip of the segment.
 
-    Each clip's labels come from :func:`stmil.evaluation.metrics.cuboid_labels`, so training
-    targets and
+    Each clip's labels come from :func:`stmil.cuboids.cuboid_labels`, so training targets and
     the evaluation's cuboid labels share one definition of overlap.
     """
     segment_ranges = np.asarray(segment_ranges, dtype=np.int64)
@@ -176,9 +151,3 @@ def segment_cuboid_labels(
         labels[s] = clip_pos[start:end].any(axis=0)
     return labels
 
-
-def _check_counts(n_clips: int, n_segments: int) -> None:
-    if n_clips < 1:
-        raise ValueError(f"a bag needs at least one clip, got n_clips={n_clips}")
-    if n_segments < 1:
-        raise ValueError(f"n_segments must be >= 1, got {n_segments}")

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from stmil.errors import ModelError, OutputError
 from stmil.mil.config import FIELDS, PREDATING, RESUMABLE
 from stmil.mil.memory import MemoryGate
 from stmil.mil.model import Scorer
+from stmil.ownership import Ledger, files_of
 
 MARKER = ".stmil-run"
 MODEL = "model.safetensors"
@@ -45,7 +47,7 @@ CHECKPOINT_JSON = "checkpoint.json"
 _OURS = re.compile(
     r"\.stmil-run|config\.yaml|history\.csv|model\.safetensors|checkpoint\.pt|checkpoint\.json"
     r"|checkpoint-\d+\.safetensors|metrics[\w.-]*\.json|metrics|cache|calibration\.json"
-    r"|\..+\.tmp")
+    r"|\..+\.tmp|\.stmil")
 
 
 # --- the model file -----------------------------------------------------------------------------
@@ -209,17 +211,46 @@ def check_run_output(out: Path) -> None:
         return
     if not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; choose another --out")
-    names = [e.name for e in os.scandir(out)]
-    if not names:
+    if not any(True for _ in os.scandir(out)):
         return
-    if not ({MARKER, MODEL, "config.yaml"} & set(names)):
+    ledger = Ledger.load(out)
+    if not ledger.owns(MARKER, lambda p: True):
         raise OutputError(f"{out}: not empty and not a stmil run folder; choose another --out "
                           "(training replaces the whole folder)")
-    foreign = foreign_entries(out)
+    legacy = _legacy_ours(out)
+    foreign = [n for n in files_of(out) if not (
+        ledger.owns(n, legacy) if not n.endswith("/")
+        else ledger.legacy is None and n.split("/")[0] in ("cache", "metrics"))]
     if foreign:
-        raise OutputError(f"{out}: holds {', '.join(foreign[:5])} (not part of a run); "
-                          "move it out or choose another --out (training replaces the whole "
-                          "folder)")
+        raise OutputError(f"{out}: holds {', '.join(foreign[:5])} (not written by stmil, or "
+                          "changed since); move it out or choose another --out (training "
+                          "replaces the whole folder)")
+
+
+def _legacy_ours(out: Path) -> Callable[[Path], bool]:
+    """Today's test for a run folder that predates ledgers (one with the marker): a name that
+    train, evaluate or calibrate writes, and for calibration and metrics, their format."""
+    def ours(path: Path) -> bool:
+        rel = path.relative_to(out).as_posix()
+        if "/" in rel:
+            return rel == "cache/bags.npy" or rel.startswith("metrics/")
+        if not _OURS.fullmatch(rel):
+            return False
+        if rel == "calibration.json":
+            return _json_object(path).get("format") == "stmil-calibration"
+        if rel.startswith("metrics"):
+            return bool({"results", "settings"} & set(_json_object(path)))
+        return True
+    return ours
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``, or ``{}`` when it holds anything else."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def commit_folder(staging: Path, out: Path) -> None:

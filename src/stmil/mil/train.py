@@ -34,7 +34,7 @@ from stmil.device import resolve_device
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.motion import motion_scale
 from stmil.features.store import VideoFeatures, load_dataset_features
-from stmil.mil.bags import BagStore, make_bag, segment_clip_ranges, segment_cuboid_labels
+from stmil.mil.bags import BagStore, make_bag, segment_cuboid_labels
 from stmil.mil.config import (
     FIELDS,
     RECORDED_KEYS,
@@ -60,6 +60,8 @@ from stmil.mil.run import (
     staging_path,
 )
 from stmil.mil.selftrain import self_train
+from stmil.ownership import record_folder
+from stmil.timeline import segment_clip_ranges
 
 __all__ = ["RECORDED_KEYS", "SUPERVISION", "TRAIN_ARGS", "TRAIN_DEFAULTS", "TrainConfig",
            "read_config", "train"]
@@ -118,6 +120,7 @@ def train(
     try:
         summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress)
         _finish(stage)
+        record_folder(stage, "train")  # the run's ledger, committed with it in one step
         commit_folder(stage, out)
     except BaseException:
         _abandon(stage, top)

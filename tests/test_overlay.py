@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from stmil.cuboids import cuboid_boxes
-from stmil.evaluation.metrics import frame_scores_from_clips
-from stmil.evaluation.overlay import (
+from stmil.overlay import (
     GT_COLOR,
     HEADER_H,
     STRIP_H,
@@ -16,7 +15,7 @@ from stmil.evaluation.overlay import (
     panel_size,
     render_overlay,
 )
-from stmil.score import frame_to_clip
+from stmil.timeline import frame_scores_from_clips, frame_to_clip
 from tests.conftest import ramp_frames, write_video
 
 N, H, W, G = 40, 48, 64, 4

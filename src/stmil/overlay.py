@@ -8,7 +8,7 @@ timeline strip (``STRIP_H`` px) with GT frames shaded and a cursor at the curren
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from stmil.atomic import atomic_write
 from stmil.cuboids import frame_heatmap
 from stmil.errors import ConfigError
 from stmil.features.video import VideoInfo, iter_frames, probe
-from stmil.score import frame_to_clip
+from stmil.timeline import frame_to_clip
 
 HEADER_H = 14  #: label header height, px
 STRIP_H = 60  #: timeline strip height, px
@@ -56,6 +56,7 @@ def render_overlay(
     *,
     step: int | None = None,
     labels: tuple[str, str] | None = None,
+    writer: Callable[[Path, Callable[[Path], None]], object] = atomic_write,
 ) -> Path:
     """Render ``video`` with the anomaly maps of ``scores`` to ``out`` (``.mp4`` or ``.gif``).
 
@@ -64,7 +65,8 @@ def render_overlay(
     the same video, shown on the right. ``step`` keeps every step-th frame (default 1 for mp4,
     2 for GIF); ``max_frames`` caps the number of output frames. GIF panels are at most
     ``GIF_MAX_WIDTH`` wide. The output frame is ``(HEADER_H + ph + STRIP_H, n_panels * pw)``
-    with ``panel_size``. Written atomically.
+    with ``panel_size``. Written atomically by ``writer(out, write(tmp))`` (``stmil score``
+    passes one that also records the file in the folder's ledger, :mod:`stmil.ownership`).
     """
     video, out = Path(video), Path(out)
     kind = out.suffix.lower()
@@ -87,7 +89,7 @@ def render_overlay(
     fps = Fraction(info.fps).limit_denominator(1001) / step
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = _composed(video, info, panels, gt, step, max_frames)
-    atomic_write(out, lambda tmp: _encode(tmp, frames, fps, gif))
+    writer(out, lambda tmp: _encode(tmp, frames, fps, gif))
     return out
 
 

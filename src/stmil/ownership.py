@@ -1,0 +1,285 @@
+"""Which files of an output folder are stmil's: one ledger per folder, ``.stmil/ledger.json``.
+
+**The rule.** A command replaces or deletes a file only if the folder's ledger names it and its
+current bytes still match (size, then SHA-256); any other file is the user's and is refused in
+one line naming it (:class:`~stmil.errors.OutputError`). A stmil-like name (``model.safetensors``,
+``<id>.overlay.mp4``...) proves nothing.
+
+**The format** (compact JSON)::
+
+    {"format": "stmil-ledger", "version": 1,
+     "files": {"<name>": {"size": 123, "sha256": "<hex>", "command": "extract",
+                          "previous": {"size": 120, "sha256": "<hex>"}}},
+     "legacy": {"<name>": [size, mtime_ns]}}
+
+Names are relative to the folder (``/``-separated). ``previous`` is the stmil file that the last
+commit replaced (see below). ``legacy`` lists the files the folder held when its ledger was
+created (size and modification time, no hashing).
+
+**Committing.** :func:`commit` writes outputs and the ledger as one
+:func:`~stmil.atomic.atomic_write_group` under a lock on ``.stmil/``: every temporary first, the
+ledger's last (it knows the others' hashes), then the renames, the ledger's first. A kill
+between renames leaves a ledger naming the new bytes of a file that still holds its previous
+ones; those are its ``previous`` entry, so the file stays ours and the next run replaces it. A
+ledger entry whose bytes are not there (a file never renamed into place, or changed since) is
+simply "not ours": the safe direction.
+
+**Folders from earlier versions** (:func:`Ledger.owns`, the one migration path): where a folder
+has no ledger, or its ledger lists a file under ``legacy`` with unchanged size and time, the
+command's old test (a ``legacy`` predicate: today's "is this ours") decides, and a file it
+adopts is recorded when it is replaced. Hashes are computed only for a file that exists under a
+name a command wants to write or delete.
+
+Claim files (:mod:`stmil.features.claims`) are the one exception: short-lived lock files, made
+atomically with their marker line, they are never listed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group
+from stmil.errors import OutputError
+
+LEDGER_DIR = ".stmil"
+LEDGER = "ledger.json"
+FORMAT = "stmil-ledger"
+FIX = "move it away or choose another output folder (stmil replaces only files it wrote)"
+
+#: A command's old "is this file ours" test, for folders written before ledgers: it returns
+#: True or False, or raises an error (a :class:`~stmil.errors.StmilError`) that names the file.
+Legacy = Callable[[Path], bool]
+Write = Callable[[Path], None]
+
+_DIGESTS: dict[tuple[int, int, int, int], str] = {}  # (dev, ino, size, mtime_ns) -> sha256
+
+
+def ledger_path(folder: Path | str) -> Path:
+    """The ledger of ``folder``: ``folder/.stmil/ledger.json``."""
+    return Path(folder) / LEDGER_DIR / LEDGER
+
+
+def sha256_of(path: Path | str, st: os.stat_result | None = None) -> str:
+    """SHA-256 of a file, remembered for an unchanged file (same inode, size and mtime)."""
+    st = st or os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        if len(_DIGESTS) > 4096:
+            _DIGESTS.clear()
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+class Ledger:
+    """The ledger of one folder: which of its files stmil wrote (see the module docstring)."""
+
+    def __init__(self, folder: Path, files: dict[str, dict],
+                 legacy: dict[str, list[int]] | None) -> None:
+        self.folder = folder
+        self.files = files
+        self.legacy = legacy  # None: no ledger yet, every present file predates ledgers
+
+    @classmethod
+    def load(cls, folder: Path | str) -> Ledger:
+        """The ledger of ``folder`` (an empty one with no legacy limit when there is none).
+
+        :class:`OutputError` naming the file when the ledger is not one stmil wrote.
+        """
+        folder, path = Path(folder), ledger_path(folder)
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            return cls(folder, {}, None)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise OutputError(f"{path}: not a stmil ledger (not JSON: {e}); {FIX}") from None
+        if not (isinstance(data, dict) and data.get("format") == FORMAT
+                and isinstance(data.get("files"), dict) and isinstance(data.get("legacy"), dict)
+                and all(_entry_ok(e) for e in data["files"].values())):
+            raise OutputError(f"{path}: not a stmil ledger (format {FORMAT}, version 1); {FIX}")
+        return cls(folder, data["files"], data["legacy"])
+
+    def owns(self, name: str, legacy: Legacy | None = None) -> bool:
+        """Whether ``folder/name`` is stmil's: named with matching bytes, or (migration) a file
+        from before the ledger that ``legacy`` accepts. An absent file is nobody's: False."""
+        path = self.folder / name
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if not stat.S_ISREG(st.st_mode):  # stmil writes no links, folders or devices
+            return False
+        entry = self.files.get(name)
+        if entry is not None:
+            sums = [e for e in (entry, entry.get("previous")) if e and e["size"] == st.st_size]
+            return bool(sums) and sha256_of(path, st) in {e["sha256"] for e in sums}
+        if legacy is None:
+            return False
+        if self.legacy is not None and self.legacy.get(name) != [st.st_size, st.st_mtime_ns]:
+            return False
+        return bool(legacy(path))
+
+    def check_replaceable(self, path: Path | str, legacy: Legacy | None = None,
+                          fix: str = FIX) -> None:
+        """:class:`OutputError` naming ``path`` unless it is absent or stmil's (:meth:`owns`)."""
+        path = Path(path)
+        if not os.path.lexists(path):
+            return
+        if not self.owns(self._name(path), legacy):
+            raise OutputError(f"{path}: exists and is not a file stmil wrote here (or it was "
+                              f"changed since); {fix}")
+
+    def record(self, name: str, tmp: Path, command: str) -> None:
+        """Name ``tmp``'s bytes as ``name``'s, keeping the present file's as ``previous`` (it
+        was checked to be ours); forget its legacy snapshot."""
+        entry: dict = {"size": tmp.stat().st_size, "sha256": sha256_of(tmp), "command": command}
+        present = self.folder / name
+        if present.is_file() and present != tmp:
+            entry["previous"] = {"size": present.stat().st_size, "sha256": sha256_of(present)}
+        self.files[name] = entry
+        if self.legacy is not None:
+            self.legacy.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        """Drop ``name`` (a file stmil deleted)."""
+        self.files.pop(name, None)
+        if self.legacy is not None:
+            self.legacy.pop(name, None)
+
+    def save(self, tmp: Path) -> None:
+        """Write the ledger to ``tmp`` (the writer of an atomic write); a first ledger lists the
+        files the folder already held under ``legacy``."""
+        if self.legacy is None:
+            self.legacy = _snapshot(self.folder, set(self.files))
+        data = {"format": FORMAT, "version": 1, "files": self.files, "legacy": self.legacy}
+        tmp.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
+
+    def _name(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.folder).as_posix()
+        except ValueError:
+            raise ValueError(f"{path} is not in {self.folder}") from None
+
+
+def _entry_ok(e: object) -> bool:
+    """Whether a ledger entry (or its ``previous``) has an int size and a hex sha256."""
+    return (isinstance(e, dict) and isinstance(e.get("size"), int)
+            and isinstance(e.get("sha256"), str)
+            and (e.get("previous") is None or _entry_ok(e["previous"])))
+
+
+def _snapshot(folder: Path, skip: set[str]) -> dict[str, list[int]]:
+    """``name -> [size, mtime_ns]`` of the regular files of ``folder`` (not recursive; no
+    temporaries, nothing in ``skip``): the files of a folder that predates its ledger."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    out = {}
+    for e in entries:
+        if (e.name == LEDGER_DIR or TEMP_PATTERN.fullmatch(e.name) or e.name in skip
+                or not e.is_file(follow_symlinks=False)):
+            continue
+        st = e.stat(follow_symlinks=False)
+        out[e.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+@contextmanager
+def locked(folder: Path | str) -> Iterator[None]:
+    """Hold the exclusive lock of ``folder``'s ledger (``flock`` on ``folder/.stmil/``), made if
+    needed, so concurrent commands take turns reading and writing it."""
+    import fcntl
+
+    home = Path(folder) / LEDGER_DIR
+    if os.path.lexists(home) and not (home.is_dir() and not home.is_symlink()):
+        raise OutputError(f"{home}: exists and is not stmil's ledger folder; {FIX}")
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_can_write(folder: Path | str, names: Sequence[str], legacy: Legacy | None = None,
+                    fix: str = FIX) -> None:
+    """Refuse (:class:`OutputError`, naming the file) any of ``names`` that exists in
+    ``folder`` and is not stmil's; no lock, no writes (a check before long work)."""
+    ledger = Ledger.load(folder)
+    for name in names:
+        ledger.check_replaceable(Path(folder) / name, legacy, fix)
+
+
+def commit(folder: Path | str, writes: Sequence[tuple[Path | str, Write]], command: str,
+           legacy: Legacy | None = None, fix: str = FIX) -> None:
+    """Write ``writes`` (``(dest, write(tmp))``, files of ``folder``) and the ledger naming
+    them as one atomic group, refusing any destination that is not stmil's."""
+    folder = Path(folder)
+    with locked(folder):
+        ledger = Ledger.load(folder)
+        for dest, _ in writes:
+            ledger.check_replaceable(Path(dest), legacy, fix)
+        group: list[tuple[Path | str, Write]] = [(d, _recording(ledger, Path(d), w, command))
+                                                for d, w in writes]
+        atomic_write_group([*group, (ledger_path(folder), ledger.save)])
+
+
+def _recording(ledger: Ledger, dest: Path, write: Write, command: str) -> Write:
+    """``write``, then record what it wrote in ``ledger`` under ``dest``'s name."""
+    def run(tmp: Path) -> None:
+        write(tmp)
+        ledger.record(ledger._name(dest), tmp, command)
+    return run
+
+
+def remove(folder: Path | str, name: str, legacy: Legacy | None = None,
+           fix: str = FIX) -> None:
+    """Delete ``folder/name`` if it is stmil's (else :class:`OutputError`) and forget it.
+
+    The file goes first and the ledger after, so a kill between them leaves an entry for an
+    absent file: harmless."""
+    folder = Path(folder)
+    with locked(folder):
+        ledger = Ledger.load(folder)
+        ledger.check_replaceable(folder / name, legacy, fix)
+        (folder / name).unlink(missing_ok=True)
+        ledger.forget(name)
+        atomic_write(ledger_path(folder), ledger.save)
+
+
+def files_of(folder: Path | str) -> list[str]:
+    """Every file and folder entry below ``folder`` as relative names, the ledger's own folder
+    and stale temporaries left out; folders are listed only when empty or unreadable."""
+    folder = Path(folder)
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if d != LEDGER_DIR]
+        names += [(rel / n).as_posix() for n in filenames if not TEMP_PATTERN.fullmatch(n)]
+        if not filenames and not dirnames and rel != Path("."):
+            names.append(rel.as_posix() + "/")
+    return sorted(names)
+
+
+def record_folder(folder: Path | str, command: str) -> None:
+    """Write a fresh ledger naming every file below ``folder`` (a folder stmil built whole, such
+    as a run's staging folder, before it is committed in one step)."""
+    folder = Path(folder)
+    ledger = Ledger(folder, {}, {})
+    for name in files_of(folder):
+        if not name.endswith("/"):
+            ledger.record(name, folder / name, command)
+    (folder / LEDGER_DIR).mkdir(exist_ok=True)
+    atomic_write(ledger_path(folder), ledger.save)
