@@ -277,6 +277,26 @@ def test_a_run_of_an_earlier_version_is_still_retrained(tiny, finished, tmp_path
     assert not (run / "metrics.json").exists()
 
 
+def test_evaluate_and_score_keep_a_users_file_in_a_folder_with_a_ledger(tmp_path):
+    """Valid-looking files under stmil's names, in folders stmil already writes (ledger there):
+    ``metrics.json`` and ``<id>.scores.json`` are refused, bytes unchanged."""
+    from stmil.evaluation.evaluate import METRIC_KEYS, record_metrics
+    from stmil.score import write_scores
+
+    O.commit(tmp_path, [(tmp_path / "config.yaml", put(b"x: 1\n"))], "train")
+    mine = {"metrics.json": b'{"version": 2, "results": {}}',
+            "v.scores.json": json.dumps({"n_frames": 1, "clip_maps": [], "frame_scores": [],
+                                         "boxes": []}).encode()}
+    for name, content in mine.items():
+        (tmp_path / name).write_bytes(content)
+    result = {k: 0.5 for k in METRIC_KEYS} | {"settings": {"split": "test", "data": "/d"}}
+    with pytest.raises(OutputError, match="metrics.json: exists and is not a file stmil wrote"):
+        record_metrics(tmp_path, result)
+    with pytest.raises(OutputError, match="v.scores.json: exists and is not a file stmil wrote"):
+        write_scores(tmp_path, "v", {"n_frames": 2})
+    assert snapshot(tmp_path) == mine | {"config.yaml": b"x: 1\n"}
+
+
 # --- defect 3: score --overlay ---------------------------------------------------------------
 
 
@@ -335,6 +355,26 @@ def test_defect6_extract_keeps_a_user_edited_array(videos, tmp_path, extractor, 
     assert s.done == [] and len(s.failed) == 1
     assert f"{out / 'v.npy'}: exists and is not a file stmil wrote here" in s.failed[0]["error"]
     assert {k: v for k, v in snapshot(out).items() if k != "failures.json"} == before
+
+
+@pytest.mark.parametrize("name", ["v.json", "v.npy", "failures.json"])
+def test_extract_overwrite_keeps_a_users_file_in_its_folder(videos, tmp_path, extractor, name):
+    out = tmp_path / "out"
+    (tmp_path / "videos" / "bad.mkv").write_bytes(b"not a video")  # so failures.json exists
+    assert _extract([videos], out, extractor).done == ["v"]
+    content = json.dumps([{"path": "/x", "error": "mine"}]).encode() if name == "failures.json" \
+        else (out / name).read_bytes()[:-1] + b" "  # stmil's bytes, edited: the user's now
+    (out / name).write_bytes(content)
+    before = snapshot(out)
+    if name == "failures.json":
+        with pytest.raises(OutputError, match="failures.json: exists and is not a file stmil"):
+            _extract([videos], out, extractor, overwrite=True)
+    else:
+        s = _extract([videos], out, extractor, overwrite=True)
+        assert s.done == [] and any(f"{name}: exists and is not a file stmil" in f["error"]
+                                    for f in s.failed)
+        before.pop("failures.json")
+    assert {k: v for k, v in snapshot(out).items() if k in before} == before
 
 
 def test_defect7_extract_keeps_an_empty_user_claim_file(videos, tmp_path, extractor):

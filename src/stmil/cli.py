@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from stmil import __version__, interop
@@ -296,29 +298,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 @command
 def cmd_watch(args: argparse.Namespace) -> int:
-    from stmil.live.events import check_out
     from stmil.live.watch import WatchConfig, watch
 
     fields = {f: getattr(args, f) for f in WatchConfig.__dataclass_fields__}
     config = WatchConfig(**fields)
     events = _event_settings(args)
-    emit = lambda line: print(line, flush=True)  # noqa: E731
-    handle = None
-    if args.out:
-        out = Path(args.out)
-        check_out(out)
-        handle = open(out, "a", encoding="utf-8")  # one write per line, flushed
-        emit = lambda line: (handle.write(line + "\n"), handle.flush())  # noqa: E731
-    try:
-        summary = watch(args.source, args.model, events, config, emit=emit,
-                        snapshots=args.snapshots, clips=args.clips)
-    finally:
-        if handle is not None:
-            handle.close()
+    summary = watch(args.source, args.model, events, config, out=args.out,
+                    snapshots=args.snapshots, clips=args.clips, name=args.name)
+    errors = summary["evidence_errors"]
     print(f"{summary['ended']}: {summary['frames']} frames, {summary['clips']} clips scored, "
-          f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents",
-          file=sys.stderr)
-    return 1 if summary["ended"] == "gave up" else 0
+          f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents"
+          + (f", {errors} snapshots or clips not written" if errors else ""), file=sys.stderr)
+    return 1 if summary["ended"] == "gave up" or errors else 0
 
 
 def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
@@ -374,6 +365,9 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--out", help="append the JSON lines here (default: stdout)")
     p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
     p.add_argument("--clips", help=clips_help)
+    p.add_argument("--name", default=None,
+                   help="name of the evidence files, NAME.incident-NNN.jpg/.mp4 (default: the "
+                        "file's or camera's name, or the URL's host_port_path)")
     p.add_argument("--realtime", action="store_true", help="play a file at its frame rate")
     p.add_argument("--fps", type=float, default=None,
                    help="resample the source (frames/s; default: the run's rate)")
@@ -557,18 +551,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+@dataclass(frozen=True)
+class ConfigSource:
+    """A value that ``--config`` gave an option: where (``FILE: key``, the key as written) and
+    the value itself (the very object set as the option's default, so that the parsed
+    namespace tells by identity whether a flag replaced it)."""
+
+    where: str
+    value: object
+
+
+def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, ConfigSource]:
     """Make the keys of the ``--config FILE`` given in ``argv`` its command's defaults, so that
-    flags given in ``argv`` override them.
+    flags given in ``argv`` override them; returns where each came from, by option dest.
 
     The file is a flat YAML mapping of the command's option names (``batch-size`` or
     ``batch_size``); each value is converted by the option's own type and checked against its
     choices. An unknown key, a wrong type or a bad choice is a :class:`ConfigError` naming the
-    file and the key. ``train`` reads its own ``--config`` (:func:`stmil.mil.config.read_config`).
+    file and the key; a range error found later names them too (:func:`name_origin`).
+    ``train`` reads its own ``--config`` (:func:`stmil.mil.config.read_config`).
     """
     command = parser.commands.get(argv[0]) if argv else None  # type: ignore[attr-defined]
     if command is None or argv[0] == "train":
-        return
+        return {}
     required = [a for a in command._actions if a.required and a.option_strings]
     for a in required:  # they may come from the file: known only once it is read
         a.required = False
@@ -576,18 +581,62 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     for a in required:
         a.required = True
     if path is None:
-        return
-    options = {_long_option(a): a for a in command._actions
-               if a.option_strings and a.dest not in ("help", "config")}
-    values = {}
+        return {}
+    options = _options(command)
+    values, sources = {}, {}
     for key, value in read_yaml_mapping(path, f"stmil {argv[0]} options").items():
         action = options.get(key.replace("_", "-"))
         if action is None:
             raise ConfigError(f"{path}: unknown key {key!r} for stmil {argv[0]}; valid keys: "
                               f"{', '.join(sorted(options))}")
         values[action.dest] = _config_value(action, value, f"{path}: {key}")
+        sources[action.dest] = ConfigSource(f"{path}: {key}", values[action.dest])
         action.required = False
     command.set_defaults(**values)
+    return sources
+
+
+def _options(command: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """A command's options by long name (``batch-size``), ``--help`` and ``--config`` aside."""
+    return {_long_option(a): a for a in command._actions
+            if a.option_strings and a.dest not in ("help", "config")}
+
+
+#: Library names of settings whose flag is named otherwise, by command (``make_dataset``'s
+#: ``n_frames`` is ``synth --frames``).
+SETTING_FLAGS = {"synth": {"n-videos": "videos", "n-frames": "frames"},
+                 "demo": {"n-videos": "videos", "n-frames": "frames"}}
+#: A range error's subject: ``NAME must be ...`` or ``--NAME must be ...``, the convention of
+#: every settings check (``ExtractSettings``, ``WatchConfig``, ``EventConfig``...).
+RANGE_ERROR = re.compile(r"(?:--)?([A-Za-z][\w-]*) must be ")
+
+
+def name_origin(message: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
+                sources: dict[str, ConfigSource]) -> str:
+    """A range error ``message`` with its subject named where the value came from: ``FILE:
+    key must be ...`` for a value of the ``--config`` file that no flag replaced, ``--flag
+    must be ...`` for a flag; unchanged when the subject is no option of the command or kept
+    its default (the value then came from elsewhere, such as a run's calibration).
+
+    The one place that turns a settings check's name into the user's words: the checks name
+    the setting, the CLI knows where its value was given.
+    """
+    m = RANGE_ERROR.match(message)
+    command = parser.commands.get(args.command)  # type: ignore[attr-defined]
+    if m is None or command is None:
+        return message
+    name = m[1].replace("_", "-")
+    action = _options(command).get(SETTING_FLAGS.get(args.command, {}).get(name, name))
+    if action is None or not hasattr(args, action.dest):
+        return message
+    value, source = getattr(args, action.dest), sources.get(action.dest)
+    if source is not None and value is source.value:
+        where = source.where
+    elif value is not action.default:
+        where = f"--{_long_option(action)}"
+    else:
+        return message
+    return where + message[m.end(1):]
 
 
 def _long_option(action: argparse.Action) -> str:
@@ -680,9 +729,9 @@ def logging_to(stream: str) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = None
+    args, sources = None, {}
     try:
-        apply_config(parser, argv)
+        sources = apply_config(parser, argv)
         args = parser.parse_args(argv)
         with logging_to(LOG_STREAM.get(args.command, "stderr")):
             return COMMANDS[args.command](args)
@@ -692,7 +741,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StmilError, OSError) as e:
         if args.debug if args is not None else "--debug" in argv:
             raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        line = _one_line(e)
+        if isinstance(e, StmilError) and args is not None:
+            line = name_origin(line, parser, args, sources)
+        print(f"error: {line}", file=sys.stderr)
         return 1
 
 

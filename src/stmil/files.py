@@ -1,8 +1,10 @@
-"""Which files are videos, and finding them below a folder: the one definition of both."""
+"""Which files are videos, finding them below a folder, and when two names are one file: the
+one definition of each."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg",
@@ -41,3 +43,21 @@ def find_videos(folder: Path | str) -> list[Path]:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
         ]
     return sorted(found)
+
+
+def unique_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` without the later names of a file already named, in order.
+
+    Two names are one file when their real paths (symlinks and ``..`` resolved) are equal:
+    ``../bad/f16.mp4`` and ``./../bad/f16.mp4``, or a symlink and its target. A symlink loop
+    resolves to itself and is kept, for the reader to refuse. Every command that takes a
+    list of files (``extract``, ``score``) processes each file once by this rule.
+    """
+    seen: set[str] = set()
+    out: list[Path] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out

@@ -22,7 +22,7 @@ from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import FeatureError, load_features, meta_clip_ranges, meta_motion
-from stmil.files import find_videos
+from stmil.files import find_videos, unique_files
 from stmil.mil.detector import Detector
 from stmil.ownership import check_can_write, commit
 from stmil.timeline import frame_scores_from_clips, frame_to_clip
@@ -49,6 +49,9 @@ def scores_from_maps(maps: np.ndarray, model_grid: int, meta: dict, clip_ranges:
     frame_clip = frame_to_clip(clip_ranges, n)
     return {
         "source": meta.get("source"),
+        # what extract recorded of the video, so that events can tell a replaced one
+        "source_bytes": meta.get("source_bytes"),
+        "source_mtime_ns": meta.get("source_mtime_ns"),
         "n_frames": n,
         "fps": meta.get("source_fps", meta["fps"]),
         "width": meta["width"],
@@ -79,7 +82,15 @@ def is_scores_file(path: Path) -> bool:
 def read_scores(path: Path | str) -> dict:
     """The contents of a ``<id>.scores.json`` that :func:`write_scores` wrote, with
     ``clip_maps`` as ``(n_clips, G*G)`` float32 and ``clip_ranges`` as ``(n_clips, 2)`` int
-    arrays; :class:`FeatureError` naming the file when it is not one."""
+    arrays: the one reader of that format.
+
+    Every field is checked as :func:`scores_from_maps` writes it: ``grid``, ``n_frames``,
+    ``width`` and ``height`` whole numbers >= 1 (``model_grid`` too, when present), ``fps`` a
+    positive number, ``clip_ranges`` ``0 <= start < end <= n_frames``, ``clip_maps``
+    ``n_clips`` G x G scores in [0, 1], ``frame_scores`` ``n_frames`` scores in [0, 1],
+    ``boxes`` ``n_frames`` boxes of 4 finite numbers. :class:`FeatureError` naming the file
+    and the first field that is not so.
+    """
     path = Path(path)
     fix = "score the video again with stmil score"
     try:
@@ -89,18 +100,72 @@ def read_scores(path: Path | str) -> dict:
     keys = (*SCORES_KEYS, "clip_ranges", "fps", "width", "height", "grid")
     if not isinstance(data, dict) or any(k not in data for k in keys):
         raise FeatureError(f"{path}: not a stmil scores file (needs {', '.join(keys)}); {fix}")
+
+    def bad(key: str, what: str, shown: object = None) -> FeatureError:
+        got = data[key] if shown is None else shown
+        text = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        return FeatureError(f"{path}: {key} must be {what}, got {text}; {fix}")
+
+    counts = ("grid", "n_frames", "width", "height") + (
+        ("model_grid",) if data.get("model_grid") is not None else ())
+    for key in counts:
+        v = data[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(key, "a whole number >= 1")
+    fps = data["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (
+            math.isfinite(fps) and fps > 0):
+        raise bad("fps", "a positive number (frames per second)")
+    g, n = data["grid"], data["n_frames"]
+    maps = _number_array(data["clip_maps"], 3)
+    if maps is None or maps.shape[1:] != (g, g) or not len(maps):
+        raise bad("clip_maps", f"a list of {g} x {g} grids of numbers (one per clip)", "...")
+    ranges = _number_array(data["clip_ranges"], 2, integer=True)
+    if ranges is None or ranges.shape != (len(maps), 2):
+        raise bad("clip_ranges", f"{len(maps)} [start, end] pairs of whole numbers (one per "
+                                 "clip map)", "...")
+    inverted = np.flatnonzero((ranges[:, 0] < 0) | (ranges[:, 1] <= ranges[:, 0])
+                              | (ranges[:, 1] > n))
+    if len(inverted):
+        k = int(inverted[0])
+        raise bad("clip_ranges", f"[start, end) frame ranges with 0 <= start < end <= "
+                                 f"n_frames ({n}); clip {k}", ranges[k].tolist())
+    for key, arr in (("clip_maps", maps), ("frame_scores", _number_array(data["frame_scores"],
+                                                                         1))):
+        if arr is None or (key == "frame_scores" and arr.shape != (n,)):
+            raise bad(key, f"a list of n_frames ({n}) numbers", "...")
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            odd = arr[~(np.isfinite(arr) & (arr >= 0) & (arr <= 1))][0]
+            raise bad(key, "scores from 0 to 1 (no NaN or infinite values)", float(odd))
+    boxes = _number_array(data["boxes"], 2)
+    if boxes is None or boxes.shape != (n, 4) or not np.isfinite(boxes).all():
+        raise bad("boxes", f"n_frames ({n}) boxes of 4 finite numbers", "...")
+    t = data.get("threshold")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                          or not (math.isfinite(t) and 0 <= t <= 1)):
+        raise bad("threshold", "null or a number from 0 to 1")
+    return {**data, "clip_maps": maps.reshape(len(maps), g * g).astype(np.float32),
+            "clip_ranges": ranges, "fps": float(fps)}
+
+
+def _number_array(value: object, ndim: int, integer: bool = False) -> np.ndarray | None:
+    """``value`` (nested JSON lists) as a float64 (int64 with ``integer``) array of ``ndim``
+    dimensions, or None when it is not one: ragged, not numbers, booleans or strings."""
+    def ok(x: object) -> bool:
+        return isinstance(x, int) if integer else isinstance(x, (int, float))
+
+    def walk(v: object, depth: int) -> bool:
+        if depth == ndim:
+            return ok(v) and not isinstance(v, bool)
+        return isinstance(v, list) and all(walk(x, depth + 1) for x in v)
+
+    if not walk(value, 0):
+        return None
     try:
-        g = int(data["grid"])
-        maps = np.asarray(data["clip_maps"], dtype=np.float32).reshape(-1, g * g)
-        ranges = np.asarray(data["clip_ranges"], dtype=np.int64).reshape(-1, 2)
-        fps = float(data["fps"])
-    except (TypeError, ValueError) as e:
-        raise FeatureError(f"{path}: malformed scores file ({e}); {fix}") from None
-    if len(maps) != len(ranges) or not len(maps) or not np.isfinite(maps).all() \
-            or not (math.isfinite(fps) and fps > 0):
-        raise FeatureError(f"{path}: malformed scores file ({len(maps)} clip maps for "
-                           f"{len(ranges)} clip ranges, fps {fps}); {fix}")
-    return {**data, "clip_maps": maps, "clip_ranges": ranges, "fps": fps}
+        arr = np.asarray(value, dtype=np.int64 if integer else np.float64)
+    except (ValueError, OverflowError):  # ragged, or an integer beyond int64
+        return None
+    return arr if arr.ndim == ndim else None
 
 
 def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:
@@ -144,7 +209,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
     A folder gives its ``.npy`` files (not recursive) or, if it has none, its videos
     (recursive). A folder holding both is refused: say which to score by naming the files.
-    The same file named twice is scored once; two different files with the same stem are
+    The same file named twice is scored once (:func:`~stmil.files.unique_files`, the rule of
+    ``extract`` too); two different files with the same stem are
     refused, since both would write ``<stem>.scores.json``.
     """
     paths: list[Path] = []
@@ -162,20 +228,14 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             paths.append(item)
     if not paths:
         raise ConfigError(f"no videos or .npy features found in {', '.join(map(str, inputs))}")
-    seen: dict[Path, Path] = {}
+    unique = unique_files(paths)  # the same file named twice is scored once
     by_stem: dict[str, Path] = {}
-    unique: list[Path] = []
-    for path in paths:
-        real = path.resolve()
-        if real in seen:
-            continue
-        seen[real] = path
+    for path in unique:
         other = by_stem.setdefault(path.stem, path)
         if other is not path:
             raise ConfigError(f"{other} and {path} share the id {path.stem!r}: both would be "
                               f"scored to {path.stem}.scores.json; rename one of them, or score "
                               "them into different --out folders")
-        unique.append(path)
     return unique
 
 

@@ -89,3 +89,17 @@ def test_published_boxes_lie_inside_the_published_temporal_annotation():
     outside = [(v, f) for v, r in rows.items() for f, _ in r
                if not any(s <= f < e for s, e in records[v].intervals)]
     assert outside == []
+
+
+@pytest.mark.parametrize("coords, needle", [
+    ([float("nan"), 2, 3, 4], "x1 must be finite numbers"),
+    ([1, 2, float("inf"), "4"], "x2, y2 must be finite numbers"),
+])
+def test_a_bad_coordinate_is_named_not_the_frame_number(tmp_path, coords, needle):
+    """Issue 22 item 26: a NaN coordinate was reported as a bad ``image_NNNN`` number."""
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps({"v": [["/a/image_0005.jpg", *coords]]}))
+    with pytest.raises(DatasetError) as e:
+        read_liu_ma(path)
+    assert needle in str(e.value) and "['v'][0]" in str(e.value)
+    assert "NNNN" not in str(e.value)

@@ -25,6 +25,11 @@ from tests.live.test_watch import free_port, serve, wait_line
 EVENT = (96, 128)  # frames of a 160-frame scene: 2 s of pre-roll fit before it, 1 s after
 
 
+def listing(folder: Path) -> list[str]:
+    """The names in ``folder`` but its ownership ledger's (``.stmil/``): temporaries show."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".stmil")
+
+
 def decode(path) -> tuple[list[np.ndarray], dict, float]:
     """Every frame of a clip (RGB), its container metadata and frame rate."""
     with av.open(str(path)) as c:
@@ -76,7 +81,7 @@ def test_events_writes_one_clip_per_incident(live_run, video, tmp_path, capsys, 
     assert abs(inc["start_frame"] - EVENT[0]) <= 16 and abs(inc["end_frame"] - EVENT[1]) <= 16
     check_clip(tmp_path / "clips" / "cam.incident-001.mp4", inc["start_frame"],
                inc["end_frame"], 160, EVENT[0])
-    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["cam.incident-001.mp4"]
+    assert listing(tmp_path / "clips") == ["cam.incident-001.mp4"]
 
     # a kill mid-write (here an interrupt after 10 frames) leaves the old clip, no temporary
     before = (tmp_path / "clips" / "cam.incident-001.mp4").read_bytes()
@@ -92,7 +97,7 @@ def test_events_writes_one_clip_per_incident(live_run, video, tmp_path, capsys, 
                            "--clips", "clips", "--device", "cpu")
     assert code == 130 and err.strip() == "interrupted"
     assert (tmp_path / "clips" / "cam.incident-001.mp4").read_bytes() == before
-    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["cam.incident-001.mp4"]
+    assert listing(tmp_path / "clips") == ["cam.incident-001.mp4"]
 
 
 def test_a_foreign_file_in_the_way_is_refused(live_run, video, tmp_path, capsys, monkeypatch):
@@ -105,7 +110,7 @@ def test_a_foreign_file_in_the_way_is_refused(live_run, video, tmp_path, capsys,
     assert_one_line_error(err, "clips/cam.incident-001.mp4: exists and is not a stmil incident "
                                "clip; refusing to overwrite it")
     assert (tmp_path / "clips" / "cam.incident-001.mp4").read_bytes() == b"my holiday video"
-    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["cam.incident-001.mp4"]
+    assert listing(tmp_path / "clips") == ["cam.incident-001.mp4"]
 
 
 def test_a_long_incident_clip_is_capped(live_run, video, tmp_path, capsys, monkeypatch):
@@ -146,7 +151,7 @@ def test_the_live_recorder_keeps_a_bounded_ring(tmp_path, monkeypatch):
     rec.track(2, 128, 130)
     rec.track(2, None)
     rec.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.incident-001.mp4"]
+    assert listing(tmp_path) == ["cam.incident-001.mp4"]
 
 
 def test_a_live_clip_is_committed_at_the_cap(tmp_path, monkeypatch):
@@ -162,7 +167,7 @@ def test_a_live_clip_is_committed_at_the_cap(tmp_path, monkeypatch):
     assert len(frames) == 30  # frames 0-29: the pre-roll from 20 - 60, cut at 0
     rec.finish(1, 100)
     rec.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.incident-001.mp4"]
+    assert listing(tmp_path) == ["cam.incident-001.mp4"]
 
 
 def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
@@ -180,8 +185,8 @@ def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
         server.kill()
         server.wait()
     assert r["ended"] == "gave up"
-    (path,) = (tmp_path / "clips").iterdir()
-    assert path.name == "stream.incident-001.mp4"
+    assert listing(tmp_path / "clips") == [f"127.0.0.1_{port}.incident-001.mp4"]  # issue 22 item 4
+    path = tmp_path / "clips" / f"127.0.0.1_{port}.incident-001.mp4"
     kinds = [json.loads(m)["type"] for m in msgs]
     assert kinds == ["start", "end"], msgs
     end = Incident.from_dict({k: v for k, v in json.loads(msgs[1]).items()

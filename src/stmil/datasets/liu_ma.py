@@ -78,19 +78,29 @@ def read_liu_ma(path: Path | str) -> dict[str, list[tuple[int, Box]]]:
             raise DatasetError(f"{where}: expected a video id mapped to a list of entries")
         rows = []
         for i, e in enumerate(entries):
-            ok = (isinstance(e, (list, tuple)) and len(e) == 5 and isinstance(e[0], str)
-                  and all(_number(v) for v in e[1:]))
-            m = FRAME_RE.search(e[0]) if ok else None
-            if not m or int(m[1]) < 1:
-                raise DatasetError(f"{where}[{i}]: expected [.../image_NNNN.jpg, x1, y1, x2, "
-                                   f"y2] with NNNN >= 1 (1-based), got {e!r}")
-            x1, y1, x2, y2 = (float(v) for v in e[1:])
-            if x2 <= x1 or y2 <= y1:
-                raise DatasetError(f"{where}[{i}]: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is "
-                                   "empty or inverted")
-            rows.append((int(m[1]) - 1, (x1, y1, x2, y2)))
+            rows.append(_entry(e, f"{where}[{i}]"))
         out[vid] = sorted(rows)
     return out
+
+
+def _entry(e: object, where: str) -> tuple[int, Box]:
+    """``(0-based frame, box)`` of one ``[image_path, x1, y1, x2, y2]`` entry, or a
+    :class:`DatasetError` at ``where`` naming the part that is wrong."""
+    if not (isinstance(e, (list, tuple)) and len(e) == 5):
+        raise DatasetError(f"{where}: expected [.../image_NNNN.jpg, x1, y1, x2, y2], got {e!r}")
+    m = FRAME_RE.search(e[0]) if isinstance(e[0], str) else None
+    if not m or int(m[1]) < 1:
+        raise DatasetError(f"{where}: expected [.../image_NNNN.jpg, x1, y1, x2, y2] with "
+                           f"NNNN >= 1 (1-based), got the image path {e[0]!r}")
+    bad = [name for name, v in zip(("x1", "y1", "x2", "y2"), e[1:]) if not _number(v)]
+    if bad:
+        raise DatasetError(f"{where}: {', '.join(bad)} must be finite numbers (pixels), got "
+                           f"{e!r}")
+    x1, y1, x2, y2 = (float(v) for v in e[1:])
+    if x2 <= x1 or y2 <= y1:
+        raise DatasetError(f"{where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is empty or "
+                           "inverted")
+    return int(m[1]) - 1, (x1, y1, x2, y2)
 
 
 def scale_box(box: Box, width: int, height: int) -> Box:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.atomic import write_text
-from stmil.cuboids import cuboid_boxes, cuboid_labels, frame_heatmap
+from stmil.cuboids import check_overlap, cuboid_boxes, cuboid_labels, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ConfigError, ModelError, OutputError
@@ -84,13 +84,15 @@ def evaluate(
     and the dataset root (other splits and datasets are kept), and written alone to
     ``json_out`` when given.
 
-    ``threshold`` is that of the :data:`THRESHOLDED` metrics; ``None`` takes the run's
+    ``overlap`` (in (0, 1]) is the fraction of a cuboid a GT box must cover to make it
+    positive. ``threshold`` is that of the :data:`THRESHOLDED` metrics; ``None`` takes the run's
     calibrated one, else 0.5 (:func:`resolve_threshold`). ``pixel_frames`` caps the annotated
     frames per video used for ``pixel_auroc`` (evenly spaced). Returns the metrics and
     settings, plus (not written to JSON) ``"curves"``: the frame and cuboid (scores, labels)
     arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs with each test video's cuboid
     maps ``(n_clips, G*G)``.
     """
+    overlap = check_overlap(overlap)  # before any work: a result at a bad overlap is not kept
     if interpolate and boxes is None:
         raise ConfigError("--interpolate interpolates Liu and Ma's boxes: give their pickle "
                           "with --boxes, or leave --interpolate out")

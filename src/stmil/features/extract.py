@@ -39,7 +39,7 @@ from stmil.features.resize import RESIZE
 from stmil.features.store import array_mismatch, read_feature_meta
 from stmil.features.video import VideoError, VideoInfo, iter_clips, probe
 from stmil.features.weights import KINETICS400_RGB, load_i3d
-from stmil.files import VIDEO_EXTENSIONS, find_videos
+from stmil.files import VIDEO_EXTENSIONS, find_videos, unique_files
 from stmil.ownership import check_can_write, commit, remove
 
 log = logging.getLogger(__name__)
@@ -303,8 +303,9 @@ def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtracto
 def expand_inputs(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files and folders (recursively) into video paths.
 
-    Returns the videos and the failures as ``(path, reason)``: inputs that do not exist, and
-    folders that hold no video.
+    Returns the videos, each file once (:func:`~stmil.files.unique_files`: a file named twice,
+    or by a symlink and its target, is extracted once), and the failures as ``(path,
+    reason)``: inputs that do not exist, and folders that hold no video.
     """
     videos: list[Path] = []
     failures: list[tuple[str, str]] = []
@@ -319,7 +320,7 @@ def expand_inputs(inputs: Iterable[Path | str]) -> tuple[list[Path], list[tuple[
             videos.append(item)
         else:
             failures.append((str(item), "no such file or folder"))
-    return videos, failures
+    return unique_files(videos), failures
 
 
 def _failure(path: Path | str, reason: str) -> dict:

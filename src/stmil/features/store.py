@@ -213,11 +213,13 @@ def load_dataset_features(
     feature_dir: Path | str,
     skip_missing: bool = False,
     check_finite: bool = True,
+    missing_fix: str = "extract them, or pass --skip-missing",
 ) -> list[VideoFeatures]:
     """Features of every record, refusing missing, mismatched or non-finite ones.
 
     Raises :class:`FeatureError` naming the videos concerned. With ``skip_missing``, videos
-    without features are left out with a warning.
+    without features are left out with a warning; without it, the error for them ends in
+    ``missing_fix`` (a command without ``--skip-missing`` says what its user can do).
     """
     feature_dir = Path(feature_dir)
     if not feature_dir.exists():
@@ -240,7 +242,7 @@ def load_dataset_features(
     if missing:
         msg = f"{len(missing)} listed videos without features in {feature_dir}: {_names(missing)}"
         if not skip_missing:
-            raise FeatureError(msg + " (extract them, or pass --skip-missing)")
+            raise FeatureError(f"{msg} ({missing_fix})")
         log.warning("skipping %s", msg)
     if not out:
         raise FeatureError(f"no features found in {feature_dir} for the listed videos")

@@ -43,6 +43,8 @@ CROP_RE = re.compile(r"^(?P<id>.+)__(?P<crop>\d+)$")
 #: Suffixes some projects add to the video id in feature file names.
 ID_SUFFIXES = ("_i3d", "_c3d")
 FLOAT16_MAX = 65504.0
+#: The most frames ``--frame-counts`` may give a video: 92 hours at 30 frames per second.
+MAX_FRAMES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,9 @@ def _load_npy(path: Path) -> np.ndarray:
         raise _bad(path, "missing (named by the list); fix the list or pass --root")
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise _bad(path, f"not a NumPy array file ({e})") from e
+    except (ValueError, EOFError) as e:  # EOFError: an empty or truncated file
+        why = " ".join(str(e).split()) or "the file is empty or cut short"
+        raise _bad(path, f"not a NumPy array file ({why}); export the features again") from e
 
 
 def _load_sultani(path: Path) -> np.ndarray:
@@ -234,16 +237,25 @@ def video_array(parts: list[tuple[int | None, Path]], s: ImportSettings
 
 def read_frame_counts(path: Path | str) -> dict[str, int]:
     """Video id -> frame count from a text file of ``<video> <n_frames>`` lines (``<video>``: an
-    id, a file name or a path such as ``Abuse/Abuse028_x264.mp4``; ``#`` starts a comment)."""
+    id, a file name or a path such as ``Abuse/Abuse028_x264.mp4``; ``#`` starts a comment).
+
+    A count must be a whole number from 1 to :data:`MAX_FRAMES`; a file that is not UTF-8 text
+    is a :class:`ConfigError` naming it.
+    """
     path = Path(path)
     out: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file of '<video> <n_frames>' lines (byte "
+                          f"{e.start} is not UTF-8); give --frame-counts such a file") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+        if len(fields) != 2 or not fields[1].isdigit() or not 1 <= int(fields[1]) <= MAX_FRAMES:
             raise ConfigError(f"{path}:{lineno}: expected '<video> <n_frames>' with a whole "
-                              f"number >= 1, got {line!r}")
+                              f"number from 1 to {MAX_FRAMES:,}, got {line[:80]!r}")
         name = Path(fields[0])
         vid = name.stem if name.suffix.lower() in (".mp4", ".avi", ".mkv") else name.name
         out[vid] = int(fields[1])
@@ -281,8 +293,9 @@ def fit_frames(arr: np.ndarray, n_frames: int | None, s: ImportSettings, where: 
     Sultani's 32 segments ``(32, D)`` become the video's ``n_frames // snippet_frames`` clips,
     each taking the features of the segment Sultani's code put it in
     (:func:`sultani_clip_segments`). Snippet features keep their T; the frame count must then
-    cover every snippet but the last's end. ``n_frames=None`` keeps T and gives
-    ``T * snippet_frames`` frames.
+    cover every snippet but the last's end and end before a snippet more would start:
+    ``(T - 1) * snippet_frames < n_frames < (T + 1) * snippet_frames``. ``n_frames=None``
+    keeps T and gives ``T * snippet_frames`` frames.
     """
     snip = s.snippet_frames
     if n_frames is None:
@@ -293,9 +306,11 @@ def fit_frames(arr: np.ndarray, n_frames: int | None, s: ImportSettings, where: 
             raise _bad(where, f"its video has {n_frames} frames, fewer than one {snip}-frame "
                               "clip")
         return arr[sultani_clip_segments(t)], n_frames
-    if n_frames <= (arr.shape[0] - 1) * snip:
-        raise _bad(where, f"{arr.shape[0]} snippets of {snip} frames, but --frame-counts "
-                          f"gives its video {n_frames} frames; wrong video or snippet length?")
+    t = arr.shape[0]
+    if not (t - 1) * snip < n_frames < (t + 1) * snip:
+        raise _bad(where, f"{t} snippets of {snip} frames cover {(t - 1) * snip + 1} to "
+                          f"{(t + 1) * snip - 1} frames, but --frame-counts gives its video "
+                          f"{n_frames}; wrong video or snippet length?")
     return arr, n_frames
 
 

@@ -209,7 +209,9 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     detector = Detector.load(run)
     config = detector.config.recorded  # how it was trained: the same split is carved
     records = load_dataset(data, "train", config.get("format", "auto"))
-    videos = load_dataset_features(records, features, bool(config.get("skip_missing")))
+    videos = load_dataset_features(  # calibrate has no --skip-missing: the run's setting
+        records, features, bool(config.get("skip_missing")),
+        missing_fix="extract them: calibrate reads the videos the run was trained on")
     detector.check_features(videos[0].meta, run)
     if detector.config.supervision == "boxes":  # as training filtered them before carving
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]

@@ -6,8 +6,15 @@ seconds when it is longer). It is encoded with PyAV (libx264, or mpeg4 where the
 libx264) into a pid-named temporary file beside its destination (:func:`stmil.atomic.temp_path`)
 and renamed into place when complete, so a kill leaves the old clip or the new one, and a dead
 writer's temporary is recognised (and removed) by :func:`stmil.atomic.remove_stale_temps`.
-Each clip carries the MP4 comment :data:`COMMENT`; a file of a clip's name without it is
-refused, never overwritten. The title records the source and its frame range.
+Each clip carries the MP4 comment :data:`COMMENT` and is recorded in the folder's ownership
+ledger; what may be replaced is :mod:`stmil.live.snapshot`'s rule for all evidence (``watch``
+never replaces a file, ``events`` only its own). The title records the source and its frame
+range.
+
+**Reproducible bytes.** The encoder runs on one thread with fixed options (x264 output depends
+on its thread count, which by default follows the machine's CPUs), so the same frames give the
+same file on any machine with the same PyAV/FFmpeg build: ``stmil events`` reruns are identical
+byte for byte.
 
 :class:`ClipRecorder` is the live side (``stmil watch``): a ring buffer of the last
 ``RING_SECONDS`` of decoded frames (at most ``RING_BYTES``), from which a clip starts once the
@@ -19,6 +26,7 @@ soon as it is complete.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -30,9 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.atomic import naming, remove_stale_temps, temp_path
-from stmil.errors import OutputError
+from stmil.atomic import naming, temp_path
+from stmil.errors import StmilError
 from stmil.files import av_path
+from stmil.live.snapshot import check_evidence, commit_evidence, describe, prepare_evidence_dir
+
+log = logging.getLogger(__name__)
 
 COMMENT = "stmil incident clip"
 PRE_ROLL = 2.0  # seconds of video before the incident's start
@@ -57,19 +68,15 @@ def is_clip(path: Path) -> bool:
         return False
 
 
-def check_clip_dest(dest: Path) -> None:
-    """:class:`OutputError` when a file at ``dest`` is not a stmil clip."""
-    if dest.exists() and not is_clip(dest):
-        raise OutputError(f"{dest}: exists and is not a stmil incident clip; refusing to "
-                          "overwrite it (move it away, or use another --clips folder)")
+def check_clip_dest(dest: Path, command: str = "events") -> None:
+    """:class:`~stmil.errors.OutputError` when ``command`` may not write a clip at ``dest``
+    (:func:`stmil.live.snapshot.check_evidence`)."""
+    check_evidence(dest, command, is_clip, "incident clip", "--clips")
 
 
 def prepare_clips_dir(folder: str | Path) -> Path:
-    """Create the clips folder and remove the temporaries of dead writers in it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)
-    return folder
+    """Create the clips folder, prove it writable, remove the temporaries of dead writers."""
+    return prepare_evidence_dir(folder)
 
 
 def clip_range(start: int, end: int, fps: float, n_frames: int | None = None) -> tuple[int, int]:
@@ -97,27 +104,35 @@ def _codec() -> str:
 
 class ClipWriter:
     """Encode frames into a temporary MP4 beside ``dest``; :meth:`commit` renames it into
-    place, :meth:`abort` removes it. Frames are ``(H, W, 3)`` uint8 RGB arrays or
-    ``av.VideoFrame`` objects of any size and format (converted to ``width`` x ``height``)."""
+    place (recorded in the folder's ledger as ``command``'s), :meth:`abort` removes it. Frames
+    are ``(H, W, 3)`` uint8 RGB arrays or ``av.VideoFrame`` objects of any size and format
+    (converted to ``width`` x ``height``). An ``OSError`` names ``dest``, never the temporary."""
 
-    def __init__(self, dest: Path, fps: float, width: int, height: int, title: str):
+    def __init__(self, dest: Path, fps: float, width: int, height: int, title: str,
+                 command: str = "events"):
         import av
 
-        check_clip_dest(dest)
-        self.dest, self.n = dest, 0
+        check_clip_dest(dest, command)
+        self.dest, self.n, self.command = dest, 0, command
         rate = Fraction(fps).limit_denominator(1001)
         self.time_base = 1 / rate
-        self.tmp = temp_path(dest)
+        with naming(dest):
+            self.tmp = temp_path(dest)
         try:
-            self.out = av.open(str(self.tmp), "w", format="mp4")
+            with naming(dest):
+                self.out = av.open(str(self.tmp), "w", format="mp4")
             self.out.metadata["comment"] = COMMENT
             self.out.metadata["title"] = title
             codec = _codec()
             self.stream = self.out.add_stream(codec, rate=rate)
             self.stream.width, self.stream.height = width // 2 * 2, height // 2 * 2
             self.stream.pix_fmt = "yuv420p"
+            # one thread: x264's output depends on its thread count (the module docstring)
+            self.stream.codec_context.thread_count = 1
+            opts = {"threads": "1"}
             if codec == "libx264":
-                self.stream.options = {"preset": "veryfast"}
+                opts["preset"] = "veryfast"
+            self.stream.options = opts
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
@@ -139,7 +154,8 @@ class ClipWriter:
                 for packet in self.stream.encode():
                     self.out.mux(packet)
                 self.out.close()
-                os.replace(self.tmp, self.dest)
+            commit_evidence(self.dest, lambda t: os.replace(self.tmp, t), self.command,
+                            is_clip, "incident clip", "--clips")
         finally:
             self.tmp.unlink(missing_ok=True)
         return self.dest
@@ -152,14 +168,15 @@ class ClipWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_clip(dest: Path, frames: Iterable[np.ndarray], fps: float, title: str) -> int:
+def write_clip(dest: Path, frames: Iterable[np.ndarray], fps: float, title: str,
+               command: str = "events") -> int:
     """Write ``(H, W, 3)`` uint8 RGB frames as one clip at ``dest`` (atomically; see the module
     docstring); returns the number of frames written (none: nothing is written)."""
     writer = None
     try:
         for f in frames:
             if writer is None:
-                writer = ClipWriter(dest, fps, f.shape[1], f.shape[0], title)
+                writer = ClipWriter(dest, fps, f.shape[1], f.shape[0], title, command)
             writer.add(f)
     except BaseException:
         if writer is not None:
@@ -172,7 +189,8 @@ def write_clip(dest: Path, frames: Iterable[np.ndarray], fps: float, title: str)
 
 
 def video_clip(dest: Path, source: str, start: int, end: int, fps: float) -> int:
-    """The clip of incident frames ``[start, end)`` of a video file (see :func:`clip_range`)."""
+    """The clip of incident frames ``[start, end)`` of a video file (see :func:`clip_range`);
+    ``stmil events``' evidence."""
     from stmil.features.video import iter_frames  # deferred: torch
 
     first, stop = clip_range(start, end, fps)
@@ -197,13 +215,18 @@ class _Recording:
     next: int  # the next source frame to encode
     limit: int  # encode frames before this one
     closing: bool = False
+    error: str | None = None  # why its clip could not be written (then nothing more is)
 
 
 class ClipRecorder:
     """Live clips (``stmil watch``). The reader thread calls :meth:`feed` with every decoded
     source frame; the scorer calls :meth:`track` after each clip while an incident candidate is
     open (and once more when it is dropped), :meth:`finish` at its end and :meth:`flush` when
-    the input ends or is lost."""
+    the input ends or is lost.
+
+    A clip that cannot be written (a full disk, a file in the way) never stops the watch: it
+    is logged (``error:``), counted in :attr:`failures` and returned by :meth:`finish` for the
+    incident's ``end`` line; nothing of it is left in the folder."""
 
     def __init__(self, folder: Path, name: str, source: str):
         self.folder, self.name, self.source = folder, name, source
@@ -212,6 +235,7 @@ class ClipRecorder:
         self.ring_len = 1
         self.rec: dict[int, _Recording] = {}
         self.lock = threading.Lock()
+        self.failures = 0  # incidents whose clip could not be written
 
     def connect(self, fps: float, width: int, height: int) -> None:
         """A (re)connection: the ring is sized for this stream's rate and frame size."""
@@ -227,42 +251,55 @@ class ClipRecorder:
         with self.lock:
             self.ring.append((index, frame))
             for iid, r in list(self.rec.items()):
-                self._write(iid, r)
+                self._step(iid, r)
 
     def track(self, iid: int, start: int | None, last_end: int = 0) -> None:
         """The candidate or open incident ``iid`` spans source frames ``[start, last_end)``
         so far (``start`` None: there is none, and a clip begun for it is removed)."""
-        r = self.rec.get(iid)
-        if r is not None and r.closing:
-            return
-        if r is not None and r.start != start:  # a dropped candidate, or a new one
-            self.abort(iid)
-            r = None
-        if start is None:
-            return
-        limit = last_end + round(POST_ROLL * self.fps)
-        if r is None:
-            first = max(0, start - round(PRE_ROLL * self.fps))
-            dest = self.folder / clip_name(self.name, iid)
-            check_clip_dest(dest)
-            r = _Recording(None, dest, start, first, first, limit)
-        with self.lock:
-            self.rec[iid] = r
-            r.limit = max(r.limit, limit)
-            self._write(iid, r)
-
-    def finish(self, iid: int, end: int) -> None:
         with self.lock:
             r = self.rec.get(iid)
-            if r is not None:
-                r.limit, r.closing = end + round(POST_ROLL * self.fps), True
-                self._write(iid, r)
+            if r is not None and r.closing:
+                return
+            if r is not None and r.start != start:  # a dropped candidate, or a new one
+                self._drop(iid)
+                r = None
+            if start is None:
+                return
+            limit = last_end + round(POST_ROLL * self.fps)
+            if r is None:
+                first = max(0, start - round(PRE_ROLL * self.fps))
+                r = _Recording(None, self.folder / clip_name(self.name, iid), start, first,
+                               first, limit)
+                self.rec[iid] = r
+                try:
+                    check_clip_dest(r.dest, "watch")
+                except (OSError, StmilError) as e:
+                    self._fail(r, e)
+            r.limit = max(r.limit, limit)
+            self._step(iid, r)
+
+    def finish(self, iid: int, end: int, now: bool = False) -> str | None:
+        """Incident ``iid`` ended at source frame ``end``: its clip is committed once the
+        post-roll has arrived, or ``now`` with the frames it has (the input is over). Returns
+        the error of its clip when one is known by then (a later one, while the post-roll is
+        written, is logged and counted only)."""
+        with self.lock:
+            r = self.rec.get(iid)
+            if r is None:
+                return None
+            failed_before = r.error is not None
+            r.limit, r.closing = end + round(POST_ROLL * self.fps), True
+            self._step(iid, r)
+            if now and self.rec.get(iid) is r:
+                self._commit(iid, r)
+            if r.error is not None:
+                self.rec.pop(iid, None)
+                self.failures += failed_before  # a failure while closing counted itself
+            return r.error
 
     def abort(self, iid: int) -> None:
         with self.lock:
-            r = self.rec.pop(iid, None)
-            if r is not None and r.writer is not None:
-                r.writer.abort()
+            self._drop(iid)
 
     def flush(self) -> None:
         """The input ended or was lost: commit every closing clip with the frames it has."""
@@ -277,6 +314,27 @@ class ClipRecorder:
         for iid in list(self.rec):
             self.abort(iid)
 
+    def _drop(self, iid: int) -> None:
+        r = self.rec.pop(iid, None)
+        if r is not None and r.writer is not None:
+            r.writer.abort()
+
+    def _fail(self, r: _Recording, e: BaseException) -> None:
+        """Give up ``r``'s clip (its temporary removed) and say why."""
+        if r.writer is not None:
+            r.writer.abort()
+            r.writer = None
+        r.error = describe(e)
+        self.failures += r.closing
+        log.error("%s", f"incident clip not written: {r.error}")
+
+    def _step(self, iid: int, r: _Recording) -> None:
+        if r.error is None:
+            try:
+                self._write(iid, r)
+            except (OSError, StmilError) as e:
+                self._fail(r, e)
+
     def _write(self, iid: int, r: _Recording) -> None:
         stop = min(r.limit, r.first + max_frames(self.fps))
         for index, frame in self.ring:
@@ -284,16 +342,24 @@ class ClipRecorder:
                 if r.writer is None:
                     r.first = index  # the ring may no longer hold the whole pre-roll
                     r.writer = ClipWriter(r.dest, self.fps, frame.width, frame.height,
-                                          f"{self.source} from frame {index}")
+                                          f"{self.source} from frame {index}", "watch")
                 r.writer.add(frame)
                 r.next = index + 1
         if r.writer is not None and r.next >= r.first + max_frames(self.fps):
-            r.writer.commit()  # the cap: the clip is complete while the incident goes on
-            r.writer = None
+            writer, r.writer = r.writer, None
+            self._commit_writer(r, writer)  # the cap: complete while the incident goes on
         if r.closing and r.next >= stop:
             self._commit(iid, r)
 
     def _commit(self, iid: int, r: _Recording) -> None:
-        del self.rec[iid]
-        if r.writer is not None:
-            r.writer.commit()
+        self.rec.pop(iid, None)
+        if r.writer is not None and r.error is None:
+            writer, r.writer = r.writer, None
+            self._commit_writer(r, writer)
+
+    def _commit_writer(self, r: _Recording, writer: ClipWriter) -> None:
+        try:
+            writer.commit()
+        except (OSError, StmilError) as e:
+            writer.abort()
+            self._fail(r, e)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.cuboids import predicted_boxes
-from stmil.errors import ConfigError
+from stmil.errors import ConfigError, OutputError
 
 REASONS = ("scores fell", "end of input", "stream lost", "interrupted")
 
@@ -251,6 +251,19 @@ def read_incidents(path: Path | str) -> list[tuple[str, Incident]]:
         d = {k: v for k, v in d.items() if k in Incident.__dataclass_fields__}
         out.append((kind, Incident.from_dict(d, where)))
     return out
+
+
+def check_log(out: Path) -> None:
+    """Refuse an ``--out`` that ``stmil watch`` may not append to (:class:`OutputError`): a
+    folder, a file holding anything other than stmil incident lines, or a missing folder."""
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder; give --out a file path like "
+                          f"{out / 'incidents.jsonl'}")
+    if out.exists() and not is_incidents_file(out):
+        raise OutputError(f"{out}: exists and is not a stmil incidents file; refusing to "
+                          "write to it (give --out another path)")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: folder {out.parent} does not exist; create it first")
 
 
 def is_incidents_file(path: Path) -> bool:

@@ -12,13 +12,22 @@ feeds :class:`~stmil.live.incidents.IncidentTracker` and emits ``start``, ``upda
 A network source that stops or stalls (no packet for ``timeout`` seconds) is reopened with
 exponential backoff; the incident open at that moment ends with reason ``stream lost``.
 Ctrl-C ends the open incident (reason ``interrupted``) and returns normally.
+
+Evidence (``--snapshots``, ``--clips``) is named after the source (:func:`source_name`) and
+numbered after the highest incident of that source already in the ``--out`` log and the
+evidence folders (:func:`first_incident_id`), so a restart or a second camera never reuses a
+number, and a file in the way is never replaced. Evidence that cannot be written is said in
+the incident's ``end`` line (``snapshot_error``, ``clip_error``) and the watch goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -26,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -37,8 +47,16 @@ from stmil.features.pipeline_config import check_fps
 from stmil.features.video import _one_line, resample_indices, to_model_input
 from stmil.files import av_path
 from stmil.live.clip import ClipRecorder, prepare_clips_dir
-from stmil.live.incidents import ClipScore, EventConfig, Incident, IncidentTracker, incident_line
-from stmil.live.snapshot import snapshot_name, write_snapshot
+from stmil.live.incidents import (
+    ClipScore,
+    EventConfig,
+    Incident,
+    IncidentTracker,
+    check_log,
+    incident_line,
+    read_incidents,
+)
+from stmil.live.snapshot import describe, prepare_evidence_dir, snapshot_name, write_snapshot
 from stmil.mil.detector import Detector
 
 log = logging.getLogger(__name__)
@@ -79,6 +97,9 @@ class WatchConfig:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number of seconds > 0, "
                                   f"got {v!r}")
+        if self.max_backoff < self.backoff:
+            raise ConfigError(f"--max-backoff must be at least --backoff ({self.backoff:g} s), "
+                              f"got {self.max_backoff!r}")
         if self.stride is not None and (isinstance(self.stride, bool)
                                         or not isinstance(self.stride, int) or self.stride < 1):
             raise ConfigError(f"--stride must be a whole number of frames >= 1, "
@@ -95,11 +116,63 @@ def is_camera(source: str) -> bool:
     return source.startswith("/dev/video")
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_NAME = 100
+
+
+def source_name(source: str, name: str | None = None) -> str:
+    """The name of a source's evidence files (``<name>.incident-NNN.jpg``, ``.mp4``).
+
+    ``name`` when given (``--name``: 1 to 100 letters, digits, ``.``, ``_`` or ``-``, starting
+    with a letter or digit); else a file's or camera's stem (``cam.mkv``, ``/dev/video0`` ->
+    ``cam``, ``video0``); else a network source's host, port, path and query, never its user or
+    password, each run of other characters made one ``_`` (``tcp://127.0.0.1:5000`` ->
+    ``127.0.0.1_5000``). A longer name keeps its first 91 characters and 8 hex digits of the
+    SHA-256 of the whole, so two long URLs stay apart. :class:`ConfigError` for a bad ``name``.
+    """
+    if name is not None:
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"--name must be 1 to {MAX_NAME} letters, digits, '.', '_' or "
+                              f"'-', starting with a letter or digit; got {name!r}")
+        return name
+    if not is_network(source):
+        return Path(source).stem
+    url = urlsplit(source)
+    try:
+        port = url.port
+    except ValueError:  # a port that is not a number: kept as written in the netloc
+        port = None
+    host = url.hostname or url.netloc.rpartition("@")[2]
+    raw = "_".join(p for p in (host, str(port) if port else "", url.path, url.query) if p)
+    clean = re.sub(r"[^A-Za-z0-9.-]+", "_", raw).strip("._-") or "stream"
+    if len(clean) > MAX_NAME:
+        clean = f"{clean[:91]}_{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    return clean
+
+
+def first_incident_id(name: str, source: str, out: Path | None,
+                      folders: list[Path]) -> int:
+    """The number of the next incident of ``source``: one more than the highest found in the
+    ``out`` log (lines whose ``source`` is ``source``) and in ``folders``
+    (``<name>.incident-NNN.jpg``, ``.mp4``), so that numbers continue across runs."""
+    top = 0
+    if out is not None and out.is_file():
+        top = max((inc.id for _, inc in read_incidents(out) if inc.source == source), default=0)
+    pattern = re.compile(re.escape(name) + r"\.incident-(\d+)\.(?:jpg|mp4)")
+    for folder in folders:
+        for entry in os.scandir(folder):
+            m = pattern.fullmatch(entry.name)
+            if m:
+                top = max(top, int(m[1]))
+    return top + 1
+
+
 @dataclass
 class Clip:
     """A clip handed from the reader to the scorer: ``(3, T, S, S)`` frames in [-1, 1], its
     source frames ``[start, end)`` (counted over the whole watch), the raw middle frame
-    ``(H, W, 3)`` for snapshots, and when its last frame arrived (``time.monotonic``)."""
+    ``(H, W, 3)`` for snapshots (its size is the one the clip's boxes are in: a stream may
+    change size), and when its last frame arrived (``time.monotonic``)."""
 
     frames: torch.Tensor
     start: int
@@ -266,27 +339,45 @@ def watch(
     events: EventConfig,
     config: WatchConfig | None = None,
     *,
-    emit: Callable[[str], None] = print,
+    emit: Callable[[str], None] | None = None,
+    out: str | Path | None = None,
     snapshots: str | Path | None = None,
     clips: str | Path | None = None,
+    name: str | None = None,
     stop: threading.Event | None = None,
 ) -> dict:
     """Watch ``source`` with the run's model until it ends (a file), ``stop`` is set, Ctrl-C,
     or ``config.retries`` reconnections fail; returns a summary (``ended``: ``end of input``,
-    ``interrupted``, ``stopped`` or ``gave up``, and the counters).
+    ``interrupted``, ``stopped`` or ``gave up``, and the counters; ``evidence_errors``: the
+    snapshots and clips that could not be written).
 
     Messages are JSON lines (``start``, ``update``, ``end``; see docs/live.md) given to
-    ``emit``; heartbeat and connection lines are logged (``stmil.live.watch``, INFO).
-    ``snapshots``: a folder for one JPEG per incident; ``clips``: a folder for one MP4 per
-    incident (see :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length).
-    Raises :class:`StreamError` when the source cannot be opened the first time (within
-    ``config.timeout``).
+    ``emit`` (default: stdout, or nothing when ``out`` is given) and appended to ``out`` (one
+    flushed write per line; a file holding anything but stmil incident lines is refused);
+    heartbeat and connection lines are logged (``stmil.live.watch``, INFO). ``snapshots``: a
+    folder for one JPEG per incident; ``clips``: a folder for one MP4 per incident (see
+    :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length); both are
+    proved writable before the source is opened. Evidence files are named
+    ``<name>.incident-NNN`` (:func:`source_name`; ``name`` overrides) and numbered after the
+    incidents of earlier runs (:func:`first_incident_id`). Raises :class:`StreamError` when the
+    source cannot be opened the first time (within ``config.timeout``).
     """
     # deferred: the network (I3D) loads when watching starts; WatchConfig alone needs none
     from stmil.features.extract import FeatureExtractor
     from stmil.features.i3d import endpoint_channels
 
     cfg = config or WatchConfig()
+    name = source_name(source, name)
+    log_path = Path(out) if out is not None else None
+    if log_path is not None:
+        check_log(log_path)
+    snap_dir = prepare_evidence_dir(snapshots) if snapshots is not None else None
+    clip_dir = prepare_clips_dir(clips) if clips is not None else None
+    first_id = first_incident_id(name, source, log_path,
+                                 [d for d in (snap_dir, clip_dir) if d is not None])
+    if emit is None:
+        emit = (lambda line: None) if log_path is not None else (lambda line: print(line,
+                                                                                   flush=True))
     detector = Detector.load(run)
     rc, mc = detector.config, detector.config.recorded
     detector.check_scores_video()
@@ -302,16 +393,10 @@ def watch(
                 "tail": rc.tail, "timeout": cfg.timeout}
     live = is_network(source) or is_camera(source)
     drop = cfg.drop if cfg.drop is not None else (live or cfg.realtime)
-    snap_dir = Path(snapshots) if snapshots is not None else None
-    if snap_dir is not None:
-        snap_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     stats = Stats()
     started = time.monotonic()
-    name = Path(source).stem if not live else "stream"
-    recorder = None
-    if clips is not None:
-        recorder = ClipRecorder(prepare_clips_dir(clips), name, source)
+    recorder = ClipRecorder(clip_dir, name, source) if clip_dir is not None else None
 
     container, stream, fps, width, height = _first_open(source, cfg.timeout)
     for line in settings_warnings(mc, settings, fps):
@@ -319,138 +404,172 @@ def watch(
     try:
         precision = cfg.precision or mc.get("precision", "fp32")
         extractor = FeatureExtractor(rc.endpoint, rc.feature_grid, cfg.device, precision)
+        handle = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     except BaseException:
         container.close()
         raise
-    boxes = cuboid_boxes(width, height, rc.feature_grid)
-    tracker = IncidentTracker(events, fps, source)
+    grid_boxes: dict[tuple[int, int], np.ndarray] = {}  # (width, height) -> cuboid boxes
+    tracker = IncidentTracker(events, fps, source, first_id=first_id)
     peaks: dict[int, tuple[float, np.ndarray]] = {}
     offset, failures, ended = 0, 0, None
+    snapshot_failures = 0
     last_beat = last_update = time.monotonic()
     beat_clips = 0
 
-    def send(kind: str, inc: Incident, latency: float | None) -> None:
-        extra = {"wall_time": _now(), "connection": stats.connections, "frame_offset": offset}
+    def put(line: str) -> None:
+        if handle is not None:
+            handle.write(line + "\n")
+            handle.flush()
+        emit(line)
+
+    def evidence(inc: Incident, now: bool) -> dict:
+        """Finish the incident's clip and write its snapshot; ``{kind_error: why}`` for those
+        that could not be written. ``now``: the input is over, commit the clip as it is."""
+        nonlocal snapshot_failures
+        errors = {}
+        if recorder is not None:
+            err = recorder.finish(inc.id, inc.end_frame, now=now)
+            if err:
+                errors["clip_error"] = err
+        if snap_dir is not None and inc.id in peaks:
+            try:
+                write_snapshot(snap_dir / snapshot_name(name, inc.id), peaks.pop(inc.id)[1],
+                               inc.box, f"#{inc.id} {inc.peak_score:.2f}", command="watch")
+            except (OSError, StmilError) as e:
+                errors["snapshot_error"] = describe(e)
+                snapshot_failures += 1
+                log.error("%s", f"incident snapshot not written: {errors['snapshot_error']}")
+        return errors
+
+    def send(kind: str, inc: Incident, latency: float | None, now: bool = False) -> None:
+        extra: dict = {"wall_time": _now(), "connection": stats.connections,
+                       "frame_offset": offset}
         if latency is not None:
             extra["latency_s"] = round(latency, 4)
-        emit(incident_line(kind, inc, **extra))
-        if kind == "end" and recorder is not None:
-            recorder.finish(inc.id, inc.end_frame)
-        if kind == "end" and snap_dir is not None and inc.id in peaks:
-            write_snapshot(snap_dir / snapshot_name(name, inc.id), peaks.pop(inc.id)[1],
-                           inc.box, f"#{inc.id} {inc.peak_score:.2f}")
+        if kind == "end":
+            extra.update(evidence(inc, now))
+        put(incident_line(kind, inc, **extra))
 
     def close(reason: str) -> None:
         for kind, inc in tracker.close(reason):
-            send(kind, inc, None)
+            send(kind, inc, None, now=True)
         if recorder is not None:
             recorder.track(tracker.next_id, None)
             recorder.flush()
 
     reader: Reader | None = None
     try:
-        while ended is None:
-            stats.connections += 1
-            if recorder is not None:
-                recorder.connect(fps, width, height)
-            q: queue.Queue = queue.Queue(maxsize=1)
-            reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
-                            cfg.realtime and not live, offset, recorder, paced=live)
-            reader.start()
-            reason, lost_detail = None, ""
-            while reason is None:
-                if stop.is_set():
-                    ended = "stopped"
+        try:
+            while ended is None:
+                stats.connections += 1
+                if recorder is not None:
+                    recorder.connect(fps, width, height)
+                q: queue.Queue = queue.Queue(maxsize=1)
+                reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
+                                cfg.realtime and not live, offset, recorder, paced=live)
+                reader.start()
+                reason, lost_detail = None, ""
+                while reason is None:
+                    if stop.is_set():
+                        ended = "stopped"
+                        break
+                    try:
+                        item = q.get(timeout=0.1)
+                    except queue.Empty:
+                        item = None
+                    now = time.monotonic()
+                    if isinstance(item, Clip):
+                        failures = 0
+                        t_score = time.monotonic()
+                        x = item.frames[None]  # (1, 3, T, S, S)
+                        feats = extractor(x).numpy().astype(np.float16)
+                        maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
+                        stats.score_seconds += time.monotonic() - t_score
+                        size = (item.middle.shape[1], item.middle.shape[0])  # this clip's
+                        if size not in grid_boxes:
+                            grid_boxes[size] = cuboid_boxes(*size, rc.feature_grid)
+                        box = predicted_boxes(maps, grid_boxes[size], events.threshold)[0]
+                        clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
+                        stats.clips += 1
+                        latency = time.monotonic() - item.arrived
+                        stats.latencies.append(latency)
+                        for kind, inc in tracker.push(clip):
+                            send(kind, inc, latency)
+                        tid = tracker.next_id
+                        if not tracker.clips:  # no candidate: forget a dropped one's peak frame
+                            peaks.pop(tid, None)
+                        if recorder is not None:
+                            c = tracker.clips
+                            recorder.track(tid, c[0].start if c else None,
+                                           c[-1].end if c else 0)
+                        if snap_dir is not None and any(c is clip for c in tracker.clips):
+                            if tid not in peaks or clip.score > peaks[tid][0]:
+                                peaks[tid] = (clip.score, item.middle)
+                    elif isinstance(item, tuple):
+                        kind, detail = item
+                        if kind == "error":
+                            raise detail
+                        reason = kind if kind == "lost" else "eof"
+                        lost_detail = detail
+                    if cfg.update and now - last_update >= cfg.update:
+                        last_update = now
+                        if tracker.open is not None:
+                            send("update", tracker.open, None)
+                    if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
+                        rate = (stats.clips - beat_clips) / (now - last_beat)
+                        last_beat, beat_clips = now, stats.clips
+                        log.info(heartbeat_line(stats, rate, fps, settings))
+                if ended is not None:
                     break
-                try:
-                    item = q.get(timeout=0.1)
-                except queue.Empty:
-                    item = None
-                now = time.monotonic()
-                if isinstance(item, Clip):
-                    failures = 0
-                    t_score = time.monotonic()
-                    x = item.frames[None]  # (1, 3, T, S, S)
-                    feats = extractor(x).numpy().astype(np.float16)
-                    maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
-                    stats.score_seconds += time.monotonic() - t_score
-                    box = predicted_boxes(maps, boxes, events.threshold)[0]
-                    clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
-                    stats.clips += 1
-                    latency = time.monotonic() - item.arrived
-                    stats.latencies.append(latency)
-                    for kind, inc in tracker.push(clip):
-                        send(kind, inc, latency)
-                    tid = tracker.next_id
-                    if not tracker.clips:  # no candidate: forget a dropped one's peak frame
-                        peaks.pop(tid, None)
-                    if recorder is not None:
-                        c = tracker.clips
-                        recorder.track(tid, c[0].start if c else None, c[-1].end if c else 0)
-                    if snap_dir is not None and any(c is clip for c in tracker.clips):
-                        if tid not in peaks or clip.score > peaks[tid][0]:
-                            peaks[tid] = (clip.score, item.middle)
-                elif isinstance(item, tuple):
-                    kind, detail = item
-                    if kind == "error":
-                        raise detail
-                    reason = kind if kind == "lost" else "eof"
-                    lost_detail = detail
-                if cfg.update and now - last_update >= cfg.update:
-                    last_update = now
-                    if tracker.open is not None:
-                        send("update", tracker.open, None)
-                if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
-                    rate = (stats.clips - beat_clips) / (now - last_beat)
-                    last_beat, beat_clips = now, stats.clips
-                    log.info(heartbeat_line(stats, rate, fps, settings))
-            if ended is not None:
-                break
-            if not live:
-                ended = "end of input"
-                close("end of input")
-                break
-            close("stream lost")
-            offset = stats.frames  # the next connection's frames are counted after these
-            why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
-            container = None
-            while container is None:
-                if cfg.retries is not None and failures >= cfg.retries:
-                    log.info(f"{source}: stream lost ({why}); giving up after {failures} "
-                             "reconnection attempts")
-                    ended = "gave up"
+                if not live:
+                    ended = "end of input"
+                    close("end of input")
                     break
-                delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
-                failures += 1
-                log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
-                         f"(attempt {failures})")
-                if stop.wait(delay):
-                    ended = "stopped"
-                    break
-                try:
-                    container, stream, fps, width, height = open_source(source, cfg.timeout)
-                except StreamError as e:
-                    why = str(e).removeprefix(f"{source}: ")
-            if container is not None:
-                log.info(f"{source}: reconnected")
-                boxes = cuboid_boxes(width, height, rc.feature_grid)
-                tracker.fps = fps
-    except KeyboardInterrupt:
-        ended = "interrupted"
-        close("interrupted")
+                close("stream lost")
+                offset = stats.frames  # the next connection's frames are counted after these
+                why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
+                container = None
+                while container is None:
+                    if cfg.retries is not None and failures >= cfg.retries:
+                        log.info(f"{source}: stream lost ({why}); giving up after {failures} "
+                                 "reconnection attempts")
+                        ended = "gave up"
+                        break
+                    delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
+                    failures += 1
+                    log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
+                             f"(attempt {failures})")
+                    if stop.wait(delay):
+                        ended = "stopped"
+                        break
+                    try:
+                        container, stream, fps, width, height = open_source(source, cfg.timeout)
+                    except StreamError as e:
+                        why = str(e).removeprefix(f"{source}: ")
+                if container is not None:
+                    log.info(f"{source}: reconnected")
+                    tracker.fps = fps
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            close("interrupted")
+        finally:
+            stop.set()
+            if reader is not None:  # a thread still in FFmpeg or torch at exit aborts the process
+                reader.join(timeout=cfg.timeout + 5)
+        if ended in ("stopped", "gave up"):
+            close("stream lost" if ended == "gave up" else "interrupted")
+        if recorder is not None:
+            recorder.close()
     finally:
-        stop.set()
-        if reader is not None:  # a thread still in FFmpeg or torch at exit aborts the process
-            reader.join(timeout=cfg.timeout + 5)
-    if ended in ("stopped", "gave up"):
-        close("stream lost" if ended == "gave up" else "interrupted")
-    if recorder is not None:
-        recorder.close()
+        if handle is not None:
+            handle.close()
     lat = sorted(stats.latencies)
     return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
             "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
             "max_behind_s": stats.max_behind,
-            "connections": stats.connections, "incidents": tracker.next_id - 1,
+            "connections": stats.connections, "incidents": tracker.next_id - first_id,
+            "first_id": first_id,
+            "evidence_errors": snapshot_failures + (recorder.failures if recorder else 0),
             "seconds": time.monotonic() - started, "score_seconds": stats.score_seconds,
             "latency_median_s": lat[len(lat) // 2] if lat else None,
             "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None}

@@ -217,6 +217,7 @@ def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig,
                   fingerprint: dict) -> tuple[dict, dict] | None:
     """Prepare the staging folder; with ``resume``, return its checkpoint (sidecar, tensors)."""
     fix = f"delete {stage} or train without --resume"
+    interrupted = stage.is_dir()  # a training was killed here, with or without a checkpoint
     if stage.exists():
         foreign = foreign_entries(stage) if stage.is_dir() else [stage.name]
         if foreign:
@@ -244,6 +245,11 @@ def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig,
         if (out / "checkpoint.pt").exists():
             raise ModelError(f"{out / 'checkpoint.pt'}: a checkpoint of an older stmil (pickle), "
                              "which is never loaded; train without --resume")
+        if interrupted:
+            raise ConfigError(f"{out}: the interrupted training stopped before its first "
+                              f"checkpoint (one every {cfg.checkpoint_every} iterations), so "
+                              "there is nothing to resume; train without --resume to start it "
+                              "again")
         if (out / MODEL).is_file():
             raise ConfigError(f"{out}: finished, nothing to resume; train without --resume to "
                               "retrain it from scratch")

@@ -63,6 +63,9 @@ CLASSES = {"run": "Running", "fight": "Fighting", "fire": "Fire", "throw": "Thro
            "damage": "Vandalism"}
 PROCEDURAL_FPS = 30.0
 MARKER = "synth.json"
+#: Upper bounds of a benchmark: beyond them a typo (``--frames 100000000``) would run for days.
+MAX_VIDEOS = 10_000
+MAX_FRAMES = 18_000
 MARKER_FORMAT = "stmil-synth"
 
 
@@ -171,12 +174,13 @@ def _check(n_videos: int, width: int, height: int, n_frames: int, fps: float | N
                         ("n_frames", n_frames), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise SynthError(f"{name} must be an integer, got {value!r}")
-    if n_videos < 4 or n_videos % 2:
-        raise SynthError(f"n_videos must be even and at least 4, got {n_videos}")
+    if n_videos < 4 or n_videos % 2 or n_videos > MAX_VIDEOS:
+        raise SynthError(f"n_videos must be even, from 4 to {MAX_VIDEOS}, got {n_videos}")
     if width < 32 or height < 32 or width % 2 or height % 2:
         raise SynthError(f"width and height must be even and at least 32, got {width}x{height}")
-    if n_frames < 16:
-        raise SynthError(f"n_frames must be at least 16, got {n_frames}")
+    if not 16 <= n_frames <= MAX_FRAMES:
+        raise SynthError(f"n_frames must be from 16 to {MAX_FRAMES} (10 minutes at 30 fps), "
+                         f"got {n_frames}")
     if seed < 0:
         raise SynthError(f"seed must be a non-negative integer, got {seed}")
     if fps is not None and not 0 < fps <= 240:
