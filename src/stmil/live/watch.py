@@ -371,6 +371,7 @@ def watch(
     log_path = Path(out) if out is not None else None
     if log_path is not None:
         check_log(log_path)
+        open(log_path, "a", encoding="utf-8").close()  # writable: found now, not at an incident
     snap_dir = prepare_evidence_dir(snapshots) if snapshots is not None else None
     clip_dir = prepare_clips_dir(clips) if clips is not None else None
     first_id = first_incident_id(name, source, log_path,
@@ -404,7 +405,6 @@ def watch(
     try:
         precision = cfg.precision or mc.get("precision", "fp32")
         extractor = FeatureExtractor(rc.endpoint, rc.feature_grid, cfg.device, precision)
-        handle = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     except BaseException:
         container.close()
         raise
@@ -417,9 +417,9 @@ def watch(
     beat_clips = 0
 
     def put(line: str) -> None:
-        if handle is not None:
-            handle.write(line + "\n")
-            handle.flush()
+        if log_path is not None:  # opened for each line: a rotated log is followed
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
         emit(line)
 
     def evidence(inc: Incident, now: bool) -> dict:
@@ -459,110 +459,106 @@ def watch(
 
     reader: Reader | None = None
     try:
-        try:
-            while ended is None:
-                stats.connections += 1
-                if recorder is not None:
-                    recorder.connect(fps, width, height)
-                q: queue.Queue = queue.Queue(maxsize=1)
-                reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
-                                cfg.realtime and not live, offset, recorder, paced=live)
-                reader.start()
-                reason, lost_detail = None, ""
-                while reason is None:
-                    if stop.is_set():
-                        ended = "stopped"
-                        break
-                    try:
-                        item = q.get(timeout=0.1)
-                    except queue.Empty:
-                        item = None
-                    now = time.monotonic()
-                    if isinstance(item, Clip):
-                        failures = 0
-                        t_score = time.monotonic()
-                        x = item.frames[None]  # (1, 3, T, S, S)
-                        feats = extractor(x).numpy().astype(np.float16)
-                        maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
-                        stats.score_seconds += time.monotonic() - t_score
-                        size = (item.middle.shape[1], item.middle.shape[0])  # this clip's
-                        if size not in grid_boxes:
-                            grid_boxes[size] = cuboid_boxes(*size, rc.feature_grid)
-                        box = predicted_boxes(maps, grid_boxes[size], events.threshold)[0]
-                        clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
-                        stats.clips += 1
-                        latency = time.monotonic() - item.arrived
-                        stats.latencies.append(latency)
-                        for kind, inc in tracker.push(clip):
-                            send(kind, inc, latency)
-                        tid = tracker.next_id
-                        if not tracker.clips:  # no candidate: forget a dropped one's peak frame
-                            peaks.pop(tid, None)
-                        if recorder is not None:
-                            c = tracker.clips
-                            recorder.track(tid, c[0].start if c else None,
-                                           c[-1].end if c else 0)
-                        if snap_dir is not None and any(c is clip for c in tracker.clips):
-                            if tid not in peaks or clip.score > peaks[tid][0]:
-                                peaks[tid] = (clip.score, item.middle)
-                    elif isinstance(item, tuple):
-                        kind, detail = item
-                        if kind == "error":
-                            raise detail
-                        reason = kind if kind == "lost" else "eof"
-                        lost_detail = detail
-                    if cfg.update and now - last_update >= cfg.update:
-                        last_update = now
-                        if tracker.open is not None:
-                            send("update", tracker.open, None)
-                    if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
-                        rate = (stats.clips - beat_clips) / (now - last_beat)
-                        last_beat, beat_clips = now, stats.clips
-                        log.info(heartbeat_line(stats, rate, fps, settings))
-                if ended is not None:
+        while ended is None:
+            stats.connections += 1
+            if recorder is not None:
+                recorder.connect(fps, width, height)
+            q: queue.Queue = queue.Queue(maxsize=1)
+            reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
+                            cfg.realtime and not live, offset, recorder, paced=live)
+            reader.start()
+            reason, lost_detail = None, ""
+            while reason is None:
+                if stop.is_set():
+                    ended = "stopped"
                     break
-                if not live:
-                    ended = "end of input"
-                    close("end of input")
+                try:
+                    item = q.get(timeout=0.1)
+                except queue.Empty:
+                    item = None
+                now = time.monotonic()
+                if isinstance(item, Clip):
+                    failures = 0
+                    t_score = time.monotonic()
+                    x = item.frames[None]  # (1, 3, T, S, S)
+                    feats = extractor(x).numpy().astype(np.float16)
+                    maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
+                    stats.score_seconds += time.monotonic() - t_score
+                    size = (item.middle.shape[1], item.middle.shape[0])  # this clip's
+                    if size not in grid_boxes:
+                        grid_boxes[size] = cuboid_boxes(*size, rc.feature_grid)
+                    box = predicted_boxes(maps, grid_boxes[size], events.threshold)[0]
+                    clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
+                    stats.clips += 1
+                    latency = time.monotonic() - item.arrived
+                    stats.latencies.append(latency)
+                    for kind, inc in tracker.push(clip):
+                        send(kind, inc, latency)
+                    tid = tracker.next_id
+                    if not tracker.clips:  # no candidate: forget a dropped one's peak frame
+                        peaks.pop(tid, None)
+                    if recorder is not None:
+                        c = tracker.clips
+                        recorder.track(tid, c[0].start if c else None,
+                                       c[-1].end if c else 0)
+                    if snap_dir is not None and any(c is clip for c in tracker.clips):
+                        if tid not in peaks or clip.score > peaks[tid][0]:
+                            peaks[tid] = (clip.score, item.middle)
+                elif isinstance(item, tuple):
+                    kind, detail = item
+                    if kind == "error":
+                        raise detail
+                    reason = kind if kind == "lost" else "eof"
+                    lost_detail = detail
+                if cfg.update and now - last_update >= cfg.update:
+                    last_update = now
+                    if tracker.open is not None:
+                        send("update", tracker.open, None)
+                if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
+                    rate = (stats.clips - beat_clips) / (now - last_beat)
+                    last_beat, beat_clips = now, stats.clips
+                    log.info(heartbeat_line(stats, rate, fps, settings))
+            if ended is not None:
+                break
+            if not live:
+                ended = "end of input"
+                close("end of input")
+                break
+            close("stream lost")
+            offset = stats.frames  # the next connection's frames are counted after these
+            why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
+            container = None
+            while container is None:
+                if cfg.retries is not None and failures >= cfg.retries:
+                    log.info(f"{source}: stream lost ({why}); giving up after {failures} "
+                             "reconnection attempts")
+                    ended = "gave up"
                     break
-                close("stream lost")
-                offset = stats.frames  # the next connection's frames are counted after these
-                why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
-                container = None
-                while container is None:
-                    if cfg.retries is not None and failures >= cfg.retries:
-                        log.info(f"{source}: stream lost ({why}); giving up after {failures} "
-                                 "reconnection attempts")
-                        ended = "gave up"
-                        break
-                    delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
-                    failures += 1
-                    log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
-                             f"(attempt {failures})")
-                    if stop.wait(delay):
-                        ended = "stopped"
-                        break
-                    try:
-                        container, stream, fps, width, height = open_source(source, cfg.timeout)
-                    except StreamError as e:
-                        why = str(e).removeprefix(f"{source}: ")
-                if container is not None:
-                    log.info(f"{source}: reconnected")
-                    tracker.fps = fps
-        except KeyboardInterrupt:
-            ended = "interrupted"
-            close("interrupted")
-        finally:
-            stop.set()
-            if reader is not None:  # a thread still in FFmpeg or torch at exit aborts the process
-                reader.join(timeout=cfg.timeout + 5)
-        if ended in ("stopped", "gave up"):
-            close("stream lost" if ended == "gave up" else "interrupted")
-        if recorder is not None:
-            recorder.close()
+                delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
+                failures += 1
+                log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
+                         f"(attempt {failures})")
+                if stop.wait(delay):
+                    ended = "stopped"
+                    break
+                try:
+                    container, stream, fps, width, height = open_source(source, cfg.timeout)
+                except StreamError as e:
+                    why = str(e).removeprefix(f"{source}: ")
+            if container is not None:
+                log.info(f"{source}: reconnected")
+                tracker.fps = fps
+    except KeyboardInterrupt:
+        ended = "interrupted"
+        close("interrupted")
     finally:
-        if handle is not None:
-            handle.close()
+        stop.set()
+        if reader is not None:  # a thread still in FFmpeg or torch at exit aborts the process
+            reader.join(timeout=cfg.timeout + 5)
+    if ended in ("stopped", "gave up"):
+        close("stream lost" if ended == "gave up" else "interrupted")
+    if recorder is not None:
+        recorder.close()
     lat = sorted(stats.latencies)
     return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
             "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
