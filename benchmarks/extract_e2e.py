@@ -1,7 +1,7 @@
 """End-to-end feature extraction from video files: throughput, stage breakdown and memory.
 
 Runs the real path, :func:`stmil.features.extract.extract_video` then
-:func:`stmil.features.extract.write_features`
+:func:`stmil.features.store.write_features`
 for every video, and reports clips/s and the real-time factor (seconds of video per second of
 wall time). Then each stage runs alone over the same videos:
 
@@ -16,7 +16,7 @@ input
   same
   sizes the videos produce. The batches hold real clips cut from the first video; the network's
   cost does not depend on pixel values;
-- write: :func:`stmil.features.extract.write_features` (``np.save`` + JSON, atomic) of each video's
+- write: :func:`stmil.features.store.write_features` (``np.save`` + JSON, atomic) of each video's
   features.
 
 Before anything is timed, the model is called once with every batch size the videos will
@@ -284,7 +284,7 @@ def rss_child(video: Path, args: argparse.Namespace) -> None:
     before = peak_rss_mb()
     t0 = time.perf_counter()
     array, meta = extract_video(video, extractor, s)
-    print(json.dumps({"video_s": meta["n_frames"] / meta["source_fps"], "clips": len(array),
+    print(json.dumps({"video_s": meta.n_frames / meta.source_fps, "clips": len(array),
                       "wall_s": time.perf_counter() - t0, "rss_model_mb": before,
                       "rss_peak_mb": peak_rss_mb()}))
 

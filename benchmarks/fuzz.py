@@ -643,7 +643,7 @@ def draw_case(seed: int, index: int, base: Path, case_dir: Path | None) -> Case:
                 ext = "npy" if kind == "remove_npy" else "json"
                 steps.append(f"remove feats/{vid}.{ext}")
                 if build:
-                    (case_dir / f"feats/{vid}.{ext}").unlink()
+                    (case_dir / f"feats/{vid}.{ext}").unlink(missing_ok=True)
         if command == "score" and argv[1].endswith(".mp4"):
             argv[1] = "feats"
     elif family == "scores":
@@ -876,6 +876,29 @@ def ledger_owned(root: Path, before: dict[str, str]) -> set[str]:
     return owned
 
 
+def _ledger_beside(rel: str, outs: list[str]) -> bool:
+    """Whether ``rel`` is the ledger (or a file of ``.stmil/``) of the folder holding an output
+    file (``events --out FILE``, ``evaluate --json FILE``): that folder's ledger is stmil's."""
+    parts = Path(rel).parts
+    if ".stmil" not in parts:
+        return False
+    folder = os.path.normpath(os.path.join(*parts[:parts.index(".stmil")])) \
+        if parts.index(".stmil") else "."
+    return any(os.path.dirname(os.path.normpath(o)) in (folder, "" if folder == "." else folder)
+               for o in outs if Path(o).suffix)  # an output file (a folder has no suffix here)
+
+
+def refilter(res: dict, outs: list[str]) -> dict:
+    """``res`` with its changed files re-judged by :func:`_ledger_beside` (for results written
+    before that rule was added)."""
+    changed = [c for c in res.get("changed", [])
+               if not _ledger_beside(c.split(" ", 1)[1], outs)]
+    cats = [c for c in res.get("categories", []) if c != "not_owned"]
+    if changed:
+        cats.append("not_owned")
+    return {**res, "changed": changed, "categories": cats}
+
+
 def _under(rel: str, outs: list[str]) -> bool:
     for o in outs:
         o = os.path.normpath(o)
@@ -961,6 +984,8 @@ def run_case(case: Case, case_dir: Path, limit: float) -> dict:
         is_out = _under(rel, case.outs)
         if kind == "created" and is_out and rel not in case.planted:
             continue
+        if _ledger_beside(rel, case.outs):
+            continue
         if kind != "created" and is_out and rel not in case.planted and (
                 rel in owned_before or "/.stmil/" in f"/{rel}"):
             continue
@@ -976,7 +1001,8 @@ def run_case(case: Case, case_dir: Path, limit: float) -> dict:
     if changed:
         categories.append("not_owned")
     return {"seed": case.seed, "index": case.index, "family": case.family,
-            "command": case.command, "argv": case.argv, "steps": case.steps, "rc": rc,
+            "command": case.command, "argv": case.argv, "outs": case.outs,
+            "steps": case.steps, "rc": rc,
             "exception": exc, "traceback": tb, "stderr_tail": stderr[-1500:],
             "fd_tail": fd_text[-800:], "changed": changed, "categories": categories,
             "seconds": round(seconds, 2)}
@@ -1010,6 +1036,7 @@ def worker(conn, seed: int, base: str, cases_root: str, limit: float, keep: bool
         try:
             case = draw_case(seed, index, Path(base), case_dir)
         except Exception as e:  # a bug of the fuzzer, not of stmil
+            shutil.rmtree(case_dir, ignore_errors=True)
             conn.send({"seed": seed, "index": index, "fuzzer_error": repr(e),
                        "traceback": traceback.format_exc()})
             continue
@@ -1040,13 +1067,17 @@ class Runner:
 
     def run(self, index: int) -> dict:
         if self.proc is None or not self.proc.is_alive():
+            self.stop(kill=True)
             self.start()
-        self.conn.send(index)
-        if self.conn.poll(self.limit + HARD_EXTRA):
-            try:
-                return self.conn.recv()
-            except EOFError:
-                pass
+        try:
+            self.conn.send(index)
+            if self.conn.poll(self.limit + HARD_EXTRA):
+                res = self.conn.recv()
+                if "hang" in res.get("categories", []):
+                    self.stop()  # the worker exits after a soft hang; the next case starts one
+                return res
+        except (EOFError, OSError):
+            pass
         code = self.proc.exitcode
         alive = self.proc.is_alive()
         self.stop(kill=True)
@@ -1139,7 +1170,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", action="store_true", help="with --replay: only print the case")
     ap.add_argument("--only", default=None, help="comma-separated commands to keep")
     ap.add_argument("--all", action="store_true", help="with --json: every case, not only failures")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
+                    help="only print the counts and failure groups of earlier runs' "
+                         "<json>.lines files (one JSON result a line, written as cases finish)")
     args = ap.parse_args(argv)
+
+    if args.summarize:
+        results = [json.loads(line) for f in args.summarize
+                   for line in Path(f).read_text().splitlines() if line.strip()]
+        base = Path(args.workdir) / "base"
+        results = [refilter(r, r["outs"] if "outs" in r else
+                            draw_case(r["seed"], r["index"], base, None).outs) for r in results]
+        report(results, args.json, all_=args.all, extra={})
+        return 0
 
     work = Path(args.workdir)
     base = work / "base"
@@ -1164,6 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else math.inf
     results, failures = [], []
+    lines = open(args.json + ".lines", "a") if args.json else None
     t0 = time.monotonic()
     try:
         for index in range(args.start, args.start + args.cases):
@@ -1178,6 +1222,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(res["traceback"], file=sys.stderr)
                 continue
             results.append(res)
+            if lines:
+                lines.write(json.dumps(res) + "\n")
+                lines.flush()
             if res["categories"]:
                 failures.append(res)
                 print(f"{args.seed}:{index} {','.join(res['categories'])} {res['command']} "
@@ -1189,24 +1236,29 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s['per_category']}", flush=True)
     finally:
         runner.stop()
-    summary = summarize(results)
-    summary["seed"] = args.seed
-    summary["seconds"] = round(time.monotonic() - t0, 1)
-    summary["first_index"] = args.start
-    summary["last_index"] = results[-1]["index"] if results else None
+    extra = {"seed": args.seed, "seconds": round(time.monotonic() - t0, 1),
+             "first_index": args.start,
+             "last_index": results[-1]["index"] if results else None}
+    report(results, args.json, all_=args.all, extra=extra)
+    return 0
+
+
+def report(results: list[dict], json_path: str | None, all_: bool, extra: dict) -> None:
+    """Print the counts and the failure groups; write them (and the failures) to ``json_path``."""
+    failures = [r for r in results if r.get("categories")]
+    summary = {**summarize(results), **extra}
     groups: dict[str, list[str]] = defaultdict(list)
     for r in failures:
         groups[signature(r)].append(f"{r['seed']}:{r['index']}")
     summary["groups"] = {k: v for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))}
-    print(json.dumps({k: summary[k] for k in ("cases", "seconds", "per_category",
-                                              "per_command")}, indent=1))
+    print(json.dumps({k: summary[k] for k in ("cases", "per_category", "per_command")
+                      if k in summary}, indent=1))
     for k, v in summary["groups"].items():
         print(f"{len(v):5d}  {k}  e.g. {', '.join(v[:3])}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"summary": summary, "failures": failures, **({"all": results} if args.all else {})},
+    if json_path:
+        Path(json_path).write_text(json.dumps(
+            {"summary": summary, "failures": failures, **({"all": results} if all_ else {})},
             indent=1))
-    return 0
 
 
 if __name__ == "__main__":

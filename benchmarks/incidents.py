@@ -48,8 +48,8 @@ def main() -> None:
           f"{'false/h':>8}")
     for k in args.every:
         # Clips 0, k, 2k, ...: a clip stride k times the features' (ranges from the metadata).
-        sub = [dataclasses.replace(v, meta=v.meta | {"stride": v.meta["stride"] * k,
-                                                     "n_clips": len(m[::k])})
+        sub = [dataclasses.replace(v, meta=dataclasses.replace(
+                   v.meta, stride=v.meta.stride * k, n_clips=len(m[::k]), motion=None))
                for v, m in zip(videos, maps)]
         for t in thresholds:
             r = incident_metrics(sub, [m[::k] for m in maps],

@@ -23,7 +23,7 @@ from stmil.datasets import fit_to_video
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.datasets.ucf_crime import load_ucf_crime
 from stmil.evaluation.paper_metrics import paper_metrics
-from stmil.features.store import VideoFeatures
+from stmil.features.store import FeatureMeta, VideoFeatures
 from stmil.timeline import frame_labels, frame_scores_from_clips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,22 +48,23 @@ def main() -> None:
         n = max([args.frames] + [e for _, e in rec.intervals] + [f + 1 for f, _ in rows])
         clips = -(-n // 16)
         n = clips * 16
-        meta = {"n_clips": clips, "clip_len": 16, "stride": 16, "fps": 30.0,
-                "source_fps": 30.0, "n_frames": n, "width": 320, "height": 240, "grid": 7}
+        meta = FeatureMeta(n_clips=clips, clip_len=16, stride=16, fps=30.0, source_fps=30.0,
+                           n_frames=n, width=320, height=240, grid=7, size=224,
+                           endpoint="Mixed_4e", tail="drop", channels=1)
         rec = attach_liu_ma(rec, boxes.get(rec.video_id), 320, 240, n,
                             str(args.meta / "Test_annotation.pkl"), args.interpolate)
         rec = fit_to_video(rec, 320, 240, n)
         videos.append(VideoFeatures(rec, np.zeros((clips, 49, 1), np.float16), meta))
         maps.append(rng.uniform(size=(clips, 49)).astype(np.float32))
     t1 = time.perf_counter()
-    fs = [frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta["n_frames"])
+    fs = [frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta.n_frames)
           for v, m in zip(videos, maps)]
-    fl = [frame_labels(list(v.record.intervals), v.meta["n_frames"]) for v in videos]
+    fl = [frame_labels(list(v.record.intervals), v.meta.n_frames) for v in videos]
     t2 = time.perf_counter()
     out = paper_metrics(videos, maps, fs, fl)
     t3 = time.perf_counter()
     n_boxed = sum(len(v.record.boxes) for v in videos)
-    total = sum(v.meta["n_frames"] for v in videos)
+    total = sum(v.meta.n_frames for v in videos)
     print(f"{len(videos)} videos, {total:,} frames, "
           f"{n_boxed:,} frames with a box (interpolate={args.interpolate})")
     print(f"load {t1 - t0:.2f}s, frame scores {t2 - t1:.2f}s, paper metrics {t3 - t2:.2f}s")

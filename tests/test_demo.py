@@ -67,7 +67,7 @@ def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys)
     assert (out / "features" / "mine.npy").read_bytes() == b"mine"
     _check_report(out)
     assert _report_folder(out) != first_folder and not first_folder.exists()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".stmil"]
 
     # A user's own training into one of the demo's run folders is never replaced by a rerun.
     code, _, err = run_cli(capsys, "train", "--data", "demo-out/data", "--features",

@@ -49,7 +49,7 @@ def test_m4v_and_upper_case_mp4_are_extracted_and_listed(tmp_path, monkeypatch, 
     for record in records:
         arr, meta = load_features("feats", record.video_id)
         assert arr.shape == (1, 49, 528)
-        assert meta["source"] == str(record.path.resolve())
+        assert meta.source == str(record.path.resolve())
 
 
 def test_videos_whose_relative_path_has_a_colon_are_read_and_written(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -29,7 +30,7 @@ ANOMALOUS = "FightingTest000_x264"
 
 
 def direct_maps(run: Path, features: np.ndarray, grid1: bool = False,
-                motion: list | None = None) -> np.ndarray:
+                motion: np.ndarray | None = None) -> np.ndarray:
     """Expected cuboid scores ``(n_clips, N)``, written out independently of stmil.score: each
     instance divided by its L2 norm, then the scorer's three layers as explicit matmuls with
     the weights read straight from ``model.safetensors`` (ReLU after the first, sigmoid at the
@@ -71,10 +72,10 @@ def test_score_features_shapes_tail_and_boxes(planted_run):
     feats, run, _ = planted_run
     detector = Detector.load(run)
     features, meta = load_features(feats, ANOMALOUS)
-    meta = dict(meta, n_frames=meta["n_frames"] + 5)  # 5 tail frames after the last clip
+    meta = dataclasses.replace(meta, n_frames=meta.n_frames + 5)  # 5 tail frames after clips
     ranges = meta_clip_ranges(meta)
     r = score_features(detector, features, meta, ranges)
-    n_clips, g = features.shape[0], meta["grid"]
+    n_clips, g = features.shape[0], meta.grid
 
     maps = np.array(r["clip_maps"])
     assert maps.shape == (n_clips, g, g)
@@ -82,16 +83,16 @@ def test_score_features_shapes_tail_and_boxes(planted_run):
     np.testing.assert_allclose(maps.reshape(n_clips, -1), expect, atol=2e-6)
 
     scores = np.array(r["frame_scores"])
-    assert len(scores) == meta["n_frames"] == r["n_frames"]
+    assert len(scores) == meta.n_frames == r["n_frames"]
     assert ranges.tolist() == [[16 * k, 16 * k + 16] for k in range(n_clips)]
     for k, (s, e) in enumerate(ranges):
         np.testing.assert_allclose(scores[s:e], expect[k].max(), atol=2e-6)
-    assert ranges[-1, 1] == meta["n_frames"] - 5
+    assert ranges[-1, 1] == meta.n_frames - 5
     np.testing.assert_allclose(scores[-5:], expect[-1].max(), atol=2e-6)
 
     boxes = np.array(r["boxes"])
-    assert boxes.shape == (meta["n_frames"], 4)
-    cub = cuboid_boxes(meta["width"], meta["height"], g)
+    assert boxes.shape == (meta.n_frames, 4)
+    cub = cuboid_boxes(meta.width, meta.height, g)
     for k, (s, e) in enumerate(ranges):
         np.testing.assert_allclose(boxes[s:e], np.repeat(cub[None, expect[k].argmax()], e - s, 0),
                                    atol=0.01)
@@ -110,7 +111,7 @@ def test_threshold_boxes_are_unions_of_hot_cuboids(planted_run):
     top = np.sort(expect[0])[::-1]
     threshold = float((top[2] + top[3]) / 2)
     r = score_features(detector, features, meta, meta_clip_ranges(meta), threshold)
-    cub = cuboid_boxes(meta["width"], meta["height"], meta["grid"])
+    cub = cuboid_boxes(meta.width, meta.height, meta.grid)
     hot = cub[expect[0] >= threshold]
     assert len(hot) == 3
     union = [*hot[:, :2].min(0), *hot[:, 2:].max(0)]
@@ -157,7 +158,7 @@ def test_score_inputs_on_a_video_with_overlay(planted_run, tmp_path, extractor):
     assert r["n_frames"] == 32 and len(r["frame_scores"]) == 32 and len(r["boxes"]) == 32
     assert (r["width"], r["height"]) == (64, 48) and r["source"] == str(video)
     features, meta = extract_video(video, extractor)  # the run's settings: 224, 16, 16, drop
-    expect = direct_maps(run, features, motion=meta["motion"])
+    expect = direct_maps(run, features, motion=meta.motion)
     np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(2, 49), expect, atol=2e-6)
     np.testing.assert_allclose(r["frame_scores"], np.repeat(expect.max(axis=1), 16), atol=2e-6)
     with av.open(str(written[1])) as c:
@@ -221,8 +222,8 @@ def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad
     ranges = {"drop": [[0, 16], [16, 32]], "pad": [[0, 16], [16, 32], [32, 40]]}[tail]
     assert r["clip_ranges"] == ranges and r["n_frames"] == 40
     features, meta = extract_video(video, extractor, ExtractSettings(tail=tail))
-    assert features.shape == (n_clips, 49, 528) and meta["tail"] == tail
-    expect = direct_maps(run, features, motion=meta["motion"])
+    assert features.shape == (n_clips, 49, 528) and meta.tail == tail
+    expect = direct_maps(run, features, motion=meta.motion)
     np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n_clips, 49), expect, atol=2e-6)
     top = expect.max(axis=1)
     per_frame = {"drop": [0] * 16 + [1] * 24, "pad": [0] * 16 + [1] * 16 + [2] * 8}[tail]
@@ -269,7 +270,7 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
         features, meta = extract_video(video, extractor, ExtractSettings(size=64))
         assert features.shape == (n, 49, 528) and r["source"] == str(video.resolve())
         np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n, 49),
-                                   direct_maps(small_run, features, motion=meta["motion"]),
+                                   direct_maps(small_run, features, motion=meta.motion),
                                    atol=2e-6)
 
 

@@ -182,7 +182,7 @@ def test_synth_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch, where):
     assert not named.name.startswith(".")
     left = [p.name for p in (tmp_path / "ds").rglob("*") if p.is_file()]
     assert not [n for n in left if n.endswith(".tmp")], left
-    assert left == ["synth.json"], left  # the marker (complete: false) and nothing else
+    assert sorted(left) == ["ledger.json", "synth.json"], left  # the marker (complete: false)
     assert json.loads((tmp_path / "ds" / "synth.json").read_text())["complete"] is False
 
 
@@ -196,7 +196,8 @@ def test_synth_on_a_full_disk_names_the_video(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert_one_line_error(err, "ds/videos/", "_x264.mp4: File too large")
     assert ".tmp" not in err
-    assert sorted(p.name for p in Path("ds").rglob("*") if p.is_file()) == ["synth.json"]
+    assert sorted(p.name for p in Path("ds").rglob("*") if p.is_file()) == ["ledger.json",
+                                                                           "synth.json"]
 
 
 # --- demo: ownership (item 1) and settings (item 20) ---------------------------------------------
@@ -294,7 +295,7 @@ def test_demo_marks_its_folder_first_and_forgets_only_its_features(tmp_path, mon
     (feats / "mine.npy").write_bytes(b"a user's")
     with pytest.raises(AssertionError, match="past its checks"):
         demo_mod.run_demo(Path("P"), n_videos=8, n_frames=20, progress=False)
-    assert sorted(p.name for p in feats.iterdir()) == ["mine.npy"]
+    assert sorted(p.name for p in feats.iterdir()) == [".stmil", "mine.npy"]  # and a ledger
     assert json.loads((tmp_path / "P" / "demo.json").read_text())["settings"]["n_frames"] == 20
     assert json.loads((tmp_path / "P" / "data" / "synth.json").read_text())[
         "settings"]["n_frames"] == 20
@@ -323,7 +324,7 @@ def test_demo_after_a_kill_before_its_marker(tmp_path, no_extraction, left):
         (out / name.format(pid=DEAD)).write_bytes(b"")
     with pytest.raises(AssertionError, match="past its checks"):
         demo_mod.run_demo(out, n_videos=8, n_frames=16, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["data", "demo.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".stmil", "data", "demo.json"]
 
 
 # --- demo: its run folders (a user's training under OUT/runs/<demo run name>) --------------------

@@ -136,7 +136,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     written, failed = score_inputs(args.inputs, args.model, args.out, threshold=args.threshold,
                                    overlay=args.overlay, device=args.device,
                                    pipeline=PipelineConfig(workers=args.workers),
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, backend=args.backend)
     for path in written:
         print(path)
     return 1 if failed else 0
@@ -244,6 +244,19 @@ def cmd_export_features(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from stmil.deploy.export import export_model
+
+    manifest = export_model(args.out, run=args.model, format=args.format,
+                            precision=args.precision)
+    checked = ", ".join(f"{k} {v:.1e}" for k, v in manifest.data["checked"].items())
+    graphs = "features" + (" and scorer" if manifest.scorer else "")
+    print(f"{graphs} exported to {args.out} (ONNX opset {manifest.data['opset']}, "
+          f"{manifest.data['precision']}; checked against PyTorch: {checked})")
+    return 0
+
+
 def _add_vector_options(p: argparse.ArgumentParser) -> None:
     """Flags of ``stmil gt`` and ``stmil export`` (see :mod:`stmil.interop.gt`)."""
     p.add_argument("--data", required=True, help="dataset root (its test list gives the order)")
@@ -305,7 +318,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     events = _event_settings(args)
     summary = watch(args.source, args.model, events, config, out=args.out,
                     snapshots=args.snapshots, clips=args.clips, name=args.name)
-    errors = summary["evidence_errors"]
+    errors = summary.get("evidence_errors", 0)
     print(f"{summary['ended']}: {summary['frames']} frames, {summary['clips']} clips scored, "
           f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents"
           + (f", {errors} snapshots or clips not written" if errors else ""), file=sys.stderr)
@@ -438,12 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("score", "Score videos or their features: per-frame scores, maps and boxes.",
             "stmil score video.mp4 --model runs/mil --out scores/ --overlay")
     p.add_argument("inputs", nargs="+", help="videos, feature files (.npy) or folders")
-    p.add_argument("--model", required=True, help="run folder with model.safetensors")
+    p.add_argument("--model", required=True, help="run folder with model.safetensors (an export "
+                   "folder with --backend onnxruntime)")
     p.add_argument("--out", required=True, help="folder for <id>.scores.json")
     p.add_argument("--threshold", type=float, default=None,
                    help="box = union of cuboids scoring >= THRESHOLD (default: top cuboid)")
     p.add_argument("--overlay", action="store_true", help="also write <id>.overlay.mp4")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="torch (default): --model is a run folder; onnxruntime: --model is a "
+                        "folder stmil export-model --model RUN wrote, whose graphs compute "
+                        "features and scores (needs stmil[onnx]; docs/deploy.md)")
     _add_pipeline_options(p, shard=False)
 
     p = add("evaluate", "Temporal and spatiotemporal metrics of a run on a dataset split.",
@@ -545,6 +563,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "UR-DMU's crop lines); with --layout plain, the videos and their order")
     p.add_argument("--prefix", help="write list entries as PREFIX/<file> (default: absolute "
                    "paths, which resolve from any working directory)")
+
+    p = add("export-model", "The feature extractor (and a run's scorer with its gates) as "
+            "ONNX graphs with a manifest, for ONNX Runtime and other runtimes (docs/deploy.md).",
+            "stmil export-model --out exported/ --model runs/mil")
+    p.add_argument("--out", required=True, help="folder for features.onnx, scorer.onnx and "
+                   "manifest.json")
+    p.add_argument("--model", help="run folder: also export its scorer, memory and motion "
+                   "gates (scorer.onnx), and cut clips as it was trained")
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="onnx (opset 17)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                   help="the feature graph's weights and arithmetic: fp32 (default; matches "
+                        "PyTorch to ~1e-6) or fp16 (half the file, for GPUs; the scorer stays "
+                        "fp32)")
 
     _add_live_parsers(add)
     parser.commands = sub.choices  # type: ignore[attr-defined]  # read by apply_config

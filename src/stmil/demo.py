@@ -8,12 +8,19 @@ test split is only evaluated.
 
 The output folder is the demo's own: ``demo.json`` (written first) marks it and records the
 dataset settings, the videos whose features the demo extracts and a SHA-256 of each run it
-trained (of its ``model.safetensors``). The demo refuses a non-empty folder without that
-marker, and a ``runs/<run>`` of one of its run names that it cannot prove its own (not recorded,
-or changed since: a user's training there). On a rerun with other settings it replaces only
-what it wrote (its dataset through :func:`stmil.synth.dataset.make_dataset`, the feature files
-its marker lists, its run folders through training); anything else in the folder is left
-alone. Its layout::
+trained (of its ``model.safetensors``). What is the demo's is decided by the ledgers
+(:mod:`stmil.ownership`): ``OUT``'s names ``demo.json`` and ``report.html``; ``data/``'s,
+``features/``'s and each run's are those of synth, extract and train, and a run the demo
+trained says ``demo`` (a user's ``stmil train`` there says ``train``). The demo refuses a
+non-empty folder without its marker, and a ``runs/<run>`` of one of its run names that it
+cannot prove its own (a user's training there, or changed since). A folder from before ledgers
+is judged by the old test (the marker's videos and run digests).
+
+The demo has no ``--overwrite``, and needs none: on a rerun (other settings, or the folder
+moved or copied elsewhere) it replaces exactly what its ledgers prove it wrote (its dataset
+through :func:`stmil.synth.dataset.make_dataset`, the feature files its marker lists, features
+made from another copy of its videos, its run folders through training, its report) and
+refuses anything else in one line; nothing else in the folder is touched. Its layout::
 
     OUT/demo.json  OUT/data/  OUT/features/  OUT/runs/<run>/
     OUT/report.html + OUT/report-XXXXXXXX/  (figures, overlays, metrics.json: one unit)
@@ -33,14 +40,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps, write_text
+from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps
 from stmil.datasets.layout import VIDEOS_DIR
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.evaluation.evaluate import evaluate, format_table
 from stmil.evaluation.report import write_report
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
+from stmil.features.store import FeatureError, read_feature_meta, source_mismatch
 from stmil.mil.run import read_run_config
 from stmil.mil.train import train
+from stmil.ownership import LEDGER_DIR, Ledger, check_can_write, commit, prune
 from stmil.score import scores_from_maps
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,8 @@ RUNS = {
 DEMO_ITERATIONS = 150
 MARKER = "demo.json"
 MARKER_FORMAT = "stmil-demo"
+COMMAND = "demo"
+REPORT = "report.html"
 
 
 def check_demo_settings(n_videos: int, n_frames: int, seed: int, iterations: int,
@@ -108,18 +119,29 @@ def _claim(out: Path) -> dict | None:
         raise OutputError(f"{out}: exists and is not a folder; choose another --out")
     old = None
     # a kill before the first marker can leave only temporaries of the probe or the marker
-    if out.is_dir() and any(not _own_temp(e.name) for e in out.iterdir()):
+    # (and the ledger, renamed before the marker)
+    if out.is_dir() and any(not _own_temp(e.name) and e.name != LEDGER_DIR
+                            for e in out.iterdir()):
         old = read_marker(out)
+        if old is not None and not Ledger.load(out).owns(MARKER, lambda p: True):
+            old = None  # a demo.json stmil did not write there, or one changed since
         if old is None:
             raise OutputError(f"{out}: folder is not empty and is not a stmil demo output (no "
                               f"valid {MARKER}); choose another --out or empty it")
     check_writable(out)
+    check_can_write(out, [REPORT], _legacy_ours(old))  # before any work
     if old is None:
         _write_marker(out, None, [])
     remove_stale_temps(out)
     for stale in out.glob(".overlays-*.tmp"):  # overlays of a killed demo
         shutil.rmtree(stale, ignore_errors=True)
     return old
+
+
+def _legacy_ours(old: dict | None):
+    """The test of a demo folder from before ledgers: with a valid marker, the demo's report
+    is its own; in a new folder nothing is."""
+    return lambda path: old is not None
 
 
 def _own_temp(name: str) -> bool:
@@ -130,9 +152,11 @@ def _own_temp(name: str) -> bool:
 
 def _write_marker(out: Path, settings: dict | None, videos: list[str],
                   runs: dict[str, str] | None = None, training: str | None = None) -> None:
-    write_text(out / MARKER, json.dumps({"format": MARKER_FORMAT, "settings": settings or {},
-                                         "videos": sorted(videos), "runs": runs or {},
-                                         "training": training}, indent=1) + "\n")
+    text = json.dumps({"format": MARKER_FORMAT, "settings": settings or {},
+                       "videos": sorted(videos), "runs": runs or {}, "training": training},
+                      indent=1) + "\n"
+    commit(out, [(out / MARKER, lambda t: t.write_text(text, encoding="utf-8"))], COMMAND,
+           lambda p: True)  # checked by _claim: a marker from before ledgers is the demo's
 
 
 def _model_digest(run: Path) -> str | None:
@@ -145,12 +169,21 @@ def _model_digest(run: Path) -> str | None:
 
 def _check_runs(out: Path, old: dict | None) -> None:
     """Refuse (:class:`OutputError`) an ``OUT/runs/<run>`` of a demo run name that the demo
-    cannot prove its own: its model is the one ``demo.json`` records, or the demo was killed
-    while training it and its config names this folder, dataset and features."""
+    cannot prove its own: the run's ledger names its model, unchanged, as the demo's; or, for
+    a run from before ledgers, its model is the one ``demo.json`` records, or the demo was
+    killed while training it and its config names this folder, dataset and features."""
     for name in RUNS:
         run = out / "runs" / name
         if not os.path.lexists(run):
             continue
+        ledger = Ledger.load(run) if run.is_dir() and not run.is_symlink() else None
+        model = ledger.files.get("model.safetensors", {}) if ledger else {}
+        if ledger is not None and model.get("command") == COMMAND \
+                and ledger.owns("model.safetensors"):
+            continue
+        if ledger is not None and ledger.legacy is not None:  # a ledger: nothing else proves
+            raise OutputError(f"{run}: a run the demo did not train, or one changed since it "
+                              "did (yours?); move it out of the way or choose another --out")
         if old and old["runs"].get(name) and _model_digest(run) == old["runs"][name]:
             continue
         if old and old["training"] == name and _trained_here(run, out):
@@ -166,12 +199,27 @@ def _trained_here(run: Path, out: Path) -> bool:
 
 
 def _forget_features(feats: Path, video_ids: list[str]) -> None:
-    """Delete the feature files of ``video_ids`` (and dead writers' temporaries), nothing
-    else."""
-    for vid in video_ids:
-        for name in (f"{vid}.npy", f"{vid}.json"):
-            (feats / name).unlink(missing_ok=True)
+    """Delete the feature files of ``video_ids`` that are stmil's (the ledger of ``feats``; in
+    a folder from before ledgers, the marker listing them is the proof), and dead writers'
+    temporaries; nothing else."""
+    if video_ids and feats.is_dir():
+        prune(feats, [f"{v}{x}" for v in video_ids for x in (".npy", ".json")],
+              lambda p: True)
     remove_stale_temps(feats)
+
+
+def _stale_features(feats: Path, videos: Path, video_ids: list[str]) -> list[str]:
+    """The videos whose features in ``feats`` were made from another file than
+    ``videos/<id>.mp4`` (the folder was moved or copied since): the demo's own, made again."""
+    stale = []
+    for vid in video_ids:
+        try:
+            meta = read_feature_meta(feats / f"{vid}.json")
+            if source_mismatch(meta.identity, videos / f"{vid}.mp4"):
+                stale.append(vid)
+        except (FeatureError, OSError):
+            continue  # missing, or not features: extract decides
+    return stale
 
 
 def run_demo(
@@ -228,6 +276,7 @@ def run_demo(
     video_ids = sorted(read_synth_marker(data)["videos"])
     # before extraction: a kill leaves them listed
     _write_marker(out, settings, video_ids, trained)
+    _forget_features(feats, _stale_features(feats, data / VIDEOS_DIR, video_ids))
     times["synth"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -249,7 +298,7 @@ def run_demo(
         with _quiet(logging.getLogger(train.__module__)):
             train(data, feats, runs_dir / name, iterations=iterations, seed=seed,
                   val_fraction=val_fraction, val_every=25, device=device, progress=progress,
-                  **kwargs)
+                  command=COMMAND, **kwargs)
         if digest := _model_digest(runs_dir / name):
             trained[name] = digest
         _write_marker(out, settings, video_ids, trained)
@@ -274,7 +323,8 @@ def run_demo(
         metrics_json = json.dumps(_json_safe({"settings": settings, "iterations": iterations,
                                               "metrics": metrics}), indent=1) + "\n"
         report = write_report(out, runs, overlays, title="stmil demo", stage_times=times,
-                              files={"metrics.json": metrics_json})
+                              files={"metrics.json": metrics_json}, command=COMMAND,
+                              legacy=_legacy_ours(old))
         times["report"] = time.perf_counter() - t
     log.info("\n" + table)
     log.info("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())

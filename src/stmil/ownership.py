@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group
-from stmil.errors import OutputError
+from stmil.errors import OutputError, StmilError
 
 LEDGER_DIR = ".stmil"
 LEDGER = "ledger.json"
@@ -144,7 +144,9 @@ class Ledger:
         entry: dict = {"size": tmp.stat().st_size, "sha256": sha256_of(tmp), "command": command}
         present = self.folder / name
         if present.is_file() and present != tmp:
-            entry["previous"] = {"size": present.stat().st_size, "sha256": sha256_of(present)}
+            before = {"size": present.stat().st_size, "sha256": sha256_of(present)}
+            if before != {"size": entry["size"], "sha256": entry["sha256"]}:  # else: same bytes
+                entry["previous"] = before
         self.files[name] = entry
         if self.legacy is not None:
             self.legacy.pop(name, None)
@@ -256,6 +258,51 @@ def remove(folder: Path | str, name: str, legacy: Legacy | None = None,
         (folder / name).unlink(missing_ok=True)
         ledger.forget(name)
         atomic_write(ledger_path(folder), ledger.save)
+
+
+def prune(folder: Path | str, names: Sequence[str], legacy: Legacy | None = None
+          ) -> list[str]:
+    """Delete each of ``names`` that is stmil's (:meth:`Ledger.owns`) and forget it, under one
+    lock and one ledger write; an absent name is forgotten. Returns the names left in place:
+    files that are not stmil's (the user's now) or that the legacy test refused.
+
+    For outputs a command wrote before and no longer makes (an export's video that is gone):
+    the files go first and the ledger after, so a kill between them leaves entries for absent
+    files, which is harmless."""
+    folder = Path(folder)
+    kept: list[str] = []
+    with locked(folder):
+        ledger = Ledger.load(folder)
+        for name in names:
+            try:
+                ours = ledger.owns(name, legacy)
+            except StmilError:
+                ours = False
+            if ours:
+                (folder / name).unlink(missing_ok=True)
+            elif os.path.lexists(folder / name):
+                kept.append(name)
+                continue
+            ledger.forget(name)
+        atomic_write(ledger_path(folder), ledger.save)
+    return kept
+
+
+def adopt(folder: Path | str, names: Sequence[str], legacy: Legacy, command: str) -> list[str]:
+    """Record in the ledger, by their present bytes, each of ``names`` that the ``legacy`` test
+    accepts as a file an earlier stmil wrote (:meth:`Ledger.owns`): the one-time migration of
+    a folder from before ledgers whose files lie in subfolders (which ``legacy`` snapshots do
+    not list). A name the ledger already names is left as it is. Returns the names adopted."""
+    folder = Path(folder)
+    adopted: list[str] = []
+    with locked(folder):
+        ledger = Ledger.load(folder)
+        for name in names:
+            if name not in ledger.files and ledger.owns(name, legacy):
+                ledger.record(name, folder / name, command)
+                adopted.append(name)
+        atomic_write(ledger_path(folder), ledger.save)
+    return adopted
 
 
 def files_of(folder: Path | str) -> list[str]:

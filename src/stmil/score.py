@@ -21,7 +21,13 @@ from stmil.atomic import check_writable
 from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.pipeline_config import PipelineConfig
-from stmil.features.store import FeatureError, load_features, meta_clip_ranges, meta_motion
+from stmil.features.store import (
+    FeatureError,
+    FeatureMeta,
+    load_features,
+    meta_clip_ranges,
+    meta_motion,
+)
 from stmil.files import find_videos, unique_files
 from stmil.mil.detector import Detector
 from stmil.ownership import check_can_write, commit
@@ -30,7 +36,7 @@ from stmil.timeline import frame_scores_from_clips, frame_to_clip
 log = logging.getLogger(__name__)
 
 
-def score_features(detector: Detector, features: np.ndarray, meta: dict,
+def score_features(detector: Detector, features: np.ndarray, meta: FeatureMeta,
                    clip_ranges: np.ndarray, threshold: float | None = None,
                    where: str = "these features") -> dict:
     """The contents of ``<id>.scores.json`` for one video's features ``(n_clips, N, C)``
@@ -39,23 +45,22 @@ def score_features(detector: Detector, features: np.ndarray, meta: dict,
                             detector.config.grid, meta, clip_ranges, threshold)
 
 
-def scores_from_maps(maps: np.ndarray, model_grid: int, meta: dict, clip_ranges: np.ndarray,
+def scores_from_maps(maps: np.ndarray, model_grid: int, meta: FeatureMeta,
+                     clip_ranges: np.ndarray,
                      threshold: float | None = None) -> dict:
     """``<id>.scores.json`` contents from cuboid maps ``(n_clips, G*G)`` already computed."""
-    g = meta["grid"]
-    n = meta["n_frames"]
+    g = meta.grid
+    n = meta.n_frames
     frame_scores = frame_scores_from_clips(maps.max(axis=1), clip_ranges, n)
-    clip_boxes = predicted_boxes(maps, cuboid_boxes(meta["width"], meta["height"], g), threshold)
+    clip_boxes = predicted_boxes(maps, cuboid_boxes(meta.width, meta.height, g), threshold)
     frame_clip = frame_to_clip(clip_ranges, n)
     return {
-        "source": meta.get("source"),
         # what extract recorded of the video, so that events can tell a replaced one
-        "source_bytes": meta.get("source_bytes"),
-        "source_mtime_ns": meta.get("source_mtime_ns"),
+        **meta.identity,
         "n_frames": n,
-        "fps": meta.get("source_fps", meta["fps"]),
-        "width": meta["width"],
-        "height": meta["height"],
+        "fps": meta.source_fps,
+        "width": meta.width,
+        "height": meta.height,
         "grid": g,
         "model_grid": model_grid,
         "threshold": threshold,
@@ -239,10 +244,10 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def source_video(npy: Path, meta: dict) -> Path:
+def source_video(npy: Path, meta: FeatureMeta) -> Path:
     """The video a feature file was extracted from, for an overlay; an error names both."""
-    source = meta.get("source")
-    if not isinstance(source, str) or not source:
+    source = meta.source
+    if source is None:
         raise FeatureError(f"{npy.with_suffix('.json')}: records no source video; score the "
                            "video itself to get an overlay")
     path = Path(source)
@@ -253,22 +258,45 @@ def source_video(npy: Path, meta: dict) -> Path:
     return path
 
 
+#: Where ``score`` runs the models: PyTorch (the run folder), or ONNX Runtime (an export made
+#: with ``stmil export-model --model RUN``; docs/deploy.md).
+BACKENDS = ("torch", "onnxruntime")
+
+
+def load_detector(model: str | Path, backend: str = "torch", device: str = "auto") -> Detector:
+    """The :class:`Detector` of a run folder (``torch``), or of an export folder
+    (``onnxruntime``: :class:`~stmil.deploy.backend.ExportedDetector`, which also brings the
+    exported feature extractor)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return Detector.load(model)
+    from stmil.deploy.backend import ExportedDetector  # deferred: onnxruntime, an extra
+
+    return ExportedDetector.load(model, device)
+
+
 def video_extractor(detector: Detector, device: str):
     """The feature extractor and clip settings a run's model was trained with: ``(extractor,
-    settings)`` for :func:`~stmil.features.extract.extract_videos` (the network loaded)."""
+    settings)`` for :func:`~stmil.features.extract.extract_videos` (the network loaded; an
+    exported detector's own feature graph)."""
     from stmil.features.extract import ExtractSettings, FeatureExtractor  # deferred: I3D
 
     detector.check_scores_video()
     c = detector.config
+    settings = ExtractSettings(c.clip_len, c.stride, c.size, c.recorded.get("resample_fps"),
+                               c.tail)
+    exported = getattr(detector, "feature_extractor", None)
+    if exported is not None:
+        return exported(device), settings
     return (FeatureExtractor(c.endpoint, c.feature_grid, device,
-                             c.recorded.get("precision", "fp32")),
-            ExtractSettings(c.clip_len, c.stride, c.size, c.recorded.get("resample_fps"),
-                            c.tail))
+                             c.recorded.get("precision", "fp32")), settings)
 
 
 def _features_of(paths: Sequence[Path], detector: Detector, device: str,
                  pipeline: PipelineConfig | None
-                 ) -> Iterator[tuple[Path, np.ndarray | None, dict | None, BaseException | None]]:
+                 ) -> Iterator[tuple[Path, np.ndarray | None, FeatureMeta | None,
+                                 BaseException | None]]:
     """Each input's features ``(n_clips, N, C)`` and metadata, or its error: the ``.npy`` files
     in order, then the videos through :func:`~stmil.features.extract.extract_videos` (decode
     workers overlap the model, as in ``stmil extract``), in the order they finish. Videos are
@@ -300,6 +328,7 @@ def score_inputs(
     device: str = "auto",
     progress: bool = True,
     pipeline: PipelineConfig | None = None,
+    backend: str = "torch",
 ) -> tuple[list[Path], list[dict]]:
     """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed),
     both in the order of the inputs.
@@ -310,10 +339,12 @@ def score_inputs(
     :class:`~stmil.features.pipeline_config.PipelineConfig`: 2 decode workers; ``workers=0``
     is serial, with identical scores), with the clip settings the model was trained on. One
     failed input never stops the rest; a model that cannot score stops the whole call.
+    ``backend="onnxruntime"``: ``run`` is an export folder, whose graphs compute the features
+    and scores (:func:`load_detector`); the decoding and the outputs are the same.
     """
     check_threshold(threshold)
     paths = collect_inputs(inputs)
-    detector = Detector.load(run)
+    detector = load_detector(run, backend, device)
     out_dir = check_writable(out_dir)
     written: dict[Path, list[Path]] = {}
     failed: dict[Path, dict] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from stmil.evaluation.evaluate import (
     evaluate,
     read_metrics,
 )
-from stmil.features.store import VideoFeatures, load_features
+from stmil.features.store import FeatureMeta, VideoFeatures, load_features
 from stmil.mil.detector import Detector
 from stmil.mil.train import train
 from tests.planted import make_planted
@@ -105,7 +106,7 @@ def test_model_trained_on_another_grid_is_refused(tiny):
     _, meta = load_features(feats, "FightingTest000_x264")
     with pytest.raises(ConfigError, match="^here: model was trained on grid 7 features, these "
                        "have grid 4$"):
-        detector.check_features(dict(meta, grid=4), "here")
+        detector.check_features(dataclasses.replace(meta, grid=4, motion=None), "here")
 
 
 def test_evaluate_without_a_model_is_refused(tiny, tmp_path):
@@ -120,8 +121,9 @@ def test_evaluate_without_a_model_is_refused(tiny, tmp_path):
 # Video A is normal. Video B is anomalous on frames 1-4, with its box on the bottom-right cuboid
 # (index 3) on each of those frames.
 
-META = dict(fps=30.0, n_frames=5, width=4, height=4, grid=2, clip_len=2, stride=2, n_clips=2,
-            size=224, endpoint="Mixed_4e", channels=8)
+META = FeatureMeta(fps=30.0, source_fps=30.0, n_frames=5, width=4, height=4, grid=2,
+                   clip_len=2, stride=2, n_clips=2, size=224, endpoint="Mixed_4e",
+                   tail="drop", channels=8)
 MAP_A = np.array([[0.1, 0.2, 0.3, 0.2], [0.4, 0.1, 0.1, 0.1]])  # frames .3 .3 .4 .4 .4
 MAP_B = np.array([[0.2, 0.1, 0.1, 0.1], [0.1, 0.2, 0.3, 0.35]])  # frames .2 .2 .35 .35 .35
 
@@ -131,7 +133,7 @@ def _hand_case() -> dict:
     a = VideoRecord("A", 0)
     b = VideoRecord("B", 1, intervals=((1, 5),), boxes={f: [box] for f in range(1, 5)})
     feats = np.zeros((2, 4, 8), np.float16)
-    videos = [VideoFeatures(a, feats, dict(META)), VideoFeatures(b, feats, dict(META))]
+    videos = [VideoFeatures(a, feats, META), VideoFeatures(b, feats, META)]
     return compute_metrics(videos, [MAP_A, MAP_B], overlap=0.25, threshold=0.35)
 
 
@@ -171,7 +173,7 @@ def test_compute_metrics_without_boxes_gives_temporal_metrics_only():
     a = VideoRecord("A", 0)
     b = VideoRecord("B", 1, intervals=((1, 5),))
     feats = np.zeros((2, 4, 8), np.float16)
-    videos = [VideoFeatures(a, feats, dict(META)), VideoFeatures(b, feats, dict(META))]
+    videos = [VideoFeatures(a, feats, META), VideoFeatures(b, feats, META)]
     m = compute_metrics(videos, [MAP_A, MAP_B])
     assert m["frame_auc"] == pytest.approx(9.5 / 24)
     assert m["pointing_accuracy"] is None and m["pixel_auroc"] is None

@@ -194,17 +194,18 @@ def test_constant_map_points_at_chance_in_compute_metrics() -> None:
     top-left cuboid) nor 1 (ties to the box's cuboid)."""
     from stmil.datasets.record import VideoRecord
     from stmil.evaluation.evaluate import compute_metrics
-    from stmil.features.store import VideoFeatures
+    from stmil.features.store import FeatureMeta, VideoFeatures
 
     n_frames, clip = 4096, 16
-    meta = dict(fps=30.0, n_frames=n_frames, width=70, height=70, grid=7, clip_len=clip,
-                stride=clip, n_clips=n_frames // clip)
+    meta = FeatureMeta(fps=30.0, source_fps=30.0, n_frames=n_frames, width=70, height=70,
+                       grid=7, clip_len=clip, stride=clip, n_clips=n_frames // clip, size=224,
+                       endpoint="Mixed_4e", tail="drop", channels=1)
     box = [32.0, 32.0, 38.0, 38.0]  # inside cuboid 24, the centre one (10 x 10 pixels each)
     anomalous = VideoRecord("A", 1, intervals=((0, n_frames),),
                             boxes={f: [box] for f in range(n_frames)})
     videos = [VideoFeatures(anomalous, np.zeros(0), meta),
               VideoFeatures(VideoRecord("N", 0), np.zeros(0), meta)]
-    maps = [np.full((meta["n_clips"], 49), 0.7), np.full((meta["n_clips"], 49), 0.2)]
+    maps = [np.full((meta.n_clips, 49), 0.7), np.full((meta.n_clips, 49), 0.2)]
     got = compute_metrics(videos, maps)["pointing_accuracy"]
     assert abs(got - 1 / 49) <= 4 * _sigma(1 / 49, n_frames)  # 4 sigma = 0.0088
     assert compute_metrics(videos, maps)["pointing_accuracy"] == got  # seeded: reproducible

@@ -12,7 +12,7 @@ from stmil.datasets import VideoRecord
 from stmil.evaluation import metrics as M
 from stmil.evaluation.evaluate import METRIC_KEYS, compute_metrics, format_table
 from stmil.evaluation.report import COLUMNS
-from stmil.features.store import VideoFeatures
+from stmil.features.store import FeatureMeta, VideoFeatures
 
 PAPER = ("frame_auc_anomalous", "frame_ap_trapezoid", "patch_auc", "patch_ap", "tiou",
          "loc_false_positives")
@@ -83,8 +83,9 @@ def test_localization_false_positives_by_hand():
 
 
 def _video(video_id: str, label: int, intervals=(), boxes=None) -> VideoFeatures:
-    meta = {"n_clips": 2, "clip_len": 4, "stride": 4, "fps": 30.0, "source_fps": 30.0,
-            "n_frames": 8, "width": 20, "height": 20, "grid": 2}
+    meta = FeatureMeta(n_clips=2, clip_len=4, stride=4, fps=30.0, source_fps=30.0, n_frames=8,
+                       width=20, height=20, grid=2, size=224, endpoint="Mixed_4e",
+                       tail="drop", channels=8)
     rec = VideoRecord(video_id, label, intervals=tuple(intervals), boxes=boxes or {})
     return VideoFeatures(rec, np.zeros((2, 4, 8), np.float16), meta)
 

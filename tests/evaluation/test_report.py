@@ -13,14 +13,15 @@ from stmil.errors import StmilError
 from stmil.evaluation import report
 from stmil.evaluation.evaluate import compute_metrics
 from stmil.evaluation.report import COLUMNS, referenced_files, write_report
-from stmil.features.store import VideoFeatures
+from stmil.features.store import FeatureMeta, VideoFeatures
 
 G, N, W, H = 3, 64, 64, 48
 
 
 def _video(video_id: str, label: int, intervals=(), boxes=None) -> VideoFeatures:
-    meta = {"n_clips": 4, "clip_len": 16, "stride": 16, "fps": 30.0, "source_fps": 30.0,
-            "n_frames": N, "width": W, "height": H, "grid": G}
+    meta = FeatureMeta(n_clips=4, clip_len=16, stride=16, fps=30.0, source_fps=30.0,
+                       n_frames=N, width=W, height=H, grid=G, size=224, endpoint="Mixed_4e",
+                       tail="drop", channels=8)
     rec = VideoRecord(video_id, label, intervals=tuple(intervals), boxes=boxes or {})
     return VideoFeatures(rec, np.zeros((4, G * G, 8), np.float16), meta)
 
@@ -78,7 +79,8 @@ def test_report_has_table_figures_overlays_and_escapes(videos, tmp_path, monkeyp
         assert p.is_file() and p.stat().st_size > 0, p
         assert p.resolve().is_relative_to(out.resolve())
     assert "<video controls" in text
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries
+    # no temporaries (.stmil/ is the folder's ledger)
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".stmil"]
 
 
 def test_report_without_cuboid_labels_says_so(videos, tmp_path):
@@ -137,7 +139,7 @@ def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_report(out, [_run("m", videos, False, 5), _run("b", videos, True, 6)])
     assert _tree(out) == before
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".stmil"]
 
     monkeypatch.undo()
     second = write_report(out, [_run("m", videos, False, 5)], files={"metrics.json": "[]"})

@@ -24,7 +24,7 @@ from stmil.evaluation.evaluate import (
     read_metrics,
     table_notes,
 )
-from stmil.features.store import VideoFeatures
+from stmil.features.store import FeatureMeta, VideoFeatures
 from stmil.live.calibrate import Calibration, write_calibration
 from stmil.live.incidents import EventConfig
 from stmil.mil.train import train
@@ -38,8 +38,8 @@ KEYS = ("false_alarm_rate", "tiou", "loc_false_positives")
 
 def _frame_scores(v, m: np.ndarray) -> np.ndarray:
     """Planted clips tile the video: frame f takes clip f // clip_len's top cuboid."""
-    clip_len = v.meta["clip_len"]
-    assert v.meta["stride"] == clip_len and v.meta["n_frames"] == clip_len * len(m)
+    clip_len = v.meta.clip_len
+    assert v.meta.stride == clip_len and v.meta.n_frames == clip_len * len(m)
     return np.repeat(m.max(axis=1), clip_len)
 
 
@@ -64,7 +64,7 @@ def expected(pairs, t: float) -> dict:
         if v.record.label == 0:
             normal.append(fs)
             continue
-        g, w, h, clip_len = v.meta["grid"], v.meta["width"], v.meta["height"], v.meta["clip_len"]
+        g, w, h, clip_len = v.meta.grid, v.meta.width, v.meta.height, v.meta.clip_len
         cells = [_cell(i, g, w, h) for i in range(g * g)]
         gt = {f: [np.array(b, float) for b in bs] for f, bs in v.record.boxes.items() if bs}
         for f, boxes in sorted(gt.items()):
@@ -201,16 +201,17 @@ def test_compare_gives_each_run_its_threshold_when_they_differ(fresh, tmp_path):
 
 def _hand_case() -> dict:
     """test_evaluate's hand case (grid 2, 4x4 frames, clips of 2 frames) at 0.35."""
-    meta = dict(fps=30.0, n_frames=5, width=4, height=4, grid=2, clip_len=2, stride=2,
-                n_clips=2, size=224, endpoint="Mixed_4e", channels=8)
+    meta = FeatureMeta(fps=30.0, source_fps=30.0, n_frames=5, width=4, height=4, grid=2,
+                       clip_len=2, stride=2, n_clips=2, size=224, endpoint="Mixed_4e",
+                       tail="drop", channels=8)
     a = VideoRecord("A", 0)
     b = VideoRecord("B", 1, intervals=((1, 5),),
                     boxes={f: [(2.0, 2.0, 4.0, 4.0)] for f in range(1, 5)})
     feats = np.zeros((2, 4, 8), np.float16)
     maps = [np.array([[0.1, 0.2, 0.3, 0.2], [0.4, 0.1, 0.1, 0.1]]),
             np.array([[0.2, 0.1, 0.1, 0.1], [0.1, 0.2, 0.3, 0.35]])]
-    return compute_metrics([VideoFeatures(a, feats, dict(meta)),
-                            VideoFeatures(b, feats, dict(meta))], maps, threshold=0.35)
+    return compute_metrics([VideoFeatures(a, feats, meta),
+                            VideoFeatures(b, feats, meta)], maps, threshold=0.35)
 
 
 def test_hand_case_at_a_given_threshold_and_at_one_half():

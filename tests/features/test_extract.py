@@ -40,13 +40,13 @@ def test_extract_video_shape_metadata_and_values(tmp_path, extractor):
     array, meta = extract_video(path, extractor)
     assert array.shape == (2, 49, 528) and array.dtype == np.float16  # 40 frames: 2 clips
     assert np.isfinite(array).all() and (array >= 0).all()  # post-ReLU features
-    assert DESIGN_KEYS <= set(meta)
+    written = json.loads(meta.to_json())  # the <id>.json text, as the store writes it
+    assert DESIGN_KEYS <= set(written) and written["schema_version"] == 1
     expected = {"source": str(path), "fps": 30.0, "n_frames": 40, "width": 64, "height": 48,
                 "clip_len": 16, "stride": 16, "size": 224, "grid": 7, "endpoint": "Mixed_4e",
                 "tail": "drop", "weights_sha256": SHA256,
                 "stmil_version": metadata.version("stmil"), "n_clips": 2}
-    assert {k: meta[k] for k in expected} == expected
-    json.dumps(meta)  # serialisable as is
+    assert {k: written[k] for k in expected} == expected
 
     # Clip 1 by hand: frames 16..31, whole frame resized to 224 by numpy (not the code under
     # test), [-1, 1], I3D to Mixed_4e (528, 4, 14, 14), mean over time, 2x2 block means in
@@ -59,7 +59,7 @@ def test_extract_video_resampled_metadata(tmp_path, extractor):
     path = write_video(tmp_path / "v.mkv", ramp_frames(34, h=32, w=32), fps=30)
     array, meta = extract_video(path, extractor, ExtractSettings(size=64, fps=15, tail="pad"))
     assert array.shape == (2, 49, 528)  # 17 sampled frames: one full clip + a padded one
-    assert (meta["fps"], meta["source_fps"], meta["n_frames"], meta["tail"]) == (15, 30, 34, "pad")
+    assert (meta.fps, meta.source_fps, meta.n_frames, meta.tail) == (15, 30, 34, "pad")
 
 
 def test_extract_video_too_short_is_an_error(tmp_path, extractor):
@@ -96,7 +96,7 @@ def test_extract_vtest(extractor):
     vtest = require_vtest()
     array, meta = extract_video(vtest, extractor)
     assert array.shape == (49, 49, 528) and array.dtype == np.float16  # 795 // 16 = 49
-    assert (meta["fps"], meta["n_frames"], meta["width"], meta["height"]) == (10, 795, 768, 576)
+    assert (meta.fps, meta.n_frames, meta.width, meta.height) == (10, 795, 768, 576)
     assert np.isfinite(array).all()
     # Clips 0 and 48 (frames 0-15 and 768-783) by hand, from frames PyAV decodes directly.
     with av.open(str(vtest)) as c:
@@ -201,7 +201,7 @@ def test_extract_many_batch_with_failures(batch, extractor, caplog):
                             "failures.json"}  # nothing for failures, no temporary files
     arr, meta = load_features(out, "good2")
     assert arr.shape == (2, 49, 528) and arr.dtype == np.float16
-    assert (meta["n_frames"], meta["fps"], meta["width"], meta["source"]) == (
+    assert (meta.n_frames, meta.fps, meta.width, meta.source) == (
         36, 25.0, 40, str(src / "good2.avi"))
 
 
@@ -393,4 +393,4 @@ def test_bf16_precision_is_close_and_recorded(tmp_path, extractor):
     ref, got = ref.astype(np.float32), got.astype(np.float32)
     rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     assert 0 < rel < 3e-2
-    assert meta["precision"] == "bf16" and meta_ref["precision"] == "fp32"
+    assert meta.precision == "bf16" and meta_ref.precision == "fp32"

@@ -45,8 +45,8 @@ def test_extraction_stores_motion_energy_by_its_definition(tmp_path, extractor):
     frames = _moving_square()
     path = write_video(tmp_path / "square.mkv", frames)  # ffv1: lossless
     _, meta = extract_video(path, extractor, ExtractSettings(size=70))  # 7 x 10-pixel cells
-    m = np.array(meta["motion"])
-    assert meta["motion_rule"] == "mean-abs-frame-difference"
+    m = meta.motion
+    assert meta.motion_rule == "mean-abs-frame-difference"
     assert m.shape == (2, 49)
     np.testing.assert_allclose(m, _by_hand(frames, 70, 7), atol=2e-6)
     assert m[:, 0].min() > 0.01 and (m.argmax(axis=1) == 0).all()  # the square's cell
@@ -64,9 +64,9 @@ def test_both_extraction_paths_store_the_same_motion(tmp_path, extractor):
     extract_many([src], pooled, extractor, SMALL, progress=False,
                  pipeline=PipelineConfig(workers=2))
     for i in range(3):
-        a, b = (load_features(d, f"v{i}")[1]["motion"] for d in (serial, pooled))
-        direct = extract_video(src / f"v{i}.mkv", extractor, SMALL)[1]["motion"]
-        assert a == b == direct and len(a) == 2
+        a, b = (load_features(d, f"v{i}")[1].motion for d in (serial, pooled))
+        direct = extract_video(src / f"v{i}.mkv", extractor, SMALL)[1].motion
+        assert a.tolist() == b.tolist() == direct.tolist() and len(a) == 2
 
 
 @pytest.mark.parametrize("motion", [[[0.1] * 49], [[0.1] * 48] * 2, [[-0.1] * 49] * 2,

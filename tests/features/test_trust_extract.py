@@ -25,16 +25,16 @@ from stmil.features.classify import classify_video
 from stmil.features.extract import (
     ExtractSettings,
     extract_many,
-    is_done,
     read_failures,
     record_failures,
-    write_features,
 )
 from stmil.features.store import (
     FeatureError,
+    is_done,
     load_dataset_features,
     load_features,
     read_feature_meta,
+    write_features,
 )
 from tests.conftest import (
     assert_one_line_error,
@@ -165,7 +165,8 @@ def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor,
         real(a, b)
     monkeypatch.setattr("stmil.atomic.os.replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        write_features(out, "v", _other_array(npy), dict(meta))  # same shape: only sums tell
+        write_features(out, "v", _other_array(npy),  # same shape: only sums tell
+                       read_feature_meta(meta_path))
     monkeypatch.undo()
     assert npy.read_bytes() == good[npy]
     assert is_done(out, "v") == (renamed == 1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stmil.errors import ConfigError
-from stmil.features.store import load_features
+from stmil.features.store import FeatureMeta, load_features, write_features
 from stmil.interop.import_features import (
     ImportSettings,
     find_inputs,
@@ -19,6 +19,7 @@ from stmil.interop.import_features import (
     sultani_clip_segments,
     video_id,
 )
+from stmil.ownership import Ledger
 from tests.conftest import assert_one_line_error, log_lines, require_ucf_meta, run_cli
 
 
@@ -37,17 +38,17 @@ def test_rtfm_ten_crops_are_averaged_and_described(tmp_path, capsys, monkeypatch
     # Mean over the 10 crops of row t, channel c: (t*40 + c + (0+4+...+36)) / 100.
     want = (np.arange(3)[:, None] * 40 + np.arange(4)[None] + 18) / 100
     np.testing.assert_allclose(arr[:, 0], want, rtol=1e-3)
-    assert meta["grid"] == 1 and meta["n_clips"] == 3 and meta["channels"] == 4
-    assert meta["n_frames"] == 48 and meta["clip_len"] == meta["stride"] == 16
-    assert meta["import_format"] == "rtfm" and meta["import_crops"] == "mean of 10"
-    assert meta["import_files"] == [str((tmp_path / "in/Abuse001_x264_i3d.npy").resolve())]
+    assert meta.grid == 1 and meta.n_clips == 3 and meta.channels == 4
+    assert meta.n_frames == 48 and meta.clip_len == meta.stride == 16
+    assert meta.import_format == "rtfm" and meta.import_crops == "mean of 10"
+    assert meta.import_files == (str((tmp_path / "in/Abuse001_x264_i3d.npy").resolve()),)
     # --crop keeps one crop; re-importing over our own files is allowed.
     code, out, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--crop", "2",
                              "--out", "feats", "--quiet")
     assert code == 0, err
     arr, meta = load_features("feats", "Abuse001_x264")
     np.testing.assert_allclose(arr[:, 0], x[:, 2], rtol=1e-3)
-    assert meta["import_crops"] == "crop 2"
+    assert meta.import_crops == "crop 2"
 
 
 def test_urdmu_per_crop_files_from_a_list_with_root(tmp_path):
@@ -61,13 +62,13 @@ def test_urdmu_per_crop_files_from_a_list_with_root(tmp_path):
     assert s.written == ["Abuse028_x264"] and not s.failed
     arr, meta = load_features(tmp_path / "f", "Abuse028_x264")
     np.testing.assert_array_equal(arr[:, 0], np.full((2, 3), 4.5))  # mean of 0..9
-    assert meta["import_crops"] == "mean of 10" and len(meta["import_files"]) == 10
+    assert meta.import_crops == "mean of 10" and len(meta.import_files) == 10
     s = import_features([lst], tmp_path / "f", ImportSettings("urdmu", crop=7),
                         root=tmp_path / "store")
     arr, meta = load_features(tmp_path / "f", "Abuse028_x264")
     np.testing.assert_array_equal(arr[:, 0], np.full((2, 3), 7.0))
-    assert meta["import_crops"] == "crop 7"
-    assert meta["import_files"] == [meta["source"]] and meta["source"].endswith("__7.npy")
+    assert meta.import_crops == "crop 7"
+    assert meta.import_files == (meta.source,) and meta.source.endswith("__7.npy")
 
 
 def test_sultani_txt_is_32_segments(tmp_path):
@@ -79,7 +80,7 @@ def test_sultani_txt_is_32_segments(tmp_path):
     assert s.written == ["Arrest001_x264"]
     arr, meta = load_features(tmp_path / "f", "Arrest001_x264")
     np.testing.assert_allclose(arr[:, 0], rows, rtol=1e-3)
-    assert meta["n_clips"] == 32 and meta["endpoint"] == "import:sultani"
+    assert meta.n_clips == 32 and meta.endpoint == "import:sultani"
 
 
 @pytest.mark.parametrize("case, needle", [
@@ -133,26 +134,35 @@ def test_bad_sultani_files_are_one_line_each(tmp_path, capsys, monkeypatch, text
     assert "1 imported, 1 failed" in out and not Path("feats/Bad001_x264.npy").exists()
 
 
-def test_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys, monkeypatch):
+def test_replaces_what_stmil_wrote_and_refuses_the_users_files(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("in").mkdir()
     Path("feats").mkdir()
     np.save("in/A001_x264.npy", np.ones((2, 3), np.float32))
     Path("feats/A001_x264.npy").write_bytes(b"mine")
-    code, _, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out",
-                           "feats", "--quiet")
+    cmd = ("import-features", "in", "--format", "rtfm", "--out", "feats", "--quiet")
+    code, _, err = run_cli(capsys, *cmd)
     assert code == 1
     assert_one_line_error(err, "feats/A001_x264.npy: exists without A001_x264.json")
     assert Path("feats/A001_x264.npy").read_bytes() == b"mine"
-    # An extracted (not imported) feature file is stmil's, but not this command's.
-    Path("feats/A001_x264.json").write_text(json.dumps(
-        {"fps": 30, "n_frames": 32, "width": 8, "height": 8, "clip_len": 16, "stride": 16,
-         "size": 224, "grid": 1, "endpoint": "Mixed_4e", "tail": "drop", "n_clips": 2,
-         "channels": 3}))
-    code, _, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out",
-                           "feats", "--quiet")
+    # Features extract wrote (the folder's ledger says so) are stmil's: an import replaces them.
+    Path("feats/A001_x264.npy").unlink()
+    extracted = FeatureMeta(fps=30.0, source_fps=30.0, n_frames=32, width=8, height=8,
+                            clip_len=16, stride=16, size=224, grid=1, endpoint="Mixed_4e",
+                            tail="drop", n_clips=2, channels=3)
+    write_features(Path("feats"), "A001_x264", np.zeros((2, 1, 3), np.float16), extracted)
+    code, _, err = run_cli(capsys, *cmd)
+    assert code == 0, err
+    arr, meta = load_features("feats", "A001_x264")
+    assert meta.import_format == "rtfm" and (arr == 1).all()
+    assert Ledger.load("feats").files["A001_x264.json"]["command"] == "import-features"
+    # A file the user changed since is theirs: refused in one line, and left as it is.
+    text = Path("feats/A001_x264.json").read_text().replace('"rtfm"', '"mine"')
+    Path("feats/A001_x264.json").write_text(text)
+    code, _, err = run_cli(capsys, *cmd)
     assert code == 1
-    assert_one_line_error(err, "holds features extracted from a video")
+    assert_one_line_error(err, "feats/A001_x264.json: exists and is not a file stmil wrote here")
+    assert Path("feats/A001_x264.json").read_text() == text
 
 
 def test_settings_are_checked():
@@ -181,7 +191,7 @@ def test_real_sultani_features_import(tmp_path):
     assert sorted(s.written) == ["Explosion008_x264", "Normal_Videos_006_x264"]
     arr, meta = load_features(tmp_path, "Explosion008_x264")
     first = np.array(src.joinpath("Explosion008_x264.txt").read_text().split()[:4], float)
-    assert arr.shape == (32, 1, 4096) and meta["channels"] == 4096
+    assert arr.shape == (32, 1, 4096) and meta.channels == 4096
     np.testing.assert_allclose(arr[0, 0, :4], first, atol=1e-3)
 
 
@@ -199,7 +209,7 @@ def test_sultani_segments_are_spread_over_the_real_clips_as_his_code_cut_them(
                              "sultani", "--frame-counts", "counts.txt", "--out", "f", "--quiet")
     assert code == 0 and err == "", err
     arr, meta = load_features("f", "Arrest001_x264")
-    assert meta["n_frames"] == 645 and arr.shape == (40, 1, 6)  # 645 // 16 clips
+    assert meta.n_frames == 645 and arr.shape == (40, 1, 6)  # 645 // 16 clips
     # shots = round(linspace(1, 40, 33)) = round(1 + 39 k / 32), MATLAB's round (half away
     # from zero): k = 0..4 -> 1, 2.22, 3.44, 4.66, 5.88 -> 1, 2, 3, 5, 6, so segments 1-4 are
     # clips 1 | 2 | 3-4 | 5. k = 15, 16, 17 -> 19.28, 20.5, 21.72 -> 19, 21, 22: segment 16 is
@@ -292,7 +302,7 @@ def test_sultani_import_of_the_1748_frame_example(tmp_path):
                         ImportSettings("sultani"), frame_counts={"Robbery050_x264": 1748})
     assert s.written == ["Robbery050_x264"] and not s.failed
     arr, meta = load_features(tmp_path / "f", "Robbery050_x264")
-    assert meta["n_frames"] == 1748 and meta["n_clips"] == 109
+    assert meta.n_frames == 1748 and meta.n_clips == 109
     np.testing.assert_allclose(arr[:, 0], rows[want], rtol=1e-3)
 
 
@@ -310,7 +320,7 @@ def test_frame_counts_may_cover_part_of_an_import(tmp_path, capsys, monkeypatch)
         "warning: 3 of 4 videos are not in --frame-counts (Arson002_x264, "
         "Normal_Videos_003_x264, Normal_Videos_010_x264): they keep 16 frames a snippet "
         "(n_frames = 16 T)"]
-    frames = {v: load_features("f", v)[1]["n_frames"] for v in (
+    frames = {v: load_features("f", v)[1].n_frames for v in (
         "Abuse001_x264", "Normal_Videos_003_x264", "Normal_Videos_010_x264", "Arson002_x264")}
     assert frames == {"Abuse001_x264": 40, "Normal_Videos_003_x264": 64,
                       "Normal_Videos_010_x264": 32, "Arson002_x264": 80}
@@ -322,14 +332,14 @@ def test_frame_counts_warn_only_of_the_videos_they_leave_out(tmp_path, caplog):
     s = import_features([tmp_path / "in"], tmp_path / "f",
                         ImportSettings("rtfm", snippet_frames=8), frame_counts={"A001_x264": 9})
     assert s.written == ["A001_x264"] and log_lines(caplog) == []
-    assert load_features(tmp_path / "f", "A001_x264")[1]["n_frames"] == 9
+    assert load_features(tmp_path / "f", "A001_x264")[1].n_frames == 9
     np.save(tmp_path / "in" / "B001_x264.npy", np.ones((5, 3), np.float32))
     s = import_features([tmp_path / "in"], tmp_path / "f",
                         ImportSettings("rtfm", snippet_frames=8), frame_counts={"A001_x264": 9})
     assert s.written == ["A001_x264", "B001_x264"] and log_lines(caplog) == [
         "warning: 1 of 2 videos are not in --frame-counts (B001_x264): they keep 8 frames a "
         "snippet (n_frames = 8 T)"]
-    assert load_features(tmp_path / "f", "B001_x264")[1]["n_frames"] == 40
+    assert load_features(tmp_path / "f", "B001_x264")[1].n_frames == 40
 
 
 def test_sultani_files_missing_from_frame_counts_are_refused(tmp_path, capsys, monkeypatch):
@@ -351,7 +361,7 @@ def test_sultani_files_missing_from_frame_counts_are_refused(tmp_path, capsys, m
     assert lines[1].endswith("Normal_Videos_006_x264.txt: video Normal_Videos_006_x264 is not "
                              "in --frame-counts, and a Sultani 32-segment file cannot be placed "
                              "on its video's clips without the video's frame count")
-    assert load_features("f", "Arrest001_x264")[1]["n_frames"] == 645
+    assert load_features("f", "Arrest001_x264")[1].n_frames == 645
     assert not Path("f/Normal_Videos_006_x264.npy").exists()
 
 
@@ -378,7 +388,7 @@ def test_export_then_import_gives_the_same_arrays(tmp_path, capsys, monkeypatch)
     Path("other/Abuse001_x264.npy").write_bytes(b"theirs")
     code, out, err = run_cli(capsys, "export-features", "a", "--out", "other", "--quiet")
     assert code == 1
-    assert_one_line_error(err, "other/Abuse001_x264.npy: exists and no stmil export wrote it")
+    assert_one_line_error(err, "other/Abuse001_x264.npy: exists and is not a file stmil wrote")
     assert Path("other/Abuse001_x264.npy").read_bytes() == b"theirs"
 
 

@@ -55,7 +55,7 @@ def test_a_frame_count_is_bounded_by_the_snippets(tmp_path, n_frames, ok):
                         frame_counts={"Abuse001_x264": n_frames})
     if ok:
         assert s.written == ["Abuse001_x264"]
-        assert load_features(tmp_path / "f", "Abuse001_x264")[1]["n_frames"] == n_frames
+        assert load_features(tmp_path / "f", "Abuse001_x264")[1].n_frames == n_frames
     else:
         (vid, reason), = s.failed
         assert vid == "Abuse001_x264" and "12 snippets of 16 frames cover 177 to 207 frames" \

@@ -8,7 +8,7 @@ the event's cuboid high and the background low.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +69,8 @@ def write_planted_run(base: Path, extractor, seed: int = 0) -> Path:
         x = (anom if i % 2 == 0 else norm).astype(np.float32)
         x = np.abs(x + 0.02 * rng.normal(size=x.shape) * x.std()).astype(np.float16)
         np.save(feats / f"{vid}.npy", x)
-        (feats / f"{vid}.json").write_text(json.dumps(
-            {k: meta[k] for k in meta if k not in ("source", "source_bytes", "source_mtime_ns")}
-            | {"source": f"{vid}.mp4"}))
+        (feats / f"{vid}.json").write_text(dataclasses.replace(
+            meta, source=f"{vid}.mp4", source_bytes=None, source_mtime_ns=None).to_json())
         ids.append(vid)
         if i % 2 == 0:
             _write_vatic(data / "readme" / "Txt annotations" / f"{vid}.txt",

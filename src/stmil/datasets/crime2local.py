@@ -155,7 +155,13 @@ def read_vatic(path: str | Path, frame_base: int | None = None) -> VaticAnnotati
 
 def write_vatic(path: str | Path, boxes: Sequence[Sequence[float]], start: int, end: int,
                 n_frames: int, label: str) -> Path:
-    """Write one track's VATIC file (atomically), 0-based: a row for every frame ``0..n_frames-1``.
+    """Write one track's VATIC file (atomically): :func:`vatic_text`."""
+    return write_text(Path(path), vatic_text(boxes, start, end, n_frames, label))
+
+
+def vatic_text(boxes: Sequence[Sequence[float]], start: int, end: int, n_frames: int,
+               label: str) -> str:
+    """One track's VATIC file, 0-based: a row for every frame ``0..n_frames-1``.
 
     ``boxes`` holds ``end - start`` boxes ``(x1, y1, x2, y2)``: ``boxes[i]`` is the visible box
     of frame ``start + i``. Frames outside ``[start, end)`` repeat the nearest visible box with
@@ -170,7 +176,7 @@ def write_vatic(path: str | Path, boxes: Sequence[Sequence[float]], start: int, 
     for f in range(n_frames):
         x1, y1, x2, y2 = boxes[min(max(f - start, 0), end - start - 1)]
         rows.append(f'0 {x1} {y1} {x2} {y2} {f} {int(not start <= f < end)} 0 0 "{label}"')
-    return write_text(Path(path), "\n".join(rows) + "\n")
+    return "\n".join(rows) + "\n"
 
 
 def find_split_file(root: Path, split: str) -> Path | None:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.atomic import write_text
 from stmil.cuboids import check_overlap, cuboid_boxes, cuboid_labels, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
@@ -165,7 +164,7 @@ def with_liu_ma_boxes(videos: list[VideoFeatures], path: str | Path,
                     ", ".join(lacking[:3]), ", ..." if len(lacking) > 3 else "")
     out = []
     for v in videos:
-        w, h, n = v.meta["width"], v.meta["height"], v.meta["n_frames"]
+        w, h, n = v.meta.width, v.meta.height, v.meta.n_frames
         rec = attach_liu_ma(v.record, rows.get(v.record.video_id), w, h, n, str(path),
                             interpolate)
         out.append(dataclasses.replace(v, record=fit_to_video(rec, w, h, n)))
@@ -305,19 +304,30 @@ def check_json_out(json_out: str | Path, run: str | Path) -> None:
         raise OutputError(f"{dest}: is a folder; give --json a file path like {dest / 'm.json'}")
     if not dest.parent.is_dir():
         raise OutputError(f"{dest}: folder {dest.parent} does not exist; create it first")
-    if dest.exists():
-        try:
-            check_result(dest, "result", _load_json(dest))
-        except ModelError as e:
-            raise OutputError(f"{dest}: exists and is not a stmil evaluation result; "
-                              "refusing to overwrite it (give --json another path)") from e
+    check_can_write(dest.parent, [dest.name], _legacy_result, JSON_FIX)
+
+
+JSON_FIX = "refusing to overwrite it (give --json another path)"
+
+
+def _legacy_result(path: Path) -> bool:
+    """In a folder from before ledgers (the old test): a ``--json`` file holding an
+    evaluation result is ours; anything else is refused naming it."""
+    try:
+        check_result(path, "result", _load_json(path))
+    except ModelError as e:
+        raise OutputError(f"{path}: exists and is not a stmil evaluation result; "
+                          f"{JSON_FIX}") from e
+    return True
 
 
 def _write_json(dest: Path, obj: object) -> None:
-    """Atomically write ``obj`` as JSON (NaN refused); an error names ``dest``, never a temp."""
+    """Atomically write ``obj`` as JSON (NaN refused), recorded in its folder's ledger; an
+    error names ``dest``, never a temp."""
     text = json.dumps(obj, indent=1, allow_nan=False)
     try:
-        write_text(dest, text)
+        commit(dest.parent, [(dest, lambda t: t.write_text(text, encoding="utf-8"))],
+               "evaluate", _legacy_result, JSON_FIX)
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
 
@@ -340,13 +350,13 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     heatmaps, masks, top_boxes, gt_frames = [], [], [], []
     rng = np.random.default_rng(0)  # ties of the top cuboid are broken at random, reproducibly
     for v, m in zip(videos, maps):
-        n, ranges = v.meta["n_frames"], v.clip_ranges
+        n, ranges = v.meta.n_frames, v.clip_ranges
         fs = frame_scores_from_clips(m.max(axis=1), ranges, n)
         f_scores.append(fs)
         f_labels.append(frame_labels(list(v.record.intervals), n))
         if v.record.label == 0:
             normal_scores.append(fs)
-        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        boxes = cuboid_boxes(v.meta.width, v.meta.height, v.meta.grid)
         if v.record.label == 0:
             c_scores.append(m.ravel())
             c_labels.append(np.zeros(m.size, dtype=bool))
@@ -364,7 +374,7 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         top_boxes.append(tops)
         gt_frames += [np.array(gt[f], float).reshape(-1, 4) for f in frames]
         pick = frames[np.linspace(0, len(frames) - 1, min(pixel_frames, len(frames))).astype(int)]
-        w, h = v.meta["width"], v.meta["height"]
+        w, h = v.meta.width, v.meta.height
         heatmaps += [frame_heatmap(m[clip_of[f]], w, h) for f in pick]
         masks += [M.box_mask(np.array(gt[f], float).reshape(-1, 4), w, h) for f in pick]
     out = {

@@ -62,16 +62,16 @@ def incident_metrics(videos: Sequence, maps: Sequence[np.ndarray], config: Event
     seconds = 0.0
     for v, m in zip(videos, maps):
         meta = v.meta
-        fps = float(meta.get("source_fps", meta["fps"]))
-        boxes = cuboid_boxes(meta["width"], meta["height"], meta["grid"])
+        fps = float(meta.source_fps)
+        boxes = cuboid_boxes(meta.width, meta.height, meta.grid)
         incs = find_incidents(clips_from_maps(m, v.clip_ranges, boxes, config.threshold),
                               config, fps)
-        intervals = [(max(0, s), min(meta["n_frames"], e)) for s, e in v.record.intervals]
+        intervals = [(max(0, s), min(meta.n_frames, e)) for s, e in v.record.intervals]
         found, false = match_incidents(incs, intervals, v.record.boxes)
         n_found += sum(found)
         n_events += len(found)
         n_false += false
-        inside = np.zeros(meta["n_frames"], dtype=bool)
+        inside = np.zeros(meta.n_frames, dtype=bool)
         for s, e in intervals:
             inside[s:e] = True
         seconds += float((~inside).sum()) / fps

@@ -41,14 +41,14 @@ def patch_samples(v: VideoFeatures, maps: np.ndarray, frame_scores: np.ndarray,
     (unknown where) are left out, and so is an anomalous video without boxes (``None``).
     Identical patches (same clip, same frame score, no box) are merged into one weighted row.
     """
-    n = v.meta["n_frames"]
+    n = v.meta.n_frames
     if v.record.label == 1 and not v.record.has_boxes:
         return None
     clip_of = frame_to_clip(v.clip_ranges, n)
     inside = frame_labels(list(v.record.intervals), n)
     boxed = np.zeros(n, dtype=bool)
     boxed[[f for f, b in v.record.boxes.items() if len(b) and 0 <= f < n]] = True
-    boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+    boxes = cuboid_boxes(v.meta.width, v.meta.height, v.meta.grid)
     scores, labels, weights = [], [], []
     plain = np.flatnonzero(~boxed & ~inside)  # negatives: merge frames of one clip and score
     if plain.size:
@@ -115,8 +115,8 @@ def tiou_of(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
     for v, m, fs in zip(videos, maps, frame_scores, strict=True):
         if v.record.label != 1 or not v.record.has_boxes:
             continue
-        n, ranges = v.meta["n_frames"], v.clip_ranges
-        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        n, ranges = v.meta.n_frames, v.clip_ranges
+        boxes = cuboid_boxes(v.meta.width, v.meta.height, v.meta.grid)
         clip_of = frame_to_clip(ranges, n)
         frames = np.array(sorted(f for f in v.record.boxes if 0 <= f < n and len(_gt(v, f))),
                           dtype=int)
@@ -145,7 +145,7 @@ def loc_false_positives(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarr
                     clip_gt.setdefault(int(k), []).append(gt)
         if clip_gt:
             ks = sorted(clip_gt)
-            boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+            boxes = cuboid_boxes(v.meta.width, v.meta.height, v.meta.grid)
             mean = M.localization_false_positives(
                 m[ks], boxes, [np.concatenate(clip_gt[k]) for k in ks], threshold)
             total += mean * len(ks)

@@ -34,6 +34,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from stmil.atomic import atomic_write, write_text
 from stmil.errors import StmilError
 from stmil.evaluation.evaluate import METRIC_KEYS, table_notes, threshold_of
+from stmil.ownership import Legacy, check_can_write, commit
 from stmil.timeline import frame_scores_from_clips
 
 #: Where lower is better (false alarms, false positives); these columns come last.
@@ -56,7 +57,8 @@ figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}.muted{color:#
 
 def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = None,
                  title: str = "stmil report", stage_times: dict | None = None,
-                 files: dict[str, str] | None = None) -> Path:
+                 files: dict[str, str] | None = None, command: str = "report",
+                 legacy: Legacy | None = None) -> Path:
     """Write ``out_dir/report.html`` and its folder of figures; returns the report's path.
 
     ``runs``: dicts with ``name``, ``run`` (folder), ``config``, ``metrics`` (the keys of
@@ -70,6 +72,9 @@ def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = 
 
     The report and its files are committed as one unit (see the module docstring); nothing in
     ``out_dir`` but ``report.html`` and the report folders is written or deleted.
+    ``report.html`` is recorded in ``out_dir``'s ledger as ``command``'s; one that is not
+    stmil's (:mod:`stmil.ownership`; ``legacy``: the caller's test for a folder from before
+    ledgers) is refused (:class:`~stmil.errors.OutputError`) before anything is written.
     """
     out_dir = Path(out_dir).resolve()  # resolved once: relative paths below are out_dir's
     if not runs:
@@ -79,6 +84,7 @@ def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = 
     for name in files or {}:
         if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
             raise StmilError(f"{name!r}: report file names must be plain file names")
+    check_can_write(out_dir, [REPORT], legacy)
     previous = _assets_of(out_dir / REPORT)
     for stale in out_dir.glob(".report-*.tmp"):  # a staging folder of a killed report
         shutil.rmtree(stale, ignore_errors=True)
@@ -95,7 +101,8 @@ def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = 
         raise
     dest = out_dir / REPORT
     try:
-        write_text(dest, page)
+        commit(out_dir, [(dest, lambda t: t.write_text(page, encoding="utf-8"))], command,
+               legacy)
     except BaseException:
         shutil.rmtree(assets, ignore_errors=True)
         raise
@@ -266,7 +273,7 @@ def _videos_by_id(runs: Sequence[dict]) -> dict[str, list[tuple[int, object, np.
 
 def video_frame_scores(v, maps: np.ndarray) -> np.ndarray:
     """Frame scores ``(n_frames,)`` of one video from its cuboid maps ``(n_clips, G*G)``."""
-    return frame_scores_from_clips(maps.max(axis=1), v.clip_ranges, v.meta["n_frames"])
+    return frame_scores_from_clips(maps.max(axis=1), v.clip_ranges, v.meta.n_frames)
 
 
 def plot_timelines(runs: Sequence[dict], colors: Sequence, out_dir: Path) -> list[Path]:
@@ -307,7 +314,7 @@ def _timeline_axes(ax, video_id: str, entries: list, runs: Sequence[dict],
         fs = video_frame_scores(v, maps)
         lo, hi = min(lo, float(fs.min())), max(hi, float(fs.max()))
         ax.plot(np.arange(len(fs)), fs, color=colors[i], lw=1.1)
-    ax.set_xlim(0, max(v0.meta["n_frames"] - 1, 1))
+    ax.set_xlim(0, max(v0.meta.n_frames - 1, 1))
     ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
     kind = "anomalous" if v0.record.label else "normal"
     ax.set_title(f"{video_id} ({kind})", fontsize=8)

@@ -1,18 +1,14 @@
-"""Videos -> cuboid feature files: batching, resume, atomic writes and per-video failures.
+"""Videos -> cuboid feature files: batching, resume and per-video failures.
 
-For a video ``<id>``, writes ``<id>.npy`` (float16, ``(n_clips, G*G, C)``) and ``<id>.json``
-(metadata, including the array's byte size and sha256 and the source video's resolved path,
-size and modification time). Both are written to temporary files first and then renamed, the
-JSON first: a kill between the two renames leaves a JSON whose recorded sha256 does not match
-the array beside it, which :func:`is_done` and every reader detect. A finished video is one
-whose JSON is valid and whose array is exactly the one it records.
+For a video ``<id>``, builds its features and :class:`~stmil.features.store.FeatureMeta`
+and hands both to the store's one writer (:func:`~stmil.features.store.write_features`:
+``<id>.npy`` and ``<id>.json`` committed as one unit). A finished video is one the store's
+:func:`~stmil.features.store.is_done` accepts, made from the same source with the same settings.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import io
 import json
 import logging
 import os
@@ -36,14 +32,22 @@ from stmil.features.motion import MOTION, motion_energy
 from stmil.features.pipeline import PipelineConfig, VideoEvent, decode_videos, device_input
 from stmil.features.pipeline_config import PRECISIONS, ExtractSettings, check_count
 from stmil.features.resize import RESIZE
-from stmil.features.store import array_mismatch, read_feature_meta
+from stmil.features.store import (
+    FeatureMeta,
+    check_ours,
+    is_done,
+    legacy_feature_file,
+    read_feature_meta,
+    source_identity,
+    source_mismatch,
+    write_features,
+)
 from stmil.features.video import VideoError, VideoInfo, iter_clips, probe
 from stmil.features.weights import KINETICS400_RGB, load_i3d
 from stmil.files import VIDEO_EXTENSIONS, find_videos, unique_files
 from stmil.ownership import check_can_write, commit, remove
 
 log = logging.getLogger(__name__)
-
 
 
 class FeatureExtractor:
@@ -101,8 +105,8 @@ def extract_video(
     extractor: FeatureExtractor,
     settings: ExtractSettings | None = None,
     on_clips: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Features of one video: ``(n_clips, G*G, C)`` float16 and its metadata dict, from
+) -> tuple[np.ndarray, FeatureMeta]:
+    """Features of one video: ``(n_clips, G*G, C)`` float16 and its metadata, from
     batches of this video's clips alone (as :func:`extract_videos` gives for one video).
 
     Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
@@ -133,170 +137,45 @@ def extract_video(
 
 
 def feature_meta(source: dict, info: VideoInfo, stats: dict, s: ExtractSettings,
-                 extractor: FeatureExtractor, motion: np.ndarray) -> dict:
+                 extractor: FeatureExtractor, motion: np.ndarray) -> FeatureMeta:
     """A feature file's metadata (before the array's size and sha256 are added).
 
-    ``source`` is :func:`source_identity` of the video taken before decoding, ``stats`` the
-    ``n_frames`` that :func:`~stmil.features.video.iter_clips` reported, ``motion`` the
-    clips' motion energy ``(n_clips, G*G)`` (:func:`~stmil.features.motion.motion_energy`).
+    ``source`` is :func:`~stmil.features.store.source_identity` of the video taken before
+    decoding, ``stats`` the ``n_frames`` that :func:`~stmil.features.video.iter_clips`
+    reported, ``motion`` the clips' motion energy ``(n_clips, G*G)``
+    (:func:`~stmil.features.motion.motion_energy`).
     """
-    n_clips = int(motion.shape[0])
-    return {
-        **source,
-        "fps": s.fps or info.fps,
-        "source_fps": info.fps,
-        "n_frames": stats["n_frames"],
-        "width": info.width,
-        "height": info.height,
-        "clip_len": s.clip_len,
-        "stride": s.stride,
-        "size": s.size,
-        "grid": extractor.grid,
-        "endpoint": extractor.endpoint,
-        "precision": extractor.precision,
-        "tail": s.tail,
-        "n_clips": n_clips,
-        "channels": extractor.channels,
-        "dtype": "float16",
-        "resize": RESIZE,
-        "weights": KINETICS400_RGB.name,
-        "weights_sha256": KINETICS400_RGB.sha256,
-        "stmil_version": __version__,
-        "motion_rule": MOTION,
-        "motion": motion.tolist(),
-    }
-
-
-def source_identity(path: Path | str) -> dict:
-    """What a feature file records of its video: resolved path, byte size, mtime in ns."""
-    path = Path(path).resolve()
-    st = path.stat()
-    return {"source": str(path), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
-
-
-def source_mismatch(meta: dict, path: Path | str) -> str:
-    """How ``path`` differs from the source ``meta`` records (``''`` when it is that file).
-
-    Metadata without the size and modification time (older files) never matches.
-    """
-    now = source_identity(path)
-    if now["source"] != meta.get("source"):
-        return f"were made from {meta.get('source')}, not {now['source']}"
-    for key, what, show in (("source_bytes", "size", _bytes), ("source_mtime_ns",
-                                                               "modification time", _utc)):
-        if meta.get(key) != now[key]:
-            return (f"were made from {now['source']} when its {what} was "
-                    f"{show(meta.get(key))}; it is now {show(now[key])}")
-    return ""
-
-
-def _bytes(n: object) -> str:
-    return f"{n} bytes" if isinstance(n, int) else repr(n)
-
-
-def _utc(ns: object) -> str:
-    """A modification time in nanoseconds as ``2026-11-27 20:24:27.554373989 UTC``."""
-    if not isinstance(ns, int) or isinstance(ns, bool):
-        return repr(ns)
-    day = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 10**9))
-    return f"{day}.{ns % 10**9:09d} UTC"
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def write_features(out_dir: Path, video_id: str, array: np.ndarray, meta: dict,
-                   command: str = "extract") -> dict:
-    """Write ``<id>.npy`` and ``<id>.json`` as one unit; return the metadata written.
-
-    The JSON records the array file's byte size and sha256, computed from the bytes written.
-    Both files are written to temporary files first, then renamed, JSON first (see the
-    module docstring), with the folder's ledger (:mod:`stmil.ownership`), renamed before
-    both; either file present and not stmil's is refused (:class:`OutputError`). An
-    ``OSError`` (a full disk) names the output file.
-    """
-    out_dir = Path(out_dir)
-    data = b""
-
-    def save_npy(tmp: Path) -> None:
-        nonlocal data
-        data = _npy_bytes(array)
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    def save_json(tmp: Path) -> None:
-        meta.update(npy_bytes=len(data), npy_sha256=hashlib.sha256(data).hexdigest())
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(meta, indent=1) + "\n")
-
-    commit(out_dir, [(out_dir / f"{video_id}.npy", save_npy),
-                      (out_dir / f"{video_id}.json", save_json)], command,
-           legacy=legacy_ours, fix=NOT_OURS)
-    return meta
-
-
-def is_done(out_dir: Path, video_id: str) -> bool:
-    """Whether ``<id>`` is finished: its JSON is valid and records the exact bytes (size and
-    sha256) of the ``<id>.npy`` beside it.
-
-    ``False`` when either file is missing, the array differs from the one recorded (an
-    interrupted write, a damaged file) or the JSON predates recorded checksums. Raises
-    :class:`FeatureError` naming the file when ``<id>.json`` is not feature metadata.
-    """
-    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
-    if not json_path.is_file() or not npy.is_file():
-        return False
-    meta = read_feature_meta(json_path)
-    if "npy_sha256" not in meta or "npy_bytes" not in meta:
-        return False
-    try:
-        return array_mismatch(npy, meta) == ""
-    except OSError:
-        return False
-
-
-NOT_OURS = "move it away, or use another output folder (stmil replaces only its own features)"
-
-
-def check_ours(out_dir: Path, video_id: str, suffixes: Sequence[str] = (".json", ".npy")
-               ) -> None:
-    """Raise unless ``<id>.json`` / ``<id>.npy`` (those of ``suffixes``) are absent or stmil's
-    own (the folder's ledger, :mod:`stmil.ownership`); ``--overwrite`` replaces only those."""
-    check_can_write(out_dir, [f"{video_id}{x}" for x in suffixes], legacy_ours, NOT_OURS)
+    return FeatureMeta(
+        **source, fps=s.fps or info.fps, source_fps=info.fps, n_frames=stats["n_frames"],
+        width=info.width, height=info.height, rotation=info.rotation, clip_len=s.clip_len,
+        stride=s.stride,
+        size=s.size, grid=extractor.grid, endpoint=extractor.endpoint,
+        precision=extractor.precision, tail=s.tail, n_clips=int(motion.shape[0]),
+        channels=extractor.channels, dtype="float16", resize=RESIZE,
+        weights=KINETICS400_RGB.name, weights_sha256=KINETICS400_RGB.sha256,
+        stmil_version=__version__, motion_rule=MOTION, motion=motion)
 
 
 def legacy_ours(path: Path) -> bool:
-    """Whether a file of a folder from before ledgers is stmil's (the old test): a JSON that
-    is feature metadata (:class:`FeatureError` otherwise), an array with such a JSON beside it
-    (:class:`OutputError` otherwise), a failure list (:func:`read_failures`)."""
+    """Whether a file of a folder from before ledgers is stmil's (the old test): a failure
+    list (:func:`read_failures`), or a feature file
+    (:func:`~stmil.features.store.legacy_feature_file`)."""
     if path.name == FAILURES:
         read_failures(path)
         return True
-    if path.suffix == ".json":
-        read_feature_meta(path, fix=NOT_OURS)
-        return True
-    if path.suffix == ".npy":
-        meta = path.with_suffix(".json")
-        if not meta.exists():
-            raise OutputError(f"{path}: exists without {meta.name}, so it is not features "
-                              f"stmil wrote; {NOT_OURS}")
-        read_feature_meta(meta, fix=NOT_OURS)
-        return True
-    return False
+    return legacy_feature_file(path)
 
 
-def settings_mismatch(meta: dict, s: ExtractSettings, extractor: FeatureExtractor) -> str:
+def settings_mismatch(meta: FeatureMeta, s: ExtractSettings,
+                      extractor: FeatureExtractor) -> str:
     """The first recorded setting that differs from this run's (``"stride 16 (now 8)"``), or ''."""
     now = {"clip_len": s.clip_len, "stride": s.stride, "size": s.size, "tail": s.tail,
-           "fps": s.fps or meta.get("source_fps"), "grid": extractor.grid,
+           "fps": s.fps or meta.source_fps, "grid": extractor.grid,
            "endpoint": extractor.endpoint, "weights_sha256": KINETICS400_RGB.sha256,
            "precision": extractor.precision, "resize": RESIZE}
     for key, value in now.items():
-        if meta.get(key) != value:
-            return f"{key} {meta.get(key)!r} (now {value!r})"
+        if getattr(meta, key) != value:
+            return f"{key} {getattr(meta, key)!r} (now {value!r})"
     return ""
 
 
@@ -451,7 +330,7 @@ def _features(
     s: ExtractSettings,
     pipeline: PipelineConfig,
     on_clips: Callable[[int], None] | None = None,
-) -> Iterator[tuple[_Job, np.ndarray | None, dict | None, BaseException | None]]:
+) -> Iterator[tuple[_Job, np.ndarray | None, FeatureMeta | None, BaseException | None]]:
     """Run ``jobs`` through the input pipeline and the model: per video, in the order videos
     end, ``(job, array, meta, None)`` or ``(job, None, None, error)``.
 
@@ -496,7 +375,8 @@ def _features(
             if on_clips:
                 on_clips(len(x))
 
-    def finished() -> Iterator[tuple[_Job, np.ndarray | None, dict | None, BaseException | None]]:
+    def finished() -> Iterator[tuple[_Job, np.ndarray | None, FeatureMeta | None,
+                                     BaseException | None]]:
         busy = {job for job, _ in queued}
         done = [e for e in ended if e.job not in busy]
         ended[:] = [e for e in ended if e.job in busy]
@@ -545,7 +425,7 @@ def extract_videos(
     settings: ExtractSettings | None = None,
     pipeline: PipelineConfig | None = None,
     on_clips: Callable[[int], None] | None = None,
-) -> Iterator[tuple[Path, np.ndarray | None, dict | None, BaseException | None]]:
+) -> Iterator[tuple[Path, np.ndarray | None, FeatureMeta | None, BaseException | None]]:
     """Features of many videos through the parallel input pipeline, nothing written.
 
     Yields, per video and in the order they finish, ``(path, array, meta, None)`` as
@@ -698,7 +578,7 @@ def _finished(out_dir: Path, path: Path, vid: str, s: ExtractSettings,
         return False
     json_path = out_dir / f"{vid}.json"
     meta = read_feature_meta(json_path)
-    diff = source_mismatch(meta, path)
+    diff = source_mismatch(meta.identity, path)
     if diff:
         raise VideoError(path, f"the finished features {json_path} {diff}; pass --overwrite "
                          "to replace them, or use another output folder")

@@ -1,56 +1,56 @@
-"""Reading feature files for a dataset, with the checks that keep a run consistent."""
+"""The feature file of one video, both ways: :class:`FeatureMeta` (its ``<id>.json``), the one
+reader (:func:`load_features`, :func:`load_dataset_features`), the one writer
+(:func:`write_features`) and the checks of a finished or foreign output (:func:`is_done`,
+:func:`check_ours`).
+
+A video ``<id>`` is ``<id>.npy`` (float16, ``(n_clips, G*G, C)``) and ``<id>.json``
+(:class:`FeatureMeta`: the clips' geometry, the network's settings, the array's byte size and
+sha256, the source video's resolved path, size and modification time). The pair is committed as
+one unit through the folder's ledger (:mod:`stmil.ownership`): both files are written to
+temporary files first and then renamed, the JSON first; a kill between the two renames leaves a
+JSON whose recorded sha256 does not match the array beside it, which :func:`is_done` and every
+reader detect.
+
+**Versions.** A JSON carries ``schema_version`` (:data:`SCHEMA_VERSION`); one without it was
+written by an earlier stmil (version 0) and is read through :func:`migrate`, the one place that
+knows how older files differ.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from stmil.datasets import VideoRecord, fit_to_video
-from stmil.errors import StmilError
+from stmil.errors import OutputError, StmilError
 from stmil.features.pipeline_config import TAIL_POLICIES
+from stmil.ownership import check_can_write, commit
 from stmil.timeline import clip_frame_ranges
 
 log = logging.getLogger(__name__)
 
+#: The version :func:`write_features` writes; files without ``schema_version`` are version 0.
+SCHEMA_VERSION = 1
 # Metadata that must agree between every video of one run.
 CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels", "weights_sha256",
                    "precision")
+REEXTRACT = "re-extract it with stmil extract --overwrite"
+NOT_OURS = "move it away, or use another output folder (stmil replaces only its own features)"
 
 
 class FeatureError(StmilError, ValueError):
     """Features are missing, inconsistent or not finite; the message names the videos."""
-
-
-@dataclass
-class VideoFeatures:
-    """A dataset record with its memory-mapped features ``(n_clips, G*G, C)``, metadata and
-    ``motion``: the motion energy of each cuboid of each clip ``(n_clips, G*G)``
-    (:mod:`stmil.features.motion`), None for features without it (an older stmil, imported
-    ones). :func:`load_dataset_features` moves it out of ``meta`` into that array (held once,
-    in 8 bytes a value rather than a list of Python floats)."""
-
-    record: VideoRecord
-    features: np.ndarray
-    meta: dict
-    motion: np.ndarray | None = None
-
-    @property
-    def clip_ranges(self) -> np.ndarray:
-        """Source-frame range of each clip, ``(n_clips, 2)`` half-open."""
-        return meta_clip_ranges(self.meta)
-
-
-def meta_motion(meta: dict) -> np.ndarray | None:
-    """The ``(n_clips, G*G)`` motion energy a feature file's metadata holds, or None."""
-    m = meta.get("motion")
-    return None if m is None else np.asarray(m, dtype=np.float64)
 
 
 def _count(v: object) -> bool:
@@ -62,8 +62,12 @@ def _natural(v: object) -> bool:
 
 
 def _rate(v: object) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and v > 0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v) and v > 0
+    except OverflowError:  # an integer beyond float64
+        return False
 
 
 def _text(v: object) -> bool:
@@ -74,72 +78,268 @@ def _sha256(v: object) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
-# Every key a feature ``.json`` must hold, with its check and what the check means.
-REQUIRED_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "fps": (_rate, "a positive number"),
-    "n_frames": (_count, "a whole number >= 1"),
-    "width": (_count, "a whole number >= 1"),
-    "height": (_count, "a whole number >= 1"),
-    "clip_len": (_count, "a whole number >= 1"),
-    "stride": (_count, "a whole number >= 1"),
-    "size": (_count, "a whole number >= 1"),
-    "grid": (_count, "a whole number >= 1"),
-    "endpoint": (_text, "an I3D endpoint name"),
-    "tail": (lambda v: v in TAIL_POLICIES, f"one of {', '.join(TAIL_POLICIES)}"),
-    "n_clips": (_count, "a whole number >= 1"),
-    "channels": (_count, "a whole number >= 1"),
-}
-# Keys that may be absent (older or hand-made files), checked when present.
-OPTIONAL_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+def _paths(v: object) -> bool:
+    return isinstance(v, tuple) and len(v) >= 1 and all(_text(p) for p in v)
+
+
+_COUNT = (_count, "a whole number >= 1")
+_NATURAL = (_natural, "a whole number >= 0")
+_RATE = (_rate, "a positive number")
+_TEXT = (_text, "a non-empty string")
+# The check of every field of :class:`FeatureMeta` and what it means: the one validation of a
+# feature file's metadata (a field that may be absent is checked when present).
+FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "schema_version": (lambda v: v == SCHEMA_VERSION, f"{SCHEMA_VERSION}"),
     "source": (_text, "a path"),
-    "source_fps": (_rate, "a positive number"),
+    "source_bytes": _NATURAL,
+    "source_mtime_ns": _NATURAL,
+    "fps": _RATE,
+    "source_fps": _RATE,
+    "n_frames": _COUNT,
+    "width": _COUNT,
+    "height": _COUNT,
+    "rotation": (lambda v: v in (0, 90, 180, 270) and not isinstance(v, bool),
+                 "0, 90, 180 or 270 (degrees)"),
+    "clip_len": _COUNT,
+    "stride": _COUNT,
+    "size": _COUNT,
+    "grid": _COUNT,
+    "endpoint": (_text, "an I3D endpoint name"),
     "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+    "tail": (lambda v: v in TAIL_POLICIES, f"one of {', '.join(TAIL_POLICIES)}"),
+    "n_clips": _COUNT,
+    "channels": _COUNT,
+    "dtype": (lambda v: v == "float16", "float16"),
+    "resize": _TEXT,
+    "weights": _TEXT,
     "weights_sha256": (_text, "a string"),
-    "npy_bytes": (_natural, "a whole number >= 0"),
+    "import_format": _TEXT,
+    "import_files": (_paths, "a list of one or more paths"),
+    "import_crops": _TEXT,
+    "stmil_version": _TEXT,
+    "motion_rule": _TEXT,
+    "motion": (lambda v: True, "checked with n_clips and grid"),  # see _motion_array
+    "npy_bytes": _NATURAL,
     "npy_sha256": (_sha256, "64 lowercase hex digits"),
-    "source_bytes": (_natural, "a whole number >= 0"),
-    "source_mtime_ns": (_natural, "a whole number >= 0"),
 }
 
 
-def read_feature_meta(path: Path | str,
-                      fix: str = "re-extract it with stmil extract --overwrite") -> dict:
+@dataclass(frozen=True, kw_only=True)
+class FeatureMeta:
+    """The metadata of one video's features (``<id>.json``), validated when made.
+
+    Clip geometry: ``n_clips`` clips of ``clip_len`` frames, one every ``stride`` frames of the
+    video sampled at ``fps`` (``source_fps``, the video's own rate, unless resampled), over
+    ``n_frames`` source frames of ``width`` x ``height`` pixels (upright: ``rotation``, the
+    display rotation applied to the decoded frames, None in older files), each resized to
+    ``size``;
+    ``tail``: what became of a last partial clip. Features: ``channels`` numbers for each of
+    ``grid`` x ``grid`` cuboids, from ``endpoint`` (``import:<format>`` for imported ones) at
+    ``precision``. ``motion``: the motion energy ``(n_clips, G*G)`` float64 of each cuboid
+    (read-only), None for imported features or older files. ``npy_bytes`` / ``npy_sha256``:
+    the array file's bytes, set by :func:`write_features`. Fields that may be None are those a
+    file may lack (imported features, files of older stmil versions).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    source: str | None = None
+    source_bytes: int | None = None
+    source_mtime_ns: int | None = None
+    fps: float
+    source_fps: float
+    n_frames: int
+    width: int
+    height: int
+    rotation: int | None = None
+    clip_len: int
+    stride: int
+    size: int
+    grid: int
+    endpoint: str
+    precision: str | None = None
+    tail: str
+    n_clips: int
+    channels: int
+    dtype: str | None = "float16"
+    resize: str | None = None
+    weights: str | None = None
+    weights_sha256: str | None = None
+    import_format: str | None = None
+    import_files: tuple[str, ...] | None = None
+    import_crops: str | None = None
+    stmil_version: str | None = None
+    motion_rule: str | None = None
+    motion: np.ndarray | None = field(default=None, compare=False, repr=False)
+    npy_bytes: int | None = None
+    npy_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.import_files, list):
+            object.__setattr__(self, "import_files", tuple(self.import_files))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            ok, what = FIELDS[f.name]
+            required = f.default is dataclasses.MISSING
+            if (value is None and required) or (value is not None and not ok(value)):
+                raise FeatureError(f"{f.name} must be {what}, got {_shown(value)}")
+        if self.motion is not None:
+            motion = _motion_array(self.motion, self.n_clips, self.grid)
+            if motion is None:
+                raise FeatureError(f"motion must be n_clips ({self.n_clips}) lists of grid x "
+                                   f"grid ({self.grid ** 2}) finite numbers >= 0")
+            object.__setattr__(self, "motion", motion)
+
+    @property
+    def resample_fps(self) -> float | None:
+        """The rate the video was resampled to before cutting clips; None: its own rate."""
+        return self.fps if self.fps != self.source_fps else None
+
+    @property
+    def identity(self) -> dict:
+        """What it records of its video (None where it records nothing):
+        ``{"source", "source_bytes", "source_mtime_ns"}``, as :func:`source_identity` gives."""
+        return {"source": self.source, "source_bytes": self.source_bytes,
+                "source_mtime_ns": self.source_mtime_ns}
+
+    def to_json(self) -> str:
+        """The ``<id>.json`` text: every field that is not None, ``schema_version`` first."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (np.ndarray, tuple)):
+                value = value.tolist() if isinstance(value, np.ndarray) else list(value)
+            if value is not None:
+                out[f.name] = value
+        return json.dumps(out, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: Path | str, fix: str = REEXTRACT
+                  ) -> FeatureMeta:
+        """The metadata in ``text`` (a ``<id>.json``, of any version: older ones through
+        :func:`migrate`). :class:`FeatureError`, one line naming ``where`` and the key and ending
+        in ``fix``, when it is not feature metadata of a version this stmil reads."""
+        try:
+            raw = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise FeatureError(f"{where}: not a feature metadata file: not valid JSON ({e}); "
+                               f"{fix}") from None
+        if not isinstance(raw, dict):
+            raise FeatureError(f"{where}: not a feature metadata file: a JSON object is "
+                               f"expected, got {type(raw).__name__}; {fix}")
+        version = raw.get("schema_version", 0)
+        if not (_natural(version) and version in _REQUIRED):
+            raise FeatureError(f"{where}: schema_version must be {SCHEMA_VERSION} or absent "
+                               f"(an older stmil), got {_shown(version)}; a newer stmil wrote "
+                               f"it? Upgrade stmil, or {fix}")
+        missing = [k for k in _REQUIRED[version] if k not in raw]
+        if missing:
+            raise FeatureError(f"{where}: not a feature metadata file: missing "
+                               f"{', '.join(missing)}; {fix}")
+        if version != SCHEMA_VERSION:
+            raw = migrate(raw)
+        unknown = [k for k in raw if k not in _FIELD_NAMES]
+        if unknown:
+            raise FeatureError(f"{where}: unknown key {unknown[0]!r} in a schema_version "
+                               f"{SCHEMA_VERSION} feature file; {fix}")
+        try:
+            return cls(**raw)
+        except FeatureError as e:
+            raise FeatureError(f"{where}: {e}; {fix}") from None
+
+
+def migrate(raw: dict) -> dict:
+    """A version-0 feature JSON (written before ``schema_version``: stmil up to e104ed9, or by
+    hand) as the current version's keys: the one place that knows how older files differ.
+
+    - ``source_fps`` absent (the earliest files): the clips were cut at the video's own rate,
+      so it is ``fps``;
+    - keys this version does not know are dropped (older or hand-made files carried notes);
+    - everything else keeps its name and meaning: the fields that such a file may lack
+      (sizes and sums of the array, the source's identity, precision, motion) are None.
+    """
+    out = {k: v for k, v in raw.items() if k in _FIELD_NAMES and k != "schema_version"}
+    out.setdefault("source_fps", out["fps"])
+    return out
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(FeatureMeta))
+_CURRENT = tuple(f.name for f in dataclasses.fields(FeatureMeta)
+                 if f.default is dataclasses.MISSING)
+# The keys a file of each version this stmil reads must hold (version 0: before source_fps was
+# always written; :func:`migrate` fills it in).
+_REQUIRED: dict[int, tuple[str, ...]] = {
+    0: tuple(k for k in _CURRENT if k != "source_fps"),
+    SCHEMA_VERSION: _CURRENT,
+}
+
+
+def _shown(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _motion_array(m: object, n_clips: int, grid: int) -> np.ndarray | None:
+    """``m`` (nested lists from JSON, or an array) as a read-only ``(n_clips, G*G)`` float64
+    array of finite numbers >= 0; None when it is not one."""
+    if isinstance(m, list):
+        if not (len(m) == n_clips and all(isinstance(row, list) and len(row) == grid * grid
+                                          for row in m)
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                        for row in m for x in row)):
+            return None
+        try:
+            m = np.array(m, dtype=np.float64).reshape(n_clips, grid * grid)
+        except OverflowError:  # an integer beyond float64
+            return None
+    if not (isinstance(m, np.ndarray) and m.shape == (n_clips, grid * grid)
+            and (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating))):
+        return None
+    m = np.array(m, dtype=np.float64)  # a copy: the caller's array stays the caller's
+    if not (np.isfinite(m).all() and (m >= 0).all()):
+        return None
+    m.flags.writeable = False
+    return m
+
+
+@dataclass
+class VideoFeatures:
+    """A dataset record with its memory-mapped features ``(n_clips, G*G, C)``, metadata and
+    ``motion``: the motion energy of each cuboid of each clip ``(n_clips, G*G)``
+    (:mod:`stmil.features.motion`, ``meta.motion``), None for features without it (an older
+    stmil, imported ones)."""
+
+    record: VideoRecord
+    features: np.ndarray
+    meta: FeatureMeta
+    motion: np.ndarray | None = None
+
+    @property
+    def clip_ranges(self) -> np.ndarray:
+        """Source-frame range of each clip, ``(n_clips, 2)`` half-open."""
+        return meta_clip_ranges(self.meta)
+
+
+def meta_motion(meta: FeatureMeta) -> np.ndarray | None:
+    """The ``(n_clips, G*G)`` motion energy a feature file's metadata holds, or None."""
+    return meta.motion
+
+
+def meta_clip_ranges(meta: FeatureMeta) -> np.ndarray:
+    """Source-frame range ``(n_clips, 2)`` of each clip of a feature file, from its metadata."""
+    return clip_frame_ranges(meta.n_clips, meta.clip_len, meta.stride, meta.source_fps,
+                             meta.resample_fps, meta.n_frames)
+
+
+def read_feature_meta(path: Path | str, fix: str = REEXTRACT) -> FeatureMeta:
     """The validated metadata of one feature file ``<id>.json``: the one reader of that format.
 
     Raises :class:`FeatureError` naming ``path`` (and ending in ``fix``) when it is not UTF-8
-    JSON, or is JSON of the wrong shape (not an object, a key missing, a value of the wrong
-    type or range). ``OSError`` (a missing or unreadable file) passes through; it names the
-    file itself.
+    JSON, or is JSON of the wrong shape (not an object, a key missing or unknown, a value of
+    the wrong type or range; :meth:`FeatureMeta.from_json`). ``OSError`` (a missing or
+    unreadable file) passes through; it names the file itself.
     """
     path = Path(path)
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FeatureError(f"{path}: not a feature metadata file: not valid JSON ({e}); "
-                           f"{fix}") from e
-    if not isinstance(meta, dict):
-        raise FeatureError(f"{path}: not a feature metadata file: a JSON object is expected, "
-                           f"got {type(meta).__name__}; {fix}")
-    missing = [k for k in REQUIRED_FIELDS if k not in meta]
-    if missing:
-        raise FeatureError(f"{path}: not a feature metadata file: missing "
-                           f"{', '.join(missing)}; {fix}")
-    for fields in (REQUIRED_FIELDS, OPTIONAL_FIELDS):
-        for key, (ok, what) in fields.items():
-            if key in meta and not ok(meta[key]):
-                raise FeatureError(f"{path}: {key} must be {what}, got {meta[key]!r}; {fix}")
-    if "motion" in meta and not _motion_ok(meta["motion"], meta["n_clips"], meta["grid"]):
-        raise FeatureError(f"{path}: motion must be n_clips ({meta['n_clips']}) lists of "
-                           f"grid x grid ({meta['grid'] ** 2}) finite numbers >= 0; {fix}")
-    return meta
-
-
-def _motion_ok(m: object, n_clips: int, grid: int) -> bool:
-    if not (isinstance(m, list) and len(m) == n_clips and all(
-            isinstance(row, list) and len(row) == grid * grid for row in m)):
-        return False
-    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-               and x >= 0 for row in m for x in row)
+    return FeatureMeta.from_json(path.read_bytes(), path, fix)
 
 
 def file_digest(path: Path | str) -> tuple[int, str]:
@@ -153,22 +353,22 @@ def file_digest(path: Path | str) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def array_mismatch(npy: Path | str, meta: dict) -> str:
+def array_mismatch(npy: Path | str, meta: FeatureMeta) -> str:
     """Why ``npy`` is not the array ``meta`` describes (``''`` when it is).
 
     Checks the byte size and sha256 recorded at extraction (when recorded), then the shape
     ``(n_clips, grid * grid, channels)``. ``OSError`` when the file cannot be read.
     """
     npy = Path(npy)
-    if "npy_bytes" in meta and npy.stat().st_size != meta["npy_bytes"]:
-        return f"{npy.stat().st_size} bytes, its metadata records {meta['npy_bytes']}"
-    if "npy_sha256" in meta and file_digest(npy)[1] != meta["npy_sha256"]:
+    if meta.npy_bytes is not None and npy.stat().st_size != meta.npy_bytes:
+        return f"{npy.stat().st_size} bytes, its metadata records {meta.npy_bytes}"
+    if meta.npy_sha256 is not None and file_digest(npy)[1] != meta.npy_sha256:
         return "its sha256 differs from the one its metadata records"
     try:
         arr = np.load(npy, mmap_mode="r")
     except ValueError as e:
         return f"not a NumPy array file ({e})"
-    want = (meta["n_clips"], meta["grid"] ** 2, meta["channels"])
+    want = (meta.n_clips, meta.grid ** 2, meta.channels)
     if arr.shape != want:
         return f"shape {arr.shape}, its metadata says {want}"
     if arr.dtype != np.float16:  # the one dtype rule: extract and import both write float16
@@ -176,15 +376,7 @@ def array_mismatch(npy: Path | str, meta: dict) -> str:
     return ""
 
 
-def meta_clip_ranges(meta: dict) -> np.ndarray:
-    """Source-frame range ``(n_clips, 2)`` of each clip of a feature file, from its metadata."""
-    src_fps = meta.get("source_fps", meta["fps"])
-    fps = meta["fps"] if meta["fps"] != src_fps else None
-    return clip_frame_ranges(meta["n_clips"], meta["clip_len"], meta["stride"], src_fps, fps,
-                             meta["n_frames"])
-
-
-def load_features(feature_dir: Path | str, video_id: str) -> tuple[np.ndarray, dict]:
+def load_features(feature_dir: Path | str, video_id: str) -> tuple[np.ndarray, FeatureMeta]:
     """Memory-mapped ``(n_clips, G*G, C)`` float16 features and metadata of one video.
 
     Raises :class:`FeatureError` naming the file when the metadata is malformed, the array is
@@ -235,10 +427,8 @@ def load_dataset_features(
             missing.append(rec.video_id)
             continue
         arr, meta = load_features(feature_dir, rec.video_id)
-        rec = fit_to_video(rec, meta["width"], meta["height"], meta["n_frames"])  # boxes, frames
-        motion = meta_motion(meta)
-        meta.pop("motion", None)
-        out.append(VideoFeatures(rec, arr, meta, motion))
+        rec = fit_to_video(rec, meta.width, meta.height, meta.n_frames)  # boxes, frames
+        out.append(VideoFeatures(rec, arr, meta, meta.motion))
     if missing:
         msg = f"{len(missing)} listed videos without features in {feature_dir}: {_names(missing)}"
         if not skip_missing:
@@ -248,10 +438,10 @@ def load_dataset_features(
         raise FeatureError(f"no features found in {feature_dir} for the listed videos")
     ref = out[0]
     for key in CONSISTENT_KEYS:
-        odd = [v.record.video_id for v in out if v.meta.get(key) != ref.meta.get(key)]
+        odd = [v.record.video_id for v in out if getattr(v.meta, key) != getattr(ref.meta, key)]
         if odd:
             raise FeatureError(f"{feature_dir}: features disagree on {key}: "
-                               f"{ref.record.video_id} has {ref.meta.get(key)!r} but "
+                               f"{ref.record.video_id} has {getattr(ref.meta, key)!r} but "
                                f"{_names(odd)} differ; extract them all with the same "
                                "settings (stmil extract --overwrite)")
     if check_finite:
@@ -261,3 +451,111 @@ def load_dataset_features(
             raise FeatureError(f"NaN or Inf in {files}; extract them again with stmil extract "
                                "--overwrite")
     return out
+
+
+def source_identity(path: Path | str) -> dict:
+    """What a feature file records of its video: resolved path, byte size, mtime in ns."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return {"source": str(path), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def source_mismatch(recorded: Mapping[str, Any], path: Path | str) -> str:
+    """How ``path`` differs from the source ``recorded`` (:attr:`FeatureMeta.identity`, or
+    what a scores file records) names (``''`` when it is that file).
+
+    A record without the size and modification time (older files) never matches.
+    """
+    now = source_identity(path)
+    if now["source"] != recorded.get("source"):
+        return f"were made from {recorded.get('source')}, not {now['source']}"
+    for key, what, show in (("source_bytes", "size", _bytes), ("source_mtime_ns",
+                                                               "modification time", _utc)):
+        if recorded.get(key) != now[key]:
+            return (f"were made from {now['source']} when its {what} was "
+                    f"{show(recorded.get(key))}; it is now {show(now[key])}")
+    return ""
+
+
+def _bytes(n: object) -> str:
+    return f"{n} bytes" if isinstance(n, int) else repr(n)
+
+
+def _utc(ns: object) -> str:
+    """A modification time in nanoseconds as ``2026-11-27 20:24:27.554373989 UTC``."""
+    if not isinstance(ns, int) or isinstance(ns, bool):
+        return repr(ns)
+    day = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 10**9))
+    return f"{day}.{ns % 10**9:09d} UTC"
+
+
+def write_features(out_dir: Path | str, video_id: str, array: np.ndarray, meta: FeatureMeta,
+                   command: str = "extract") -> FeatureMeta:
+    """Write ``<id>.npy`` and ``<id>.json`` as one unit; return the metadata written.
+
+    The JSON is ``meta`` with the array file's byte size and sha256, computed from the bytes
+    written. Both files are written to temporary files first, then renamed, JSON first (see
+    the module docstring), with the folder's ledger (:mod:`stmil.ownership`, naming
+    ``command``), renamed before both; either file present and not stmil's is refused
+    (:class:`OutputError`). An ``OSError`` (a full disk) names the output file.
+    """
+    out_dir = Path(out_dir)
+    buf = io.BytesIO()
+    np.save(buf, array)
+    data = buf.getvalue()
+    meta = dataclasses.replace(meta, npy_bytes=len(data),
+                               npy_sha256=hashlib.sha256(data).hexdigest())
+    text = meta.to_json()
+    commit(out_dir, [(out_dir / f"{video_id}.npy", lambda tmp: tmp.write_bytes(data)),
+                      (out_dir / f"{video_id}.json",
+                       lambda tmp: tmp.write_text(text, encoding="utf-8"))],
+           command, legacy=legacy_feature_file, fix=NOT_OURS)
+    return meta
+
+
+def is_done(out_dir: Path | str, video_id: str) -> bool:
+    """Whether ``<id>`` is finished: its JSON is valid and records the exact bytes (size and
+    sha256) of the ``<id>.npy`` beside it.
+
+    ``False`` when either file is missing, the array differs from the one recorded (an
+    interrupted write, a damaged file) or the JSON predates recorded checksums. Raises
+    :class:`FeatureError` naming the file when ``<id>.json`` is not feature metadata.
+    """
+    out_dir = Path(out_dir)
+    json_path, npy = out_dir / f"{video_id}.json", out_dir / f"{video_id}.npy"
+    if not json_path.is_file() or not npy.is_file():
+        return False
+    meta = read_feature_meta(json_path)
+    if meta.npy_sha256 is None or meta.npy_bytes is None:
+        return False
+    try:
+        return array_mismatch(npy, meta) == ""
+    except OSError:
+        return False
+
+
+def check_ours(out_dir: Path | str, video_id: str,
+               suffixes: Sequence[str] = (".json", ".npy")) -> None:
+    """Raise (:class:`OutputError` or :class:`FeatureError`, one line naming the file) unless
+    ``<id>.json`` / ``<id>.npy`` (those of ``suffixes``) are absent or stmil's own (the
+    folder's ledger, :mod:`stmil.ownership`): what ``extract --overwrite`` and
+    ``import-features`` may replace, whichever of them wrote it."""
+    check_can_write(out_dir, [f"{video_id}{x}" for x in suffixes], legacy_feature_file,
+                    NOT_OURS)
+
+
+def legacy_feature_file(path: Path) -> bool:
+    """Whether a feature file of a folder from before ledgers is stmil's (the old test): a
+    ``.json`` that is feature metadata (:class:`FeatureError` otherwise), a ``.npy`` with such
+    a JSON beside it (:class:`OutputError` otherwise)."""
+    if path.suffix == ".json":
+        read_feature_meta(path, fix=NOT_OURS)
+        return True
+    if path.suffix == ".npy":
+        meta = path.with_suffix(".json")
+        if not meta.exists():
+            raise OutputError(f"{path}: exists without {meta.name}, so it is not features "
+                              f"stmil wrote; {NOT_OURS}")
+        read_feature_meta(meta, fix=NOT_OURS)
+        return True
+    return False

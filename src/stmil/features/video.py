@@ -3,12 +3,18 @@
 Frames are streamed: at most one clip's worth of resized frames (plus one decode batch) is held
 at a time, whatever the video's length. Each whole frame is resized (bilinear, antialiased, no
 crop) to ``size`` x ``size`` and scaled to ``[-1, 1]``.
+
+Frames are decoded upright, as a player shows them: a display rotation of 90, 180 or 270
+degrees (a phone's portrait video: the container's display matrix) is applied to every frame,
+and :class:`VideoInfo` gives the upright size, so that boxes are drawn on what the user sees.
+A display matrix that mirrors or turns by another angle is refused.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import struct
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +47,13 @@ class VideoInfo:
     fps: float
     frames_reported: int  # 0 when the container does not say
     duration: float = 0.0  # seconds the video stream claims to last; 0 when unknown
+    rotation: int = 0  # degrees (0, 90, 180, 270) the coded frames turn counter-clockwise
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the frames as stored, before the display rotation."""
+        turned = self.rotation % 180 == 90
+        return (self.height, self.width) if turned else (self.width, self.height)
 
 
 def _one_line(e: BaseException) -> str:
@@ -69,13 +82,45 @@ def probe(path: Path | str) -> VideoInfo:
             w, h = s.codec_context.width, s.codec_context.height
             frames = int(s.frames or 0)
             duration = _stream_seconds(s)
+            rotation = _display_rotation(container, s, path)
     except av.FFmpegError as e:
         raise VideoError(path, f"not a readable video ({_one_line(e)})") from e
     if w <= 0 or h <= 0:
         raise VideoError(path, "video stream has no frame size")
     if not fps or not math.isfinite(fps):
         raise VideoError(path, "video stream has no frame rate")
-    return VideoInfo(w, h, fps, frames, duration)
+    if rotation % 180 == 90:
+        w, h = h, w
+    return VideoInfo(w, h, fps, frames, duration, rotation)
+
+
+def _display_rotation(container, stream, path: Path) -> int:
+    """Degrees (0, 90, 180 or 270) the display matrix of the first frame turns the coded
+    frames counter-clockwise (FFmpeg's ``av_display_rotation_get``, modulo 360); 0 when there is
+    none or the first frame cannot be decoded (:func:`iter_frames` then says why).
+    :class:`VideoError` for a mirroring matrix or an angle that is not a multiple of 90."""
+    import av
+
+    try:
+        frame = next(iter(container.decode(stream)), None)
+    except av.FFmpegError:
+        return 0
+    matrix = None
+    for sd in frame.side_data if frame is not None else ():
+        if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            matrix = struct.unpack("<9i", bytes(sd)[:36])
+    if matrix is None:
+        return 0
+    fix = "re-encode it upright first (ffmpeg applies the rotation when it re-encodes)"
+    if matrix[0] * matrix[4] - matrix[1] * matrix[3] < 0:
+        raise VideoError(path, f"its display matrix mirrors the picture, which stmil does not "
+                               f"apply; {fix}")
+    degrees = float(frame.rotation)
+    turn = round(degrees / 90) * 90
+    if not math.isfinite(degrees) or abs(degrees - turn) > 0.5:
+        raise VideoError(path, f"display rotation of {degrees:g} degrees, not a multiple of "
+                               f"90; {fix}")
+    return turn % 360
 
 
 def _stream_seconds(s) -> float:
@@ -89,7 +134,8 @@ def _stream_seconds(s) -> float:
 
 
 def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
-    """Decode every frame as ``(H, W, 3)`` uint8 RGB, streaming.
+    """Decode every frame as ``(H, W, 3)`` uint8 RGB, upright (``info.rotation`` applied),
+    streaming.
 
     Raises :class:`VideoError` on a decode error, or when a container that reports its frame
     count yields clearly fewer frames (a truncated file), rather than returning part of a video.
@@ -104,13 +150,16 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             reformatter = av.video.reformatter.VideoReformatter()
+            width, height = info.coded_size
             for frame in container.decode(stream):
-                rgb = reformatter.reformat(frame, format="rgb24", width=info.width,
-                                           height=info.height)
+                rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height)
                 n += 1
                 if frame.time is not None:
                     end = frame.time + 1.0 / info.fps
-                yield rgb.to_ndarray()
+                array = rgb.to_ndarray()
+                if info.rotation:  # upright, as players show it (counter-clockwise turns)
+                    array = np.ascontiguousarray(np.rot90(array, info.rotation // 90))
+                yield array
     except av.FFmpegError as e:
         raise VideoError(path, f"corrupt video after {n} frames ({_one_line(e)})") from e
     expected = info.frames_reported

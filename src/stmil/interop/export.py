@@ -16,12 +16,15 @@ feature of the grid-1 baseline; a grid-1 file is taken as it is). ``--layout``:
 List entries are absolute paths, which resolve from any working directory, or ``PREFIX/<file>``
 with ``--prefix``. ``OUT/export.json`` records the layout, the order, every list with its
 split, and the number to put where those loaders hard-code 810 / 8100. The whole export is
-committed as one unit, and a file in ``OUT`` that an earlier export did not write is refused.
+committed as one unit with ``OUT``'s ledger (:mod:`stmil.ownership`): a file in ``OUT`` that
+is not stmil's is refused, and the files an earlier export wrote that this one no longer makes
+(a video removed since, another layout) are deleted, those whose bytes still match only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -30,13 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.atomic import atomic_write_group, check_writable
+from stmil.atomic import check_writable
 from stmil.datasets.record import VideoRecord
 from stmil.errors import ConfigError, OutputError, StmilError
 from stmil.features.store import FeatureError, load_features
 from stmil.interop import LAYOUTS
 from stmil.interop.order import VideoList, in_list_order, read_video_list
+from stmil.ownership import Ledger, check_can_write, commit, prune
 
+log = logging.getLogger(__name__)
+
+COMMAND = "export-features"
+NOT_OURS = "refusing to overwrite it (choose another --out)"
 MANIFEST = "export.json"
 LIST = "features.list"
 MANIFEST_FORMAT = "stmil-feature-export"
@@ -71,7 +79,8 @@ def feature_ids(features: Path) -> list[str]:
 
 
 def _owned(out: Path) -> set[str]:
-    """Names an earlier export wrote in ``out`` (from its manifest)."""
+    """Names an earlier export wrote in ``out``, from its manifest: the test of a folder from
+    before ledgers, and the files an export may delete when it no longer makes them."""
     path = out / MANIFEST
     if not path.exists():
         return set()
@@ -181,7 +190,11 @@ def export_features(features: Path | str, out: Path | str, *, layout: str = "pla
         raise StmilError(f"{features}: no feature files (<id>.npy with <id>.json) to export")
     lists, order = _plan(features, layout, records, listed)
     check_writable(out)
-    owned = _owned(out)
+    ledger = Ledger.load(out)
+    previous = {n for n, e in ledger.files.items() if e.get("command") == COMMAND}
+    if MANIFEST not in ledger.files:  # a folder from before ledgers: its manifest's names
+        previous |= _owned(out)
+    legacy = lambda p: p.name in previous  # noqa: E731 (a folder from before ledgers)
     labels = {r.video_id: r for r in records or ()}
     entries, writes, texts = [], [], {}
     seen: set[str] = set()
@@ -206,14 +219,12 @@ def export_features(features: Path | str, out: Path | str, *, layout: str = "pla
             rec = labels.get(vid)
             entries.append({"id": vid, "files": names,
                             "shape": [int(arr.shape[0]), *([CROPS] if layout == "rtfm" else []),
-                                      int(arr.shape[2])], "grid": meta["grid"],
+                                      int(arr.shape[2])], "grid": meta.grid,
                             **({"label": rec.label, "split": rec.split} if rec else {})})
             writes += _writers(features, vid, out, names, layout)
         texts[list_name] = "".join(f"{line}\n" for line in lines)
-    for name in (*(n for e in entries for n in e["files"]), *texts, MANIFEST):
-        if (out / name).exists() and name not in owned:
-            raise OutputError(f"{out / name}: exists and no stmil export wrote it; refusing to "
-                              "overwrite it (choose another --out)")
+    names = [*(n for e in entries for n in e["files"]), *texts, MANIFEST]
+    check_can_write(out, names, legacy, NOT_OURS)
     train_split = None
     if layout != "plain":
         train_ids = lists[LIST_NAMES[layout][0]]
@@ -231,5 +242,12 @@ def export_features(features: Path | str, out: Path | str, *, layout: str = "pla
     for name, text in texts.items():
         writes.append((out / name, lambda t, text=text: t.write_text(text, encoding="utf-8")))
     writes.append((out / MANIFEST, lambda t: t.write_text(manifest, encoding="utf-8")))
-    atomic_write_group(writes)
+    commit(out, writes, COMMAND, legacy, NOT_OURS)
+    gone = sorted(previous - set(names))
+    if gone:  # after the commit: the new lists no longer name them
+        kept = prune(out, gone, legacy)
+        if kept:
+            log.warning("%s: %d files an earlier export wrote are no longer listed but were "
+                        "changed since, so they are left in place: %s", out, len(kept),
+                        ", ".join(kept[:3]) + (" ..." if len(kept) > 3 else ""))
     return summary

@@ -37,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil.atomic import atomic_write_group, check_writable
+from stmil.atomic import check_writable
 from stmil.datasets import load_dataset
 from stmil.datasets.record import VideoRecord
 from stmil.errors import ConfigError, OutputError, StmilError
-from stmil.features.store import VideoFeatures, load_dataset_features
+from stmil.features.store import FeatureMeta, VideoFeatures, load_dataset_features
 from stmil.interop import CONVENTIONS, TAILS
 from stmil.interop.order import VideoList, check_same_videos, in_list_order, read_video_list
+from stmil.ownership import check_can_write, commit
 from stmil.timeline import frame_labels, frame_scores_from_clips
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,11 @@ class VectorError(StmilError, ValueError):
     """A frame-vector file or manifest that is not what stmil wrote."""
 
 
-def vector_length(meta: dict, tail: str) -> int:
+def vector_length(meta: FeatureMeta, tail: str) -> int:
     """Entries of one video under ``tail``: ``n_clips * stride`` (``clips``) or ``n_frames``."""
     if tail not in TAILS:
         raise ConfigError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
-    return meta["n_clips"] * meta["stride"] if tail == "clips" else meta["n_frames"]
+    return meta.n_clips * meta.stride if tail == "clips" else meta.n_frames
 
 
 def fit_tail(per_frame: np.ndarray, length: int) -> np.ndarray:
@@ -72,7 +73,7 @@ def fit_tail(per_frame: np.ndarray, length: int) -> np.ndarray:
 
 def gt_vectors(videos: Sequence[VideoFeatures], tail: str = "clips") -> list[np.ndarray]:
     """Per-video frame labels ``(length_v,)`` float32 (1 = anomalous) under ``tail``."""
-    return [fit_tail(frame_labels(list(v.record.intervals), v.meta["n_frames"]),
+    return [fit_tail(frame_labels(list(v.record.intervals), v.meta.n_frames),
                      vector_length(v.meta, tail)).astype(np.float32) for v in videos]
 
 
@@ -80,7 +81,7 @@ def score_vectors(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
                   tail: str = "clips") -> list[np.ndarray]:
     """Per-video frame scores ``(length_v,)`` float32 from cuboid maps ``(n_clips, G*G)``: a
     frame's score is its clip's top cuboid, as in ``stmil evaluate``."""
-    return [fit_tail(frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta["n_frames"]),
+    return [fit_tail(frame_scores_from_clips(m.max(axis=1), v.clip_ranges, v.meta.n_frames),
                      vector_length(v.meta, tail)).astype(np.float32)
             for v, m in zip(videos, maps, strict=True)]
 
@@ -114,7 +115,7 @@ def rtfm_gt_vectors(videos: Sequence[VideoFeatures], raw: dict[str, VideoRecord]
     for v in videos:
         rec = raw[v.record.video_id]
         events = [(s + 1, e) for s, e in rec.intervals] if rec.label else []
-        out.append(rtfm_labels(events, v.meta["n_clips"] * v.meta["stride"]))
+        out.append(rtfm_labels(events, v.meta.n_clips * v.meta.stride))
     return out
 
 
@@ -124,45 +125,55 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_ours(out: Path, kind: str) -> None:
-    npy, js = out / f"{kind}.npy", out / f"{kind}.json"
-    if js.exists():
-        try:
-            read_manifest(js)
-        except (VectorError, OSError) as e:
-            raise OutputError(f"{js}: exists and is not a stmil {kind} manifest; refusing to "
-                              "overwrite it (choose another --out)") from e
-    elif npy.exists():
-        raise OutputError(f"{npy}: exists without {kind}.json, so stmil did not write it; "
-                          "refusing to overwrite it (choose another --out)")
+NOT_OURS = "refusing to overwrite it (choose another --out)"
+
+
+def _legacy_ours(path: Path) -> bool:
+    """In a folder from before ledgers (the old test): a ``<kind>.json`` that is a manifest,
+    a ``<kind>.npy`` with one beside it; anything else is refused naming the file."""
+    kind = path.name.rsplit(".", 1)[0]
+    js = path.with_suffix(".json")
+    if path.suffix == ".npy" and not js.exists():
+        raise OutputError(f"{path}: exists without {js.name}, so stmil did not write it; "
+                          f"{NOT_OURS}")
+    try:
+        read_manifest(js)
+    except (VectorError, OSError) as e:
+        raise OutputError(f"{path}: exists and is not a stmil {kind} vector; {NOT_OURS}"
+                          ) from e
+    return True
 
 
 def write_vector(out: Path | str, kind: str, videos: Sequence[VideoFeatures],
                  vectors: Sequence[np.ndarray], tail: str, extra: dict | None = None) -> Path:
     """Write ``out/<kind>.npy`` (the vectors concatenated) and its manifest as one unit.
 
-    ``kind``: ``gt`` or ``scores``. A ``<kind>.npy`` or ``<kind>.json`` there that stmil did not
-    write is refused (:class:`OutputError`). Returns the ``.npy`` path.
+    ``kind``: ``gt`` or ``scores``. A ``<kind>.npy`` or ``<kind>.json`` there that is not
+    stmil's (the folder's ledger, :mod:`stmil.ownership`) is refused (:class:`OutputError`).
+    Returns the ``.npy`` path.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = check_writable(out)
-    _check_ours(out, kind)
+    names = [f"{kind}.npy", f"{kind}.json"]
+    command = "gt" if kind == "gt" else "export"
+    check_can_write(out, names, _legacy_ours, NOT_OURS)
     flat = (np.concatenate(vectors) if vectors else np.zeros(0)).astype(np.float32)
     data = _npy_bytes(flat)
     entries, offset = [], 0
     for v, vec in zip(videos, vectors, strict=True):
         entries.append({"id": v.record.video_id, "label": v.record.label, "offset": offset,
-                        "length": len(vec), "n_frames": v.meta["n_frames"],
-                        "n_clips": v.meta["n_clips"]})
+                        "length": len(vec), "n_frames": v.meta.n_frames,
+                        "n_clips": v.meta.n_clips})
         offset += len(vec)
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "kind": kind,
                 "tail": tail, "total": offset, "dtype": "float32",
                 "npy_sha256": hashlib.sha256(data).hexdigest(), **(extra or {}),
                 "videos": entries}
     text = json.dumps(manifest, indent=1) + "\n"
-    atomic_write_group([(out / f"{kind}.npy", lambda t: t.write_bytes(data)),
-                        (out / f"{kind}.json", lambda t: t.write_text(text, encoding="utf-8"))])
+    commit(out, [(out / names[0], lambda t: t.write_bytes(data)),
+                 (out / names[1], lambda t: t.write_text(text, encoding="utf-8"))], command,
+           _legacy_ours, NOT_OURS)
     return out / f"{kind}.npy"
 
 
@@ -230,6 +241,8 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
         raise ConfigError("--convention rtfm writes RTFM's 16 x T labels a video; leave "
                           "--tail at clips")
     listed = read_video_list(video_list) if video_list is not None else None
+    kind = "gt" if run is None else "scores"  # refused before any work, as when written
+    check_can_write(out, [f"{kind}.npy", f"{kind}.json"], _legacy_ours, NOT_OURS)
     records = load_dataset(data, split, format)
     if listed is not None and not skip_missing:  # before reading any features
         check_same_videos(listed, [r.video_id for r in records], f"the {split} split")
@@ -243,7 +256,7 @@ def export_vectors(data: str | Path, features: str | Path, out: str | Path, *,
             return write_vector(out, "gt", videos, gt_vectors(videos, tail), tail, extra)
         vectors = rtfm_gt_vectors(videos, {r.video_id: r for r in records})
         longer = [v.record.video_id for v, vec in zip(videos, vectors, strict=True)
-                  if len(vec) != v.meta["n_clips"] * v.meta["stride"]]
+                  if len(vec) != v.meta.n_clips * v.meta.stride]
         if longer:
             log.warning("--convention rtfm: %d videos (%s) have an event past their last "
                         "snippet and get more than 16 x T labels, as in RTFM's rule; their "

@@ -14,7 +14,9 @@ Inputs are ``.list`` files (one path a line, relative to ``root`` or the list's 
 feature files themselves, or folders of them. Crops are averaged (or one is kept with
 ``crop``); each video becomes ``<id>.npy`` ``(T, 1, D)`` float16 and ``<id>.json`` with
 ``grid: 1`` and where it came from, written by the feature store's one writer, so
-``stmil train --instances frame`` and ``stmil evaluate`` read them unchanged.
+``stmil train --instances frame`` and ``stmil evaluate`` read them unchanged. An import
+replaces what stmil wrote in ``out`` (an earlier import, or ``extract``: the folder's ledger,
+:mod:`stmil.ownership`) and refuses anything else.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from tqdm import tqdm
 
 from stmil import __version__
 from stmil.atomic import check_writable, remove_stale_temps
-from stmil.errors import ConfigError, OutputError, StmilError
-from stmil.features.store import FeatureError, read_feature_meta
+from stmil.errors import ConfigError, StmilError
+from stmil.features.store import FeatureError, FeatureMeta, check_ours, write_features
 from stmil.interop import FORMATS
 
 log = logging.getLogger(__name__)
@@ -315,51 +317,20 @@ def fit_frames(arr: np.ndarray, n_frames: int | None, s: ImportSettings, where: 
 
 
 def import_meta(arr: np.ndarray, crops: str, parts: list[tuple[int | None, Path]],
-                s: ImportSettings, n_frames: int | None = None) -> dict:
+                s: ImportSettings, n_frames: int | None = None) -> FeatureMeta:
     """The feature metadata of an imported ``(T, D)`` array: grid 1 and its provenance
     (``crops``: what :func:`video_array` says it did with the crops; ``n_frames``: the video's
     length, default ``T * snippet_frames``)."""
     t, d = arr.shape
     files = [str(p.resolve()) for c, p in parts if s.crop is None or c is None or c == s.crop]
-    return {
-        "source": files[0],
-        "fps": float(s.fps),
-        "source_fps": float(s.fps),
-        "n_frames": n_frames if n_frames is not None else t * s.snippet_frames,
-        "width": s.width,
-        "height": s.height,
-        "clip_len": s.snippet_frames,
-        "stride": s.snippet_frames,
-        "size": 112 if s.format == "sultani" else 224,
-        "grid": 1,
-        "endpoint": f"import:{s.format}",
-        "tail": "drop",
-        "n_clips": t,
-        "channels": d,
-        "dtype": "float16",
-        "import_format": s.format,
-        "import_files": files,  # the files read (with --crop K, crop K's only)
-        "import_crops": crops,
-        "stmil_version": __version__,
-    }
-
-
-def check_ours(out: Path, vid: str) -> None:
-    """:class:`OutputError` unless ``<id>.json``/``.npy`` in ``out`` are absent or an earlier
-    import's (a JSON of feature metadata with ``import_format``)."""
-    js, npy = out / f"{vid}.json", out / f"{vid}.npy"
-    if js.exists():
-        try:
-            meta = read_feature_meta(js)
-        except FeatureError as e:
-            raise OutputError(f"{js}: exists and is not stmil feature metadata; refusing to "
-                              "overwrite it (choose another --out)") from e
-        if "import_format" not in meta:
-            raise OutputError(f"{js}: holds features extracted from a video, not imported; "
-                              "refusing to overwrite them (choose another --out)")
-    elif npy.exists():
-        raise OutputError(f"{npy}: exists without {vid}.json, so stmil did not write it; "
-                          "refusing to overwrite it (choose another --out)")
+    return FeatureMeta(
+        source=files[0], fps=float(s.fps), source_fps=float(s.fps),
+        n_frames=n_frames if n_frames is not None else t * s.snippet_frames,
+        width=s.width, height=s.height, clip_len=s.snippet_frames, stride=s.snippet_frames,
+        size=112 if s.format == "sultani" else 224, grid=1, endpoint=f"import:{s.format}",
+        tail="drop", n_clips=t, channels=d, dtype="float16", import_format=s.format,
+        import_files=tuple(files),  # the files read (with --crop K, crop K's only)
+        import_crops=crops, stmil_version=__version__)
 
 
 def _warn_uncounted(missing: list[str], total: int, s: ImportSettings) -> None:
@@ -390,11 +361,10 @@ def import_features(
     warning says how many videos it does not name. ``progress`` shows a progress bar (one
     step per video).
 
-    A bad video (wrong shape, NaN, a missing file, an output not ours) is logged as one error
-    naming the file and left out; the others are imported. Returns what was done.
+    A bad video (wrong shape, NaN, a missing file, an output not stmil's: ``check_ours`` of
+    the store) is logged as one error naming the file and left out; the others are imported.
+    Returns what was done.
     """
-    from stmil.features.extract import write_features  # deferred: torch, I3D; the one writer
-
     out = Path(out)
     groups = group_crops(find_inputs(inputs, settings.format,
                                      Path(root) if root is not None else None))
@@ -417,7 +387,8 @@ def import_features(
                                         "without the video's frame count")
             arr, n_frames = fit_frames(arr, n_frames, settings, parts[0][1])
             meta = import_meta(arr, crops, parts, settings, n_frames)
-            write_features(out, vid, arr[:, None, :].astype(np.float16), meta)
+            write_features(out, vid, arr[:, None, :].astype(np.float16), meta,
+                           command="import-features")
             summary.written.append(vid)
         except (StmilError, OSError) as e:
             reason = " ".join(str(e).split())

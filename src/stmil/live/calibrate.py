@@ -181,11 +181,11 @@ def _videos(chosen, detector) -> tuple[list, float]:
     """``(maps, clip_ranges, fps, boxes)`` of each feature video, and their total seconds."""
     inputs, seconds = [], 0.0
     for v in chosen:
-        fps = float(v.meta.get("source_fps", v.meta["fps"]))
-        boxes = cuboid_boxes(v.meta["width"], v.meta["height"], v.meta["grid"])
+        fps = float(v.meta.source_fps)
+        boxes = cuboid_boxes(v.meta.width, v.meta.height, v.meta.grid)
         maps = detector.maps(v.features, v.motion, f"features of {v.record.video_id}")
         inputs.append((maps, v.clip_ranges, fps, boxes))
-        seconds += v.meta["n_frames"] / fps
+        seconds += v.meta.n_frames / fps
     return inputs, seconds
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError, StmilError
-from stmil.features.store import meta_clip_ranges, meta_motion
+from stmil.features.store import meta_clip_ranges, meta_motion, source_mismatch
 from stmil.live.calibrate import read_calibration
 from stmil.live.clip import clip_name, video_clip
 from stmil.live.incidents import (
@@ -118,17 +118,14 @@ def _from_video(path: Path, detector, cache: dict) -> ScoredVideo:
     features, meta = extract_video(path, *cache["extractor"])
     maps = detector.maps(features, meta_motion(meta), str(path))
     return ScoredVideo(path.stem, str(path), maps,
-                       meta_clip_ranges(meta), float(meta["source_fps"]), meta["width"],
-                       meta["height"], meta["grid"], _identity(meta), str(path))
+                       meta_clip_ranges(meta), float(meta.source_fps), meta.width,
+                       meta.height, meta.grid, _identity(meta.identity), str(path))
 
 
 def check_source(video: ScoredVideo) -> None:
     """:class:`ConfigError` when ``video.source`` is not the video that was scored (another
     size or modification time: replaced or edited since); a scores file that recorded neither
     (an older stmil) cannot be checked, and a warning says so."""
-    # deferred: stmil.features.extract loads torch and I3D
-    from stmil.features.extract import source_mismatch
-
     if not os.path.isfile(video.source):
         raise ConfigError(f"{video.source}: not found (the video of {video.where}); put it "
                           "back, or score the video again")

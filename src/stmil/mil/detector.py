@@ -19,7 +19,7 @@ import torch
 
 from stmil.errors import ConfigError, ModelError
 from stmil.features.motion import motion_gate
-from stmil.features.store import FeatureError
+from stmil.features.store import FeatureError, FeatureMeta
 from stmil.mil.bags import l2_normalise
 from stmil.mil.model import Scorer
 from stmil.mil.run import load_model
@@ -72,20 +72,24 @@ class Detector:
         scorer, config = load_model(run)
         return cls(scorer, RunConfig.from_recorded(config), run)
 
-    def check_features(self, meta: Mapping[str, Any], where: str | Path) -> None:
+    def check_features(self, meta: FeatureMeta | Mapping[str, Any], where: str | Path
+                       ) -> None:
         """:class:`ConfigError` naming ``where`` unless features of metadata ``meta`` are
-        what the model was trained on (endpoint, size, clip length, stride, grid, channels)."""
+        what the model was trained on (endpoint, size, clip length, stride, grid, channels).
+        ``meta``: a feature file's, or the same keys of features to come (a live stream's)."""
         c = self.config
+        have = ({k: getattr(meta, k) for k in (*FEATURE_KEYS, "grid", "channels")}
+                if isinstance(meta, FeatureMeta) else meta)
         for key in FEATURE_KEYS:
-            if getattr(c, key) != meta.get(key):
+            if getattr(c, key) != have.get(key):
                 raise ConfigError(f"{where}: model was trained on {key}={getattr(c, key)!r} "
-                                  f"features, these have {meta.get(key)!r}")
-        if c.feature_grid != meta.get("grid"):
+                                  f"features, these have {have.get(key)!r}")
+        if c.feature_grid != have.get("grid"):
             raise ConfigError(f"{where}: model was trained on grid {c.feature_grid} features, "
-                              f"these have grid {meta.get('grid')}")
-        if c.in_dim != meta.get("channels", c.in_dim):
+                              f"these have grid {have.get('grid')}")
+        if c.in_dim != have.get("channels", c.in_dim):
             raise ConfigError(f"{where}: model takes {c.in_dim}-channel features, these have "
-                              f"{meta['channels']}")
+                              f"{have.get('channels')}")
 
     def check_scores_video(self) -> None:
         """:class:`ConfigError` naming the run when its features cannot be computed from

@@ -80,6 +80,7 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    command: str = "train",
     **settings: Any,
 ) -> dict:
     """Train a cuboid scorer on the ``train`` split of ``data`` into the run folder ``out``.
@@ -97,7 +98,8 @@ def train(
     ``out`` is written as a whole or not at all; an existing non-empty folder that is not a
     stmil run is refused. ``resume=True`` continues an interrupted training of ``out`` from its
     last checkpoint, refusing any change of data, features or settings other than
-    ``iterations``, ``checkpoint_every`` and ``device``. Returns a summary dict.
+    ``iterations``, ``checkpoint_every`` and ``device``. ``command``: who the run's ledger
+    says wrote it (``demo`` for the demo's runs). Returns a summary dict.
     """
     grid = settings.pop("grid", None)  # the older spelling: None or G = cuboid, 1 = frame
     if grid is not None and "instances" not in settings:
@@ -120,7 +122,7 @@ def train(
     try:
         summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress)
         _finish(stage)
-        record_folder(stage, "train")  # the run's ledger, committed with it in one step
+        record_folder(stage, command)  # the run's ledger, committed with it in one step
         commit_folder(stage, out)
     except BaseException:
         _abandon(stage, top)
@@ -145,7 +147,7 @@ def _resolve_auto(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
     labels = np.array([v.record.label for v in videos])  # (boxes supervision: always none)
     val = _carve_validation(labels, cfg.val_fraction, np.random.default_rng(cfg.seed))
     normal = int((~val & (labels == 0)).sum())
-    grid = 1 if cfg.instances == "frame" else videos[0].meta["grid"]
+    grid = 1 if cfg.instances == "frame" else videos[0].meta.grid
     out = cfg.resolved(grid, normal, motion=lacking is None)
     if cfg.gate == "auto" and out.gate == "none" and cfg.resolved(grid, 2).gate == "memory":
         log.warning(f"the memory gate needs 2 or more normal training videos (validation ones "
@@ -180,7 +182,7 @@ def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path
     ``grid`` is what the older ``grid=`` keyword asked for: 1 or the features' grid.
     """
     meta = videos[0].meta
-    feat_grid = meta["grid"]
+    feat_grid = meta.grid
     if grid is not None and grid not in (1, feat_grid):
         raise ConfigError(f"grid must be 1 or the features' grid {feat_grid}, got {grid} "
                           "(grid is now instances: frame or cuboid)")
@@ -191,12 +193,11 @@ def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path
                               "frame instances (grid 1)")
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
     config = cfg.to_dict() | dict(data=str(data), features=str(features), out=str(out),
-                                  grid=grid, feature_grid=feat_grid, in_dim=meta["channels"])
+                                  grid=grid, feature_grid=feat_grid, in_dim=meta.channels)
     for key in ("endpoint", "size", "clip_len", "stride", "tail"):
-        config[key] = meta[key]
-    config["precision"] = meta.get("precision", "fp32")
-    config["resample_fps"] = meta["fps"] if meta["fps"] != meta.get("source_fps", meta["fps"]) \
-        else None
+        config[key] = getattr(meta, key)
+    config["precision"] = meta.precision or "fp32"  # None: imported, or from before bf16
+    config["resample_fps"] = meta.resample_fps
     return config, videos
 
 
@@ -377,7 +378,7 @@ def _self_train(model: Scorer, cfg: TrainConfig, config: dict, videos: list[Vide
     """:func:`stmil.mil.selftrain.self_train` on this training's bags and validation split."""
     dev = next(model.parameters()).device
     val_idx = np.flatnonzero(val)
-    spans = [segment_clip_ranges(v.meta["n_clips"], cfg.n_segments) for v in videos]
+    spans = [segment_clip_ranges(v.meta.n_clips, cfg.n_segments) for v in videos]
     return self_train(
         model, lambda: Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev),
         store, bags, anom, norm, spans, lambda m: _video_auc(m, bags, labels, val_idx, dev),
@@ -463,7 +464,7 @@ def _build_bags(videos: list[VideoFeatures], n_segments: int, grid1: bool, path:
     is an ``OSError`` naming it, not a bus error on a sparse file.
     """
     n = 1 if grid1 else videos[0].features.shape[1]
-    shape = (len(videos), n_segments, n, videos[0].meta["channels"])
+    shape = (len(videos), n_segments, n, videos[0].meta.channels)
     bags = allocate_npy(path, np.dtype(np.float16), shape)
     for i, v in enumerate(tqdm(videos, desc="bags", disable=not progress, leave=False)):
         bags[i] = make_bag(v.features, n_segments, grid1=grid1)
@@ -519,8 +520,8 @@ def _box_targets(videos: list[VideoFeatures], n_segments: int, overlap: float) -
     out = np.zeros((len(videos), n_segments, n), dtype=np.float32)
     for i, v in enumerate(videos):
         if v.record.label == 1:
-            boxes = cuboid_boxes(v.meta["width"], v.meta["height"], grid)
-            segs = segment_clip_ranges(v.meta["n_clips"], n_segments)
+            boxes = cuboid_boxes(v.meta.width, v.meta.height, grid)
+            segs = segment_clip_ranges(v.meta.n_clips, n_segments)
             out[i] = segment_cuboid_labels(segs, v.clip_ranges, boxes, v.record.boxes, overlap)
     return out
 

@@ -11,13 +11,17 @@ event of a known kind, place and time span), with box annotations for every even
     ROOT/synth.json                         seed, settings, the files synth owns, and
                                             per-video event, span and area
 
-``synth.json`` is the ownership marker: it is written (with ``"complete": false``) before any
-other file and lists every file the run will write, so a rerun, even after a kill, knows exactly
-which files are its own. :func:`make_dataset` writes only into an empty folder or a previous
-synth output: with the same settings it rewrites it; with other settings it refuses unless
-``overwrite`` (an interrupted output, ``"complete": false``, is always replaced). Files listed
-by the previous marker that the new settings do not make (and any temporary file of a killed
-run) are deleted; nothing else in the folder is touched.
+``synth.json`` marks the folder as a synth output: it is written (with ``"complete": false``)
+before any other file and lists every file the run will write. Which files are synth's is the
+folder's ledger (``ROOT/.stmil/ledger.json``, :mod:`stmil.ownership`): every file is committed
+with it, so a file synth wrote and nobody changed since is replaced, and any other file under a
+name synth writes is refused in one line. A folder from before ledgers is migrated once: the
+files its valid ``synth.json`` lists are adopted (recorded by their present bytes).
+:func:`make_dataset` writes only into an empty folder or a previous synth output: with the same
+settings it rewrites it; with other settings it refuses unless ``overwrite`` (an interrupted
+output, ``"complete": false``, is always replaced). Files of the previous run that the new
+settings do not make are deleted when their bytes are still synth's (as are temporary files
+of a killed run); nothing else in the folder is touched.
 
 Footage is procedural by default (:mod:`stmil.synth.scene`), or windows of real videos
 (:mod:`stmil.synth.footage`); events come from :mod:`stmil.synth.events`. The ``hard``
@@ -28,6 +32,7 @@ settings give byte-identical files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -50,14 +55,17 @@ from stmil.datasets.layout import (
     split_file,
 )
 from stmil.errors import StmilError
+from stmil.ownership import LEDGER_DIR, Ledger, adopt, check_can_write, commit, prune
 from stmil.synth.distractors import SCENARIOS, HardScene
 from stmil.synth.events import KINDS, fit_box, make_event
 from stmil.synth.footage import Footage, FootageClip, FootageError, load_footage, probe_footage
 from stmil.synth.scene import ProceduralScene
-from stmil.synth.write import VideoWriter, write_annotations, write_text
+from stmil.synth.write import VideoWriter, annotation_files
 
 __all__ = ["CLASSES", "SCENARIOS", "FootageError", "Plan", "SynthError", "make_dataset",
            "plan_videos"]
+
+log = logging.getLogger(__name__)
 
 CLASSES = {"run": "Running", "fight": "Fighting", "fire": "Fire", "throw": "Throwing",
            "damage": "Vandalism"}
@@ -146,7 +154,8 @@ def _render(plan: Plan, root: Path, seed: int, size: tuple[int, int], n_frames: 
                       event.region if event is not None else None)
             if scenario == "hard" else None)
     boxes = []
-    with VideoWriter(root / _video_file(plan.video_id), width, height, fps) as writer:
+    with VideoWriter(root / _video_file(plan.video_id), width, height, fps,
+                     place=lambda tmp, dest: _commit(root, [(dest, _moved(tmp))])) as writer:
         for t in range(n_frames):
             frame = source.next_frame()
             if hard is not None:
@@ -164,6 +173,24 @@ def _render(plan: Plan, root: Path, seed: int, size: tuple[int, int], n_frames: 
                                      "min": round(min(areas), 4), "max": round(max(areas), 4)},
                       boxes=boxes)
     return record
+
+
+COMMAND = "synth"
+
+
+def _commit(root: Path, writes: list) -> None:
+    """Commit ``writes`` (``(dest, write(tmp))``) with ``root``'s ledger, as synth's."""
+    commit(root, writes, COMMAND, fix="choose another --out, or move it away")
+
+
+def _moved(src: Path):
+    """A writer (:func:`stmil.ownership.commit`) that moves the finished file ``src`` into its
+    temporary (same folder: a rename)."""
+    return lambda tmp: os.replace(src, tmp)
+
+
+def _text(text: str):
+    return lambda tmp: tmp.write_text(text, encoding="utf-8")
 
 
 def _check(n_videos: int, width: int, height: int, n_frames: int, fps: float | None,
@@ -267,12 +294,14 @@ def _claim(root: Path, seed: int, settings: dict, plans: list[Plan], overwrite: 
     """
     if root.exists() and not root.is_dir():
         raise SynthError(f"{root}: exists and is not a folder; choose another --out")
-    try:  # a kill before the first marker can leave only the marker's temporary
+    try:  # a kill before the first marker can leave only the marker's temporary (and ledger)
         entries = [e for e in (root.iterdir() if root.is_dir() else ())
-                   if not _own_temp(e.name, MARKER)]
+                   if not _own_temp(e.name, MARKER) and e.name != LEDGER_DIR]
     except OSError as e:
         raise SynthError(f"cannot write the dataset to {root}: {e.strerror or e}") from e
     old = read_marker(root) if entries else None
+    if old is not None and not Ledger.load(root).owns(MARKER, lambda p: True):
+        old = None  # a synth.json that stmil did not write, or changed since
     if entries and old is None:
         raise SynthError(f"{root}: folder is not empty and is not a stmil synth output (no "
                          f"valid {MARKER}); choose another --out or empty it")
@@ -286,17 +315,22 @@ def _claim(root: Path, seed: int, settings: dict, plans: list[Plan], overwrite: 
     new_files = owned_files(plans)
     old_files = old["files"] if old is not None else []
     every = sorted(set(old_files) | set(new_files))
+    if old is not None and Ledger.load(root).legacy is None:  # from before ledgers: once
+        adopt(root, [MARKER, *old_files], lambda p: True, COMMAND)
+    check_can_write(root, [MARKER, *new_files], fix="choose another --out, or move it away")
+    text = json.dumps({"format": MARKER_FORMAT, "complete": False, "seed": seed,
+                       "settings": settings, "files": every}, indent=1) + "\n"
     try:  # the marker first: whatever happens next, the folder is provably synth's
         root.mkdir(parents=True, exist_ok=True)
-        write_text(root / MARKER, json.dumps({"format": MARKER_FORMAT, "complete": False,
-                                              "seed": seed, "settings": settings,
-                                              "files": every}, indent=1) + "\n")
+        _commit(root, [(root / MARKER, _text(text))])
         (root / README_DIR / BOX_DIR).mkdir(parents=True, exist_ok=True)
         (root / VIDEOS_DIR).mkdir(exist_ok=True)
     except OSError as e:
         raise SynthError(f"cannot write the dataset to {root}: {e.strerror or e}") from e
-    for rel in set(old_files) - set(new_files):
-        (root / rel).unlink(missing_ok=True)
+    kept = prune(root, sorted(set(old_files) - set(new_files)))
+    if kept:
+        log.warning("%s: %d files of the previous synth output were changed since, so they "
+                    "are left in place: %s", root, len(kept), ", ".join(kept[:3]))
     for rel in every:  # a video temporary of an older stmil's killed run: <name>.tmp
         (root / f"{rel}.tmp").unlink(missing_ok=True)
     for folder in (root, root / README_DIR, root / README_DIR / BOX_DIR, root / VIDEOS_DIR):
@@ -327,9 +361,11 @@ def dataset_ready(out: Path, footage: list[Path] | None = None, n_videos: int = 
     old = read_marker(Path(out))
     settings = _settings(n_videos, width, height, n_frames, fps, test_fraction,
                          [Path(p) for p in footage or []], scenario)
-    return (old is not None and old["complete"] and old["seed"] == seed
-            and old["settings"] == settings
-            and all((Path(out) / f).is_file() for f in old["files"]))
+    if not (old is not None and old["complete"] and old["seed"] == seed
+            and old["settings"] == settings):
+        return False
+    ledger = Ledger.load(out)  # every file there, and synth's (from before ledgers: present)
+    return all(ledger.owns(f, lambda p: True) for f in [MARKER, *old["files"]])
 
 
 def _render_all(plans: list[Plan], root: Path, seed: int, size: tuple[int, int], n_frames: int,
@@ -391,12 +427,14 @@ def make_dataset(out: Path, footage: list[Path] | None = None, n_videos: int = 4
     workers = workers or min(4, os.cpu_count() or 1)
     records = _render_all(plans, out, seed, (width, height), n_frames, fps, sources, workers,
                           progress, scenario)
-    write_annotations(out, plans, records, n_frames)
     meta = {"format": MARKER_FORMAT, "complete": True, "seed": seed, "settings": settings,
             "files": owned_files(plans), "kinds": list(KINDS),
             "videos": {k: {f: v for f, v in r.items() if f != "boxes"}
                        for k, r in sorted(records.items())}}
-    write_text(out / MARKER, json.dumps(meta, indent=1) + "\n")
+    # one unit: the annotations, then the finished marker, renamed last
+    _commit(out, [(out / MARKER, _text(json.dumps(meta, indent=1) + "\n")),
+                  *((dest, _text(text)) for dest, text in annotation_files(out, plans, records,
+                                                                           n_frames))])
     return {"root": str(out),
             "train": sorted(p.video_id for p in plans if p.split == "train"),
             "test": sorted(p.video_id for p in plans if p.split == "test"),

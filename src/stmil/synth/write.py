@@ -8,7 +8,7 @@ the same bytes on every run (given the same FFmpeg and x264 builds).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +22,7 @@ from stmil.atomic import (
     temp_path,
     write_text,  # noqa: F401 - used by the synth modules
 )
-from stmil.datasets.crime2local import write_vatic
+from stmil.datasets.crime2local import vatic_text
 from stmil.datasets.layout import SPLIT_FILES, TEMPORAL, box_file, split_file
 
 # One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
@@ -45,13 +45,15 @@ class VideoWriter:
     """Encode ``(H, W, 3)`` uint8 RGB frames to an H.264 mp4, atomically. Use as a context.
 
     Frames go to a temporary file beside it (:func:`stmil.atomic.temp_path`, so a rerun's
-    :func:`stmil.atomic.remove_stale_temps` removes what a kill left), renamed into place only
-    when the file is whole; on any failure (a full disk included, in encoding, flushing,
+    :func:`stmil.atomic.remove_stale_temps` removes what a kill left), put into place only
+    when the file is whole, by ``place(tmp, path)`` (default: a rename; ``synth`` commits it
+    with its folder's ledger); on any failure (a full disk included, in encoding, flushing,
     closing or renaming) the temporary file is removed and the destination is untouched.
     """
 
-    def __init__(self, path: Path, width: int, height: int, fps: Fraction):
-        self.path = path
+    def __init__(self, path: Path, width: int, height: int, fps: Fraction,
+                 place: Callable[[Path, Path], None] = os.replace):
+        self.path, self.place = path, place
         with naming(path):  # a full disk names the video, not its temporary file
             self.tmp = temp_path(path)
             try:
@@ -88,7 +90,7 @@ class VideoWriter:
                 finally:
                     self.container.close()
                 if kind is None:
-                    os.replace(self.tmp, self.path)
+                    self.place(self.tmp, self.path)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
@@ -96,18 +98,22 @@ class VideoWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def write_annotations(root: Path, plans: Sequence[PlanLike], records: Mapping[str, dict],
-                      n_frames: int) -> None:
-    """Split lists, VATIC box files and the UCF-Crime temporal annotation of the test split."""
+def annotation_files(root: Path, plans: Sequence[PlanLike], records: Mapping[str, dict],
+                     n_frames: int) -> list[tuple[Path, str]]:
+    """``(path, text)`` of the split lists, the VATIC box files and the UCF-Crime temporal
+    annotation of the test split (written as one unit by the caller)."""
+    files = []
     for split in SPLIT_FILES:
         ids = sorted(p.video_id for p in plans if p.split == split)
-        write_text(root / split_file(split), "\n".join(ids) + "\n")
+        files.append((root / split_file(split), "\n".join(ids) + "\n"))
     temporal = []
     for p in sorted(plans, key=lambda p: p.video_id):
         if p.kind:
-            write_vatic(root / box_file(p.video_id), records[p.video_id]["boxes"], p.start,
-                        p.end, n_frames, p.kind)
+            files.append((root / box_file(p.video_id),
+                          vatic_text(records[p.video_id]["boxes"], p.start, p.end, n_frames,
+                                     p.kind)))
         if p.split == "test":
             span = f"{p.start + 1}  {p.end}" if p.kind else "-1  -1"
             temporal.append(f"{p.video_id}.mp4  {p.category}  {span}  -1  -1")
-    write_text(root / TEMPORAL, "\n".join(temporal) + "\n")
+    files.append((root / TEMPORAL, "\n".join(temporal) + "\n"))
+    return files

@@ -1,0 +1,9 @@
+"""Deployable models: the feature extractor and a run's scorer as ONNX graphs, with a manifest
+that tells a runtime everything it needs (``stmil export-model``; docs/deploy.md).
+
+:mod:`~stmil.deploy.builder` lowers plain tensors to ONNX nodes, :mod:`~stmil.deploy.graphs`
+lowers the I3D network with cuboid pooling and the scorer with its gates,
+:mod:`~stmil.deploy.manifest` is the one reader and writer of ``manifest.json``,
+:mod:`~stmil.deploy.export` writes an export folder and :mod:`~stmil.deploy.runtime` runs one
+with ONNX Runtime.
+"""

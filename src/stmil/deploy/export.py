@@ -1,0 +1,259 @@
+"""``stmil export-model``: the feature extractor (and a run's scorer) as ONNX graphs in a folder.
+
+An export folder holds ``features.onnx``, ``scorer.onnx`` (with ``--model RUN``) and
+``manifest.json`` (:mod:`stmil.deploy.manifest`), committed as one unit through the folder's
+ledger (:mod:`stmil.ownership`): a file there that stmil did not write is refused, never
+replaced. Each graph is checked with ``onnx.checker`` (full check: strict shape inference,
+whose output shapes must be the manifest's) and run once with ONNX Runtime against PyTorch
+before anything is written: features of a random clip, scores of random features; the errors
+measured are recorded in the manifest (``checked``), and an fp32 graph off by more than
+:data:`FEATURES_TOL` / :data:`SCORES_TOL` is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stmil import __version__
+from stmil.atomic import check_writable
+from stmil.cuboids import pool_cuboids
+from stmil.deploy.builder import BATCH, OPSET
+from stmil.deploy.graphs import PRECISIONS, features_graph, scorer_graph
+from stmil.deploy.manifest import (
+    FEATURES_FILE,
+    FORMAT,
+    MANIFEST,
+    SCORER_FILE,
+    VERSION,
+    ExportManifest,
+    preprocess,
+    read_manifest,
+)
+from stmil.errors import ConfigError, ModelError, StmilError
+from stmil.features.i3d import endpoint_channels
+from stmil.features.motion import DECIMALS, MOTION, motion_energy
+from stmil.features.pipeline_config import TAIL_POLICIES, check_count
+from stmil.features.weights import KINETICS400_RGB, load_i3d
+from stmil.mil.bags import l2_normalise
+from stmil.mil.detector import Detector
+from stmil.ownership import check_can_write, commit, prune, sha256_of
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+#: Largest relative L2 error of fp32 features (ONNX Runtime vs PyTorch) an export accepts.
+FEATURES_TOL = 1e-4
+#: Largest absolute difference of fp32 scores (ONNX Runtime vs the run's Detector) accepted.
+SCORES_TOL = 1e-5
+EXTRA = "pip install 'stmil[onnx]'"
+
+
+def require_onnx() -> tuple[Any, Any]:
+    """The ``onnx`` and ``onnxruntime`` modules; :class:`StmilError` naming the extra when
+    either is missing."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise StmilError(f"exporting and running exported models needs the onnx extra "
+                         f"({e.name} is missing): {EXTRA}") from None
+    return onnx, onnxruntime
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """What the feature graph is built for and how a runtime cuts clips: from the run with
+    ``--model``, else these defaults (``stmil extract``'s)."""
+
+    endpoint: str = "Mixed_4e"
+    grid: int = 7
+    size: int = 224
+    clip_len: int = 16
+    stride: int = 16
+    fps: float | None = None
+    tail: str = "drop"
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "size", "clip_len", "stride"):
+            check_count(name, getattr(self, name))
+        if self.clip_len < 2:
+            raise ConfigError(f"clip_len must be at least 2 (motion energy needs two frames), "
+                              f"got {self.clip_len}")
+        if self.endpoint == "Logits" or self.endpoint.startswith("import:"):
+            raise ConfigError(f"cannot export endpoint {self.endpoint!r}: cuboid features need "
+                              "an I3D feature-map endpoint")
+        endpoint_channels(self.endpoint)  # ConfigError naming the choices
+        if self.tail not in TAIL_POLICIES:
+            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, got "
+                              f"{self.tail!r}")
+
+    @classmethod
+    def of_run(cls, detector: Detector) -> ClipSettings:
+        c = detector.config
+        return cls(c.endpoint, c.feature_grid, c.size, c.clip_len, c.stride,
+                   c.recorded.get("resample_fps"), c.tail)
+
+
+def export_model(out: Path | str, run: Path | str | None = None, format: str = "onnx",
+                 precision: str = "fp32", settings: ClipSettings | None = None
+                 ) -> ExportManifest:
+    """Export the feature extractor, and with ``run`` its scorer, into the folder ``out``.
+
+    ``settings`` (only without ``run``: a run brings its own) choose the endpoint, grid and
+    clip geometry. Returns the manifest written. :class:`ConfigError` for a bad setting,
+    :class:`~stmil.errors.OutputError` for a file in ``out`` that is not stmil's,
+    :class:`ModelError` for a run that cannot be exported or a graph that does not match
+    PyTorch.
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"{precision!r}")
+    detector = None
+    if run is not None:
+        if settings is not None:
+            raise ConfigError("a run brings its own clip settings: give --model or the "
+                              "settings, not both")
+        detector = Detector.load(run)
+        detector.check_scores_video()  # imported features: no network computes them
+        settings = ClipSettings.of_run(detector)
+    s = settings or ClipSettings()
+    onnx, ort = require_onnx()
+    out = check_writable(out)
+    names = [FEATURES_FILE, MANIFEST] + ([SCORER_FILE] if detector else [])
+    check_can_write(out, names)
+
+    model = load_i3d(s.endpoint)
+    feats = features_graph(model, s.grid, s.clip_len, s.size, precision,
+                           {"stmil_version": __version__, "weights_sha256":
+                            KINETICS400_RGB.sha256})
+    n, c = s.grid * s.grid, endpoint_channels(s.endpoint)
+    feats_io = ({"clips": [BATCH, 3, s.clip_len, s.size, s.size]},
+                {"features": [BATCH, n, c], "motion": [BATCH, n]})
+    feats_bytes = _checked(onnx, feats, *feats_io, FEATURES_FILE)
+    checked = {"features_rel_l2": _check_features(ort, feats_bytes, model, s)}
+    if precision == "fp32" and not checked["features_rel_l2"] <= FEATURES_TOL:
+        raise ModelError(f"the exported feature graph differs from PyTorch by relative L2 "
+                         f"{checked['features_rel_l2']:.2e} (> {FEATURES_TOL:g}); please "
+                         "report this")
+    blobs = {FEATURES_FILE: feats_bytes}
+    scorer_entry = None
+    if detector is not None:
+        inputs = {"features": [BATCH, n, c]} | (
+            {"motion": [BATCH, n]} if detector.config.motion == "gate" else {})
+        scorer = scorer_graph(detector, n, {"stmil_version": __version__})
+        blobs[SCORER_FILE] = _checked(onnx, scorer, inputs, {"maps": [BATCH, n]}, SCORER_FILE)
+        checked["scores_max_abs"] = _check_scorer(ort, blobs[SCORER_FILE], detector, n, c)
+        if not checked["scores_max_abs"] <= SCORES_TOL:
+            raise ModelError(f"the exported scorer differs from the run's by "
+                             f"{checked['scores_max_abs']:.2e} (> {SCORES_TOL:g}); please "
+                             "report this")
+        scorer_entry = _entry(SCORER_FILE, blobs[SCORER_FILE], inputs, {"maps": [BATCH, n]}) | {
+            "run": str(Path(run).resolve()),
+            "model_sha256": sha256_of(Path(run) / "model.safetensors"),
+            "config": dict(detector.config.recorded)}
+    data = {
+        "format": FORMAT, "version": VERSION, "stmil_version": __version__, "opset": OPSET,
+        "precision": precision,
+        "clips": {"clip_len": s.clip_len, "stride": s.stride, "fps": s.fps, "tail": s.tail},
+        "preprocess": preprocess(s.size),
+        "features": _entry(FEATURES_FILE, feats_bytes, *feats_io) | {
+            "endpoint": s.endpoint, "grid": s.grid, "channels": c, "motion_rule": MOTION,
+            "motion_decimals": DECIMALS,
+            "weights": {"name": KINETICS400_RGB.name, "sha256": KINETICS400_RGB.sha256}},
+        "scorer": scorer_entry,
+        "checked": checked,
+    }
+    manifest = ExportManifest(out, data)
+    writes: list[tuple[Path, Callable[[Path], None]]] = [
+        (out / name, _writer(blob)) for name, blob in blobs.items()]
+    text = manifest.text()
+    commit(out, [*writes, (out / MANIFEST, lambda t: t.write_text(text, encoding="utf-8"))],
+           "export-model")
+    if detector is None:  # a scorer of an earlier export would not match this manifest
+        prune(out, [SCORER_FILE])
+    return read_manifest(out)
+
+
+def _writer(blob: bytes) -> Callable[[Path], None]:
+    return lambda t: t.write_bytes(blob)
+
+
+def _entry(name: str, blob: bytes, inputs: dict, outputs: dict) -> dict[str, Any]:
+    return {"file": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+            "inputs": inputs, "outputs": outputs}
+
+
+def _checked(onnx: Any, model: Any, inputs: dict[str, list], outputs: dict[str, list],
+             name: str) -> bytes:
+    """``model`` serialised, after ``onnx.checker``'s full check; its inferred input and
+    output shapes must be ``inputs`` and ``outputs`` (:class:`ModelError` if not)."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ModelError(f"{name}: the exported graph is not valid ONNX ({e}); please report "
+                         "this") from None
+    got = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+           for v in [*inferred.graph.input, *inferred.graph.output]}
+    want = inputs | outputs
+    if got != want:
+        raise ModelError(f"{name}: shapes {got} are not the expected {want}; please report "
+                         "this")
+    return model.SerializeToString()
+
+
+def _session(ort: Any, blob: bytes) -> Any:
+    return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def _check_features(ort: Any, blob: bytes, model: torch.nn.Module, s: ClipSettings) -> float:
+    """Relative L2 error of the graph's features of one random clip against PyTorch fp32;
+    its motion energy must match :func:`~stmil.features.motion.motion_energy`."""
+    clip = torch.rand(1, 3, s.clip_len, s.size, s.size,
+                      generator=torch.Generator().manual_seed(0)) * 2 - 1
+    feats, motion = _session(ort, blob).run(None, {"clips": clip.numpy()})
+    ref = pool_cuboids(model(clip), s.grid).numpy()
+    if not np.allclose(np.round(motion.astype(np.float64), DECIMALS),
+                       motion_energy(clip, s.grid), atol=2 * 10.0 ** -DECIMALS):
+        raise ModelError("the exported motion energy differs from stmil's; please report this")
+    return float(np.linalg.norm(feats - ref) / np.linalg.norm(ref))
+
+
+def _check_scorer(ort: Any, blob: bytes, detector: Detector, n: int, c: int) -> float:
+    """Largest absolute difference of the graph's scores of random features (and motion)
+    from :meth:`Detector.maps`. With a memory gate, the features run from bank entries to
+    random directions (:func:`gate_probe`), so that the gate takes every value in ``[0, 1]``."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(4, n, c))).astype(np.float32)
+    gate = detector.scorer.gate
+    if gate is not None:
+        x = gate_probe(gate.bank.numpy(), x, rng)
+    motion = rng.uniform(0, 2 * (detector.config.motion_scale or 1), size=(4, n))
+    motion = np.round(motion, DECIMALS)
+    feeds = {"features": x} | (
+        {"motion": motion.astype(np.float32)} if detector.config.motion == "gate" else {})
+    got = _session(ort, blob).run(None, feeds)[0]
+    want = detector.maps(x, motion)
+    return float(np.abs(got - want).max())
+
+
+def gate_probe(bank: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Features ``x`` ``(..., C)`` moved towards random entries of ``bank`` ``(M, C)``: instance
+    ``k`` of ``K`` is ``(1 - a) * entry + a * x_k / |x_k|`` with ``a = k / (K - 1)``, from an
+    entry itself (novelty 0) to a random direction (novelty far above a normal instance's)."""
+    flat = l2_normalise(x.reshape(-1, x.shape[-1]))
+    a = np.linspace(0.0, 1.0, len(flat), dtype=np.float32)[:, None]
+    rng.shuffle(a)
+    near = bank[rng.integers(len(bank), size=len(flat))]
+    return ((1 - a) * near + a * flat).astype(np.float32).reshape(x.shape)

@@ -1,0 +1,173 @@
+"""``manifest.json`` of an export folder: the one reader and writer.
+
+It tells a runtime everything it needs besides the graphs: how to cut and preprocess clips,
+what each graph takes and gives, where the weights came from and, for an export of a run, the
+run's whole recorded config. An example (``stmil export-model --out exported --model RUN``)::
+
+    {"format": "stmil-exported-model", "version": 1, "stmil_version": "0.1.0", "opset": 17,
+     "precision": "fp32",
+     "clips": {"clip_len": 16, "stride": 16, "fps": null, "tail": "drop"},
+     "preprocess": {"size": 224, "layout": "batch, RGB, time, height, width",
+                    "resize": "bilinear-antialias", "crop": null, "mean": 127.5,
+                    "scale": 0.00784313725490196, "clamp": [-1.0, 1.0]},
+     "features": {"file": "features.onnx", "bytes": 22927808, "sha256": "...",
+                  "endpoint": "Mixed_4e", "grid": 7, "channels": 528,
+                  "inputs": {"clips": ["batch", 3, 16, 224, 224]},
+                  "outputs": {"features": ["batch", 49, 528], "motion": ["batch", 49]},
+                  "motion_rule": "mean-abs-frame-difference", "motion_decimals": 6,
+                  "weights": {"name": "i3d-kinetics400-rgb", "sha256": "af5c50f0..."}},
+     "scorer": {"file": "scorer.onnx", "bytes": ..., "sha256": "...",
+                "inputs": {"features": ["batch", 49, 528], "motion": ["batch", 49]},
+                "outputs": {"maps": ["batch", 49]},
+                "run": "/abs/path/of/RUN", "model_sha256": "...", "config": {...}}}
+
+``scorer`` is null for an export without ``--model``. Pixels become model input as
+``(pixel - mean) * scale`` clamped to ``clamp``, after the whole frame (no crop) is resized to
+``size`` x ``size``. All tensors are float32. ``motion`` (features output, scorer input) is
+rounded to ``motion_decimals`` decimals between the two, as ``stmil extract`` stores it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stmil.errors import ModelError
+from stmil.ownership import sha256_of
+
+MANIFEST = "manifest.json"
+FEATURES_FILE = "features.onnx"
+SCORER_FILE = "scorer.onnx"
+FORMAT = "stmil-exported-model"
+VERSION = 1
+#: Pixel values 0..255 -> model input, as :mod:`stmil.features.resize` computes it.
+MEAN, SCALE = 127.5, 2.0 / 255.0
+AGAIN = "export it again with stmil export-model"
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """A validated ``manifest.json``; ``folder`` is where it was read from (or is to go)."""
+
+    folder: Path
+    data: Mapping[str, Any]
+
+    @property
+    def clips(self) -> Mapping[str, Any]:
+        return self.data["clips"]
+
+    @property
+    def features(self) -> Mapping[str, Any]:
+        return self.data["features"]
+
+    @property
+    def scorer(self) -> Mapping[str, Any] | None:
+        return self.data["scorer"]
+
+    @property
+    def size(self) -> int:
+        return int(self.data["preprocess"]["size"])
+
+    def path(self, entry: Mapping[str, Any]) -> Path:
+        """The graph file of ``entry`` (``features`` or ``scorer``)."""
+        return self.folder / entry["file"]
+
+    def text(self) -> str:
+        return json.dumps(dict(self.data), indent=1, allow_nan=False) + "\n"
+
+
+def preprocess(size: int) -> dict[str, Any]:
+    """The manifest's ``preprocess`` block for input ``size`` (the one resize definition)."""
+    from stmil.features.resize import RESIZE  # deferred: torch, for the name alone
+
+    return {"size": size, "layout": "batch, RGB, time, height, width", "resize": RESIZE,
+            "crop": None, "mean": MEAN, "scale": SCALE, "clamp": [-1.0, 1.0]}
+
+
+def graph_entry(path: Path, inputs: dict[str, list], outputs: dict[str, list],
+                **extra: Any) -> dict[str, Any]:
+    """A graph's manifest entry: its file name, byte size, SHA-256, inputs and outputs."""
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_of(path),
+            "inputs": inputs, "outputs": outputs, **extra}
+
+
+_TOP = {"format": str, "version": int, "stmil_version": str, "opset": int, "precision": str,
+        "clips": dict, "preprocess": dict, "features": dict}
+_GRAPH = {"file": str, "bytes": int, "sha256": str, "inputs": dict, "outputs": dict}
+_FEATURES = {"endpoint": str, "grid": int, "channels": int, "motion_decimals": int}
+_SCORER = {"model_sha256": str, "config": dict}
+
+
+def read_manifest(folder: Path | str, verify: bool = True) -> ExportManifest:
+    """The manifest of an export folder, checked; with ``verify`` each graph file's size and
+    SHA-256 must match it (a file changed or half-written since is refused).
+
+    :class:`ModelError` naming the file and the first problem.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {MANIFEST} (is this a folder stmil export-model "
+                         "wrote?)")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"{path}: not a stmil export manifest ({e}); {AGAIN}") from None
+    problem = _problem(data)
+    if problem:
+        raise ModelError(f"{path}: not a stmil export manifest ({problem}); {AGAIN}")
+    manifest = ExportManifest(folder, data)
+    if verify:
+        for entry in (manifest.features, manifest.scorer):
+            if entry is not None:
+                _verify(manifest.path(entry), entry)
+    return manifest
+
+
+def _problem(data: Any) -> str | None:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return f"format is not {FORMAT!r}"
+    if data.get("version") != VERSION:
+        return f"version {data.get('version')!r}; this stmil reads version {VERSION}"
+    checks = [(data, _TOP, ""), (data.get("features"), {**_GRAPH, **_FEATURES}, "features.")]
+    if data.get("scorer") is not None:
+        checks.append((data["scorer"], {**_GRAPH, **_SCORER}, "scorer."))
+    elif "scorer" not in data:
+        return "no scorer entry (null for an export without --model)"
+    for block, schema, prefix in checks:
+        if not isinstance(block, dict):
+            return f"{prefix.rstrip('.')} is not a mapping"
+        for key, typ in schema.items():
+            v = block.get(key)
+            if not isinstance(v, typ) or isinstance(v, bool):
+                return f"{prefix}{key} is {v!r}, not {typ.__name__}"
+    for key in ("clip_len", "stride"):
+        if not _count(data["clips"].get(key)):
+            return f"clips.{key} is {data['clips'].get(key)!r}, not a whole number >= 1"
+    if not _count(data["preprocess"].get("size")):
+        return f"preprocess.size is {data['preprocess'].get('size')!r}"
+    fps = data["clips"].get("fps")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        return f"clips.fps is {fps!r}"
+    return None
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _verify(path: Path, entry: Mapping[str, Any]) -> None:
+    """:class:`ModelError` unless ``path`` has the size and SHA-256 its entry records."""
+    if Path(entry["file"]).name != entry["file"]:
+        raise ModelError(f"{path}: the manifest names a file outside its folder; {AGAIN}")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing (the manifest names it); {AGAIN}") from None
+    if size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
+        raise ModelError(f"{path}: not the file the manifest records (changed, or an export "
+                         f"was interrupted); {AGAIN}")

@@ -1,0 +1,75 @@
+"""Parity on real footage (vtest.avi) and end to end: ONNX Runtime features against PyTorch
+fp32, fp16's error, and stmil score --backend onnxruntime against the PyTorch run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stmil.deploy.export import export_model
+from stmil.deploy.runtime import ExportedModel
+from tests.conftest import require_vtest, run_cli, write_video
+
+
+def _vtest_clips(n: int = 4) -> np.ndarray:
+    """The first ``n`` 16-frame clips of vtest.avi at 224, decoded and resized as extract does."""
+    from stmil.features.video import iter_clips
+
+    batch = next(iter_clips(require_vtest(), 16, 16, 224, batch_size=n))
+    return batch.clips
+
+
+def _rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per clip: ``|a - b| / |b|`` over each clip's cuboids and channels."""
+    return (np.linalg.norm((a - b).reshape(len(a), -1), axis=1)
+            / np.linalg.norm(b.reshape(len(b), -1), axis=1))
+
+
+@pytest.mark.slow
+def test_onnxruntime_features_match_pytorch_on_vtest(export_224, extractor):
+    from stmil.features.motion import motion_energy
+
+    clips = _vtest_clips()
+    ref = extractor(clips).numpy()  # PyTorch fp32 on the CPU, as stmil extract
+    feats, motion = ExportedModel(export_224, "cpu").features(clips.numpy())
+    assert (_rel_l2(feats, ref) <= 1e-4).all(), _rel_l2(feats, ref)
+    np.testing.assert_allclose(motion, motion_energy(clips, 7), rtol=0, atol=1.01e-6)
+    assert motion.max() > 0.01  # people walk: the clips move
+
+
+@pytest.mark.slow
+def test_fp16_features_error_on_vtest(tmp_path, extractor):
+    """fp16 halves the file at a relative error of about 1e-3 (docs/deploy.md)."""
+    out = tmp_path / "fp16"
+    manifest = export_model(out, precision="fp16")
+    assert manifest.data["precision"] == "fp16"
+    clips = _vtest_clips()
+    feats, _ = ExportedModel(out, "cpu").features(clips.numpy())
+    err = _rel_l2(feats, extractor(clips).numpy())
+    assert (err < 5e-3).all() and (err > 1e-5).all(), err  # fp16, but not fp32 by mistake
+    assert (out / "features.onnx").stat().st_size < 0.6 * manifest.data["features"]["bytes"] * 2
+
+
+def test_score_backend_onnxruntime_equals_torch(gated_run, gated_export, tmp_path, capsys):
+    """Same decoding, same files, same scores (1e-5) through the exported model."""
+    from tests.live.scene import scene_frames
+
+    video = write_video(tmp_path / "clip.mkv", scene_frames(64, [(20, 44)], 5))
+    got = {}
+    for backend, model in (("torch", gated_run), ("onnxruntime", gated_export)):
+        out = tmp_path / backend
+        code, stdout, err = run_cli(capsys, "score", video, "--model", model, "--out", out,
+                                    "--backend", backend, "--device", "cpu", "--quiet")
+        assert code == 0, err
+        got[backend] = json.loads((out / "clip.scores.json").read_text())
+    a, b = got["torch"], got["onnxruntime"]
+    assert a.keys() == b.keys()
+    for key in a.keys() - {"clip_maps", "frame_scores", "boxes"}:
+        assert a[key] == b[key], key
+    np.testing.assert_allclose(b["frame_scores"], a["frame_scores"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(b["clip_maps"], a["clip_maps"], rtol=0, atol=1e-5)
+    assert max(a["frame_scores"]) > 0  # something to compare
+    assert Path(tmp_path / "onnxruntime" / "clip.scores.json").is_file()
