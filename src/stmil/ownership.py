@@ -28,7 +28,10 @@ simply "not ours": the safe direction.
 has no ledger, or its ledger lists a file under ``legacy`` with unchanged size and time, the
 command's old test (a ``legacy`` predicate: today's "is this ours") decides, and a file it
 adopts is recorded when it is replaced. Hashes are computed only for a file that exists under a
-name a command wants to write or delete.
+name a command wants to write or delete. ``legacy`` snapshots list a folder's own files, not
+its subfolders': a command whose old outputs lie deeper (``synth``) records them once with
+:func:`adopt`. :func:`prune` deletes the files a command wrote before and no longer makes (an
+export's video removed since), those still unchanged only.
 
 Claim files (:mod:`stmil.features.claims`) are the one exception: short-lived lock files, made
 atomically with their marker line, they are never listed here.

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from stmil.atomic import check_writable
 from stmil.cuboids import cuboid_boxes, predicted_boxes
+from stmil.deploy.backend import ExportedDetector
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import (
@@ -271,9 +272,7 @@ def load_detector(model: str | Path, backend: str = "torch", device: str = "auto
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return Detector.load(model)
-    from stmil.deploy.backend import ExportedDetector  # deferred: onnxruntime, an extra
-
-    return ExportedDetector.load(model, device)
+    return ExportedDetector.load(model, device)  # onnxruntime is imported when it runs
 
 
 def video_extractor(detector: Detector, device: str):

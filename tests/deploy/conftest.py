@@ -87,7 +87,7 @@ def gated_run(tmp_path_factory, extractor) -> Path:
         vid = f"{'Fighting' if i % 2 == 0 else 'Normal_Videos_'}{i:03d}_x264"
         array, meta = made["a" if i % 2 == 0 else "n"]
         x = array.astype(np.float32)
-        x = np.abs(x + 0.02 * rng.normal(size=x.shape) * x.std()).astype(np.float16)
+        x = np.abs(x + 0.2 * rng.normal(size=x.shape) * x.std()).astype(np.float16)
         motion = meta.motion * (1 + 0.1 * rng.random(meta.motion.shape))
         write_features(feats, vid, x, dataclasses.replace(
             meta, source=f"{vid}.mp4", source_bytes=None, source_mtime_ns=None,

@@ -116,11 +116,16 @@ def test_trained_run_scores_equal_on_its_real_features(gated_run, gated_export):
 
     detector, exported = Detector.load(gated_run), ExportedDetector.load(gated_export, "cpu")
     assert detector.config.gate == "memory" and detector.config.motion == "gate"
+    # float32 similarities are off by ~4 ulp(1.0), which the gate divides by hi - lo: this
+    # run's gate is narrow (copies of two videos), so PyTorch itself is that far from exact
+    lo, hi = detector.scorer.gate.scale.tolist()
+    tol = max(1e-5, 4 * 2.0 ** -23 / (hi - lo))
+    assert read_manifest(gated_export).data["checked"]["scores_tol"] == pytest.approx(tol)
     feats_dir = gated_run.parent / "feats"
     for npy in sorted(feats_dir.glob("*.npy")):
         x, meta = load_features(feats_dir, npy.stem)
         want = detector.maps(x, meta_motion(meta))
-        np.testing.assert_allclose(exported.maps(x, meta_motion(meta)), want, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(exported.maps(x, meta_motion(meta)), want, rtol=0, atol=tol)
 
 
 def test_manifest_says_everything_a_runtime_needs(gated_run, gated_export):
@@ -144,7 +149,8 @@ def test_manifest_says_everything_a_runtime_needs(gated_run, gated_export):
     assert s["model_sha256"] == sha256_of(gated_run / "model.safetensors")
     assert s["config"] == load_model(gated_run)[1]
     assert set(s["inputs"]) == {"features", "motion"}
-    assert d["checked"]["features_rel_l2"] < 1e-5 and d["checked"]["scores_max_abs"] <= 1e-5
+    assert d["checked"]["features_rel_l2"] < 1e-5
+    assert d["checked"]["scores_max_abs"] <= d["checked"]["scores_tol"]
 
 
 def test_a_changed_graph_is_refused(small_export, tmp_path, capsys):

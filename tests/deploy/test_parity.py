@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stmil.deploy.export import export_model
+from stmil.deploy.manifest import read_manifest
 from stmil.deploy.runtime import ExportedModel
 from tests.conftest import require_vtest, run_cli, write_video
 
@@ -41,7 +42,7 @@ def test_onnxruntime_features_match_pytorch_on_vtest(export_224, extractor):
 
 
 @pytest.mark.slow
-def test_fp16_features_error_on_vtest(tmp_path, extractor):
+def test_fp16_features_error_on_vtest(tmp_path, extractor, export_224):
     """fp16 halves the file at a relative error of about 1e-3 (docs/deploy.md)."""
     out = tmp_path / "fp16"
     manifest = export_model(out, precision="fp16")
@@ -50,7 +51,8 @@ def test_fp16_features_error_on_vtest(tmp_path, extractor):
     feats, _ = ExportedModel(out, "cpu").features(clips.numpy())
     err = _rel_l2(feats, extractor(clips).numpy())
     assert (err < 5e-3).all() and (err > 1e-5).all(), err  # fp16, but not fp32 by mistake
-    assert (out / "features.onnx").stat().st_size < 0.6 * manifest.data["features"]["bytes"] * 2
+    fp32_bytes = (export_224 / "features.onnx").stat().st_size
+    assert (out / "features.onnx").stat().st_size < 0.6 * fp32_bytes  # weights in half
 
 
 def test_score_backend_onnxruntime_equals_torch(gated_run, gated_export, tmp_path, capsys):
@@ -69,7 +71,11 @@ def test_score_backend_onnxruntime_equals_torch(gated_run, gated_export, tmp_pat
     assert a.keys() == b.keys()
     for key in a.keys() - {"clip_maps", "frame_scores", "boxes"}:
         assert a[key] == b[key], key
-    np.testing.assert_allclose(b["frame_scores"], a["frame_scores"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(b["clip_maps"], a["clip_maps"], rtol=0, atol=1e-5)
-    assert max(a["frame_scores"]) > 0  # something to compare
+    diff = np.abs(np.subtract(b["clip_maps"], a["clip_maps"])).max()
+    print("max |onnxruntime - torch| of the clip maps:", diff)
+    tol = read_manifest(gated_export).data["checked"]["scores_tol"]  # the gate's rounding
+    np.testing.assert_allclose(b["frame_scores"], a["frame_scores"], rtol=0, atol=tol)
+    np.testing.assert_allclose(b["clip_maps"], a["clip_maps"], rtol=0, atol=tol)
+    assert max(a["frame_scores"]) > 0.01  # something to compare
+    assert diff <= 1e-4 and tol <= 1e-4  # the issue's bound, on a gate of realistic width
     assert Path(tmp_path / "onnxruntime" / "clip.scores.json").is_file()

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stmil import __version__
+
 if TYPE_CHECKING:
     import onnx
 
@@ -86,8 +88,6 @@ class GraphBuilder:
     def model(self, doc: str, metadata: dict[str, str]) -> onnx.ModelProto:
         """The model: opset :data:`OPSET`, producer ``stmil``, ``metadata`` as its props."""
         from onnx import helper
-
-        from stmil import __version__
 
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,
                                   self.initializers, doc_string=doc)

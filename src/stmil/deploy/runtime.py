@@ -95,6 +95,9 @@ class ExportedModel:
         session = self.session("scorer")
         x = np.asarray(features, dtype=np.float32)
         gated = "motion" in self.manifest.scorer["inputs"]
+        if gated and motion is None:
+            raise ConfigError(f"{self.manifest.folder}: the run's motion gate needs the motion "
+                              "energy of the clips (the feature graph's second output)")
         step = max(1, ROWS // max(1, x.shape[1]))
         out = []
         for k in range(0, len(x), step):

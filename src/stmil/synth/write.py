@@ -1,7 +1,8 @@
 """Writers for the semi-synthetic benchmark: H.264 videos and UCF-Crime2Local annotation files.
 
-Every file is written to a temporary name beside its destination and renamed into place, so a
-reader never sees half a file. Video encoding is single-threaded so that the same frames give
+Every file is written to a temporary name beside its destination and put into place whole
+(:mod:`stmil.synth.dataset` commits each with its folder's ledger), so a reader never sees half
+a file. Video encoding is single-threaded so that the same frames give
 the same bytes on every run (given the same FFmpeg and x264 builds).
 """
 
@@ -17,11 +18,7 @@ from typing import Protocol
 import av
 import numpy as np
 
-from stmil.atomic import (
-    naming,
-    temp_path,
-    write_text,  # noqa: F401 - used by the synth modules
-)
+from stmil.atomic import naming, temp_path
 from stmil.datasets.crime2local import vatic_text
 from stmil.datasets.layout import SPLIT_FILES, TEMPORAL, box_file, split_file
 
