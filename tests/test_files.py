@@ -72,4 +72,5 @@ def test_videos_whose_relative_path_has_a_colon_are_read_and_written(tmp_path, m
     assert probe("cam:1/synth.mp4").frames_reported == 20
     assert write_clip(Path("cam:1/clip.mp4"), frames, 30.0, "incident") == 20  # watch --clips
     assert is_clip(Path("cam:1/clip.mp4"))
-    assert sorted(os.listdir("cam:1")) == ["10:30.mkv", "clip.mp4", "synth.mp4"]  # no temporaries
+    # No temporaries; .stmil: the ledger of what stmil wrote there.
+    assert sorted(os.listdir("cam:1")) == [".stmil", "10:30.mkv", "clip.mp4", "synth.mp4"]
