@@ -54,7 +54,7 @@ from pathlib import Path
 SOFT_LIMIT = 20.0  # seconds a case may run before it counts as a hang
 HARD_EXTRA = 25.0  # the worker is killed this much after the soft limit
 MEMORY_LIMIT = 6 << 30  # address space of a worker (a 931 GiB allocation fails, not thrashes)
-BASE_MARKER = "fuzz-base-v1.done"
+BASE_MARKER = "fuzz-base-v2.done"  # v2: rotation in the tkhd matrix
 IDS = ["Fire001_x264", "Normal_Videos_001_x264", "Normal_Videos_002_x264", "Vandalism001_x264"]
 TRAIN_TINY = ["--iterations", "3", "--batch-anomalous", "1", "--batch-normal", "1",
               "--hidden", "8", "--mid", "4", "--checkpoint-every", "2", "--device", "cpu"]
@@ -72,8 +72,6 @@ def _write_video(path: Path, codec: str, w: int, h: int, n: int, fps, pix_fmt: s
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
-        if rotate is not None:
-            s.metadata["rotate"] = str(rotate)
         for i in range(n):
             img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
             img[:, : (i * 4) % max(w, 1)] = 200
@@ -82,8 +80,24 @@ def _write_video(path: Path, codec: str, w: int, h: int, n: int, fps, pix_fmt: s
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-        if rotate is not None:  # the display matrix side data, where this PyAV can set it
-            pass
+    if rotate is not None:
+        _rotate_mp4(path, rotate)
+
+
+def _rotate_mp4(path: Path, degrees: int) -> None:
+    """Give an MP4's video track a display rotation by writing its ``tkhd`` matrix (what a
+    phone does; PyAV's ``rotate`` stream metadata is dropped by FFmpeg's MP4 muxer)."""
+    import struct
+
+    one, minus = 0x00010000, 0xFFFF0000
+    a, b, c, d = {90: (0, one, minus, 0), -90: (0, minus, one, 0), 270: (0, minus, one, 0),
+                  180: (minus, 0, 0, minus)}[degrees]
+    data = bytearray(path.read_bytes())
+    i = data.index(b"tkhd") + 4
+    version = data[i]
+    matrix = i + (52 if version == 1 else 40)
+    data[matrix:matrix + 36] = struct.pack(">9I", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
 
 
 def _variants(out: Path) -> None:
@@ -876,23 +890,35 @@ def ledger_owned(root: Path, before: dict[str, str]) -> set[str]:
     return owned
 
 
-def _ledger_beside(rel: str, outs: list[str]) -> bool:
-    """Whether ``rel`` is the ledger (or a file of ``.stmil/``) of the folder holding an output
-    file (``events --out FILE``, ``evaluate --json FILE``): that folder's ledger is stmil's."""
+def out_files(argv: list[str]) -> list[str]:
+    """The outputs of ``argv`` that are files, not folders (``events --out``, ``evaluate
+    --json``), however they are spelled (``--out out/`` names the file ``out``)."""
+    flag = {"events": "--out", "evaluate": "--json"}.get(argv[0] if argv else "")
+    for i, a in enumerate(argv):
+        if flag and a == flag and i + 1 < len(argv):
+            return [argv[i + 1]]
+        if flag and a.startswith(flag + "="):
+            return [a.split("=", 1)[1]]
+    return []
+
+
+def _ledger_beside(rel: str, files: list[str]) -> bool:
+    """Whether ``rel`` is in ``.stmil/`` of the folder holding an output file (``events --out
+    FILE``, ``evaluate --json FILE``): that folder's ledger is stmil's."""
     parts = Path(rel).parts
     if ".stmil" not in parts:
         return False
-    folder = os.path.normpath(os.path.join(*parts[:parts.index(".stmil")])) \
-        if parts.index(".stmil") else "."
-    return any(os.path.dirname(os.path.normpath(o)) in (folder, "" if folder == "." else folder)
-               for o in outs if Path(o).suffix)  # an output file (a folder has no suffix here)
+    k = parts.index(".stmil")
+    folder = os.path.normpath(os.path.join(*parts[:k])) if k else "."
+    return any((os.path.dirname(os.path.normpath(o)) or ".") == folder for o in files)
 
 
-def refilter(res: dict, outs: list[str]) -> dict:
+def refilter(res: dict) -> dict:
     """``res`` with its changed files re-judged by :func:`_ledger_beside` (for results written
     before that rule was added)."""
+    files = out_files(res.get("argv", []))
     changed = [c for c in res.get("changed", [])
-               if not _ledger_beside(c.split(" ", 1)[1], outs)]
+               if not _ledger_beside(c.split(" ", 1)[1], files)]
     cats = [c for c in res.get("categories", []) if c != "not_owned"]
     if changed:
         cats.append("not_owned")
@@ -984,7 +1010,7 @@ def run_case(case: Case, case_dir: Path, limit: float) -> dict:
         is_out = _under(rel, case.outs)
         if kind == "created" and is_out and rel not in case.planted:
             continue
-        if _ledger_beside(rel, case.outs):
+        if _ledger_beside(rel, out_files(case.argv)):
             continue
         if kind != "created" and is_out and rel not in case.planted and (
                 rel in owned_before or "/.stmil/" in f"/{rel}"):
@@ -1169,6 +1195,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run one case, print all of it and keep its folder")
     ap.add_argument("--show", action="store_true", help="with --replay: only print the case")
     ap.add_argument("--only", default=None, help="comma-separated commands to keep")
+    ap.add_argument("--indices", default=None,
+                    help="run only these case indices (comma-separated, or @FILE of one a line)")
     ap.add_argument("--all", action="store_true", help="with --json: every case, not only failures")
     ap.add_argument("--summarize", nargs="+", default=None, metavar="JSONL",
                     help="only print the counts and failure groups of earlier runs' "
@@ -1178,9 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarize:
         results = [json.loads(line) for f in args.summarize
                    for line in Path(f).read_text().splitlines() if line.strip()]
-        base = Path(args.workdir) / "base"
-        results = [refilter(r, r["outs"] if "outs" in r else
-                            draw_case(r["seed"], r["index"], base, None).outs) for r in results]
+        results = [refilter(r) for r in results]
         report(results, args.json, all_=args.all, extra={})
         return 0
 
@@ -1210,7 +1236,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = open(args.json + ".lines", "a") if args.json else None
     t0 = time.monotonic()
     try:
-        for index in range(args.start, args.start + args.cases):
+        indices = range(args.start, args.start + args.cases)
+        if args.indices:
+            text = Path(args.indices[1:]).read_text() if args.indices.startswith("@") \
+                else args.indices.replace(",", "\n")
+            indices = [int(x) for x in text.split()]
+        for index in indices:
             if time.monotonic() > deadline:
                 break
             if only and draw_case(args.seed, index, base, None).command not in only:

@@ -201,7 +201,7 @@ def test_required_options_may_come_from_config_only(tmp_path, monkeypatch, capsy
 
 
 def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch():
-    from stmil import interop
+    from stmil import deploy, interop
     from stmil.cli import build_parser
     from stmil.datasets.errors import SPLITS
     from stmil.device import DEVICES
@@ -213,7 +213,7 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
                config.INSTANCES, config.SUPERVISION, config.SELF_TRAIN_INITS, config.GATES,
                config.MOTIONS,
                interop.FORMATS, interop.TAILS, interop.CONVENTIONS, interop.LAYOUTS,
-               SCENARIOS)
+               SCENARIOS, deploy.FORMATS, deploy.PRECISIONS, deploy.BACKENDS)
     commands = build_parser().commands
     checked = [(name, a.dest) for name, p in commands.items() for a in p._actions if a.choices
                and any(a.choices is c for c in library)]

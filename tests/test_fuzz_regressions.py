@@ -165,21 +165,24 @@ def test_evaluate_on_a_test_split_of_one_class(case, capsys):
                              "--model", "run", "--json", "m.json", "--quiet"))
 
 
-@xfail("fuzz 0:1325: a Matroska video whose codec id is unknown (V_FFV1 -> V_FFV0): the stream "
-       "has no codec context and AttributeError escapes probe (features/video.py)")
-def test_extract_a_video_of_an_unknown_codec(case, capsys):
+@xfail("fuzz 0:1325, 0:561 (extract), 0:7376 (classify): a Matroska video whose codec id is unknown "
+       "(V_FFV1 -> V_FFV0): the stream has no codec context and AttributeError escapes probe "
+       "(features/video.py)")
+@pytest.mark.parametrize("command", ["extract", "classify"])
+def test_a_video_of_an_unknown_codec(case, capsys, command):
     rng = np.random.default_rng(0)
     write_video(Path("v.mkv"), rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8))
     data = Path("v.mkv").read_bytes()
     assert b"V_FFV1" in data
     Path("v.mkv").write_bytes(data.replace(b"V_FFV1", b"V_FFV0", 1))
-    assert_clean_failure(call(capsys, "extract", "v.mkv", "--out", "out", "--size", "64",
-                              "--grid", "2", "--device", "cpu", "--workers", "0", "--quiet"))
+    argv = (["extract", "v.mkv", "--out", "out", "--size", "64", "--grid", "2", "--workers", "0"]
+            if command == "extract" else ["classify", "v.mkv"])
+    assert_clean_failure(call(capsys, *argv, "--device", "cpu", "--quiet"))
 
 
-@xfail("fuzz 0:3966: a video whose stream metadata is not UTF-8: UnicodeDecodeError escapes "
-       "PyAV's stream wrapping in extract")
-def test_extract_a_video_with_non_utf8_metadata(case, capsys):
+@xfail("fuzz 0:3966, 0:6539: a video whose stream metadata (the Matroska DURATION tag) is not "
+       "UTF-8: UnicodeDecodeError escapes PyAV's stream wrapping in extract")
+def test_extract_a_video_with_non_utf8_stream_metadata(case, capsys):
     rng = np.random.default_rng(0)
     write_video(Path("v.mkv"), rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8))
     data = bytearray(Path("v.mkv").read_bytes())
@@ -188,6 +191,17 @@ def test_extract_a_video_with_non_utf8_metadata(case, capsys):
     Path("v.mkv").write_bytes(bytes(data))
     assert_clean_failure(call(capsys, "extract", "v.mkv", "--out", "out", "--size", "64",
                               "--grid", "2", "--device", "cpu", "--workers", "0", "--quiet"))
+
+
+@xfail("fuzz 0:8082: an MP4 whose ftyp brands are not UTF-8 (one bit of byte 18): "
+       "UnicodeDecodeError escapes av.open (the container's metadata) in score")
+def test_score_a_video_with_non_utf8_container_metadata(case, capsys):
+    data = bytearray(Path("synth/videos/Vandalism001_x264.mp4").read_bytes())
+    assert data[4:8] == b"ftyp"
+    data[18] ^= 0x80
+    Path("v.mp4").write_bytes(bytes(data))
+    assert_clean_failure(call(capsys, "score", "v.mp4", "--model", "run", "--out", "out",
+                              "--device", "cpu", "--workers", "0", "--quiet"))
 
 
 @xfail("fuzz 0:4048: extract --size 1000000000000 is accepted and torch's RuntimeError "
@@ -210,6 +224,28 @@ def test_export_with_an_absurd_source_fps(case, capsys):
     p.write_text(json.dumps(meta))
     assert_no_traceback(call(capsys, "export", "--data", "synth", "--features", "feats",
                              "--model", "run", "--out", "out", "--quiet"))
+
+
+@xfail("fuzz 0:1252 (calibrate), 0:1792, 0:3075, 0:7563 (train --resume): a run folder's "
+       "ledger .stmil/ledger.json of 100000 nested lists: RecursionError escapes the ledger "
+       "reader (ownership.py)")
+@pytest.mark.parametrize("command", ["calibrate", "train"])
+def test_a_deeply_nested_ledger(case, capsys, command):
+    Path("run/.stmil/ledger.json").write_text(nested_json())
+    argv = (["calibrate", "run", "--data", "synth", "--features", "feats"]
+            if command == "calibrate" else
+            ["train", "--data", "synth", "--features", "feats", "--out", "run", *TINY_TRAIN,
+             "--iterations", "6", "--resume"])
+    assert_clean_failure(call(capsys, *argv, "--quiet"))
+
+
+@xfail("fuzz 0:7904: 'lambda_tv: 99999999999999999999' in a train --config (a YAML int) is "
+       "accepted and OverflowError('int too big to convert') escapes weak_loss (mil/model.py)")
+def test_train_config_with_a_huge_integer_weight(planted, capsys):
+    data, feats = planted
+    Path("cfg.yaml").write_text(f"data: {data}\nfeatures: {feats}\nout: run\n"
+                                "lambda_tv: 99999999999999999999\n")
+    assert_no_traceback(call(capsys, "train", "--config", "cfg.yaml", *TINY_TRAIN))
 
 
 # import-features -------------------------------------------------------------------------

@@ -15,6 +15,9 @@ from pathlib import Path
 from stmil import __version__, interop
 from stmil.datasets import load_dataset
 from stmil.datasets.errors import SPLITS
+from stmil.deploy import BACKENDS
+from stmil.deploy import FORMATS as MODEL_FORMATS
+from stmil.deploy import PRECISIONS as MODEL_PRECISIONS
 from stmil.device import DEVICES
 from stmil.errors import ConfigError, StmilError
 from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES, PipelineConfig
@@ -458,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box = union of cuboids scoring >= THRESHOLD (default: top cuboid)")
     p.add_argument("--overlay", action="store_true", help="also write <id>.overlay.mp4")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="torch (default): --model is a run folder; onnxruntime: --model is a "
                         "folder stmil export-model --model RUN wrote, whose graphs compute "
                         "features and scores (needs stmil[onnx]; docs/deploy.md)")
@@ -571,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "manifest.json")
     p.add_argument("--model", help="run folder: also export its scorer, memory and motion "
                    "gates (scorer.onnx), and cut clips as it was trained")
-    p.add_argument("--format", default="onnx", choices=("onnx",), help="onnx (opset 17)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+    p.add_argument("--format", default="onnx", choices=MODEL_FORMATS, help="onnx (opset 17)")
+    p.add_argument("--precision", default="fp32", choices=MODEL_PRECISIONS,
                    help="the feature graph's weights and arithmetic: fp32 (default; matches "
                         "PyTorch to ~1e-6) or fp16 (half the file, for GPUs; the scorer stays "
                         "fp32)")

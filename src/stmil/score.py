@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from stmil.atomic import check_writable
 from stmil.cuboids import cuboid_boxes, predicted_boxes
+from stmil.deploy import BACKENDS
 from stmil.deploy.backend import ExportedDetector
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.features.pipeline_config import PipelineConfig
@@ -257,11 +258,6 @@ def source_video(npy: Path, meta: FeatureMeta) -> Path:
                            f"{npy.with_suffix('.json')}); put the video back there, or score "
                            "the video itself")
     return path
-
-
-#: Where ``score`` runs the models: PyTorch (the run folder), or ONNX Runtime (an export made
-#: with ``stmil export-model --model RUN``; docs/deploy.md).
-BACKENDS = ("torch", "onnxruntime")
 
 
 def load_detector(model: str | Path, backend: str = "torch", device: str = "auto") -> Detector:

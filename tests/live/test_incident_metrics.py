@@ -38,7 +38,8 @@ def test_match_incidents_by_hand():
 
 
 def video(maps, intervals, n_frames, boxes=None):
-    meta = {"fps": 10.0, "n_frames": n_frames, "width": 20, "height": 20, "grid": 2}
+    meta = SimpleNamespace(fps=10.0, source_fps=10.0, n_frames=n_frames, width=20, height=20,
+                           grid=2)  # the FeatureMeta fields incident_metrics reads
     ranges = np.array([[10 * k, 10 * k + 10] for k in range(len(maps))])
     rec = SimpleNamespace(intervals=tuple(intervals), boxes=boxes or {})
     return SimpleNamespace(meta=meta, clip_ranges=ranges, record=rec)

@@ -6,4 +6,14 @@ lowers the I3D network with cuboid pooling and the scorer with its gates,
 :mod:`~stmil.deploy.manifest` is the one reader and writer of ``manifest.json``,
 :mod:`~stmil.deploy.export` writes an export folder and :mod:`~stmil.deploy.runtime` runs one
 with ONNX Runtime.
+
+The choices below are importable without torch or onnx (the CLI's flags use them).
 """
+
+#: ``export-model --format``.
+FORMATS = ("onnx",)
+#: ``export-model --precision``: the feature graph's weights and arithmetic (the scorer stays
+#: fp32).
+PRECISIONS = ("fp32", "fp16")
+#: ``score --backend``: PyTorch on a run folder, or ONNX Runtime on an export folder.
+BACKENDS = ("torch", "onnxruntime")

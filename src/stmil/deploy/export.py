@@ -25,8 +25,9 @@ import torch
 from stmil import __version__
 from stmil.atomic import check_writable
 from stmil.cuboids import pool_cuboids
+from stmil.deploy import FORMATS, PRECISIONS
 from stmil.deploy.builder import BATCH, OPSET
-from stmil.deploy.graphs import PRECISIONS, features_graph, scorer_graph
+from stmil.deploy.graphs import features_graph, scorer_graph
 from stmil.deploy.manifest import (
     FEATURES_FILE,
     FORMAT,
@@ -49,7 +50,6 @@ from stmil.ownership import check_can_write, commit, prune, sha256_of
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx",)
 #: Largest relative L2 error of fp32 features (ONNX Runtime vs PyTorch) an export accepts.
 FEATURES_TOL = 1e-4
 #: Largest absolute difference of fp32 scores (ONNX Runtime vs the run's Detector) accepted,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stmil.deploy import PRECISIONS
 from stmil.deploy.builder import BATCH, GraphBuilder, adaptive_pool
 from stmil.errors import ConfigError
 from stmil.features.i3d import (
@@ -45,9 +46,6 @@ from stmil.mil.memory import MemoryGate
 if TYPE_CHECKING:
     import onnx
 
-#: Feature-graph precisions: fp16 stores the network's weights and runs it in float16 (inputs,
-#: pooling and motion energy stay float32).
-PRECISIONS = ("fp32", "fp16")
 
 
 def _array(t: torch.Tensor, dtype: type = np.float32) -> np.ndarray:
