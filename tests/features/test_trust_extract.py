@@ -304,10 +304,10 @@ def test_a_foreign_failures_json_is_never_overwritten(video, extractor, content)
     ("--fps", "1e6", "fps must be a number from 0.01 to 1000 frames per second"),
     ("--grid", "0", "grid must be a whole number >= 1, got 0"),
     ("--grid", "-3", "grid must be a whole number >= 1, got -3"),
-    ("--clip-len", "0", "clip_len must be a whole number >= 1, got 0"),
+    ("--clip-len", "0", "--clip-len must be a whole number >= 1, got 0"),
     ("--stride", "-1", "stride must be a whole number >= 1, got -1"),
     ("--size", "0", "size must be a whole number >= 1, got 0"),
-    ("--batch-size", "0", "batch_size must be a whole number >= 1, got 0"),
+    ("--batch-size", "0", "--batch-size must be a whole number >= 1, got 0"),
     ("--endpoint", "Mixed_9z", "unknown endpoint 'Mixed_9z'; choose one of Conv3d_1a_7x7"),
     ("--endpoint", "Logits", "cuboid features need a feature-map endpoint, not Logits"),
 ])

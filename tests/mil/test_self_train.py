@@ -132,14 +132,14 @@ def test_settings_errors_are_one_line(tiny, tmp_path, monkeypatch, capsys):
     data, feats = tiny
     base = ("train", "--data", data, "--features", feats, "--out", "run", "--iterations", "2")
     for extra, needle in [
-        (("--self-train", "-1"), "self_train must be >= 0, got -1"),
+        (("--self-train", "-1"), "--self-train must be >= 0, got -1"),
         (("--self-train", "1"), "self_train needs a validation split to keep or undo its "
                                 "rounds: set val_fraction > 0"),
         (("--self-train", "1", "--val-fraction", "0.25", "--supervision", "boxes"),
          "self_train applies to weak supervision"),
-        (("--self-train-cuboids", "0"), "self_train_cuboids must be >= 1, got 0"),
-        (("--self-train-segments", "0"), "self_train_segments must be >= 1, got 0"),
-        (("--self-train-iterations", "0"), "self_train_iterations must be >= 1, got 0"),
+        (("--self-train-cuboids", "0"), "--self-train-cuboids must be >= 1, got 0"),
+        (("--self-train-segments", "0"), "--self-train-segments must be >= 1, got 0"),
+        (("--self-train-iterations", "0"), "--self-train-iterations must be >= 1, got 0"),
     ]:
         code, _, err = run_cli(capsys, *base, *extra)
         assert code == 1, extra
