@@ -170,32 +170,10 @@ def _plan(features: Path, layout: str, records: Sequence[VideoRecord] | None,
     return lists, order
 
 
-def export_features(features: Path | str, out: Path | str, *, layout: str = "plain",
-                    records: Sequence[VideoRecord] | None = None,
-                    video_list: Path | str | None = None,
-                    prefix: str | None = None) -> ExportSummary:
-    """Export ``features`` to ``out`` in ``layout`` (see the module docstring).
-
-    ``records``: the dataset's videos (``load_dataset(root, "all")``), needed by ``rtfm`` and
-    ``urdmu`` for labels and splits; ``video_list``: a community list giving the order (of the
-    test list, or of the plain export). Raises :class:`~stmil.features.store.FeatureError`
-    naming a bad feature file, :class:`ConfigError` for a list that does not fit, and
-    :class:`OutputError` when ``out`` holds a file of the same name that no export wrote.
-    """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    features, out = Path(features), Path(out)
-    listed = read_video_list(video_list) if video_list is not None else None
-    if not feature_ids(features):
-        raise StmilError(f"{features}: no feature files (<id>.npy with <id>.json) to export")
-    lists, order = _plan(features, layout, records, listed)
-    check_writable(out)
-    ledger = Ledger.load(out)
-    previous = {n for n, e in ledger.files.items() if e.get("command") == COMMAND}
-    if MANIFEST not in ledger.files:  # a folder from before ledgers: its manifest's names
-        previous |= _owned(out)
-    legacy = lambda p: p.name in previous  # noqa: E731 (a folder from before ledgers)
-    labels = {r.video_id: r for r in records or ()}
+def _videos_and_lists(features: Path, out: Path, layout: str, lists: dict[str, list[str]],
+                      listed: VideoList | None, labels: dict[str, VideoRecord],
+                      prefix: str | None) -> tuple[list[dict], list, dict[str, str]]:
+    """Each video's manifest entry and file writers (once per video), and each list's text."""
     entries, writes, texts = [], [], {}
     seen: set[str] = set()
     for list_name, ids in lists.items():
@@ -223,6 +201,37 @@ def export_features(features: Path | str, out: Path | str, *, layout: str = "pla
                             **({"label": rec.label, "split": rec.split} if rec else {})})
             writes += _writers(features, vid, out, names, layout)
         texts[list_name] = "".join(f"{line}\n" for line in lines)
+    return entries, writes, texts
+
+
+def export_features(features: Path | str, out: Path | str, *, layout: str = "plain",
+                    records: Sequence[VideoRecord] | None = None,
+                    video_list: Path | str | None = None,
+                    prefix: str | None = None) -> ExportSummary:
+    """Export ``features`` to ``out`` in ``layout`` (see the module docstring).
+
+    ``records``: the dataset's videos (``load_dataset(root, "all")``), needed by ``rtfm`` and
+    ``urdmu`` for labels and splits; ``video_list``: a community list giving the order (of the
+    test list, or of the plain export). Raises :class:`~stmil.features.store.FeatureError`
+    naming a bad feature file, :class:`ConfigError` for a list that does not fit, and
+    :class:`OutputError` when ``out`` holds a file of the same name that no export wrote.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    features, out = Path(features), Path(out)
+    listed = read_video_list(video_list) if video_list is not None else None
+    if not feature_ids(features):
+        raise StmilError(f"{features}: no feature files (<id>.npy with <id>.json) to export")
+    lists, order = _plan(features, layout, records, listed)
+    check_writable(out)
+    ledger = Ledger.load(out)
+    previous = {n for n, e in ledger.files.items() if e.get("command") == COMMAND}
+    if MANIFEST not in ledger.files:  # a folder from before ledgers: its manifest's names
+        previous |= _owned(out)
+    legacy = lambda p: p.name in previous  # noqa: E731 (a folder from before ledgers)
+    labels = {r.video_id: r for r in records or ()}
+    entries, writes, texts = _videos_and_lists(features, out, layout, lists, listed, labels,
+                                               prefix)
     names = [*(n for e in entries for n in e["files"]), *texts, MANIFEST]
     check_can_write(out, names, legacy, NOT_OURS)
     train_split = None

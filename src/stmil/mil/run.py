@@ -92,14 +92,15 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
     bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"{path}: NaN or Inf weights in {', '.join(bad)}; {fix}")
-    model = Scorer(config["in_dim"], config["hidden"], config["mid"], config["dropout"])
+    in_dim = config["in_dim"]
+    model = Scorer(in_dim, config["hidden"], config["mid"], config["dropout"])
     gated = config.get("gate", "none") == "memory"  # runs older than the gate have none
     if gated != ("gate.bank" in tensors and "gate.scale" in tensors):
         raise ModelError(f"{path}: the config says gate {config.get('gate', 'none')} but the "
                          f"file {'lacks' if gated else 'holds'} a memory bank; {fix}")
     if gated:
         bank, scale = tensors["gate.bank"], tensors["gate.scale"]
-        if (bank.ndim != 2 or bank.shape[1] != config["in_dim"] or len(bank) == 0
+        if (bank.ndim != 2 or bank.shape[1] != in_dim or len(bank) == 0
                 or scale.shape != (2,) or not scale[1] > scale[0]):
             raise ModelError(f"{path}: bad memory bank {tuple(bank.shape)} or scale "
                              f"{scale.tolist()} for features of {config['in_dim']}; {fix}")
@@ -155,7 +156,8 @@ def _config_problem(config: Any) -> str | None:
                 "stride"):
         if config[key] < 1:
             return f"{key} is {config[key]!r}, not a positive integer"
-    if not (math.isfinite(config["dropout"]) and 0 <= config["dropout"] < 1):
+    dropout = config["dropout"]
+    if not (math.isfinite(dropout) and 0 <= dropout < 1):
         return f"dropout is {config['dropout']!r}, not in [0, 1)"
     motion, q = config.get("motion", "none"), config.get("motion_scale")
     if motion not in ("none", "gate"):

@@ -192,12 +192,12 @@ def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path
             raise ConfigError("the boxes-supervised reference needs cuboid instances, not "
                               "frame instances (grid 1)")
         videos = [v for v in videos if v.record.label == 0 or v.record.has_boxes]
-    config = cfg.to_dict() | dict(data=str(data), features=str(features), out=str(out),
-                                  grid=grid, feature_grid=feat_grid, in_dim=meta.channels)
-    for key in ("endpoint", "size", "clip_len", "stride", "tail"):
-        config[key] = getattr(meta, key)
-    config["precision"] = meta.precision or "fp32"  # None: imported, or from before bf16
-    config["resample_fps"] = meta.resample_fps
+    config = cfg.to_dict() | dict(
+        data=str(data), features=str(features), out=str(out), grid=grid, feature_grid=feat_grid,
+        in_dim=meta.channels, endpoint=meta.endpoint, size=meta.size, clip_len=meta.clip_len,
+        stride=meta.stride, tail=meta.tail,
+        precision=meta.precision or "fp32",  # None: imported, or from before bf16
+        resample_fps=meta.resample_fps)
     return config, videos
 
 
@@ -285,14 +285,16 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         raise ConfigError(f"{config['data']}: self_train needs a validation split, and its "
                           f"{len(labels)} training videos leave none at val_fraction "
                           f"{cfg.val_fraction:g} (3 or more per class needed); set self_train 0")
-    bags = _build_bags(videos, cfg.n_segments, config["grid"] == 1, stage / "cache" / "bags.npy",
+    frames = config["grid"] == 1  # frame instances: one whole-frame instance per clip
+    bags = _build_bags(videos, cfg.n_segments, frames, stage / "cache" / "bags.npy",
                        progress)
     targets = (_box_targets(videos, cfg.n_segments, cfg.overlap)
                if cfg.supervision == "boxes" else None)
 
     dev = resolve_device(cfg.device)
     store = BagStore(bags, dev)  # held on the training device when it fits (else the memmap)
-    model = Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev)
+    in_dim = config["in_dim"]
+    model = Scorer(in_dim, cfg.hidden, cfg.mid, cfg.dropout).to(dev)
     optim = torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"iteration": 0, "history": [], "best_auc": -1.0, "best": None, "stale": 0}
     if checkpoint is not None:
@@ -361,7 +363,7 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         raise ConfigError(f"training diverged: non-finite weights at iteration "
                           f"{state['iteration']}; lower --lr (now {cfg.lr:g})")
     if cfg.gate == "memory":
-        model.gate = _memory_gate(videos, norm, config["grid"] == 1, cfg).to(dev)
+        model.gate = _memory_gate(videos, norm, frames, cfg).to(dev)
     _write_history(stage / "history.csv", state["history"])
     save_model(stage / MODEL, model, config)
     seconds = time.perf_counter() - start
