@@ -113,18 +113,19 @@ def nested_json(depth: int = 100_000) -> str:
 
 # ----------------------------------------------------------------------------- tracebacks
 
-@xfail("fuzz 0:23, 0:631, 0:3896: score --overlay of an 8x480 video: libx264 refuses the "
-       "overlay's size and av.error.ExternalError escapes (overlay.py _encode)")
 def test_score_overlay_of_a_narrow_video(case, capsys):
+    """fuzz 0:23, 0:631, 0:3896: libx264 refused the 320x19200 panel of an 8x480 video and
+    av.error.ExternalError escaped; a very tall panel is now narrowed (overlay.MAX_PANEL_H) and an
+    encoder refusal is one line."""
     rng = np.random.default_rng(0)
     write_video(Path("narrow.mkv"), rng.integers(0, 255, (20, 480, 8, 3), dtype=np.uint8))
     assert_no_traceback(call(capsys, "score", "narrow.mkv", "--model", "run", "--out", "out",
                              "--overlay", "--device", "cpu", "--workers", "0", "--quiet"))
 
 
-@xfail("fuzz 0:730, 0:1067, 0:4709: a scores file of 100000 nested lists: RecursionError "
-       "escapes read_scores (score.py) in events")
 def test_events_on_a_deeply_nested_scores_file(case, capsys):
+    """fuzz 0:730, 0:1067, 0:4709: a scores file of 100000 nested lists: RecursionError escaped
+    read_scores (score.py) in events; stmil.safejson.loads makes it "not valid JSON"."""
     Path("scores/Fire001_x264.scores.json").write_text(nested_json())
     assert_clean_failure(call(capsys, "events", "scores/Fire001_x264.scores.json", "--model",
                               "run_cal", "--out", "ev.jsonl", "--device", "cpu", "--quiet"))
@@ -144,10 +145,10 @@ def test_a_deeply_nested_feature_json(case, capsys, vid, argv):
     assert_clean_failure(call(capsys, *argv, "--quiet"))
 
 
-@xfail("fuzz 0:1016, 0:1775 (extract), 0:1863, 0:3263 (score): a symlink loop in an input "
-       "folder: RuntimeError('Symlink loop') escapes Path.resolve (issue 22 item 8)")
 @pytest.mark.parametrize("command", ["extract", "score"])
 def test_a_symlink_loop_in_an_input_folder(case, capsys, command):
+    """fuzz 0:1016, 0:1775 (extract), 0:1863, 0:3263 (score): RuntimeError('Symlink loop')
+    escaped Path.resolve in store.source_identity (issue 22 item 8)."""
     Path("in").mkdir()
     os.symlink("loop2.mp4", "in/loop1.mp4")
     os.symlink("loop1.mp4", "in/loop2.mp4")
@@ -156,20 +157,19 @@ def test_a_symlink_loop_in_an_input_folder(case, capsys, command):
     assert_clean_failure(call(capsys, *argv, "--device", "cpu", "--workers", "0", "--quiet"))
 
 
-@xfail("fuzz 0:1052, 0:2890, 0:2944, 0:3196: the test split's only anomalous video loses its "
-       "box file (taken as normal): ValueError('only one class is present') escapes "
-       "evaluation/metrics.py")
 def test_evaluate_on_a_test_split_of_one_class(case, capsys):
+    """fuzz 0:1052, 0:2890, 0:2944, 0:3196: the test split's only anomalous video loses its box
+    file (taken as normal): ValueError('only one class is present') escaped the metrics; frame
+    AUC and AP are now null with a warning."""
     Path("synth/readme/Txt annotations/Fire001_x264.txt").unlink()
     assert_no_traceback(call(capsys, "evaluate", "--data", "synth", "--features", "feats",
                              "--model", "run", "--json", "m.json", "--quiet"))
 
 
-@xfail("fuzz 0:1325, 0:561 (extract), 0:7376 (classify): a Matroska video whose codec id is "
-       "unknown (V_FFV1 -> V_FFV0): the stream has no codec context and AttributeError "
-       "escapes probe (features/video.py)")
 @pytest.mark.parametrize("command", ["extract", "classify"])
 def test_a_video_of_an_unknown_codec(case, capsys, command):
+    """fuzz 0:1325, 0:561 (extract), 0:7376 (classify): a Matroska codec id FFmpeg does not know
+    (V_FFV1 -> V_FFV0) leaves the stream without a codec context: AttributeError escaped probe."""
     rng = np.random.default_rng(0)
     write_video(Path("v.mkv"), rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8))
     data = Path("v.mkv").read_bytes()
@@ -180,9 +180,9 @@ def test_a_video_of_an_unknown_codec(case, capsys, command):
     assert_clean_failure(call(capsys, *argv, "--device", "cpu", "--quiet"))
 
 
-@xfail("fuzz 0:3966, 0:6539: a video whose stream metadata (the Matroska DURATION tag) is not "
-       "UTF-8: UnicodeDecodeError escapes PyAV's stream wrapping in extract")
 def test_extract_a_video_with_non_utf8_stream_metadata(case, capsys):
+    """fuzz 0:3966, 0:6539: stream metadata (the Matroska DURATION tag) that is not UTF-8:
+    UnicodeDecodeError escaped PyAV's stream wrapping in extract."""
     rng = np.random.default_rng(0)
     write_video(Path("v.mkv"), rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8))
     data = bytearray(Path("v.mkv").read_bytes())
@@ -193,9 +193,9 @@ def test_extract_a_video_with_non_utf8_stream_metadata(case, capsys):
                               "--grid", "2", "--device", "cpu", "--workers", "0", "--quiet"))
 
 
-@xfail("fuzz 0:8082: an MP4 whose ftyp brands are not UTF-8 (one bit of byte 18): "
-       "UnicodeDecodeError escapes av.open (the container's metadata) in score")
 def test_score_a_video_with_non_utf8_container_metadata(case, capsys):
+    """fuzz 0:8082: MP4 ftyp brands that are not UTF-8 (one bit of byte 18): UnicodeDecodeError
+    escaped av.open in score."""
     data = bytearray(Path("synth/videos/Vandalism001_x264.mp4").read_bytes())
     assert data[4:8] == b"ftyp"
     data[18] ^= 0x80
@@ -204,18 +204,18 @@ def test_score_a_video_with_non_utf8_container_metadata(case, capsys):
                               "--device", "cpu", "--workers", "0", "--quiet"))
 
 
-@xfail("fuzz 0:4048: extract --size 1000000000000 is accepted and torch's RuntimeError "
-       "('Storage size calculation overflowed') escapes resize_frames (no upper bound)")
 def test_extract_an_absurd_size(case, capsys):
+    """fuzz 0:4048: --size 1000000000000 was accepted and torch's RuntimeError ('Storage size
+    calculation overflowed') escaped resize_frames; size is now at most 1024."""
     assert_clean_failure(call(capsys, "extract", "synth/videos/Fire001_x264.mp4", "--out", "out",
                               "--size", "1000000000000", "--grid", "2", "--device", "cpu",
                               "--workers", "0", "--quiet"))
 
 
-@xfail("fuzz 0:4161: a feature JSON with source_fps 1e12 passes the reader and "
-       "ValueError('clip ranges must satisfy ...') escapes timeline.frame_scores_from_clips in "
-       "export")
 def test_export_with_an_absurd_source_fps(case, capsys):
+    """fuzz 0:4161: source_fps 1e12 passed the reader and ValueError('clip ranges must satisfy
+    ...') escaped timeline.frame_scores_from_clips in export; FeatureMeta now refuses clips that
+    do not fit the video."""
     import json
 
     p = Path("feats/Fire001_x264.json")
@@ -226,11 +226,11 @@ def test_export_with_an_absurd_source_fps(case, capsys):
                              "--model", "run", "--out", "out", "--quiet"))
 
 
-@xfail("fuzz 0:1252 (calibrate), 0:1792, 0:3075, 0:7563 (train --resume): a run folder's "
-       "ledger .stmil/ledger.json of 100000 nested lists: RecursionError escapes the ledger "
-       "reader (ownership.py)")
 @pytest.mark.parametrize("command", ["calibrate", "train"])
 def test_a_deeply_nested_ledger(case, capsys, command):
+    """fuzz 0:1252 (calibrate), 0:1792, 0:3075, 0:7563 (train --resume): a run folder's ledger
+    .stmil/ledger.json of 100000 nested lists: RecursionError escaped the ledger reader
+    (ownership.py)."""
     Path("run/.stmil/ledger.json").write_text(nested_json())
     argv = (["calibrate", "run", "--data", "synth", "--features", "feats"]
             if command == "calibrate" else
@@ -239,9 +239,10 @@ def test_a_deeply_nested_ledger(case, capsys, command):
     assert_clean_failure(call(capsys, *argv, "--quiet"))
 
 
-@xfail("fuzz 0:7904: 'lambda_tv: 99999999999999999999' in a train --config (a YAML int) is "
-       "accepted and OverflowError('int too big to convert') escapes weak_loss (mil/model.py)")
 def test_train_config_with_a_huge_integer_weight(planted, capsys):
+    """fuzz 0:7904: 'lambda_tv: 99999999999999999999' in a train --config (a YAML int) was
+    accepted and OverflowError escaped weak_loss; loss weights are now at most
+    mil.config.WEIGHT_MAX."""
     data, feats = planted
     Path("cfg.yaml").write_text(f"data: {data}\nfeatures: {feats}\nout: run\n"
                                 "lambda_tv: 99999999999999999999\n")
@@ -261,25 +262,25 @@ def rtfm(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@xfail("fuzz 0:2171, 0:2194, 0:5000: a binary .list file: UnicodeDecodeError escapes "
-       "read_list (interop/import_features.py)")
 def test_import_a_binary_list_file(rtfm, capsys):
+    """fuzz 0:2171, 0:2194, 0:5000: a binary .list file: UnicodeDecodeError escaped read_list
+    (interop/import_features.py)."""
     Path("rtfm.list").write_bytes(b"\xff\xfe\x00" + bytes(range(256)))
     assert_clean_failure(call(capsys, "import-features", "rtfm.list", "--format", "rtfm",
                               "--out", "out", "--quiet"))
 
 
-@xfail("fuzz 0:2183, 0:2307: a feature .npy of strings (<U3): TypeError escapes the crop mean "
-       "in video_array (interop/import_features.py)")
 def test_import_a_string_npy(rtfm, capsys):
+    """fuzz 0:2183, 0:2307: a feature .npy of strings (<U3): TypeError escaped the crop mean in
+    video_array (interop/import_features.py)."""
     np.save("rtfm/b_i3d.npy", np.full((3, 10, 16), "0.5", dtype="<U3"))
     assert_no_traceback(call(capsys, "import-features", "rtfm.list", "--format", "rtfm",
                              "--out", "out", "--quiet"))
 
 
-@xfail("fuzz 0:3772: a .npy whose header dict is cut (zeroed bytes): tokenize.TokenError "
-       "escapes np.load in import-features")
 def test_import_an_npy_with_a_broken_header(rtfm, capsys):
+    """fuzz 0:3772: a .npy whose header dict is cut (zeroed bytes): tokenize.TokenError escaped
+    np.load in import-features."""
     p = Path("rtfm/b_i3d.npy")
     data = bytearray(p.read_bytes())
     data[47:120] = bytes(73)  # inside the header dict, past its opening brace
@@ -290,14 +291,14 @@ def test_import_an_npy_with_a_broken_header(rtfm, capsys):
 
 # ----------------------------------------------------------------------------- files not owned
 
-@xfail("fuzz 0:317, 0:1918, 0:3138, 0:4868, 0:4916: train --out into a folder holding a user's "
-       "'.stmil-run' (and history.csv, model.safetensors, checkpoint.pt) replaces or deletes "
-       "them: a stmil-like name is taken for stmil's (issue 22 item 1)")
 @pytest.mark.parametrize("names", [[".stmil-run"], [".stmil-run", "history.csv"],
                                    [".stmil-run", "model.safetensors"],
                                    [".stmil-run", "checkpoint.pt"]],
                          ids=["marker", "history", "model", "checkpoint"])
 def test_train_keeps_a_users_files_with_stmil_names(planted, capsys, names):
+    """fuzz 0:317, 0:1918, 0:3138, 0:4868, 0:4916: train --out into a folder holding a user's
+    '.stmil-run' (and history.csv, model.safetensors, checkpoint.pt) replaced or deleted them
+    (issue 22 item 1); the legacy check now adopts only a marker of the content train writes."""
     data, feats = planted
     out = Path("out")
     out.mkdir()
@@ -311,10 +312,7 @@ def test_train_keeps_a_users_files_with_stmil_names(planted, capsys, names):
 
 @pytest.mark.parametrize("content", [
     b"user data\n",
-    pytest.param(b"", marks=xfail(
-        "fuzz 0:196, 0:623, 0:1666, 0:1778, 0:2366, 0:3463, 0:4052: events --out FILE replaces "
-        "an empty user file of that name (a non-empty one is refused); the rule of issue 22 "
-        "item 7: a file the ledger does not name is the user's, empty or not")),
+    b"",  # fuzz 0:196, 0:623, 0:1666, 0:1778, 0:2366, 0:3463, 0:4052 (issue 22 item 7)
 ], ids=["text", "empty"])
 def test_events_out_keeps_a_users_file(case, capsys, content):
     """A user's file at ``events --out`` keeps its bytes (issue 22 item 5; the non-empty case

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from stmil.atomic import atomic_write
 from stmil.cuboids import frame_heatmap
-from stmil.errors import ConfigError
+from stmil.errors import ConfigError, OutputError
 from stmil.features.video import VideoInfo, iter_frames, probe
 from stmil.timeline import frame_to_clip
 
@@ -38,9 +38,15 @@ _GUIDE = np.array([70, 70, 70], np.uint8)
 _CURSOR = np.array([255, 255, 255], np.uint8)
 
 
+MAX_PANEL_H = 4096  #: panel frame height cap, px: x264 takes no side over 16384 (fuzz 0:23)
+
+
 def panel_size(width: int, height: int, scale: int) -> tuple[int, int]:
-    """Resized frame size ``(pw, ph)``: width ``scale``, aspect kept, both even."""
+    """Resized frame size ``(pw, ph)``: width ``scale``, aspect kept, both even; a very tall
+    video (``ph`` over :data:`MAX_PANEL_H`) gets a narrower panel so that its height fits."""
     pw = max(2, int(scale) // 2 * 2)
+    if height * pw > MAX_PANEL_H * width:
+        pw = max(2, int(MAX_PANEL_H * width / height) // 2 * 2)
     ph = max(2, int(round(height * pw / width / 2)) * 2)
     return pw, ph
 
@@ -89,7 +95,13 @@ def render_overlay(
     fps = Fraction(info.fps).limit_denominator(1001) / step
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = _composed(video, info, panels, gt, step, max_frames)
-    writer(out, lambda tmp: _encode(tmp, frames, fps, gif))
+    try:
+        writer(out, lambda tmp: _encode(tmp, frames, fps, gif))
+    except av.FFmpegError as e:  # the encoder refused the frame size, or the disk is full
+        what = " ".join(str(e).split())
+        raise OutputError(f"{out}: the {'GIF' if gif else 'H.264'} encoder refused the "
+                          f"overlay ({len(panels) * pw}x{HEADER_H + ph + STRIP_H} frames: "
+                          f"{what}); score without --overlay, or resize the video") from e
     return out
 
 

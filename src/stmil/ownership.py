@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from stmil import safejson
 from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group
 from stmil.errors import OutputError, StmilError
 
@@ -100,7 +101,7 @@ class Ledger:
         """
         folder, path = Path(folder), ledger_path(folder)
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = safejson.loads(path.read_bytes().decode("utf-8"))
         except (FileNotFoundError, NotADirectoryError):
             return cls(folder, {}, None)
         except (UnicodeDecodeError, ValueError) as e:

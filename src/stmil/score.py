@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from stmil import safejson
 from stmil.atomic import check_writable
 from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.deploy import BACKENDS
@@ -80,7 +81,7 @@ def is_scores_file(path: Path) -> bool:
     """Whether ``path`` holds a ``<id>.scores.json`` that stmil wrote (a JSON object with
     :data:`SCORES_KEYS`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safejson.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(data, dict) and all(k in data for k in SCORES_KEYS)
@@ -101,7 +102,7 @@ def read_scores(path: Path | str) -> dict:
     path = Path(path)
     fix = "score the video again with stmil score"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safejson.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise FeatureError(f"{path}: not a stmil scores file ({e}); {fix}") from None
     keys = (*SCORES_KEYS, "clip_ranges", "fps", "width", "height", "grid")

@@ -117,6 +117,7 @@ def stage_of(run: Path) -> Path:
     ("lr", float("nan"), "lr must be a finite number, got nan"),
     ("lr", float("inf"), "lr must be a finite number, got inf"),
     ("lr", 0.0, "lr must be > 0, got 0.0"),
+    ("lambda1", 10**400, f"lambda1 must be within float32 range (|x| <= 3.4e+38), got {10**400}"),
     ("lr", 1e300, "lr must be within float32 range (|x| <= 3.4e+38), got 1e+300"),
     ("iterations", 0, "iterations must be >= 1, got 0"),
     ("val_fraction", 1.0, "val_fraction must be >= 0 and < 1, got 1.0"),
@@ -335,15 +336,20 @@ def test_retrain_replaces_the_whole_run(tiny, run_copy):
     assert sorted(os.listdir(run_copy.parent)) == ["run"]
 
 
+MARK = '{"stmil": "0.1.0"}'  # what train writes to .stmil-run (before ledgers: adopted)
+
+
 @pytest.mark.parametrize("entries,match", [
     ({"notes.txt": "mine"}, "not empty and not a stmil run folder"),
     ({"features/a.npy": "x"}, "not empty and not a stmil run folder"),
     # a stmil-like name proves nothing: without the marker (or a ledger) it is the user's
     ({"config.yaml": "x", "notes.txt": "mine"}, "not empty and not a stmil run folder"),
     ({"model.safetensors": "x"}, "not empty and not a stmil run folder"),
-    ({".stmil-run": "{}", "notes.txt": "mine"},
+    # a marker of other content than train writes is the user's too (issue 22 item 1)
+    ({".stmil-run": "{}", "notes.txt": "mine"}, "not empty and not a stmil run folder"),
+    ({".stmil-run": MARK, "notes.txt": "mine"},
      r"holds notes.txt \(not written by stmil, or changed since\)"),
-    ({".stmil-run": "{}", "model.safetensors": "x", "cache/mine.npy": "x"},
+    ({".stmil-run": MARK, "model.safetensors": "x", "cache/mine.npy": "x"},
      r"holds cache/mine.npy \(not written by stmil, or changed since\)"),
 ])
 def test_foreign_output_folders_are_refused_and_kept(tiny, tmp_path, monkeypatch, entries,
@@ -594,7 +600,7 @@ def test_old_pickle_checkpoint_is_never_loaded(tiny, tmp_path, capsys, monkeypat
     Path("run").mkdir()
     Path("run/config.yaml").write_text("iterations: 6\n")
     Path("run/checkpoint.pt").write_bytes(blob)
-    Path("run/.stmil-run").write_text("{}")
+    Path("run/.stmil-run").write_text(MARK)
     code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
                            "--out", "run", "--resume", *CLI_FAST)
     assert code == 1

@@ -229,6 +229,8 @@ def _load_json(path: Path) -> object:
         raise _bad_metrics(path, f"not UTF-8 text at byte {e.start}") from e
     except json.JSONDecodeError as e:
         raise _bad_metrics(path, f"invalid JSON at line {e.lineno} column {e.colno}") from e
+    except RecursionError:
+        raise _bad_metrics(path, "not valid JSON: nested too deeply") from None
 
 
 def read_metrics(run: str | Path) -> dict[str, dict[str, dict]]:
@@ -377,9 +379,14 @@ def compute_metrics(videos: Sequence[VideoFeatures], maps: Sequence[np.ndarray],
         w, h = v.meta.width, v.meta.height
         heatmaps += [frame_heatmap(m[clip_of[f]], w, h) for f in pick]
         masks += [M.box_mask(np.array(gt[f], float).reshape(-1, 4), w, h) for f in pick]
+    frame_classes = np.unique(np.concatenate(f_labels)) if f_labels else []
+    if len(frame_classes) < 2:
+        kind = "anomalous" if len(frame_classes) and frame_classes[0] else "normal"
+        log.warning("the test set's frames are all %s: frame AUC and AP are undefined and "
+                    "recorded as null (a split needs anomalous and normal frames)", kind)
     out = {
-        "frame_auc": M.frame_auc(f_scores, f_labels),
-        "frame_ap": M.frame_ap(f_scores, f_labels),
+        "frame_auc": _maybe(M.frame_auc, f_scores, f_labels),
+        "frame_ap": _maybe(M.frame_ap, f_scores, f_labels),
         "false_alarm_rate": M.false_alarm_rate(normal_scores, threshold) if normal_scores
         else None,
         "cuboid_auc": _maybe(M.cuboid_auc, c_scores, c_labels),

@@ -12,6 +12,7 @@ RESIZE_ON = ("auto", "worker", "device")
 TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
 PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
+MAX_SIZE = 1024  # frame side after resizing: I3D's weights are for 224; past 1024 is a typo
 
 
 def check_fps(fps: float | None) -> float | None:
@@ -35,6 +36,20 @@ def check_count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
     return value
+
+
+def check_size(size: object) -> int:
+    """``size`` (the side frames are resized to) if it is a whole number from 1 to
+    :data:`MAX_SIZE`, else :class:`ConfigError`.
+
+    The bound is well above any useful size (I3D's weights were trained at 224) and below the
+    memory cliff: one 16-frame clip at 1024 x 1024 is already 200 MB of float32 pixels, and a
+    larger size overflows torch's storage arithmetic (fuzz 0:4048).
+    """
+    if check_count("size", size) > MAX_SIZE:
+        raise ConfigError(f"size must be at most {MAX_SIZE} pixels (I3D's weights were trained "
+                          f"at 224; a larger frame only costs memory), got {size!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,9 @@ class ExtractSettings:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("clip_len", "stride", "size", "batch_size"):
+        for name in ("clip_len", "stride", "batch_size"):
             check_count(name, getattr(self, name))
+        check_size(self.size)
         self.fps = check_fps(self.fps)
         if self.tail not in TAIL_POLICIES:
             raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "

@@ -19,11 +19,13 @@ knows how older files differ.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +190,14 @@ class FeatureMeta:
                 raise FeatureError(f"motion must be n_clips ({self.n_clips}) lists of grid x "
                                    f"grid ({self.grid ** 2}) finite numbers >= 0")
             object.__setattr__(self, "motion", motion)
+        # cross-field: every clip must start inside the video (timeline.clip_frame_ranges)
+        ratio = self.source_fps / self.fps
+        last_start = (self.n_clips - 1) * self.stride * ratio
+        if not (math.isfinite(last_start) and math.floor(last_start + 1e-9) < self.n_frames):
+            raise FeatureError(
+                f"its {self.n_clips} clips do not fit the video: with stride {self.stride} at "
+                f"fps {self.fps:g} the last clip starts at source frame {last_start:.6g} "
+                f"(source_fps {self.source_fps:g}), past its n_frames ({self.n_frames})")
 
     @property
     def resample_fps(self) -> float | None:
@@ -454,9 +464,18 @@ def load_dataset_features(
 
 
 def source_identity(path: Path | str) -> dict:
-    """What a feature file records of its video: resolved path, byte size, mtime in ns."""
-    path = Path(path).resolve()
-    st = path.stat()
+    """What a feature file records of its video: resolved path, byte size, mtime in ns.
+
+    ``OSError`` naming the file when it cannot be read: a symlink loop is ``ELOOP`` (not
+    ``Path.resolve``'s ``RuntimeError``)."""
+    path = Path(os.path.realpath(path))  # a loop resolves to itself; stat raises ELOOP
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, "a symlink loop (its links lead back to themselves); point "
+                                   "the link at a video or delete it", str(path)) from None
     return {"source": str(path), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
 
 

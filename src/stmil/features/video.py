@@ -25,7 +25,12 @@ import torch
 from torch import Tensor
 
 from stmil.errors import ConfigError, StmilError
-from stmil.features.pipeline_config import TAIL_POLICIES, check_count, check_fps
+from stmil.features.pipeline_config import (
+    TAIL_POLICIES,
+    check_count,
+    check_fps,
+    check_size,
+)
 from stmil.features.resize import resize_frames
 from stmil.files import av_path
 
@@ -56,6 +61,12 @@ class VideoInfo:
         return (self.height, self.width) if turned else (self.width, self.height)
 
 
+def _not_utf8(e: UnicodeDecodeError) -> str:
+    """Why a video whose metadata PyAV cannot decode is refused, and the fix."""
+    return (f"its metadata (tags, brands) is not UTF-8 ({e.reason} at byte {e.start}), which "
+            f"PyAV cannot read; remux it without it: ffmpeg -i IN -map_metadata -1 -c copy OUT")
+
+
 def _one_line(e: BaseException) -> str:
     """An FFmpeg error as a short phrase: no errno prefix, no repeated file name."""
     text = " ".join(str(e).split()) or type(e).__name__
@@ -79,12 +90,18 @@ def probe(path: Path | str) -> VideoInfo:
             s = container.streams.video[0]
             rate = s.average_rate or s.guessed_rate or s.base_rate
             fps = float(rate) if rate else 0.0
+            if s.codec_context is None:  # FFmpeg knows no decoder for its codec id
+                raise VideoError(path, "its video codec is unknown to FFmpeg (no decoder for "
+                                       "its codec id); re-encode it, e.g. ffmpeg -i IN -c:v "
+                                       "libx264 OUT.mp4")
             w, h = s.codec_context.width, s.codec_context.height
             frames = int(s.frames or 0)
             duration = _stream_seconds(s)
             rotation = _display_rotation(container, s, path)
     except av.FFmpegError as e:
         raise VideoError(path, f"not a readable video ({_one_line(e)})") from e
+    except UnicodeDecodeError as e:  # PyAV decodes container/stream metadata as UTF-8
+        raise VideoError(path, _not_utf8(e)) from e
     if w <= 0 or h <= 0:
         raise VideoError(path, "video stream has no frame size")
     if not fps or not math.isfinite(fps):
@@ -162,6 +179,8 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
                 yield array
     except av.FFmpegError as e:
         raise VideoError(path, f"corrupt video after {n} frames ({_one_line(e)})") from e
+    except UnicodeDecodeError as e:
+        raise VideoError(path, _not_utf8(e)) from e
     expected = info.frames_reported
     if expected and n < expected - max(2, expected // 100):
         raise VideoError(path, f"truncated video: decoded {n} of {expected} frames")
@@ -224,9 +243,9 @@ def iter_clips(
     """
     if tail not in TAIL_POLICIES:
         raise ConfigError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
-    for name, value in (("clip_len", clip_len), ("stride", stride), ("size", size),
-                        ("batch_size", batch_size)):
+    for name, value in (("clip_len", clip_len), ("stride", stride), ("batch_size", batch_size)):
         check_count(name, value)
+    check_size(size)
     fps = check_fps(fps)
     info = info or probe(path)
     window: deque[Tensor] = deque(maxlen=clip_len)

@@ -109,7 +109,12 @@ def read_list(list_file: Path, root: Path | None = None) -> list[Path]:
     to ``root`` (default: the list's folder)."""
     base = root if root is not None else list_file.parent
     out = []
-    for line in list_file.read_text(encoding="utf-8").splitlines():
+    try:
+        text = list_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FeatureError(f"{list_file}: not a text list (not UTF-8 at byte {e.start}); give a "
+                           "list of feature file paths, one a line") from None
+    for line in text.splitlines():
         line = line.strip()
         if line:
             p = Path(line)
@@ -154,10 +159,21 @@ def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise _bad(path, "missing (named by the list); fix the list or pass --root")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, EOFError) as e:  # EOFError: an empty or truncated file
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged header raises many kinds (TokenError,
+        # SyntaxError, ValueError, EOFError for an empty or truncated file, ...)
         why = " ".join(str(e).split()) or "the file is empty or cut short"
-        raise _bad(path, f"not a NumPy array file ({why}); export the features again") from e
+        raise _bad(path, f"not a NumPy array file ({why[:120]}); export the features "
+                         "again") from e
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise _bad(path, "not a NumPy array file (an archive of arrays); export each video's "
+                         "features as one .npy")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise _bad(path, f"holds {arr.dtype} values, not numbers; export the features as "
+                         "float32")
+    return arr
 
 
 def _load_sultani(path: Path) -> np.ndarray:

@@ -72,7 +72,8 @@ def read_video_list(path: Path | str) -> VideoList:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a text list (one path a line expected)") from e
+        raise ConfigError(f"{path}: not a text list (not UTF-8 at byte {e.start}); give one "
+                          "path a line") from None
     crops: dict[str, list[int | None]] = {}
     last = None
     for lineno, line in enumerate(text.splitlines(), start=1):

@@ -158,6 +158,18 @@ def _only_incident_lines(path: Path) -> bool:
         return False
 
 
+def _legacy_events_file(path: Path) -> bool:
+    """The test for a file from before ledgers: one or more ``incident`` lines and nothing
+    else. An empty file proves nothing (a user's as likely as events' "no incidents"): the
+    user's, unless the ledger names it."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except OSError:
+        return False
+    return _only_incident_lines(path)
+
+
 OUT_FIX = "give --out another path"
 
 
@@ -175,10 +187,13 @@ def check_out(out: Path) -> None:
         return
     ledger = Ledger.load(out.parent)
     wrote = ledger.files.get(out.name, {}).get("command", "events")
-    if ledger.owns(out.name, _only_incident_lines) and wrote == "events":
+    if ledger.owns(out.name, _legacy_events_file) and wrote == "events":
         return
     if not is_incidents_file(out):
         why = "exists and is not a stmil incidents file; refusing to overwrite it"
+    elif not out.stat().st_size:
+        why = ("exists (an empty file that stmil events did not write there); refusing to "
+               "overwrite it")
     elif not _only_incident_lines(out):
         why = ("holds stmil watch's start/update/end lines (a log that watch appends to), "
                "which stmil events never replaces")
@@ -251,7 +266,7 @@ def events_inputs(
     if out is not None:
         text = "".join(line + "\n" for line in lines)
         commit(out.parent, [(out, lambda t: t.write_text(text, encoding="utf-8"))], "events",
-               legacy=_only_incident_lines, fix=OUT_FIX)
+               legacy=_legacy_events_file, fix=OUT_FIX)
     return found, failed
 
 

@@ -124,7 +124,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            check_setting(f.name, getattr(self, f.name))
+            value = check_setting(f.name, getattr(self, f.name))
+            if field_type(f.name) is float and isinstance(value, int):
+                # a float setting given as a YAML int: a float, as torch needs (an int beyond
+                # int64, e.g. 99999999999999999999, overflows in the loss)
+                object.__setattr__(self, f.name, float(value))
         if self.self_train and self.val_fraction == 0:
             raise ConfigError("self_train needs a validation split to keep or undo its rounds: "
                               "set val_fraction > 0 (e.g. 0.25)")
@@ -199,7 +203,7 @@ def check_setting(name: str, value: Any) -> Any:
     kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[typ]
     if not ok:
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
-    if typ is float and not math.isfinite(value):
+    if typ is float and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if typ is float and abs(value) > FLOAT32_MAX:
         raise ConfigError(f"{name} must be within float32 range (|x| <= 3.4e+38), "

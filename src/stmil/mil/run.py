@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from stmil import safejson
 from stmil.atomic import write_bytes, write_text
 from stmil.errors import ModelError, OutputError
 from stmil.mil.config import FIELDS, PREDATING, RESUMABLE
@@ -82,7 +83,7 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
     except ValueError as e:
         raise ModelError(f"{path}: not a stmil model ({e}); {fix}") from e
     try:
-        config = json.loads(meta.get("stmil_config", ""))
+        config = safejson.loads(meta.get("stmil_config", ""))
     except ValueError:
         raise ModelError(f"{path}: not a stmil model (no readable stmil_config metadata); "
                          f"{fix}") from None
@@ -133,7 +134,7 @@ def _read_safetensors(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, s
     if n > len(blob) - 8:
         raise ValueError("truncated: header longer than the file")
     try:
-        header = json.loads(blob[8:8 + n])
+        header = safejson.loads(blob[8:8 + n])
         tensors = st_load(blob)
     except (ValueError, SafetensorError) as e:
         raise ValueError(f"not safetensors: {' '.join(str(e).split())[:120]}") from None
@@ -216,7 +217,7 @@ def check_run_output(out: Path) -> None:
     if not any(True for _ in os.scandir(out)):
         return
     ledger = Ledger.load(out)
-    if not ledger.owns(MARKER, lambda p: True):
+    if not ledger.owns(MARKER, is_marker):
         raise OutputError(f"{out}: not empty and not a stmil run folder; choose another --out "
                           "(training replaces the whole folder)")
     legacy = _legacy_ours(out)
@@ -229,6 +230,13 @@ def check_run_output(out: Path) -> None:
                           "replaces the whole folder)")
 
 
+def is_marker(path: Path) -> bool:
+    """Whether ``path`` holds what train writes to :data:`MARKER`: ``{"stmil": "<version>"}``
+    and nothing else (a file of that name with other bytes is the user's)."""
+    data = _json_object(path)
+    return list(data) == ["stmil"] and isinstance(data["stmil"], str)
+
+
 def _legacy_ours(out: Path) -> Callable[[Path], bool]:
     """Today's test for a run folder that predates ledgers (one with the marker): a name that
     train, evaluate or calibrate writes, and for calibration and metrics, their format."""
@@ -238,6 +246,8 @@ def _legacy_ours(out: Path) -> Callable[[Path], bool]:
             return rel == "cache/bags.npy" or rel.startswith("metrics/")
         if not _OURS.fullmatch(rel):
             return False
+        if rel == MARKER:
+            return is_marker(path)
         if rel == "calibration.json":
             return _json_object(path).get("format") == "stmil-calibration"
         if rel.startswith("metrics"):
@@ -249,7 +259,7 @@ def _legacy_ours(out: Path) -> Callable[[Path], bool]:
 def _json_object(path: Path) -> dict:
     """The JSON object in ``path``, or ``{}`` when it holds anything else."""
     try:
-        data = json.loads(path.read_bytes())
+        data = safejson.loads(path.read_bytes())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -360,7 +370,7 @@ def read_checkpoint(folder: Path, fix: str) -> tuple[dict, dict[str, torch.Tenso
     """The checkpoint's JSON sidecar and tensors; :class:`ModelError` naming the file if bad."""
     path = folder / CHECKPOINT_JSON
     try:
-        side = json.loads(path.read_bytes())
+        side = safejson.loads(path.read_bytes())
     except ValueError as e:
         raise ModelError(f"{path}: corrupt checkpoint (not JSON: {e}); {fix}") from None
     if not isinstance(side, dict) or side.get("format") != "stmil-checkpoint":
