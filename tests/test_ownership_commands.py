@@ -345,7 +345,7 @@ def test_defect14_demo_goes_on_in_a_moved_or_copied_folder(tmp_path, capsys, mon
     """The demo folder moved (and then copied) elsewhere: a rerun works, making again the
     features of its videos from the files now in the folder, with no --overwrite to pass."""
     monkeypatch.chdir(tmp_path)
-    tiny = ("--videos", "8", "--frames", "32", "--iterations", "3", "--quiet")
+    tiny = ("--videos", "8", "--frames", "16", "--iterations", "3", "--quiet")
     code, _, err = run_cli(capsys, "demo", "--out", "dm", *tiny)
     assert code == 0, err
     Path("dm/notes.txt").write_bytes(USER)
