@@ -47,13 +47,17 @@ def test_tiny_demo_end_to_end_with_a_relative_out(tmp_path, monkeypatch, capsys)
         "weak-cuboid-mil": ("topk", "memory", 7, "weak"), "paper": ("paper", "none", 7, "weak"),
         "grid1-baseline": ("paper", "none", 1, "weak"),
         "boxes-supervised": ("paper", "none", 7, "boxes")}
-    # Every metric of evaluate, the papers' ones included, is a column of the report, with a
-    # number for the method (its boxes give the spatial ones).
+    # Every metric of evaluate, the papers' ones included, is a row of the report (metrics x
+    # runs, so that it fits 1,280 px), with a number for the method (its boxes give the spatial
+    # ones) in the first column.
     html = (out / "report.html").read_text()
-    assert re.findall(r"<th>(.*?)</th>", html)[:len(COLUMNS) + 1] == ["run", *COLUMNS]
-    row = re.search(r"<tr><td>weak-cuboid-mil</td>(.*?)</tr>", html).group(1)
-    cells = dict(zip(COLUMNS, re.findall(r'<td class="num">(?:<b>)?([^<]*)', row), strict=True))
+    rows = dict(re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', html))
+    assert list(rows) == [*COLUMNS, "threshold"]
+    assert re.findall(r'<th class="run" scope="col">(.*?)</th>', html) == list(metrics["metrics"])
+    cells = {k: re.findall(r'<td class="num">(?:<b>)?([^<]*)', rows[k])[0] for k in COLUMNS}
     assert all(re.fullmatch(r"\d+\.\d{4}", cells[k]) for k in METRIC_KEYS), cells
+    # The configs name the demo's folders relative to it: no path of this machine.
+    assert str(out) not in html and str(tmp_path) not in html
     assert all(metrics["metrics"]["weak-cuboid-mil"][k] is not None for k in METRIC_KEYS)
     first_folder = _report_folder(out)
 

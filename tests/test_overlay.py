@@ -12,6 +12,7 @@ from stmil.overlay import (
     HEADER_H,
     STRIP_H,
     label_image,
+    no_localization_text,
     panel_size,
     render_overlay,
 )
@@ -122,3 +123,37 @@ def test_label_image_tab_and_white_text_on_the_background():
     assert ((text == bg).all(-1) | (text.min(-1) == text.max(-1))).all()  # grey text, no colour
     blank = label_image("", 120, HEADER_H, tab)
     assert (blank[:, 10:] == bg).all()
+
+
+def _is_cyan(px: np.ndarray) -> np.ndarray:
+    return (px[..., 0] < 60) & (px[..., 1] > 200) & (px[..., 2] > 200)
+
+
+def test_a_tie_is_no_localization_no_box_and_a_note(video, tmp_path):
+    """The grid-1 baseline's map is constant: argmax picks cuboid 0 (the top-left, "in the
+    sky"), which is a tie, not a localization; its panel draws no predicted box but the note."""
+    ranges = np.array([[0, 16], [16, 32]])
+    flat = np.array([[0.2], [0.9]]).repeat(G * G, axis=1)  # a grid-1 map spread over the grid
+    boxes = cuboid_boxes(W, H, G)[flat.argmax(1)][frame_to_clip(ranges, N)]  # cuboid 0
+    grid1 = dict(_scores(), model_grid=1, clip_maps=flat.reshape(2, G, G).tolist(),
+                 frame_scores=frame_scores_from_clips(flat.max(1), ranges, N).tolist(),
+                 boxes=boxes.tolist())
+    out = render_overlay(video, _scores(), tmp_path / "o.gif", baseline=grid1, scale=128)
+    frames = _decode(out)
+    pw, ph = panel_size(W, H, 128)
+    img = frames[20 // 2]  # clip 1: the method's map is hot, the baseline's a tie
+    method, base = img[HEADER_H:HEADER_H + ph, :pw], img[HEADER_H:HEADER_H + ph, pw:]
+    below_note = slice(HEADER_H, None)  # the note sits on the picture's top HEADER_H rows
+    assert _is_cyan(method[below_note]).sum() > 50  # the method's box (the hot cuboid)
+    assert not _is_cyan(base[below_note]).any()  # no box for the tie
+    assert _is_cyan(base[:HEADER_H, :pw // 2]).sum() > 20  # the note, in the box's colour
+    assert not _is_cyan(method[:HEADER_H]).any()  # a localized clip has no note
+    calm = frames[4 // 2]  # clip 0 of the method is constant too (grid 4): a tie as well
+    assert not _is_cyan(calm[HEADER_H * 2:HEADER_H + ph, :pw]).any()
+    assert _is_cyan(calm[HEADER_H:HEADER_H * 2, :pw // 2]).sum() > 20
+
+
+def test_no_localization_text():
+    assert no_localization_text(1) == "no localization (grid 1)"
+    assert no_localization_text(7) == "no localization (tie)"
+    assert no_localization_text(None) == "no localization (tie)"

@@ -4,6 +4,10 @@ Each panel is, top to bottom, a label header (``HEADER_H`` px), the resized fram
 heatmap of its clip blended in and the predicted (cyan) and GT (green) boxes, and a score
 timeline strip (``STRIP_H`` px) with GT frames shaded and a cursor at the current frame. With a
 ``baseline`` a second panel sits on the right. Frames are streamed: one decoded frame at a time.
+
+A clip whose map is constant (every cuboid ties, as always for a grid-1 model) has no top
+cuboid: its frames get no predicted box, only the note "no localization (grid 1)" (or "(tie)"
+for a finer grid) in the top-left corner of the picture.
 """
 
 from __future__ import annotations
@@ -136,6 +140,11 @@ class _Panel:
         sx, sy = pw / float(scores["width"]), ph / float(scores["height"])
         self.box_scale = np.array([sx, sy, sx, sy])
         self.boxes = np.asarray(scores["boxes"], dtype=np.float64).reshape(-1, 4)
+        flat = self.maps.reshape(len(self.maps), -1)
+        self.tie = flat.max(axis=1) == flat.min(axis=1)  # (n_clips,): no top cuboid
+        grid = scores.get("model_grid", scores.get("grid"))
+        self.note = (note_image(no_localization_text(grid), pw, color=PRED_COLOR)
+                     if self.tie.any() else None)
         frame_scores = np.asarray(scores["frame_scores"], np.float64)
         if len(frame_scores) != self.n:
             raise ConfigError(f"{len(frame_scores)} frame scores for {self.n} frames")
@@ -158,9 +167,13 @@ class _Panel:
     def draw(self, frame: np.ndarray, f: int, gt: dict[int, np.ndarray]) -> np.ndarray:
         """The full panel ``(HEADER_H + ph + STRIP_H, pw, 3)`` uint8 for source frame ``f``."""
         f = min(f, self.n - 1)
-        color, alpha = self.heat(int(self.clip_of[f]))
+        clip = int(self.clip_of[f])
+        color, alpha = self.heat(clip)
         img = (frame * (1.0 - alpha) + color * alpha).astype(np.uint8)
-        if f < len(self.boxes):
+        if self.tie[clip]:  # a tie is not a localization: no box, a note instead
+            h, w = self.note.shape[:2]
+            img[:min(h, img.shape[0]), :w] = self.note[:img.shape[0]]
+        elif f < len(self.boxes):
             draw_rect(img, self.boxes[f] * self.box_scale, PRED_COLOR)
         for box in gt.get(f, ()):
             draw_rect(img, box * self.box_scale, GT_COLOR)
@@ -216,6 +229,29 @@ def label_image(text: str, width: int, height: int, color: tuple[int, int, int])
     font = ImageFont.load_default()
     top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
     draw.text((10, (height - (bottom - top)) // 2 - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(im).copy()
+
+
+def no_localization_text(grid) -> str:
+    """The note drawn instead of a predicted box where a clip's map is a tie."""
+    try:
+        coarse = int(grid) == 1
+    except (TypeError, ValueError):
+        coarse = False
+    return "no localization (grid 1)" if coarse else "no localization (tie)"
+
+
+def note_image(text: str, max_width: int, color: tuple[int, int, int] = PRED_COLOR,
+               height: int = HEADER_H) -> np.ndarray:
+    """``text`` in ``color`` on the header background, 4 px padding left and right, as a
+    ``(height, min(text width + 8, max_width), 3)`` uint8 image (text past it is cut)."""
+    font = ImageFont.load_default()
+    probe_draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left, top, right, bottom = probe_draw.textbbox((0, 0), text, font=font)
+    width = max(1, min(int(right) + 8, int(max_width)))
+    im = Image.new("RGB", (width, height), tuple(int(v) for v in _BG))
+    draw = ImageDraw.Draw(im)
+    draw.text((4, (height - (bottom - top)) // 2 - top), text, fill=tuple(color), font=font)
     return np.asarray(im).copy()
 
 

@@ -62,14 +62,17 @@ def test_report_has_table_figures_overlays_and_escapes(videos, tmp_path, monkeyp
     assert path == out / "report.html"
     assert path.stat().st_mode & 0o777 == 0o644
     text = path.read_text()
-    heads = re.findall(r"<th>(.*?)</th>", text)
-    assert all(c in heads for c in COLUMNS) and "run" in heads
+    # metrics x runs: a column per run, a row per metric, then the thresholds' row
+    runs_head = re.findall(r'<th class="run" scope="col">(.*?)</th>', text)
+    assert runs_head == ["grid&lt;3&gt; &amp; co", "baseline"]
+    rows = dict(re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', text))
+    assert list(rows) == [*COLUMNS, "threshold"]
+    assert all(len(re.findall("<td", r)) == 2 for r in rows.values())
+    assert rows["pixel_auroc"].endswith('<td class="num">-</td>')  # the baseline's None
+    # The threshold of the thresholded metrics: 0.5 for want of another.
+    assert rows["threshold"].endswith("<td>0.5 (default)</td>")
     assert "grid&lt;3&gt; &amp; co" in text and "grid<3>" not in text
     assert "t &lt;1&gt;" in text and "a1&lt;mp4&gt;" in text
-    row = re.search(r"<tr><td>baseline</td>(.*?)</tr>", text).group(1)
-    # A cell per metric, then the threshold of the thresholded ones: 0.5 for want of another.
-    assert len(re.findall("<td", row)) == len(COLUMNS) + 1 and ">-<" in row
-    assert row.endswith("<td>0.5 (default)</td>") and "threshold" in heads
     assert "12.3 s" in text and "lr: 0.001" in text
     refs = referenced_files(path)
     names = sorted(p.name for p in refs)
@@ -150,3 +153,53 @@ def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
     (metrics,) = [p for p in new_refs if p.name == "metrics.json"]
     assert metrics.read_text() == "[]"
     assert {k: v for k, v in _tree(out).items() if k in mine} == mine
+
+
+def test_report_table_is_metrics_by_runs_and_bolds_the_best(videos):
+    runs = [_run("m", videos, True, 0), _run("b", videos, False, 1)]
+    runs[0]["metrics"]["frame_auc"], runs[1]["metrics"]["frame_auc"] = 0.9, 0.6
+    runs[0]["metrics"]["false_alarm_rate"], runs[1]["metrics"]["false_alarm_rate"] = 0.3, 0.1
+    text = report.metrics_table(runs)
+    assert '<div class="wide"><table>' in text  # never wider than the page: it scrolls inside
+    assert "<th>metric</th>" in text and "<th>run</th>" not in text
+    rows = dict(re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', text))
+    assert rows["frame_auc"] == ('<td class="num"><b>0.9000</b></td>'
+                                 '<td class="num">0.6000</td>')
+    assert rows["false_alarm_rate"] == ('<td class="num">0.3000</td>'
+                                        '<td class="num"><b>0.1000</b></td>')  # lower is better
+
+
+def test_report_shows_paths_relative_to_its_folder(videos, tmp_path):
+    """Run configs carry the absolute paths of the machine that made them: inside the report's
+    folder they are shown relative to it, outside it by their final name only."""
+    out = tmp_path / "demo-out"
+    run = _run("m", videos, True, 0)
+    run["run"] = str(out / "runs" / "m")
+    run["config"] = {"data": str(out / "data"), "features": out / "features",
+                     "out": str(out / "runs" / "m"), "init": "/home/someone/ckpt/base.pt",
+                     "extra": [str(out)], "rel": "x/y", "note": "a /b c"}
+    text = write_report(out, [run]).read_text()
+    configs = text[text.index("<h2>Configs</h2>"):]
+    assert str(tmp_path) not in text and "/home/someone" not in text
+    assert '<p class="muted">runs/m</p>' in configs
+    for line in ("data: data", "features: features", "out: runs/m", "init: base.pt",
+                 "- .", "rel: x/y", "note: a /b c"):
+        assert line in configs, line
+
+
+def test_report_display_path():
+    root = Path("/r/demo-out")
+    assert report.display_path("/r/demo-out/runs/a", root) == "runs/a"
+    assert report.display_path(Path("/r/demo-out"), root) == "."
+    assert report.display_path("/elsewhere/data", root) == "data"
+    assert report.display_path("/r/demo-outside/x.yaml", root) == "x.yaml"
+    assert report.display_path("runs/a", root) == "runs/a"
+
+
+def test_report_links_to_stmil_serve(videos, tmp_path):
+    (tmp_path / "a1.gif").write_bytes(b"GIF89a fake")
+    text = write_report(tmp_path, [_run("m", videos, True, 0)],
+                        overlays=[{"video_id": "a 1", "path": "a1.gif"}]).read_text()
+    assert "stmil serve" in text and "docs/serve.md" in text
+    assert 'href="http://127.0.0.1:8000/videos"' in text
+    assert 'href="http://127.0.0.1:8000/video/a%201"' in text  # under the overlay

@@ -3,7 +3,10 @@
 Figures are PNG files (matplotlib, Agg canvas; pyplot's global state is never touched) in a
 folder ``report-XXXXXXXX/`` beside ``report.html``, together with the overlays and any extra
 files, all referenced by relative paths, so the folder can be moved or opened without a network.
-Every text that comes from a run is HTML-escaped.
+Every text that comes from a run is HTML-escaped. The metric table is metrics x runs (one
+column per run), so that it fits a 1,280 px window; the paths in the run configs are shown
+relative to the report's folder, or by their final name when they lie outside it. A line (and a
+link under each overlay) points to ``stmil serve`` (docs/serve.md) for every video.
 
 The report is committed as one unit: its files are written into a hidden staging folder that is
 renamed to a fresh ``report-XXXXXXXX/``, then ``report.html`` (which names that folder) is
@@ -43,6 +46,8 @@ LOWER_IS_BETTER = ("false_alarm_rate", "loc_false_positives")
 COLUMNS = (tuple(k for k in METRIC_KEYS if k not in LOWER_IS_BETTER)
            + tuple(k for k in METRIC_KEYS if k in LOWER_IS_BETTER))
 VIDEOS_PER_PNG = 24
+#: Where ``stmil serve`` listens by default (docs/serve.md); the report links to its pages.
+SERVE_URL = "http://127.0.0.1:8000"
 REPORT = "report.html"
 #: The folder of one report's files; only folders of this name that a report references (or
 #: hidden staging folders ``.report-*.tmp``) are ever deleted.
@@ -50,7 +55,9 @@ ASSETS_RE = re.compile(r"report-[a-z0-9_]{8}")
 _GRID_COLS = 4
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px}
-td.num{text-align:right;font-family:monospace}th{background:#eee}
+td.num{text-align:right;font-family:monospace}th{background:#eee}th.run{max-width:12em}
+th[scope=row]{text-align:left;font-weight:normal;font-family:monospace}
+.wide{max-width:100%;overflow-x:auto}
 img{max-width:100%}pre{background:#f6f6f6;padding:8px;overflow:auto}
 figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}.muted{color:#777}"""
 
@@ -92,7 +99,8 @@ def write_report(out_dir: Path, runs: list[dict], overlays: list[dict] | None = 
     assets = out_dir / stage.name[1:-len(".tmp")]  # report-XXXXXXXX
     try:
         os.chmod(stage, 0o777 & ~_umask())
-        page = _page(stage, assets.name, runs, sources, title, stage_times, files or {})
+        page = _page(stage, assets.name, runs, sources, title, stage_times, files or {},
+                     root=out_dir)
         if assets.exists() or not ASSETS_RE.fullmatch(assets.name):
             raise FileExistsError(f"{assets}: report folder name already taken; rerun")
         os.rename(stage, assets)
@@ -118,11 +126,14 @@ def _umask() -> int:
 
 
 def _page(stage: Path, folder: str, runs: list[dict], overlays: list[tuple[dict, Path]],
-          title: str, stage_times: dict | None, files: dict[str, str]) -> str:
+          title: str, stage_times: dict | None, files: dict[str, str],
+          root: Path | None = None) -> str:
     """Write the figures, overlays and ``files`` into ``stage``; returns the HTML, whose
-    references name ``folder/<file>``."""
+    references name ``folder/<file>``. Paths in the configs are shown by
+    :func:`display_path` against ``root`` (the report's folder; default ``stage``'s parent)."""
+    root = Path(root) if root is not None else stage.parent
     colors = _run_colors(len(runs))
-    parts = [f"<h1>{_e(title)}</h1>", "<h2>Metrics</h2>", metrics_table(runs)]
+    parts = [f"<h1>{_e(title)}</h1>", SERVE_LINE, "<h2>Metrics</h2>", metrics_table(runs)]
     parts.append("<h2>ROC curves</h2>")
     for kind in ("frame", "cuboid"):
         name = f"roc_{kind}.png"
@@ -149,11 +160,49 @@ def _page(stage: Path, folder: str, runs: list[dict], overlays: list[tuple[dict,
         parts += ["<h2>Files</h2>", f"<ul>{''.join(links)}</ul>"]
     parts.append("<h2>Configs</h2>")
     for r in runs:
-        parts.append(f"<h3>{_e(r['name'])}</h3><p class=\"muted\">{_e(str(r.get('run', '')))}"
-                     f"</p><pre>{_e(config_yaml(r.get('config') or {}))}</pre>")
+        run = r.get("run")
+        where = display_path(run, root) if run not in (None, "") else ""
+        config = _relative_paths(r.get("config") or {}, root)
+        parts.append(f"<h3>{_e(r['name'])}</h3><p class=\"muted\">{_e(where)}"
+                     f"</p><pre>{_e(config_yaml(config))}</pre>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
+
+
+#: The line under the title: ``stmil serve`` shows every test video, which the report cannot.
+SERVE_LINE = (
+    '<p>To look at every test video (normal ones too) with its heat map, boxes and score curves, '
+    "click a peak to see its frame: run <code>stmil serve DIR</code> on this report's folder "
+    f'and open <a href="{SERVE_URL}/videos">{SERVE_URL}/videos</a> (see <code>docs/serve.md'
+    "</code>; <code>pip install 'stmil[serve]'</code>).</p>")
+
+
+def display_path(path, root: Path) -> str:
+    """``path`` as the report shows it: relative to ``root`` (POSIX, ``.`` for ``root``
+    itself) when it lies inside it, else only its final name; a relative path is kept."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    root = Path(root)
+    for cand, base in ((p, root), (p, root.resolve()), (p.resolve(), root.resolve())):
+        try:
+            return cand.relative_to(base).as_posix() or "."
+        except ValueError:
+            continue
+    return p.name or p.as_posix()
+
+
+def _relative_paths(x, root: Path):
+    """A copy of a config with every absolute path (a ``Path``, or a string that is an absolute
+    path) replaced by :func:`display_path`."""
+    if isinstance(x, dict):
+        return {k: _relative_paths(v, root) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_relative_paths(v, root) for v in x]
+    if isinstance(x, Path) or (isinstance(x, str) and "\n" not in x and os.path.isabs(x)):
+        return display_path(x, root)
+    return x
 
 
 def _assets_of(report: Path) -> set[Path]:
@@ -198,8 +247,9 @@ def _fmt(x) -> str:
 
 
 def metrics_table(runs: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
-    """An HTML table: one row per run, one column per metric (the best value in bold), then
-    each run's threshold of the thresholded metrics; the notes of
+    """An HTML table: one column per run, one row per metric (the best value in bold), then a
+    row with each run's threshold of the thresholded metrics (metrics x runs: every column fits
+    a 1,280 px window for a handful of runs, where runs x metrics did not); the notes of
     :func:`~stmil.evaluation.evaluate.table_notes` below it (which AP papers report, what the
     thresholds are, the thresholded metrics at 0.5)."""
     best = {}
@@ -208,20 +258,23 @@ def metrics_table(runs: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str
         vals = [float(v) for v in vals if v is not None and not math.isnan(float(v))]
         if len(vals) > 1:
             best[key] = min(vals) if key in LOWER_IS_BETTER else max(vals)
-    head = "".join(f"<th>{_e(k)}</th>" for k in columns) + "<th>threshold</th>"
-    rows = [f"<table><thead><tr><th>run</th>{head}</tr></thead><tbody>"]
-    for r in runs:
+    head = "".join(f'<th class="run" scope="col">{_e(r["name"])}</th>' for r in runs)
+    rows = [f'<div class="wide"><table><thead><tr><th>metric</th>{head}</tr></thead><tbody>']
+    for key in columns:
         cells = []
-        for key in columns:
+        for r in runs:
             v = r.get("metrics", {}).get(key)
             text = _e(_fmt(v))
             if v is not None and key in best and _fmt(v) == _fmt(best[key]):
                 text = f"<b>{text}</b>"
             cells.append(f'<td class="num">{text}</td>')
+        rows.append(f'<tr><th scope="row">{_e(key)}</th>{"".join(cells)}</tr>')
+    cells = []
+    for r in runs:
         value, source = threshold_of(r.get("metrics", {}))
         cells.append(f"<td>{_e(f'{value:.4g} ({source})')}</td>")
-        rows.append(f"<tr><td>{_e(r['name'])}</td>{''.join(cells)}</tr>")
-    rows.append("</tbody></table>")
+    rows.append(f'<tr><th scope="row">threshold</th>{"".join(cells)}</tr>')
+    rows.append("</tbody></table></div>")
     notes = table_notes([(r["name"], r.get("metrics", {})) for r in runs], columns)
     rows += [f'<p class="muted">{_e(line)}</p>' for line in notes]
     return "\n".join(rows)
@@ -338,7 +391,9 @@ def _overlays_html(stage: Path, folder: str, overlays: Sequence[tuple[dict, Path
         media = (f'<img src="{src}" alt="{_e(o["video_id"])}">'
                  if source.suffix.lower() in (".gif", ".png", ".jpg", ".webp")
                  else f'<video controls loop muted src="{src}"></video>')
-        items.append(f"<figure>{media}<figcaption>{_e(o['video_id'])}</figcaption></figure>")
+        page = f"{SERVE_URL}/video/{quote(str(o['video_id']), safe='')}"
+        items.append(f"<figure>{media}<figcaption>{_e(o['video_id'])} "
+                     f'(<a href="{_e(page)}">in stmil serve</a>)</figcaption></figure>')
     return "\n".join(items)
 
 
