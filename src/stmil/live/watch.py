@@ -18,6 +18,11 @@ numbered after the highest incident of that source already in the ``--out`` log 
 evidence folders (:func:`first_incident_id`), so a restart or a second camera never reuses a
 number, and a file in the way is never replaced. Evidence that cannot be written is said in
 the incident's ``end`` line (``snapshot_error``, ``clip_error``) and the watch goes on.
+
+The pieces, each testable without a stream: :class:`Reader` (a connection -> clips),
+:class:`LiveScorer` (a clip -> maps, box, :class:`~stmil.live.incidents.ClipScore`),
+:class:`IncidentOutput` (incident lines, snapshots, clips) and :func:`reconnect` (backoff);
+:class:`_Session` runs the connections and :func:`watch` wires them up.
 """
 
 from __future__ import annotations
@@ -333,6 +338,266 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+class LiveScorer:
+    """Scores the clips of a watch: :class:`Clip` -> cuboid maps, box, :class:`ClipScore`.
+
+    ``extractor``: ``(1, 3, T, S, S)`` frames in [-1, 1] -> features ``(1, N, C)`` (N = G*G
+    cuboids; I3D in a watch, anything of that shape in a test); ``detector`` turns them into
+    maps ``(1, N)`` (with its motion gate on the clip's motion energy). ``threshold``: the
+    events' threshold, whose hot cuboids' union is the box (else the top cuboid's box).
+    """
+
+    def __init__(self, detector: Detector, extractor: Callable[[torch.Tensor], torch.Tensor],
+                 grid: int, threshold: float | None):
+        self.detector, self.extractor = detector, extractor
+        self.grid, self.threshold = grid, threshold
+        self._boxes: dict[tuple[int, int], np.ndarray] = {}  # (width, height) -> cuboid boxes
+
+    def maps(self, frames: torch.Tensor) -> np.ndarray:
+        """One clip's frames ``(3, T, S, S)`` -> its cuboid maps ``(1, N)`` float32."""
+        x = frames[None]  # (1, 3, T, S, S)
+        feats = self.extractor(x).numpy().astype(np.float16)
+        return self.detector.maps(feats, motion_energy(x, self.grid))
+
+    def clip_score(self, clip: Clip, maps: np.ndarray) -> ClipScore:
+        """``clip`` scored ``maps`` ``(1, N)``: its frames, scores ``(N,)`` and box in the
+        pixels of its middle frame ``(H, W, 3)`` (a stream may change size)."""
+        size = (clip.middle.shape[1], clip.middle.shape[0])
+        if size not in self._boxes:
+            self._boxes[size] = cuboid_boxes(*size, self.grid)
+        box = predicted_boxes(maps, self._boxes[size], self.threshold)[0]
+        return ClipScore(clip.start, clip.end, maps[0], tuple(map(float, box)))
+
+
+class IncidentOutput:
+    """Where a watch's incidents go: the tracker's ``start``, ``update`` and ``end`` lines to
+    the ``log_path`` log (one append per line) and ``emit``; the middle frame ``(H, W, 3)`` of
+    each incident's peak clip as a snapshot in ``snap_dir``; its MP4 through ``recorder``.
+
+    Evidence that cannot be written is said in the ``end`` line and counted
+    (:attr:`failures`). :attr:`connection` and :attr:`frame_offset` are stamped on every line;
+    the reconnect loop sets them.
+    """
+
+    def __init__(self, tracker: IncidentTracker, name: str, log_path: Path | None,
+                 emit: Callable[[str], None], snap_dir: Path | None,
+                 recorder: ClipRecorder | None):
+        self.tracker, self.name, self.log_path, self.emit = tracker, name, log_path, emit
+        self.snap_dir, self.recorder = snap_dir, recorder
+        self.peaks: dict[int, tuple[float, np.ndarray]] = {}  # id -> (score, middle frame)
+        self.snapshot_failures = 0
+        self.connection, self.frame_offset = 0, 0
+
+    @property
+    def failures(self) -> int:
+        """Snapshots and clips that could not be written."""
+        return self.snapshot_failures + (self.recorder.failures if self.recorder else 0)
+
+    def put(self, line: str) -> None:
+        if self.log_path is not None:  # opened for each line: a rotated log is followed
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        self.emit(line)
+
+    def evidence(self, inc: Incident, now: bool) -> dict:
+        """Finish the incident's clip and write its snapshot; ``{kind_error: why}`` for those
+        that could not be written. ``now``: the input is over, commit the clip as it is."""
+        errors = {}
+        if self.recorder is not None:
+            err = self.recorder.finish(inc.id, inc.end_frame, now=now)
+            if err:
+                errors["clip_error"] = err
+        if self.snap_dir is not None and inc.id in self.peaks:
+            try:
+                write_snapshot(self.snap_dir / snapshot_name(self.name, inc.id),
+                               self.peaks.pop(inc.id)[1], inc.box,
+                               f"#{inc.id} {inc.peak_score:.2f}", command="watch")
+            except (OSError, StmilError) as e:
+                errors["snapshot_error"] = describe(e)
+                self.snapshot_failures += 1
+                log.error("%s", f"incident snapshot not written: {errors['snapshot_error']}")
+        return errors
+
+    def send(self, kind: str, inc: Incident, latency: float | None, now: bool = False) -> None:
+        extra: dict = {"wall_time": _now(), "connection": self.connection,
+                       "frame_offset": self.frame_offset}
+        if latency is not None:
+            extra["latency_s"] = round(latency, 4)
+        if kind == "end":
+            extra.update(self.evidence(inc, now))
+        self.put(incident_line(kind, inc, **extra))
+
+    def push(self, clip: ClipScore, middle: np.ndarray, latency: float) -> None:
+        """Feed one scored clip (its middle frame ``(H, W, 3)``) to the tracker, send what it
+        says, and keep the recorder and the peak frame of the candidate incident current."""
+        tracker = self.tracker
+        for kind, inc in tracker.push(clip):
+            self.send(kind, inc, latency)
+        tid = tracker.next_id
+        if not tracker.clips:  # no candidate: forget a dropped one's peak frame
+            self.peaks.pop(tid, None)
+        if self.recorder is not None:
+            c = tracker.clips
+            self.recorder.track(tid, c[0].start if c else None, c[-1].end if c else 0)
+        if self.snap_dir is not None and any(c is clip for c in tracker.clips):
+            if tid not in self.peaks or clip.score > self.peaks[tid][0]:
+                self.peaks[tid] = (clip.score, middle)
+
+    def update(self) -> None:
+        """An ``update`` line for the open incident, if any."""
+        if self.tracker.open is not None:
+            self.send("update", self.tracker.open, None)
+
+    def close(self, reason: str) -> None:
+        """End the open incident (``reason``) and commit the evidence buffered so far."""
+        for kind, inc in self.tracker.close(reason):
+            self.send(kind, inc, None, now=True)
+        if self.recorder is not None:
+            self.recorder.track(self.tracker.next_id, None)
+            self.recorder.flush()
+
+
+def reconnect(source: str, cfg: WatchConfig, stop: threading.Event, failures: int, why: str,
+              opener: Callable | None = None) -> tuple[tuple | None, str | None, int]:
+    """Reopen a lost ``source`` with exponential backoff (``cfg.backoff`` doubled per failure
+    up to ``cfg.max_backoff``) until it opens, ``cfg.retries`` failures, or ``stop``.
+
+    ``failures``: reconnection attempts since the last scored clip; ``why``: how the stream was
+    lost. ``opener(source, timeout)`` (default :func:`open_source`) returns
+    ``(container, stream, fps, width, height)`` or raises :class:`StreamError`. Returns
+    ``(opened or None, ended or None, failures)``; ``ended``: ``gave up`` or ``stopped``.
+    """
+    opener = opener or open_source
+    while True:
+        if cfg.retries is not None and failures >= cfg.retries:
+            log.info(f"{source}: stream lost ({why}); giving up after {failures} "
+                     "reconnection attempts")
+            return None, "gave up", failures
+        delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
+        failures += 1
+        log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
+                 f"(attempt {failures})")
+        if stop.wait(delay):
+            return None, "stopped", failures
+        try:
+            opened = opener(source, cfg.timeout)
+        except StreamError as e:
+            why = str(e).removeprefix(f"{source}: ")
+            continue
+        log.info(f"{source}: reconnected")
+        return opened, None, failures
+
+
+class _Session:
+    """The connections of one watch: a :class:`Reader` per connection, its clips scored by
+    ``scorer`` and told to ``output``, heartbeats and updates on the clock, and
+    :func:`reconnect` after a live source is lost. :meth:`run` returns how the watch ended."""
+
+    def __init__(self, source: str, cfg: WatchConfig, settings: dict, scorer: LiveScorer,
+                 output: IncidentOutput, stats: Stats, stop: threading.Event, live: bool,
+                 drop: bool):
+        self.source, self.cfg, self.settings, self.scorer = source, cfg, settings, scorer
+        self.output, self.stats, self.stop, self.live, self.drop = output, stats, stop, live, drop
+        self.recorder = output.recorder
+        self.reader: Reader | None = None
+        self.offset, self.failures = 0, 0  # frames before this connection; failed reopens
+        self.fps = 0.0  # this connection's frame rate
+        self._reason, self._detail, self._ended = None, "", None  # how the last one ended
+        self.last_beat = self.last_update = time.monotonic()
+        self.beat_clips = 0
+
+    def run(self, opened: tuple) -> str:
+        """Watch from the open connection ``opened`` (:func:`open_source`'s tuple) to the end."""
+        ended = None
+        try:
+            while ended is None:
+                ended = self._connection(*opened)
+                if ended is None:
+                    opened = self._lost()
+                    ended = None if opened is not None else self._ended
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            self.output.close("interrupted")
+        finally:
+            self.stop.set()
+            if self.reader is not None:  # a thread in FFmpeg or torch at exit aborts the process
+                self.reader.join(timeout=self.cfg.timeout + 5)
+        if ended in ("stopped", "gave up"):
+            self.output.close("stream lost" if ended == "gave up" else "interrupted")
+        return ended
+
+    def _connection(self, container, stream, fps: float, width: int, height: int
+                    ) -> str | None:
+        """Score one connection until its reader ends: ``None`` when a live source is lost
+        (:attr:`_reason`, :attr:`_detail` say how), else how the watch ended."""
+        self.fps = fps
+        self.output.tracker.fps = fps
+        self.stats.connections += 1
+        self.output.connection = self.stats.connections
+        if self.recorder is not None:
+            self.recorder.connect(fps, width, height)
+        q: queue.Queue = queue.Queue(maxsize=1)
+        self.reader = Reader(container, stream, fps, self.settings, q, self.stats, self.stop,
+                             self.drop, self.cfg.realtime and not self.live, self.offset,
+                             self.recorder, paced=self.live)
+        self.reader.start()
+        reason, detail = None, ""
+        while reason is None:
+            if self.stop.is_set():
+                return "stopped"
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                item = None
+            now = time.monotonic()
+            if isinstance(item, Clip):
+                self.failures = 0
+                self._score(item)
+            elif isinstance(item, tuple):
+                kind, detail = item
+                if kind == "error":
+                    raise detail
+                reason = kind if kind == "lost" else "eof"
+            self._tick(now)
+        if not self.live:
+            self.output.close("end of input")
+            return "end of input"
+        self._reason, self._detail = reason, detail
+        return None
+
+    def _score(self, item: Clip) -> None:
+        t_score = time.monotonic()
+        maps = self.scorer.maps(item.frames)
+        self.stats.score_seconds += time.monotonic() - t_score
+        clip = self.scorer.clip_score(item, maps)
+        self.stats.clips += 1
+        latency = time.monotonic() - item.arrived
+        self.stats.latencies.append(latency)
+        self.output.push(clip, item.middle, latency)
+
+    def _tick(self, now: float) -> None:
+        """The open incident's ``update`` line and the heartbeat, each when it is due."""
+        cfg = self.cfg
+        if cfg.update and now - self.last_update >= cfg.update:
+            self.last_update = now
+            self.output.update()
+        if cfg.heartbeat and now - self.last_beat >= cfg.heartbeat:
+            rate = (self.stats.clips - self.beat_clips) / (now - self.last_beat)
+            self.last_beat, self.beat_clips = now, self.stats.clips
+            log.info(heartbeat_line(self.stats, rate, self.fps, self.settings))
+
+    def _lost(self) -> tuple | None:
+        """After a live source is lost: end its incident, then :func:`reconnect`; the new
+        connection, or ``None`` with :attr:`_ended` set."""
+        self.output.close("stream lost")
+        self.offset = self.stats.frames  # the next connection's frames are counted after these
+        self.output.frame_offset = self.offset
+        why = self._detail if self._reason == "lost" and self._detail else "the stream ended"
+        opened, self._ended, self.failures = reconnect(self.source, self.cfg, self.stop,
+                                                       self.failures, why)
+        return opened
+
+
 def watch(
     source: str,
     run: str | Path,
@@ -362,11 +627,41 @@ def watch(
     incidents of earlier runs (:func:`first_incident_id`). Raises :class:`StreamError` when the
     source cannot be opened the first time (within ``config.timeout``).
     """
-    # deferred: the network (I3D) loads when watching starts; WatchConfig alone needs none
-    from stmil.features.extract import FeatureExtractor
-    from stmil.features.i3d import endpoint_channels
-
     cfg = config or WatchConfig()
+    name, log_path, snap_dir, clip_dir, first_id = _prepare_outputs(source, name, out,
+                                                                    snapshots, clips)
+    if emit is None:
+        emit = (lambda line: None) if log_path is not None else (lambda line: print(line,
+                                                                                   flush=True))
+    detector = _load_detector(run)
+    rc, mc = detector.config, detector.config.recorded
+    settings = {"clip_len": rc.clip_len, "stride": cfg.stride or rc.stride, "size": rc.size,
+                "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
+                "tail": rc.tail, "timeout": cfg.timeout}
+    live = is_network(source) or is_camera(source)
+    drop = cfg.drop if cfg.drop is not None else (live or cfg.realtime)
+    stop, stats, started = stop or threading.Event(), Stats(), time.monotonic()
+    recorder = ClipRecorder(clip_dir, name, source) if clip_dir is not None else None
+    opened = _first_open(source, cfg.timeout)  # (container, stream, fps, width, height)
+    for line in settings_warnings(mc, settings, opened[2]):
+        log.warning(line)
+    try:
+        scorer = _live_scorer(detector, cfg, events.threshold)
+    except BaseException:
+        opened[0].close()
+        raise
+    output = IncidentOutput(IncidentTracker(events, opened[2], source, first_id=first_id),
+                            name, log_path, emit, snap_dir, recorder)
+    ended = _Session(source, cfg, settings, scorer, output, stats, stop, live, drop).run(opened)
+    if recorder is not None:
+        recorder.close()
+    return _summary(ended, stats, output, first_id, started)
+
+
+def _prepare_outputs(source: str, name: str | None, out, snapshots, clips
+                     ) -> tuple[str, Path | None, Path | None, Path | None, int]:
+    """Check the outputs before the source is opened: ``(name, log path, snapshot folder,
+    clip folder, first incident id)`` (see :func:`watch`)."""
     name = source_name(source, name)
     log_path = Path(out) if out is not None else None
     if log_path is not None:
@@ -376,11 +671,30 @@ def watch(
     clip_dir = prepare_clips_dir(clips) if clips is not None else None
     first_id = first_incident_id(name, source, log_path,
                                  [d for d in (snap_dir, clip_dir) if d is not None])
-    if emit is None:
-        emit = (lambda line: None) if log_path is not None else (lambda line: print(line,
-                                                                                   flush=True))
+    return name, log_path, snap_dir, clip_dir, first_id
+
+
+def _live_scorer(detector: Detector, cfg: WatchConfig, threshold: float | None
+                 ) -> LiveScorer:
+    """The scorer of :func:`watch`: I3D at the run's endpoint, grid and precision (``cfg``'s
+    precision when given) on ``cfg.device``."""
+    # deferred: the network (I3D) loads when watching starts; WatchConfig alone needs none
+    from stmil.features.extract import FeatureExtractor
+
+    rc = detector.config
+    precision = cfg.precision or rc.recorded.get("precision", "fp32")
+    extractor = FeatureExtractor(rc.endpoint, rc.feature_grid, cfg.device, precision)
+    return LiveScorer(detector, extractor, rc.feature_grid, threshold)
+
+
+def _load_detector(run: str | Path) -> Detector:
+    """The run's detector; :class:`ConfigError` when I3D cannot give the features it was
+    trained on."""
+    # deferred: the network's module loads when watching starts; WatchConfig alone needs none
+    from stmil.features.i3d import endpoint_channels
+
     detector = Detector.load(run)
-    rc, mc = detector.config, detector.config.recorded
+    rc = detector.config
     detector.check_scores_video()
     if rc.endpoint == "Logits" or rc.feature_grid > rc.size:
         raise ConfigError(f"{run}: trained on {rc.endpoint} grid {rc.feature_grid} "
@@ -389,183 +703,19 @@ def watch(
                              "clip_len": rc.clip_len, "stride": rc.stride,
                              "grid": rc.feature_grid,
                              "channels": endpoint_channels(rc.endpoint)}, run)
-    settings = {"clip_len": rc.clip_len, "stride": cfg.stride or rc.stride, "size": rc.size,
-                "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
-                "tail": rc.tail, "timeout": cfg.timeout}
-    live = is_network(source) or is_camera(source)
-    drop = cfg.drop if cfg.drop is not None else (live or cfg.realtime)
-    stop = stop or threading.Event()
-    stats = Stats()
-    started = time.monotonic()
-    recorder = ClipRecorder(clip_dir, name, source) if clip_dir is not None else None
+    return detector
 
-    container, stream, fps, width, height = _first_open(source, cfg.timeout)
-    for line in settings_warnings(mc, settings, fps):
-        log.warning(line)
-    try:
-        precision = cfg.precision or mc.get("precision", "fp32")
-        extractor = FeatureExtractor(rc.endpoint, rc.feature_grid, cfg.device, precision)
-    except BaseException:
-        container.close()
-        raise
-    grid_boxes: dict[tuple[int, int], np.ndarray] = {}  # (width, height) -> cuboid boxes
-    tracker = IncidentTracker(events, fps, source, first_id=first_id)
-    peaks: dict[int, tuple[float, np.ndarray]] = {}
-    offset, failures, ended = 0, 0, None
-    snapshot_failures = 0
-    last_beat = last_update = time.monotonic()
-    beat_clips = 0
 
-    def put(line: str) -> None:
-        if log_path is not None:  # opened for each line: a rotated log is followed
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-        emit(line)
-
-    def evidence(inc: Incident, now: bool) -> dict:
-        """Finish the incident's clip and write its snapshot; ``{kind_error: why}`` for those
-        that could not be written. ``now``: the input is over, commit the clip as it is."""
-        nonlocal snapshot_failures
-        errors = {}
-        if recorder is not None:
-            err = recorder.finish(inc.id, inc.end_frame, now=now)
-            if err:
-                errors["clip_error"] = err
-        if snap_dir is not None and inc.id in peaks:
-            try:
-                write_snapshot(snap_dir / snapshot_name(name, inc.id), peaks.pop(inc.id)[1],
-                               inc.box, f"#{inc.id} {inc.peak_score:.2f}", command="watch")
-            except (OSError, StmilError) as e:
-                errors["snapshot_error"] = describe(e)
-                snapshot_failures += 1
-                log.error("%s", f"incident snapshot not written: {errors['snapshot_error']}")
-        return errors
-
-    def send(kind: str, inc: Incident, latency: float | None, now: bool = False) -> None:
-        extra: dict = {"wall_time": _now(), "connection": stats.connections,
-                       "frame_offset": offset}
-        if latency is not None:
-            extra["latency_s"] = round(latency, 4)
-        if kind == "end":
-            extra.update(evidence(inc, now))
-        put(incident_line(kind, inc, **extra))
-
-    def close(reason: str) -> None:
-        for kind, inc in tracker.close(reason):
-            send(kind, inc, None, now=True)
-        if recorder is not None:
-            recorder.track(tracker.next_id, None)
-            recorder.flush()
-
-    reader: Reader | None = None
-    try:
-        while ended is None:
-            stats.connections += 1
-            if recorder is not None:
-                recorder.connect(fps, width, height)
-            q: queue.Queue = queue.Queue(maxsize=1)
-            reader = Reader(container, stream, fps, settings, q, stats, stop, drop,
-                            cfg.realtime and not live, offset, recorder, paced=live)
-            reader.start()
-            reason, lost_detail = None, ""
-            while reason is None:
-                if stop.is_set():
-                    ended = "stopped"
-                    break
-                try:
-                    item = q.get(timeout=0.1)
-                except queue.Empty:
-                    item = None
-                now = time.monotonic()
-                if isinstance(item, Clip):
-                    failures = 0
-                    t_score = time.monotonic()
-                    x = item.frames[None]  # (1, 3, T, S, S)
-                    feats = extractor(x).numpy().astype(np.float16)
-                    maps = detector.maps(feats, motion_energy(x, rc.feature_grid))
-                    stats.score_seconds += time.monotonic() - t_score
-                    size = (item.middle.shape[1], item.middle.shape[0])  # this clip's
-                    if size not in grid_boxes:
-                        grid_boxes[size] = cuboid_boxes(*size, rc.feature_grid)
-                    box = predicted_boxes(maps, grid_boxes[size], events.threshold)[0]
-                    clip = ClipScore(item.start, item.end, maps[0], tuple(map(float, box)))
-                    stats.clips += 1
-                    latency = time.monotonic() - item.arrived
-                    stats.latencies.append(latency)
-                    for kind, inc in tracker.push(clip):
-                        send(kind, inc, latency)
-                    tid = tracker.next_id
-                    if not tracker.clips:  # no candidate: forget a dropped one's peak frame
-                        peaks.pop(tid, None)
-                    if recorder is not None:
-                        c = tracker.clips
-                        recorder.track(tid, c[0].start if c else None,
-                                       c[-1].end if c else 0)
-                    if snap_dir is not None and any(c is clip for c in tracker.clips):
-                        if tid not in peaks or clip.score > peaks[tid][0]:
-                            peaks[tid] = (clip.score, item.middle)
-                elif isinstance(item, tuple):
-                    kind, detail = item
-                    if kind == "error":
-                        raise detail
-                    reason = kind if kind == "lost" else "eof"
-                    lost_detail = detail
-                if cfg.update and now - last_update >= cfg.update:
-                    last_update = now
-                    if tracker.open is not None:
-                        send("update", tracker.open, None)
-                if cfg.heartbeat and now - last_beat >= cfg.heartbeat:
-                    rate = (stats.clips - beat_clips) / (now - last_beat)
-                    last_beat, beat_clips = now, stats.clips
-                    log.info(heartbeat_line(stats, rate, fps, settings))
-            if ended is not None:
-                break
-            if not live:
-                ended = "end of input"
-                close("end of input")
-                break
-            close("stream lost")
-            offset = stats.frames  # the next connection's frames are counted after these
-            why = lost_detail if reason == "lost" and lost_detail else "the stream ended"
-            container = None
-            while container is None:
-                if cfg.retries is not None and failures >= cfg.retries:
-                    log.info(f"{source}: stream lost ({why}); giving up after {failures} "
-                             "reconnection attempts")
-                    ended = "gave up"
-                    break
-                delay = min(cfg.max_backoff, cfg.backoff * 2 ** failures)
-                failures += 1
-                log.info(f"{source}: stream lost ({why}); reconnecting in {delay:.1f} s "
-                         f"(attempt {failures})")
-                if stop.wait(delay):
-                    ended = "stopped"
-                    break
-                try:
-                    container, stream, fps, width, height = open_source(source, cfg.timeout)
-                except StreamError as e:
-                    why = str(e).removeprefix(f"{source}: ")
-            if container is not None:
-                log.info(f"{source}: reconnected")
-                tracker.fps = fps
-    except KeyboardInterrupt:
-        ended = "interrupted"
-        close("interrupted")
-    finally:
-        stop.set()
-        if reader is not None:  # a thread still in FFmpeg or torch at exit aborts the process
-            reader.join(timeout=cfg.timeout + 5)
-    if ended in ("stopped", "gave up"):
-        close("stream lost" if ended == "gave up" else "interrupted")
-    if recorder is not None:
-        recorder.close()
+def _summary(ended: str, stats: Stats, output: IncidentOutput, first_id: int,
+             started: float) -> dict:
+    """:func:`watch`'s return value."""
     lat = sorted(stats.latencies)
     return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
             "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
             "max_behind_s": stats.max_behind,
-            "connections": stats.connections, "incidents": tracker.next_id - first_id,
+            "connections": stats.connections, "incidents": output.tracker.next_id - first_id,
             "first_id": first_id,
-            "evidence_errors": snapshot_failures + (recorder.failures if recorder else 0),
+            "evidence_errors": output.failures,
             "seconds": time.monotonic() - started, "score_seconds": stats.score_seconds,
             "latency_median_s": lat[len(lat) // 2] if lat else None,
             "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None}
