@@ -71,3 +71,16 @@ def test_a_frame_count_beyond_any_video_is_refused_when_read(tmp_path):
         read_frame_counts(path)
     path.write_text("Abuse001_x264 5000\n")
     assert read_frame_counts(path) == {"Abuse001_x264": 5000}
+
+
+def test_complex_features_are_refused_not_cut_to_their_real_part(tmp_path, capsys, monkeypatch):
+    """Issue 22 item 20: complex64 once lost its imaginary part silently."""
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    np.save("in/A001_x264.npy", (np.ones((3, 4)) + 1j).astype(np.complex64))
+    np.save("in/B001_x264.npy", np.ones((3, 4), np.float32))
+    code, out, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out", "f",
+                             "--quiet")
+    assert code == 1 and "1 imported, 1 failed" in out
+    assert_one_line_error(err, "in/A001_x264.npy: holds complex64 values")
+    assert not Path("f/A001_x264.npy").exists() and Path("f/B001_x264.npy").exists()
