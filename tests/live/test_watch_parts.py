@@ -8,6 +8,7 @@ import logging
 import threading
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -112,3 +113,29 @@ def test_reconnect_backs_off_gives_up_and_stops(caplog):
     stop.set()
     assert reconnect("tcp://h:1", cfg, stop, 0, "eof", opener) == (None, "stopped", 1)
     assert len(tries) == 3  # stopped during the wait: nothing more opened
+
+
+def test_a_file_url_is_the_file_it_names(tmp_path):
+    """Issue 22 item 32: `watch file://...` was refused as an unknown stream."""
+    from stmil.live.watch import StreamError, local_source
+
+    video = tmp_path / "my cam.mkv"
+    url = "file://" + str(video).replace(" ", "%20")
+    assert local_source(url) == str(video)
+    assert local_source("file://localhost" + str(video)) == str(video)
+    assert local_source("rtsp://10.0.0.2/stream") == "rtsp://10.0.0.2/stream"
+    assert local_source("cam.mkv") == "cam.mkv"
+    with pytest.raises(StreamError, match="a file URL of another host"):
+        local_source("file://otherhost/cam.mkv")
+
+
+def test_watch_reads_a_file_url(live_run, tmp_path):
+    from stmil.live.events import resolve_events
+    from stmil.live.watch import WatchConfig, watch
+    from tests.conftest import write_video
+    from tests.live.scene import scene_frames
+
+    video = write_video(tmp_path / "v.mkv", scene_frames(32, [], 3))  # 2 clips
+    r = watch("file://" + str(video), live_run, resolve_events(live_run, threshold=0.99),
+              WatchConfig(device="cpu"), emit=lambda line: None)
+    assert r["ended"] == "end of input" and r["frames"] == 32 and r["clips"] == 2

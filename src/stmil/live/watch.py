@@ -121,6 +121,19 @@ def is_camera(source: str) -> bool:
     return source.startswith("/dev/video")
 
 
+def local_source(source: str) -> str:
+    """``source`` with a ``file://`` URL made the local path it names (percent-escapes
+    decoded); any other source unchanged."""
+    if source[:7].lower() != "file://":
+        return source
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(source)
+    if parts.netloc not in ("", "localhost"):
+        raise StreamError(f"{source}: a file URL of another host; give a local path")
+    return unquote(parts.path)
+
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_NAME = 100
 
@@ -628,6 +641,7 @@ def watch(
     source cannot be opened the first time (within ``config.timeout``).
     """
     cfg = config or WatchConfig()
+    source = local_source(source)  # file:///path/cam.mkv is the file /path/cam.mkv
     name, log_path, snap_dir, clip_dir, first_id = _prepare_outputs(source, name, out,
                                                                     snapshots, clips)
     if emit is None:
