@@ -89,6 +89,23 @@ def atomic_write_group(writes: Sequence[tuple[Path | str, Callable[[Path], None]
 
 
 @contextmanager
+def locked(folder: Path | str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` (which must exist) while inside, so that
+    concurrent writers of one folder take turns (POSIX; elsewhere there is no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
 def naming(dest: Path | str) -> Iterator[None]:
     """Context: an ``OSError`` raised inside that names no file or a temporary file (a full
     disk while writing ``dest``'s temporary, say) is raised again naming ``dest`` (same errno

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from stmil import safejson
 from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group
+from stmil.atomic import locked as folder_lock
 from stmil.errors import OutputError, StmilError
 
 LEDGER_DIR = ".stmil"
@@ -204,18 +205,12 @@ def _snapshot(folder: Path, skip: set[str]) -> dict[str, list[int]]:
 def locked(folder: Path | str) -> Iterator[None]:
     """Hold the exclusive lock of ``folder``'s ledger (``flock`` on ``folder/.stmil/``), made if
     needed, so concurrent commands take turns reading and writing it."""
-    import fcntl
-
     home = Path(folder) / LEDGER_DIR
     if os.path.lexists(home) and not (home.is_dir() and not home.is_symlink()):
         raise OutputError(f"{home}: exists and is not stmil's ledger folder; {FIX}")
     home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folder_lock(home):
         yield
-    finally:
-        os.close(fd)
 
 
 def check_can_write(folder: Path | str, names: Sequence[str], legacy: Legacy | None = None,

@@ -18,12 +18,12 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from stmil.atomic import locked
 from stmil.cuboids import check_overlap, cuboid_boxes, cuboid_labels, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
@@ -262,22 +262,6 @@ def read_metrics(run: str | Path) -> dict[str, dict[str, dict]]:
     return out
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (POSIX), so concurrent writers take turns."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def record_metrics(run: str | Path, result: dict) -> Path:
     """Add ``result`` to ``run/metrics.json`` under its split and dataset root, atomically.
 
@@ -286,7 +270,7 @@ def record_metrics(run: str | Path, result: dict) -> Path:
     run = Path(run)
     path = run / METRICS_FILE
     check_result(path, "new result", result)
-    with _locked(run):
+    with locked(run):
         results = read_metrics(run)
         split = result["settings"]["split"]
         results.setdefault(split, {})[dataset_key(result["settings"]["data"])] = result

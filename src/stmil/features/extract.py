@@ -8,7 +8,6 @@ and hands both to the store's one writer (:func:`~stmil.features.store.write_fea
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import check_writable, remove_stale_temps
+from stmil.atomic import check_writable, locked, remove_stale_temps
 from stmil.cuboids import pool_cuboids
 from stmil.device import resolve_device
 from stmil.errors import ConfigError, OutputError, StmilError
@@ -249,9 +248,7 @@ def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
     out_dir = Path(out_dir)
     path = out_dir / FAILURES
     done = {os.path.abspath(p) for p in processed} | {f["path"] for f in failed}
-    fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(out_dir):
         merged = [f for f in read_failures(path) if f["path"] not in done] + list(failed)
         text = json.dumps(merged, indent=1) + "\n"
         if merged:
@@ -259,8 +256,6 @@ def record_failures(out_dir: Path | str, processed: Iterable[Path | str],
                    "extract", legacy=legacy_ours)
         elif os.path.lexists(path):
             remove(out_dir, FAILURES, legacy=legacy_ours)
-    finally:
-        os.close(fd)  # releases the lock
     return merged
 
 

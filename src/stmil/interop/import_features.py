@@ -22,7 +22,6 @@ replaces what stmil wrote in ``out`` (an earlier import, or ``extract``: the fol
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +34,13 @@ from stmil.atomic import check_writable, remove_stale_temps
 from stmil.errors import ConfigError, StmilError
 from stmil.features.store import FeatureError, FeatureMeta, check_ours, write_features
 from stmil.interop import FORMATS
+from stmil.interop.order import stem_id
 
 log = logging.getLogger(__name__)
 
 #: Channels each format usually has (a different D is accepted; this is only for messages).
 USUAL_CHANNELS = {"rtfm": 2048, "urdmu": 1024, "sultani": 4096}
 SULTANI_SEGMENTS = 32
-CROP_RE = re.compile(r"^(?P<id>.+)__(?P<crop>\d+)$")
-#: Suffixes some projects add to the video id in feature file names.
-ID_SUFFIXES = ("_i3d", "_c3d")
 FLOAT16_MAX = 65504.0
 #: The most frames ``--frame-counts`` may give a video: 92 hours at 30 frames per second.
 MAX_FRAMES = 10_000_000
@@ -94,14 +91,7 @@ class ImportSummary:
 def video_id(path: Path) -> tuple[str, int | None]:
     """``(video id, crop index or None)`` of a feature file: ``Abuse028_x264__3.npy`` ->
     ``("Abuse028_x264", 3)``; ``Abuse001_x264_i3d.npy`` -> ``("Abuse001_x264", None)``."""
-    stem = path.stem
-    m = CROP_RE.match(stem)
-    crop = None
-    if m:
-        stem, crop = m["id"], int(m["crop"])
-    for suffix in ID_SUFFIXES:
-        stem = stem.removesuffix(suffix)
-    return stem, crop
+    return stem_id(path.stem)
 
 
 def read_list(list_file: Path, root: Path | None = None) -> list[Path]:

@@ -39,6 +39,12 @@ def split_name(name: str) -> tuple[str, int | None]:
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
             break
+    return stem_id(stem)
+
+
+def stem_id(stem: str) -> tuple[str, int | None]:
+    """``(video id, crop index or None)`` of a file stem: ``Abuse028_x264__3`` ->
+    ``("Abuse028_x264", 3)``, ``Abuse001_x264_i3d`` -> ``("Abuse001_x264", None)``."""
     m = CROP_RE.match(stem)
     crop = None
     if m:
