@@ -42,13 +42,14 @@ from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps
 from stmil.datasets.layout import VIDEOS_DIR
-from stmil.errors import ConfigError, OutputError, StmilError
+from stmil.errors import OutputError, StmilError
 from stmil.evaluation.evaluate import evaluate, format_table
 from stmil.evaluation.report import write_report
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.store import FeatureError, read_feature_meta, source_mismatch
 from stmil.mil.run import read_run_config
 from stmil.mil.train import train
+from stmil.options import DemoSettings
 from stmil.ownership import LEDGER_DIR, Ledger, check_can_write, commit, prune
 from stmil.score import scores_from_maps
 
@@ -71,22 +72,8 @@ REPORT = "report.html"
 def check_demo_settings(n_videos: int, n_frames: int, seed: int, iterations: int,
                         val_fraction: float = 0.25, n_overlays: int = 4) -> None:
     """Raise :class:`ConfigError` for settings :func:`run_demo` cannot use; nothing is written."""
-    from stmil.synth.dataset import SynthError, check_settings  # deferred: PyAV
-
-    for name, value, low in (("--iterations", iterations, 1), ("--videos", n_videos, 8),
-                             ("--frames", n_frames, 16), ("--seed", seed, 0),
-                             ("n_overlays", n_overlays, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
-    if n_videos % 2:
-        raise ConfigError(f"--videos must be even (half normal, half anomalous), got {n_videos}")
-    if not (isinstance(val_fraction, (int, float)) and math.isfinite(val_fraction)
-            and 0 < val_fraction < 1):
-        raise ConfigError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
-    try:
-        check_settings(n_videos=n_videos, n_frames=n_frames, seed=seed)
-    except SynthError as e:
-        raise ConfigError(str(e)) from e
+    DemoSettings(n_videos=n_videos, n_frames=n_frames, seed=seed, iterations=iterations,
+                 val_fraction=val_fraction, n_overlays=n_overlays)
 
 
 def read_marker(out: Path) -> dict | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -33,7 +32,9 @@ from stmil.features.store import (
 )
 from stmil.files import find_videos, unique_files
 from stmil.mil.detector import Detector
+from stmil.options import ScoreOptions
 from stmil.ownership import check_can_write, commit
+from stmil.settings import check
 from stmil.timeline import frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
@@ -204,12 +205,7 @@ def _write_overlay(dest: Path, write: Callable[[Path], None]) -> None:
 
 def check_threshold(threshold: float | None) -> None:
     """Refuse a box threshold that is not a number in [0, 1] (scores are probabilities)."""
-    if threshold is None:
-        return
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
-            or not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be a number in [0, 1] (cuboid scores are "
-                          f"probabilities), got {threshold!r}")
+    check(ScoreOptions, "threshold", threshold)
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:

@@ -41,12 +41,13 @@ from stmil.deploy.manifest import (
 from stmil.errors import ConfigError, ModelError, StmilError
 from stmil.features.i3d import endpoint_channels
 from stmil.features.motion import DECIMALS, MOTION, motion_energy
-from stmil.features.pipeline_config import TAIL_POLICIES, check_count
+from stmil.features.pipeline_config import MAX_CLIP, ExtractorSettings, ExtractSettings
 from stmil.features.weights import KINETICS400_RGB, load_i3d
 from stmil.mil.bags import l2_normalise
 from stmil.mil.detector import Detector
 from stmil.mil.run import MODEL
 from stmil.ownership import check_can_write, commit, prune, sha256_of
+from stmil.settings import Settings, require, setting, setting_like
 
 log = logging.getLogger(__name__)
 
@@ -73,31 +74,23 @@ def require_onnx() -> tuple[Any, Any]:
 
 
 @dataclass(frozen=True)
-class ClipSettings:
+class ClipSettings(Settings):
     """What the feature graph is built for and how a runtime cuts clips: from the run with
     ``--model``, else these defaults (``stmil extract``'s)."""
 
-    endpoint: str = "Mixed_4e"
-    grid: int = 7
-    size: int = 224
-    clip_len: int = 16
-    stride: int = 16
-    fps: float | None = None
-    tail: str = "drop"
+    endpoint: str = setting("Mixed_4e", "I3D endpoint")
+    grid: int = setting_like(ExtractorSettings, "grid", 7)
+    size: int = setting_like(ExtractSettings, "size", 224)
+    clip_len: int = setting(16, "frames per clip (motion energy needs two)", lo=2, hi=MAX_CLIP)
+    stride: int = setting_like(ExtractSettings, "stride", 16)
+    fps: float | None = setting_like(ExtractSettings, "fps", None)
+    tail: str = setting_like(ExtractSettings, "tail", "drop")
 
-    def __post_init__(self) -> None:
-        for name in ("grid", "size", "clip_len", "stride"):
-            check_count(name, getattr(self, name))
-        if self.clip_len < 2:
-            raise ConfigError(f"clip_len must be at least 2 (motion energy needs two frames), "
-                              f"got {self.clip_len}")
-        if self.endpoint == "Logits" or self.endpoint.startswith("import:"):
-            raise ConfigError(f"cannot export endpoint {self.endpoint!r}: cuboid features need "
-                              "an I3D feature-map endpoint")
+    def rules(self) -> None:
+        require(not (self.endpoint == "Logits" or self.endpoint.startswith("import:")),
+                f"cannot export {{endpoint}} {self.endpoint!r}: cuboid features need an I3D "
+                "feature-map endpoint", "endpoint")
         endpoint_channels(self.endpoint)  # ConfigError naming the choices
-        if self.tail not in TAIL_POLICIES:
-            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, got "
-                              f"{self.tail!r}")
 
     @classmethod
     def of_run(cls, detector: Detector) -> ClipSettings:

@@ -36,10 +36,12 @@ from stmil.evaluation.paper_metrics import (
     paper_metrics,
     thresholded_metrics,
 )
+from stmil.evaluation.settings import EvaluateOptions
 from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.live.calibrate import read_calibration
 from stmil.mil.detector import Detector
 from stmil.ownership import check_can_write, commit
+from stmil.settings import check
 from stmil.timeline import frame_labels, frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
@@ -132,11 +134,7 @@ def resolve_threshold(run: str | Path, threshold: float | None = None) -> tuple[
     (``RUN/calibration.json``, read by :func:`stmil.live.calibrate.read_calibration`), else 0.5.
     """
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-                or not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-            raise ConfigError(f"--threshold must be a number in [0, 1] (a score), "
-                              f"got {threshold!r}")
-        return float(threshold), "given"
+        return check(EvaluateOptions, "threshold", threshold), "given"
     cal = read_calibration(run)
     if cal is not None:
         return float(cal.threshold), "calibrated"

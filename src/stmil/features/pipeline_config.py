@@ -3,16 +3,24 @@ values, importable without torch (the CLI builds its flags from them)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from pathlib import Path
 
+from stmil.device import DEVICES
 from stmil.errors import ConfigError
+from stmil.settings import Settings, check, check_number, setting
 
 RESIZE_ON = ("auto", "worker", "device")
 TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
 PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
 MAX_SIZE = 1024  # frame side after resizing: I3D's weights are for 224; past 1024 is a typo
+KINETICS_CLASSES = 400
+
+
+MAX_BATCH = 4096  # clips per forward pass
+MAX_CLIP = 10_000  # frames per clip or between clip starts
+MAX_WORKERS = 256
 
 
 def check_fps(fps: float | None) -> float | None:
@@ -21,21 +29,12 @@ def check_fps(fps: float | None) -> float | None:
     A resampling rate must be a finite number from 0.01 to 1000 frames per second: a tiny
     rate overflows the frame arithmetic and an infinite one would never advance.
     """
-    if fps is None:
-        return None
-    lo, hi = FPS_RANGE
-    if (isinstance(fps, bool) or not isinstance(fps, (int, float))
-            or not (math.isfinite(fps) and lo <= fps <= hi)):
-        raise ConfigError(f"fps must be a number from {lo:g} to {hi:g} frames per second "
-                          f"(or unset for the native rate), got {fps!r}")
-    return fps
+    return check(ExtractSettings, "fps", fps)
 
 
 def check_count(name: str, value: object) -> int:
     """``value`` if it is a whole number >= 1 (not a bool), else :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-    return value
+    return check_number(name, value, int, 1)
 
 
 def check_size(size: object) -> int:
@@ -46,14 +45,11 @@ def check_size(size: object) -> int:
     memory cliff: one 16-frame clip at 1024 x 1024 is already 200 MB of float32 pixels, and a
     larger size overflows torch's storage arithmetic (fuzz 0:4048).
     """
-    if check_count("size", size) > MAX_SIZE:
-        raise ConfigError(f"size must be at most {MAX_SIZE} pixels (I3D's weights were trained "
-                          f"at 224; a larger frame only costs memory), got {size!r}")
-    return size
+    return check(ExtractSettings, "size", size)
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Settings):
     """How the input side runs; never recorded in feature files (results do not depend on it).
 
     ``workers``: decode threads (0: serial, in the calling thread). ``queue_size``: most clip
@@ -66,25 +62,12 @@ class PipelineConfig:
     batch shape alone (tests/features/test_pipeline.py).
     """
 
-    workers: int = 2
-    queue_size: int | None = None
-    resize_on: str = "auto"
-    mix_videos: bool | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or \
-                self.workers < 0:
-            raise ConfigError(f"workers must be a whole number >= 0, got {self.workers!r}")
-        if self.queue_size is not None and (
-                isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int)
-                or self.queue_size < 1):
-            raise ConfigError(f"queue_size must be a whole number >= 1, got "
-                              f"{self.queue_size!r}")
-        if self.mix_videos not in (None, True, False):
-            raise ConfigError(f"mix_videos must be None, True or False, got {self.mix_videos!r}")
-        if self.resize_on not in RESIZE_ON:
-            raise ConfigError(f"resize_on must be one of {', '.join(RESIZE_ON)}, got "
-                              f"{self.resize_on!r}")
+    workers: int = setting(2, "decode threads overlapping the model; 0: serial (outputs do not "
+                           "depend on it)", lo=0, hi=MAX_WORKERS)
+    queue_size: int | None = setting(None, "most clip batches waiting for the model", lo=1,
+                                     hi=1024, cli=False)
+    resize_on: str = setting("auto", "where frames are resized", choices=RESIZE_ON, cli=False)
+    mix_videos: bool | None = setting(None, "fill model batches across videos", cli=False)
 
     def mixes_videos(self, device_type: str) -> bool:
         """Whether model batches are filled across videos (``None``: on a GPU)."""
@@ -97,29 +80,64 @@ class PipelineConfig:
         return self.resize_on == "worker"
 
 
-@dataclass
-class ExtractSettings:
+@dataclass(frozen=True)
+class ExtractSettings(Settings):
     """How clips are cut; written into every feature file's metadata and read by the decode
     workers."""
 
-    clip_len: int = 16
-    stride: int = 16
-    size: int = 224
-    fps: float | None = None
-    tail: str = "drop"
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        for name in ("clip_len", "stride", "batch_size"):
-            check_count(name, getattr(self, name))
-        check_size(self.size)
-        self.fps = check_fps(self.fps)
-        if self.tail not in TAIL_POLICIES:
-            raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
-                              f"got {self.tail!r}")
+    clip_len: int = setting(16, "frames per clip", lo=1, hi=MAX_CLIP)
+    stride: int = setting(16, "frames between clip starts", lo=1, hi=MAX_CLIP)
+    size: int = setting(224, "frames are resized to SIZE x SIZE (I3D's weights were trained at "
+                        "224; a larger frame only costs memory)", unit="pixels", lo=1,
+                        hi=MAX_SIZE)
+    fps: float | None = setting(None, "resample (default: native rate)",
+                                unit="frames per second", lo=FPS_RANGE[0], hi=FPS_RANGE[1])
+    tail: str = setting("drop", "trailing partial clip: drop it or pad with the last frame",
+                        choices=TAIL_POLICIES)
+    batch_size: int = setting(8, "clips per forward pass", lo=1, hi=MAX_BATCH)
 
     def check_grid(self, grid: int) -> None:
         """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
         if grid > self.size:
             raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
                               f"cuboid needs at least one pixel; use --grid {self.size} or less")
+
+
+@dataclass(frozen=True)
+class ExtractorSettings(Settings):
+    """The network side of ``stmil extract``: :class:`~stmil.features.extract.FeatureExtractor`'s
+    arguments."""
+
+    endpoint: str = setting("Mixed_4e", "I3D endpoint")
+    grid: int = setting(7, "G: cuboids form a G x G grid (it must divide the endpoint's "
+                        "feature map)", lo=1, hi=MAX_SIZE)
+    device: str = setting("auto", "torch device", choices=DEVICES)
+    precision: str = setting("fp32", "fp32: exact (~1e-6 vs the reference). bf16: the fast "
+                             "path on CPUs with AMX (Xeon 4th gen+) and on GPUs, ~2-3x faster, "
+                             "relative error ~1e-2; use it for large datasets where that error "
+                             "is acceptable (features of both precisions never mix in one "
+                             "folder)", choices=PRECISIONS)
+
+
+@dataclass(frozen=True)
+class ExtractOptions(Settings):
+    """``stmil extract``'s inputs and outputs."""
+
+    inputs: list[Path] = setting(help="video files or folders (searched recursively)",
+                                 positional=True)
+    out: Path = setting(help="output folder for <id>.npy and <id>.json")
+    overwrite: bool = setting(False, "redo videos already extracted")
+    shard: str | None = setting(None, "take every N-th video starting at the I-th (0 <= I < N), "
+                                "for N processes or machines sharing one --out; each video is "
+                                "also claimed (<id>.claim) while it is extracted, so none is "
+                                "done twice", metavar="I/N")
+
+
+@dataclass(frozen=True)
+class ClassifyOptions(Settings):
+    """``stmil classify`` (:func:`stmil.features.classify.classify_video`)."""
+
+    video: Path = setting(help="a video file", positional=True)
+    top: int = setting(5, "classes to print", lo=1, hi=KINETICS_CLASSES)
+    json: bool = setting(False, "print JSON")
+    device: str = setting("auto", "torch device", choices=DEVICES)

@@ -32,9 +32,11 @@ from tqdm import tqdm
 from stmil import __version__
 from stmil.atomic import check_writable, remove_stale_temps
 from stmil.errors import ConfigError, StmilError
+from stmil.features.pipeline_config import FPS_RANGE, MAX_CLIP
 from stmil.features.store import FeatureError, FeatureMeta, check_ours, write_features
 from stmil.interop import FORMATS
 from stmil.interop.order import stem_id
+from stmil.settings import Settings, setting
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,12 @@ SULTANI_SEGMENTS = 32
 FLOAT16_MAX = 65504.0
 #: The most frames ``--frame-counts`` may give a video: 92 hours at 30 frames per second.
 MAX_FRAMES = 10_000_000
+MAX_CROPS = 1000  # crops per snippet (ten-crop features have 10)
+MAX_SIDE = 100_000  # pixels of a video's width or height
 
 
 @dataclass(frozen=True)
-class ImportSettings:
+class ImportSettings(Settings):
     """How foreign features are read and described (one CLI flag per field).
 
     - ``format``: one of :data:`FORMATS`;
@@ -57,24 +61,15 @@ class ImportSettings:
       which place the features' frames and boxes.
     """
 
-    format: str
-    crop: int | None = None
-    snippet_frames: int = 16
-    fps: float = 30.0
-    width: int = 320
-    height: int = 240
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.crop is not None and not (isinstance(self.crop, int) and self.crop >= 0):
-            raise ConfigError(f"crop must be a whole number >= 0, got {self.crop!r}")
-        for name in ("snippet_frames", "width", "height"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
-        if not (isinstance(self.fps, (int, float)) and 0 < self.fps <= 1000):
-            raise ConfigError(f"fps must be a number in (0, 1000], got {self.fps!r}")
+    format: str = setting(help="the foreign feature format", choices=FORMATS)
+    crop: int | None = setting(None, "keep this crop (0-based) instead of the mean", lo=0,
+                               hi=MAX_CROPS - 1)
+    snippet_frames: int = setting(16, "video frames per snippet or Sultani segment", lo=1,
+                                  hi=MAX_CLIP)
+    fps: float = setting(30.0, "the videos' frame rate", unit="frames per second", lo=0,
+                         lo_open=True, hi=FPS_RANGE[1])
+    width: int = setting(320, "the videos' width", unit="pixels", lo=1, hi=MAX_SIDE)
+    height: int = setting(240, "the videos' height", unit="pixels", lo=1, hi=MAX_SIDE)
 
 
 @dataclass

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +41,9 @@ from stmil.datasets import load_dataset
 from stmil.errors import ConfigError, ModelError
 from stmil.features.store import load_dataset_features
 from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
+from stmil.live.settings import CalibrateOptions
 from stmil.ownership import check_can_write, commit
+from stmil.settings import check
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,7 @@ def calibrate(run: str | Path, data: str | Path, features: str | Path, *,
     from stmil.mil.detector import Detector
     from stmil.mil.train import _carve_validation
 
-    if isinstance(target, bool) or not isinstance(target, (int, float)) \
-            or not (math.isfinite(target) and target >= 0):
-        raise ConfigError(f"--target must be a number >= 0 (false incidents per hour), "
-                          f"got {target!r}")
+    target = check(CalibrateOptions, "target", target)
     settings = settings or EventConfig()
     run = Path(run)
     check_finished_run(run)

@@ -18,8 +18,6 @@ of its G x G cuboid scores):
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,32 +25,26 @@ import numpy as np
 
 from stmil.cuboids import predicted_boxes
 from stmil.errors import ConfigError, OutputError
+from stmil.settings import Settings, setting
 
 REASONS = ("scores fell", "end of input", "stream lost", "interrupted")
 
 
-def _number(name: str, value: object, lo: float, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or not lo <= value <= hi:
-        top = "" if hi == math.inf else f" to {hi:g}"
-        raise ConfigError(f"{name} must be a number from {lo:g}{top}, got {value!r}")
-    return float(value)
+#: The longest time setting, in seconds (a day): beyond it a value is a typo.
+MAX_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
-class EventConfig:
+class EventConfig(Settings):
     """How clip scores become incidents (see the module docstring). Times in seconds."""
 
-    threshold: float = 0.5
-    hysteresis: float = 0.1
-    min_duration: float = 1.0
-    merge_gap: float = 2.0
-
-    def __post_init__(self) -> None:
-        _number("threshold", self.threshold, 0.0, 1.0)
-        _number("hysteresis", self.hysteresis, 0.0, 1.0)
-        _number("min_duration", self.min_duration, 0.0)
-        _number("merge_gap", self.merge_gap, 0.0)
+    threshold: float = setting(0.5, "start an incident at this clip score", lo=0, hi=1)
+    hysteresis: float = setting(0.1, "an open incident stays open down to threshold - "
+                                "HYSTERESIS", lo=0, hi=1)
+    min_duration: float = setting(1.0, "shorter incidents are not reported", unit="seconds",
+                                  lo=0, hi=MAX_SECONDS)
+    merge_gap: float = setting(2.0, "incidents closer than this are one", unit="seconds", lo=0,
+                               hi=MAX_SECONDS)
 
     @property
     def end_threshold(self) -> float:

@@ -48,7 +48,6 @@ import torch
 from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.errors import ConfigError, StmilError
 from stmil.features.motion import motion_energy
-from stmil.features.pipeline_config import check_fps
 from stmil.features.video import _one_line, resample_indices, to_model_input
 from stmil.files import av_path
 from stmil.live.clip import ClipRecorder, prepare_clips_dir
@@ -61,6 +60,7 @@ from stmil.live.incidents import (
     incident_line,
     read_incidents,
 )
+from stmil.live.settings import WatchConfig
 from stmil.live.snapshot import describe, prepare_evidence_dir, snapshot_name, write_snapshot
 from stmil.mil.detector import Detector
 
@@ -72,45 +72,6 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "ud
 
 class StreamError(StmilError, ValueError):
     """A source that cannot be opened or is not a video; the message names it."""
-
-
-@dataclass(frozen=True)
-class WatchConfig:
-    """How ``stmil watch`` reads and reports. Times in seconds."""
-
-    realtime: bool = False  # a file: play it at its own frame rate (else as fast as possible)
-    fps: float | None = None  # resample the source to this rate (None: the run's)
-    stride: int | None = None  # score one clip every STRIDE (resampled) frames (None: the run's)
-    drop: bool | None = None  # drop clips when busy; None: for live sources and --realtime
-    heartbeat: float = 10.0  # seconds between heartbeat lines (0: none)
-    update: float = 5.0  # seconds between update messages of an open incident (0: none)
-    timeout: float = 10.0  # open and read timeout of a network source
-    retries: int | None = None  # reconnections after a loss before giving up (None: forever)
-    backoff: float = 0.5  # first reconnection delay, doubled up to max_backoff
-    max_backoff: float = 10.0
-    precision: str | None = None  # None: the run's
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_fps(self.fps)
-        for name in ("heartbeat", "update", "backoff"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ConfigError(f"--{name} must be a number of seconds >= 0, got {v!r}")
-        for name in ("timeout", "max_backoff"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a number of seconds > 0, "
-                                  f"got {v!r}")
-        if self.max_backoff < self.backoff:
-            raise ConfigError(f"--max-backoff must be at least --backoff ({self.backoff:g} s), "
-                              f"got {self.max_backoff!r}")
-        if self.stride is not None and (isinstance(self.stride, bool)
-                                        or not isinstance(self.stride, int) or self.stride < 1):
-            raise ConfigError(f"--stride must be a whole number of frames >= 1, "
-                              f"got {self.stride!r}")
-        if self.retries is not None and (isinstance(self.retries, bool) or self.retries < 0):
-            raise ConfigError(f"--retries must be a whole number >= 0, got {self.retries!r}")
 
 
 def is_network(source: str) -> bool:

@@ -54,12 +54,12 @@ from stmil.datasets.layout import (
     box_file,
     split_file,
 )
-from stmil.errors import StmilError
 from stmil.ownership import LEDGER_DIR, Ledger, adopt, check_can_write, commit, prune
 from stmil.synth.distractors import SCENARIOS, HardScene
 from stmil.synth.events import KINDS, fit_box, make_event
 from stmil.synth.footage import Footage, FootageClip, FootageError, load_footage, probe_footage
 from stmil.synth.scene import ProceduralScene
+from stmil.synth.settings import SynthError, SynthSettings
 from stmil.synth.write import VideoWriter, annotation_files
 
 __all__ = ["CLASSES", "SCENARIOS", "FootageError", "Plan", "SynthError", "make_dataset",
@@ -71,14 +71,7 @@ CLASSES = {"run": "Running", "fight": "Fighting", "fire": "Fire", "throw": "Thro
            "damage": "Vandalism"}
 PROCEDURAL_FPS = 30.0
 MARKER = "synth.json"
-#: Upper bounds of a benchmark: beyond them a typo (``--frames 100000000``) would run for days.
-MAX_VIDEOS = 10_000
-MAX_FRAMES = 18_000
 MARKER_FORMAT = "stmil-synth"
-
-
-class SynthError(StmilError, ValueError):
-    """Settings or an output folder that :func:`make_dataset` cannot use."""
 
 
 @dataclass(frozen=True)
@@ -195,25 +188,7 @@ def _text(text: str):
 
 def _check(n_videos: int, width: int, height: int, n_frames: int, fps: float | None,
            test_fraction: float, seed: int = 0, scenario: str = "default") -> None:
-    if scenario not in SCENARIOS:
-        raise SynthError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
-    for name, value in (("n_videos", n_videos), ("width", width), ("height", height),
-                        ("n_frames", n_frames), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise SynthError(f"{name} must be an integer, got {value!r}")
-    if n_videos < 4 or n_videos % 2 or n_videos > MAX_VIDEOS:
-        raise SynthError(f"n_videos must be even, from 4 to {MAX_VIDEOS}, got {n_videos}")
-    if width < 32 or height < 32 or width % 2 or height % 2:
-        raise SynthError(f"width and height must be even and at least 32, got {width}x{height}")
-    if not 16 <= n_frames <= MAX_FRAMES:
-        raise SynthError(f"n_frames must be from 16 to {MAX_FRAMES} (10 minutes at 30 fps), "
-                         f"got {n_frames}")
-    if seed < 0:
-        raise SynthError(f"seed must be a non-negative integer, got {seed}")
-    if fps is not None and not 0 < fps <= 240:
-        raise SynthError(f"fps must be in (0, 240], got {fps}")
-    if not 0 < test_fraction < 1:
-        raise SynthError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    SynthSettings(n_videos, n_frames, seed, width, height, fps, test_fraction, scenario)
 
 
 def check_settings(n_videos: int = 48, n_frames: int = 160, seed: int = 0, width: int = 320,
