@@ -162,12 +162,12 @@ def test_watch_takes_its_options_from_config(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("text,message", [
     ("bogus: 1\n", "x.yaml: unknown key 'bogus' for stmil evaluate; valid keys: boxes, compare, "
                    "data, debug, features, format, interpolate, json, model, overlap, quiet, "
-                   "skip-missing, split"),
-    ("overlap: much\n", "x.yaml: overlap must be a number, got 'much'"),
+                   "skip-missing, split, threshold"),
+    ("overlap: much\n", "x.yaml: overlap must be a number > 0 and <= 1, got 'much'"),
     ("split: val\n", "x.yaml: split must be one of train, test, all, got 'val'"),
     ("skip_missing: 'yes'\n", "x.yaml: skip_missing must be true or false, got 'yes'"),
-    ("data: [a, b]\n", "x.yaml: data must be one value, got ['a', 'b']"),
-    ("data:\n", "x.yaml: data must be a string, got None"),
+    ("data: [a, b]\n", "x.yaml: data must be a path (a non-empty string), got ['a', 'b']"),
+    ("data: ''\n", "x.yaml: data must be a path (a non-empty string), got ''"),
     ("- data\n", "x.yaml: a config is a flat mapping of stmil evaluate options"),
     ("data: [\n", "x.yaml: not valid YAML"),
 ])
@@ -214,12 +214,16 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
                config.MOTIONS,
                interop.FORMATS, interop.TAILS, interop.CONVENTIONS, interop.LAYOUTS,
                SCENARIOS, deploy.FORMATS, deploy.PRECISIONS, deploy.BACKENDS)
-    commands = build_parser().commands
-    checked = [(name, a.dest) for name, p in commands.items() for a in p._actions if a.choices
-               and any(a.choices is c for c in library)]
-    unchecked = [(name, a.dest) for name, p in commands.items() for a in p._actions
-                 if a.choices and not any(a.choices is c for c in library)]
+    from stmil.cli import COMMANDS, classes_of
+    from stmil.settings import all_specs
+
+    specs = [(name, s) for name in COMMANDS for s in all_specs(classes_of(name)).values()]
+    checked = [(n, s.name) for n, s in specs if s.rule.choices is not None
+               and any(s.rule.choices is c for c in library)]
+    unchecked = [(n, s.name) for n, s in specs if s.rule.choices is not None
+                 and not any(s.rule.choices is c for c in library)]
     assert unchecked == [] and len(checked) >= 20
+    assert build_parser().commands.keys() == COMMANDS.keys()
     code = "import sys; from stmil.cli import build_parser; build_parser(); print(sorted(" \
            "m for m in ('torch', 'av', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -170,7 +170,7 @@ class Spec:
         return what
 
     def range_words(self) -> str:
-        r, fmt = self.rule, (str if self.kind is int else lambda x: f"{x:g}")
+        r, fmt = self.rule, _number
         if r.hi == math.inf:
             return f"{'>' if r.lo_open else '>='} {fmt(r.lo)}"
         if not (r.lo_open or r.hi_open):
@@ -238,6 +238,11 @@ class Spec:
             except ValueError:
                 return value
         return value
+
+
+def _number(x: float) -> str:
+    """``1000000`` for 1e6, ``0.01`` for 0.01: a bound as a user would write it."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 def _kind(hint: Any) -> tuple[type, bool, bool]:
