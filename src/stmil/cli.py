@@ -30,7 +30,9 @@ from stmil.features.pipeline_config import (
     ExtractSettings,
     PipelineConfig,
 )
-from stmil.interop.import_features import ImportSettings
+from stmil.interop.export import export_features
+from stmil.interop.gt import export_vectors
+from stmil.interop.import_features import ImportSettings, import_features, read_frame_counts
 from stmil.interop.settings import (
     ExportFeaturesOptions,
     GtOptions,
@@ -38,6 +40,8 @@ from stmil.interop.settings import (
     ScoresOptions,
     VectorOptions,
 )
+from stmil.live.calibrate import calibrate
+from stmil.live.events import events_inputs, resolve_events
 from stmil.live.incidents import EventConfig
 from stmil.live.settings import (
     CalibrateOptions,
@@ -200,8 +204,6 @@ def cmd_serve(o: Values) -> int:
 
 
 def cmd_import_features(o: Values) -> int:
-    from stmil.interop.import_features import import_features, read_frame_counts
-
     counts = read_frame_counts(o.frame_counts) if o.frame_counts else None
     summary = import_features(o.inputs, o.out, o.get(ImportSettings), root=o.root,
                               frame_counts=counts, progress=not o.quiet)
@@ -211,8 +213,6 @@ def cmd_import_features(o: Values) -> int:
 
 def cmd_gt(o: Values) -> int:
     """The frame-label vector (``gt``) or, with ``--model``, the frame-score vector (``export``)."""
-    from stmil.interop.gt import export_vectors
-
     path = export_vectors(o.data, o.features, o.out, run=o.values.get("model"), split=o.split,
                           format=o.format, tail=o.tail, skip_missing=o.skip_missing,
                           video_list=o.list, convention=o.values.get("convention", "stmil"))
@@ -221,8 +221,6 @@ def cmd_gt(o: Values) -> int:
 
 
 def cmd_export_features(o: Values) -> int:
-    from stmil.interop.export import export_features
-
     records = load_dataset(o.data, "all", o.format) if o.data else None
     summary = export_features(o.features, o.out, layout=o.layout, records=records,
                               video_list=o.list, prefix=o.prefix)
@@ -242,15 +240,11 @@ def cmd_export_model(o: Values) -> int:
 
 
 def _event_settings(o: Values) -> EventConfig:
-    from stmil.live.events import resolve_events
-
     return resolve_events(o.model, o.values.get("threshold"), o.hysteresis, o.min_duration,
                           o.merge_gap)
 
 
 def cmd_events(o: Values) -> int:
-    from stmil.live.events import events_inputs
-
     found, failed = events_inputs(o.inputs, o.model, config=_event_settings(o), out=o.out,
                                   snapshots=o.snapshots, clips=o.clips, device=o.device)
     print(f"{len(found)} incidents" + (f" -> {o.out}" if o.out else ""), file=sys.stderr)
@@ -258,8 +252,6 @@ def cmd_events(o: Values) -> int:
 
 
 def cmd_calibrate(o: Values) -> int:
-    from stmil.live.calibrate import calibrate
-
     given = {k: o.values[k] for k in ("hysteresis", "min_duration", "merge_gap")
              if o.values[k] is not None}
     cal = calibrate(o.model, o.data, o.features, target=o.target, settings=EventConfig(**given))

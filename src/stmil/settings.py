@@ -203,8 +203,11 @@ class Spec:
             ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             value = int(value) if ok else value
         elif kind is float:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
-                and math.isfinite(value)
+            try:
+                ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+                    and math.isfinite(value)
+            except OverflowError:  # an int beyond any float (10**400)
+                ok = False
             value = float(value) if ok else value
         elif kind is Path:
             ok = isinstance(value, (str, Path)) and str(value) != ""

@@ -202,7 +202,7 @@ def test_read_config_refuses_unknown_keys(tmp_path):
     assert read_config(good) == {"iterations": 5, "instances": "frame", "features": "f/"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("iterations: 5\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match="unknown config keys learning_rate"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate' for stmil train"):
         read_config(bad)
     nested = tmp_path / "list.yaml"
     nested.write_text("- iterations\n")
