@@ -151,3 +151,122 @@ def test_resume_after_a_kill_before_the_first_checkpoint(planted_run, capsys, mo
     assert "finished" not in err
     assert (Path("run") / "model.safetensors").read_bytes() == before
     shutil.rmtree(staging_path(Path("run")), ignore_errors=True)
+
+
+# --- one bad value per command, as a flag and as a --config key: one error form -------------
+
+
+@pytest.mark.parametrize("argv, flag, key, value, rest", [
+    (["extract", "v.mp4", "--out", "o"], "batch-size", "batch_size", "0",
+     "must be a whole number from 1 to 4096, got 0"),
+    (["classify", "v.mp4"], "top", "top", "401", "must be a whole number from 1 to 400, got 401"),
+    (["train", "--data", "d", "--features", "f", "--out", "o"], "hidden", "hidden",
+     "100000000000000000000",
+     "must be a whole number from 1 to 65536, got 100000000000000000000"),
+    (["score", "v.mp4", "--model", "run", "--out", "o"], "threshold", "threshold", "1.5",
+     "must be a number from 0 to 1, got 1.5"),
+    (["evaluate", "--data", "d", "--features", "f", "--model", "run"], "overlap", "overlap",
+     "1.5", "must be a number > 0 and <= 1, got 1.5"),
+    (["synth", "--out", "o"], "frames", "frames", "100000000",
+     "must be a whole number from 16 to 18000, got 100000000"),
+    (["demo", "--out", "o"], "videos", "videos", "100000000",
+     "must be an even whole number from 8 to 10000, got 100000000"),
+    (["serve", "o"], "port", "port", "70000", "must be a whole number from 1 to 65535, got 70000"),
+    (["import-features", "a.list", "--format", "rtfm", "--out", "o"], "fps", "fps", "1000.5",
+     "must be a number > 0 and <= 1000 frames per second, got 1000.5"),
+    (["gt", "--data", "d", "--features", "f", "--out", "o"], "split", "split", "val",
+     "must be one of train, test, all, got 'val'"),
+    (["export", "--data", "d", "--features", "f", "--out", "o", "--model", "run"], "tail",
+     "tail", "none", "must be one of clips, frames, got 'none'"),
+    (["export-features", "f", "--out", "o"], "layout", "layout", "mgfn",
+     "must be one of plain, rtfm, urdmu, got 'mgfn'"),
+    (["export-model", "--out", "o"], "precision", "precision", "int4",
+     "must be one of fp32, fp16, got 'int4'"),
+    (["events", "v.mp4", "--model", "run"], "hysteresis", "hysteresis", "1.5",
+     "must be a number from 0 to 1, got 1.5"),
+    (["calibrate", "run", "--data", "d", "--features", "f"], "target", "target", "2000000.5",
+     "must be a number from 0 to 1000000, got 2000000.5"),
+    (["watch", "v.mp4", "--model", "run"], "max-backoff", "max_backoff", "90000.5",
+     "must be a number > 0 and <= 86400 seconds, got 90000.5"),
+])
+def test_every_command_names_a_bad_value_where_it_was_given(tmp_path, capsys, monkeypatch,
+                                                            argv, flag, key, value, rest):
+    """The same one-line error for a flag (``--flag must be ...``) and a ``--config`` key
+    (``FILE: key must be ...``), before any work (nothing written)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv, f"--{flag}", value)
+    assert (code, out) == (1, "")
+    assert err == f"error: --{flag} {rest}\n"
+    Path("c.yaml").write_text(f"{key}: {value}\n")
+    code, out, err = run_cli(capsys, *argv, "--config", "c.yaml")
+    assert (code, out) == (1, "")
+    assert err == f"error: c.yaml: {key} {rest}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_every_command_is_in_the_table_above():
+    from stmil.cli import COMMANDS
+
+    covered = {"extract", "classify", "train", "score", "evaluate", "synth", "demo", "serve",
+               "import-features", "gt", "export", "export-features", "export-model", "events",
+               "calibrate", "watch"}
+    assert set(COMMANDS) == covered
+
+
+def test_a_cross_field_rule_names_both_settings_where_given(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "watch", "v.mp4", "--model", "run", "--backoff", "5",
+                           "--max-backoff", "1")
+    assert (code, err) == (1, "error: --max-backoff must be at least --backoff (5 s), got 1.0\n")
+    Path("c.yaml").write_text("backoff: 5\nmax-backoff: 1\n")
+    code, _, err = run_cli(capsys, "watch", "v.mp4", "--model", "run", "--config", "c.yaml")
+    assert (code, err) == (1, "error: c.yaml: max-backoff must be at least backoff (5 s), "
+                              "got 1.0\n")
+
+
+@pytest.mark.parametrize("argv", [["train", "--data", "d", "--features", "f", "--out", "o"],
+                                  ["extract", "v.mp4", "--out", "o"]])
+def test_both_spellings_of_a_key_are_refused(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    Path("c.yaml").write_text("batch-size: 4\nbatch_size: 4\n" if argv[0] == "extract" else
+                              "memory-size: 64\nmemory_size: 64\n")
+    code, _, err = run_cli(capsys, *argv, "--config", "c.yaml")
+    spelled = "'batch-size' and 'batch_size'" if argv[0] == "extract" else \
+        "'memory-size' and 'memory_size'"
+    assert (code, err) == (1, f"error: c.yaml: {spelled} are one setting given twice; "
+                              "keep one\n")
+
+
+def test_train_takes_either_spelling_from_config(tmp_path, capsys, monkeypatch):
+    """``memory-size`` and ``memory_size`` both reach TrainConfig (train's own reader is gone)."""
+    import stmil.mil.train as train_mod
+
+    seen = {}
+
+    def fake_train(data, features, out, config, **kw):
+        seen.update(config=config, data=data)
+        return {"iterations": 0, "seconds": 0.0}
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("memory-size", "memory_size"):
+        Path("c.yaml").write_text(f"{spelling}: 64\ndata: d\nfeatures: f\nout: o\n")
+        code, _, err = run_cli(capsys, "train", "--config", "c.yaml", "--hidden", "8")
+        assert code == 0, err
+        assert (seen["config"].memory_size, seen["config"].hidden, seen["data"]) == (64, 8, "d")
+
+
+@pytest.mark.parametrize("command, needles", [
+    ("extract", ["--batch-size BATCH_SIZE", "(from 1 to 4096; default 8)", "{fp32,bf16}",
+                 "example:\n  stmil extract videos/ --out features/"]),
+    ("watch", ["--timeout SECONDS", "(> 0 and <= 3600 seconds; default 10)"]),
+    ("train", ["--memory-size MEMORY_SIZE", "default 16384", "--no-skip-missing"]),
+    ("synth", ["--videos VIDEOS", "(from 4 to 10000; default 48)"]),
+])
+def test_help_shows_units_bounds_defaults_choices_and_the_example(capsys, command, needles):
+    with pytest.raises(SystemExit):
+        run_cli(capsys, command, "--help")
+    text = " ".join(capsys.readouterr().out.split(" "))
+    flat = " ".join(text.split())
+    for n in needles:
+        assert " ".join(n.split()) in flat or n in text, n
