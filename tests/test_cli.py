@@ -188,13 +188,14 @@ def test_a_missing_config_file_is_named(tmp_path, monkeypatch, capsys):
 
 def test_required_options_may_come_from_config_only(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit):  # no file: argparse's own usage error, as before
-        run_cli(capsys, "score", "a.npy")
-    assert "the following arguments are required: --model, --out" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "score", "a.npy")  # one line, as every other mistake
+    assert code == 1
+    assert_one_line_error(err, "the following arguments are required: --model, --out (as "
+                               "flags or keys of --config); see stmil score --help")
     write("x.yaml", "model: run\n")
-    with pytest.raises(SystemExit):
-        run_cli(capsys, "score", "a.npy", "--config", "x.yaml")
-    assert "the following arguments are required: --out" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "score", "a.npy", "--config", "x.yaml")
+    assert code == 1
+    assert_one_line_error(err, "the following arguments are required: --out (as flags")
 
 
 # --- choices come from the library -----------------------------------------------------------

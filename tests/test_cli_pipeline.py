@@ -129,14 +129,14 @@ def test_user_mistakes_give_one_line_errors(synth, tmp_path, capsys):
 
     code, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "r", *TRAIN)
     assert code == 1
-    assert_one_line_error(err, "--features is required")
+    assert_one_line_error(err, "the following arguments are required: --features")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("iterations: 3\nlearning_rate: 0.1\n")
     code, _, err = run(capsys, "train", "--config", bad, "--data", root, "--features", tmp_path,
                        "--out", tmp_path / "r")
     assert code == 1
-    assert_one_line_error(err, "unknown config keys learning_rate")
+    assert_one_line_error(err, "unknown key 'learning_rate' for stmil train")
 
     code, _, err = run(capsys, "evaluate", "--data", root, "--features", tmp_path, "--model",
                        tmp_path / "norun")

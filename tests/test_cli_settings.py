@@ -64,7 +64,8 @@ def test_the_flag_is_named_when_it_gave_the_value(tmp_path, capsys, monkeypatch)
     code, _, err = run_cli(capsys, "watch", "v.mp4", "--model", "run", "--config", "c.yaml",
                            "--timeout=-2")
     assert code == 1
-    assert_one_line_error(err, "error: --timeout must be a number > 0 and <= 3600 seconds, got -2.0")
+    assert_one_line_error(err, "error: --timeout must be a number > 0 and <= 3600 seconds, "
+                               "got -2.0")
     code, _, err = run_cli(capsys, "extract", "v.mp4", "--out", "o", "--clip-len", "0")
     assert_one_line_error(err, "error: --clip-len must be a whole number from 1 to 10000, got 0")
     # a good flag replaces a bad value of the file: the file's value is not checked

@@ -382,8 +382,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, Values
     values = collect(classes_of(name), given, config, path, f"stmil {name}")
     absent = missing(values)
     if absent:
-        parser.commands[name].error(  # type: ignore[attr-defined]
-            f"the following arguments are required: {', '.join(absent)}")
+        raise ConfigError(f"the following arguments are required: {', '.join(absent)} (as "
+                          f"flags or keys of --config); see stmil {name} --help")
     values.values.update(extra)
     return name, values
 

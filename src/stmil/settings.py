@@ -179,8 +179,9 @@ class Spec:
                 f"{'<' if r.hi_open else '<='} {fmt(r.hi)}")
 
     def error(self, value: Any) -> SettingError:
-        return getattr(self.owner, "error_class", SettingError)("{" + self.name + "} must be " + _esc(self.describe()) +
-                            ", got " + _esc(repr(value)), self.name)
+        error = getattr(self.owner, "error_class", SettingError)
+        return error("{" + self.name + "} must be " + _esc(self.describe()) + ", got " +
+                     _esc(repr(value)), self.name)
 
     def check(self, value: Any) -> Any:
         """``value`` converted (an int for a float setting: a float) if valid, else

@@ -22,7 +22,7 @@ def test_a_bad_overlap_is_one_line_and_leaves_the_run_alone(tmp_path, capsys, mo
     code, out, err = run_cli(capsys, "evaluate", "--data", "data", "--features", "feats",
                              "--model", "run", f"--overlap={value}", "--json", "m.json")
     assert code == 1 and out == ""
-    assert_one_line_error(err, "--overlap must be a number greater than 0 and at most 1",
+    assert_one_line_error(err, "--overlap must be a number > 0 and <= 1",
                           f"got {float(value)!r}")
     assert Path("run/metrics.json").read_text() == "the stored test metrics\n"
     assert not Path("m.json").exists()

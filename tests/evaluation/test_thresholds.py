@@ -181,7 +181,7 @@ def test_cli_shows_the_threshold_its_source_and_the_papers_ap(fresh, capsys, mon
     assert "tiou@0.5(given)" in out.splitlines()[0] and "papers' threshold:" not in out
     code, out, err = run_cli(capsys, *args, "--threshold", "1.5")
     assert code != 0
-    assert_one_line_error(err, "--threshold must be a number in [0, 1]", "1.5")
+    assert_one_line_error(err, "--threshold must be a number from 0 to 1, got 1.5")
 
 
 def test_compare_gives_each_run_its_threshold_when_they_differ(fresh, tmp_path):

@@ -9,9 +9,10 @@ import torch
 from stmil.device import resolve_device
 from stmil.errors import ConfigError
 from stmil.features.labels import KINETICS400
-from stmil.features.pipeline_config import check_count
+from stmil.features.pipeline_config import ClassifyOptions, check_count
 from stmil.features.video import iter_clips, probe
 from stmil.features.weights import load_i3d
+from stmil.settings import check
 
 
 @torch.inference_mode()
@@ -25,9 +26,7 @@ def classify_video(
     into windows of ``window`` frames (the tail kept, padded) whose logits are averaged.
     ``top`` must be 1 to 400 (checked before the network runs): :class:`ConfigError` if not.
     """
-    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= len(KINETICS400):
-        raise ConfigError(f"--top must be a whole number from 1 to {len(KINETICS400)} "
-                          f"(the Kinetics-400 classes), got {top!r}")
+    check(ClassifyOptions, "top", top)
     if check_count("window", window) < 9:
         raise ConfigError(f"window must be at least 9 frames (the network's shortest input), "
                           f"got {window}")
