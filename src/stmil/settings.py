@@ -6,6 +6,8 @@ once with :func:`setting`, carrying its help text, unit, bounds and choices. Its
 annotation: ``int``, ``float``, ``str``, ``bool``, ``Path`` (a path given as text),
 ``list[str]`` / ``list[Path]`` (one or more) and any of them ``| None`` (unset). Every whole
 number and every float has a lower AND an upper bound (checked when the class is first used).
+Only fields declared with :func:`setting` are settings (a plain ``field`` is a record kept
+beside them, never checked nor offered as a flag).
 A class whose fields depend on each other adds the rule in :meth:`Settings.rules` with
 :func:`require`. Example::
 
@@ -269,7 +271,9 @@ def specs(cls: type) -> dict[str, Spec]:
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        rule = f.metadata.get(META, Rule())
+        if META not in f.metadata:  # a plain field (a record kept beside the settings)
+            continue
+        rule = f.metadata[META]
         kind, optional, many = _kind(hints[f.name])
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         spec = Spec(f.name, kind, optional, many, default, rule, cls)
@@ -383,7 +387,8 @@ def _help(spec: Spec) -> str:
     """A flag's help: its text, then its range and unit, then its default."""
     r, parts = spec.rule, []
     if spec.kind in (int, float) and r.choices is None:
-        parts.append(spec.range_words() + (f" {r.unit}" if r.unit else ""))
+        parts.append(("even, " if r.even else "") + spec.range_words() +
+                     (f" {r.unit}" if r.unit else ""))
     elif r.unit:
         parts.append(r.unit)
     d = spec.default
