@@ -1,0 +1,125 @@
+"""The validation engine itself (:mod:`stmil.settings`): strict types, bounds on every number,
+cross-field rules, ``--config`` mappings and where each value came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from stmil.errors import ConfigError
+from stmil.settings import (
+    SettingError,
+    Settings,
+    all_specs,
+    check,
+    collect,
+    require,
+    setting,
+    setting_like,
+    specs,
+)
+
+
+@dataclass(frozen=True)
+class Demo(Settings):
+    count: int = setting(3, "how many", lo=1, hi=10)
+    rate: float = setting(0.5, "how fast", unit="seconds", lo=0, lo_open=True, hi=2)
+    mode: str = setting("a", "which", choices=("a", "b"))
+    on: bool = setting(False, "whether")
+    limit: int | None = setting(None, "at most", lo=0, hi=5)
+    paths: list[Path] | None = setting(None, "where")
+    low: float = setting(0.0, "lower", lo=0, hi=100)
+    high: float = setting(1.0, "upper", lo=0, hi=100)
+    note: dict = field(default_factory=dict)  # not a setting: never checked
+
+    def rules(self) -> None:
+        require(self.high >= self.low, f"{{high}} must be at least {{low}} ({self.low:g}), got "
+                f"{self.high!r}", "high", "low")
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(count=0), "count must be a whole number from 1 to 10, got 0"),
+    (dict(count=11), "count must be a whole number from 1 to 10, got 11"),
+    (dict(count=True), "count must be a whole number from 1 to 10, got True"),
+    (dict(count=2.0), "count must be a whole number from 1 to 10, got 2.0"),
+    (dict(count="2"), "count must be a whole number from 1 to 10, got '2'"),
+    (dict(rate=0), "rate must be a number > 0 and <= 2 seconds, got 0"),
+    (dict(rate=float("nan")), "rate must be a number > 0 and <= 2 seconds, got nan"),
+    (dict(rate=10**400), f"rate must be a number > 0 and <= 2 seconds, got {10**400}"),
+    (dict(mode="c"), "mode must be one of a, b, got 'c'"),
+    (dict(on="false"), "on must be true or false, got 'false'"),
+    (dict(on=0), "on must be true or false, got 0"),
+    (dict(limit=6), "limit must be a whole number from 0 to 5, got 6"),
+    (dict(paths=[]), "paths must be a list of one or more values, each a path (a non-empty "
+                     "string), got []"),
+    (dict(low=5.0, high=1.0), "high must be at least low (5), got 1.0"),
+])
+def test_bad_values_are_refused_naming_the_setting_and_its_rule(kw, message):
+    with pytest.raises(SettingError) as info:
+        Demo(**kw)
+    assert str(info.value) == message
+    assert isinstance(info.value, ConfigError)
+
+
+def test_good_values_are_converted():
+    d = Demo(rate=1, limit=None, paths=["a"], note={"x": object()})
+    assert d.rate == 1.0 and isinstance(d.rate, float)
+    assert d.paths == ["a"] and d.limit is None
+    assert check(Demo, "count", 4) == 4
+    assert "note" not in specs(Demo)
+
+
+def test_every_number_needs_both_bounds():
+    @dataclass(frozen=True)
+    class Open(Settings):
+        n: int = setting(1, "unbounded above", lo=1)
+
+    with pytest.raises(TypeError, match="Open.n: a number needs a lower and upper bound"):
+        Open()
+
+
+def test_every_command_declares_bounds_for_every_number():
+    """Every number flag of every command has a lower and an upper bound (issue 22)."""
+    from stmil.cli import COMMANDS, classes_of
+
+    numbers = [(name, s.name) for name in COMMANDS for s in all_specs(classes_of(name)).values()
+               if s.kind in (int, float) and s.rule.choices is None]
+    assert len(numbers) > 50
+    for name in COMMANDS:
+        for s in all_specs(classes_of(name)).values():
+            if s.kind in (int, float):
+                assert s.rule.lo is not None and s.rule.hi is not None, (name, s.name)
+                assert s.rule.hi < float("inf"), (name, s.name)
+
+
+def test_setting_like_keeps_the_rule_in_one_place():
+    @dataclass(frozen=True)
+    class Maybe(Settings):
+        count: int | None = setting_like(Demo, "count", help="or the default")
+
+    assert Maybe().count is None
+    with pytest.raises(SettingError, match="^count must be a whole number from 1 to 10, got 0$"):
+        Maybe(count=0)
+
+
+def test_collect_flags_over_config_over_defaults_naming_where_each_came_from():
+    values = collect((Demo,), {"count": "4"}, {"count": 9, "rate": "1e-1", "mode": "b"}, "c.yaml",
+                     "demo")
+    assert (values.count, values.rate, values.mode, values.on) == (4, 0.1, "b", False)
+    assert values.origins == {"count": "--count", "rate": "c.yaml: rate", "mode": "c.yaml: mode"}
+    with pytest.raises(ConfigError, match="^c.yaml: rate must be a number > 0"):
+        collect((Demo,), {}, {"rate": 0}, "c.yaml", "demo")
+    with pytest.raises(ConfigError, match="^--rate must be a number > 0"):
+        collect((Demo,), {"rate": "0"}, {"rate": 1}, "c.yaml", "demo")
+    with pytest.raises(ConfigError, match="^c.yaml: unknown key 'speed' for demo; valid keys: "
+                       "count, high, limit, low, mode, on, paths, rate$"):
+        collect((Demo,), {}, {"speed": 1}, "c.yaml", "demo")
+
+
+def test_a_cross_field_error_is_worded_with_the_origins():
+    values = collect((Demo,), {"high": "1"}, {"low": 5}, "c.yaml", "demo")
+    with pytest.raises(SettingError) as info:
+        values.get(Demo)
+    assert values.render(info.value) == "--high must be at least low (5), got 1.0"
