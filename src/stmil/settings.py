@@ -392,7 +392,7 @@ def _help(spec: Spec) -> str:
     elif r.unit:
         parts.append(r.unit)
     d = spec.default
-    if d not in (MISSING, None, False, "", []) and spec.kind is not bool:
+    if not (d is MISSING or d is None or spec.kind is bool or d == "" or d == []):
         parts.append(f"default {d:g}" if isinstance(d, float) else f"default {d}")
     text = r.help
     if parts:
