@@ -293,4 +293,4 @@ def test_score_workers_flag_is_checked(small_run, tmp_path, capsys):
     code, out, err = run_cli(capsys, "score", tmp_path, "--model", small_run, "--out",
                              tmp_path / "s", "--workers", "-1")
     assert code == 1 and out == ""
-    assert_one_line_error(err, "workers must be a whole number >= 0, got -1")
+    assert_one_line_error(err, "--workers must be a whole number from 0 to 256, got -1")

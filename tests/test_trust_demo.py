@@ -242,14 +242,14 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys, no
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--iterations", "0"], "--iterations must be a whole number >= 1, got 0"),
-    (["--iterations", "-5"], "--iterations must be a whole number >= 1, got -5"),
-    (["--videos", "0"], "--videos must be a whole number >= 8, got 0"),
-    (["--videos", "4"], "--videos must be a whole number >= 8, got 4"),
-    (["--videos", "9"], "--videos must be even (half normal, half anomalous), got 9"),
-    (["--frames", "8"], "--frames must be a whole number >= 16, got 8"),
-    (["--frames", "-1"], "--frames must be a whole number >= 16, got -1"),
-    (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    (["--iterations", "0"], "--iterations must be a whole number from 1 to 1000000000, got 0"),
+    (["--iterations", "-5"], "--iterations must be a whole number from 1 to 1000000000, got -5"),
+    (["--videos", "0"], "--videos must be an even whole number from 8 to 10000, got 0"),
+    (["--videos", "4"], "--videos must be an even whole number from 8 to 10000, got 4"),
+    (["--videos", "9"], "--videos must be an even whole number from 8 to 10000, got 9"),
+    (["--frames", "8"], "--frames must be a whole number from 16 to 18000, got 8"),
+    (["--frames", "-1"], "--frames must be a whole number from 16 to 18000, got -1"),
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295, got -1"),
 ])
 def test_demo_refuses_bad_settings_before_writing(tmp_path, monkeypatch, capsys, no_extraction,
                                                   flags, message):
@@ -261,10 +261,10 @@ def test_demo_refuses_bad_settings_before_writing(tmp_path, monkeypatch, capsys,
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(val_fraction=0.0), "val_fraction must be strictly between 0 and 1, got 0.0"),
-    (dict(val_fraction=float("nan")), "val_fraction must be strictly between 0 and 1, got nan"),
-    (dict(n_overlays=-1), "n_overlays must be a whole number >= 0, got -1"),
-    (dict(iterations=2.5), "--iterations must be a whole number >= 1, got 2.5"),
+    (dict(val_fraction=0.0), "val_fraction must be a number > 0 and < 1, got 0.0"),
+    (dict(val_fraction=float("nan")), "val_fraction must be a number > 0 and < 1, got nan"),
+    (dict(n_overlays=-1), "n_overlays must be a whole number from 0 to 1000, got -1"),
+    (dict(iterations=2.5), "iterations must be a whole number from 1 to 1000000000, got 2.5"),
 ])
 def test_run_demo_refuses_bad_arguments(tmp_path, no_extraction, kwargs, message):
     from stmil.errors import ConfigError

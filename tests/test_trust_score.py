@@ -143,7 +143,7 @@ def test_score_refuses_a_threshold_outside_0_1(planted, tmp_path, capsys, value)
     code, out, err = run_cli(capsys, "score", feats / f"{ANOMALOUS}.npy", "--model", run,
                              "--out", tmp_path / "s", f"--threshold={value}")
     assert code == 1 and out == ""
-    assert_one_line_error(err, "--threshold must be a number in [0, 1]", f"got {float(value)}")
+    assert_one_line_error(err, "--threshold must be a number from 0 to 1", f"got {float(value)}")
     assert not (tmp_path / "s").exists()
 
 
