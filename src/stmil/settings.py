@@ -48,7 +48,7 @@ import math
 import numbers
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class SettingError(ConfigError):
         super().__init__(self.render({}))
 
     def render(self, labels: Mapping[str, str]) -> str:
+        if not self.names:  # remade from its message alone (e.g. unpickled)
+            return self.template
         return self.template.format_map({n: labels.get(n, n) for n in self.names})
 
 
@@ -99,22 +101,19 @@ class Rule:
     cli: bool = True
     even: bool = False
     metavar: str | None = None
-    example: str | None = None
 
 
 def setting(default: Any = MISSING, help: str = "", *, lo: float | None = None,
             hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
             choices: Iterable | None = None, unit: str | None = None, flag: str | None = None,
             positional: bool = False, cli: bool = True, even: bool = False,
-            metavar: str | None = None, factory: Callable[[], Any] | None = None) -> Any:
+            metavar: str | None = None) -> Any:
     """A settings field: its default (none: required), help text, unit (``"seconds"``), bounds
     ``lo``/``hi`` (closed unless ``*_open``), ``choices`` (the library's tuple itself),
     ``even`` (whole numbers), the CLI ``flag`` name when not the field's, ``positional``, and
     ``cli=False`` for a field the CLI does not offer."""
     rule = Rule(help, lo, hi, lo_open, hi_open, choices, unit, flag, positional, cli, even,
                 metavar)
-    if factory is not None:
-        return field(default_factory=factory, metadata={META: rule})
     return field(default=default, metadata={META: rule})
 
 
