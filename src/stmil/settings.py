@@ -69,10 +69,15 @@ class SettingError(ConfigError):
         self.template, self.names = template, names
         super().__init__(self.render({}))
 
-    def render(self, labels: Mapping[str, str]) -> str:
+    def render(self, labels: Mapping[str, str], subject: str | None = None) -> str:
+        """The message with each setting named by ``labels`` (default: its name), and its
+        first mention, the subject, by ``subject`` when given (``FILE: key``)."""
         if not self.names:  # remade from its message alone (e.g. unpickled)
             return self.template
-        return self.template.format_map({n: labels.get(n, n) for n in self.names})
+        first = "{" + self.names[0] + "}"
+        template = self.template.replace(first, "{0}", 1)
+        mapping = {n: labels.get(n, n) for n in self.names}
+        return template.format(subject or mapping[self.names[0]], **mapping)
 
 
 def _esc(text: str) -> str:
@@ -446,13 +451,11 @@ class Values:
         return name in self.origins
 
     def render(self, error: SettingError) -> str:
-        labels = {}
-        for i, name in enumerate(error.names):
-            origin = self.origins.get(name)
-            if origin is not None:  # the subject in full; another setting by its flag or key
-                labels[name] = origin if i == 0 or origin.startswith("--") \
-                    else origin.rpartition(": ")[2]
-        return error.render(labels)
+        """``error`` worded with origins: its subject in full (``--flag``, ``FILE: key``), any
+        other mention of a setting by its flag or key."""
+        labels = {n: self.origins[n].rpartition(": ")[2] for n in error.names
+                  if n in self.origins}
+        return error.render(labels, self.origins.get(error.names[0]) if error.names else None)
 
 
 def collect(classes: Iterable[type], parsed: Mapping[str, Any],

@@ -172,6 +172,6 @@ def test_cli_method_flags(tiny, tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(capsys, "train", "--data", data, "--features", feats, "--out", "r2",
                            "--topk", "0")
     assert code == 1
-    assert_one_line_error(err, "topk must be >= 1, got 0")
+    assert_one_line_error(err, "--topk must be a whole number from 1 to 1000000, got 0")
     with pytest.raises(ConfigError, match="method must be one of auto, paper, topk, got 'rtfm'"):
         train(data, feats, tmp_path / "r3", method="rtfm")

@@ -132,14 +132,18 @@ def test_settings_errors_are_one_line(tiny, tmp_path, monkeypatch, capsys):
     data, feats = tiny
     base = ("train", "--data", data, "--features", feats, "--out", "run", "--iterations", "2")
     for extra, needle in [
-        (("--self-train", "-1"), "--self-train must be >= 0, got -1"),
-        (("--self-train", "1"), "self_train needs a validation split to keep or undo its "
+        (("--self-train", "-1"), "--self-train must be a whole number from 0 to 100, got -1"),
+        (("--self-train", "1"), "--self-train needs a validation split to keep or undo its "
                                 "rounds: set val_fraction > 0"),
         (("--self-train", "1", "--val-fraction", "0.25", "--supervision", "boxes"),
-         "self_train applies to weak supervision"),
-        (("--self-train-cuboids", "0"), "--self-train-cuboids must be >= 1, got 0"),
-        (("--self-train-segments", "0"), "--self-train-segments must be >= 1, got 0"),
-        (("--self-train-iterations", "0"), "--self-train-iterations must be >= 1, got 0"),
+         "--self-train applies to weak supervision; set --self-train 0 for --supervision "
+         "boxes"),
+        (("--self-train-cuboids", "0"),
+         "--self-train-cuboids must be a whole number from 1 to 1000000, got 0"),
+        (("--self-train-segments", "0"),
+         "--self-train-segments must be a whole number from 1 to 10000, got 0"),
+        (("--self-train-iterations", "0"),
+         "--self-train-iterations must be a whole number from 1 to 1000000000, got 0"),
     ]:
         code, _, err = run_cli(capsys, *base, *extra)
         assert code == 1, extra
@@ -151,7 +155,7 @@ def test_settings_errors_are_one_line(tiny, tmp_path, monkeypatch, capsys):
     Path("bad.yaml").write_text("self_train: -2\n")
     code, _, err = run_cli(capsys, *base, "--config", "bad.yaml")
     assert code == 1
-    assert_one_line_error(err, "bad.yaml: self_train must be >= 0, got -2")
+    assert_one_line_error(err, "bad.yaml: self_train must be a whole number from 0 to 100, got -2")
 
 
 def test_too_few_videos_for_a_validation_split(tmp_path):
