@@ -251,7 +251,7 @@ def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, e
                                          "to replace it, or use another output folder")
     assert (out / "good1.npy").read_bytes() == before
     s = extract_many([good1], out, extractor, ExtractSettings(size=64, fps=15), **kw)
-    assert "fps 30.0 (now 15)" in s.failed[0]["error"]
+    assert "fps 30.0 (now 15.0)" in s.failed[0]["error"]
     s = extract_many([good1], out, extractor, other, overwrite=True, **kw)
     assert s.done == ["good1"] and json.loads((out / "good1.json").read_text())["stride"] == 8
     assert np.load(out / "good1.npy").shape == (1, 49, 528)  # 20 frames: only start 0 fits
