@@ -49,7 +49,7 @@ from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_ma
 from stmil.features.store import FeatureError, read_feature_meta, source_mismatch
 from stmil.mil.run import read_run_config
 from stmil.mil.train import train
-from stmil.options import DemoSettings
+from stmil.options import DEMO_ITERATIONS, DemoSettings
 from stmil.ownership import LEDGER_DIR, Ledger, check_can_write, commit, prune
 from stmil.score import scores_from_maps
 
@@ -62,7 +62,6 @@ RUNS = {
     "grid1-baseline": {"method": "paper", "instances": "frame"},
     "boxes-supervised": {"supervision": "boxes"},
 }
-DEMO_ITERATIONS = 150
 MARKER = "demo.json"
 MARKER_FORMAT = "stmil-demo"
 COMMAND = "demo"

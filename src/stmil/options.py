@@ -34,6 +34,9 @@ class ScoreOptions(Settings):
                            choices=BACKENDS)
 
 
+DEMO_ITERATIONS = 150  # training iterations of each demo run unless --iterations
+
+
 @dataclass(frozen=True)
 class DemoSettings(Settings):
     """``stmil demo`` (:func:`stmil.demo.run_demo`)."""
@@ -45,7 +48,8 @@ class DemoSettings(Settings):
                             hi=MAX_VIDEOS)
     n_frames: int = setting_like(SynthSettings, "n_frames", 160)
     seed: int = setting_like(SynthSettings, "seed", 0)
-    iterations: int | None = setting(None, "training iterations of each run (default 150)",
+    iterations: int | None = setting(None, "training iterations of each run (default "
+                                     f"{DEMO_ITERATIONS})",
                                      lo=1, hi=MAX_ITERATIONS)
     val_fraction: float = setting(0.25, lo=0, lo_open=True, hi=1, hi_open=True, cli=False)
     n_overlays: int = setting(4, lo=0, hi=1000, cli=False)
