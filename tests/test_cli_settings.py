@@ -262,7 +262,7 @@ def test_train_takes_either_spelling_from_config(tmp_path, capsys, monkeypatch):
                  "example:\n  stmil extract videos/ --out features/"]),
     ("watch", ["--timeout SECONDS", "(> 0 and <= 3600 seconds; default 10)"]),
     ("train", ["--memory-size MEMORY_SIZE", "default 16384", "--no-skip-missing"]),
-    ("synth", ["--videos VIDEOS", "(from 4 to 10000; default 48)"]),
+    ("synth", ["--videos VIDEOS", "(even, from 4 to 10000; default 48)"]),
 ])
 def test_help_shows_units_bounds_defaults_choices_and_the_example(capsys, command, needles):
     with pytest.raises(SystemExit):
