@@ -81,6 +81,12 @@ def test_the_flag_is_named_when_it_gave_the_value(tmp_path, capsys, monkeypatch)
      "error: --videos must be an even whole number from 4 to 10000, got 100000000"),
     (["demo", "--out", "s", "--videos", "100000000"],
      "error: --videos must be an even whole number from 8 to 10000, got 100000000"),
+    (["synth", "--out", "s", "--frames", "1e8"],
+     "error: --frames must be a whole number from 16 to 18000, got '1e8'"),
+    (["demo", "--out", "s", "--videos", "1e8"],
+     "error: --videos must be an even whole number from 8 to 10000, got '1e8'"),
+    (["train", "--data", "d", "--features", "f", "--out", "s", "--hidden", str(10**20)],
+     "error: --hidden must be a whole number from 1 to 65536, got 100000000000000000000"),
     (["watch", "v.mp4", "--model", "run", "--backoff", "5", "--max-backoff", "1"],
      "error: --max-backoff must be at least --backoff (5 s), got 1.0"),
 ])
