@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import stmil.mil.run as run_module
 import stmil.mil.train as train_module
 from stmil.mil.run import staging_path
 from stmil.mil.train import train
@@ -129,7 +130,7 @@ def test_resume_after_a_kill_before_the_first_checkpoint(planted_run, capsys, mo
 
     with monkeypatch.context() as m:
         m.setattr(train_module, "_train_in", killed)
-        m.setattr(train_module, "_abandon", lambda stage, top: None)  # SIGKILL cleans nothing
+        m.setattr(run_module, "_abandon", lambda stage, top: None)  # SIGKILL cleans nothing
         with pytest.raises(KeyboardInterrupt):
             train("data", "feats", "run", **TRAIN | dict(iterations=400))
     assert staging_path(Path("run")).is_dir()

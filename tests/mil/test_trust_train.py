@@ -24,6 +24,7 @@ from safetensors.torch import save as st_save
 import stmil.mil.run as R
 import stmil.mil.train as T
 from stmil.errors import ConfigError, ModelError, OutputError
+from stmil.mil.bags import allocate_npy
 from stmil.mil.config import FIELDS, TrainConfig, read_config
 from stmil.mil.run import commit_folder, load_model
 from stmil.mil.train import train
@@ -639,7 +640,7 @@ def test_a_foreign_file_in_the_staging_folder_is_refused(tiny, interrupted):
 
 def test_bag_cache_is_allocated_not_sparse(tmp_path):
     shape = (3, 4, 49, 528)
-    arr = T.allocate_npy(tmp_path / "b.npy", np.dtype(np.float16), shape)
+    arr = allocate_npy(tmp_path / "b.npy", np.dtype(np.float16), shape)
     arr[:] = 1
     arr.flush()
     del arr

@@ -1,21 +1,17 @@
-"""The training loop: bags from features, MIL (or boxes) loss, checkpoints, the run folder.
+"""The training loop: bags from features, MIL (or boxes) loss, checkpoints, the run's outputs.
 
 A run folder (see :mod:`stmil.mil.run`) holds ``model.safetensors``, ``config.yaml`` (every setting,
-resolved), ``history.csv`` and the marker ``.stmil-run``. Training happens in a hidden staging
-folder beside it, ``.<name>.stmil-staging/``, which holds the checkpoint (for ``--resume``) and
-the bag cache, and is committed over the run in one atomic step when training ends: a training
-that fails or is killed leaves the previous run untouched.
+resolved), ``history.csv`` and the marker ``.stmil-run``. Training writes them, its checkpoints
+(for ``--resume``) and the bag cache into the staging folder that
+:func:`stmil.mil.run.staged_run` opens and commits over the run in one atomic step when training
+ends: a training that fails or is killed leaves the previous run untouched.
 """
 
 from __future__ import annotations
 
 import csv
-import errno
-import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,14 +23,14 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import atomic_write, remove_stale_temps, write_text
+from stmil.atomic import atomic_write, write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.device import resolve_device
-from stmil.errors import ConfigError, ModelError, OutputError
+from stmil.errors import ConfigError, ModelError
 from stmil.features.motion import motion_scale
 from stmil.features.store import VideoFeatures, load_dataset_features
-from stmil.mil.bags import BagStore, make_bag, segment_cuboid_labels
+from stmil.mil.bags import BagStore, build_bag_cache, segment_cuboid_labels
 from stmil.mil.config import (
     FIELDS,
     RECORDED_KEYS,
@@ -49,18 +45,13 @@ from stmil.mil.run import (
     MARKER,
     MODEL,
     check_run_output,
-    commit_folder,
-    foreign_entries,
-    lock_folder,
-    read_checkpoint,
     restore_checkpoint,
-    resume_mismatch,
+    resume_fingerprint,
     save_checkpoint,
     save_model,
-    staging_path,
+    staged_run,
 )
 from stmil.mil.selftrain import self_train
-from stmil.ownership import record_folder
 from stmil.timeline import segment_clip_ranges
 
 __all__ = ["RECORDED_KEYS", "SUPERVISION", "TRAIN_ARGS", "TRAIN_DEFAULTS", "TrainConfig",
@@ -106,29 +97,15 @@ def train(
         settings["instances"] = "frame" if grid == 1 else "cuboid"
     cfg = TrainConfig.from_dict((config or TrainConfig()).to_dict() | settings)
     out = Path(out)
-    stage = staging_path(out)
     check_run_output(out)
     records = load_dataset(data, "train", cfg.format)
     videos = load_dataset_features(records, features, cfg.skip_missing)
     cfg = _resolve_auto(cfg, videos)
     resolved, videos = _resolve(cfg, data, features, out, videos, grid)
-    fingerprint = _fingerprint(resolved, data, features, videos)
-    if stage.is_dir():  # refuse a concurrent training before touching its staging folder
-        _unlock(lock_folder(stage, out))
-    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
-    top = _first_missing(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(stage, out)
-    try:
-        summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress)
-        _finish(stage)
-        record_folder(stage, command)  # the run's ledger, committed with it in one step
-        commit_folder(stage, out)
-    except BaseException:
-        _abandon(stage, top)
-        raise
-    finally:
-        _unlock(lock)
+    fingerprint = resume_fingerprint(resolved, data, features, videos)
+    with staged_run(out, cfg, fingerprint, resume=resume, command=command) as staging:
+        summary = _train_in(staging.folder, cfg, resolved, fingerprint, videos,
+                            staging.checkpoint, progress)
     return summary
 
 
@@ -159,21 +136,6 @@ def _resolve_auto(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
     return out
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of ``path`` (itself included) that does not exist yet."""
-    missing = None
-    for p in (path, *path.parents):
-        if p.exists():
-            break
-        missing = p
-    return missing
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)
-
-
 def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path,
              videos: list[VideoFeatures], grid: int | None = None
              ) -> tuple[dict, list[VideoFeatures]]:
@@ -199,63 +161,6 @@ def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path
         precision=meta.precision or "fp32",  # None: imported, or from before bf16
         resample_fps=meta.resample_fps)
     return config, videos
-
-
-def _fingerprint(config: dict, data: str | Path, features: str | Path,
-                 videos: list[VideoFeatures]) -> dict:
-    """What a checkpoint records to refuse a resume on other data, features or settings."""
-    h = hashlib.sha256()
-    for v in videos:
-        st = (Path(features) / f"{v.record.video_id}.npy").stat()
-        h.update(f"{v.record.video_id}\t{v.record.label}\t{st.st_size}\t{st.st_mtime_ns}\n"
-                 .encode())
-    return {k: v for k, v in config.items() if k != "out"} | {
-        "data": str(Path(data).resolve()), "features": str(Path(features).resolve()),
-        "inputs": h.hexdigest()}
-
-
-def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig,
-                  fingerprint: dict) -> tuple[dict, dict] | None:
-    """Prepare the staging folder; with ``resume``, return its checkpoint (sidecar, tensors)."""
-    fix = f"delete {stage} or train without --resume"
-    interrupted = stage.is_dir()  # a training was killed here, with or without a checkpoint
-    if stage.exists():
-        foreign = foreign_entries(stage) if stage.is_dir() else [stage.name]
-        if foreign:
-            raise OutputError(f"{stage}: holds {', '.join(foreign[:5])}, which stmil did not "
-                              "write; move it away to train into " + str(out))
-        has_ckpt = (stage / CHECKPOINT_JSON).is_file()
-        if resume and has_ckpt:
-            side, tensors = read_checkpoint(stage, fix)
-            mismatch = resume_mismatch(side["config"], fingerprint)
-            if mismatch:
-                raise ConfigError(f"{out}: cannot resume with other settings ({mismatch}); "
-                                  "rerun with the recorded settings, or train without --resume "
-                                  "to start over")
-            if side["iteration"] > cfg.iterations:
-                raise ConfigError(f"{out}: the checkpoint is at iteration {side['iteration']}, "
-                                  f"past iterations {cfg.iterations}; pass --iterations "
-                                  f"{side['iteration']} or more")
-            remove_stale_temps(stage)
-            shutil.rmtree(stage / "cache", ignore_errors=True)
-            return side, tensors
-        if has_ckpt:
-            log.info(f"discarding the interrupted training of {out} (pass --resume to continue it)")
-        shutil.rmtree(stage)
-    if resume:
-        if (out / "checkpoint.pt").exists():
-            raise ModelError(f"{out / 'checkpoint.pt'}: a checkpoint of an older stmil (pickle), "
-                             "which is never loaded; train without --resume")
-        if interrupted:
-            raise ConfigError(f"{out}: the interrupted training stopped before its first "
-                              f"checkpoint (one every {cfg.checkpoint_every} iterations), so "
-                              "there is nothing to resume; train without --resume to start it "
-                              "again")
-        if (out / MODEL).is_file():
-            raise ConfigError(f"{out}: finished, nothing to resume; train without --resume to "
-                              "retrain it from scratch")
-        raise ConfigError(f"{out}: no interrupted training to resume; train without --resume")
-    return None
 
 
 def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
@@ -286,8 +191,8 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
                           f"{len(labels)} training videos leave none at val_fraction "
                           f"{cfg.val_fraction:g} (3 or more per class needed); set self_train 0")
     frames = config["grid"] == 1  # frame instances: one whole-frame instance per clip
-    bags = _build_bags(videos, cfg.n_segments, frames, stage / "cache" / "bags.npy",
-                       progress)
+    bags = build_bag_cache([v.features for v in videos], cfg.n_segments, frames,
+                           stage / "cache" / "bags.npy", progress)
     targets = (_box_targets(videos, cfg.n_segments, cfg.overlap)
                if cfg.supervision == "boxes" else None)
 
@@ -409,41 +314,6 @@ def _save_checkpoint(stage: Path, model: Scorer, optim: torch.optim.Optimizer,
     save_checkpoint(stage, model, optim, rng.bit_generator.state, state, fingerprint)
 
 
-def _finish(stage: Path) -> None:
-    """Remove the checkpoint and cache from a finished staging folder: it is now the run."""
-    shutil.rmtree(stage / "cache", ignore_errors=True)
-    for p in stage.glob("checkpoint-*.safetensors"):
-        p.unlink()
-    (stage / CHECKPOINT_JSON).unlink(missing_ok=True)
-    remove_stale_temps(stage)
-
-
-def _abandon(stage: Path, top: Path | None) -> None:
-    """After a failure: keep a staging folder only for its checkpoint (``--resume``).
-
-    Otherwise remove it, and the empty parent folders this training created (up to ``top``).
-    """
-    try:
-        if not stage.is_dir():
-            return
-        ckpt = stage / CHECKPOINT_JSON
-        if ckpt.is_file() and not (stage / MODEL).exists():
-            shutil.rmtree(stage / "cache", ignore_errors=True)
-            remove_stale_temps(stage)
-            it = json.loads(ckpt.read_text()).get("iteration")
-            log.info(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
-                     "for --resume")
-            return
-        shutil.rmtree(stage)
-        if top is not None and top != stage:
-            for p in stage.parents:
-                p.rmdir()  # only if empty: OSError otherwise, which stops here
-                if p == top:
-                    break
-    except (OSError, ValueError):
-        pass  # the original error matters more; the next train tidies the staging folder
-
-
 def _carve_validation(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Stratified random validation mask, at least one video per class when fraction > 0."""
     val = np.zeros(len(labels), dtype=bool)
@@ -456,63 +326,6 @@ def _carve_validation(labels: np.ndarray, fraction: float, rng: np.random.Genera
     if len(np.unique(labels[val])) < 2:  # too few videos for a two-class validation split
         val[:] = False
     return val
-
-
-def _build_bags(videos: list[VideoFeatures], n_segments: int, grid1: bool, path: Path,
-                progress: bool) -> np.ndarray:
-    """All bags in one memory-mapped float16 file: ``(n_videos, S, N, C)``.
-
-    The file's blocks are allocated before it is mapped (:func:`allocate_npy`), so a full disk
-    is an ``OSError`` naming it, not a bus error on a sparse file.
-    """
-    n = 1 if grid1 else videos[0].features.shape[1]
-    shape = (len(videos), n_segments, n, videos[0].meta.channels)
-    bags = allocate_npy(path, np.dtype(np.float16), shape)
-    for i, v in enumerate(tqdm(videos, desc="bags", disable=not progress, leave=False)):
-        bags[i] = make_bag(v.features, n_segments, grid1=grid1)
-    bags.flush()
-    del bags
-    return np.load(path, mmap_mode="r")
-
-
-def allocate_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
-    """A new ``.npy`` file of ``shape`` with every block allocated, mapped for writing.
-
-    ``np.lib.format.open_memmap`` makes a sparse file: on a full disk, writing through the map
-    then kills the process with SIGBUS. Here the blocks are reserved first
-    (``posix_fallocate``, or written with zeros where that is missing), so a full disk is an
-    ``OSError`` (ENOSPC) naming ``path``, and the partial file is removed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": tuple(shape)}
-    try:
-        with open(path, "wb") as f:
-            np.lib.format.write_array_header_2_0(f, header)
-            offset = f.tell()
-            f.flush()
-            _reserve(f.fileno(), offset, nbytes)
-    except OSError as e:
-        path.unlink(missing_ok=True)
-        code = e.errno or errno.EIO
-        raise OSError(code, f"{os.strerror(code)} (allocating the {nbytes / 2**20:.0f} MiB bag "
-                      "cache; free space or train on a smaller dataset)", str(path)) from e
-    return np.memmap(path, dtype=dtype, mode="r+", offset=offset, shape=shape)
-
-
-def _reserve(fd: int, offset: int, nbytes: int) -> None:
-    """Allocate ``nbytes`` after ``offset`` for real: ``posix_fallocate``, else write zeros."""
-    if nbytes == 0:
-        return
-    if hasattr(os, "posix_fallocate"):
-        os.posix_fallocate(fd, offset, nbytes)
-        return
-    chunk = bytes(1 << 20)
-    os.lseek(fd, offset, os.SEEK_SET)
-    left = nbytes
-    while left:
-        left -= os.write(fd, chunk[: min(left, len(chunk))])
 
 
 def _box_targets(videos: list[VideoFeatures], n_segments: int, overlap: float) -> np.ndarray:
