@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,33 +164,31 @@ def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path
     return config, videos
 
 
+@dataclass(frozen=True)
+class _Split:
+    """What each training video is for: ``labels`` ``(n_videos,)`` 0/1, ``val`` the validation
+    mask ``(n_videos,)``, ``anom`` and ``norm`` the indices of the anomalous and normal
+    training (not validation) videos."""
+
+    labels: np.ndarray
+    val: np.ndarray
+    anom: np.ndarray
+    norm: np.ndarray
+
+
 def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
               videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
               progress: bool) -> dict:
     """Train in ``stage``, leaving there the run's outputs; returns the summary."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    labels = np.array([v.record.label for v in videos])
-    val = _carve_validation(labels, cfg.val_fraction, rng)
-    train_idx = np.flatnonzero(~val)
-    anom, norm = train_idx[labels[train_idx] == 1], train_idx[labels[train_idx] == 0]
+    split = _split(videos, cfg, rng)
     # the motion gate's scale (stmil.features.motion), from the normal training videos
-    config["motion_scale"] = motion_scale([videos[i].motion for i in norm]) \
-        if cfg.motion == "gate" and len(norm) else None
+    config["motion_scale"] = motion_scale([videos[i].motion for i in split.norm]) \
+        if cfg.motion == "gate" and len(split.norm) else None
     write_text(stage / MARKER, json.dumps({"stmil": __version__}))
     write_text(stage / "config.yaml", yaml.safe_dump(config))
-    if len(anom) == 0 or len(norm) == 0:
-        raise ConfigError(f"{config['data']}: training needs anomalous and normal videos, got "
-                          f"{len(anom)} anomalous and {len(norm)} normal")
-    if cfg.gate == "memory" and len(norm) < 2:  # before training, not after
-        raise ConfigError(f"{config['data']}: gate memory needs at least 2 normal training "
-                          f"videos (validation ones left out), got {len(norm)}; add normal "
-                          "videos or train with gate none")
-    log.info(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
-    if cfg.self_train and not val.any():
-        raise ConfigError(f"{config['data']}: self_train needs a validation split, and its "
-                          f"{len(labels)} training videos leave none at val_fraction "
-                          f"{cfg.val_fraction:g} (3 or more per class needed); set self_train 0")
+    _check_split(split, cfg, config["data"])
     frames = config["grid"] == 1  # frame instances: one whole-frame instance per clip
     bags = build_bag_cache([v.features for v in videos], cfg.n_segments, frames,
                            stage / "cache" / "bags.npy", progress)
@@ -198,49 +197,96 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
 
     dev = resolve_device(cfg.device)
     store = BagStore(bags, dev)  # held on the training device when it fits (else the memmap)
-    in_dim = config["in_dim"]
-    model = Scorer(in_dim, cfg.hidden, cfg.mid, cfg.dropout).to(dev)
+    model = Scorer(config["in_dim"], cfg.hidden, cfg.mid, cfg.dropout).to(dev)
     optim = torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"iteration": 0, "history": [], "best_auc": -1.0, "best": None, "stale": 0}
-    if checkpoint is not None:
-        side, tensors = checkpoint
-        try:
-            state = restore_checkpoint(side, tensors, model, optim)
-            rng.bit_generator.state = side["numpy_rng"]
-        except (ValueError, RuntimeError, KeyError, TypeError) as e:
-            raise ModelError(f"{stage / CHECKPOINT_JSON}: checkpoint does not fit this model "
-                             f"({' '.join(str(e).split())[:160]}); delete {stage} or train "
-                             "without --resume") from e
-        log.info(f"resumed from iteration {state['iteration']}")
-
+    state = _loop_state(stage, checkpoint, model, optim, rng)
     start = time.perf_counter()
+    _iterate(stage, cfg, fingerprint, model, optim, store, bags, targets, split, rng, state,
+             progress)
+    if state["best"] is not None:
+        model.load_state_dict(state["best"])
+    kept, final_loss = 0, state["history"][-1]["loss"] if state["history"] else None
+    if cfg.self_train:
+        model, rows = _self_train(model, cfg, config, videos, bags, store, split.labels,
+                                  split.val, split.anom, split.norm, rng, state["iteration"])
+        state["history"] += rows
+        kept = sum(row.get("kept", 0) for row in rows)
+        log.info(f"self-training: {kept} of {cfg.self_train} rounds kept")
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise ConfigError(f"training diverged: non-finite weights at iteration "
+                          f"{state['iteration']}; lower --lr (now {cfg.lr:g})")
+    if cfg.gate == "memory":
+        model.gate = _memory_gate(videos, split.norm, frames, cfg).to(dev)
+    _write_history(stage / "history.csv", state["history"])
+    save_model(stage / MODEL, model, config)
+    seconds = time.perf_counter() - start
+    return {"iterations": state["iteration"], "seconds": seconds,
+            "best_val_auc": state["best_auc"] if split.val.any() else None,
+            "self_train_kept": kept,
+            "final_loss": final_loss}
+
+
+def _split(videos: list[VideoFeatures], cfg: TrainConfig, rng: np.random.Generator) -> _Split:
+    """The stratified validation split (``rng``'s first draws) and the training bags."""
+    labels = np.array([v.record.label for v in videos])
+    val = _carve_validation(labels, cfg.val_fraction, rng)
+    train_idx = np.flatnonzero(~val)
+    return _Split(labels, val, train_idx[labels[train_idx] == 1],
+                  train_idx[labels[train_idx] == 0])
+
+
+def _check_split(split: _Split, cfg: TrainConfig, data: str) -> None:
+    """Refuse, before any training, a split the settings cannot train on (``data``: the
+    dataset, for messages)."""
+    anom, norm, val = split.anom, split.norm, split.val
+    if len(anom) == 0 or len(norm) == 0:
+        raise ConfigError(f"{data}: training needs anomalous and normal videos, got "
+                          f"{len(anom)} anomalous and {len(norm)} normal")
+    if cfg.gate == "memory" and len(norm) < 2:  # before training, not after
+        raise ConfigError(f"{data}: gate memory needs at least 2 normal training "
+                          f"videos (validation ones left out), got {len(norm)}; add normal "
+                          "videos or train with gate none")
+    log.info(f"train: {len(anom)} anomalous + {len(norm)} normal bags, {int(val.sum())} validation")
+    if cfg.self_train and not val.any():
+        raise ConfigError(f"{data}: self_train needs a validation split, and its "
+                          f"{len(split.labels)} training videos leave none at val_fraction "
+                          f"{cfg.val_fraction:g} (3 or more per class needed); set self_train 0")
+
+
+def _loop_state(stage: Path, checkpoint: tuple[dict, dict] | None, model: Scorer,
+                optim: torch.optim.Optimizer, rng: np.random.Generator) -> dict:
+    """The training loop's state: fresh, or restored (with the model, the optimiser and the
+    random generators) from the checkpoint being resumed."""
+    state = {"iteration": 0, "history": [], "best_auc": -1.0, "best": None, "stale": 0}
+    if checkpoint is None:
+        return state
+    side, tensors = checkpoint
+    try:
+        state = restore_checkpoint(side, tensors, model, optim)
+        rng.bit_generator.state = side["numpy_rng"]
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise ModelError(f"{stage / CHECKPOINT_JSON}: checkpoint does not fit this model "
+                         f"({' '.join(str(e).split())[:160]}); delete {stage} or train "
+                         "without --resume") from e
+    log.info(f"resumed from iteration {state['iteration']}")
+    return state
+
+
+def _iterate(stage: Path, cfg: TrainConfig, fingerprint: dict, model: Scorer,
+             optim: torch.optim.Optimizer, store: BagStore, bags: np.ndarray,
+             targets: np.ndarray | None, split: _Split, rng: np.random.Generator, state: dict,
+             progress: bool) -> None:
+    """Train until ``cfg.iterations`` (or early stop), updating ``state``: history, the best
+    validated weights, checkpoints in ``stage`` every ``cfg.checkpoint_every`` iterations."""
+    dev = store.device
+    val_idx = np.flatnonzero(split.val)
     bar = tqdm(total=cfg.iterations, initial=state["iteration"], disable=not progress,
                leave=False, unit="it")
     while state["iteration"] < cfg.iterations:
-        model.train()
-        a = rng.choice(anom, size=min(cfg.batch_anomalous, len(anom)), replace=False)
-        n = rng.choice(norm, size=min(cfg.batch_normal, len(norm)), replace=False)
-        idx = np.concatenate([a, n])
-        scores = model(store.gather(idx))
-        if targets is None:
-            loss, parts = weak_loss(scores[: len(a)], scores[len(a):], cfg.method, cfg.topk,
-                                    cfg.neg_weight, cfg.lambda1, cfg.lambda2, cfg.lambda_tv)
-        else:
-            loss = boxes_bce_loss(scores, torch.from_numpy(targets[idx]).to(dev))
-            parts = {}
-        if not torch.isfinite(loss):
-            raise ConfigError(f"training diverged at iteration {state['iteration'] + 1} (loss "
-                              f"{loss.item()}); lower --lr (now {cfg.lr:g})")
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        flush_denormals(model)
-        state["iteration"] += 1
-        it = state["iteration"]
-        row = {"iteration": it, "loss": loss.detach().item()}
-        row |= {k: v.detach().item() for k, v in parts.items()}
-        if val.any() and (it % cfg.val_every == 0 or it == cfg.iterations):
-            row["val_auc"] = _video_auc(model, bags, labels, np.flatnonzero(val), dev)
+        row = _step(model, optim, store, targets, split, cfg, rng, dev, state["iteration"])
+        state["iteration"] = it = row["iteration"]
+        if split.val.any() and (it % cfg.val_every == 0 or it == cfg.iterations):
+            row["val_auc"] = _video_auc(model, bags, split.labels, val_idx, dev)
             if row["val_auc"] > state["best_auc"]:
                 state.update(best_auc=row["val_auc"], stale=0,
                              best={k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -255,27 +301,33 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
         if it % cfg.checkpoint_every == 0:
             _save_checkpoint(stage, model, optim, rng, state, fingerprint)
     bar.close()
-    if state["best"] is not None:
-        model.load_state_dict(state["best"])
-    kept, final_loss = 0, state["history"][-1]["loss"] if state["history"] else None
-    if cfg.self_train:
-        model, rows = _self_train(model, cfg, config, videos, bags, store, labels, val, anom,
-                                  norm, rng, state["iteration"])
-        state["history"] += rows
-        kept = sum(row.get("kept", 0) for row in rows)
-        log.info(f"self-training: {kept} of {cfg.self_train} rounds kept")
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise ConfigError(f"training diverged: non-finite weights at iteration "
-                          f"{state['iteration']}; lower --lr (now {cfg.lr:g})")
-    if cfg.gate == "memory":
-        model.gate = _memory_gate(videos, norm, frames, cfg).to(dev)
-    _write_history(stage / "history.csv", state["history"])
-    save_model(stage / MODEL, model, config)
-    seconds = time.perf_counter() - start
-    return {"iterations": state["iteration"], "seconds": seconds,
-            "best_val_auc": state["best_auc"] if val.any() else None,
-            "self_train_kept": kept,
-            "final_loss": final_loss}
+
+
+def _step(model: Scorer, optim: torch.optim.Optimizer, store: BagStore,
+          targets: np.ndarray | None, split: _Split, cfg: TrainConfig, rng: np.random.Generator,
+          dev: torch.device, done: int) -> dict:
+    """One optimiser step on a random batch of anomalous and normal bags, after ``done``
+    iterations; returns its history row (iteration, loss and the loss's parts)."""
+    model.train()
+    a = rng.choice(split.anom, size=min(cfg.batch_anomalous, len(split.anom)), replace=False)
+    n = rng.choice(split.norm, size=min(cfg.batch_normal, len(split.norm)), replace=False)
+    idx = np.concatenate([a, n])
+    scores = model(store.gather(idx))
+    if targets is None:
+        loss, parts = weak_loss(scores[: len(a)], scores[len(a):], cfg.method, cfg.topk,
+                                cfg.neg_weight, cfg.lambda1, cfg.lambda2, cfg.lambda_tv)
+    else:
+        loss = boxes_bce_loss(scores, torch.from_numpy(targets[idx]).to(dev))
+        parts = {}
+    if not torch.isfinite(loss):
+        raise ConfigError(f"training diverged at iteration {done + 1} (loss "
+                          f"{loss.item()}); lower --lr (now {cfg.lr:g})")
+    optim.zero_grad()
+    loss.backward()
+    optim.step()
+    flush_denormals(model)
+    row = {"iteration": done + 1, "loss": loss.detach().item()}
+    return row | {k: v.detach().item() for k, v in parts.items()}
 
 
 def _self_train(model: Scorer, cfg: TrainConfig, config: dict, videos: list[VideoFeatures],
