@@ -280,9 +280,9 @@ def _add_vector_options(p: argparse.ArgumentParser) -> None:
 
 
 def _event_settings(args: argparse.Namespace):
-    from stmil.live.events import resolve_events
+    from stmil.live.events import event_config
 
-    return resolve_events(args.model, args.threshold, args.hysteresis, args.min_duration,
+    return event_config(args.model, args.threshold, args.hysteresis, args.min_duration,
                           args.merge_gap)
 
 

@@ -5,7 +5,7 @@ root (see ``docs/formats.md``): :func:`read_metrics` is its one reader and :func
 its one writer. Evaluating another split or dataset adds a result; it never replaces another's.
 
 The metrics that count scores at or above a threshold (``false_alarm_rate``, ``tiou``,
-``loc_false_positives``) are computed at the threshold :func:`resolve_threshold` picks: the one
+``loc_false_positives``) are computed at the threshold :func:`metric_threshold` picks: the one
 given, else the run's calibrated one (``RUN/calibration.json``), else 0.5, the papers'. Each
 result records it, and where it came from, in its ``threshold`` object, with the same metrics
 at 0.5 beside them when the threshold is another (docs/metrics.md, "Thresholds").
@@ -85,7 +85,7 @@ def evaluate(
 
     ``overlap`` (in (0, 1]) is the fraction of a cuboid a GT box must cover to make it
     positive. ``threshold`` is that of the :data:`THRESHOLDED` metrics; ``None`` takes the run's
-    calibrated one, else 0.5 (:func:`resolve_threshold`). ``pixel_frames`` caps the annotated
+    calibrated one, else 0.5 (:func:`metric_threshold`). ``pixel_frames`` caps the annotated
     frames per video used for ``pixel_auroc`` (evenly spaced). Returns the metrics and
     settings, plus (not written to JSON) ``"curves"``: the frame and cuboid (scores, labels)
     arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs with each test video's cuboid
@@ -98,7 +98,7 @@ def evaluate(
     detector = Detector.load(run)
     read_metrics(run)  # refuse a metrics.json that is not ours before any work is done
     check_can_write(run, [METRICS_FILE], legacy=lambda p: True)
-    threshold, source = resolve_threshold(run, threshold)
+    threshold, source = metric_threshold(run, threshold)
     if json_out is not None:
         check_json_out(json_out, run)
     records = load_dataset(data, split, format)
@@ -126,7 +126,7 @@ def evaluate(
     return result
 
 
-def resolve_threshold(run: str | Path, threshold: float | None = None) -> tuple[float, str]:
+def metric_threshold(run: str | Path, threshold: float | None = None) -> tuple[float, str]:
     """The threshold of the :data:`THRESHOLDED` metrics and where it came from
     (:data:`THRESHOLD_SOURCES`): ``threshold`` when given, else the run's calibrated threshold
     (``RUN/calibration.json``, read by :func:`stmil.live.calibrate.read_calibration`), else 0.5.

@@ -101,18 +101,18 @@ def train(
     check_run_output(out)
     records = load_dataset(data, "train", cfg.format)
     videos = load_dataset_features(records, features, cfg.skip_missing)
-    cfg = _resolve_auto(cfg, videos)
-    resolved, videos = _resolve(cfg, data, features, out, videos, grid)
-    fingerprint = resume_fingerprint(resolved, data, features, videos)
+    cfg = _resolve_auto_for(cfg, videos)
+    run_config, videos = _run_config(cfg, data, features, out, videos, grid)
+    fingerprint = resume_fingerprint(run_config, data, features, videos)
     with staged_run(out, cfg, fingerprint, resume=resume, command=command) as staging:
-        summary = _train_in(staging.folder, cfg, resolved, fingerprint, videos,
+        summary = _train_in(staging.folder, cfg, run_config, fingerprint, videos,
                             staging.checkpoint, progress)
     return summary
 
 
-def _resolve_auto(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
-    """``cfg`` with method, gate and motion ``auto`` resolved (:meth:`TrainConfig.resolved`)
-    for these training videos; says so when the default detector must go without its gate
+def _resolve_auto_for(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
+    """``cfg`` with method, gate and motion ``auto`` resolved for these training videos
+    (:meth:`TrainConfig.resolve_auto`); says so when the default detector must go without its gate
     (too few normal videos) or its motion prior (features without motion energy)."""
     lacking = next((v for v in videos if v.motion is None), None)
     if cfg.motion == "gate" and lacking is not None:
@@ -126,20 +126,21 @@ def _resolve_auto(cfg: TrainConfig, videos: list[VideoFeatures]) -> TrainConfig:
     val = _carve_validation(labels, cfg.val_fraction, np.random.default_rng(cfg.seed))
     normal = int((~val & (labels == 0)).sum())
     grid = 1 if cfg.instances == "frame" else videos[0].meta.grid
-    out = cfg.resolved(grid, normal, motion=lacking is None)
-    if cfg.gate == "auto" and out.gate == "none" and cfg.resolved(grid, 2).gate == "memory":
+    out = cfg.resolve_auto(grid, normal, motion=lacking is None)
+    if cfg.gate == "auto" and out.gate == "none" and cfg.resolve_auto(grid, 2).gate == "memory":
         log.warning(f"the memory gate needs 2 or more normal training videos (validation ones "
                     f"left out), this split has {normal}: training without it (gate none)")
-    if cfg.motion == "auto" and out.motion == "none" and cfg.resolved(grid, 2).motion == "gate":
+    if cfg.motion == "auto" and out.motion == "none" \
+            and cfg.resolve_auto(grid, 2).motion == "gate":
         log.warning(f"{lacking.record.video_id}: features without motion energy (an older "
                     "stmil, or imported): training without the motion gate (motion none); "
                     "re-extract them with stmil extract --overwrite to use it")
     return out
 
 
-def _resolve(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path,
-             videos: list[VideoFeatures], grid: int | None = None
-             ) -> tuple[dict, list[VideoFeatures]]:
+def _run_config(cfg: TrainConfig, data: str | Path, features: str | Path, out: Path,
+                videos: list[VideoFeatures], grid: int | None = None
+                ) -> tuple[dict, list[VideoFeatures]]:
     """The run's config (settings, paths, feature facts) and the videos it trains on.
 
     ``grid`` is what the older ``grid=`` keyword asked for: 1 or the features' grid.
