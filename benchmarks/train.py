@@ -199,8 +199,8 @@ def run_train(data: Path, feats: Path, out: Path, args: argparse.Namespace, bf16
         total = time.perf_counter() - t0
     finally:
         stmil_train.build_bag_cache = original
-    return {"total": summary["seconds"] / summary["iterations"], "setup_s":
-            total - summary["seconds"], **seen}
+    return {"total": summary.seconds / summary.iterations, "setup_s":
+            total - summary.seconds, **seen}
 
 
 def markdown(rows: list[dict]) -> str:

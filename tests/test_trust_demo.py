@@ -127,7 +127,7 @@ def test_synth_killed_then_rerun_with_fewer_videos_leaves_no_orphans(tmp_path, m
     assert videos == sorted([f"{v}.mp4" for v in _ids(4)] + ["mine.txt"])
     assert not [p for p in (tmp_path / "ds").rglob("*") if p.name.endswith(".tmp")]
     boxes = sorted(p.stem for p in (tmp_path / "ds" / "readme" / "Txt annotations").iterdir())
-    assert boxes == sorted(summary["events"])
+    assert boxes == sorted(summary.events)
     records = load_dataset(tmp_path / "ds", "all", format="crime2local")
     assert sorted(r.video_id for r in records) == sorted(_ids(4))
 

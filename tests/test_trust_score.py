@@ -242,9 +242,9 @@ def test_evaluate_keeps_metrics_per_split_and_dataset(planted, fresh_run, tmp_pa
     monkeypatch.chdir(tmp_path)
     other = Path("other")
     shutil.copytree(data, other)
-    test = evaluate(data, feats, fresh_run)
-    train_ = evaluate(data, feats, fresh_run, split="train")
-    again = evaluate(other, feats, fresh_run)
+    test = evaluate(data, feats, fresh_run).result
+    train_ = evaluate(data, feats, fresh_run, split="train").result
+    again = evaluate(other, feats, fresh_run).result
     stored = read_metrics(fresh_run)
     assert sorted(stored) == ["test", "train"]
     assert sorted(stored["test"]) == sorted([str(data.resolve()), str(other.resolve())])
@@ -267,8 +267,7 @@ def test_evaluate_keeps_metrics_per_split_and_dataset(planted, fresh_run, tmp_pa
 
 def test_read_metrics_accepts_the_first_format(planted, fresh_run):
     data, feats, _ = planted
-    result = evaluate(data, feats, fresh_run)
-    flat = {k: v for k, v in result.items() if k not in ("curves", "videos")}
+    flat = evaluate(data, feats, fresh_run).result
     shutil.rmtree(fresh_run / ".stmil")  # a run of stmil 0.1: no ledger
     (fresh_run / "metrics.json").write_text(json.dumps(flat))  # what stmil 0.1 wrote
     assert read_metrics(fresh_run) == {"test": {str(data.resolve()): json.loads(

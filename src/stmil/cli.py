@@ -112,10 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in PATH_KEYS:
         if key not in cfg:
             raise ConfigError(f"--{key} is required (on the command line or in --config)")
-    out = cfg["out"]
     summary = train(cfg.pop("data"), cfg.pop("features"), cfg.pop("out"), resume=args.resume,
                     progress=not args.quiet, **cfg)
-    print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s -> {out}")
+    print(summary.line())
     return 0
 
 
@@ -147,13 +146,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 @command
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stmil.evaluation.evaluate import (
-        METRIC_KEYS,
-        compare_table,
-        evaluate,
-        format_table,
-        table_notes,
-    )
+    from stmil.evaluation.evaluate import compare_table, evaluate
 
     if args.compare:
         print(compare_table(args.compare, notes=True))
@@ -161,17 +154,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for key in ("data", "features", "model"):
         if getattr(args, key) is None:
             raise ConfigError(f"--{key} is required (or use --compare RUN...)")
-    result = evaluate(args.data, args.features, args.model, split=args.split,
-                      format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
-                      json_out=args.json, threshold=args.threshold,
-                      boxes=args.boxes, interpolate=args.interpolate)
-    rows = [(str(args.model), result)]
-    print(format_table(rows, METRIC_KEYS, where=True))
-    print("\n" + "\n".join(table_notes(rows)))  # which AP papers report; the threshold
-    if result.get("incidents"):
-        from stmil.evaluation.incidents import format_incidents
-
-        print(format_incidents(result["incidents"]))
+    summary = evaluate(args.data, args.features, args.model, split=args.split,
+                       format=args.format, overlap=args.overlap, skip_missing=args.skip_missing,
+                       json_out=args.json, threshold=args.threshold,
+                       boxes=args.boxes, interpolate=args.interpolate)
+    print(summary.table())  # the metrics, which AP papers report, the threshold, incidents
     return 0
 
 
@@ -182,7 +169,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     summary = make_dataset(Path(args.out), footage=args.footage, n_videos=args.videos,
                            seed=args.seed, n_frames=args.frames, progress=not args.quiet,
                            overwrite=args.overwrite, scenario=args.scenario)
-    print(f"{len(summary['train'])} train + {len(summary['test'])} test videos -> {args.out}")
+    print(summary.line())
     return 0
 
 
@@ -321,11 +308,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     events = _event_settings(args)
     summary = watch(args.source, args.model, events, config, out=args.out,
                     snapshots=args.snapshots, clips=args.clips, name=args.name)
-    errors = summary.get("evidence_errors", 0)
-    print(f"{summary['ended']}: {summary['frames']} frames, {summary['clips']} clips scored, "
-          f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents"
-          + (f", {errors} snapshots or clips not written" if errors else ""), file=sys.stderr)
-    return 1 if summary["ended"] == "gave up" or errors else 0
+    print(summary.line(), file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:

@@ -38,12 +38,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps
 from stmil.datasets.layout import VIDEOS_DIR
 from stmil.errors import ConfigError, OutputError, StmilError
-from stmil.evaluation.evaluate import evaluate, format_table
+from stmil.evaluation.evaluate import EvaluateSummary, evaluate, format_table
 from stmil.evaluation.report import write_report
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.store import FeatureError, read_feature_meta, source_mismatch
@@ -222,6 +223,20 @@ def _stale_features(feats: Path, videos: Path, video_ids: list[str]) -> list[str
     return stale
 
 
+@dataclass(frozen=True)
+class DemoSummary:
+    """What :func:`run_demo` made: the metrics ``table`` (text), the ``report`` (HTML file),
+    each stage's seconds, and each run's metrics ``{run: {metric: value}}``."""
+
+    table: str
+    report: Path
+    stage_times: dict[str, float]
+    metrics: dict[str, dict]
+
+    def line(self) -> str:
+        return f"report: {self.report}"
+
+
 def run_demo(
     out: Path,
     footage: Path | None = None,
@@ -233,9 +248,9 @@ def run_demo(
     n_overlays: int = 4,
     device: str = "auto",
     progress: bool = True,
-) -> dict:
-    """Run the whole pipeline into ``out``; returns ``{"table", "report", "metrics",
-    "stage_times"}``. Progress, the table and the stage times are logged (level INFO).
+) -> DemoSummary:
+    """Run the whole pipeline into ``out``; returns a :class:`DemoSummary`. Progress, the
+    table and the stage times are logged (level INFO).
 
     ``iterations``: training iterations per run (``None``: :data:`DEMO_ITERATIONS`). Settings are
     checked before anything is written (:class:`ConfigError`); ``out`` must be missing, empty
@@ -264,13 +279,14 @@ def run_demo(
     results = _train_stage(out, settings, video_ids, trained, times, iterations=iterations,
                            seed=seed, val_fraction=val_fraction, device=device,
                            progress=progress)
-    table = format_table([(n, r) for n, r in results.items()], DEMO_TABLE_KEYS)
+    table = format_table([(n, r.result) for n, r in results.items()], DEMO_TABLE_KEYS)
     report, metrics = _report_stage(out, results, settings, iterations, n_overlays, old, times)
     log.info("\n" + table)
     log.info("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
              + f"; total {sum(times.values()):.0f}s")
-    log.info(f"report: {report}")
-    return {"table": table, "report": report, "stage_times": times, "metrics": metrics}
+    summary = DemoSummary(table, report, times, metrics)
+    log.info(summary.line())
+    return summary
 
 
 def _synth_stage(out: Path, settings: dict, old: dict | None, trained: dict[str, str],
@@ -320,12 +336,12 @@ def _extract_stage(data: Path, feats: Path, device: str, progress: bool) -> None
 
 def _train_stage(out: Path, settings: dict, video_ids: list[str], trained: dict[str, str],
                  times: dict[str, float], *, iterations: int, seed: int, val_fraction: float,
-                 device: str, progress: bool) -> dict[str, dict]:
+                 device: str, progress: bool) -> dict[str, EvaluateSummary]:
     """Stage 3: train and evaluate each of :data:`RUNS` in ``out/runs``, recording in the
     marker which run is training (a kill leaves it named) and each finished model's digest in
     ``trained``; returns each run's evaluation, and adds the stage times to ``times``."""
     data, feats, runs_dir = out / "data", out / "features", out / "runs"
-    results: dict[str, dict] = {}
+    results: dict[str, EvaluateSummary] = {}
     for i, (name, kwargs) in enumerate(RUNS.items(), 1):
         t = time.perf_counter()
         log.info(f"[3/5] train {i}/{len(RUNS)}: {name}")
@@ -344,16 +360,16 @@ def _train_stage(out: Path, settings: dict, video_ids: list[str], trained: dict[
     return results
 
 
-def _report_stage(out: Path, results: dict[str, dict], settings: dict, iterations: int,
-                  n_overlays: int, old: dict | None, times: dict[str, float]
-                  ) -> tuple[Path, dict[str, dict]]:
+def _report_stage(out: Path, results: dict[str, EvaluateSummary], settings: dict,
+                  iterations: int, n_overlays: int, old: dict | None,
+                  times: dict[str, float]) -> tuple[Path, dict[str, dict]]:
     """Stages 4 and 5: overlays of the runs' scores and the HTML report (with
     ``metrics.json``), written as one unit; returns the report's path and each run's
     metrics."""
     runs_dir = out / "runs"
     runs = [{"name": n, "run": runs_dir / n, "config": read_run_config(runs_dir / n),
-             "metrics": {k: r[k] for k in r if k not in ("curves", "videos", "settings")},
-             "curves": r["curves"], "videos": r["videos"]} for n, r in results.items()]
+             "metrics": {k: v for k, v in r.result.items() if k != "settings"},
+             "curves": r.curves, "videos": r.videos} for n, r in results.items()]
     metrics = {r["name"]: r["metrics"] for r in runs}
     with tempfile.TemporaryDirectory(dir=out, prefix=".overlays-", suffix=".tmp") as tmp:
         t = time.perf_counter()
@@ -396,19 +412,20 @@ def _json_safe(x):
     return x
 
 
-def _overlays(folder: Path, results: dict, n: int) -> list[dict]:
+def _overlays(folder: Path, results: dict[str, EvaluateSummary], n: int) -> list[dict]:
     """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos,
     written into ``folder``."""
     from stmil.overlay import render_overlay  # deferred: PyAV
 
     method, base = results["weak-cuboid-mil"], results["grid1-baseline"]
-    base_maps = {v.record.video_id: maps for v, maps in base["videos"]}
-    picked = [(v, maps) for v, maps in method["videos"] if v.record.label == 1 and v.record.path]
+    base_maps = {v.record.video_id: maps for v, maps in base.videos}
+    picked = [(v, maps) for v, maps in method.videos if v.record.label == 1 and v.record.path]
     done = []
     for v, maps in picked[:n]:  # the maps evaluate() already computed: nothing is rescored
-        scores = scores_from_maps(maps, method["settings"]["model_grid"], v.meta, v.clip_ranges)
+        scores = scores_from_maps(maps, method.result["settings"]["model_grid"], v.meta,
+                                  v.clip_ranges)
         baseline = scores_from_maps(base_maps[v.record.video_id],
-                                    base["settings"]["model_grid"], v.meta, v.clip_ranges)
+                                    base.result["settings"]["model_grid"], v.meta, v.clip_ranges)
         dest = folder / f"{v.record.video_id}.gif"
         render_overlay(v.record.path, scores, dest, gt_boxes=v.record.boxes, baseline=baseline)
         done.append({"video_id": v.record.video_id, "path": dest})

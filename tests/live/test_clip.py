@@ -184,7 +184,7 @@ def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
     finally:
         server.kill()
         server.wait()
-    assert r["ended"] == "gave up"
+    assert r.ended == "gave up"
     assert listing(tmp_path / "clips") == [f"127.0.0.1_{port}.incident-001.mp4"]  # issue 22 item 4
     path = tmp_path / "clips" / f"127.0.0.1_{port}.incident-001.mp4"
     kinds = [json.loads(m)["type"] for m in msgs]

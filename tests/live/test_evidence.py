@@ -243,7 +243,7 @@ def test_a_full_disk_during_a_live_clip_keeps_the_incident(live_run, video, tmp_
         r = watch(str(video), live_run, event_config(live_run, threshold=0.5),
                   WatchConfig(heartbeat=0, update=0, device="cpu"),
                   emit=lambda x: msgs.append(json.loads(x)), clips=tmp_path / "clips")
-    assert r["ended"] == "end of input" and r["evidence_errors"] == 1
+    assert r.ended == "end of input" and r.evidence_errors == 1
     assert [m["type"] for m in msgs] == ["start", "end"]
     assert msgs[1]["clip_error"] == f"{tmp_path / 'clips' / 'cam.incident-001.mp4'}: " \
                                     "File too large"

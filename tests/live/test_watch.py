@@ -70,7 +70,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run, caplog):
     config = WatchConfig(drop=False, timeout=2, backoff=0.2, max_backoff=0.5, heartbeat=0,
                          update=0, device="cpu")
     result: dict = {}
-    t = threading.Thread(target=lambda: result.update(watch(
+    t = threading.Thread(target=lambda: result.update(summary=watch(
         f"tcp://127.0.0.1:{port}", live_run, events, config, emit=emit, stop=stop)))
     t.start()
     try:
@@ -105,7 +105,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run, caplog):
     logs = caplog.messages
     assert any("stream lost (no data for 2 s); reconnecting in" in m for m in logs), logs
     assert any(m.endswith("reconnected") for m in logs)
-    assert result["ended"] == "stopped"
+    assert result["summary"].ended == "stopped"
 
 
 def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, caplog):
@@ -126,9 +126,9 @@ def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, 
     config = WatchConfig(drop=True, heartbeat=0.001, device="cpu")
     r = watch(str(video), live_run, event_config(live_run, threshold=0.99), config,
               emit=lambda line: None)
-    assert r["ended"] == "end of input" and r["frames"] == 160
-    assert r["dropped_clips"] > 0 and r["clips"] + r["dropped_clips"] == 10
-    assert r["dropped_frames"] == 16 * r["dropped_clips"]
+    assert r.ended == "end of input" and r.frames == 160
+    assert r.dropped_clips > 0 and r.clips + r.dropped_clips == 10
+    assert r.dropped_frames == 16 * r.dropped_clips
     beats = [m for m in caplog.messages if m.startswith("heartbeat: ")]
     assert beats and "clips/s, real time needs 1.88)" in beats[-1]
 
@@ -151,7 +151,7 @@ def test_a_reader_too_slow_for_the_source_says_how_far_behind(live_run, tmp_path
     caplog.set_level(logging.INFO, logger="stmil")
     r = watch(str(video), live_run, event_config(live_run, threshold=0.99),
               WatchConfig(realtime=True, heartbeat=0.5, device="cpu"), emit=lambda line: None)
-    assert r["frames"] == 80 and r["max_behind_s"] > 5.0
+    assert r.frames == 80 and r.max_behind_s > 5.0
     beats = [m for m in caplog.messages if m.startswith("heartbeat: ")]
     assert any(" s behind the source (too slow even to read it)" in m for m in beats), beats
 
@@ -242,7 +242,7 @@ def test_fps_and_stride_other_than_the_runs_are_said(live_run, tmp_path, caplog)
     config = WatchConfig(fps=15, stride=24, heartbeat=0, device="cpu")
     r = watch(str(video), live_run, event_config(live_run, threshold=0.99), config,
               emit=lambda line: None)
-    assert r["clips"] == 2 and r["frames"] == 80
+    assert r.clips == 2 and r.frames == 80
     assert [(w.levelno, w.getMessage()) for w in caplog.records] == [
         (logging.WARNING,
          "--fps 15: the run's features were extracted at the source's own rate; a 16-frame "

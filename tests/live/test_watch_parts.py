@@ -138,4 +138,4 @@ def test_watch_reads_a_file_url(live_run, tmp_path):
     video = write_video(tmp_path / "v.mkv", scene_frames(32, [], 3))  # 2 clips
     r = watch("file://" + str(video), live_run, event_config(live_run, threshold=0.99),
               WatchConfig(device="cpu"), emit=lambda line: None)
-    assert r["ended"] == "end of input" and r["frames"] == 32 and r["clips"] == 2
+    assert r.ended == "end of input" and r.frames == 32 and r.clips == 2

@@ -150,7 +150,7 @@ def test_topk_with_tv_learns_and_localizes_a_planted_signal(tmp_path):
     make_planted(data, feats, n_train=12, n_test=10, n_clips=16, channels=32, seed=0)
     train(data, feats, tmp_path / "run", iterations=20, seed=0, device="cpu", progress=False,
           method="topk", topk=3, lambda_tv=1e-3, hidden=64, mid=8, n_segments=8)
-    m = evaluate(data, feats, tmp_path / "run")
+    m = evaluate(data, feats, tmp_path / "run").result
     assert m["cuboid_auc"] >= 0.9
     assert m["pointing_accuracy"] >= 0.8
     assert m["frame_auc"] >= 0.9

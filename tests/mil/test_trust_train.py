@@ -497,7 +497,7 @@ def test_resume_to_more_iterations_equals_one_longer_run(tiny, interrupted, tmp_
     caplog.set_level(logging.INFO, logger="stmil")
     summary = train(*tiny, interrupted, resume=True,
                     **FAST | {"iterations": 8, "checkpoint_every": 3})
-    assert summary["iterations"] == 8 and "resumed from iteration 4" in log_lines(caplog)
+    assert summary.iterations == 8 and "resumed from iteration 4" in log_lines(caplog)
     train(*tiny, tmp_path / "whole", **FAST | {"iterations": 8})
     assert (interrupted / "history.csv").read_bytes() == \
         (tmp_path / "whole" / "history.csv").read_bytes()

@@ -56,12 +56,30 @@ from stmil.mil.selftrain import self_train
 from stmil.timeline import segment_clip_ranges
 
 __all__ = ["RECORDED_KEYS", "SUPERVISION", "TRAIN_ARGS", "TRAIN_DEFAULTS", "TrainConfig",
-           "read_config", "train"]
+           "TrainSummary", "read_config", "train"]
 
 log = logging.getLogger(__name__)
 
 TRAIN_ARGS = tuple(FIELDS)
 TRAIN_DEFAULTS = TrainConfig().to_dict()
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What a training did: ``iterations`` run (fewer than asked after an early stop),
+    ``seconds`` of the training loop, the best video-level validation AUC (None without a
+    validation split), self-training rounds kept, and the MIL stage's last loss (None when it
+    ran no iteration)."""
+
+    out: Path
+    iterations: int
+    seconds: float
+    best_val_auc: float | None
+    self_train_kept: int
+    final_loss: float | None
+
+    def line(self) -> str:
+        return f"trained {self.iterations} iterations in {self.seconds:.1f}s -> {self.out}"
 
 
 def train(
@@ -74,7 +92,7 @@ def train(
     progress: bool = True,
     command: str = "train",
     **settings: Any,
-) -> dict:
+) -> TrainSummary:
     """Train a cuboid scorer on the ``train`` split of ``data`` into the run folder ``out``.
 
     Settings are a :class:`TrainConfig` and/or its fields as keywords (``iterations=...``,
@@ -91,7 +109,7 @@ def train(
     stmil run is refused. ``resume=True`` continues an interrupted training of ``out`` from its
     last checkpoint, refusing any change of data, features or settings other than
     ``iterations``, ``checkpoint_every`` and ``device``. ``command``: who the run's ledger
-    says wrote it (``demo`` for the demo's runs). Returns a summary dict.
+    says wrote it (``demo`` for the demo's runs). Returns a :class:`TrainSummary`.
     """
     grid = settings.pop("grid", None)  # the older spelling: None or G = cuboid, 1 = frame
     if grid is not None and "instances" not in settings:
@@ -179,7 +197,7 @@ class _Split:
 
 def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
               videos: list[VideoFeatures], checkpoint: tuple[dict, dict] | None,
-              progress: bool) -> dict:
+              progress: bool) -> TrainSummary:
     """Train in ``stage``, leaving there the run's outputs; returns the summary."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -221,10 +239,8 @@ def _train_in(stage: Path, cfg: TrainConfig, config: dict, fingerprint: dict,
     _write_history(stage / "history.csv", state["history"])
     save_model(stage / MODEL, model, config)
     seconds = time.perf_counter() - start
-    return {"iterations": state["iteration"], "seconds": seconds,
-            "best_val_auc": state["best_auc"] if split.val.any() else None,
-            "self_train_kept": kept,
-            "final_loss": final_loss}
+    return TrainSummary(Path(config["out"]), state["iteration"], seconds,
+                        state["best_auc"] if split.val.any() else None, kept, final_loss)
 
 
 def _split(videos: list[VideoFeatures], cfg: TrainConfig, rng: np.random.Generator) -> _Split:
