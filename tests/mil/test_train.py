@@ -19,24 +19,13 @@ from stmil.evaluation.evaluate import evaluate
 from stmil.features.store import FeatureError
 from stmil.mil.train import TRAIN_ARGS, read_config, train
 from tests.conftest import log_lines
+from tests.mil.conftest import FAST  # plumbing: a small scorer and few segments
 from tests.planted import make_planted
-
-# Plumbing tests use a small scorer and few segments: they test the loop, not learning.
-FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, checkpoint_every=2, device="cpu",
-            progress=False)
 
 
 def history(run: Path) -> list[dict]:
     with open(run / "history.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """8 train + 4 test videos, 8 clips, 16 channels."""
-    base = tmp_path_factory.mktemp("tiny")
-    make_planted(base / "data", base / "feats", n_train=8, n_test=4, n_clips=8, channels=16)
-    return base / "data", base / "feats"
 
 
 @pytest.fixture()
