@@ -270,7 +270,7 @@ def _event_settings(args: argparse.Namespace):
     from stmil.live.events import event_config
 
     return event_config(args.model, args.threshold, args.hysteresis, args.min_duration,
-                          args.merge_gap)
+                        args.merge_gap)
 
 
 @command
