@@ -111,7 +111,7 @@ ITERATIONS, VAL_FRACTION, VAL_EVERY = 150, 0.25, 25
 def metrics_of(seed_dir: Path, name: str) -> dict:
     run = seed_dir / "runs" / name
     calibrate(run, seed_dir / "data", seed_dir / "features")  # afresh, with the defaults
-    return row(evaluate(seed_dir / "data", seed_dir / "features", run))
+    return row(evaluate(seed_dir / "data", seed_dir / "features", run).result)
 
 
 def row(result: dict) -> dict:

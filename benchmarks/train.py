@@ -23,9 +23,10 @@ Two modes (``--mode``, either or both):
 - ``train``: calls :func:`stmil.mil.train.train` itself on synthetic feature files in the real
   format (``<id>.npy`` float16 ``(clips, 49, 528)`` + ``<id>.json``) with a UCF-Crime
   ``Anomaly_Train.txt`` list. ``train()`` builds its memory-mapped bags, which this script
-  confirms by wrapping ``stmil.mil.train._build_bags``. The reported s/iteration is ``train()``'s
-  own loop time over its iterations (no warm-up); set-up (feature checks, bag building) is
-  reported apart. With ``--bf16`` the whole call runs under ``torch.autocast`` (the loss too).
+  confirms by wrapping ``build_bag_cache`` as :mod:`stmil.mil.train` calls it. The reported
+  s/iteration is ``train()``'s own loop time over its iterations (no warm-up); set-up (feature
+  checks, bag building) is reported apart. With ``--bf16`` the whole call runs under
+  ``torch.autocast`` (the loss too).
   At full size the feature files take 1610 x 1.6 MB = 2.6 GB and ``train()``'s bags another
   2.6 GB on disk (``--clips-per-video 32``; real UCF-Crime videos have ~450 clips, which only
   changes the one-off bag building, not the per-iteration cost). Use small ``--bags`` for smoke
@@ -174,9 +175,10 @@ def write_dataset(root: Path, n_bags: int, n_anom: int, clips: int, grid: int,
 
 
 def run_train(data: Path, feats: Path, out: Path, args: argparse.Namespace, bf16: bool) -> dict:
-    """Call ``stmil.mil.train.train``; record what ``_build_bags`` returned and how long it took."""
+    """Call ``stmil.mil.train.train``; record what ``build_bag_cache`` returned and how long it
+    took."""
     seen: dict = {}
-    original = stmil_train._build_bags
+    original = stmil_train.build_bag_cache
 
     def spy(*a, **kw):
         t0 = time.perf_counter()
@@ -186,7 +188,7 @@ def run_train(data: Path, feats: Path, out: Path, args: argparse.Namespace, bf16
                     build_s=time.perf_counter() - t0)
         return bags
 
-    stmil_train._build_bags = spy
+    stmil_train.build_bag_cache = spy
     try:
         t0 = time.perf_counter()
         with autocast(torch.device(args.device), bf16):
@@ -196,9 +198,9 @@ def run_train(data: Path, feats: Path, out: Path, args: argparse.Namespace, bf16
                 progress=False)
         total = time.perf_counter() - t0
     finally:
-        stmil_train._build_bags = original
-    return {"total": summary["seconds"] / summary["iterations"], "setup_s":
-            total - summary["seconds"], **seen}
+        stmil_train.build_bag_cache = original
+    return {"total": summary.seconds / summary.iterations, "setup_s":
+            total - summary.seconds, **seen}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -153,16 +153,16 @@ def run_setting(name: str, video: Path, run: Path, stream: bool,
         mem = [m for _, m in sampler.samples]
         print(f"  RSS MB: {len(mem)} samples; at the first message {first[0] if first else 0:.0f}, "
               f"after 25% {mem[len(mem) // 4]:.0f}, end {mem[-1]:.0f}, peak {max(mem):.0f}; "
-              f"{r['clips']} clips scored, {r['dropped_clips']} dropped, "
-              f"{r['frames']} frames", flush=True)
+              f"{r.clips} clips scored, {r.dropped_clips} dropped, "
+              f"{r.frames} frames", flush=True)
         if clips is not None:
             for p in sorted(clips.iterdir()):
                 print(f"  clip {p.name}: {p.stat().st_size / 2**20:.1f} MB", flush=True)
     covered = (stride or 16) / (fps or 30.0)  # seconds of video per scored clip
-    clip_s = r["score_seconds"] / max(1, r["clips"])
-    return {"setting": name, "clip_s": clip_s, "rtf": covered / clip_s, "scored": r["clips"],
-            "dropped": r["dropped_clips"], "lat_med": r["latency_median_s"],
-            "lat_p95": r["latency_p95_s"]}
+    clip_s = r.score_seconds / max(1, r.clips)
+    return {"setting": name, "clip_s": clip_s, "rtf": covered / clip_s, "scored": r.clips,
+            "dropped": r.dropped_clips, "lat_med": r.latency_median_s,
+            "lat_p95": r.latency_p95_s}
 
 
 def parse_setting(name: str) -> tuple[str, float | None, int | None]:

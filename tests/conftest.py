@@ -6,6 +6,8 @@ import contextlib
 import os
 import resource
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +139,10 @@ def assert_one_line_error(err: str, *needles: str) -> None:
     assert lines[0].startswith("error: ")
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped): a writer that was killed."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)

@@ -73,7 +73,7 @@ def test_the_library_without_logging_configured_prints_no_info_line(planted, cap
     summary = train(data, feats, "lib-run", iterations=2, hidden=8, mid=4, n_segments=2,
                     device="cpu", progress=False)
     out, err = capsys.readouterr()
-    assert summary["iterations"] == 2
+    assert summary.iterations == 2
     assert (out, err) == ("", "")  # no "train: ..." line
 
 
@@ -144,8 +144,10 @@ def test_watch_takes_its_options_from_config(tmp_path, monkeypatch, capsys):
 
     def watch(source, run, events, config, **kw):
         seen.update(source=source, run=run, events=events, config=config)
-        return {"ended": "end of input", "frames": 0, "clips": 0, "dropped_frames": 0,
-                "incidents": 0}
+        return watch_mod.WatchSummary(
+            ended="end of input", frames=0, clips=0, dropped_clips=0, dropped_frames=0,
+            max_behind_s=0.0, connections=1, incidents=0, first_id=1, evidence_errors=0,
+            seconds=0.0, score_seconds=0.0, latency_median_s=None, latency_p95_s=None)
 
     monkeypatch.setattr(watch_mod, "watch", watch)
     monkeypatch.chdir(tmp_path)

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from stmil.datasets import load_dataset
 from stmil.evaluation.evaluate import METRIC_KEYS, read_metrics
-from stmil.synth.dataset import make_dataset
+from stmil.synth.dataset import SynthSummary, make_dataset
 from stmil.timeline import frame_labels
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -25,20 +25,20 @@ run = run_cli
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> dict:
+def synth(tmp_path_factory) -> SynthSummary:
     root = tmp_path_factory.mktemp("pipeline") / "data"
     return make_dataset(root, n_videos=4, n_frames=48, width=160, height=120, seed=0,
                         progress=False)
 
 
 def test_pipeline(synth, tmp_path, capsys):
-    root = Path(synth["root"])
+    root = Path(synth.root)
     feats, mil, g1 = tmp_path / "feats", tmp_path / "mil", tmp_path / "g1"
 
     code, out, err = run(capsys, "extract", root / "videos", "--out", feats, "--device", "cpu",
                          "--quiet")
     assert code == 0, err
-    ids = synth["train"] + synth["test"]
+    ids = synth.train + synth.test
     assert sorted(p.stem for p in feats.glob("*.npy")) == sorted(ids)
     meta = json.loads((feats / f"{ids[0]}.json").read_text())
     assert (meta["n_clips"], meta["grid"], meta["channels"]) == (3, 7, 528)
@@ -98,12 +98,12 @@ def test_pipeline(synth, tmp_path, capsys):
     assert rows[2][3] == f"{metrics['frame_auc']:.4f}"
     assert rows[4][3] == f"{g1_test['frame_auc']:.4f}"
 
-    video = next((root / "videos").rglob(f"{synth['test'][0]}.*"))
+    video = next((root / "videos").rglob(f"{synth.test[0]}.*"))
     scores = tmp_path / "scores"
     code, out, err = run(capsys, "score", video, "--model", mil, "--out", scores, "--overlay",
                          "--device", "cpu", "--quiet")
     assert code == 0, err
-    stem = synth["test"][0]
+    stem = synth.test[0]
     assert out.split() == [str(scores / f"{stem}.scores.json"),
                            str(scores / f"{stem}.overlay.mp4")]
     result = json.loads((scores / f"{stem}.scores.json").read_text())
@@ -121,7 +121,7 @@ def test_pipeline(synth, tmp_path, capsys):
 
 
 def test_user_mistakes_give_one_line_errors(synth, tmp_path, capsys):
-    root = Path(synth["root"])
+    root = Path(synth.root)
     code, _, err = run(capsys, "train", "--data", root, "--features", tmp_path / "nowhere",
                        "--out", tmp_path / "r", *TRAIN)
     assert code == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import stmil.mil.run as run_module
 import stmil.mil.train as train_module
 from stmil.mil.run import staging_path
 from stmil.mil.train import train
@@ -143,7 +144,7 @@ def test_resume_after_a_kill_before_the_first_checkpoint(planted_run, capsys, mo
 
     with monkeypatch.context() as m:
         m.setattr(train_module, "_train_in", killed)
-        m.setattr(train_module, "_abandon", lambda stage, top: None)  # SIGKILL cleans nothing
+        m.setattr(run_module, "_abandon", lambda stage, top: None)  # SIGKILL cleans nothing
         with pytest.raises(KeyboardInterrupt):
             train("data", "feats", "run", **TRAIN | dict(iterations=400))
     assert staging_path(Path("run")).is_dir()
@@ -252,7 +253,7 @@ def test_train_takes_either_spelling_from_config(tmp_path, capsys, monkeypatch):
 
     def fake_train(data, features, out, config, **kw):
         seen.update(config=config, data=data)
-        return {"iterations": 0, "seconds": 0.0}
+        return train_mod.TrainSummary(Path(out), 0, 0.0, None, 0, None)
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     monkeypatch.chdir(tmp_path)

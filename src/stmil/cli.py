@@ -41,7 +41,7 @@ from stmil.interop.settings import (
     VectorOptions,
 )
 from stmil.live.calibrate import calibrate
-from stmil.live.events import events_inputs, resolve_events
+from stmil.live.events import event_config, events_inputs
 from stmil.live.incidents import EventConfig
 from stmil.live.settings import (
     CalibrateOptions,
@@ -128,7 +128,7 @@ def cmd_train(o: Values) -> int:
                           "video-segment baseline) or --instances cuboid (the default)")
     summary = train(o.data, o.features, o.out, o.get(TrainConfig), resume=o.resume,
                     progress=not o.quiet)
-    print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f}s -> {o.out}")
+    print(summary.line())
     return 0
 
 
@@ -145,13 +145,7 @@ def cmd_score(o: Values) -> int:
 
 
 def cmd_evaluate(o: Values) -> int:
-    from stmil.evaluation.evaluate import (
-        METRIC_KEYS,
-        compare_table,
-        evaluate,
-        format_table,
-        table_notes,
-    )
+    from stmil.evaluation.evaluate import compare_table, evaluate
 
     if o.compare:
         print(compare_table(o.compare, notes=True))
@@ -159,16 +153,10 @@ def cmd_evaluate(o: Values) -> int:
     for key in ("data", "features", "model"):
         if o.values[key] is None:
             raise ConfigError(f"--{key} is required (or use --compare RUN...)")
-    result = evaluate(o.data, o.features, o.model, split=o.split, format=o.format,
-                      overlap=o.overlap, skip_missing=o.skip_missing, json_out=o.json,
-                      threshold=o.threshold, boxes=o.boxes, interpolate=o.interpolate)
-    rows = [(str(o.model), result)]
-    print(format_table(rows, METRIC_KEYS, where=True))
-    print("\n" + "\n".join(table_notes(rows)))  # which AP papers report; the threshold
-    if result.get("incidents"):
-        from stmil.evaluation.incidents import format_incidents
-
-        print(format_incidents(result["incidents"]))
+    summary = evaluate(o.data, o.features, o.model, split=o.split, format=o.format,
+                       overlap=o.overlap, skip_missing=o.skip_missing, json_out=o.json,
+                       threshold=o.threshold, boxes=o.boxes, interpolate=o.interpolate)
+    print(summary.table())  # the metrics, which AP papers report, the threshold, incidents
     return 0
 
 
@@ -179,7 +167,7 @@ def cmd_synth(o: Values) -> int:
     summary = make_dataset(Path(o.out), footage=o.footage, n_videos=s.n_videos, seed=s.seed,
                            n_frames=s.n_frames, progress=not o.quiet, overwrite=o.overwrite,
                            scenario=s.scenario)
-    print(f"{len(summary['train'])} train + {len(summary['test'])} test videos -> {o.out}")
+    print(summary.line())
     return 0
 
 
@@ -240,8 +228,8 @@ def cmd_export_model(o: Values) -> int:
 
 
 def _event_settings(o: Values) -> EventConfig:
-    return resolve_events(o.model, o.values.get("threshold"), o.hysteresis, o.min_duration,
-                          o.merge_gap)
+    return event_config(o.model, o.values.get("threshold"), o.hysteresis, o.min_duration,
+                        o.merge_gap)
 
 
 def cmd_events(o: Values) -> int:
@@ -268,11 +256,8 @@ def cmd_watch(o: Values) -> int:
     events = _event_settings(o)
     summary = watch(o.source, o.model, events, config, out=o.out, snapshots=o.snapshots,
                     clips=o.clips, name=o.name)
-    errors = summary.get("evidence_errors", 0)
-    print(f"{summary['ended']}: {summary['frames']} frames, {summary['clips']} clips scored, "
-          f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents"
-          + (f", {errors} snapshots or clips not written" if errors else ""), file=sys.stderr)
-    return 1 if summary["ended"] == "gave up" or errors else 0
+    print(summary.line(), file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 INCIDENTS = (Threshold, IncidentRules)

@@ -38,12 +38,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps
 from stmil.datasets.layout import VIDEOS_DIR
 from stmil.errors import OutputError, StmilError
-from stmil.evaluation.evaluate import evaluate, format_table
+from stmil.evaluation.evaluate import EvaluateSummary, evaluate, format_table
 from stmil.evaluation.report import write_report
 from stmil.features.extract import ExtractSettings, FeatureExtractor, extract_many
 from stmil.features.store import FeatureError, read_feature_meta, source_mismatch
@@ -208,6 +209,20 @@ def _stale_features(feats: Path, videos: Path, video_ids: list[str]) -> list[str
     return stale
 
 
+@dataclass(frozen=True)
+class DemoSummary:
+    """What :func:`run_demo` made: the metrics ``table`` (text), the ``report`` (HTML file),
+    each stage's seconds, and each run's metrics ``{run: {metric: value}}``."""
+
+    table: str
+    report: Path
+    stage_times: dict[str, float]
+    metrics: dict[str, dict]
+
+    def line(self) -> str:
+        return f"report: {self.report}"
+
+
 def run_demo(
     out: Path,
     footage: Path | None = None,
@@ -219,9 +234,9 @@ def run_demo(
     n_overlays: int = 4,
     device: str = "auto",
     progress: bool = True,
-) -> dict:
-    """Run the whole pipeline into ``out``; returns ``{"table", "report", "metrics",
-    "stage_times"}``. Progress, the table and the stage times are logged (level INFO).
+) -> DemoSummary:
+    """Run the whole pipeline into ``out``; returns a :class:`DemoSummary`. Progress, the
+    table and the stage times are logged (level INFO).
 
     ``iterations``: training iterations per run (``None``: :data:`DEMO_ITERATIONS`). Settings are
     checked before anything is written (:class:`ConfigError`); ``out`` must be missing, empty
@@ -229,25 +244,51 @@ def run_demo(
     dataset is rebuilt only when its settings change or it is incomplete (and then the
     features made from it are deleted), finished feature files are skipped.
     """
-    # deferred: PyAV, loaded only when the demo runs
-    from stmil.synth.dataset import dataset_ready, make_dataset
-    from stmil.synth.dataset import read_marker as read_synth_marker
-
     iterations = DEMO_ITERATIONS if iterations is None else iterations
     check_demo_settings(n_videos, n_frames, seed, iterations, val_fraction, n_overlays)
     out = Path(out).resolve()  # resolved once: every path below is absolute
     footage = Path(footage).resolve() if footage else None
-    data, feats, runs_dir = out / "data", out / "features", out / "runs"
+    data, feats = out / "data", out / "features"
     times: dict[str, float] = {}
     settings = {"footage": str(footage) if footage else None, "n_videos": n_videos,
                 "n_frames": n_frames, "seed": seed}
-    synth_args = dict(footage=[footage] if footage else None, n_videos=n_videos,
-                      n_frames=n_frames, seed=seed)
     old = _claim(out)
     _check_runs(out, old)
     trained = dict(old["runs"]) if old else {}
 
     t = time.perf_counter()
+    video_ids = _synth_stage(out, settings, old, trained, progress)
+    times["synth"] = time.perf_counter() - t
+    t = time.perf_counter()
+    _extract_stage(data, feats, device, progress)
+    times["extract"] = time.perf_counter() - t
+    results = _train_stage(out, settings, video_ids, trained, times, iterations=iterations,
+                           seed=seed, val_fraction=val_fraction, device=device,
+                           progress=progress)
+    table = format_table([(n, r.result) for n, r in results.items()], DEMO_TABLE_KEYS)
+    report, metrics = _report_stage(out, results, settings, iterations, n_overlays, old, times)
+    log.info("\n" + table)
+    log.info("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
+             + f"; total {sum(times.values()):.0f}s")
+    summary = DemoSummary(table, report, times, metrics)
+    log.info(summary.line())
+    return summary
+
+
+def _synth_stage(out: Path, settings: dict, old: dict | None, trained: dict[str, str],
+                 progress: bool) -> list[str]:
+    """Stage 1: the synthetic dataset in ``out/data``, rebuilt only when its ``settings``
+    changed (then the demo's features of the old one are deleted first) or it is incomplete;
+    returns its video ids, recorded in the marker before extraction starts."""
+    # deferred: PyAV, loaded only when the demo runs
+    from stmil.synth.dataset import dataset_ready, make_dataset
+    from stmil.synth.dataset import read_marker as read_synth_marker
+
+    data, feats = out / "data", out / "features"
+    footage = settings["footage"]
+    synth_args = dict(footage=[Path(footage)] if footage else None,
+                      n_videos=settings["n_videos"], n_frames=settings["n_frames"],
+                      seed=settings["seed"])
     ready = dataset_ready(data, **synth_args)
     if old is None or old["settings"] != settings or not ready:
         # The features of another (or a re-rendered) dataset are stale: delete the ones the
@@ -255,7 +296,7 @@ def run_demo(
         _forget_features(feats, old["videos"] if old else [])
         _write_marker(out, settings, [], trained)
     if not ready:
-        log.info(f"[1/5] synth: {n_videos} videos of {n_frames} frames")
+        log.info(f"[1/5] synth: {settings['n_videos']} videos of {settings['n_frames']} frames")
         make_dataset(data, **synth_args, progress=progress, overwrite=True)
     else:
         log.info(f"[1/5] synth: {data} is up to date")
@@ -263,9 +304,12 @@ def run_demo(
     # before extraction: a kill leaves them listed
     _write_marker(out, settings, video_ids, trained)
     _forget_features(feats, _stale_features(feats, data / VIDEOS_DIR, video_ids))
-    times["synth"] = time.perf_counter() - t
+    return video_ids
 
-    t = time.perf_counter()
+
+def _extract_stage(data: Path, feats: Path, device: str, progress: bool) -> None:
+    """Stage 2: I3D features of every video (finished ones skipped); any failure stops the
+    demo, naming the failures list."""
     log.info("[2/5] extract I3D Mixed_4e cuboid features")
     extractor = FeatureExtractor(device=device)
     summary = extract_many([data / VIDEOS_DIR], feats, extractor, ExtractSettings(),
@@ -274,9 +318,16 @@ def run_demo(
     if summary.failed:
         raise StmilError(f"feature extraction failed for {len(summary.failed)} videos "
                          f"(see {feats / 'failures.json'})")
-    times["extract"] = time.perf_counter() - t
 
-    results: dict[str, dict] = {}
+
+def _train_stage(out: Path, settings: dict, video_ids: list[str], trained: dict[str, str],
+                 times: dict[str, float], *, iterations: int, seed: int, val_fraction: float,
+                 device: str, progress: bool) -> dict[str, EvaluateSummary]:
+    """Stage 3: train and evaluate each of :data:`RUNS` in ``out/runs``, recording in the
+    marker which run is training (a kill leaves it named) and each finished model's digest in
+    ``trained``; returns each run's evaluation, and adds the stage times to ``times``."""
+    data, feats, runs_dir = out / "data", out / "features", out / "runs"
+    results: dict[str, EvaluateSummary] = {}
     for i, (name, kwargs) in enumerate(RUNS.items(), 1):
         t = time.perf_counter()
         log.info(f"[3/5] train {i}/{len(RUNS)}: {name}")
@@ -292,11 +343,19 @@ def run_demo(
         t = time.perf_counter()
         results[name] = evaluate(data, feats, runs_dir / name)
         times["evaluate"] = times.get("evaluate", 0.0) + time.perf_counter() - t
+    return results
 
-    table = format_table([(n, r) for n, r in results.items()], DEMO_TABLE_KEYS)
+
+def _report_stage(out: Path, results: dict[str, EvaluateSummary], settings: dict,
+                  iterations: int, n_overlays: int, old: dict | None,
+                  times: dict[str, float]) -> tuple[Path, dict[str, dict]]:
+    """Stages 4 and 5: overlays of the runs' scores and the HTML report (with
+    ``metrics.json``), written as one unit; returns the report's path and each run's
+    metrics."""
+    runs_dir = out / "runs"
     runs = [{"name": n, "run": runs_dir / n, "config": read_run_config(runs_dir / n),
-             "metrics": {k: r[k] for k in r if k not in ("curves", "videos", "settings")},
-             "curves": r["curves"], "videos": r["videos"]} for n, r in results.items()]
+             "metrics": {k: v for k, v in r.result.items() if k != "settings"},
+             "curves": r.curves, "videos": r.videos} for n, r in results.items()]
     metrics = {r["name"]: r["metrics"] for r in runs}
     with tempfile.TemporaryDirectory(dir=out, prefix=".overlays-", suffix=".tmp") as tmp:
         t = time.perf_counter()
@@ -312,11 +371,7 @@ def run_demo(
                               files={"metrics.json": metrics_json}, command=COMMAND,
                               legacy=_legacy_ours(old))
         times["report"] = time.perf_counter() - t
-    log.info("\n" + table)
-    log.info("\nstage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
-             + f"; total {sum(times.values()):.0f}s")
-    log.info(f"report: {report}")
-    return {"table": table, "report": report, "stage_times": times, "metrics": metrics}
+    return report, metrics
 
 
 @contextmanager
@@ -343,19 +398,20 @@ def _json_safe(x):
     return x
 
 
-def _overlays(folder: Path, results: dict, n: int) -> list[dict]:
+def _overlays(folder: Path, results: dict[str, EvaluateSummary], n: int) -> list[dict]:
     """GIF overlays of the method next to the grid-1 baseline for ``n`` anomalous test videos,
     written into ``folder``."""
     from stmil.overlay import render_overlay  # deferred: PyAV
 
     method, base = results["weak-cuboid-mil"], results["grid1-baseline"]
-    base_maps = {v.record.video_id: maps for v, maps in base["videos"]}
-    picked = [(v, maps) for v, maps in method["videos"] if v.record.label == 1 and v.record.path]
+    base_maps = {v.record.video_id: maps for v, maps in base.videos}
+    picked = [(v, maps) for v, maps in method.videos if v.record.label == 1 and v.record.path]
     done = []
     for v, maps in picked[:n]:  # the maps evaluate() already computed: nothing is rescored
-        scores = scores_from_maps(maps, method["settings"]["model_grid"], v.meta, v.clip_ranges)
+        scores = scores_from_maps(maps, method.result["settings"]["model_grid"], v.meta,
+                                  v.clip_ranges)
         baseline = scores_from_maps(base_maps[v.record.video_id],
-                                    base["settings"]["model_grid"], v.meta, v.clip_ranges)
+                                    base.result["settings"]["model_grid"], v.meta, v.clip_ranges)
         dest = folder / f"{v.record.video_id}.gif"
         render_overlay(v.record.path, scores, dest, gt_boxes=v.record.boxes, baseline=baseline)
         done.append({"video_id": v.record.video_id, "path": dest})

@@ -53,16 +53,17 @@ def test_evaluate_writes_metrics_json_and_json_out(tiny, tmp_path):
     for key in METRIC_KEYS:
         hi = float("inf") if key in UNBOUNDED_METRIC_KEYS else 1.0
         assert isinstance(written[key], float) and 0.0 <= written[key] <= hi, key
-        assert written[key] == pytest.approx(result[key])
+        assert written[key] == pytest.approx(result.result[key])
     s = written["settings"]
     assert s["split"] == "test" and s["n_videos"] == 6 and s["model_grid"] == 7
     assert s["supervision"] == "weak" and s["overlap"] == 0.25 and s["run"] == str(run)
     assert "curves" not in written and "videos" not in written
+    assert result.result == written
     # The in-memory result adds per-video maps and the curves behind the AUCs.
-    assert len(result["videos"]) == 6
-    v, maps = result["videos"][0]
+    assert len(result.videos) == 6
+    v, maps = result.videos[0]
     assert maps.shape == (8, 49)
-    scores, labels = result["curves"]["frame"]
+    scores, labels = result.curves["frame"]
     assert roc_auc_score(labels, scores) == pytest.approx(written["frame_auc"])
 
 

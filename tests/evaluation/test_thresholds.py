@@ -116,8 +116,9 @@ def calibrate_at(run: Path, t: float) -> None:
 
 def test_without_calibration_the_metrics_are_at_one_half(fresh):
     data, feats, run = fresh
-    r = evaluate(data, feats, run)
-    want = expected(r["videos"], 0.5)
+    summary = evaluate(data, feats, run)
+    r = summary.result
+    want = expected(summary.videos, 0.5)
     assert {k: r[k] for k in KEYS} == pytest.approx(want)
     assert r["threshold"] == {"value": 0.5, "source": "default", "metrics": list(KEYS),
                               "at_0.5": None}
@@ -127,7 +128,7 @@ def test_without_calibration_the_metrics_are_at_one_half(fresh):
 
 def test_calibrated_threshold_is_used_and_recorded_with_the_figures_at_one_half(fresh):
     data, feats, run = fresh
-    pairs = evaluate(data, feats, run)["videos"]
+    pairs = evaluate(data, feats, run).videos
     # The lowest score among the anomalous videos' boxed frames: every one of them is flagged.
     boxed = [_frame_scores(v, m)[f] for v, m in pairs if v.record.label
              for f, b in v.record.boxes.items() if b]
@@ -136,7 +137,7 @@ def test_calibrated_threshold_is_used_and_recorded_with_the_figures_at_one_half(
     # The issue's case: the run localizes (TIoU > 0 at its threshold) but has TIoU 0 at 0.5.
     assert t < 0.5 and want["tiou"] > 0.0 and at_half["tiou"] == 0.0
     calibrate_at(run, t)
-    r = evaluate(data, feats, run)
+    r = evaluate(data, feats, run).result
     assert {k: r[k] for k in KEYS} == pytest.approx(want)
     block = r["threshold"]
     assert (block["value"], block["source"]) == (t, "calibrated")
@@ -150,17 +151,17 @@ def test_calibrated_threshold_is_used_and_recorded_with_the_figures_at_one_half(
 
 def test_an_explicit_threshold_wins_over_the_calibration(fresh):
     data, feats, run = fresh
-    pairs = evaluate(data, feats, run)["videos"]
+    pairs = evaluate(data, feats, run).videos
     normal = np.concatenate([_frame_scores(v, m) for v, m in pairs if v.record.label == 0])
     given = round(float(np.median(normal)), 6)
     calibrate_at(run, round(given / 2, 6))
-    r = evaluate(data, feats, run, threshold=given)
+    r = evaluate(data, feats, run, threshold=given).result
     want = expected(pairs, given)
     assert 0.0 < want["false_alarm_rate"] < 1.0
     assert {k: r[k] for k in KEYS} == pytest.approx(want)
     assert (r["threshold"]["value"], r["threshold"]["source"]) == (given, "given")
     # At 0.5 itself there is nothing to add.
-    assert evaluate(data, feats, run, threshold=0.5)["threshold"]["at_0.5"] is None
+    assert evaluate(data, feats, run, threshold=0.5).result["threshold"]["at_0.5"] is None
 
 
 def test_cli_shows_the_threshold_its_source_and_the_papers_ap(fresh, capsys, monkeypatch):

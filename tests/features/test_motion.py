@@ -109,8 +109,8 @@ def test_the_default_gates_by_motion_exactly(tmp_path):
     # q: the 90th percentile over the normal *training* videos (validation ones left out:
     # none here), by numpy
     assert cfg["motion_scale"] == pytest.approx(np.percentile(np.ravel(normal), 90), rel=1e-12)
-    gated = evaluate(data, feats, tmp_path / "gated")["videos"]
-    plain = evaluate(data, feats, tmp_path / "plain")["videos"]
+    gated = evaluate(data, feats, tmp_path / "gated").videos
+    plain = evaluate(data, feats, tmp_path / "plain").videos
     for (v, g), (_, p) in zip(gated, plain):
         m = np.array(json.loads((feats / f"{v.record.video_id}.json").read_text())["motion"])
         np.testing.assert_allclose(g, p * np.minimum(1, m / cfg["motion_scale"]), rtol=1e-6)

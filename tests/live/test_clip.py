@@ -15,7 +15,7 @@ import pytest
 
 import stmil.live.clip as clip_mod
 from stmil.live.clip import COMMENT, ClipRecorder, clip_range
-from stmil.live.events import resolve_events
+from stmil.live.events import event_config
 from stmil.live.incidents import Incident
 from stmil.live.watch import WatchConfig, watch
 from tests.conftest import assert_one_line_error, limit_file_size, run_cli, write_video
@@ -175,7 +175,7 @@ def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
     server = serve(port, 160, EVENT)
     wait_line(server, "ready")
     msgs: list[str] = []
-    events = resolve_events(live_run, threshold=0.5, merge_gap=0.5)
+    events = event_config(live_run, threshold=0.5, merge_gap=0.5)
     config = WatchConfig(drop=False, timeout=2, retries=0, heartbeat=0, update=0, device="cpu")
     stop = threading.Event()
     try:
@@ -184,7 +184,7 @@ def test_watch_on_a_stream_writes_the_same_clip(live_run, tmp_path):
     finally:
         server.kill()
         server.wait()
-    assert r["ended"] == "gave up"
+    assert r.ended == "gave up"
     assert listing(tmp_path / "clips") == [f"127.0.0.1_{port}.incident-001.mp4"]  # issue 22 item 4
     path = tmp_path / "clips" / f"127.0.0.1_{port}.incident-001.mp4"
     kinds = [json.loads(m)["type"] for m in msgs]

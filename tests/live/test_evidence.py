@@ -235,15 +235,15 @@ def test_an_incident_keeps_its_line_when_its_snapshot_fails(live_run, scored, tm
 def test_a_full_disk_during_a_live_clip_keeps_the_incident(live_run, video, tmp_path):
     """A clip that cannot be written (the kernel's EFBIG, as ENOSPC) is named in the end line;
     watch goes on, and no temporary is left."""
-    from stmil.live.events import resolve_events
+    from stmil.live.events import event_config
     from stmil.live.watch import WatchConfig, watch
 
     msgs: list[dict] = []
     with limit_file_size(12_000):
-        r = watch(str(video), live_run, resolve_events(live_run, threshold=0.5),
+        r = watch(str(video), live_run, event_config(live_run, threshold=0.5),
                   WatchConfig(heartbeat=0, update=0, device="cpu"),
                   emit=lambda x: msgs.append(json.loads(x)), clips=tmp_path / "clips")
-    assert r["ended"] == "end of input" and r["evidence_errors"] == 1
+    assert r.ended == "end of input" and r.evidence_errors == 1
     assert [m["type"] for m in msgs] == ["start", "end"]
     assert msgs[1]["clip_error"] == f"{tmp_path / 'clips' / 'cam.incident-001.mp4'}: " \
                                     "File too large"

@@ -105,7 +105,7 @@ def test_evaluate_reports_incidents_after_calibrate(tmp_path, capsys, monkeypatc
     # threshold, and a lower threshold can only add some.
     from stmil.evaluation.evaluate import evaluate
 
-    assert evaluate("d", "f", "run", threshold=cal.threshold)["loc_false_positives"] == \
+    assert evaluate("d", "f", "run", threshold=cal.threshold).result["loc_false_positives"] == \
         inc_block["loc_false_positives"]
-    assert evaluate("d", "f", "run", threshold=0.0)["loc_false_positives"] > \
+    assert evaluate("d", "f", "run", threshold=0.0).result["loc_false_positives"] > \
         inc_block["loc_false_positives"]

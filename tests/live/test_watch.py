@@ -14,7 +14,7 @@ import time
 import pytest
 from PIL import Image
 
-from stmil.live.events import resolve_events
+from stmil.live.events import event_config
 from stmil.live.incidents import Incident
 from stmil.live.watch import WatchConfig, watch
 from stmil.mil.train import train
@@ -54,7 +54,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run, caplog):
     the incident with reason "stream lost". The server is then killed and restarted with
     stream 2 (event at frames 32-64): watch reconnects and reports the second incident."""
     port = free_port()
-    events = resolve_events(live_run, threshold=0.5, merge_gap=0.5)  # ends within stream 2
+    events = event_config(live_run, threshold=0.5, merge_gap=0.5)  # ends within stream 2
     msgs: list[tuple[str, dict]] = []
     caplog.set_level(logging.INFO, logger="stmil")
     stop = threading.Event()
@@ -70,7 +70,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run, caplog):
     config = WatchConfig(drop=False, timeout=2, backoff=0.2, max_backoff=0.5, heartbeat=0,
                          update=0, device="cpu")
     result: dict = {}
-    t = threading.Thread(target=lambda: result.update(watch(
+    t = threading.Thread(target=lambda: result.update(summary=watch(
         f"tcp://127.0.0.1:{port}", live_run, events, config, emit=emit, stop=stop)))
     t.start()
     try:
@@ -105,7 +105,7 @@ def test_stream_lost_reconnect_and_a_second_incident(live_run, caplog):
     logs = caplog.messages
     assert any("stream lost (no data for 2 s); reconnecting in" in m for m in logs), logs
     assert any(m.endswith("reconnected") for m in logs)
-    assert result["ended"] == "stopped"
+    assert result["summary"].ended == "stopped"
 
 
 def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, caplog):
@@ -124,11 +124,11 @@ def test_a_busy_scorer_drops_clips_and_says_so(live_run, tmp_path, monkeypatch, 
     video = write_video(tmp_path / "v.mkv", scene_frames(160, [], 3))  # 10 clips
     caplog.set_level(logging.INFO, logger="stmil")
     config = WatchConfig(drop=True, heartbeat=0.001, device="cpu")
-    r = watch(str(video), live_run, resolve_events(live_run, threshold=0.99), config,
+    r = watch(str(video), live_run, event_config(live_run, threshold=0.99), config,
               emit=lambda line: None)
-    assert r["ended"] == "end of input" and r["frames"] == 160
-    assert r["dropped_clips"] > 0 and r["clips"] + r["dropped_clips"] == 10
-    assert r["dropped_frames"] == 16 * r["dropped_clips"]
+    assert r.ended == "end of input" and r.frames == 160
+    assert r.dropped_clips > 0 and r.clips + r.dropped_clips == 10
+    assert r.dropped_frames == 16 * r.dropped_clips
     beats = [m for m in caplog.messages if m.startswith("heartbeat: ")]
     assert beats and "clips/s, real time needs 1.88)" in beats[-1]
 
@@ -149,9 +149,9 @@ def test_a_reader_too_slow_for_the_source_says_how_far_behind(live_run, tmp_path
     monkeypatch.setattr(stmil.live.watch, "to_model_input", slow)
     video = write_video(tmp_path / "v.mkv", scene_frames(80, [], 6))
     caplog.set_level(logging.INFO, logger="stmil")
-    r = watch(str(video), live_run, resolve_events(live_run, threshold=0.99),
+    r = watch(str(video), live_run, event_config(live_run, threshold=0.99),
               WatchConfig(realtime=True, heartbeat=0.5, device="cpu"), emit=lambda line: None)
-    assert r["frames"] == 80 and r["max_behind_s"] > 5.0
+    assert r.frames == 80 and r.max_behind_s > 5.0
     beats = [m for m in caplog.messages if m.startswith("heartbeat: ")]
     assert any(" s behind the source (too slow even to read it)" in m for m in beats), beats
 
@@ -240,9 +240,9 @@ def test_fps_and_stride_other_than_the_runs_are_said(live_run, tmp_path, caplog)
     video = write_video(tmp_path / "v.mkv", scene_frames(80, [], 5))
     caplog.set_level(logging.INFO, logger="stmil")
     config = WatchConfig(fps=15, stride=24, heartbeat=0, device="cpu")
-    r = watch(str(video), live_run, resolve_events(live_run, threshold=0.99), config,
+    r = watch(str(video), live_run, event_config(live_run, threshold=0.99), config,
               emit=lambda line: None)
-    assert r["clips"] == 2 and r["frames"] == 80
+    assert r.clips == 2 and r.frames == 80
     assert [(w.levelno, w.getMessage()) for w in caplog.records] == [
         (logging.WARNING,
          "--fps 15: the run's features were extracted at the source's own rate; a 16-frame "
@@ -252,7 +252,7 @@ def test_fps_and_stride_other_than_the_runs_are_said(live_run, tmp_path, caplog)
          "--stride 24: one 16-frame clip every 24 frames; the frames between clips are never "
          "scored")]
     caplog.clear()
-    watch(str(video), live_run, resolve_events(live_run, threshold=0.99),
+    watch(str(video), live_run, event_config(live_run, threshold=0.99),
           WatchConfig(fps=30, heartbeat=0, device="cpu"), emit=lambda line: None)
     assert not [w for w in caplog.records if w.levelno >= logging.WARNING]  # the run's rate
 

@@ -130,12 +130,12 @@ def test_a_file_url_is_the_file_it_names(tmp_path):
 
 
 def test_watch_reads_a_file_url(live_run, tmp_path):
-    from stmil.live.events import resolve_events
+    from stmil.live.events import event_config
     from stmil.live.watch import WatchConfig, watch
     from tests.conftest import write_video
     from tests.live.scene import scene_frames
 
     video = write_video(tmp_path / "v.mkv", scene_frames(32, [], 3))  # 2 clips
-    r = watch("file://" + str(video), live_run, resolve_events(live_run, threshold=0.99),
+    r = watch("file://" + str(video), live_run, event_config(live_run, threshold=0.99),
               WatchConfig(device="cpu"), emit=lambda line: None)
-    assert r["ended"] == "end of input" and r["frames"] == 32 and r["clips"] == 2
+    assert r.ended == "end of input" and r.frames == 32 and r.clips == 2

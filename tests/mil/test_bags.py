@@ -1,6 +1,8 @@
+import os
+
 import numpy as np
 
-from stmil.mil.bags import make_bag, segment_cuboid_labels
+from stmil.mil.bags import allocate_npy, make_bag, segment_cuboid_labels
 
 
 def test_make_bag_means_and_normalises():
@@ -59,3 +61,18 @@ def test_segment_cuboid_labels_hand_case():
     np.testing.assert_array_equal(labels, [[0, 1, 0, 0], [1, 0, 0, 1]])
     strict = segment_cuboid_labels(segments, clip_frames, cuboids, gt, overlap=0.3)
     np.testing.assert_array_equal(strict, [[0, 1, 0, 0], [1, 0, 0, 0]])
+
+
+# --- the bag cache: allocated for real (item 11 of issue 8) -----------------------------------
+
+
+def test_bag_cache_is_allocated_not_sparse(tmp_path):
+    shape = (3, 4, 49, 528)
+    arr = allocate_npy(tmp_path / "b.npy", np.dtype(np.float16), shape)
+    arr[:] = 1
+    arr.flush()
+    del arr
+    st = os.stat(tmp_path / "b.npy")
+    assert st.st_blocks * 512 >= np.prod(shape) * 2  # every block is on disk
+    loaded = np.load(tmp_path / "b.npy")
+    assert loaded.shape == shape and loaded.dtype == np.float16 and (loaded == 1).all()

@@ -81,7 +81,7 @@ def test_auto_method_and_gate_follow_the_grid_and_normal_videos(settings, grid, 
                                                                 resolved):
     from stmil.mil.config import TrainConfig
 
-    cfg = TrainConfig(**settings).resolved(grid, normal)
+    cfg = TrainConfig(**settings).resolve_auto(grid, normal)
     assert (cfg.method, cfg.gate) == resolved
 
 
@@ -92,9 +92,9 @@ def test_a_run_older_than_method_and_gate_was_the_papers():
     from stmil.mil.run import resume_mismatch
 
     older = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("method", "gate")}
-    assert resume_mismatch(older, TrainConfig().resolved(7, 2).to_dict()) == \
+    assert resume_mismatch(older, TrainConfig().resolve_auto(7, 2).to_dict()) == \
         "method 'paper' recorded vs 'topk' given"
-    assert resume_mismatch(older, TrainConfig(method="paper").resolved(7, 2).to_dict()) is None
+    assert resume_mismatch(older, TrainConfig(method="paper").resolve_auto(7, 2).to_dict()) is None
 
 
 def test_topk_loss_by_hand():
@@ -150,7 +150,7 @@ def test_topk_with_tv_learns_and_localizes_a_planted_signal(tmp_path):
     make_planted(data, feats, n_train=12, n_test=10, n_clips=16, channels=32, seed=0)
     train(data, feats, tmp_path / "run", iterations=20, seed=0, device="cpu", progress=False,
           method="topk", topk=3, lambda_tv=1e-3, hidden=64, mid=8, n_segments=8)
-    m = evaluate(data, feats, tmp_path / "run")
+    m = evaluate(data, feats, tmp_path / "run").result
     assert m["cuboid_auc"] >= 0.9
     assert m["pointing_accuracy"] >= 0.8
     assert m["frame_auc"] >= 0.9

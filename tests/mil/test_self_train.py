@@ -100,8 +100,8 @@ def test_rounds_are_recorded_and_reproducible(learnable, tmp_path, init, kept):
     ends = [r for r in rows if r["kept"] != ""]
     assert [int(r["kept"]) for r in ends] == kept
     assert [r["iteration"] for r in ends] == [str(15 + 4 * (i + 1)) for i in range(len(kept))]
-    assert s1["self_train_kept"] == s2["self_train_kept"] == sum(kept)
-    assert s1["final_loss"] == float(rows[14]["loss"])  # the MIL stage's last loss
+    assert s1.self_train_kept == s2.self_train_kept == sum(kept)
+    assert s1.final_loss == float(rows[14]["loss"])  # the MIL stage's last loss
     cfg = (tmp_path / "a" / "config.yaml").read_text()
     assert "self_train: 2\n" in cfg and f"self_train_init: {init}\n" in cfg
     train(*learnable, tmp_path / "mil", **LEARN)
@@ -120,7 +120,7 @@ def test_a_round_that_lowers_validation_is_undone(tiny, tmp_path, monkeypatch):
     first.clear()
     monkeypatch.setattr(train_module, "_video_auc", lowered)
     summary = train(*tiny, tmp_path / "st", **FAST, **ST)
-    assert summary["self_train_kept"] == 0
+    assert summary.self_train_kept == 0
     assert same(weights(tmp_path / "st"), weights(tmp_path / "mil"))
     rows = history(tmp_path / "st")
     assert [r["round"] for r in rows] == [""] * 6 + ["1"] * 4  # no second round after a drop

@@ -19,24 +19,13 @@ from stmil.evaluation.evaluate import evaluate
 from stmil.features.store import FeatureError
 from stmil.mil.train import TRAIN_ARGS, read_config, train
 from tests.conftest import log_lines
+from tests.mil.conftest import FAST  # plumbing: a small scorer and few segments
 from tests.planted import make_planted
-
-# Plumbing tests use a small scorer and few segments: they test the loop, not learning.
-FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, checkpoint_every=2, device="cpu",
-            progress=False)
 
 
 def history(run: Path) -> list[dict]:
     with open(run / "history.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """8 train + 4 test videos, 8 clips, 16 channels."""
-    base = tmp_path_factory.mktemp("tiny")
-    make_planted(base / "data", base / "feats", n_train=8, n_test=4, n_clips=8, channels=16)
-    return base / "data", base / "feats"
 
 
 @pytest.fixture()
@@ -63,23 +52,23 @@ def test_weak_mil_learns_planted_signal_and_grid1_cannot_localize(tmp_path):
     kw = dict(seed=0, device="cpu", progress=False)
     train(data, feats, tmp_path / "mil", iterations=20, **kw)
     train(data, feats, tmp_path / "g1", grid=1, iterations=200, **kw)
-    mil = evaluate(data, feats, tmp_path / "mil")
+    mil = evaluate(data, feats, tmp_path / "mil").result
     g1 = evaluate(data, feats, tmp_path / "g1")
 
     assert mil["cuboid_auc"] >= 0.9
     assert mil["pointing_accuracy"] >= 0.8
     assert mil["frame_auc"] >= 0.9
 
-    assert g1["frame_auc"] >= 0.75  # detects in time
+    assert g1.result["frame_auc"] >= 0.75  # detects in time
     # Its map is constant per clip: pixels rank no better than chance, and evaluation breaks
     # the 49-way tie for the top cuboid at random (seeded), so pointing is at chance: a random
     # cuboid touching the one-cuboid GT box, ~1/49 (test_metrics.py checks that value).
-    maps = np.concatenate([m for _, m in g1["videos"]])
+    maps = np.concatenate([m for _, m in g1.videos])
     assert np.all(maps == maps[:, :1])
-    assert abs(g1["pixel_auroc"] - 0.5) < 0.05
+    assert abs(g1.result["pixel_auroc"] - 0.5) < 0.05
     assert _pointing_chance(data) < 0.05
-    assert g1["pointing_accuracy"] <= 0.2
-    assert mil["pointing_accuracy"] - g1["pointing_accuracy"] >= 0.6
+    assert g1.result["pointing_accuracy"] <= 0.2
+    assert mil["pointing_accuracy"] - g1.result["pointing_accuracy"] >= 0.6
 
 
 def _pointing_chance(data: Path) -> float:
@@ -100,7 +89,7 @@ def test_boxes_supervision_trains(tiny, tmp_path):
     summary = train(*tiny, tmp_path / "box", supervision="boxes",
                     **FAST | {"iterations": 30})
     rows = history(tmp_path / "box")
-    assert summary["iterations"] == 30 and len(rows) == 30
+    assert summary.iterations == 30 and len(rows) == 30
     assert (tmp_path / "box" / "model.safetensors").is_file()
     losses = [float(r["loss"]) for r in rows]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
@@ -160,7 +149,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, tmp_path, mon
     caplog.set_level(logging.INFO, logger="stmil")
     summary = train(*tiny, run, resume=True, **FAST)
     assert "resumed from iteration 4" in log_lines(caplog)
-    assert summary["iterations"] == FAST["iterations"]
+    assert summary.iterations == FAST["iterations"]
     assert (run / "model.safetensors").read_bytes() == whole[0]
     assert (run / "history.csv").read_bytes() == whole[1]
     assert not stage.exists()
@@ -233,7 +222,7 @@ def test_missing_features_are_named_and_skip_missing_proceeds(tiny_copy, tmp_pat
         train(data, feats, tmp_path / "r", **FAST)
     caplog.set_level(logging.INFO, logger="stmil")
     summary = train(data, feats, tmp_path / "r", skip_missing=True, **FAST)
-    assert summary["iterations"] == FAST["iterations"]
+    assert summary.iterations == FAST["iterations"]
     logs = log_lines(caplog)
     assert f"warning: skipping 1 listed videos without features in {feats}: {gone}" in logs
     assert any("3 anomalous + 4 normal" in m for m in logs)
@@ -282,13 +271,13 @@ def test_validation_split_with_early_stopping(tiny, tmp_path, caplog):
     summary = train(*tiny, tmp_path / "run", val_fraction=0.25, val_every=2, patience=2,
                     **FAST | {"iterations": 200})
     logs = log_lines(caplog)
-    assert summary["iterations"] < 200
-    assert any(f"early stop at iteration {summary['iterations']}" in m for m in logs)
+    assert summary.iterations < 200
+    assert any(f"early stop at iteration {summary.iterations}" in m for m in logs)
     assert any("3 anomalous + 3 normal bags, 2 validation" in m for m in logs)
     rows = history(tmp_path / "run")
-    assert len(rows) == summary["iterations"]
+    assert len(rows) == summary.iterations
     checked = [r for r in rows if r["val_auc"] != ""]
-    assert [int(r["iteration"]) for r in checked] == list(range(2, summary["iterations"] + 1, 2))
+    assert [int(r["iteration"]) for r in checked] == list(range(2, summary.iterations + 1, 2))
     aucs = [float(r["val_auc"]) for r in checked]
-    assert summary["best_val_auc"] == max(aucs)
+    assert summary.best_val_auc == max(aucs)
     assert all(0.0 <= a <= 1.0 for a in aucs)

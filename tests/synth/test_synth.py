@@ -47,10 +47,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def test_layout_and_summary(tiny: tuple[Path, dict]) -> None:
     root, summary = tiny
     assert (root / "readme" / "Train_split_AD.txt").is_file()
-    assert len(summary["train"]) == len(summary["test"]) == 2
-    assert set(summary["events"]) == {v for v in summary["train"] + summary["test"]
+    assert len(summary.train) == len(summary.test) == 2
+    assert set(summary.events) == {v for v in summary.train + summary.test
                                       if not v.startswith("Normal")}
-    for vid in summary["train"] + summary["test"]:
+    for vid in summary.train + summary.test:
         assert (root / "videos" / f"{vid}.mp4").is_file()
     assert not list(root.rglob("*.tmp"))
 
@@ -60,7 +60,7 @@ def test_loader_reads_it(tiny: tuple[Path, dict], split: str) -> None:
     root, summary = tiny
     meta = json.loads((root / "synth.json").read_text())["videos"]
     records = load_dataset(root, split=split, format="crime2local")
-    assert sorted(r.video_id for r in records) == summary[split]
+    assert sorted(r.video_id for r in records) == getattr(summary, split)
     assert sorted(r.label for r in records) == [0, 1]  # stratified: one of each
     for r in records:
         assert r.path is not None and r.path.is_file()
@@ -80,7 +80,7 @@ def test_loader_reads_it(tiny: tuple[Path, dict], split: str) -> None:
 
 def test_event_span_and_vatic_rows(tiny: tuple[Path, dict]) -> None:
     root, summary = tiny
-    for vid, ev in summary["events"].items():
+    for vid, ev in summary.events.items():
         start, end = ev["span"]
         assert 0.3 * N_FRAMES <= end - start <= 0.7 * N_FRAMES
         assert start >= N_FRAMES // 8 and end <= N_FRAMES - N_FRAMES // 8
@@ -96,13 +96,13 @@ def test_event_span_and_vatic_rows(tiny: tuple[Path, dict]) -> None:
 def test_temporal_annotation(tiny: tuple[Path, dict]) -> None:
     root, summary = tiny
     lines = (root / TEMPORAL).read_text().splitlines()
-    assert sorted(line.split()[0] for line in lines) == [f"{v}.mp4" for v in summary["test"]]
+    assert sorted(line.split()[0] for line in lines) == [f"{v}.mp4" for v in summary.test]
     for line in lines:
         name, cls, s1, e1, s2, e2 = line.split()
         vid = name.removesuffix(".mp4")
-        if vid in summary["events"]:
-            start, end = summary["events"][vid]["span"]
-            assert (cls, int(s1), int(e1)) == (summary["events"][vid]["class"], start + 1, end)
+        if vid in summary.events:
+            start, end = summary.events[vid]["span"]
+            assert (cls, int(s1), int(e1)) == (summary.events[vid]["class"], start + 1, end)
         else:
             assert (cls, s1, e1) == ("Normal", "-1", "-1")
         assert (s2, e2) == ("-1", "-1")
@@ -110,7 +110,7 @@ def test_temporal_annotation(tiny: tuple[Path, dict]) -> None:
 
 def test_video_decodes(tiny: tuple[Path, dict]) -> None:
     root, summary = tiny
-    with av.open(str(root / "videos" / f"{summary['test'][0]}.mp4")) as c:
+    with av.open(str(root / "videos" / f"{summary.test[0]}.mp4")) as c:
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and float(stream.average_rate) == 30
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
@@ -126,7 +126,7 @@ def test_same_seed_same_bytes_different_seed_differs(tiny: tuple[Path, dict],
     other = make_dataset(tmp_path / "other", seed=4, workers=2, **TINY)
     a, b = _files(root), _files(tmp_path / "other")
     assert a["synth.json"] != b["synth.json"]
-    assert again["events"] != other["events"]
+    assert again.events != other.events
     assert not set(a.items()) & {(k, v) for k, v in b.items() if k.startswith("videos")}
 
 
@@ -135,7 +135,7 @@ def test_rerun_forgets_old_videos(tmp_path: Path) -> None:
     summary = make_dataset(tmp_path, seed=0, overwrite=True, **{**TINY, "n_frames": 16})
     assert len(list((tmp_path / "videos").iterdir())) == 4
     assert len(load_dataset(tmp_path, "all", format="crime2local")) == 4
-    assert len(summary["train"] + summary["test"]) == 4
+    assert len(summary.train + summary.test) == 4
 
 
 def test_plan_is_stratified() -> None:
@@ -183,7 +183,7 @@ def test_real_footage(tmp_path: Path) -> None:
     assert all(m["fps"] == 10 for m in meta.values())
     records = load_dataset(tmp_path, split="all", format="crime2local")
     assert sorted(r.label for r in records) == [0, 0, 1, 1]
-    with av.open(str(tmp_path / "videos" / f"{summary['train'][0]}.mp4")) as c:
+    with av.open(str(tmp_path / "videos" / f"{summary.train[0]}.mp4")) as c:
         frames = list(c.decode(video=0))
     assert len(frames) == N_FRAMES and (frames[0].width, frames[0].height) == (W, H)
 

@@ -145,20 +145,8 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
     blobs = {FEATURES_FILE: feats_bytes}
     scorer_entry = None
     if detector is not None:
-        inputs = {"features": [BATCH, n, c]} | (
-            {"motion": [BATCH, n]} if detector.config.motion == "gate" else {})
-        scorer = scorer_graph(detector, n, {"stmil_version": __version__})
-        blobs[SCORER_FILE] = _checked(onnx, scorer, inputs, {"maps": [BATCH, n]}, SCORER_FILE)
-        checked["scores_max_abs"] = _check_scorer(ort, blobs[SCORER_FILE], detector, n, c)
-        checked["scores_tol"] = scores_tolerance(detector)
-        if not checked["scores_max_abs"] <= checked["scores_tol"]:
-            raise ModelError(f"the exported scorer differs from the run's by "
-                             f"{checked['scores_max_abs']:.2e} (> {checked['scores_tol']:.1e})"
-                             "; please report this")
-        scorer_entry = _entry(SCORER_FILE, blobs[SCORER_FILE], inputs, {"maps": [BATCH, n]}) | {
-            "run": str(Path(run).resolve()),
-            "model_sha256": sha256_of(Path(run) / MODEL),
-            "config": dict(detector.config.recorded)}
+        blobs[SCORER_FILE], scorer_entry = _export_scorer(onnx, ort, detector, Path(run), n, c,
+                                                          checked)
     data = {
         "format": FORMAT, "version": VERSION, "stmil_version": __version__, "opset": OPSET,
         "precision": precision,
@@ -180,6 +168,28 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
     if detector is None:  # a scorer of an earlier export would not match this manifest
         prune(out, [SCORER_FILE])
     return read_manifest(out)
+
+
+def _export_scorer(onnx: Any, ort: Any, detector: Detector, run: Path, n: int, c: int,
+                   checked: dict[str, float]) -> tuple[bytes, dict]:
+    """The run's scorer as an ONNX graph for ``n`` cuboids of ``c`` channels, checked against
+    the run's own scores (adding ``scores_max_abs`` and ``scores_tol`` to ``checked``), and
+    its manifest entry; :class:`ModelError` when the graph does not match."""
+    inputs = {"features": [BATCH, n, c]} | (
+        {"motion": [BATCH, n]} if detector.config.motion == "gate" else {})
+    scorer = scorer_graph(detector, n, {"stmil_version": __version__})
+    blob = _checked(onnx, scorer, inputs, {"maps": [BATCH, n]}, SCORER_FILE)
+    checked["scores_max_abs"] = _check_scorer(ort, blob, detector, n, c)
+    checked["scores_tol"] = scores_tolerance(detector)
+    if not checked["scores_max_abs"] <= checked["scores_tol"]:
+        raise ModelError(f"the exported scorer differs from the run's by "
+                         f"{checked['scores_max_abs']:.2e} (> {checked['scores_tol']:.1e})"
+                         "; please report this")
+    entry = _entry(SCORER_FILE, blob, inputs, {"maps": [BATCH, n]}) | {
+        "run": str(run.resolve()),
+        "model_sha256": sha256_of(run / MODEL),
+        "config": dict(detector.config.recorded)}
+    return blob, entry
 
 
 def scores_tolerance(detector: Detector) -> float:

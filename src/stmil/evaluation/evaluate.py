@@ -5,7 +5,7 @@ root (see ``docs/formats.md``): :func:`read_metrics` is its one reader and :func
 its one writer. Evaluating another split or dataset adds a result; it never replaces another's.
 
 The metrics that count scores at or above a threshold (``false_alarm_rate``, ``tiou``,
-``loc_false_positives``) are computed at the threshold :func:`resolve_threshold` picks: the one
+``loc_false_positives``) are computed at the threshold :func:`metric_threshold` picks: the one
 given, else the run's calibrated one (``RUN/calibration.json``), else 0.5, the papers'. Each
 result records it, and where it came from, in its ``threshold`` object, with the same metrics
 at 0.5 beside them when the threshold is another (docs/metrics.md, "Thresholds").
@@ -29,7 +29,7 @@ from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.evaluation import metrics as M
-from stmil.evaluation.incidents import run_incident_metrics
+from stmil.evaluation.incidents import format_incidents, run_incident_metrics
 from stmil.evaluation.paper_metrics import (
     PAPER_THRESHOLD,
     THRESHOLDED,
@@ -80,18 +80,16 @@ def evaluate(
     json_out: str | Path | None = None,
     boxes: str | Path | None = None,
     interpolate: bool = False,
-) -> dict:
+) -> EvaluateSummary:
     """All metrics of ``run`` on ``split``; recorded in ``run/metrics.json`` under the split
     and the dataset root (other splits and datasets are kept), and written alone to
     ``json_out`` when given.
 
     ``overlap`` (in (0, 1]) is the fraction of a cuboid a GT box must cover to make it
     positive. ``threshold`` is that of the :data:`THRESHOLDED` metrics; ``None`` takes the run's
-    calibrated one, else 0.5 (:func:`resolve_threshold`). ``pixel_frames`` caps the annotated
-    frames per video used for ``pixel_auroc`` (evenly spaced). Returns the metrics and
-    settings, plus (not written to JSON) ``"curves"``: the frame and cuboid (scores, labels)
-    arrays, and ``"videos"``: ``(VideoFeatures, maps)`` pairs with each test video's cuboid
-    maps ``(n_clips, G*G)``.
+    calibrated one, else 0.5 (:func:`metric_threshold`). ``pixel_frames`` caps the annotated
+    frames per video used for ``pixel_auroc`` (evenly spaced). Returns an
+    :class:`EvaluateSummary`.
     """
     overlap = check_overlap(overlap)  # before any work: a result at a bad overlap is not kept
     if interpolate and boxes is None:
@@ -100,7 +98,7 @@ def evaluate(
     detector = Detector.load(run)
     read_metrics(run)  # refuse a metrics.json that is not ours before any work is done
     check_can_write(run, [METRICS_FILE], legacy=lambda p: True)
-    threshold, source = resolve_threshold(run, threshold)
+    threshold, source = metric_threshold(run, threshold)
     if json_out is not None:
         check_json_out(json_out, run)
     records = load_dataset(data, split, format)
@@ -120,15 +118,38 @@ def evaluate(
                           "interpolate": interpolate,
                           "model_grid": detector.config.grid,
                           "supervision": detector.config.supervision}
-    saved = {k: v for k, v in result.items() if k not in ("curves", "videos")}
+    saved = {k: v for k, v in result.items() if k != "curves"}
     record_metrics(run, saved)
     if json_out is not None:
         _write_json(Path(json_out), saved)
-    result["videos"] = list(zip(videos, per_video))
-    return result
+    return EvaluateSummary(str(run), saved, result["curves"], list(zip(videos, per_video)))
 
 
-def resolve_threshold(run: str | Path, threshold: float | None = None) -> tuple[float, str]:
+@dataclasses.dataclass(frozen=True)
+class EvaluateSummary:
+    """What :func:`evaluate` measured. ``result``: what ``metrics.json`` records for this
+    split and dataset (every metric of :data:`METRIC_KEYS`, the ``threshold`` object,
+    ``incidents`` and ``settings``), the form :func:`format_table` and :func:`compare_table`
+    read; ``curves``: the frame and cuboid ``(scores, labels)`` arrays; ``videos``:
+    ``(VideoFeatures, maps)`` pairs with each video's cuboid maps ``(n_clips, G*G)``."""
+
+    run: str
+    result: dict
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+    videos: list[tuple[VideoFeatures, np.ndarray]]
+
+    def table(self) -> str:
+        """What ``stmil evaluate`` prints: the metrics table, its notes (which AP papers
+        report; the threshold) and the incident metrics, when there are any."""
+        rows = [(self.run, self.result)]
+        text = format_table(rows, METRIC_KEYS, where=True) + "\n\n" + "\n".join(
+            table_notes(rows))
+        if self.result.get("incidents"):
+            text += "\n" + format_incidents(self.result["incidents"])
+        return text
+
+
+def metric_threshold(run: str | Path, threshold: float | None = None) -> tuple[float, str]:
     """The threshold of the :data:`THRESHOLDED` metrics and where it came from
     (:data:`THRESHOLD_SOURCES`): ``threshold`` when given, else the run's calibrated threshold
     (``RUN/calibration.json``, read by :func:`stmil.live.calibrate.read_calibration`), else 0.5.

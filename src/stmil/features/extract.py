@@ -319,13 +319,68 @@ class _Job:
     error: BaseException | None = None
 
 
+class _ClipQueue:
+    """Model input not yet run, oldest first: ``(job, clips (n, 3, T, H, W))`` per decoded
+    batch. :meth:`run` feeds the oldest ``batch_size`` clips (across videos) to the model and
+    files each video's features and motion energy in its job."""
+
+    def __init__(self, extractor: FeatureExtractor, batch_size: int,
+                 on_clips: Callable[[int], None] | None) -> None:
+        self.items: list[tuple[_Job, torch.Tensor]] = []
+        self.extractor, self.batch_size, self.on_clips = extractor, batch_size, on_clips
+
+    def clips(self) -> int:
+        return sum(len(x) for _, x in self.items)
+
+    def busy(self) -> set[_Job]:
+        """The videos with clips still waiting for the model."""
+        return {job for job, _ in self.items}
+
+    def drop(self, job: _Job) -> None:
+        """Forget ``job``'s waiting clips (its video failed: they are of no use)."""
+        self.items[:] = [(j, x) for j, x in self.items if j is not job]
+
+    def run(self, pad: bool = False) -> None:
+        """One model call on the oldest queued clips (at most ``batch_size``), padded to
+        ``batch_size`` with copies of the last clip when ``pad``."""
+        parts, n, size = [], 0, self.batch_size
+        while self.items and n < size:
+            job, x = self.items[0]
+            k = min(len(x), size - n)
+            parts.append((job, x[:k]))
+            self.items[0] = (job, x[k:])
+            if k == len(x):
+                self.items.pop(0)
+            n += k
+        x = parts[0][1] if len(parts) == 1 else torch.cat([x for _, x in parts])
+        if pad and n < size:
+            x = torch.cat([x, x[-1:].expand(size - n, *x.shape[1:])])
+        feats = self.extractor(x)[:n]
+        for job, x in parts:
+            f, feats = feats[:len(x)], feats[len(x):]
+            if job.error is not None:
+                continue
+            if not torch.isfinite(f).all():
+                job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
+                continue
+            job.chunks.append(f.numpy().astype(np.float16))
+            job.motion.append(motion_energy(x, self.extractor.grid))
+            if self.on_clips:
+                self.on_clips(len(x))
+
+
+_Result = tuple[_Job, np.ndarray | None, FeatureMeta | None, BaseException | None]
+"""One video's end of extraction: ``(job, features, meta, None)`` or
+``(job, None, None, error)``."""
+
+
 def _features(
     jobs: Iterable[tuple[_Job, Path]],
     extractor: FeatureExtractor,
     s: ExtractSettings,
     pipeline: PipelineConfig,
     on_clips: Callable[[int], None] | None = None,
-) -> Iterator[tuple[_Job, np.ndarray | None, FeatureMeta | None, BaseException | None]]:
+) -> Iterator[_Result]:
     """Run ``jobs`` through the input pipeline and the model: per video, in the order videos
     end, ``(job, array, meta, None)`` or ``(job, None, None, error)``.
 
@@ -339,79 +394,55 @@ def _features(
     Closing the generator stops the decode workers.
     """
     events = decode_videos(jobs, s, pipeline, extractor.device)
-    queued: list[tuple[_Job, torch.Tensor]] = []  # model input not yet run, oldest first
+    queue = _ClipQueue(extractor, s.batch_size, on_clips)
     ended: list[VideoEvent] = []  # videos decoded, some of whose clips are still queued
     n_videos = 0
-
-    def run(pad: bool = False) -> None:
-        """One model call on the oldest queued clips (at most ``s.batch_size``)."""
-        parts, n = [], 0
-        while queued and n < s.batch_size:
-            job, x = queued[0]
-            k = min(len(x), s.batch_size - n)
-            parts.append((job, x[:k]))
-            queued[0] = (job, x[k:])
-            if k == len(x):
-                queued.pop(0)
-            n += k
-        x = parts[0][1] if len(parts) == 1 else torch.cat([x for _, x in parts])
-        if pad and n < s.batch_size:
-            x = torch.cat([x, x[-1:].expand(s.batch_size - n, *x.shape[1:])])
-        feats = extractor(x)[:n]
-        for job, x in parts:
-            f, feats = feats[:len(x)], feats[len(x):]
-            if job.error is not None:
-                continue
-            if not torch.isfinite(f).all():
-                job.error = VideoError(job.path, "non-finite features (NaN or Inf)")
-                continue
-            job.chunks.append(f.numpy().astype(np.float16))
-            job.motion.append(motion_energy(x, extractor.grid))
-            if on_clips:
-                on_clips(len(x))
-
-    def finished() -> Iterator[tuple[_Job, np.ndarray | None, FeatureMeta | None,
-                                     BaseException | None]]:
-        busy = {job for job, _ in queued}
-        done = [e for e in ended if e.job not in busy]
-        ended[:] = [e for e in ended if e.job in busy]
-        for event in done:
-            job = event.job
-            error = job.error or event.error
-            if error is None and not job.chunks:
-                error = VideoError(job.path, f"shorter than one clip "
-                                   f"({event.stats.get('n_sampled', 0)} frames < {s.clip_len})")
-            if error is not None:
-                job.chunks.clear()
-                job.motion.clear()
-                yield job, None, None, error
-                continue
-            array, motion = np.concatenate(job.chunks), np.concatenate(job.motion)
-            job.chunks.clear()
-            job.motion.clear()
-            yield job, array, feature_meta(job.source, event.info, event.stats, s, extractor,
-                                           motion), None
-
     full = s.batch_size if pipeline.mixes_videos(extractor.device.type) else 1
     try:
         for event in events:
             job = event.job
             if event.kind == "batch":
                 if job.error is None:
-                    queued.append((job, device_input(event.batch, s.size, extractor.device)))
-                while sum(len(x) for _, x in queued) >= full:
-                    run()
+                    queue.items.append((job, device_input(event.batch, s.size,
+                                                          extractor.device)))
+                while queue.clips() >= full:
+                    queue.run()
                 continue
             n_videos += 1
             if event.kind == "error":  # its clips waiting for the model are of no use
-                queued[:] = [(j, x) for j, x in queued if j is not job]
+                queue.drop(job)
             ended.append(event)
-            yield from finished()
-        while queued:
-            run(pad=n_videos > 1)
-        yield from finished()
+            yield from _ended_results(ended, queue, s, extractor)
+        while queue.items:
+            queue.run(pad=n_videos > 1)
+        yield from _ended_results(ended, queue, s, extractor)
     finally:
         events.close()
+
+
+def _ended_results(ended: list[VideoEvent], queue: _ClipQueue, s: ExtractSettings,
+                   extractor: FeatureExtractor) -> Iterator[_Result]:
+    """Take from ``ended`` the videos none of whose clips still wait in ``queue``, and yield
+    each one's result: its features and metadata, or its error."""
+    busy = queue.busy()
+    done = [e for e in ended if e.job not in busy]
+    ended[:] = [e for e in ended if e.job in busy]
+    for event in done:
+        job = event.job
+        error = job.error or event.error
+        if error is None and not job.chunks:
+            error = VideoError(job.path, f"shorter than one clip "
+                               f"({event.stats.get('n_sampled', 0)} frames < {s.clip_len})")
+        if error is not None:
+            job.chunks.clear()
+            job.motion.clear()
+            yield job, None, None, error
+            continue
+        array, motion = np.concatenate(job.chunks), np.concatenate(job.motion)
+        job.chunks.clear()
+        job.motion.clear()
+        yield job, array, feature_meta(job.source, event.info, event.stats, s, extractor,
+                                       motion), None
 
 
 def extract_videos(
@@ -479,90 +510,126 @@ def extract_many(
     if shard is not None:
         i, n = parse_shard(f"{shard[0]}/{shard[1]}")
         videos = videos[i::n]
-    check_writable(out_dir)
-    read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
-    check_can_write(out_dir, [FAILURES], legacy_ours)
-    remove_stale_temps(out_dir)
-    remove_stale_claims(out_dir)
+    _prepare_output(out_dir)
     if extractor.precision == "bf16" and not native_bf16(extractor.device):
         log.warning("this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
                     "slower than fp32 here; use --precision fp32")
     summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
     for p, reason in missing:
         log.error("%s", reason if reason.startswith("no videos found") else f"{p}: {reason}")
-    ids: dict[str, Path] = {}
     start = time.perf_counter()
-    bar = tqdm(total=len(videos), unit="video", disable=not progress, leave=False)
-    clip_bar = tqdm(unit="clip", disable=not progress, leave=False)
-
-    def fail(path: Path, e: BaseException) -> None:
-        reason = _reason(e, path)
-        summary.failed.append(_failure(path, reason))
-        log.error("%s: %s", path, reason)
-
-    pending: set[_Job] = set()  # claimed, not yet committed or failed
-
-    def jobs() -> Iterator[tuple[_Job, Path]]:
-        """Claim and check each video; yield those to extract (run by the decode workers)."""
-        for path in videos:
-            vid, claim = path.stem, None
-            try:
-                if vid in ids:
-                    raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
-                if vid in RESERVED_IDS:
-                    raise VideoError(path, f"video id {vid!r} would write {vid}.json, the name "
-                                     "of this folder's failure list; rename the video")
-                ids[vid] = path
-                claim = try_claim(out_dir, vid)
-                if claim is None:
-                    summary.claimed.append(vid)
-                    bar.update(1)
-                    continue
-                check_ours(out_dir, vid, (".json",))
-                if not overwrite and _finished(out_dir, path, vid, s, extractor):
-                    summary.skipped.append(vid)
-                    claim.release()
-                    bar.update(1)
-                    continue
-                check_ours(out_dir, vid, (".npy",))  # hashed only when it is to be replaced
-                job = _Job(path, vid, source_identity(path), claim)
-                pending.add(job)
-            except (StmilError, OSError) as e:
-                if claim is not None:
-                    claim.release()
-                fail(path, e)
-                bar.update(1)
-                continue
-            yield job, path
-
-    results = _features(jobs(), extractor, s, pipeline, on_clips=clip_bar.update)
+    batch = _Batch(out_dir, s, extractor, overwrite, summary, len(videos), progress)
+    results = _features(batch.jobs(videos), extractor, s, pipeline,
+                        on_clips=batch.clip_bar.update)
     try:
-        for job, array, meta, error in results:
-            try:
-                if error is not None:
-                    raise error
-                write_features(out_dir, job.vid, array, meta)
-                summary.done.append(job.vid)
-                summary.clips += array.shape[0]
-            except (StmilError, OSError) as e:
-                fail(job.path, e)
-            finally:
-                pending.discard(job)
-                if job.claim is not None:
-                    job.claim.release()
-                bar.update(1)
+        batch.write(results)
     finally:
         results.close()  # stops and joins the decode workers
-        for job in list(pending):  # interrupted: let other processes take these videos
-            if job.claim is not None:
-                job.claim.release()
-        bar.close()
-        clip_bar.close()
+        batch.close()
     summary.seconds = time.perf_counter() - start
     handled = set(summary.done) | set(summary.skipped)
     processed = [p for p in videos if p.stem in handled] + [f["path"] for f in summary.failed]
     record_failures(out_dir, processed, summary.failed)
     return summary
+
+
+def _prepare_output(out_dir: Path) -> None:
+    """Refuse an output folder extraction may not write (or a failures.json of the user's)
+    before any work, and tidy what killed earlier runs left there."""
+    check_writable(out_dir)
+    read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
+    check_can_write(out_dir, [FAILURES], legacy_ours)
+    remove_stale_temps(out_dir)
+    remove_stale_claims(out_dir)
+
+
+class _Batch:
+    """The bookkeeping of one :func:`extract_many` call: which videos to extract (claimed and
+    checked), what became of each (``summary``), the claims still held, the progress bars."""
+
+    def __init__(self, out_dir: Path, s: ExtractSettings, extractor: FeatureExtractor,
+                 overwrite: bool, summary: ExtractSummary, n_videos: int,
+                 progress: bool) -> None:
+        self.out_dir, self.s, self.extractor, self.overwrite = out_dir, s, extractor, overwrite
+        self.summary = summary
+        self.ids: dict[str, Path] = {}  # video id -> the first input of that id
+        self.pending: set[_Job] = set()  # claimed, not yet committed or failed
+        self.bar = tqdm(total=n_videos, unit="video", disable=not progress, leave=False)
+        self.clip_bar = tqdm(unit="clip", disable=not progress, leave=False)
+
+    def fail(self, path: Path, e: BaseException) -> None:
+        reason = _reason(e, path)
+        self.summary.failed.append(_failure(path, reason))
+        log.error("%s: %s", path, reason)
+
+    def jobs(self, videos: list[Path]) -> Iterator[tuple[_Job, Path]]:
+        """Claim and check each video; yield those to extract (run by the decode workers)."""
+        for path in videos:
+            try:
+                job = self._claim(path)
+            except (StmilError, OSError) as e:
+                self.fail(path, e)
+                self.bar.update(1)
+                continue
+            if job is None:
+                self.bar.update(1)
+                continue
+            yield job, path
+
+    def _claim(self, path: Path) -> _Job | None:
+        """The job of extracting ``path``, claimed, or None when another process holds it or
+        it is finished (recorded in the summary); raises if it cannot be extracted."""
+        vid = path.stem
+        if vid in self.ids:
+            raise VideoError(path, f"same id {vid!r} as {self.ids[vid]}; rename one of them")
+        if vid in RESERVED_IDS:
+            raise VideoError(path, f"video id {vid!r} would write {vid}.json, the name "
+                             "of this folder's failure list; rename the video")
+        self.ids[vid] = path
+        claim = try_claim(self.out_dir, vid)
+        if claim is None:
+            self.summary.claimed.append(vid)
+            return None
+        try:
+            check_ours(self.out_dir, vid, (".json",))
+            if not self.overwrite and _finished(self.out_dir, path, vid, self.s,
+                                                self.extractor):
+                self.summary.skipped.append(vid)
+                claim.release()
+                return None
+            check_ours(self.out_dir, vid, (".npy",))  # hashed only when it is to be replaced
+            job = _Job(path, vid, source_identity(path), claim)
+        except (StmilError, OSError):
+            claim.release()
+            raise
+        self.pending.add(job)
+        return job
+
+    def write(self, results: Iterator[_Result]) -> None:
+        """Commit each video's features as its result comes (failures are recorded)."""
+        for job, array, meta, error in results:
+            try:
+                if error is not None:
+                    raise error
+                write_features(self.out_dir, job.vid, array, meta)
+                self.summary.done.append(job.vid)
+                self.summary.clips += array.shape[0]
+            except (StmilError, OSError) as e:
+                self.fail(job.path, e)
+            finally:
+                self.pending.discard(job)
+                if job.claim is not None:
+                    job.claim.release()
+                self.bar.update(1)
+
+    def close(self) -> None:
+        """Release the claims still held (interrupted: let other processes take these
+        videos) and close the progress bars."""
+        for job in list(self.pending):
+            if job.claim is not None:
+                job.claim.release()
+        self.bar.close()
+        self.clip_bar.close()
 
 
 def _finished(out_dir: Path, path: Path, vid: str, s: ExtractSettings,

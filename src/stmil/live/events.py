@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 SCORES_SUFFIX = ".scores.json"
 
 
-def resolve_events(run: str | Path, threshold: float | None = None,
-                   hysteresis: float | None = None, min_duration: float | None = None,
-                   merge_gap: float | None = None) -> EventConfig:
+def event_config(run: str | Path, threshold: float | None = None,
+                 hysteresis: float | None = None, min_duration: float | None = None,
+                 merge_gap: float | None = None) -> EventConfig:
     """The incident settings: the run's calibration (``calibration.json``), each value
     overridden by an argument that is not None; without a calibration, ``threshold`` is
     required."""

@@ -584,11 +584,9 @@ def watch(
     clips: str | Path | None = None,
     name: str | None = None,
     stop: threading.Event | None = None,
-) -> dict:
+) -> WatchSummary:
     """Watch ``source`` with the run's model until it ends (a file), ``stop`` is set, Ctrl-C,
-    or ``config.retries`` reconnections fail; returns a summary (``ended``: ``end of input``,
-    ``interrupted``, ``stopped`` or ``gave up``, and the counters; ``evidence_errors``: the
-    snapshots and clips that could not be written).
+    or ``config.retries`` reconnections fail; returns a :class:`WatchSummary`.
 
     Messages are JSON lines (``start``, ``update``, ``end``; see docs/live.md) given to
     ``emit`` (default: stdout, or nothing when ``out`` is given) and appended to ``out`` (one
@@ -681,19 +679,55 @@ def _load_detector(run: str | Path) -> Detector:
     return detector
 
 
+@dataclass(frozen=True)
+class WatchSummary:
+    """What a :func:`watch` did: how it ``ended`` (``end of input``, ``interrupted``,
+    ``stopped`` or ``gave up``), the frames and clips it scored and dropped, how far it fell
+    behind the stream (``max_behind_s``), its ``connections``, the ``incidents`` it reported
+    (numbered from ``first_id``), the snapshots and clips it could not write
+    (``evidence_errors``), its wall and scoring ``seconds``, and the median and 95th
+    percentile of the delay from a clip's last frame to its scores (None without a clip)."""
+
+    ended: str
+    frames: int
+    clips: int
+    dropped_clips: int
+    dropped_frames: int
+    max_behind_s: float
+    connections: int
+    incidents: int
+    first_id: int
+    evidence_errors: int
+    seconds: float
+    score_seconds: float
+    latency_median_s: float | None
+    latency_p95_s: float | None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the command fails: the source was given up, or evidence went unwritten."""
+        return self.ended == "gave up" or bool(self.evidence_errors)
+
+    def line(self) -> str:
+        errors = self.evidence_errors
+        return (f"{self.ended}: {self.frames} frames, {self.clips} clips scored, "
+                f"{self.dropped_frames} frames dropped, {self.incidents} incidents"
+                + (f", {errors} snapshots or clips not written" if errors else ""))
+
+
 def _summary(ended: str, stats: Stats, output: IncidentOutput, first_id: int,
-             started: float) -> dict:
+             started: float) -> WatchSummary:
     """:func:`watch`'s return value."""
     lat = sorted(stats.latencies)
-    return {"ended": ended, "frames": stats.frames, "clips": stats.clips,
-            "dropped_clips": stats.dropped_clips, "dropped_frames": stats.dropped_frames,
-            "max_behind_s": stats.max_behind,
-            "connections": stats.connections, "incidents": output.tracker.next_id - first_id,
-            "first_id": first_id,
-            "evidence_errors": output.failures,
-            "seconds": time.monotonic() - started, "score_seconds": stats.score_seconds,
-            "latency_median_s": lat[len(lat) // 2] if lat else None,
-            "latency_p95_s": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None}
+    return WatchSummary(
+        ended=ended, frames=stats.frames, clips=stats.clips,
+        dropped_clips=stats.dropped_clips, dropped_frames=stats.dropped_frames,
+        max_behind_s=stats.max_behind, connections=stats.connections,
+        incidents=output.tracker.next_id - first_id, first_id=first_id,
+        evidence_errors=output.failures, seconds=time.monotonic() - started,
+        score_seconds=stats.score_seconds,
+        latency_median_s=lat[len(lat) // 2] if lat else None,
+        latency_p95_s=lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None)
 
 
 def _first_open(source: str, timeout: float):

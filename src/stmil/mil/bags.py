@@ -8,11 +8,15 @@ of its clips' features, cuboid by cuboid, L2-normalised per instance. A bag is t
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from stmil.cuboids import cuboid_labels
 from stmil.timeline import segment_clip_ranges
@@ -151,3 +155,63 @@ def segment_cuboid_labels(
         labels[s] = clip_pos[start:end].any(axis=0)
     return labels
 
+
+# --- the bag cache: every bag of a training in one preallocated file ---------------------------
+
+
+def build_bag_cache(features: Sequence[np.ndarray], n_segments: int, grid1: bool, path: Path,
+                    progress: bool = False) -> np.ndarray:
+    """The bags of videos' features (each ``(n_clips, N, C)``, :func:`make_bag`) in one
+    memory-mapped float16 file at ``path``: ``(n_videos, S, N, C)``, read-only.
+
+    The file's blocks are allocated before it is mapped (:func:`allocate_npy`), so a full disk
+    is an ``OSError`` naming it, not a bus error on a sparse file.
+    """
+    n = 1 if grid1 else features[0].shape[1]
+    shape = (len(features), n_segments, n, features[0].shape[2])
+    bags = allocate_npy(path, np.dtype(np.float16), shape)
+    for i, x in enumerate(tqdm(features, desc="bags", disable=not progress, leave=False)):
+        bags[i] = make_bag(x, n_segments, grid1=grid1)
+    bags.flush()
+    del bags
+    return np.load(path, mmap_mode="r")
+
+
+def allocate_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` file of ``shape`` with every block allocated, mapped for writing.
+
+    ``np.lib.format.open_memmap`` makes a sparse file: on a full disk, writing through the map
+    then kills the process with SIGBUS. Here the blocks are reserved first
+    (``posix_fallocate``, or written with zeros where that is missing), so a full disk is an
+    ``OSError`` (ENOSPC) naming ``path``, and the partial file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": tuple(shape)}
+    try:
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_2_0(f, header)
+            offset = f.tell()
+            f.flush()
+            _reserve(f.fileno(), offset, nbytes)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        code = e.errno or errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (allocating the {nbytes / 2**20:.0f} MiB bag "
+                      "cache; free space or train on a smaller dataset)", str(path)) from e
+    return np.memmap(path, dtype=dtype, mode="r+", offset=offset, shape=shape)
+
+
+def _reserve(fd: int, offset: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` after ``offset`` for real: ``posix_fallocate``, else write zeros."""
+    if nbytes == 0:
+        return
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, offset, nbytes)
+        return
+    chunk = bytes(1 << 20)
+    os.lseek(fd, offset, os.SEEK_SET)
+    left = nbytes
+    while left:
+        left -= os.write(fd, chunk[: min(left, len(chunk))])

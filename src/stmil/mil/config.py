@@ -138,7 +138,7 @@ class TrainConfig(Settings):
                 "{self_train} applies to weak supervision; set {self_train} 0 for "
                 "{supervision} boxes", "self_train", "supervision")
 
-    def resolved(self, grid: int, normal_videos: int, motion: bool = True) -> TrainConfig:
+    def resolve_auto(self, grid: int, normal_videos: int, motion: bool = True) -> TrainConfig:
         """This config with ``auto`` settings replaced by what they stand for, for a model of
         ``grid`` x ``grid`` instances per clip (1: frame instances or grid-1 features) trained
         on ``normal_videos`` normal videos (validation ones left out). ``method`` auto: topk

@@ -6,8 +6,9 @@ metrics. :func:`save_model` is the one writer of the model and :func:`load_model
 (scoring, evaluation, overlays).
 
 Training writes into a hidden staging folder beside the run, ``.<name>.stmil-staging/``
-(checkpoints, the bag cache, then the outputs) and :func:`commit_folder` swaps it with the run
-in one atomic step, so a run folder is always a whole run: the old one or the new one.
+(checkpoints, the bag cache, then the outputs): :func:`staged_run` opens it (resuming from its
+checkpoint, or starting afresh), and on success :func:`commit_folder` swaps it with the run in
+one atomic step, so a run folder is always a whole run: the old one or the new one.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import ctypes
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -30,12 +34,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from stmil import safejson
-from stmil.atomic import write_bytes, write_text
-from stmil.errors import ModelError, OutputError
-from stmil.mil.config import FIELDS, PREDATING, RESUMABLE
+from stmil.atomic import remove_stale_temps, write_bytes, write_text
+from stmil.errors import ConfigError, ModelError, OutputError
+from stmil.mil.config import FIELDS, PREDATING, RESUMABLE, TrainConfig
 from stmil.mil.memory import MemoryGate
 from stmil.mil.model import Scorer
-from stmil.ownership import Ledger, files_of
+from stmil.ownership import Ledger, files_of, record_folder
+
+if TYPE_CHECKING:
+    from stmil.features.store import VideoFeatures
+
+log = logging.getLogger(__name__)
 
 MARKER = ".stmil-run"
 MODEL = "model.safetensors"
@@ -321,6 +330,162 @@ def lock_folder(folder: Path, out: Path) -> int | None:
         raise OutputError(f"{out}: another stmil train is writing it ({folder} is locked); "
                           "wait for it or choose another --out") from None
     return fd
+
+
+# --- training into a staging folder: one context manager -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A run's next version while it trains: ``folder`` is the hidden staging folder beside the
+    run (everything training writes goes there) and ``checkpoint`` the ``(sidecar, tensors)``
+    to resume from (:func:`read_checkpoint`), or None for a fresh start."""
+
+    folder: Path
+    checkpoint: tuple[dict, dict[str, torch.Tensor]] | None
+
+
+@contextmanager
+def staged_run(out: Path, cfg: TrainConfig, fingerprint: dict, *, resume: bool,
+               command: str) -> Iterator[Staging]:
+    """Train the next version of the run folder ``out`` in its staging folder, and commit it.
+
+    Entering refuses a staging folder that another training holds (locked) or that holds files
+    stmil did not write, opens the checkpoint to resume from (``resume``; ``fingerprint``, see
+    :func:`resume_fingerprint`, must match the one it recorded) or discards an interrupted
+    training, and locks the folder. Leaving normally removes the checkpoint and bag cache,
+    writes the run's ledger as ``command`` (:func:`stmil.ownership.record_folder`) and commits
+    the folder over ``out`` in one step (:func:`commit_folder`). Leaving on any exception (a
+    ``KeyboardInterrupt`` too) keeps the staging folder only for its checkpoint, so
+    ``--resume`` can continue, and otherwise removes it and the empty parents it created: the
+    previous run is untouched either way. A SIGKILL leaves the staging folder as it was, which
+    the next training into ``out`` resumes or discards.
+    """
+    stage = staging_path(out)
+    if stage.is_dir():  # refuse a concurrent training before touching its staging folder
+        _unlock(lock_folder(stage, out))
+    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
+    top = _first_missing(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(stage, out)
+    try:
+        yield Staging(stage, checkpoint)
+        _finish(stage)
+        record_folder(stage, command)  # the run's ledger, committed with it in one step
+        commit_folder(stage, out)
+    except BaseException:
+        _abandon(stage, top)
+        raise
+    finally:
+        _unlock(lock)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def resume_fingerprint(config: dict, data: str | Path, features: str | Path,
+                       videos: list[VideoFeatures]) -> dict:
+    """What a checkpoint records to refuse a resume on other data, features or settings."""
+    h = hashlib.sha256()
+    for v in videos:
+        st = (Path(features) / f"{v.record.video_id}.npy").stat()
+        h.update(f"{v.record.video_id}\t{v.record.label}\t{st.st_size}\t{st.st_mtime_ns}\n"
+                 .encode())
+    return {k: v for k, v in config.items() if k != "out"} | {
+        "data": str(Path(data).resolve()), "features": str(Path(features).resolve()),
+        "inputs": h.hexdigest()}
+
+
+def _open_staging(stage: Path, out: Path, resume: bool, cfg: TrainConfig,
+                  fingerprint: dict) -> tuple[dict, dict] | None:
+    """Prepare the staging folder; with ``resume``, return its checkpoint (sidecar, tensors)."""
+    fix = f"delete {stage} or train without --resume"
+    interrupted = stage.is_dir()  # a training was killed here, with or without a checkpoint
+    if stage.exists():
+        foreign = foreign_entries(stage) if stage.is_dir() else [stage.name]
+        if foreign:
+            raise OutputError(f"{stage}: holds {', '.join(foreign[:5])}, which stmil did not "
+                              "write; move it away to train into " + str(out))
+        has_ckpt = (stage / CHECKPOINT_JSON).is_file()
+        if resume and has_ckpt:
+            side, tensors = read_checkpoint(stage, fix)
+            mismatch = resume_mismatch(side["config"], fingerprint)
+            if mismatch:
+                raise ConfigError(f"{out}: cannot resume with other settings ({mismatch}); "
+                                  "rerun with the recorded settings, or train without --resume "
+                                  "to start over")
+            if side["iteration"] > cfg.iterations:
+                raise ConfigError(f"{out}: the checkpoint is at iteration {side['iteration']}, "
+                                  f"past iterations {cfg.iterations}; pass --iterations "
+                                  f"{side['iteration']} or more")
+            remove_stale_temps(stage)
+            shutil.rmtree(stage / "cache", ignore_errors=True)
+            return side, tensors
+        if has_ckpt:
+            log.info(f"discarding the interrupted training of {out} (pass --resume to continue it)")
+        shutil.rmtree(stage)
+    if resume:
+        if (out / "checkpoint.pt").exists():
+            raise ModelError(f"{out / 'checkpoint.pt'}: a checkpoint of an older stmil (pickle), "
+                             "which is never loaded; train without --resume")
+        if interrupted:
+            raise ConfigError(f"{out}: the interrupted training stopped before its first "
+                              f"checkpoint (one every {cfg.checkpoint_every} iterations), so "
+                              "there is nothing to resume; train without --resume to start it "
+                              "again")
+        if (out / MODEL).is_file():
+            raise ConfigError(f"{out}: finished, nothing to resume; train without --resume to "
+                              "retrain it from scratch")
+        raise ConfigError(f"{out}: no interrupted training to resume; train without --resume")
+    return None
+
+
+def _finish(stage: Path) -> None:
+    """Remove the checkpoint and cache from a finished staging folder: it is now the run."""
+    shutil.rmtree(stage / "cache", ignore_errors=True)
+    for p in stage.glob("checkpoint-*.safetensors"):
+        p.unlink()
+    (stage / CHECKPOINT_JSON).unlink(missing_ok=True)
+    remove_stale_temps(stage)
+
+
+def _abandon(stage: Path, top: Path | None) -> None:
+    """After a failure: keep a staging folder only for its checkpoint (``--resume``).
+
+    Otherwise remove it, and the empty parent folders this training created (up to ``top``).
+    """
+    try:
+        if not stage.is_dir():
+            return
+        ckpt = stage / CHECKPOINT_JSON
+        if ckpt.is_file() and not (stage / MODEL).exists():
+            shutil.rmtree(stage / "cache", ignore_errors=True)
+            remove_stale_temps(stage)
+            it = json.loads(ckpt.read_text()).get("iteration")
+            log.info(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
+                     "for --resume")
+            return
+        shutil.rmtree(stage)
+        if top is not None and top != stage:
+            for p in stage.parents:
+                p.rmdir()  # only if empty: OSError otherwise, which stops here
+                if p == top:
+                    break
+    except (OSError, ValueError):
+        pass  # the original error matters more; the next train tidies the staging folder
+
 
 
 # --- checkpoints: safetensors + a JSON sidecar, no pickle ---------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stmil.datasets import VideoRecord, load_dataset
 from stmil.errors import ConfigError, StmilError
-from stmil.evaluation.evaluate import METRIC_KEYS, read_metrics, resolve_threshold
+from stmil.evaluation.evaluate import METRIC_KEYS, metric_threshold, read_metrics
 from stmil.live.calibrate import read_calibration
 from stmil.mil.run import CONFIG, MODEL, read_run_config
 from stmil.serve.paths import shown
@@ -201,7 +201,7 @@ class Catalog:
             return out
         out["config"] = {k: shown(self.root, v) for k, v in read_run_config(source.path).items()}
         try:
-            value, origin = resolve_threshold(source.path)
+            value, origin = metric_threshold(source.path)
             out["threshold"] = {"value": value, "source": origin}
             cal = read_calibration(source.path)
             if cal is not None:

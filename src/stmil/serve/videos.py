@@ -19,7 +19,7 @@ import numpy as np
 from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import StmilError
-from stmil.evaluation.evaluate import resolve_threshold
+from stmil.evaluation.evaluate import metric_threshold
 from stmil.evaluation.incidents import match_incidents
 from stmil.evaluation.metrics import frame_ap
 from stmil.features.store import load_features, meta_clip_ranges, meta_motion
@@ -177,7 +177,7 @@ class VideoViews:
         maps = detector.maps(features, meta_motion(meta), str(where))
         scores = scores_from_maps(maps, detector.config.grid, meta, ranges)
         try:  # a bad calibration.json costs the threshold and incidents, not the curve
-            value, origin = resolve_threshold(source.path)
+            value, origin = metric_threshold(source.path)
             cal = read_calibration(source.path)
         except StmilError as e:
             view = _view(source, scores, maps, ranges, None, None, record)

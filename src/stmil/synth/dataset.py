@@ -369,11 +369,26 @@ def _render_all(plans: list[Plan], root: Path, seed: int, size: tuple[int, int],
     return records
 
 
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`make_dataset` wrote: the dataset's ``root``, its ``train`` and ``test``
+    video ids (sorted), and each anomalous video's event ``{id: {kind, class, split, span,
+    area_fraction}}``, where ``span`` is the 0-based half-open event frame span."""
+
+    root: str
+    train: list[str]
+    test: list[str]
+    events: dict[str, dict]
+
+    def line(self) -> str:
+        return f"{len(self.train)} train + {len(self.test)} test videos -> {self.root}"
+
+
 def make_dataset(out: Path, footage: list[Path] | None = None, n_videos: int = 48, seed: int = 0,
                  width: int = 320, height: int = 240, n_frames: int = 160,
                  fps: float | None = None, test_fraction: float = 0.5,
                  progress: bool = True, workers: int | None = None,
-                 overwrite: bool = False, scenario: str = "default") -> dict:
+                 overwrite: bool = False, scenario: str = "default") -> SynthSummary:
     """Write a semi-synthetic dataset in UCF-Crime2Local layout to ``out``.
 
     ``footage``: real videos to cut windows from (default: procedural scenes). ``fps``: the
@@ -386,8 +401,7 @@ def make_dataset(out: Path, footage: list[Path] | None = None, n_videos: int = 4
     ``hard`` (benign look-alike motion in every video, outside the event's region in anomalous
     ones: :mod:`stmil.synth.distractors`; recorded per video in ``synth.json``).
 
-    Returns ``{"root", "train": [ids], "test": [ids], "events": {id: {kind, class, split,
-    span, area_fraction}}}`` where ``span`` is the 0-based half-open event frame span.
+    Returns a :class:`SynthSummary`.
     Raises :class:`SynthError` (a ``ValueError``) for bad settings, unusable footage (naming the
     file) or an output folder that cannot be written or is not synth's own.
     """
@@ -410,8 +424,9 @@ def make_dataset(out: Path, footage: list[Path] | None = None, n_videos: int = 4
     _commit(out, [(out / MARKER, _text(json.dumps(meta, indent=1) + "\n")),
                   *((dest, _text(text)) for dest, text in annotation_files(out, plans, records,
                                                                            n_frames))])
-    return {"root": str(out),
-            "train": sorted(p.video_id for p in plans if p.split == "train"),
-            "test": sorted(p.video_id for p in plans if p.split == "test"),
-            "events": {k: {f: r[f] for f in ("kind", "class", "split", "span", "area_fraction")}
-                       for k, r in sorted(records.items()) if r["label"]}}
+    return SynthSummary(
+        root=str(out),
+        train=sorted(p.video_id for p in plans if p.split == "train"),
+        test=sorted(p.video_id for p in plans if p.split == "test"),
+        events={k: {f: r[f] for f in ("kind", "class", "split", "span", "area_fraction")}
+                for k, r in sorted(records.items()) if r["label"]})

@@ -1,5 +1,6 @@
-"""Trust issue (#8), feature extraction: every output is committed whole, every mistake is one
-line naming the file, and nothing that is not ours is deleted or overwritten."""
+"""What extract writes and refuses: the .npy / .json pair is one unit, the output records its
+source, failures.json is merged and never a user's file, bad settings are one-line errors
+before any work, feature JSON of the wrong shape is refused, a full disk names the file."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stmil.atomic import TEMP_PATTERN, atomic_write, remove_stale_temps, temp_path
 from stmil.datasets import VideoRecord
 from stmil.errors import ConfigError, OutputError
 from stmil.features.classify import classify_video
@@ -38,85 +35,13 @@ from stmil.features.store import (
 )
 from tests.conftest import (
     assert_one_line_error,
+    dead_pid,
     limit_file_size,
     log_lines,
     ramp_frames,
     run_cli,
     write_video,
 )
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    return int(proc.stdout)
-
-
-# ---- item 18: temporary files carry their writer's pid; stale ones are removed ----------
-
-def test_temp_names_carry_the_writers_pid(tmp_path):
-    tmp = temp_path(tmp_path / "v.npy")
-    m = TEMP_PATTERN.fullmatch(tmp.name)
-    assert m and (m["name"], int(m["pid"])) == ("v.npy", os.getpid())
-    assert tmp.parent == tmp_path and tmp.name.startswith(".v.npy.") and tmp.suffix == ".tmp"
-
-
-def test_remove_stale_temps_removes_only_dead_writers_temps(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = Path("out")
-    out.mkdir()
-    dead, live = _dead_pid(), os.getpid()
-    stale = [f".v.npy.{dead}.abcd_123.tmp", f".v.json.{dead}.zzzzzzzz.tmp",
-             f".a.b.c.mp4.{dead}.0a1b2c3d.tmp"]
-    kept = [f".v.npy.{live}.abcd_123.tmp",  # a live writer (this process)
-            f"v.npy.{dead}.abcd_123.tmp",  # not hidden: not ours
-            f".v.npy.{dead}.abc.tmp",  # not tempfile's 8 random characters
-            ".v.npy.abcd_123.tmp",  # no pid
-            f".v.npy.{dead}.abcd_123.tmp.bak", "v.npy", "notes.txt"]
-    for name in stale + kept:
-        (out / name).write_text("x")
-    (out / f".d.{dead}.abcdefgh.tmp").mkdir()  # a folder is never removed
-    removed = remove_stale_temps(out)
-    assert sorted(p.name for p in removed) == sorted(stale)
-    assert sorted(p.name for p in out.iterdir()) == sorted(kept + [f".d.{dead}.abcdefgh.tmp"])
-    assert remove_stale_temps("missing") == []
-
-
-def test_a_killed_writer_leaves_a_temp_that_remove_stale_temps_cleans(tmp_path):
-    """A real kill mid-write: the temp file of the dead writer goes, the destination stays."""
-    dest = tmp_path / "v.npy"
-    dest.write_text("old")
-    code = ("import sys, time; from stmil.atomic import atomic_write\n"
-            "def w(t):\n    t.write_text('new'); print('writing', flush=True); time.sleep(60)\n"
-            f"atomic_write({str(dest)!r}, w)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "writing\n"
-    temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert len(temps) == 1 and int(TEMP_PATTERN.fullmatch(temps[0].name)["pid"]) == proc.pid
-    assert remove_stale_temps(tmp_path) == []  # the writer is still alive
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert remove_stale_temps(tmp_path) == temps
-    assert [p.name for p in tmp_path.iterdir()] == ["v.npy"] and dest.read_text() == "old"
-
-
-# ---- item 21: a write error names the destination, never the temporary file --------------
-
-def test_atomic_write_error_names_the_destination(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with limit_file_size(1000), pytest.raises(OSError) as info:
-        atomic_write(Path("v.json"), lambda t: t.write_bytes(b"x" * 5000))
-    assert (info.value.filename, info.value.strerror) == ("v.json", "File too large")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_into_a_missing_folder_names_the_destination(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError) as info:
-        atomic_write(Path("nowhere/m.json"), lambda t: t.write_text("{}"))
-    assert info.value.filename == "nowhere/m.json"  # not the hidden .m.json.<pid>.*.tmp
-
 
 # ---- extraction: shared fixtures ---------------------------------------------------------
 
@@ -447,7 +372,7 @@ def test_overwrite_replaces_only_stmils_own_features(tmp_path, monkeypatch, caps
 def test_extract_removes_stale_temps_of_killed_runs(video, extractor):
     path, out = video
     out.mkdir()
-    dead = _dead_pid()
+    dead = dead_pid()
     stale = out / f".v.npy.{dead}.abcdefgh.tmp"
     live = out / f".w.npy.{os.getpid()}.abcdefgh.tmp"
     foreign = out / ".v.npy.tmp"
