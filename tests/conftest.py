@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import resource
 import signal
@@ -97,6 +98,16 @@ def extractor():
     from stmil.features.extract import FeatureExtractor
 
     return FeatureExtractor(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_extractor(extractor):
+    """The session's extractor with a 4 x 4 grid (the same loaded network): the whole 4x4
+    Mixed_4e map of frames resized to 64 pixels, where grid 7 does not fit (issue 22 item
+    18). Features ``(n_clips, 16, 528)``."""
+    small = copy.copy(extractor)
+    small.grid = 4
+    return small
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

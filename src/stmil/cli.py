@@ -74,6 +74,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from stmil.features.extract import FeatureExtractor, extract_many, parse_shard
 
     settings = _extract_settings(args)  # validated before the network loads
+    settings.check_grid(args.grid, args.endpoint)
     pipeline = PipelineConfig(workers=args.workers)
     shard = parse_shard(args.shard) if args.shard is not None else None
     extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)

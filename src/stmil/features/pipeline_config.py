@@ -14,6 +14,22 @@ PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
 MAX_SIZE = 1024  # frame side after resizing: I3D's weights are for 224; past 1024 is a typo
 
+#: Total spatial stride of I3D at each feature-map endpoint (every strided layer halves the
+#: side with TF "SAME" padding, so a ``S x S`` frame gives a ``ceil(S / stride)`` map; tested
+#: against the network's output in tests/features/test_weights.py).
+ENDPOINT_STRIDES: dict[str, int] = {
+    "Conv3d_1a_7x7": 2, "MaxPool3d_2a_3x3": 4, "Conv3d_2b_1x1": 4, "Conv3d_2c_3x3": 4,
+    "MaxPool3d_3a_3x3": 8, "Mixed_3b": 8, "Mixed_3c": 8, "MaxPool3d_4a_3x3": 16,
+    "Mixed_4b": 16, "Mixed_4c": 16, "Mixed_4d": 16, "Mixed_4e": 16, "Mixed_4f": 16,
+    "MaxPool3d_5a_2x2": 32, "Mixed_5b": 32, "Mixed_5c": 32,
+}
+
+
+def map_side(size: int, endpoint: str) -> int:
+    """Side of I3D's feature map at ``endpoint`` for ``size x size`` frames (14 for 224 at
+    ``Mixed_4e``); ``KeyError`` for a name that is not a feature-map endpoint."""
+    return -(-size // ENDPOINT_STRIDES[endpoint])
+
 
 def check_fps(fps: float | None) -> float | None:
     """``fps`` unchanged, or ``None`` (the native rate); :class:`ConfigError` if not sane.
@@ -118,8 +134,20 @@ class ExtractSettings:
             raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
                               f"got {self.tail!r}")
 
-    def check_grid(self, grid: int) -> None:
-        """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
-        if grid > self.size:
-            raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
-                              f"cuboid needs at least one pixel; use --grid {self.size} or less")
+    def check_grid(self, grid: int, endpoint: str) -> None:
+        """:class:`ConfigError` unless a G x G grid fits the feature map at ``endpoint`` of
+        frames resized to ``size`` pixels.
+
+        The rule: ``grid <= map side`` (each cuboid pools at least one cell of the map; a
+        larger grid would only repeat cells). A grid that does not divide the side is pooled
+        as :func:`~stmil.cuboids.pool_cuboids` states. An unknown endpoint passes here (the
+        extractor refuses it, naming the choices).
+        """
+        if endpoint not in ENDPOINT_STRIDES:
+            return
+        side = map_side(self.size, endpoint)
+        if check_count("grid", grid) > side:
+            raise ConfigError(
+                f"grid {grid} does not fit the {side}x{side} {endpoint} feature map of "
+                f"{self.size}-pixel frames (a cuboid pools at least one cell: grid <= map "
+                f"side); use --grid {side} or less, or a larger --size")
