@@ -7,6 +7,7 @@ import copy
 import os
 import resource
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,30 @@ def limit_file_size(limit: int) -> Iterator[None]:
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old)
         signal.signal(signal.SIGXFSZ, handler)
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """``folder`` (made) cannot be written in: mode 0500, or for root (who ignores modes) the
+    ext4 immutable flag; skips where neither works."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        done = False
+    if not done:
+        pytest.skip("running as root and chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def assert_one_line_error(err: str, *needles: str) -> None:

@@ -39,16 +39,39 @@ def temp_path(dest: Path | str) -> Path:
     return Path(tmp)
 
 
-def _named(e: OSError, dest: Path) -> OSError:
-    """``e`` naming ``dest`` instead of nothing or a temporary file (same errno and reason)."""
+def output_name(path: Path, dest: Path, staging: Path | None = None) -> Path | None:
+    """The output that a temporary ``path`` stands for, or ``None`` if it is no temporary.
+
+    The one rule that maps temporaries to the names a user knows: a hidden temporary file
+    (:data:`TEMP_PATTERN`) is ``dest``; with a ``staging`` folder (a run trained beside its
+    ``--out``, a ledger's ``.stmil/``), the folder is ``dest`` and a file below it is that file
+    below ``dest``, its temporary name (if any) undone
+    (``.run.stmil-staging/.config.yaml.<pid>.<rand>.tmp`` -> ``run/config.yaml``).
+    """
+    if staging is not None and (path == staging or staging in path.parents):
+        rel = path.relative_to(staging)
+        m = TEMP_PATTERN.fullmatch(rel.name)
+        return dest / (rel.with_name(m["name"]) if m else rel) if rel.parts else dest
+    return dest if TEMP_PATTERN.fullmatch(path.name) else None
+
+
+def _named(e: OSError, dest: Path, staging: Path | None = None) -> OSError:
+    """``e`` naming ``dest`` instead of nothing or a temporary (same errno and reason; see
+    :func:`output_name`)."""
     name = e.filename
-    if not e.errno or (name is not None and not (
-            isinstance(name, (str, bytes, os.PathLike))
-            and TEMP_PATTERN.fullmatch(Path(os.fsdecode(name)).name))):
+    if not e.errno:
+        return e
+    if name is None:
+        target: Path | None = dest
+    elif isinstance(name, (str, bytes, os.PathLike)):
+        target = output_name(Path(os.fsdecode(name)), dest, staging)
+    else:
+        target = None
+    if target is None:
         return e
     # OSError(errno, ...) is the errno's subclass (FileNotFoundError...); PyAV's own error
     # classes take other arguments
-    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(dest))
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(target))
 
 
 def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
@@ -106,14 +129,16 @@ def locked(folder: Path | str) -> Iterator[None]:
 
 
 @contextmanager
-def naming(dest: Path | str) -> Iterator[None]:
-    """Context: an ``OSError`` raised inside that names no file or a temporary file (a full
-    disk while writing ``dest``'s temporary, say) is raised again naming ``dest`` (same errno
-    and reason); for writers that manage their own temporary file (a video encoder)."""
+def naming(dest: Path | str, staging: Path | str | None = None) -> Iterator[None]:
+    """Context: an ``OSError`` raised inside that names no file or a temporary (a full disk
+    while writing ``dest``'s temporary, a read-only folder refusing a staging folder) is
+    raised again naming the output (same errno and reason; the mapping is
+    :func:`output_name`'s); for writers that manage their own temporary file (a video
+    encoder) or folder (``staging``: a run trained beside its ``--out``)."""
     try:
         yield
     except OSError as e:
-        named = _named(e, Path(dest))
+        named = _named(e, Path(dest), None if staging is None else Path(staging))
         if named is e:
             raise
         raise named from e

@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stmil import safejson
-from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group
+from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group, naming
 from stmil.atomic import locked as folder_lock
 from stmil.errors import OutputError, StmilError
 
@@ -208,7 +208,8 @@ def locked(folder: Path | str) -> Iterator[None]:
     home = Path(folder) / LEDGER_DIR
     if os.path.lexists(home) and not (home.is_dir() and not home.is_symlink()):
         raise OutputError(f"{home}: exists and is not stmil's ledger folder; {FIX}")
-    home.mkdir(parents=True, exist_ok=True)
+    with naming(folder, home):  # a read-only folder is named, not its hidden .stmil/
+        home.mkdir(parents=True, exist_ok=True)
     with folder_lock(home):
         yield
 

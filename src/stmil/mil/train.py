@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from stmil import __version__
-from stmil.atomic import atomic_write, remove_stale_temps, write_text
+from stmil.atomic import atomic_write, naming, remove_stale_temps, write_text
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.device import resolve_device
@@ -113,22 +113,23 @@ def train(
     cfg = _resolve_auto(cfg, videos)
     resolved, videos = _resolve(cfg, data, features, out, videos, grid)
     fingerprint = _fingerprint(resolved, data, features, videos)
-    if stage.is_dir():  # refuse a concurrent training before touching its staging folder
-        _unlock(lock_folder(stage, out))
-    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
-    top = _first_missing(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(stage, out)
-    try:
-        summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress)
-        _finish(stage)
-        record_folder(stage, command)  # the run's ledger, committed with it in one step
-        commit_folder(stage, out)
-    except BaseException:
-        _abandon(stage, top)
-        raise
-    finally:
-        _unlock(lock)
+    with naming(out, stage):  # a full or read-only disk names the run, not its staging folder
+        if stage.is_dir():  # refuse a concurrent training before touching its staging folder
+            _unlock(lock_folder(stage, out))
+        checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
+        top = _first_missing(stage)
+        stage.mkdir(parents=True, exist_ok=True)
+        lock = lock_folder(stage, out)
+        try:
+            summary = _train_in(stage, cfg, resolved, fingerprint, videos, checkpoint, progress)
+            _finish(stage)
+            record_folder(stage, command)  # the run's ledger, committed with it in one step
+            commit_folder(stage, out)
+        except BaseException:
+            _abandon(stage, top)
+            raise
+        finally:
+            _unlock(lock)
     return summary
 
 
