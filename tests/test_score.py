@@ -237,9 +237,8 @@ def test_score_a_video_with_a_tail_follows_the_runs_tail_policy(planted_run, pad
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> Path:
-    """A run on features that say ``size: 112``: scoring a video extracts it at 112x112 (cheap;
-    the smallest size whose Mixed_4e map, 7x7, fits the run's 7x7 grid)."""
-    return run_with_meta(tmp_path_factory.mktemp("score-small"), size=112)
+    """A run on features that say ``size: 64``: scoring a video extracts it at 64x64 (cheap)."""
+    return run_with_meta(tmp_path_factory.mktemp("score-small"), size=64)
 
 
 def three_videos(folder: Path) -> list[Path]:
@@ -253,7 +252,7 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
                                                   extractor):
     """``stmil score`` over a folder runs extract's input pipeline: 2 decode workers give
     the very bytes the serial path gives, and these are the scores of extract_video's
-    features (the model's 112x112 clip settings)."""
+    features (the model's 64x64 clip settings)."""
     monkeypatch.chdir(tmp_path)
     videos = three_videos(Path("v"))
     files = {}
@@ -268,7 +267,7 @@ def test_score_with_workers_equals_serial_bitwise(small_run, tmp_path, capsys, m
     assert files["2"] == files["0"] and len(files["0"]) == 3
     for n, video in zip((1, 2, 3), videos):
         r = json.loads(files["0"][f"v{n}.scores.json"])
-        features, meta = extract_video(video, extractor, ExtractSettings(size=112))
+        features, meta = extract_video(video, extractor, ExtractSettings(size=64))
         assert features.shape == (n, 49, 528) and r["source"] == str(video.resolve())
         np.testing.assert_allclose(np.array(r["clip_maps"]).reshape(n, 49),
                                    direct_maps(small_run, features, motion=meta.motion),

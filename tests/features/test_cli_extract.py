@@ -143,6 +143,26 @@ def test_a_grid_larger_than_the_feature_map_is_refused_before_the_network(
     assert not Path("o").exists()
 
 
+@pytest.mark.parametrize("grid, size, endpoint, side", [
+    (14, 224, "Mixed_4e", 14), (15, 224, "Mixed_4e", 14), (4, 64, "Mixed_4e", 4),
+    (7, 64, "Mixed_4e", 4), (7, 100, "Mixed_4e", 7), (5, 100, "Mixed_5c", 4),
+    (32, 64, "Conv3d_1a_7x7", 32), (33, 64, "Conv3d_1a_7x7", 32),
+])
+def test_the_grid_rule_is_grid_at_most_the_map_side(grid, size, endpoint, side):
+    # hand-computed sides: ceil(size / 16) at Mixed_4e, / 32 at Mixed_5c, / 2 at Conv3d_1a
+    from stmil.errors import ConfigError
+    from stmil.features.pipeline_config import ExtractSettings
+
+    s = ExtractSettings(size=size)
+    s.check_grid(grid)  # a run's recorded settings: the frame bounds it alone
+    if grid <= side:
+        s.check_grid(grid, endpoint)
+    else:
+        with pytest.raises(ConfigError, match=f"^grid {grid} does not fit the {side}x{side} "
+                                              f"{endpoint} feature map of {size}-pixel frames"):
+            s.check_grid(grid, endpoint)
+
+
 @pytest.mark.slow
 def test_classify_cricket_json_subprocess():
     cricket = require_cricket()  # a failure, not a skip, under $CI

@@ -111,7 +111,7 @@ def extract_video(
     Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid, extractor.endpoint)
+    s.check_grid(extractor.grid)  # a run's recorded settings
     path = Path(path)
     info = probe(path)
     source = source_identity(path)
@@ -430,7 +430,7 @@ def extract_videos(
     :func:`extract_many` use this path.
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid, extractor.endpoint)
+    s.check_grid(extractor.grid)  # a run's recorded settings
 
     def jobs() -> Iterator[tuple[_Job, Path]]:
         for path in map(Path, videos):
@@ -472,7 +472,7 @@ def extract_many(
     while it is extracted, so processes sharing a folder never extract one video twice.
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid, extractor.endpoint)
+    s.check_grid(extractor.grid, extractor.endpoint)  # new features: the map rule
     pipeline = pipeline or PipelineConfig()
     out_dir = Path(out_dir)
     videos, missing = expand_inputs(inputs)

@@ -134,20 +134,24 @@ class ExtractSettings:
             raise ConfigError(f"tail must be one of {', '.join(TAIL_POLICIES)}, "
                               f"got {self.tail!r}")
 
-    def check_grid(self, grid: int, endpoint: str) -> None:
+    def check_grid(self, grid: int, endpoint: str | None = None) -> None:
         """:class:`ConfigError` unless a G x G grid fits the feature map at ``endpoint`` of
         frames resized to ``size`` pixels.
 
-        The rule: ``grid <= map side`` (each cuboid pools at least one cell of the map; a
-        larger grid would only repeat cells). A grid that does not divide the side is pooled
-        as :func:`~stmil.cuboids.pool_cuboids` states. An unknown endpoint passes here (the
-        extractor refuses it, naming the choices).
+        The rule for making features (``stmil extract``): ``grid <= map side`` (each cuboid
+        pools at least one cell of the map; a larger grid would only repeat cells). A grid
+        that does not divide the side is pooled as :func:`~stmil.cuboids.pool_cuboids` states.
+        An unknown endpoint passes here (the extractor refuses it, naming the choices).
+        ``endpoint=None``: only ``grid <= size``, for reproducing the settings a run records
+        (``score``, ``events``, ``watch``), which earlier versions let exceed the map.
         """
-        if endpoint not in ENDPOINT_STRIDES:
+        side = self.size if endpoint not in ENDPOINT_STRIDES else map_side(self.size, endpoint)
+        if check_count("grid", grid) <= side:
             return
-        side = map_side(self.size, endpoint)
-        if check_count("grid", grid) > side:
-            raise ConfigError(
-                f"grid {grid} does not fit the {side}x{side} {endpoint} feature map of "
-                f"{self.size}-pixel frames (a cuboid pools at least one cell: grid <= map "
-                f"side); use --grid {side} or less, or a larger --size")
+        if endpoint not in ENDPOINT_STRIDES:
+            raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
+                              f"cuboid needs at least one pixel; use --grid {self.size} or less")
+        raise ConfigError(
+            f"grid {grid} does not fit the {side}x{side} {endpoint} feature map of "
+            f"{self.size}-pixel frames (a cuboid pools at least one cell: grid <= map side); "
+            f"use --grid {side} or less, or a larger --size")
