@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from stmil.deploy import BACKENDS
 from stmil.deploy import FORMATS as MODEL_FORMATS
 from stmil.deploy import PRECISIONS as MODEL_PRECISIONS
 from stmil.device import DEVICES
-from stmil.errors import ConfigError, StmilError
+from stmil.errors import ConfigError, StmilError, Terminated
 from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES, PipelineConfig
 from stmil.mil.config import FIELDS, FORMATS, PATH_KEYS, field_type, read_config, read_yaml_mapping
 
@@ -82,9 +84,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite, progress=not args.quiet, pipeline=pipeline,
                            shard=shard)
     print(summary.line())
-    if summary.failed:
+    if summary.failed and not summary.unrecorded:
         print(f"failures written to {Path(args.out) / 'failures.json'}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.unrecorded else 0
 
 
 @command
@@ -761,18 +763,40 @@ def logging_to(stream: str) -> Iterator[None]:
         logger.propagate = propagate
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`~stmil.errors.Terminated` (a ``KeyboardInterrupt``)
+    in the main thread: the one place that gives every command Ctrl-C's clean-up when it is
+    stopped by ``kill`` or a service manager. A second SIGTERM during that clean-up kills at
+    once (the default action). Elsewhere than the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, sources = None, {}
     try:
-        sources = apply_config(parser, argv)
-        args = parser.parse_args(argv)
-        with logging_to(LOG_STREAM.get(args.command, "stderr")):
-            return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with terminate_as_interrupt():
+            sources = apply_config(parser, argv)
+            args = parser.parse_args(argv)
+            with logging_to(LOG_STREAM.get(args.command, "stderr")):
+                return COMMANDS[args.command](args)
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except (StmilError, OSError) as e:
         if args.debug if args is not None else "--debug" in argv:
             raise

@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from stmil.atomic import temp_path
+from stmil.atomic import naming, temp_path
 from stmil.errors import OutputError
 
 CLAIM_SUFFIX = ".claim"
@@ -113,14 +113,15 @@ def _note() -> bytes:
 def _create(path: Path) -> None:
     """Create the claim file ``path`` whole, marker included (a written temporary, hard-linked
     into place), so a kill never leaves an empty claim; one already there is left alone."""
-    tmp = temp_path(path)
-    try:
-        tmp.write_bytes(_note())
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    with naming(path):  # a full disk names the claim, not its temporary
+        tmp = temp_path(path)
+        try:
+            tmp.write_bytes(_note())
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def remove_stale_claims(out_dir: Path | str) -> list[Path]:

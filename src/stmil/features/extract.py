@@ -283,6 +283,7 @@ class ExtractSummary:
     claimed: list[str] = field(default_factory=list)
     clips: int = 0
     seconds: float = 0.0
+    unrecorded: str = ""  # why failures.json could not be written (a full disk), or ''
 
     @property
     def clips_per_s(self) -> float:
@@ -561,7 +562,11 @@ def extract_many(
     summary.seconds = time.perf_counter() - start
     handled = set(summary.done) | set(summary.skipped)
     processed = [p for p in videos if p.stem in handled] + [f["path"] for f in summary.failed]
-    record_failures(out_dir, processed, summary.failed)
+    try:
+        record_failures(out_dir, processed, summary.failed)
+    except OSError as e:  # a full disk: the batch's outcome still stands and is reported
+        summary.unrecorded = _reason(e, out_dir)
+        log.error("%s (so the failures above are not recorded)", summary.unrecorded)
     return summary
 
 
