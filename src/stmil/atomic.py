@@ -7,6 +7,7 @@ Temporary files are hidden and carry the writer's process id:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -20,16 +21,46 @@ os.umask(_UMASK)
 # ``.<name>.<pid>.<8 random chars from tempfile>.tmp``
 TEMP_PATTERN = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9]\d{0,9})\.(?P<rand>[a-z0-9_]{8})\.tmp")
 
+#: The longest file name, in bytes, of Linux, macOS and Windows file systems.
+NAME_MAX = 255
+
+
+def fit_name(stem: str, suffix: str) -> str:
+    """``stem + suffix`` if it fits in :data:`NAME_MAX` bytes; else ``stem`` cut short,
+    ``~`` and 16 hex digits of its SHA-256, then ``suffix`` (distinct stems stay distinct).
+
+    The one rule for the names stmil derives from a user's (a 250-character video's
+    ``<id>.claim``, the temporaries of its outputs): the output's own name is the user's
+    choice, and is refused by the system (in one line naming it) only when it is too long.
+    """
+    if len(os.fsencode(stem + suffix)) <= NAME_MAX:
+        return stem + suffix
+    raw = os.fsencode(stem)
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    cut = raw[:NAME_MAX - len(os.fsencode(suffix)) - 1 - len(digest)]
+    while cut:  # never split a UTF-8 character: the name stays valid text
+        try:
+            text = cut.decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            cut = cut[:-1]
+    else:
+        text = ""
+    return f"{text}~{digest}{suffix}"
+
 
 def temp_path(dest: Path | str) -> Path:
     """Create (empty, with the usual permissions) and return a temporary file beside ``dest``.
 
     Its name, ``.<name>.<pid>.<random>.tmp``, matches :data:`TEMP_PATTERN`, so
-    :func:`remove_stale_temps` can tell when its writer has died.
+    :func:`remove_stale_temps` can tell when its writer has died; where ``dest``'s name is
+    too long for that, ``<name>`` is shortened by :func:`fit_name`.
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.",
-                               suffix=".tmp")
+    pid = os.getpid()
+    tail = f".{pid}.{'r' * 8}.tmp"  # the length of what mkstemp appends
+    head = fit_name(f".{dest.name}", tail)[:-len(tail)]
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{head}.{pid}.", suffix=".tmp")
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
