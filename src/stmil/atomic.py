@@ -118,14 +118,16 @@ def atomic_write(dest: Path | str, write: Callable[[Path], None]) -> Path:
     return dest
 
 
-def atomic_write_group(writes: Sequence[tuple[Path | str, Callable[[Path], None]]]) -> None:
+def atomic_write_group(writes: Sequence[tuple[Path | str, Callable[[Path], None]]],
+                       before_renames: Callable[[], None] | None = None) -> None:
     """Write several files as one unit: every ``write(tmp)`` first, in order, then the renames.
 
     The renames run in reverse order, so the last file written (one that describes the
     others, such as a JSON recording their checksums) is renamed into place first. A failure
     while writing leaves every destination untouched and removes all temporary files; only a
     kill between two renames can leave a mix, which the describing file lets readers detect.
-    An ``OSError`` names the destination being written.
+    An ``OSError`` names the destination being written. ``before_renames`` (a ledger's journal
+    line, say) runs once every file is written, before the first rename.
     """
     temps: list[tuple[Path, Path]] = []
     try:
@@ -134,6 +136,8 @@ def atomic_write_group(writes: Sequence[tuple[Path | str, Callable[[Path], None]
                 tmp = temp_path(dest)
                 temps.append((Path(dest), tmp))
                 write(tmp)
+        if before_renames is not None:
+            before_renames()
         for dest, tmp in reversed(temps):
             with naming(dest):
                 os.replace(tmp, dest)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from stmil.features.extract import (
 from stmil.features.pipeline import PipelineConfig, decode_videos, device_input
 from stmil.features.resize import resize_clips, resize_frames
 from stmil.features.video import iter_clips
+from stmil.ownership import Ledger
 from tests.conftest import log_lines, ramp_frames, write_video
 
 SMALL = ExtractSettings(size=64, batch_size=2)  # with small_extractor: a 4x4 grid
@@ -345,7 +345,7 @@ def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
     assert all(is_done(out, f"v{i}") for i in range(4))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".stmil", *(f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))])  # no claim
-    ledger = json.loads((out / ".stmil" / "ledger.json").read_text())["files"]
+    ledger = Ledger.load(out).files  # ledger.json and its journal
     assert sorted(ledger) == sorted(f"v{i}{x}" for i in range(4) for x in (".json", ".npy"))
 
 
