@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
+import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -248,12 +248,19 @@ class Ledger:
             self.legacy.pop(name, None)
 
     def save(self, tmp: Path) -> None:
-        """Write the ledger whole to ``tmp`` (the writer of an atomic write), with a new
-        generation (the journal's lines so far are then stale); a first ledger lists the
-        files the folder already held under ``legacy``."""
+        """Write the ledger whole to ``tmp`` (the writer of an atomic write), with the
+        next generation (``<count>-<hash of the content>``: the journal's lines so far are
+        then stale); a first ledger lists the files the folder already held under
+        ``legacy``."""
         if self.legacy is None:
             self.legacy = _snapshot(self.folder, set(self.files))
-        self.generation = secrets.token_hex(8)
+        body = json.dumps({"files": self.files, "legacy": self.legacy}, separators=(",", ":"),
+                          sort_keys=True)
+        # counted and named by its content: the same commits give the same bytes (a rerun
+        # into a fresh folder), and a generation never returns (stale lines never count)
+        count = int(str(self.generation).split("-")[0]) + 1 \
+            if re.fullmatch(r"\d+-[0-9a-f]+", str(self.generation)) else 1
+        self.generation = f"{count}-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
         self.journal_end = self.journal_lines = 0
         data = {"format": FORMAT, "version": 1, "generation": self.generation,
                 "files": self.files, "legacy": self.legacy}
