@@ -15,8 +15,9 @@ stderr captured and a time limit, and is counted as:
 - ``not_owned``: a file the run did not own was changed, deleted or created. A run owns files
   under its outputs (``--out``, ``--json``, ``--snapshots``, ``--clips``, the run folder that
   calibrate / evaluate write into) that are new, or that the folder's ledger
-  (``.stmil/ledger.json``) named with their current bytes when the case began; every other file
-  in the case folder (inputs, and user files planted in output folders) is the user's.
+  (``.stmil/ledger.json`` and its journal) named with their current bytes when the case began;
+  every other file in the case folder (inputs, and user files planted in output folders) is
+  the user's.
 
 Usage::
 
@@ -878,16 +879,36 @@ def ledger_owned(root: Path, before: dict[str, str]) -> set[str]:
         if rel.endswith(".stmil/ledger.json"):
             folder = os.path.dirname(os.path.dirname(rel))
             try:
-                files = json.loads((root / rel).read_text()).get("files", {})
+                data = json.loads((root / rel).read_text())
+                files = dict(data.get("files", {}))
             except Exception:
                 continue
-            if not isinstance(files, dict):
-                continue
+            files.update(_journal_entries(root / folder / ".stmil" / "journal.jsonl",
+                                          data.get("generation")))
             for name, rec in files.items():
                 r = os.path.normpath(os.path.join(folder, name))
                 if isinstance(rec, dict) and before.get(r) == rec.get("sha256"):
                     owned.add(r)
     return owned
+
+
+def _journal_entries(path: Path, generation: object) -> dict:
+    """The entries of a ledger's journal lines of ``generation`` (stmil.ownership's format:
+    one JSON line per commit, ``{"g": generation, "set": {name: entry}}``), in order."""
+    out: dict = {}
+    try:
+        lines = path.read_bytes().split(b"\n")[:-1]  # whole lines only
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("g") == generation and \
+                isinstance(data.get("set"), dict):
+            out.update(data["set"])
+    return out
 
 
 def out_files(argv: list[str]) -> list[str]:

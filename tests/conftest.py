@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import resource
 import signal
@@ -101,6 +103,16 @@ def extractor():
     return FeatureExtractor(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def small_extractor(extractor):
+    """The session's extractor with a 4 x 4 grid (the same loaded network): the whole 4x4
+    Mixed_4e map of frames resized to 64 pixels, where grid 7 does not fit (issue 22 item
+    18). Features ``(n_clips, 16, 528)``."""
+    small = copy.copy(extractor)
+    small.grid = 4
+    return small
+
+
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     """Run ``stmil`` in-process: (exit code, stdout, stderr)."""
     from stmil.cli import main
@@ -131,6 +143,30 @@ def limit_file_size(limit: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, handler)
 
 
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """``folder`` (made) cannot be written in: mode 0500, or for root (who ignores modes) the
+    ext4 immutable flag; skips where neither works."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        done = False
+    if not done:
+        pytest.skip("running as root and chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def assert_one_line_error(err: str, *needles: str) -> None:
     """stderr is exactly one ``error: ...`` line, no traceback, containing every needle."""
     assert "Traceback" not in err
@@ -146,3 +182,17 @@ def dead_pid() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     return int(proc.stdout)
+
+
+def file_tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden ones included) -> its bytes; the ledger's own files
+    (``.stmil/ledger.json`` and its journal, whose split depends on the order of commits) as
+    the entries they hold together."""
+    from stmil.ownership import Ledger
+
+    tree = {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+    if ".stmil/ledger.json" in tree:
+        tree.pop(".stmil/journal.jsonl", None)
+        tree[".stmil/ledger.json"] = json.dumps(Ledger.load(root).files, sort_keys=True).encode()
+    return tree

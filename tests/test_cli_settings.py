@@ -277,3 +277,42 @@ def test_help_shows_units_bounds_defaults_choices_and_the_example(capsys, comman
     flat = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for n in needles:
         assert " ".join(n.split()) in flat, n
+def _loud_and_quiet(capsys, *argv) -> str:
+    """stderr of ``stmil *argv --quiet``, asserted to hold the very ``warning:``/``error:``
+    lines of the run without ``--quiet`` (which adds progress bars only)."""
+    def said(err: str) -> list[str]:
+        return [ln for ln in err.splitlines() if ln.startswith(("warning: ", "error: "))]
+
+    code, _, loud = run_cli(capsys, *argv)
+    code_q, _, quiet = run_cli(capsys, *argv, "--quiet")
+    assert code == code_q and said(quiet) == said(loud) and said(quiet)
+    return quiet
+
+
+def test_quiet_keeps_extracts_warning(tmp_path, capsys, monkeypatch):
+    # issue 22 item 27: extract's emulated-bf16 warning survives --quiet
+    import stmil.features.extract as extract_mod
+
+    monkeypatch.setattr(extract_mod, "native_bf16", lambda device: False)
+    monkeypatch.chdir(tmp_path)
+    Path("empty").mkdir()
+    err = _loud_and_quiet(capsys, "extract", "empty", "--out", "o", "--precision", "bf16",
+                          "--device", "cpu", "--size", "64", "--grid", "4")
+    assert err.startswith("warning: this CPU has neither AMX nor AVX512-BF16")
+
+
+def test_quiet_keeps_import_features_warning(tmp_path, capsys, monkeypatch):
+    # issue 22 item 27: import-features' --frame-counts warning survives --quiet
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    for name, n in (("A001_x264", 2), ("B001_x264", 5)):
+        np.save(Path("in", f"{name}.npy"), np.ones((n, 3), np.float32))
+    Path("counts.txt").write_text("A001_x264 9\n")
+    for out in ("f1", "f2"):  # a fresh folder for each run: both write
+        code, _, err = run_cli(capsys, "import-features", "in", "--format", "rtfm", "--out",
+                               out, "--snippet-frames", "8", "--frame-counts", "counts.txt",
+                               *(["--quiet"] if out == "f2" else []))
+        assert code == 0, err
+        assert "warning: 1 of 2 videos are not in --frame-counts (B001_x264)" in err

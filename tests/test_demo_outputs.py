@@ -11,15 +11,9 @@ import pytest
 
 from stmil import demo as demo_mod
 from stmil.synth.dataset import plan_videos
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, file_tree, run_cli
 
 DEAD = 999_999_999  # a pid no process has (above any pid_max)
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones included) -> its bytes."""
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _ids(n_videos: int) -> set[str]:
@@ -58,14 +52,14 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys, no
     for rel, text in DEMO_FOREIGN[case].items():
         (tmp_path / "P" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "P" / rel).write_text(text)
-    before = _tree(tmp_path / "P")
+    before = file_tree(tmp_path / "P")
     code, _, err = run_cli(capsys, "demo", "--out", "P", "--videos", "8", "--frames", "16",
                            "--quiet")
     assert code == 1
     where = (tmp_path / "P").resolve()
     assert_one_line_error(err, f"error: {where}: folder is not empty and is not a stmil demo "
                                "output (no valid demo.json); choose another --out or empty it")
-    assert _tree(tmp_path / "P") == before
+    assert file_tree(tmp_path / "P") == before
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -185,7 +179,7 @@ def test_demo_refuses_a_run_it_cannot_prove_its_own(tmp_path, monkeypatch, capsy
     if config is not None:
         config = {k: v.format(out=out) for k, v in config.items()}
     _demo_with_run(tmp_path, marker, config)
-    before = _tree(out)
+    before = file_tree(out)
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, "demo", "--out", "P", "--videos", "8", "--frames", "16",
                            "--quiet")
@@ -193,7 +187,7 @@ def test_demo_refuses_a_run_it_cannot_prove_its_own(tmp_path, monkeypatch, capsy
     assert_one_line_error(err, f"error: {out / 'runs' / 'paper'}: a run the demo did not "
                                "train, or one changed since it did (yours?); move it out of "
                                "the way or choose another --out")
-    assert _tree(out) == before
+    assert file_tree(out) == before
 
 
 @pytest.mark.parametrize("case", ["the recorded model", "killed while training it"])

@@ -29,7 +29,8 @@ def test_find_videos_any_case_sorted_skipping_junk_hidden_and_loops(tmp_path, mo
     assert find_videos("missing") == []
 
 
-def test_m4v_and_upper_case_mp4_are_extracted_and_listed(tmp_path, monkeypatch, extractor):
+def test_m4v_and_upper_case_mp4_are_extracted_and_listed(tmp_path, monkeypatch,
+                                                        small_extractor):
     monkeypatch.chdir(tmp_path)
     normal, fight = Path("ds/normal"), Path("ds/anomalous/Fighting")
     fight.mkdir(parents=True)
@@ -44,11 +45,12 @@ def test_m4v_and_upper_case_mp4_are_extracted_and_listed(tmp_path, monkeypatch, 
         ("Fight01", 1, "Fighting", fight / "Fight01.MP4"),
     ]
 
-    summary = extract_many(["ds"], "feats", extractor, ExtractSettings(size=64), progress=False)
+    summary = extract_many(["ds"], "feats", small_extractor, ExtractSettings(size=64),
+                           progress=False)
     assert sorted(summary.done) == ["Fight01", "walk"] and summary.failed == []
     for record in records:
         arr, meta = load_features("feats", record.video_id)
-        assert arr.shape == (1, 49, 528)
+        assert arr.shape == (1, 16, 528)
         assert meta.source == str(record.path.resolve())
 
 

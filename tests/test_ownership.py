@@ -41,7 +41,9 @@ def put(data: bytes):
 
 
 def ledger_json(folder: Path) -> dict:
-    return json.loads(O.ledger_path(folder).read_text())
+    """What a folder's ledger says, read as stmil reads it (ledger.json and its journal)."""
+    ledger = O.Ledger.load(folder)
+    return {"files": ledger.files, "legacy": ledger.legacy}
 
 
 # --- the rule --------------------------------------------------------------------------------
@@ -103,18 +105,20 @@ def _die_after_renames(monkeypatch, n: int) -> None:
     monkeypatch.setattr(A.os, "replace", replace)
 
 
-@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("n", [0, 1, 2])
 def test_a_kill_between_renames_leaves_no_file_of_the_user_claimed(tmp_path, monkeypatch, n):
     O.commit(tmp_path, [(tmp_path / "old.npy", put(b"old")), (tmp_path / "old.json",
                                                                  put(b"{}"))], "x")
-    _die_after_renames(monkeypatch, n)  # the ledger is renamed first, then old.json, old.npy
+    # the ledger's journal line is written first, then the renames: old.json, old.npy, new.npy
+    _die_after_renames(monkeypatch, n)
     with pytest.raises(KeyboardInterrupt):
         O.commit(tmp_path, [(tmp_path / "new.npy", put(b"n")),
                             (tmp_path / "old.npy", put(b"new!")),
                             (tmp_path / "old.json", put(b"{1}"))], "x")
     monkeypatch.undo()
-    # the files still hold stmil's previous bytes: still ours, so the rerun replaces them
-    assert snapshot(tmp_path) == {"old.npy": b"old", "old.json": b"{}" if n == 1 else b"{1}"}
+    # the files hold stmil's previous or new bytes: still ours, so the rerun replaces them
+    assert snapshot(tmp_path) == {"old.npy": b"new!" if n >= 2 else b"old",
+                                  "old.json": b"{1}" if n >= 1 else b"{}"}
     led = O.Ledger.load(tmp_path)
     assert led.owns("old.npy") and led.owns("old.json")
     # the ledger names new.npy, which never arrived: a user's file there is still theirs
@@ -338,50 +342,51 @@ def videos(tmp_path) -> Path:
     return src
 
 
-def _extract(inputs, out, extractor, overwrite=False):
+def _extract(inputs, out, small_extractor, overwrite=False):
     from stmil.features.extract import ExtractSettings, extract_many
 
-    return extract_many(inputs, out, extractor, ExtractSettings(size=64), overwrite=overwrite,
+    return extract_many(inputs, out, small_extractor, ExtractSettings(size=64), overwrite=overwrite,
                         progress=False)
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_defect6_extract_keeps_a_user_edited_array(videos, tmp_path, extractor, overwrite):
+def test_defect6_extract_keeps_a_user_edited_array(videos, tmp_path, small_extractor, overwrite):
     out = tmp_path / "out"
-    assert _extract([videos], out, extractor).done == ["v"]
+    assert _extract([videos], out, small_extractor).done == ["v"]
     np.save(out / "v.npy", np.load(out / "v.npy") * 2)  # the user's edit; the JSON is stmil's
     before = snapshot(out)
-    s = _extract([videos], out, extractor, overwrite=overwrite)
+    s = _extract([videos], out, small_extractor, overwrite=overwrite)
     assert s.done == [] and len(s.failed) == 1
     assert f"{out / 'v.npy'}: exists and is not a file stmil wrote here" in s.failed[0]["error"]
     assert {k: v for k, v in snapshot(out).items() if k != "failures.json"} == before
 
 
 @pytest.mark.parametrize("name", ["v.json", "v.npy", "failures.json"])
-def test_extract_overwrite_keeps_a_users_file_in_its_folder(videos, tmp_path, extractor, name):
+def test_extract_overwrite_keeps_a_users_file_in_its_folder(videos, tmp_path, small_extractor,
+                                                            name):
     out = tmp_path / "out"
     (tmp_path / "videos" / "bad.mkv").write_bytes(b"not a video")  # so failures.json exists
-    assert _extract([videos], out, extractor).done == ["v"]
+    assert _extract([videos], out, small_extractor).done == ["v"]
     content = json.dumps([{"path": "/x", "error": "mine"}]).encode() if name == "failures.json" \
         else (out / name).read_bytes()[:-1] + b" "  # stmil's bytes, edited: the user's now
     (out / name).write_bytes(content)
     before = snapshot(out)
     if name == "failures.json":
         with pytest.raises(OutputError, match="failures.json: exists and is not a file stmil"):
-            _extract([videos], out, extractor, overwrite=True)
+            _extract([videos], out, small_extractor, overwrite=True)
     else:
-        s = _extract([videos], out, extractor, overwrite=True)
+        s = _extract([videos], out, small_extractor, overwrite=True)
         assert s.done == [] and any(f"{name}: exists and is not a file stmil" in f["error"]
                                     for f in s.failed)
         before.pop("failures.json")
     assert {k: v for k, v in snapshot(out).items() if k in before} == before
 
 
-def test_defect7_extract_keeps_an_empty_user_claim_file(videos, tmp_path, extractor):
+def test_defect7_extract_keeps_an_empty_user_claim_file(videos, tmp_path, small_extractor):
     out = tmp_path / "out"
     out.mkdir()
     (out / "v.claim").write_bytes(b"")
-    s = _extract([videos], out, extractor)
+    s = _extract([videos], out, small_extractor)
     assert s.done == [] and "v.claim: exists and is not a stmil claim" in s.failed[0]["error"]
     assert (out / "v.claim").exists() and (out / "v.claim").read_bytes() == b""
     assert not (out / "v.npy").exists()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import Any
 from stmil import __version__
 from stmil.datasets import load_dataset
 from stmil.deploy.settings import ExportModelOptions
-from stmil.errors import ConfigError, StmilError
+from stmil.errors import ConfigError, StmilError, Terminated
 from stmil.evaluation.settings import EvaluateOptions
 from stmil.features.pipeline_config import (
     ClassifyOptions,
@@ -98,14 +100,15 @@ def cmd_extract(o: Values) -> int:
     pipeline = o.get(PipelineConfig)
     shard = parse_shard(o.shard) if o.shard is not None else None
     x = o.get(ExtractorSettings)
+    settings.check_grid(x.grid, x.endpoint)
     extractor = FeatureExtractor(x.endpoint, x.grid, x.device, x.precision)
     summary = extract_many([str(p) for p in o.inputs], str(o.out), extractor, settings,
                            overwrite=o.overwrite, progress=not o.quiet, pipeline=pipeline,
                            shard=shard)
     print(summary.line())
-    if summary.failed:
+    if summary.failed and not summary.unrecorded:
         print(f"failures written to {Path(o.out) / 'failures.json'}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.unrecorded else 0
 
 
 def cmd_classify(o: Values) -> int:
@@ -423,17 +426,39 @@ def logging_to(stream: str) -> Iterator[None]:
         logger.propagate = propagate
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`~stmil.errors.Terminated` (a ``KeyboardInterrupt``)
+    in the main thread: the one place that gives every command Ctrl-C's clean-up when it is
+    stopped by ``kill`` or a service manager. A second SIGTERM during that clean-up kills at
+    once (the default action). Elsewhere than the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     values: Values | None = None
     try:
-        name, values = parse(parser, argv)
-        with logging_to(LOG_STREAM.get(name, "stderr")):
-            return COMMANDS[name].run(values)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with terminate_as_interrupt():
+            name, values = parse(parser, argv)
+            with logging_to(LOG_STREAM.get(name, "stderr")):
+                return COMMANDS[name].run(values)
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except (StmilError, OSError) as e:
         if values.debug if values is not None else "--debug" in argv:
             raise

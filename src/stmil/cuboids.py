@@ -30,7 +30,12 @@ def pool_cuboids(fmap: Tensor, grid: int = 7) -> Tensor:
     """``(B, C, T', H', W') -> (B, G*G, C)``: mean over time, then average-pool to G x G.
 
     Cuboids are in row-major order (row 0 is the top of the frame). For Mixed_4e of a 224x224
-    clip (14x14 map) and G = 7, each cuboid is the mean of a 2x2 block of cells.
+    clip (14x14 map) and G = 7, each cuboid is the mean of a 2x2 block of cells. G must not
+    exceed the map side M (:meth:`~stmil.features.pipeline_config.ExtractSettings.check_grid`).
+    Where G does not divide M, cuboid ``i`` (along each axis) is the mean of cells
+    ``floor(i * M / G)`` to ``ceil((i + 1) * M / G) - 1`` (adaptive average pooling), so
+    neighbouring cuboids may share a row or column of cells; :func:`cuboid_boxes` still cuts
+    the frame into G equal parts.
     """
     import torch.nn.functional as F
 

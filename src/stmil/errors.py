@@ -22,3 +22,9 @@ class OutputError(StmilError, ValueError):
 
 class ModelError(StmilError, ValueError):
     """A run folder, model or checkpoint that cannot be used."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a service manager stopping stmil), raised in the main thread as
+    an interrupt so that every command cleans up exactly as after Ctrl-C (temporaries, claims,
+    staging folders); see :func:`stmil.cli.terminate_as_interrupt`."""

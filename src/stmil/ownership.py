@@ -16,13 +16,23 @@ Names are relative to the folder (``/``-separated). ``previous`` is the stmil fi
 commit replaced (see below). ``legacy`` lists the files the folder held when its ledger was
 created (size and modification time, no hashing).
 
-**Committing.** :func:`commit` writes outputs and the ledger as one
-:func:`~stmil.atomic.atomic_write_group` under a lock on ``.stmil/``: every temporary first, the
-ledger's last (it knows the others' hashes), then the renames, the ledger's first. A kill
-between renames leaves a ledger naming the new bytes of a file that still holds its previous
-ones; those are its ``previous`` entry, so the file stays ours and the next run replaces it. A
-ledger entry whose bytes are not there (a file never renamed into place, or changed since) is
-simply "not ours": the safe direction.
+**Committing.** :func:`commit` writes outputs and their ledger entries as one
+:func:`~stmil.atomic.atomic_write_group` under a lock on ``.stmil/``: every temporary first,
+then the entries naming their hashes, then the renames. A kill between renames leaves a ledger
+naming the new bytes of a file that still holds its previous ones; those are its ``previous``
+entry, so the file stays ours and the next run replaces it. A ledger entry whose bytes are not
+there (a file never renamed into place, or changed since) is simply "not ours": the safe
+direction.
+
+**The journal** (so that committing N files one by one costs O(N), not O(N^2)): a commit's
+entries are one line appended to ``.stmil/journal.jsonl``, ``{"g": "<generation>", "set":
+{"<name>": {entry}}}``, instead of the whole ledger rewritten. Readers replay the lines whose
+``g`` is the ``generation`` of ``ledger.json``. Once the lines outnumber the files the ledger
+names (and :data:`JOURNAL_MIN`), the next commit writes the ledger whole, with a new
+generation, as part of its group (so stale lines are ignored even if a kill leaves them), and
+deletes the journal. A kill mid-append leaves a torn last line: skipped by readers, and ended
+by the next append. Within one process the ledger is kept between commits and only the
+journal's new lines are read (:func:`commit`, under the lock).
 
 **Folders from earlier versions** (:func:`Ledger.owns`, the one migration path): where a folder
 has no ledger, or its ledger lists a file under ``legacy`` with unchanged size and time, the
@@ -42,18 +52,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from stmil import safejson
-from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group
+from stmil.atomic import TEMP_PATTERN, atomic_write, atomic_write_group, naming
 from stmil.atomic import locked as folder_lock
 from stmil.errors import OutputError, StmilError
 
 LEDGER_DIR = ".stmil"
 LEDGER = "ledger.json"
+JOURNAL = "journal.jsonl"
+#: Journal lines a ledger gathers before it is written whole again (at least; and at least as
+#: many as the files it names, so each whole write is paid for by as many one-line commits).
+JOURNAL_MIN = 1000
 FORMAT = "stmil-ledger"
 FIX = "move it away or choose another output folder (stmil replaces only files it wrote)"
 
@@ -68,6 +83,11 @@ _DIGESTS: dict[tuple[int, int, int, int], str] = {}  # (dev, ino, size, mtime_ns
 def ledger_path(folder: Path | str) -> Path:
     """The ledger of ``folder``: ``folder/.stmil/ledger.json``."""
     return Path(folder) / LEDGER_DIR / LEDGER
+
+
+def journal_path(folder: Path | str) -> Path:
+    """The ledger's journal of ``folder``: ``folder/.stmil/journal.jsonl``."""
+    return Path(folder) / LEDGER_DIR / JOURNAL
 
 
 def sha256_of(path: Path | str, st: os.stat_result | None = None) -> str:
@@ -89,29 +109,85 @@ class Ledger:
     """The ledger of one folder: which of its files stmil wrote (see the module docstring)."""
 
     def __init__(self, folder: Path, files: dict[str, dict],
-                 legacy: dict[str, list[int]] | None) -> None:
+                 legacy: dict[str, list[int]] | None, generation: str | None = None) -> None:
         self.folder = folder
         self.files = files
         self.legacy = legacy  # None: no ledger yet, every present file predates ledgers
+        self.generation = generation  # of ledger.json: the journal lines that apply to it
+        self.key: tuple[int, int, int] | None = None  # ledger.json's (inode, size, mtime)
+        self.journal_end = 0  # bytes of the journal read (whole lines)
+        self.journal_lines = 0  # lines of this generation read or written
 
     @classmethod
     def load(cls, folder: Path | str) -> Ledger:
-        """The ledger of ``folder`` (an empty one with no legacy limit when there is none).
+        """The ledger of ``folder`` (an empty one with no legacy limit when there is none),
+        its journal's lines replayed.
 
         :class:`OutputError` naming the file when the ledger is not one stmil wrote.
         """
         folder, path = Path(folder), ledger_path(folder)
         try:
-            data = safejson.loads(path.read_bytes().decode("utf-8"))
+            with open(path, "rb") as f:
+                st, raw = os.fstat(f.fileno()), f.read()
+            data = safejson.loads(raw.decode("utf-8"))
         except (FileNotFoundError, NotADirectoryError):
             return cls(folder, {}, None)
         except (UnicodeDecodeError, ValueError) as e:
             raise OutputError(f"{path}: not a stmil ledger (not JSON: {e}); {FIX}") from None
         if not (isinstance(data, dict) and data.get("format") == FORMAT
                 and isinstance(data.get("files"), dict) and isinstance(data.get("legacy"), dict)
+                and isinstance(data.get("generation", ""), str)
                 and all(_entry_ok(e) for e in data["files"].values())):
             raise OutputError(f"{path}: not a stmil ledger (format {FORMAT}, version 1); {FIX}")
-        return cls(folder, data["files"], data["legacy"])
+        ledger = cls(folder, data["files"], data["legacy"], data.get("generation"))
+        ledger.key = _key(st)
+        ledger.read_journal()
+        return ledger
+
+    def read_journal(self) -> None:
+        """Replay the journal's whole lines past :attr:`journal_end` that belong to this
+        generation; a torn or foreign line is skipped (its entries are then "not ours")."""
+        try:
+            with open(journal_path(self.folder), "rb") as f:
+                f.seek(self.journal_end)
+                tail = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        whole = tail[:tail.rfind(b"\n") + 1]
+        self.journal_end += len(whole)
+        for line in whole.splitlines():
+            try:
+                data = safejson.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                continue
+            if not (isinstance(data, dict) and data.get("g") == self.generation
+                    and isinstance(data.get("set"), dict)
+                    and all(_entry_ok(e) for e in data["set"].values())):
+                continue
+            self.journal_lines += 1
+            for name, entry in data["set"].items():
+                self.files[name] = entry
+                if self.legacy is not None:
+                    self.legacy.pop(name, None)
+
+    def append_journal(self, names: Sequence[str]) -> int:
+        """Append one line naming ``names``' entries to the journal (ending a torn last line
+        first); returns the journal's size before, for :func:`_undo_append`."""
+        line = json.dumps({"g": self.generation, "set": {n: self.files[n] for n in names}},
+                          separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        fd = os.open(journal_path(self.folder), os.O_RDWR | os.O_APPEND | os.O_CREAT
+                     | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        try:
+            before = os.fstat(fd).st_size
+            if before and os.pread(fd, 1, before - 1) != b"\n":
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        self.journal_end, self.journal_lines = before + len(line), self.journal_lines + 1
+        return before
 
     def owns(self, name: str, legacy: Legacy | None = None) -> bool:
         """Whether ``folder/name`` is stmil's: named with matching bytes, or (migration) a file
@@ -132,6 +208,15 @@ class Ledger:
         if self.legacy is not None and self.legacy.get(name) != [st.st_size, st.st_mtime_ns]:
             return False
         return bool(legacy(path))
+
+    def holds(self, name: str) -> bool:
+        """Whether ``folder/name`` holds the bytes of its entry (not its ``previous``)."""
+        entry, path = self.files.get(name), self.folder / name
+        try:
+            return (entry is not None and os.stat(path).st_size == entry["size"]
+                    and sha256_of(path) == entry["sha256"])
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def check_replaceable(self, path: Path | str, legacy: Legacy | None = None,
                           fix: str = FIX) -> None:
@@ -163,11 +248,22 @@ class Ledger:
             self.legacy.pop(name, None)
 
     def save(self, tmp: Path) -> None:
-        """Write the ledger to ``tmp`` (the writer of an atomic write); a first ledger lists the
-        files the folder already held under ``legacy``."""
+        """Write the ledger whole to ``tmp`` (the writer of an atomic write), with the
+        next generation (``<count>-<hash of the content>``: the journal's lines so far are
+        then stale); a first ledger lists the files the folder already held under
+        ``legacy``."""
         if self.legacy is None:
             self.legacy = _snapshot(self.folder, set(self.files))
-        data = {"format": FORMAT, "version": 1, "files": self.files, "legacy": self.legacy}
+        body = json.dumps({"files": self.files, "legacy": self.legacy}, separators=(",", ":"),
+                          sort_keys=True)
+        # counted and named by its content: the same commits give the same bytes (a rerun
+        # into a fresh folder), and a generation never returns (stale lines never count)
+        count = int(str(self.generation).split("-")[0]) + 1 \
+            if re.fullmatch(r"\d+-[0-9a-f]+", str(self.generation)) else 1
+        self.generation = f"{count}-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+        self.journal_end = self.journal_lines = 0
+        data = {"format": FORMAT, "version": 1, "generation": self.generation,
+                "files": self.files, "legacy": self.legacy}
         tmp.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
 
     def _name(self, path: Path) -> str:
@@ -175,6 +271,10 @@ class Ledger:
             return path.relative_to(self.folder).as_posix()
         except ValueError:
             raise ValueError(f"{path} is not in {self.folder}") from None
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _entry_ok(e: object) -> bool:
@@ -208,7 +308,8 @@ def locked(folder: Path | str) -> Iterator[None]:
     home = Path(folder) / LEDGER_DIR
     if os.path.lexists(home) and not (home.is_dir() and not home.is_symlink()):
         raise OutputError(f"{home}: exists and is not stmil's ledger folder; {FIX}")
-    home.mkdir(parents=True, exist_ok=True)
+    with naming(folder, home):  # a read-only folder is named, not its hidden .stmil/
+        home.mkdir(parents=True, exist_ok=True)
     with folder_lock(home):
         yield
 
@@ -222,18 +323,57 @@ def check_can_write(folder: Path | str, names: Sequence[str], legacy: Legacy | N
         ledger.check_replaceable(Path(folder) / name, legacy, fix)
 
 
+_LIVE: dict[str, Ledger] = {}  # absolute folder -> its ledger as this process last left it
+
+
+def _current(folder: Path) -> Ledger:
+    """``folder``'s ledger (call under its lock): the one this process kept, with the
+    journal's new lines read, while ``ledger.json`` is the one it read; else loaded afresh."""
+    where = os.path.abspath(folder)
+    kept = _LIVE.get(where)
+    try:
+        key = _key(os.stat(ledger_path(folder)))
+        size = os.stat(journal_path(folder)).st_size
+    except FileNotFoundError:
+        key, size = None, 0
+    if kept is not None and key is not None and kept.key == key and size >= kept.journal_end:
+        kept.read_journal()
+        return kept
+    _LIVE[where] = ledger = Ledger.load(folder)
+    return ledger
+
+
 def commit(folder: Path | str, writes: Sequence[tuple[Path | str, Write]], command: str,
            legacy: Legacy | None = None, fix: str = FIX) -> None:
-    """Write ``writes`` (``(dest, write(tmp))``, files of ``folder``) and the ledger naming
-    them as one atomic group, refusing any destination that is not stmil's."""
+    """Write ``writes`` (``(dest, write(tmp))``, files of ``folder``) and the ledger entries
+    naming them as one atomic group, refusing any destination that is not stmil's: one
+    journal line, or the ledger whole when it has none yet or its journal is long."""
     folder = Path(folder)
     with locked(folder):
-        ledger = Ledger.load(folder)
-        for dest, _ in writes:
-            ledger.check_replaceable(Path(dest), legacy, fix)
-        group: list[tuple[Path | str, Write]] = [(d, _recording(ledger, Path(d), w, command))
-                                                for d, w in writes]
-        atomic_write_group([*group, (ledger_path(folder), ledger.save)])
+        ledger = _current(folder)
+        appended: list[int] = []
+        try:
+            for dest, _ in writes:
+                ledger.check_replaceable(Path(dest), legacy, fix)
+            group: list[tuple[Path | str, Write]] = [
+                (d, _recording(ledger, Path(d), w, command)) for d, w in writes]
+            if ledger.key is None or ledger.journal_lines >= max(JOURNAL_MIN, len(ledger.files)):
+                atomic_write_group([*group, (ledger_path(folder), ledger.save)])
+                journal_path(folder).unlink(missing_ok=True)  # stale now: tidy only
+                ledger.key = _key(os.stat(ledger_path(folder)))
+                return
+            names = [ledger._name(Path(d)) for d, _ in writes]
+
+            def note() -> None:
+                with naming(writes[0][0]):  # a full disk names the output
+                    appended.append(ledger.append_journal(names))
+
+            atomic_write_group(group, before_renames=note)
+        except BaseException:
+            _LIVE.pop(os.path.abspath(folder), None)  # this process's copy may be ahead
+            if appended and not any(ledger.holds(n) for n in names):
+                _undo_append(folder, appended[0])  # nothing was renamed: the line goes
+            raise
 
 
 def _recording(ledger: Ledger, dest: Path, write: Write, command: str) -> Write:
@@ -256,7 +396,7 @@ def remove(folder: Path | str, name: str, legacy: Legacy | None = None,
         ledger.check_replaceable(folder / name, legacy, fix)
         (folder / name).unlink(missing_ok=True)
         ledger.forget(name)
-        atomic_write(ledger_path(folder), ledger.save)
+        _write_whole(ledger)
 
 
 def prune(folder: Path | str, names: Sequence[str], legacy: Legacy | None = None
@@ -283,7 +423,7 @@ def prune(folder: Path | str, names: Sequence[str], legacy: Legacy | None = None
                 kept.append(name)
                 continue
             ledger.forget(name)
-        atomic_write(ledger_path(folder), ledger.save)
+        _write_whole(ledger)
     return kept
 
 
@@ -300,8 +440,23 @@ def adopt(folder: Path | str, names: Sequence[str], legacy: Legacy, command: str
             if name not in ledger.files and ledger.owns(name, legacy):
                 ledger.record(name, folder / name, command)
                 adopted.append(name)
-        atomic_write(ledger_path(folder), ledger.save)
+        _write_whole(ledger)
     return adopted
+
+
+def _undo_append(folder: Path, size: int) -> None:
+    """Cut the journal back to ``size`` bytes (deleted when it was new)."""
+    if size:
+        os.truncate(journal_path(folder), size)
+    else:
+        journal_path(folder).unlink(missing_ok=True)
+
+
+def _write_whole(ledger: Ledger) -> None:
+    """Write ``ledger`` whole (a new generation) and delete the journal it makes stale."""
+    atomic_write(ledger_path(ledger.folder), ledger.save)
+    journal_path(ledger.folder).unlink(missing_ok=True)
+    _LIVE.pop(os.path.abspath(ledger.folder), None)
 
 
 def files_of(folder: Path | str) -> list[str]:
@@ -328,4 +483,4 @@ def record_folder(folder: Path | str, command: str) -> None:
         if not name.endswith("/"):
             ledger.record(name, folder / name, command)
     (folder / LEDGER_DIR).mkdir(exist_ok=True)
-    atomic_write(ledger_path(folder), ledger.save)
+    _write_whole(ledger)

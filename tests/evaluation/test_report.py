@@ -14,6 +14,7 @@ from stmil.evaluation import report
 from stmil.evaluation.evaluate import compute_metrics
 from stmil.evaluation.report import COLUMNS, referenced_files, write_report
 from stmil.features.store import FeatureMeta, VideoFeatures
+from tests.conftest import file_tree
 
 G, N, W, H = 3, 64, 64, 48
 
@@ -117,11 +118,6 @@ def test_report_with_a_relative_out_dir_from_another_working_folder(videos, tmp_
                      overlays=[{"video_id": "x", "path": "gone.gif"}])
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
     """A report that fails half-way leaves the previous report and every file it references
     byte for byte; a finished one replaces them and deletes only the old report's folder."""
@@ -132,7 +128,7 @@ def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
         (out / rel).parent.mkdir(exist_ok=True)
         (out / rel).write_bytes(data)
     first = write_report(out, [_run("m", videos, True, 0)])
-    before = _tree(out)
+    before = file_tree(out)
     old_refs = referenced_files(first)
 
     def killed(*args, **kwargs):
@@ -141,7 +137,7 @@ def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "plot_timelines", killed)  # after the ROC figures are drawn
     with pytest.raises(KeyboardInterrupt):
         write_report(out, [_run("m", videos, False, 5), _run("b", videos, True, 6)])
-    assert _tree(out) == before
+    assert file_tree(out) == before
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".stmil"]
 
     monkeypatch.undo()
@@ -152,7 +148,7 @@ def test_report_is_committed_as_one_unit(videos, tmp_path, monkeypatch):
     assert {p.parent.name for p in new_refs} == {p.parent.name for p in new_refs[:1]}
     (metrics,) = [p for p in new_refs if p.name == "metrics.json"]
     assert metrics.read_text() == "[]"
-    assert {k: v for k, v in _tree(out).items() if k in mine} == mine
+    assert {k: v for k, v in file_tree(out).items() if k in mine} == mine
 
 
 def test_report_table_is_metrics_by_runs_and_bolds_the_best(videos):

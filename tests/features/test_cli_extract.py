@@ -107,16 +107,59 @@ def test_extract_success(capsys, tmp_path):
     src = write_video(tmp_path / "clip.mkv", ramp_frames(40, h=32, w=32), fps=30)
     out_dir = tmp_path / "feats"
     code, out, err = run(capsys, "extract", str(src), "--out", str(out_dir), "--size", "64",
-                         "--stride", "8", "--quiet", "--device", "cpu")
+                         "--grid", "4", "--stride", "8", "--quiet", "--device", "cpu")
     assert code == 0, err
     assert "1 done, 0 skipped, 0 failed; 4 clips" in out  # starts 0, 8, 16, 24
-    assert np.load(out_dir / "clip.npy").shape == (4, 49, 528)
+    assert np.load(out_dir / "clip.npy").shape == (4, 16, 528)  # 4x4 grid: the whole map
     meta = json.loads((out_dir / "clip.json").read_text())
     assert (meta["stride"], meta["size"], meta["n_frames"]) == (8, 64, 40)
     assert not (out_dir / "failures.json").exists()
     code, out, _ = run(capsys, "extract", str(src), "--out", str(out_dir), "--size", "64",
-                       "--stride", "8", "--quiet", "--device", "cpu")
+                       "--grid", "4", "--stride", "8", "--quiet", "--device", "cpu")
     assert code == 0 and "0 done, 1 skipped, 0 failed" in out
+
+
+@pytest.mark.parametrize("argv, side", [(["--grid", "100"], 14), (["--size", "64"], 4),
+                                        (["--size", "112", "--grid", "8"], 7),
+                                        (["--endpoint", "Mixed_5c", "--grid", "8"], 7)])
+def test_a_grid_larger_than_the_feature_map_is_refused_before_the_network(
+        capsys, tmp_path, monkeypatch, argv, side):
+    # issue 22 item 18: the grid must fit the feature map (grid <= map side), not the frame;
+    # the map side is known from --size and --endpoint, so nothing is loaded or written
+    import stmil.features.extract as extract_mod
+
+    def no_network(*a, **k):
+        raise AssertionError("the network was loaded")
+
+    monkeypatch.setattr(extract_mod, "load_i3d", no_network)
+    monkeypatch.chdir(tmp_path)
+    write_video(Path("v.mkv"), ramp_frames(16, h=32, w=32))
+    code, out, err = run(capsys, "extract", "v.mkv", "--out", "o", "--device", "cpu", *argv)
+    grid = argv[argv.index("--grid") + 1] if "--grid" in argv else "7"
+    assert (code, out) == (1, "")
+    assert_one_line_error(err, f"grid {grid} does not fit the {side}x{side} ",
+                          f"use --grid {side} or less")
+    assert not Path("o").exists()
+
+
+@pytest.mark.parametrize("grid, size, endpoint, side", [
+    (14, 224, "Mixed_4e", 14), (15, 224, "Mixed_4e", 14), (4, 64, "Mixed_4e", 4),
+    (7, 64, "Mixed_4e", 4), (7, 100, "Mixed_4e", 7), (5, 100, "Mixed_5c", 4),
+    (32, 64, "Conv3d_1a_7x7", 32), (33, 64, "Conv3d_1a_7x7", 32),
+])
+def test_the_grid_rule_is_grid_at_most_the_map_side(grid, size, endpoint, side):
+    # hand-computed sides: ceil(size / 16) at Mixed_4e, / 32 at Mixed_5c, / 2 at Conv3d_1a
+    from stmil.errors import ConfigError
+    from stmil.features.pipeline_config import ExtractSettings
+
+    s = ExtractSettings(size=size)
+    s.check_grid(grid)  # a run's recorded settings: the frame bounds it alone
+    if grid <= side:
+        s.check_grid(grid, endpoint)
+    else:
+        with pytest.raises(ConfigError, match=f"^grid {grid} does not fit the {side}x{side} "
+                                              f"{endpoint} feature map of {size}-pixel frames"):
+            s.check_grid(grid, endpoint)
 
 
 @pytest.mark.slow

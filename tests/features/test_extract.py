@@ -27,7 +27,7 @@ from tests.conftest import log_lines, ramp_frames, require_vtest, write_video
 SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 DESIGN_KEYS = {"source", "fps", "n_frames", "width", "height", "clip_len", "stride", "size",
                "grid", "endpoint", "tail", "weights_sha256", "stmil_version"}
-SMALL = ExtractSettings(size=64)  # Mixed_4e map 4x4; still 49 cuboids of 528 per clip
+SMALL = ExtractSettings(size=64)  # Mixed_4e map 4x4: with small_extractor, 16 cuboids of 528
 STMIL = Path(sys.executable).with_name("stmil")
 
 
@@ -55,17 +55,18 @@ def test_extract_video_shape_metadata_and_values(tmp_path, extractor):
                                expected_cuboids(extractor, frames[16:32]), rtol=1e-2, atol=2e-3)
 
 
-def test_extract_video_resampled_metadata(tmp_path, extractor):
+def test_extract_video_resampled_metadata(tmp_path, small_extractor):
     path = write_video(tmp_path / "v.mkv", ramp_frames(34, h=32, w=32), fps=30)
-    array, meta = extract_video(path, extractor, ExtractSettings(size=64, fps=15, tail="pad"))
-    assert array.shape == (2, 49, 528)  # 17 sampled frames: one full clip + a padded one
+    array, meta = extract_video(path, small_extractor,
+                                ExtractSettings(size=64, fps=15, tail="pad"))
+    assert array.shape == (2, 16, 528)  # 17 sampled frames: one full clip + a padded one
     assert (meta.fps, meta.source_fps, meta.n_frames, meta.tail) == (15, 30, 34, "pad")
 
 
-def test_extract_video_too_short_is_an_error(tmp_path, extractor):
+def test_extract_video_too_short_is_an_error(tmp_path, small_extractor):
     path = write_video(tmp_path / "short.mkv", ramp_frames(9, h=32, w=32), fps=30)
     with pytest.raises(VideoError, match="shorter than one clip") as info:
-        extract_video(path, extractor, SMALL)
+        extract_video(path, small_extractor, SMALL)
     assert str(path) in str(info.value)
 
 
@@ -177,9 +178,9 @@ def batch(tmp_path):
     return src, tmp_path / "missing.mp4", tmp_path / "out"
 
 
-def test_extract_many_batch_with_failures(batch, extractor, caplog):
+def test_extract_many_batch_with_failures(batch, small_extractor, caplog):
     src, missing, out = batch
-    s = extract_many([src, missing], out, extractor, SMALL, progress=False)
+    s = extract_many([src, missing], out, small_extractor, SMALL, progress=False)
     assert sorted(s.done) == ["good1", "good2"] and s.skipped == []
     assert s.clips == 1 + 2
     reasons = {
@@ -200,23 +201,23 @@ def test_extract_many_batch_with_failures(batch, extractor, caplog):
     assert visible(out) == {"good1.npy", "good1.json", "good2.npy", "good2.json",
                             "failures.json"}  # nothing for failures, no temporary files
     arr, meta = load_features(out, "good2")
-    assert arr.shape == (2, 49, 528) and arr.dtype == np.float16
+    assert arr.shape == (2, 16, 528) and arr.dtype == np.float16
     assert (meta.n_frames, meta.fps, meta.width, meta.source) == (
         36, 25.0, 40, str(src / "good2.avi"))
 
 
-def test_extract_many_resume_and_overwrite(batch, extractor):
+def test_extract_many_resume_and_overwrite(batch, small_extractor):
     src, missing, out = batch
     kw = dict(progress=False)
-    extract_many([src], out, extractor, SMALL, **kw)
+    extract_many([src], out, small_extractor, SMALL, **kw)
     before = {n: (out / n).read_bytes() for n in ("good1.npy", "good1.json", "good2.npy")}
     mtimes = {n: (out / n).stat().st_mtime_ns for n in before}
 
-    s = extract_many([src], out, extractor, SMALL, **kw)
+    s = extract_many([src], out, small_extractor, SMALL, **kw)
     assert s.done == [] and sorted(s.skipped) == ["good1", "good2"] and len(s.failed) == 4
     assert {n: (out / n).stat().st_mtime_ns for n in before} == mtimes
 
-    s = extract_many([src], out, extractor, SMALL, overwrite=True, **kw)
+    s = extract_many([src], out, small_extractor, SMALL, overwrite=True, **kw)
     assert sorted(s.done) == ["good1", "good2"] and s.skipped == []
     assert {n: (out / n).read_bytes() for n in before} == before  # deterministic
 
@@ -225,12 +226,12 @@ def test_extract_many_resume_and_overwrite(batch, extractor):
     npy = out / "good2.npy"
     npy.write_bytes(npy.read_bytes()[:200])
     assert not is_done(out, "good2") and is_done(out, "good1")
-    s = extract_many([src / "good1.mkv", src / "good2.avi"], out, extractor, SMALL, **kw)
+    s = extract_many([src / "good1.mkv", src / "good2.avi"], out, small_extractor, SMALL, **kw)
     assert s.done == [] and s.skipped == ["good1"] and len(s.failed) == 1
     assert "good2.npy: exists and is not a file stmil wrote here" in s.failed[0]["error"]
     assert len(npy.read_bytes()) == 200
     npy.unlink()
-    s = extract_many([src / "good1.mkv", src / "good2.avi"], out, extractor, SMALL, **kw)
+    s = extract_many([src / "good1.mkv", src / "good2.avi"], out, small_extractor, SMALL, **kw)
     assert s.done == ["good2"] and s.skipped == ["good1"] and s.failed == []
     assert npy.read_bytes() == before["good2.npy"]
     # a rerun of two videos keeps the other videos' failures from the runs over the folder
@@ -238,30 +239,30 @@ def test_extract_many_resume_and_overwrite(batch, extractor):
     assert kept == {str(src / n) for n in ("notes.mp4", "cut.mp4", "short.mkv", "sub/good1.avi")}
 
 
-def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, extractor):
+def test_extract_many_refuses_to_skip_features_made_with_other_settings(batch, small_extractor):
     src, _, out = batch
     good1 = src / "good1.mkv"
     kw = dict(progress=False)
-    extract_many([good1], out, extractor, SMALL, **kw)
+    extract_many([good1], out, small_extractor, SMALL, **kw)
     before = (out / "good1.npy").read_bytes()
     other = ExtractSettings(size=64, stride=8)
-    s = extract_many([good1], out, extractor, other, **kw)
+    s = extract_many([good1], out, small_extractor, other, **kw)
     assert s.done == s.skipped == [] and len(s.failed) == 1
     assert s.failed[0]["error"].endswith("other settings: stride 16 (now 8); pass --overwrite "
                                          "to replace it, or use another output folder")
     assert (out / "good1.npy").read_bytes() == before
-    s = extract_many([good1], out, extractor, ExtractSettings(size=64, fps=15), **kw)
+    s = extract_many([good1], out, small_extractor, ExtractSettings(size=64, fps=15), **kw)
     assert "fps 30.0 (now 15.0)" in s.failed[0]["error"]
-    s = extract_many([good1], out, extractor, other, overwrite=True, **kw)
+    s = extract_many([good1], out, small_extractor, other, overwrite=True, **kw)
     assert s.done == ["good1"] and json.loads((out / "good1.json").read_text())["stride"] == 8
-    assert np.load(out / "good1.npy").shape == (1, 49, 528)  # 20 frames: only start 0 fits
+    assert np.load(out / "good1.npy").shape == (1, 16, 528)  # 20 frames: only start 0 fits
 
 
-def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkeypatch,
+def test_extract_many_disk_full_leaves_no_partial_files(batch, small_extractor, monkeypatch,
                                                         caplog):
     src, _, out = batch
     good1, good2 = src / "good1.mkv", src / "good2.avi"
-    extract_many([good1], out, extractor, SMALL, progress=False)
+    extract_many([good1], out, small_extractor, SMALL, progress=False)
     old = {n: (out / n).read_bytes() for n in ("good1.npy", "good1.json")}
 
     def full_disk_save(file, arr, *a, **k):
@@ -269,7 +270,7 @@ def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkey
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(extract_mod.np, "save", full_disk_save)
-    s = extract_many([good1, good2], out, extractor, SMALL, overwrite=True, progress=False)
+    s = extract_many([good1, good2], out, small_extractor, SMALL, overwrite=True, progress=False)
     assert s.done == [] and len(s.failed) == 2
     for f in s.failed:
         assert "No space left on device" in f["error"]
@@ -279,7 +280,7 @@ def test_extract_many_disk_full_leaves_no_partial_files(batch, extractor, monkey
     assert {n: (out / n).read_bytes() for n in old} == old  # the earlier output is intact
 
 
-def test_extract_many_failed_rename_is_not_done(batch, extractor, monkeypatch):
+def test_extract_many_failed_rename_is_not_done(batch, small_extractor, monkeypatch):
     # the JSON lands first, then renaming the array fails: the video is failed and not "done"
     src, _, out = batch
     real_replace = os.replace
@@ -290,32 +291,32 @@ def test_extract_many_failed_rename_is_not_done(batch, extractor, monkeypatch):
         real_replace(a, b)
 
     monkeypatch.setattr(os, "replace", replace)
-    s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False)
+    s = extract_many([src / "good1.mkv"], out, small_extractor, SMALL, progress=False)
     assert s.done == [] and "No space left" in s.failed[0]["error"]
     assert visible(out) == {"good1.json", "failures.json"} and not is_done(out, "good1")
     monkeypatch.setattr(os, "replace", real_replace)
-    s = extract_many([src / "good1.mkv"], out, extractor, SMALL, progress=False)
+    s = extract_many([src / "good1.mkv"], out, small_extractor, SMALL, progress=False)
     assert s.done == ["good1"] and visible(out) == {"good1.npy", "good1.json"}
 
 
-def test_extract_many_output_under_a_file(tmp_path, extractor):
+def test_extract_many_output_under_a_file(tmp_path, small_extractor):
     afile = tmp_path / "afile"
     afile.write_text("x")
     out = afile / "sub"
     with pytest.raises(OSError, match="output folder is not writable") as info:
-        extract_many([tmp_path], out, extractor, SMALL, progress=False)
+        extract_many([tmp_path], out, small_extractor, SMALL, progress=False)
     assert str(out) in str(info.value)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                     reason="root ignores folder permissions")
-def test_extract_many_read_only_folder(tmp_path, extractor):
+def test_extract_many_read_only_folder(tmp_path, small_extractor):
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
     try:
         with pytest.raises(OSError, match="not writable") as info:
-            extract_many([tmp_path], out, extractor, SMALL, progress=False)
+            extract_many([tmp_path], out, small_extractor, SMALL, progress=False)
         assert str(out) in str(info.value)
     finally:
         out.chmod(0o700)
@@ -382,13 +383,13 @@ def test_resume_after_kill_matches_clean_run(tmp_path):
         assert (resumed / n).read_bytes() == (clean / n).read_bytes(), n
 
 
-def test_bf16_precision_is_close_and_recorded(tmp_path, extractor):
+def test_bf16_precision_is_close_and_recorded(tmp_path, small_extractor):
     """The optional bf16 path stays within ~1e-2 of fp32 and says so in the metadata."""
     from stmil.features.extract import FeatureExtractor
 
     video = write_video(tmp_path / "v.mkv", ramp_frames(16, 64, 64))
-    fast = FeatureExtractor(device="cpu", precision="bf16")
-    ref, meta_ref = extract_video(video, extractor, ExtractSettings(size=64))
+    fast = FeatureExtractor(grid=4, device="cpu", precision="bf16")
+    ref, meta_ref = extract_video(video, small_extractor, ExtractSettings(size=64))
     got, meta = extract_video(video, fast, ExtractSettings(size=64))
     ref, got = ref.astype(np.float32), got.astype(np.float32)
     rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)

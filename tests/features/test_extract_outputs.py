@@ -45,7 +45,7 @@ from tests.conftest import (
 
 # ---- extraction: shared fixtures ---------------------------------------------------------
 
-SMALL = dict(size=64)  # Mixed_4e map 4x4; 49 cuboids of 528 per clip; fast
+SMALL = dict(size=112)  # Mixed_4e map 7x7, the smallest a 7x7 grid fits; 49 cuboids of 528
 
 
 @pytest.fixture()
@@ -68,12 +68,13 @@ def _other_array(npy: Path) -> np.ndarray:
     return (np.load(npy).astype(np.float32) * 2 + 1).astype(np.float16)
 
 
-@pytest.mark.parametrize("renamed", [1, 2])  # the ledger; the ledger and the new JSON
+@pytest.mark.parametrize("renamed", [0, 1])  # none; the new JSON
 def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor, monkeypatch,
                                                                renamed):
-    """The group renames the ledger, then the JSON, then the array: a kill after the first
-    leaves the old pair (whole: skipped), after the second a new JSON over the old array (not
-    done, still stmil's: a plain rerun redoes it)."""
+    """The group appends its ledger journal line, then renames the JSON, then the array: a
+    kill before the renames leaves the old pair (whole: skipped), after the first a new JSON
+    over the old array (not done, still stmil's through the ledger's ``previous`` entry: a
+    plain rerun redoes it)."""
     path, out = video
     _extract([path], out, extractor)
     npy, meta_path = out / "v.npy", out / "v.json"
@@ -94,13 +95,13 @@ def test_a_kill_between_the_two_renames_is_detected_and_redone(video, extractor,
                        read_feature_meta(meta_path))
     monkeypatch.undo()
     assert npy.read_bytes() == good[npy]
-    assert is_done(out, "v") == (renamed == 1)
-    if renamed == 2:
+    assert is_done(out, "v") == (renamed == 0)
+    if renamed == 1:
         with pytest.raises(FeatureError, match=re.escape(
                 f"{npy}: does not match v.json (its sha256 differs from the one its metadata")):
             load_features(out, "v")
     s = _extract([path], out, extractor)  # a plain rerun, no --overwrite
-    assert (s.done, s.skipped, s.failed) == ((["v"], []) if renamed == 2 else ([], ["v"])) + ([],)
+    assert (s.done, s.skipped, s.failed) == ((["v"], []) if renamed == 1 else ([], ["v"])) + ([],)
     assert {p: p.read_bytes() for p in good} == good
 
 
@@ -391,7 +392,7 @@ def test_extract_on_a_full_disk_names_the_output_file(video, capsys, monkeypatch
     monkeypatch.chdir(path.parent.parent)
     with limit_file_size(20_000):  # the array (~52 kB) does not fit; failures.json does
         code, stdout, err = run_cli(capsys, "extract", "videos/v.mkv", "--out", "out", "--size",
-                                    "64", "--quiet", "--device", "cpu")
+                                    "112", "--quiet", "--device", "cpu")
     assert code == 1 and "0 done, 0 skipped, 1 failed" in stdout
     assert err.splitlines()[0] == "error: videos/v.mkv: out/v.npy: File too large"
     assert read_failures(out / "failures.json") == [
@@ -405,7 +406,7 @@ def test_extract_of_an_empty_folder_says_no_videos_found(capsys, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     Path("empty").mkdir()
     Path("empty/notes.txt").write_text("no video here")
-    code, stdout, err = run_cli(capsys, "extract", "empty", "--out", "out", "--size", "64",
+    code, stdout, err = run_cli(capsys, "extract", "empty", "--out", "out", "--size", "112",
                                 "--quiet", "--device", "cpu")
     assert code == 1 and "0 done, 0 skipped, 1 failed" in stdout
     assert err.splitlines()[0].startswith("error: no videos found in empty (looked for .mp4, ")

@@ -44,28 +44,28 @@ def _by_hand(frames: np.ndarray, size: int, grid: int, clip_len: int = 16) -> np
 def test_extraction_stores_motion_energy_by_its_definition(tmp_path, extractor):
     frames = _moving_square()
     path = write_video(tmp_path / "square.mkv", frames)  # ffv1: lossless
-    _, meta = extract_video(path, extractor, ExtractSettings(size=70))  # 7 x 10-pixel cells
+    _, meta = extract_video(path, extractor, ExtractSettings(size=112))  # 7 x 16-pixel cells
     m = meta.motion
     assert meta.motion_rule == "mean-abs-frame-difference"
     assert m.shape == (2, 49)
-    np.testing.assert_allclose(m, _by_hand(frames, 70, 7), atol=2e-6)
+    np.testing.assert_allclose(m, _by_hand(frames, 112, 7), atol=2e-6)
     assert m[:, 0].min() > 0.01 and (m.argmax(axis=1) == 0).all()  # the square's cell
     assert (m[:, 2:7] == 0).all() and (m[:, 14:] == 0).all()  # static, away from it
 
 
-def test_both_extraction_paths_store_the_same_motion(tmp_path, extractor):
+def test_both_extraction_paths_store_the_same_motion(tmp_path, small_extractor):
     src = tmp_path / "videos"
     src.mkdir()
     for i in range(3):
         write_video(src / f"v{i}.mkv", np.roll(_moving_square(40), 5 * i, axis=2))
     serial, pooled = tmp_path / "serial", tmp_path / "pooled"
-    extract_many([src], serial, extractor, SMALL, progress=False,
+    extract_many([src], serial, small_extractor, SMALL, progress=False,
                  pipeline=PipelineConfig(workers=0))
-    extract_many([src], pooled, extractor, SMALL, progress=False,
+    extract_many([src], pooled, small_extractor, SMALL, progress=False,
                  pipeline=PipelineConfig(workers=2))
     for i in range(3):
         a, b = (load_features(d, f"v{i}")[1].motion for d in (serial, pooled))
-        direct = extract_video(src / f"v{i}.mkv", extractor, SMALL)[1].motion
+        direct = extract_video(src / f"v{i}.mkv", small_extractor, SMALL)[1].motion
         assert a.tolist() == b.tolist() == direct.tolist() and len(a) == 2
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -28,9 +27,10 @@ from stmil.features.extract import (
 from stmil.features.pipeline import PipelineConfig, decode_videos, device_input
 from stmil.features.resize import resize_clips, resize_frames
 from stmil.features.video import iter_clips
+from stmil.ownership import Ledger
 from tests.conftest import log_lines, ramp_frames, write_video
 
-SMALL = ExtractSettings(size=64, batch_size=2)
+SMALL = ExtractSettings(size=64, batch_size=2)  # with small_extractor: a 4x4 grid
 QUIET = dict(progress=False)
 
 
@@ -92,12 +92,12 @@ def videos(tmp_path):
 
 
 @pytest.mark.parametrize(("batch", "mix"), [(2, None), (4, True)])  # 6 clips: 4 + 2 padded
-def test_parallel_equals_serial_exactly(videos, tmp_path, extractor, batch, mix):
+def test_parallel_equals_serial_exactly(videos, tmp_path, small_extractor, batch, mix):
     outs = {}
     for name, cfg in (("serial", PipelineConfig(workers=0, mix_videos=mix)),
                       ("workers", PipelineConfig(workers=2, queue_size=1, mix_videos=mix))):
         out = tmp_path / name
-        s = extract_many([videos], out, extractor, ExtractSettings(size=64, batch_size=batch),
+        s = extract_many([videos], out, small_extractor, ExtractSettings(size=64, batch_size=batch),
                          pipeline=cfg, **QUIET)
         assert sorted(s.done) == ["v0", "v1", "v2", "v3"] and s.clips == 6, name
         outs[name] = {p.name: p.read_bytes() for p in out.iterdir()
@@ -106,7 +106,7 @@ def test_parallel_equals_serial_exactly(videos, tmp_path, extractor, batch, mix)
     assert outs["workers"] == outs["serial"]  # fp32: bitwise equal
 
 
-def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, extractor):
+def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, small_extractor):
     (videos / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     cut = write_video(tmp_path / "full.mp4", ramp_frames(48, h=32, w=40), codec="libx264")
     (videos / "cut.mp4").write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
@@ -114,7 +114,7 @@ def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, extractor):
     result = {}
 
     def run():
-        result["s"] = extract_many([videos], tmp_path / "out", extractor, SMALL,
+        result["s"] = extract_many([videos], tmp_path / "out", small_extractor, SMALL,
                                    pipeline=PipelineConfig(workers=2, queue_size=1), **QUIET)
         done.set()
 
@@ -131,7 +131,7 @@ def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, extractor):
 
 
 @pytest.mark.parametrize("mix", [False, True])
-def test_extract_videos_yields_what_extract_video_returns(videos, tmp_path, extractor, mix):
+def test_extract_videos_yields_what_extract_video_returns(videos, tmp_path, small_extractor, mix):
     """The library entry for many videos (``stmil score`` over a folder): each good video's
     array and metadata equal the serial single-video path's (bitwise with per-video batches;
     with mixed batches, whose fp32 values differ by < 1e-6 relative (see below), a float16 may
@@ -141,11 +141,11 @@ def test_extract_videos_yields_what_extract_video_returns(videos, tmp_path, extr
     bad.write_bytes(b"not a video at all")
     paths = [videos / "v0.mkv", bad, videos / "v1.mkv"]
     got = {p.name: (a, m, e) for p, a, m, e in
-           extract_videos(paths, extractor, SMALL, PipelineConfig(workers=2, mix_videos=mix))}
+           extract_videos(paths, small_extractor, SMALL, PipelineConfig(workers=2, mix_videos=mix))}
     assert sorted(got) == ["bad.mkv", "v0.mkv", "v1.mkv"]
     assert got["bad.mkv"][0] is None and "not a readable video" in str(got["bad.mkv"][2])
     for name in ("v0.mkv", "v1.mkv"):
-        array, meta = extract_video(videos / name, extractor, SMALL)
+        array, meta = extract_video(videos / name, small_extractor, SMALL)
         if mix:
             np.testing.assert_allclose(got[name][0], array, rtol=2**-10, atol=1e-5)
         else:
@@ -199,7 +199,7 @@ def test_mixed_batches_fill_the_model_and_route_each_clip_back(videos, tmp_path,
     assert got[True]["cut.mp4"][0] is None and got[True]["cut.mp4"][1] is not None
 
 
-def test_a_clips_fp32_features_hardly_depend_on_its_batch(videos, extractor):
+def test_a_clips_fp32_features_hardly_depend_on_its_batch(videos, small_extractor):
     """Why mixing is safe: in fp32 a clip's features in a batch of 2 clips of one video, or
     alone, equal those in a full batch mixed with other videos' clips within 1e-6 relative
     (bitwise on the 2-core EPYC of benchmarks/NOTES.md except the batch of one); within one
@@ -207,16 +207,16 @@ def test_a_clips_fp32_features_hardly_depend_on_its_batch(videos, extractor):
     a = torch.cat([b.clips for b in iter_clips(videos / "v1.mkv", size=64)])  # 2 clips
     b = torch.cat([b.clips for b in iter_clips(videos / "v3.mkv", size=64)])  # 2 clips
     c = torch.cat([b.clips for b in iter_clips(videos / "v0.mkv", size=64)])  # 1 clip
-    mixed = extractor(torch.cat([c, a, b]))  # as mixed batches of 5 hold them
-    for alone, got in ((extractor(a), mixed[1:3]), (extractor(b), mixed[3:]),
-                       (extractor(c), mixed[:1])):
+    mixed = small_extractor(torch.cat([c, a, b]))  # as mixed batches of 5 hold them
+    for alone, got in ((small_extractor(a), mixed[1:3]), (small_extractor(b), mixed[3:]),
+                       (small_extractor(c), mixed[:1])):
         for x, y in zip(alone, got):
             assert float((x - y).norm() / x.norm()) <= 1e-6
-    other = extractor(torch.cat([b, c, a]))  # the same shape, other companions and places
+    other = small_extractor(torch.cat([b, c, a]))  # the same shape, other companions and places
     assert torch.equal(other[3:], mixed[1:3]) and torch.equal(other[2], mixed[0])
 
 
-def test_a_bug_in_a_worker_is_raised_and_the_pool_stops(videos, tmp_path, extractor,
+def test_a_bug_in_a_worker_is_raised_and_the_pool_stops(videos, tmp_path, small_extractor,
                                                        monkeypatch):
     real = pipeline_mod.probe
 
@@ -227,7 +227,7 @@ def test_a_bug_in_a_worker_is_raised_and_the_pool_stops(videos, tmp_path, extrac
 
     monkeypatch.setattr(pipeline_mod, "probe", probe)
     with pytest.raises(RuntimeError, match="boom in the decoder"):
-        extract_many([videos], tmp_path / "out", extractor, SMALL,
+        extract_many([videos], tmp_path / "out", small_extractor, SMALL,
                      pipeline=PipelineConfig(workers=2), **QUIET)
     assert _decode_threads() == []
     assert not list((tmp_path / "out").glob("*.claim"))  # every claim was given back
@@ -298,12 +298,12 @@ def test_a_dead_runs_claim_is_taken_over_and_a_foreign_file_refused(tmp_path):
     assert remove_stale_claims(tmp_path) == [] and foreign.read_text() == "my notes\n"
 
 
-def test_a_video_claimed_elsewhere_is_left_alone(videos, tmp_path, extractor):
+def test_a_video_claimed_elsewhere_is_left_alone(videos, tmp_path, small_extractor):
     out = tmp_path / "out"
     out.mkdir()
     held = try_claim(out, "v2")  # as another live process would
     try:
-        s = extract_many([videos], out, extractor, SMALL, **QUIET)
+        s = extract_many([videos], out, small_extractor, SMALL, **QUIET)
     finally:
         held.release()
     assert sorted(s.done) == ["v0", "v1", "v3"] and s.claimed == ["v2"]
@@ -318,10 +318,10 @@ def test_parse_shard():
             parse_shard(bad)
 
 
-def test_shards_split_the_videos(videos, tmp_path, extractor):
+def test_shards_split_the_videos(videos, tmp_path, small_extractor):
     out = tmp_path / "out"
-    a = extract_many([videos], out, extractor, SMALL, shard=(0, 2), **QUIET)
-    b = extract_many([videos], out, extractor, SMALL, shard=(1, 2), **QUIET)
+    a = extract_many([videos], out, small_extractor, SMALL, shard=(0, 2), **QUIET)
+    b = extract_many([videos], out, small_extractor, SMALL, shard=(1, 2), **QUIET)
     assert sorted(a.done) == ["v0", "v2"] and sorted(b.done) == ["v1", "v3"]
     assert a.skipped == b.skipped == []
 
@@ -333,7 +333,7 @@ def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
     stmil = Path(sys.executable).with_name("stmil")
     out = tmp_path / "out"
     cmd = [str(stmil), "extract", "videos", "--out", "out", "--device", "cpu", "--quiet",
-           "--size", "64", "--batch-size", "2"]
+           "--size", "64", "--grid", "4", "--batch-size", "2"]
     procs = [subprocess.Popen(cmd + extra, cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for extra in (["--shard", "0/2"], [])]
@@ -345,7 +345,7 @@ def test_two_concurrent_processes_share_one_folder(videos, tmp_path):
     assert all(is_done(out, f"v{i}") for i in range(4))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".stmil", *(f"v{i}{ext}" for i in range(4) for ext in (".json", ".npy"))])  # no claim
-    ledger = json.loads((out / ".stmil" / "ledger.json").read_text())["files"]
+    ledger = Ledger.load(out).files  # ledger.json and its journal
     assert sorted(ledger) == sorted(f"v{i}{x}" for i in range(4) for x in (".json", ".npy"))
 
 
@@ -357,5 +357,5 @@ def test_emulated_bf16_is_warned_about(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(extract_mod, "native_bf16", lambda device: False)
     (tmp_path / "empty").mkdir()
     extract_many([tmp_path / "empty"], tmp_path / "out",
-                 FeatureExtractor(device="cpu", precision="bf16"), SMALL, progress=False)
+                 FeatureExtractor(grid=4, device="cpu", precision="bf16"), SMALL, progress=False)
     assert log_lines(caplog)[0].startswith("warning: this CPU has neither AMX nor AVX512-BF16")

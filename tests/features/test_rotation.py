@@ -59,9 +59,9 @@ def test_frames_are_decoded_upright(tmp_path, degrees, shape, block):
         assert luma[white].min() > 200 and luma[~white].max() < 55
 
 
-def test_feature_metadata_records_the_rotation(tmp_path, extractor):
+def test_feature_metadata_records_the_rotation(tmp_path, small_extractor):
     path = write_rotated(tmp_path / "phone.mp4", -90)
-    _, meta = extract_video(path, extractor, ExtractSettings(size=64))
+    _, meta = extract_video(path, small_extractor, ExtractSettings(size=64))
     assert (meta.width, meta.height, meta.rotation) == (H, W, 270)
 
 

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import stmil.features.weights as weights
 from stmil.features.i3d import ENDPOINTS, InceptionI3d, endpoint_channels, same_pads
+from stmil.features.pipeline_config import ENDPOINT_STRIDES, map_side
 from stmil.features.weights import (
     KINETICS400_RGB,
     WeightsError,
@@ -272,6 +273,20 @@ def test_truncation_at_every_endpoint(pretrained, endpoint):
         y = model.eval()(x)
     assert y.shape == (1, CHANNELS[endpoint], *SHAPE_64[endpoint])
     torch.testing.assert_close(y, seen[endpoint])
+
+
+@pytest.mark.parametrize("size", [37, 50])
+def test_map_side_is_the_networks_output_side(size):
+    # issue 22 item 18: the grid rule reads the map side from ENDPOINT_STRIDES; the oracle is
+    # the side of the network's own output at every endpoint (odd sizes: ceil, not floor)
+    full = InceptionI3d("Mixed_5c").eval()
+    seen: dict[str, tuple[int, int]] = {}
+    for name, layer in full.layers.items():
+        layer.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.shape[3:]))
+    with torch.inference_mode():
+        full(torch.zeros(1, 3, 8, size, size))
+    assert set(ENDPOINT_STRIDES) == set(seen)
+    assert {e: (map_side(size, e),) * 2 for e in seen} == {e: tuple(s) for e, s in seen.items()}
 
 
 def test_truncated_model_has_no_later_layers():

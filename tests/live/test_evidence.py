@@ -9,11 +9,8 @@ its line, the error beside it), 30 (an unwritable evidence folder is refused at 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -27,7 +24,13 @@ from stmil.features.store import meta_clip_ranges
 from stmil.live.clip import ClipWriter, write_clip
 from stmil.live.incidents import read_incidents
 from stmil.score import scores_from_maps, write_scores
-from tests.conftest import assert_one_line_error, limit_file_size, run_cli, write_video
+from tests.conftest import (
+    assert_one_line_error,
+    limit_file_size,
+    run_cli,
+    unwritable,
+    write_video,
+)
 from tests.live.scene import EVENT_BOX, SIZE, scene_frames
 from tests.test_score import direct_maps
 
@@ -49,30 +52,6 @@ def files(folder: Path) -> dict[str, bytes]:
 def video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("evidence") / "cam.mkv",
                        scene_frames(80, [EVENT], 7))
-
-
-@contextlib.contextmanager
-def unwritable(folder: Path) -> Iterator[None]:
-    """``folder`` (made) cannot be written in: mode 0500, or for root (who ignores modes) the
-    ext4 immutable flag; skips where neither works."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        folder.chmod(0o500)
-        try:
-            yield
-        finally:
-            folder.chmod(0o700)
-        return
-    try:
-        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-    except FileNotFoundError:
-        done = False
-    if not done:
-        pytest.skip("running as root and chattr +i is not available here")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 # --- item 4: names and numbers ----------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from stmil.datasets import load_dataset
 from stmil.datasets.layout import TEMPORAL
+from stmil.ownership import Ledger
 from stmil.synth.dataset import CLASSES, SynthError, make_dataset, plan_videos
 from stmil.synth.events import KINDS, fit_box, make_event
 from tests.conftest import require_file, require_vtest
@@ -22,7 +23,12 @@ TINY = dict(n_videos=4, width=W, height=H, n_frames=N_FRAMES, progress=False)
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root`` -> its bytes; the ledger (``.stmil/``) as the entries it
+    holds (its journal's lines follow the order the workers finish in)."""
+    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
+             and p.relative_to(root).parts[0] != ".stmil"}
+    files[".stmil"] = json.dumps(Ledger.load(root).files, sort_keys=True).encode()
+    return files
 
 
 def _write_video(path: Path, n: int, width: int, height: int) -> Path:

@@ -15,16 +15,10 @@ from stmil.datasets import load_dataset
 from stmil.synth import dataset as synth_mod
 from stmil.synth import write as synth_write
 from stmil.synth.dataset import SynthError, make_dataset, plan_videos
-from tests.conftest import assert_one_line_error, limit_file_size, run_cli
+from tests.conftest import assert_one_line_error, file_tree, limit_file_size, run_cli
 
 DEAD = 999_999_999  # a pid no process has (above any pid_max)
 TINY = dict(n_videos=4, width=64, height=48, n_frames=16, progress=False, workers=1)
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones included) -> its bytes."""
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _ids(n_videos: int) -> set[str]:
@@ -54,39 +48,39 @@ def test_synth_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys, c
     for rel, text in FOREIGN[case].items():
         (tmp_path / "ds" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "ds" / rel).write_text(text)
-    before = _tree(tmp_path / "ds")
+    before = file_tree(tmp_path / "ds")
     argv = ["synth", "--out", "ds", "--videos", "4", "--frames", "16", "--quiet"]
     code, _, err = run_cli(capsys, *argv, *(["--overwrite"] if overwrite else []))
     assert code == 1
     assert_one_line_error(err, "error: ds: folder is not empty and is not a stmil synth output "
                                "(no valid synth.json); choose another --out or empty it")
-    assert _tree(tmp_path / "ds") == before
+    assert file_tree(tmp_path / "ds") == before
 
 
 def test_synth_reruns_same_settings_refuses_others_unless_overwrite(tmp_path, monkeypatch,
                                                                       capsys):
     monkeypatch.chdir(tmp_path)
     make_dataset(Path("ds"), seed=0, **TINY)
-    first = _tree(tmp_path / "ds")
+    first = file_tree(tmp_path / "ds")
     make_dataset(Path("ds"), seed=0, **TINY)  # same settings: rewritten, byte for byte
-    assert _tree(tmp_path / "ds") == first
+    assert file_tree(tmp_path / "ds") == first
     for other, diff in ((dict(n_videos=6), "n_videos 4 -> 6"), (dict(seed=1), "seed 0 -> 1"),
                         (dict(n_frames=20), "n_frames 16 -> 20")):
         with pytest.raises(SynthError, match=rf"^ds: holds a synth output with other settings "
                                              rf"\({diff}\); pass --overwrite to replace it, or "
                                              r"choose another --out$"):
             make_dataset(Path("ds"), **{**TINY, "seed": 0, **other})
-        assert _tree(tmp_path / "ds") == first
+        assert file_tree(tmp_path / "ds") == first
     # the CLI flag: replaces the old output; old-only videos and boxes go, nothing is left over
     (tmp_path / "ds" / "notes.txt").write_text("a user's note in a synth output stays")
-    before = _tree(tmp_path / "ds")
+    before = file_tree(tmp_path / "ds")
     code, _, err = run_cli(capsys, "synth", "--out", "ds", "--videos", "4", "--frames", "16",
                            "--seed", "2", "--quiet")
     assert code == 1
     assert_one_line_error(err, "error: ds: holds a synth output with other settings (",
                           "seed 0 -> 2",
                           "); pass --overwrite to replace it, or choose another --out")
-    assert _tree(tmp_path / "ds") == before
+    assert file_tree(tmp_path / "ds") == before
     code, out, err = run_cli(capsys, "synth", "--out", "ds", "--videos", "4", "--frames", "20",
                              "--seed", "2", "--quiet", "--overwrite")
     assert code == 0, err

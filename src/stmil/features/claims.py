@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from stmil.atomic import temp_path
+from stmil.atomic import fit_name, naming, temp_path
 from stmil.errors import OutputError
 
 CLAIM_SUFFIX = ".claim"
@@ -51,7 +51,9 @@ class Claim:
 
 
 def claim_path(out_dir: Path | str, video_id: str) -> Path:
-    return Path(out_dir) / f"{video_id}{CLAIM_SUFFIX}"
+    """``<out_dir>/<id>.claim``, its name shortened by :func:`~stmil.atomic.fit_name` when a
+    long video id would pass the file-name limit."""
+    return Path(out_dir) / fit_name(video_id, CLAIM_SUFFIX)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -69,7 +71,11 @@ def try_claim(out_dir: Path | str, video_id: str) -> Claim | None:
     :class:`OutputError` naming the file when a file of that name is not a stmil claim (it is
     then never written or deleted); an ``OSError`` (a read-only folder) names the file too.
     """
-    path = claim_path(out_dir, video_id)
+    return _take(claim_path(out_dir, video_id))
+
+
+def _take(path: Path) -> Claim | None:
+    """Take the claim file ``path`` (see :func:`try_claim`)."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -113,14 +119,15 @@ def _note() -> bytes:
 def _create(path: Path) -> None:
     """Create the claim file ``path`` whole, marker included (a written temporary, hard-linked
     into place), so a kill never leaves an empty claim; one already there is left alone."""
-    tmp = temp_path(path)
-    try:
-        tmp.write_bytes(_note())
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    with naming(path):  # a full disk names the claim, not its temporary
+        tmp = temp_path(path)
+        try:
+            tmp.write_bytes(_note())
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def remove_stale_claims(out_dir: Path | str) -> list[Path]:
@@ -135,7 +142,7 @@ def remove_stale_claims(out_dir: Path | str) -> list[Path]:
         return removed
     for p in names:
         try:
-            claim = try_claim(p.parent, p.name[: -len(CLAIM_SUFFIX)])
+            claim = _take(p)
         except (OutputError, OSError):
             continue
         if claim is not None:

@@ -111,7 +111,7 @@ def extract_video(
     Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid)
+    s.check_grid(extractor.grid)  # a run's recorded settings
     path = Path(path)
     info = probe(path)
     source = source_identity(path)
@@ -283,6 +283,7 @@ class ExtractSummary:
     claimed: list[str] = field(default_factory=list)
     clips: int = 0
     seconds: float = 0.0
+    unrecorded: str = ""  # why failures.json could not be written (a full disk), or ''
 
     @property
     def clips_per_s(self) -> float:
@@ -461,7 +462,7 @@ def extract_videos(
     :func:`extract_many` use this path.
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid)
+    s.check_grid(extractor.grid)  # a run's recorded settings
 
     def jobs() -> Iterator[tuple[_Job, Path]]:
         for path in map(Path, videos):
@@ -503,7 +504,7 @@ def extract_many(
     while it is extracted, so processes sharing a folder never extract one video twice.
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid)
+    s.check_grid(extractor.grid, extractor.endpoint)  # new features: the map rule
     pipeline = pipeline or PipelineConfig()
     out_dir = Path(out_dir)
     videos, missing = expand_inputs(inputs)
@@ -529,7 +530,11 @@ def extract_many(
     summary.seconds = time.perf_counter() - start
     handled = set(summary.done) | set(summary.skipped)
     processed = [p for p in videos if p.stem in handled] + [f["path"] for f in summary.failed]
-    record_failures(out_dir, processed, summary.failed)
+    try:
+        record_failures(out_dir, processed, summary.failed)
+    except OSError as e:  # a full disk: the batch's outcome still stands and is reported
+        summary.unrecorded = _reason(e, out_dir)
+        log.error("%s (so the failures above are not recorded)", summary.unrecorded)
     return summary
 
 
@@ -616,10 +621,10 @@ class _Batch:
                 self.summary.clips += array.shape[0]
             except (StmilError, OSError) as e:
                 self.fail(job.path, e)
-            finally:
-                self.pending.discard(job)
+            finally:  # released before it leaves pending: an interrupt between leaks nothing
                 if job.claim is not None:
                     job.claim.release()
+                self.pending.discard(job)
                 self.bar.update(1)
 
     def close(self) -> None:

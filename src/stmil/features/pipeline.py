@@ -126,10 +126,10 @@ def decode_videos(
 
     threads = [threading.Thread(target=work, name=f"stmil-decode-{i}", daemon=True)
                for i in range(config.workers)]
-    for t in threads:
-        t.start()
     running = len(threads)
     try:
+        for t in threads:  # inside: a Ctrl-C or SIGTERM between two starts still stops them
+            t.start()
         while running:
             item = q.get()
             if item is _DONE:
@@ -141,7 +141,8 @@ def decode_videos(
     finally:
         stop.set()
         for t in threads:
-            t.join()
+            if t.ident is not None:  # started
+                t.join()
 
 
 def _force_put(q: queue.Queue, item: object) -> None:

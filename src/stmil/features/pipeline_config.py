@@ -22,6 +22,22 @@ MAX_BATCH = 4096  # clips per forward pass
 MAX_CLIP = 10_000  # frames per clip or between clip starts
 MAX_WORKERS = 256
 
+#: Total spatial stride of I3D at each feature-map endpoint (every strided layer halves the
+#: side with TF "SAME" padding, so a ``S x S`` frame gives a ``ceil(S / stride)`` map; tested
+#: against the network's output in tests/features/test_weights.py).
+ENDPOINT_STRIDES: dict[str, int] = {
+    "Conv3d_1a_7x7": 2, "MaxPool3d_2a_3x3": 4, "Conv3d_2b_1x1": 4, "Conv3d_2c_3x3": 4,
+    "MaxPool3d_3a_3x3": 8, "Mixed_3b": 8, "Mixed_3c": 8, "MaxPool3d_4a_3x3": 16,
+    "Mixed_4b": 16, "Mixed_4c": 16, "Mixed_4d": 16, "Mixed_4e": 16, "Mixed_4f": 16,
+    "MaxPool3d_5a_2x2": 32, "Mixed_5b": 32, "Mixed_5c": 32,
+}
+
+
+def map_side(size: int, endpoint: str) -> int:
+    """Side of I3D's feature map at ``endpoint`` for ``size x size`` frames (14 for 224 at
+    ``Mixed_4e``); ``KeyError`` for a name that is not a feature-map endpoint."""
+    return -(-size // ENDPOINT_STRIDES[endpoint])
+
 
 def check_fps(fps: float | None) -> float | None:
     """``fps`` unchanged, or ``None`` (the native rate); :class:`ConfigError` if not sane.
@@ -96,11 +112,27 @@ class ExtractSettings(Settings):
                         choices=TAIL_POLICIES)
     batch_size: int = setting(8, "clips per forward pass", lo=1, hi=MAX_BATCH)
 
-    def check_grid(self, grid: int) -> None:
-        """:class:`ConfigError` unless a G x G grid fits frames resized to ``size`` pixels."""
-        if grid > self.size:
+    def check_grid(self, grid: int, endpoint: str | None = None) -> None:
+        """:class:`ConfigError` unless a G x G grid fits the feature map at ``endpoint`` of
+        frames resized to ``size`` pixels.
+
+        The rule for making features (``stmil extract``): ``grid <= map side`` (each cuboid
+        pools at least one cell of the map; a larger grid would only repeat cells). A grid
+        that does not divide the side is pooled as :func:`~stmil.cuboids.pool_cuboids` states.
+        An unknown endpoint passes here (the extractor refuses it, naming the choices).
+        ``endpoint=None``: only ``grid <= size``, for reproducing the settings a run records
+        (``score``, ``events``, ``watch``), which earlier versions let exceed the map.
+        """
+        side = self.size if endpoint not in ENDPOINT_STRIDES else map_side(self.size, endpoint)
+        if check_count("grid", grid) <= side:
+            return
+        if endpoint not in ENDPOINT_STRIDES:
             raise ConfigError(f"grid {grid} is larger than the frame size {self.size}: each "
                               f"cuboid needs at least one pixel; use --grid {self.size} or less")
+        raise ConfigError(
+            f"grid {grid} does not fit the {side}x{side} {endpoint} feature map of "
+            f"{self.size}-pixel frames (a cuboid pools at least one cell: grid <= map side); "
+            f"use --grid {side} or less, or a larger --size")
 
 
 @dataclass(frozen=True)
@@ -109,7 +141,7 @@ class ExtractorSettings(Settings):
     arguments."""
 
     endpoint: str = setting("Mixed_4e", "I3D endpoint")
-    grid: int = setting(7, "G: cuboids form a G x G grid (it must divide the endpoint's "
+    grid: int = setting(7, "G: cuboids form a G x G grid (at most the side of the endpoint's "
                         "feature map)", lo=1, hi=MAX_SIZE)
     device: str = setting("auto", "torch device", choices=DEVICES)
     precision: str = setting("fp32", "fp32: exact (~1e-6 vs the reference). bf16: the fast "

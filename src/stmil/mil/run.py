@@ -34,7 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from stmil import safejson
-from stmil.atomic import remove_stale_temps, write_bytes, write_text
+from stmil.atomic import naming, remove_stale_temps, write_bytes, write_text
 from stmil.errors import ConfigError, ModelError, OutputError
 from stmil.mil.config import FIELDS, PREDATING, RESUMABLE, TrainConfig
 from stmil.mil.memory import MemoryGate
@@ -362,22 +362,23 @@ def staged_run(out: Path, cfg: TrainConfig, fingerprint: dict, *, resume: bool,
     the next training into ``out`` resumes or discards.
     """
     stage = staging_path(out)
-    if stage.is_dir():  # refuse a concurrent training before touching its staging folder
-        _unlock(lock_folder(stage, out))
-    checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
-    top = _first_missing(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(stage, out)
-    try:
-        yield Staging(stage, checkpoint)
-        _finish(stage)
-        record_folder(stage, command)  # the run's ledger, committed with it in one step
-        commit_folder(stage, out)
-    except BaseException:
-        _abandon(stage, top)
-        raise
-    finally:
-        _unlock(lock)
+    with naming(out, stage):  # a full or read-only disk names the run, not its staging folder
+        if stage.is_dir():  # refuse a concurrent training before touching its staging folder
+            _unlock(lock_folder(stage, out))
+        checkpoint = _open_staging(stage, out, resume, cfg, fingerprint)
+        top = _first_missing(stage)
+        stage.mkdir(parents=True, exist_ok=True)
+        lock = lock_folder(stage, out)
+        try:
+            yield Staging(stage, checkpoint)
+            _finish(stage)
+            record_folder(stage, command)  # the run's ledger, committed with it in one step
+            commit_folder(stage, out)
+        except BaseException:
+            _abandon(stage, top)
+            raise
+        finally:
+            _unlock(lock)
 
 
 def _first_missing(path: Path) -> Path | None:
