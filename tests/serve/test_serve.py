@@ -17,6 +17,7 @@ import threading
 import time
 from html.parser import HTMLParser
 
+import av
 import numpy as np
 import pytest
 
@@ -32,7 +33,13 @@ from stmil.mil.train import train  # noqa: E402
 from stmil.score import score_features, write_scores  # noqa: E402
 from stmil.serve.app import create_app, serve  # noqa: E402
 from stmil.serve.paths import media_file, shown  # noqa: E402
-from tests.conftest import assert_one_line_error, run_cli, write_video  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    assert_one_line_error,
+    require_vtest,
+    run_cli,
+    write_video,
+)
+from tests.mp4 import assert_browser_mp4  # noqa: E402
 from tests.planted import CLIP, make_planted  # noqa: E402
 from tests.test_score import direct_maps  # noqa: E402
 
@@ -184,21 +191,100 @@ def test_unknown_and_malformed_videos(client):
     assert "not a stmil scores file" in src["error"] and d["media"] is None
 
 
-def test_video_a_browser_cannot_play_is_named(served, tmp_path):
-    """A scores folder alone: the video is its ``source``; an AVI is not offered to the
-    browser (no transcoded copy is made), a source outside DIR is not served."""
+def short_vtest(dest, n_packets: int = 30):
+    """The first ``n_packets`` frames of OpenCV's vtest.avi (MS-MPEG4 in AVI, 768 x 576,
+    10 fps), remuxed without re-encoding: real footage browsers cannot play."""
+    src_path = require_vtest()
+    with av.open(str(src_path)) as src, av.open(str(dest), "w", format="avi") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for k, packet in enumerate(src.demux(stream)):
+            if k >= n_packets:
+                break
+            if packet.dts is None:
+                continue
+            packet.stream = copy
+            out.mux(packet)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def avi_dir(served, tmp_path_factory):
+    """A folder of scores files: ``Clip`` is a short vtest.avi inside it, ``Far`` a video
+    outside it."""
+    root = tmp_path_factory.mktemp("avi")
     good = json.loads((served["root"] / "scores" / f"{ANOMALOUS}.scores.json").read_text())
-    (tmp_path / "clip.avi").write_bytes(b"RIFF")
-    for vid, source in (("Clip", tmp_path / "clip.avi"),
+    short_vtest(root / "clip.avi")
+    for vid, source in (("Clip", root / "clip.avi"),
                         ("Far", served["root"] / "data" / "videos" / f"{ANOMALOUS}.mp4")):
-        (tmp_path / f"{vid}.scores.json").write_text(json.dumps(good | {"source": str(source)}))
-    client = TestClient(create_app(tmp_path))
+        (root / f"{vid}.scores.json").write_text(json.dumps(good | {"source": str(source)}))
+    return root
+
+
+def _tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): (p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def test_a_video_browsers_cannot_play_gets_a_proxy_made_once(avi_dir):
+    """A scores folder alone: the video is its ``source``. The AVI is offered through an H.264
+    copy made on the first request under .stmil/proxies, recorded in that folder's ledger, and
+    not made again; a source outside DIR is not served."""
+    client = TestClient(create_app(avi_dir))
     assert client.get("/api/summary").json()["kind"] == "scores"
+    before = _tree(avi_dir)
     clip = client.get("/api/videos/Clip").json()
-    assert clip["media"] is None and "browsers do not play" in clip["media_note"]
+    assert clip["media"] == "/proxy/clip.avi" and "H.264 copy" in clip["media_note"]
     assert clip["n_frames"] == N_CLIPS * CLIP and clip["sources"][0]["name"] == "."
+    assert _tree(avi_dir) == before  # the page's data writes nothing
     far = client.get("/api/videos/Far").json()
     assert far["media"] is None and "outside the served folder" in far["media_note"]
+
+    r = client.get("/proxy/clip.avi")
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+    (made,) = (avi_dir / ".stmil" / "proxies").glob("*.mp4")
+    assert r.content == made.read_bytes()
+    assert_browser_mp4(made)
+    with av.open(str(made)) as c:  # every frame, at the source's rate and size
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (768, 576)
+        assert float(s.average_rate) == 10.0
+        assert sum(1 for _ in c.decode(s)) == 30
+    ledger = json.loads((made.parent / ".stmil" / "ledger.json").read_text())
+    assert ledger["files"][made.name]["command"] == "serve"
+    changed = set(_tree(avi_dir)) - set(before)
+    assert changed and all(p == ".stmil" or p.startswith(".stmil/") for p in changed), changed
+    stamp = made.stat().st_mtime_ns
+    r = client.get("/proxy/clip.avi", headers={"Range": "bytes=0-99"})
+    assert r.status_code == 206 and r.content == made.read_bytes()[:100]
+    assert made.stat().st_mtime_ns == stamp  # made once
+    for bad in ("/proxy/Clip.scores.json", "/proxy/../x.avi", "/proxy/missing.avi",
+                f"/proxy/{made.relative_to(avi_dir).as_posix()}"):
+        assert client.get(bad).status_code == 404, bad
+
+
+def test_a_user_file_where_the_proxy_goes_is_left_alone(avi_dir, tmp_path):
+    """A file of the proxy's name that the ledger does not prove stmil's: not replaced, no
+    proxy made, and the page says why."""
+    root = tmp_path / "dir"
+    shutil.copytree(avi_dir, root, ignore=shutil.ignore_patterns(".stmil"))
+    scores = root / "Clip.scores.json"
+    scores.write_text(json.dumps(json.loads(scores.read_text()) | {
+        "source": str(root / "clip.avi")}))
+    client = TestClient(create_app(root))
+    proxies = root / ".stmil" / "proxies"
+    proxies.mkdir(parents=True)
+    from stmil.serve.proxy import proxy_path
+
+    mine = proxy_path(root.resolve(), (root / "clip.avi").resolve())
+    mine.write_bytes(b"the user's own file")
+    clip = client.get("/api/videos/Clip").json()
+    assert clip["media"] is None and "cannot be made" in clip["media_note"]
+    assert mine.name in clip["media_note"]
+    r = client.get("/proxy/clip.avi")
+    assert r.status_code == 409 and mine.name in r.json()["error"]
+    assert mine.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in proxies.iterdir()) == [mine.name]
 
 
 def test_media_whole_and_ranges(client, served):
@@ -245,6 +331,8 @@ def test_media_file_rules(served, tmp_path):
 
 
 def test_serving_writes_nothing(served):
+    """Every page and route of a folder whose videos browsers play: nothing written (the one
+    thing serve writes, a proxy, is tested above)."""
     def snapshot() -> dict:
         return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns)
                 for p in served["root"].rglob("*")}

@@ -7,6 +7,8 @@ Routes (every error is a JSON ``{"error": "..."}`` with its status, never a trac
 - ``/api/summary``, ``/api/runs``, ``/api/runs/{name}``, ``/api/videos``, ``/api/videos/{id}``;
 - ``/media/{path}``: a video or image under the folder (:func:`stmil.serve.paths.media_file`),
   with HTTP range requests;
+- ``/proxy/{path}``: the H.264 copy of a video under the folder that browsers do not play,
+  made on the first request (:mod:`stmil.serve.proxy`; the only thing the app writes);
 - ``/static/...``: the pages' CSS and JavaScript.
 
 Every response carries a Content-Security-Policy that allows nothing but this server, so a
@@ -28,10 +30,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stmil.errors import ConfigError
+from stmil.errors import ConfigError, StmilError
 from stmil.serve.catalog import Catalog
-from stmil.serve.paths import MEDIA_TYPES, media_file
-from stmil.serve.videos import VideoViews
+from stmil.serve.paths import BROWSER_VIDEO, MEDIA_TYPES, media_file
+from stmil.serve.proxy import ensure_proxy
+from stmil.serve.videos import PROXY_ROUTE, VideoViews
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,8 @@ class _Headers:
 
 
 def create_app(root: str | Path) -> Starlette:
-    """The ASGI app serving ``root`` read-only; :class:`ConfigError` when it is no folder."""
+    """The ASGI app serving ``root`` read-only but for its proxies cache
+    (:mod:`stmil.serve.proxy`); :class:`ConfigError` when it is no folder."""
     catalog = Catalog(root)
     views = VideoViews(catalog)
 
@@ -102,6 +106,17 @@ def create_app(root: str | Path) -> Starlette:
             return _error(404, "no such media file in the served folder")
         return FileResponse(path, media_type=MEDIA_TYPES[path.suffix.lower()])
 
+    def proxy(request: Request) -> Response:
+        path = media_file(catalog.root, request.path_params["path"])
+        if path is None or path.suffix.lower() in BROWSER_VIDEO:
+            return _error(404, "no such video to transcode in the served folder")
+        try:
+            made = ensure_proxy(catalog.root, path)
+        except StmilError as e:
+            log.error("%s", " ".join(str(e).split()))
+            return _error(409, " ".join(str(e).split()))
+        return FileResponse(made, media_type="video/mp4")
+
     routes = [
         Route("/", page("runs")), Route("/videos", page("videos")),
         Route("/video/{video_id}", page("video")),
@@ -109,6 +124,7 @@ def create_app(root: str | Path) -> Starlette:
         Route("/api/runs/{name:path}", run), Route("/api/videos", videos),
         Route("/api/videos/{video_id}", video),
         Route("/media/{path:path}", media, methods=["GET", "HEAD"]),
+        Route(PROXY_ROUTE + "{path:path}", proxy, methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_Headers)],

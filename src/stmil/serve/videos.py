@@ -4,7 +4,8 @@ A run's scores are computed as ``stmil score`` computes them (:class:`~stmil.mil
 on the video's features, :func:`stmil.score.scores_from_maps`), and its incidents as
 ``stmil events`` finds them, with the run's calibration (or the default incident settings at
 its threshold). A folder of ``<id>.scores.json`` files is read by :func:`stmil.score.read_scores`.
-Views are kept in memory (keyed by the files' modification times); nothing is written.
+Views are kept in memory (keyed by the files' modification times); nothing is written
+(a video browsers do not play is offered through :mod:`stmil.serve.proxy`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from stmil.mil.detector import Detector
 from stmil.mil.run import MODEL
 from stmil.score import read_scores, scores_from_maps
 from stmil.serve.catalog import Catalog, Source
-from stmil.serve.paths import BROWSER_VIDEO, media_url
+from stmil.serve.paths import BROWSER_VIDEO, inside, media_url
+from stmil.serve.proxy import PROXIES, proxy_problem
 from stmil.timeline import frame_labels
 
 #: Decimals kept of scores sent to the browser.
 DECIMALS = 4
+#: The route of a video's browser copy (:mod:`stmil.serve.proxy`), followed by its path.
+PROXY_ROUTE = "/proxy/"
 
 
 class VideoViews:
@@ -107,8 +111,8 @@ class VideoViews:
         return ids
 
     def _media(self, record: VideoRecord | None, views: list[dict]) -> tuple[str | None, str]:
-        """The URL of the video file (inside DIR), and a note when there is none a browser
-        plays."""
+        """The URL of the video file (inside DIR; of its transcoded copy when browsers do not
+        play it), and a note saying which, or why there is none."""
         root = self.catalog.root
         candidates = [record.path] if record is not None and record.path else []
         candidates += [v["source_video"] for v in views if v.get("source_video")]
@@ -116,10 +120,15 @@ class VideoViews:
             url = media_url(root, path)
             if url is None:
                 continue
+            name = Path(str(path)).name
             if Path(str(path)).suffix.lower() not in BROWSER_VIDEO:
-                return None, (f"{Path(str(path)).name}: a format browsers do not play (no "
-                              "transcoded copy is made); the scores and maps are shown "
-                              "without the picture")
+                problem = proxy_problem(root, inside(root, path))
+                if problem is not None:
+                    return None, (f"{name}: a format browsers do not play, and its browser "
+                                  f"copy cannot be made: {problem}")
+                return PROXY_ROUTE + url.removeprefix("/media/"), (
+                    f"{name}: a format browsers do not play, shown through an H.264 copy "
+                    f"made once in {PROXIES.as_posix()}")
             return url, ""
         if candidates:
             return None, "the video file lies outside the served folder: not served"
