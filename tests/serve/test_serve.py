@@ -28,6 +28,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from stmil.evaluation.evaluate import evaluate  # noqa: E402
 from stmil.features.store import load_features, meta_clip_ranges  # noqa: E402
+from stmil.live.incidents import Incident, incident_line  # noqa: E402
 from stmil.mil.detector import Detector  # noqa: E402
 from stmil.mil.train import train  # noqa: E402
 from stmil.score import score_features, write_scores  # noqa: E402
@@ -74,7 +75,33 @@ def served(tmp_path_factory) -> dict:
     (data / "videos" / "link.mp4").symlink_to(outside / "secret.mp4")
     (root / "outside").symlink_to(outside, target_is_directory=True)
     (root / ".hidden.mp4").write_bytes(b"hidden")
+    write_incidents_files(root, data / "videos")
     return {"root": root, "run": run, "feats": feats, "truth": truth}
+
+
+#: The incident of the events file: (video, start, end, peak frame).
+EVENT_INCIDENT = (ANOMALOUS, 40, 64, 50)
+
+
+def _incident(source: str, start: int, end: int, peak: int, id_: int = 1) -> Incident:
+    return Incident(id=id_, source=source, fps=30.0, start_frame=start, end_frame=end,
+                    start_time=start / 30, end_time=end / 30, peak_score=0.9, peak_frame=peak,
+                    peak_time=peak / 30, mean_score=0.8, box=[10.0, 20.0, 60.0, 90.0],
+                    reason="scores fell")
+
+
+def write_incidents_files(root, videos) -> None:
+    """``events/incidents.jsonl`` as stmil events writes it (one ``incident`` line, of the
+    anomalous video's file) and a watch log (``start`` and ``end`` of the normal one, from its
+    scores file's name); ``events/bad.jsonl`` whose second line is not JSON."""
+    vid, start, end, peak = EVENT_INCIDENT
+    (root / "events").mkdir()
+    good = _incident(str(videos / f"{vid}.mp4"), start, end, peak)
+    other = _incident(f"elsewhere/{NORMAL}.scores.json", 10, 20, 12, id_=2)
+    lines = [incident_line("incident", good), incident_line("start", other),
+             incident_line("end", other)]
+    (root / "events" / "incidents.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "events" / "bad.jsonl").write_text(lines[0] + "\n{oops\n")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +136,8 @@ def test_summary_names_the_test_set(client):
     assert s["kind"] == "runs" and s["data"] == "data" and s["features"] == "features"
     assert s["test_set"] == {"videos": 2, "anomalous": 1, "normal": 1}
     assert [(x["name"], x["kind"]) for x in s["sources"]] == [
-        ("runs/a", "run"), ("runs/broken", "run"), ("scores", "scores")]
+        ("runs/a", "run"), ("runs/broken", "run"), ("scores", "scores"),
+        ("events/bad.jsonl", "events"), ("events/incidents.jsonl", "events")]
 
 
 def test_runs_show_the_numbers_of_metrics_json(client, served):
@@ -181,6 +209,34 @@ def test_video_detail_scores_maps_and_truth(client, served):
     # the stmil score output of the same run gives the same curve
     np.testing.assert_allclose(scores["frame_scores"], run["frame_scores"], atol=1e-4)
     assert scores["threshold"] is None and scores["incidents"] == []
+
+
+def test_incidents_files_on_the_video_page_and_in_the_table(client, served):
+    """An incidents file (stmil events / watch --out) gives each video its incidents, matched
+    to the annotated events; a malformed one is an error naming its line, not a dead page."""
+    vid, start, end, peak = EVENT_INCIDENT
+    d = client.get(f"/api/videos/{vid}").json()
+    by_name = {v["name"]: v for v in d["sources"]}
+    events = by_name["events/incidents.jsonl"]
+    assert events["error"] is None and "frame_scores" not in events
+    assert [(i["start_frame"], i["end_frame"], i["peak_frame"]) for i in events["incidents"]] \
+        == [(start, end, peak)]
+    assert d["n_frames"] == N_CLIPS * CLIP  # from the scored sources
+    bad = by_name["events/bad.jsonl"]
+    assert bad["error"].endswith("bad.jsonl:2: not JSON")
+    normal = client.get(f"/api/videos/{NORMAL}").json()
+    (inc,) = {v["name"]: v for v in normal["sources"]}["events/incidents.jsonl"]["incidents"]
+    assert (inc["start_frame"], inc["end_frame"]) == (10, 20)  # the watch log's end line
+    table = {v["id"]: v["sources"] for v in client.get("/api/videos").json()["videos"]}
+    s, e = served["truth"][vid][1:]
+    overlaps = start < e * CLIP and s * CLIP < end
+    row = table[vid]["events/incidents.jsonl"]
+    assert row["incidents"] == 1 and row["events"] == 1 and row["peak"] is None
+    assert row["false"] == (0 if overlaps else 1)
+    assert table[NORMAL]["events/incidents.jsonl"]["incidents"] == 1
+    assert "not JSON" in table[vid]["events/bad.jsonl"]["error"]
+    runs = [r["name"] for r in client.get("/api/runs").json()["runs"]]
+    assert not any(n.startswith("events/") for n in runs)
 
 
 def test_unknown_and_malformed_videos(client):
