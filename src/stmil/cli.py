@@ -196,13 +196,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_extra(e: ImportError) -> StmilError:
+    return StmilError(f"stmil serve needs the serve extra ({e.name} is missing): "
+                      "pip install 'stmil[serve]'")
+
+
 @command
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from stmil.serve.app import serve
     except ImportError as e:
-        raise StmilError(f"stmil serve needs the serve extra ({e.name} is missing): "
-                         "pip install 'stmil[serve]'") from None
+        raise _serve_extra(e) from None
     serve(args.dir, host=args.host, port=args.port)
     return 0
 
@@ -319,8 +323,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     fields = {f: getattr(args, f) for f in WatchConfig.__dataclass_fields__}
     config = WatchConfig(**fields)
     events = _event_settings(args)
-    summary = watch(args.source, args.model, events, config, out=args.out,
-                    snapshots=args.snapshots, clips=args.clips, name=args.name)
+    run = watch
+    if config.serve is not None:  # the live page (docs/serve.md)
+        try:
+            from stmil.serve import live
+        except ImportError as e:
+            raise _serve_extra(e) from None
+        run = live.watch_served
+    summary = run(args.source, args.model, events, config, out=args.out,
+                  snapshots=args.snapshots, clips=args.clips, name=args.name)
     errors = summary.get("evidence_errors", 0)
     print(f"{summary['ended']}: {summary['frames']} frames, {summary['clips']} clips scored, "
           f"{summary['dropped_frames']} frames dropped, {summary['incidents']} incidents"
@@ -403,6 +414,11 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="I3D precision (default: the run's; bf16 is ~3x faster on AMX)")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--serve", type=int, default=None, metavar="PORT",
+                   help="show the newest frame, its map, the scores and the incidents on a "
+                        "live page at http://127.0.0.1:PORT (the serve extra)")
+    p.add_argument("--host", dest="serve_host", default="127.0.0.1",
+                   help="address of the --serve page (default 127.0.0.1: this machine only)")
     incident_flags(p)
 
 

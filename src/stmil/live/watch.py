@@ -21,8 +21,10 @@ the incident's ``end`` line (``snapshot_error``, ``clip_error``) and the watch g
 
 The pieces, each testable without a stream: :class:`Reader` (a connection -> clips),
 :class:`LiveScorer` (a clip -> maps, box, :class:`~stmil.live.incidents.ClipScore`),
-:class:`IncidentOutput` (incident lines, snapshots, clips) and :func:`reconnect` (backoff);
-:class:`_Session` runs the connections and :func:`watch` wires them up.
+:class:`IncidentOutput` (incident lines, snapshots, clips; and a :class:`WatchObserver`, told
+every scored clip and every line, such as the live page of :mod:`stmil.serve.live`) and
+:func:`reconnect` (backoff); :class:`_Session` runs the connections and :func:`watch` wires
+them up.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -90,9 +93,18 @@ class WatchConfig:
     max_backoff: float = 10.0
     precision: str | None = None  # None: the run's
     device: str = "auto"
+    serve: int | None = None  # a port: show the watch on a live page (stmil.serve.live)
+    serve_host: str = "127.0.0.1"  # the address of that page (another than loopback: warned)
 
     def __post_init__(self) -> None:
         check_fps(self.fps)
+        if self.serve is not None and (isinstance(self.serve, bool) or not isinstance(
+                self.serve, int) or not 0 < self.serve < 65536):
+            raise ConfigError(f"--serve must be a port from 1 to 65535, got {self.serve!r}")
+        if not isinstance(self.serve_host, str) or not self.serve_host.strip() \
+                or any(c.isspace() or c in "/@" for c in self.serve_host):
+            raise ConfigError(f"--host must be an address to listen on like 127.0.0.1, got "
+                              f"{self.serve_host!r}")
         for name in ("heartbeat", "update", "backoff"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -212,6 +224,16 @@ class Stats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=256))
     behind: float = 0.0  # live or --realtime: seconds the reader is behind the source's clock
     max_behind: float = 0.0
+
+
+class WatchObserver(Protocol):
+    """Told what a watch sees, on its scorer thread (return quickly): each scored clip with
+    its middle frame ``(H, W, 3)`` uint8 RGB and the connection number, and each incident line
+    (JSON) as it is sent."""
+
+    def clip(self, clip: ClipScore, middle: np.ndarray, connection: int) -> None: ...
+
+    def line(self, line: str) -> None: ...
 
 
 class _Lost(Exception):
@@ -394,9 +416,9 @@ class IncidentOutput:
 
     def __init__(self, tracker: IncidentTracker, name: str, log_path: Path | None,
                  emit: Callable[[str], None], snap_dir: Path | None,
-                 recorder: ClipRecorder | None):
+                 recorder: ClipRecorder | None, observer: WatchObserver | None = None):
         self.tracker, self.name, self.log_path, self.emit = tracker, name, log_path, emit
-        self.snap_dir, self.recorder = snap_dir, recorder
+        self.snap_dir, self.recorder, self.observer = snap_dir, recorder, observer
         self.peaks: dict[int, tuple[float, np.ndarray]] = {}  # id -> (score, middle frame)
         self.snapshot_failures = 0
         self.connection, self.frame_offset = 0, 0
@@ -411,6 +433,8 @@ class IncidentOutput:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
         self.emit(line)
+        if self.observer is not None:
+            self.observer.line(line)
 
     def evidence(self, inc: Incident, now: bool) -> dict:
         """Finish the incident's clip and write its snapshot; ``{kind_error: why}`` for those
@@ -444,6 +468,8 @@ class IncidentOutput:
         """Feed one scored clip (its middle frame ``(H, W, 3)``) to the tracker, send what it
         says, and keep the recorder and the peak frame of the candidate incident current."""
         tracker = self.tracker
+        if self.observer is not None:
+            self.observer.clip(clip, middle, self.connection)
         for kind, inc in tracker.push(clip):
             self.send(kind, inc, latency)
         tid = tracker.next_id
@@ -623,6 +649,7 @@ def watch(
     clips: str | Path | None = None,
     name: str | None = None,
     stop: threading.Event | None = None,
+    observer: WatchObserver | None = None,
 ) -> dict:
     """Watch ``source`` with the run's model until it ends (a file), ``stop`` is set, Ctrl-C,
     or ``config.retries`` reconnections fail; returns a summary (``ended``: ``end of input``,
@@ -637,8 +664,11 @@ def watch(
     :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length); both are
     proved writable before the source is opened. Evidence files are named
     ``<name>.incident-NNN`` (:func:`source_name`; ``name`` overrides) and numbered after the
-    incidents of earlier runs (:func:`first_incident_id`). Raises :class:`StreamError` when the
-    source cannot be opened the first time (within ``config.timeout``).
+    incidents of earlier runs (:func:`first_incident_id`). ``observer`` is told every scored
+    clip and every line (:class:`WatchObserver`; ``config.serve`` is for
+    :func:`stmil.serve.live.watch_served`, which passes its live page). Raises
+    :class:`StreamError` when the source cannot be opened the first time (within
+    ``config.timeout``).
     """
     cfg = config or WatchConfig()
     source = local_source(source)  # file:///path/cam.mkv is the file /path/cam.mkv
@@ -665,7 +695,7 @@ def watch(
         opened[0].close()
         raise
     output = IncidentOutput(IncidentTracker(events, opened[2], source, first_id=first_id),
-                            name, log_path, emit, snap_dir, recorder)
+                            name, log_path, emit, snap_dir, recorder, observer)
     ended = _Session(source, cfg, settings, scorer, output, stats, stop, live, drop).run(opened)
     if recorder is not None:
         recorder.close()

@@ -125,8 +125,14 @@ def create_app(root: str | Path) -> Starlette:
         Route("/api/videos/{video_id}", video),
         Route("/media/{path:path}", media, methods=["GET", "HEAD"]),
         Route(PROXY_ROUTE + "{path:path}", proxy, methods=["GET", "HEAD"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    return starlette_app(routes)
+
+
+def starlette_app(routes: list) -> Starlette:
+    """An app of ``routes`` (the pages' ``/static`` files added) with the headers and JSON
+    errors of every stmil page."""
+    routes = [*routes, Mount("/static", StaticFiles(directory=STATIC), name="static")]
     return Starlette(routes=routes, middleware=[Middleware(_Headers)],
                      exception_handlers={HTTPException: _http_error, Exception: _server_error})
 
@@ -155,9 +161,20 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     app = create_app(root)
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {port}")
+    sock = listen(host, port, "the folder", "--port")
+    shown = f"[{host}]" if ":" in host else host
+    log.info(f"serving {Path(root)} at http://{shown}:{port}/ (Ctrl-C stops)")
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int, what: str, flag: str) -> socket.socket:
+    """A socket bound to ``host:port``, warning when ``host`` is not a loopback address
+    (anyone who reaches it sees ``what``); a port that is taken is an :class:`OSError` naming
+    it and ``flag``."""
     if host not in LOCAL_HOSTS:
         log.warning(f"serving on {host}: anyone who can reach this machine on port {port} can "
-                    "see the folder; use --host 127.0.0.1 to keep it local")
+                    f"see {what}; use --host 127.0.0.1 to keep it local")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -165,9 +182,6 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise OSError(e.errno, f"cannot listen there ({e.strerror}); pass another --port "
+        raise OSError(e.errno, f"cannot listen there ({e.strerror}); pass another {flag} "
                                "or --host", f"{host}:{port}") from None
-    shown = f"[{host}]" if ":" in host else host
-    log.info(f"serving {Path(root)} at http://{shown}:{port}/ (Ctrl-C stops)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    return sock

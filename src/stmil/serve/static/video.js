@@ -58,18 +58,7 @@ function clipIndex(src, f) {
 
 // --- the overlay on the video -------------------------------------------------------------
 
-function heat(s, opacity) {
-  const v = Math.max(0, Math.min(1, s));
-  return `hsla(${Math.round(240 * (1 - v))}, 100%, 50%, ${opacity * (0.2 + 0.8 * v)})`;
-}
-
-function fitCanvas(canvas) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-  const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
-  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-  return dpr;
-}
+const {heat, fitCanvas} = stmil;
 
 function drawOverlay(f) {
   const canvas = $("overlay");
