@@ -9,6 +9,7 @@ good, one malformed) and links and files that must never be served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -470,11 +471,12 @@ def _browser():
     return webdriver.Chrome(options=options, service=Service(driver))
 
 
-@pytest.fixture(scope="module")
-def live_url(served):
+@contextlib.contextmanager
+def _server(root):
+    """``stmil serve root`` on a free port of 127.0.0.1, in a thread: its URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(served["root"]), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1",
                                            port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -482,9 +484,17 @@ def live_url(served):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_url(served):
+    with _server(served["root"]) as url:
+        yield url
 
 
 def _wait(driver, script: str, timeout: float = 15.0):
@@ -564,6 +574,33 @@ def test_video_page_in_chromium(live_url, served, tmp_path_factory):
             time.sleep(0.05)
         assert alphas([hot_cell, cold_cell]) == [0, 0]
         driver.save_screenshot(str(shots / "video.png"))
+
+        # an incident of the incidents file: its button seeks the video to its start
+        start = EVENT_INCIDENT[1]
+        button = driver.find_element("css selector", f'#incidents button[data-frame="{start}"]')
+        assert button.text.startswith("events/incidents.jsonl #1")
+        button.click()
+        _wait(driver, f"return window.stmilPage.frame() === {start}")
+        _wait(driver, "const v = document.getElementById('video');"
+                      f"return !v.seeking && Math.floor(v.currentTime * 30) === {start}")
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+
+
+def test_an_avi_plays_through_its_proxy_in_chromium(avi_dir):
+    """vtest.avi (cut short) in the video element: the page asks for its proxy, which is made
+    on that request, and the video plays (its currentTime advances)."""
+    driver = _browser()
+    try:
+        with _server(avi_dir) as url:
+            driver.get(f"{url}/video/Clip")
+            _wait(driver, "return window.stmilPage && window.stmilPage.ready")
+            assert driver.execute_script("return document.getElementById('video').src") \
+                == f"{url}/proxy/clip.avi"
+            _wait(driver, "return document.getElementById('video').readyState >= 2", 60)
+            driver.execute_script("document.getElementById('video').play()")
+            _wait(driver, "return document.getElementById('video').currentTime > 0.3")
+            assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()
