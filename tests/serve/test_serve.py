@@ -356,6 +356,26 @@ def test_media_whole_and_ranges(client, served):
     assert client.head(f"/media/data/videos/{ANOMALOUS}.mp4").status_code == 200
 
 
+def test_ranges_of_a_large_video(tmp_path):
+    """A 5 GiB video (a sparse file: no disk used) seeks by ranges: its last bytes come back
+    alone (206, Content-Range with the whole size), as a suffix range and an open range; a
+    range past the end is 416."""
+    size = 5 * 2**30
+    with open(tmp_path / "big.mp4", "wb") as f:
+        f.truncate(size)
+        f.seek(size - 4)
+        f.write(b"tail")
+    client = TestClient(create_app(tmp_path))
+    for asked, first in ((f"bytes={size - 20}-{size - 1}", size - 20), ("bytes=-4", size - 4),
+                         (f"bytes={size - 4}-", size - 4)):
+        r = client.get("/media/big.mp4", headers={"Range": asked})
+        assert r.status_code == 206, asked
+        assert r.headers["content-range"] == f"bytes {first}-{size - 1}/{size}"
+        assert r.content == bytes(size - 4 - first) + b"tail"
+    r = client.get("/media/big.mp4", headers={"Range": f"bytes={size}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+
+
 @pytest.mark.parametrize("path", [
     "/media/%2e%2e/outside/secret.mp4",       # .. out of DIR
     "/media/data/%2e%2e/%2e%2e/outside/secret.mp4",
