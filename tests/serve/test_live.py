@@ -88,7 +88,8 @@ def test_feed_state_frame_and_events():
 @pytest.mark.parametrize("bad, flag", [({"serve": 0}, "--serve"), ({"serve": 70000}, "--serve"),
                                        ({"serve": True}, "--serve"),
                                        ({"serve": 8000, "serve_host": ""}, "--host"),
-                                       ({"serve": 8000, "serve_host": "a b"}, "--host")])
+                                       ({"serve": 8000, "serve_host": "a b"}, "--host"),
+                                       ({"serve_host": "0.0.0.0"}, "--host")])
 def test_bad_serve_settings(bad, flag):
     with pytest.raises(ConfigError, match=f"^{flag} must be"):
         WatchConfig(**bad)

@@ -105,6 +105,9 @@ class WatchConfig:
                 or any(c.isspace() or c in "/@" for c in self.serve_host):
             raise ConfigError(f"--host must be an address to listen on like 127.0.0.1, got "
                               f"{self.serve_host!r}")
+        if self.serve is None and self.serve_host != "127.0.0.1":
+            raise ConfigError(f"--host must be given with --serve PORT (it is the live page's "
+                              f"address), got --host {self.serve_host} alone")
         for name in ("heartbeat", "update", "backoff"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
