@@ -674,6 +674,9 @@ def watch(
     ``config.timeout``).
     """
     cfg = config or WatchConfig()
+    if cfg.serve is not None and observer is None:
+        log.warning(f"serve={cfg.serve}: watch() alone serves no page; call "
+                    "stmil.serve.live.watch_served for the live page")
     source = local_source(source)  # file:///path/cam.mkv is the file /path/cam.mkv
     name, log_path, snap_dir, clip_dir, first_id = _prepare_outputs(source, name, out,
                                                                     snapshots, clips)
