@@ -3,6 +3,7 @@
 ``python -m tests.serve.screenshot DEMO_OUT OUT.png [VIDEO]`` serves ``DEMO_OUT`` (a ``stmil
 demo`` output) on a free port of 127.0.0.1, opens ``/video/VIDEO`` (default
 ``Fighting001_x264``) in headless Chromium at the frame where the first run's score peaks,
+with the colours on the video's peak (a weakly supervised score is small in absolute terms),
 and writes the page's player (video, heat map, score curves) as a palette PNG to ``OUT.png``,
 with the browser test's code (tests/serve/test_serve.py).
 """
@@ -37,14 +38,19 @@ def shoot(root: Path, out: Path, video: str = "Fighting001_x264", width: int = 1
         time.sleep(0.05)
     driver = _browser()
     try:
-        driver.set_window_size(1280, 760)
+        driver.set_window_size(1280, 900)
         url = f"http://127.0.0.1:{server.config.port}/video/{video}"
         driver.get(f"{url}?source={source['name']}&frame={frame}")
         _wait(driver, "return window.stmilPage && window.stmilPage.ready")
         _wait(driver, "const v = document.getElementById('video');"
                       "return v.readyState >= 2 && !v.seeking")
         _wait(driver, f"return window.stmilPage.frame() === {frame}")
+        driver.execute_script("const s = document.getElementById('scale'); s.value = 'peak';"
+                              "s.dispatchEvent(new Event('change'));")
         time.sleep(0.3)  # one more animation frame for the overlay
+        bottom = driver.execute_script(
+            "const r = document.getElementById('curve').getBoundingClientRect();"
+            "return Math.ceil(r.bottom + window.scrollY) + 12")
         tmp = out.with_suffix(".full.png")
         driver.save_screenshot(str(tmp))
     finally:
@@ -53,6 +59,7 @@ def shoot(root: Path, out: Path, video: str = "Fighting001_x264", width: int = 1
         thread.join(10)
     with Image.open(tmp) as im:
         shot = im.convert("RGB")
+    shot = shot.crop((0, 0, shot.width, min(shot.height, bottom)))
     tmp.unlink()
     if shot.width > width:
         shot = shot.resize((width, round(shot.height * width / shot.width)),
