@@ -31,15 +31,17 @@ function drawOverlay() {
   }
 }
 
-// x: seconds before the newest clip (server time), over the last `minutes`; y: 0 to 1.
+// x: seconds before the newest clip (server time), over what has been seen (at least 30 s,
+// at most the last `minutes`); y: 0 to 1.
 function drawCurve() {
   const canvas = $("live-curve");
   const dpr = stmil.fitCanvas(canvas);
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   const L = 42 * dpr, R = canvas.width - 10 * dpr, T = 8 * dpr, B = canvas.height - 20 * dpr;
-  const span = live.minutes * 60;
   const now = live.scores.length ? live.scores[live.scores.length - 1].time : 0;
+  const seen = live.scores.length ? now - live.scores[0].time : 0;
+  const span = Math.min(live.minutes * 60, Math.max(30, seen));
   const x = (t) => R - (R - L) * (now - t) / span;
   const y = (s) => B - (B - T) * Math.max(0, Math.min(1, s));
   ctx.font = `${11 * dpr}px system-ui, sans-serif`;
@@ -49,7 +51,11 @@ function drawCurve() {
     ctx.fillText((i / 4).toFixed(2), L - 4 * dpr, y(i / 4) + 4 * dpr);
   }
   ctx.textAlign = "center";
-  for (let m = 0; m <= live.minutes; m += 1) ctx.fillText(m ? `-${m} min` : "now", x(now - m * 60), B + 14 * dpr);
+  const step = [10, 30, 60].find((s) => span / s <= 6) || 60;
+  for (let t = 0; t <= span + 1e-6; t += step) {
+    const label = t === 0 ? "now" : t % 60 ? `-${t} s` : `-${t / 60} min`;
+    ctx.fillText(label, x(now - t), B + 14 * dpr);
+  }
   if (live.threshold !== null) {
     ctx.setLineDash([5 * dpr, 4 * dpr]); ctx.strokeStyle = "#c92a2a";
     ctx.beginPath(); ctx.moveTo(L, y(live.threshold)); ctx.lineTo(R, y(live.threshold)); ctx.stroke();
