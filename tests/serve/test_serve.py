@@ -37,6 +37,7 @@ from stmil.serve.app import create_app, serve  # noqa: E402
 from stmil.serve.paths import media_file, shown  # noqa: E402
 from tests.conftest import (  # noqa: E402
     assert_one_line_error,
+    ramp_frames,
     require_vtest,
     run_cli,
     write_video,
@@ -318,6 +319,35 @@ def test_a_video_browsers_cannot_play_gets_a_proxy_made_once(avi_dir):
     for bad in ("/proxy/Clip.scores.json", "/proxy/../x.avi", "/proxy/missing.avi",
                 f"/proxy/{made.relative_to(avi_dir).as_posix()}"):
         assert client.get(bad).status_code == 404, bad
+
+
+def test_mpeg_ts_and_odd_sizes_are_transcoded_frame_for_frame(tmp_path):
+    """MPEG-TS (MPEG-2 video, 25 fps) and a lossless AVI of odd size (65 x 49; yuv420p needs
+    even sizes: the last column and row go): the proxy has every frame, in order, at the
+    source's rate."""
+    from stmil.serve.proxy import transcode
+
+    frames = ramp_frames(20, 50, 66)
+    ts = tmp_path / "cam.ts"
+    with av.open(str(ts), "w", format="mpegts") as out:
+        s = out.add_stream("mpeg2video", rate=25)
+        s.width, s.height, s.pix_fmt, s.bit_rate = 66, 50, "yuv420p", 8_000_000
+        for f in frames:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(s.encode())
+    odd = write_video(tmp_path / "odd.avi", frames[:, :49, :65], fps=30)
+    for src, fps, size in ((ts, 25.0, (50, 66)), (odd, 30.0, (48, 64))):
+        out = tmp_path / f"{src.stem}.mp4"
+        assert transcode(src, out) == 20
+        assert_browser_mp4(out)
+        with av.open(str(out)) as c:
+            stream = c.streams.video[0]
+            assert float(stream.average_rate) == fps
+            got = [f.to_ndarray(format="rgb24").astype(float) for f in c.decode(stream)]
+        assert len(got) == 20 and got[0].shape == (*size, 3)
+        # the ramp's level (+4 a frame) survives the codecs: every frame, in order
+        want = [f[: size[0], : size[1]].mean() for f in frames]
+        np.testing.assert_allclose([g.mean() for g in got], want, atol=3.0)
 
 
 def test_a_user_file_where_the_proxy_goes_is_left_alone(avi_dir, tmp_path):
