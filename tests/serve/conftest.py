@@ -1,3 +1,0 @@
-"""The live run of tests/live (a tiny run trained on real I3D features of a planted scene)."""
-
-from tests.live.conftest import live_run  # noqa: F401
