@@ -113,6 +113,15 @@ def small_extractor(extractor):
     return small
 
 
+@pytest.fixture(scope="session")
+def live_run(tmp_path_factory, extractor) -> Path:
+    """A tiny run trained on real I3D features of the planted scene of tests/live/scene.py
+    (input size 64), trained once for tests/live and tests/serve: the run folder."""
+    from tests.live.scene import write_planted_run
+
+    return write_planted_run(tmp_path_factory.mktemp("live"), extractor)
+
+
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     """Run ``stmil`` in-process: (exit code, stdout, stderr)."""
     from stmil.cli import main

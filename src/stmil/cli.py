@@ -184,12 +184,16 @@ def cmd_demo(o: Values) -> int:
     return 0
 
 
+def _serve_extra(e: ImportError) -> StmilError:
+    return StmilError(f"stmil serve needs the serve extra ({e.name} is missing): "
+                      "pip install 'stmil[serve]'")
+
+
 def cmd_serve(o: Values) -> int:
     try:
         from stmil.serve.app import serve
     except ImportError as e:
-        raise StmilError(f"stmil serve needs the serve extra ({e.name} is missing): "
-                         "pip install 'stmil[serve]'") from None
+        raise _serve_extra(e) from None
     serve(o.dir, host=o.host, port=o.port)
     return 0
 
@@ -257,8 +261,15 @@ def cmd_watch(o: Values) -> int:
 
     config = o.get(WatchConfig)
     events = _event_settings(o)
-    summary = watch(o.source, o.model, events, config, out=o.out, snapshots=o.snapshots,
-                    clips=o.clips, name=o.name)
+    run = watch
+    if config.serve is not None:  # the live page (docs/serve.md)
+        try:
+            from stmil.serve import live
+        except ImportError as e:
+            raise _serve_extra(e) from None
+        run = live.watch_served
+    summary = run(o.source, o.model, events, config, out=o.out, snapshots=o.snapshots,
+                  clips=o.clips, name=o.name)
     print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0
 

@@ -9,6 +9,10 @@ from pathlib import Path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg",
                     ".flv")  #: matched in any case (``.MP4`` too)
+#: PyAV container options of every MP4 stmil writes (overlays, incident clips, synthetic
+#: videos, the viewer's proxies): the index (``moov``) before the data (``mdat``), "fast start",
+#: so a browser plays and seeks the file while it downloads.
+MP4_OPTIONS = {"movflags": "+faststart"}
 
 
 def av_path(path: Path | str) -> str:

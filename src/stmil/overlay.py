@@ -25,6 +25,7 @@ from stmil.atomic import atomic_write
 from stmil.cuboids import frame_heatmap
 from stmil.errors import ConfigError, OutputError
 from stmil.features.video import VideoInfo, iter_frames, probe
+from stmil.files import MP4_OPTIONS
 from stmil.timeline import frame_to_clip
 
 HEADER_H = 14  #: label header height, px
@@ -303,7 +304,7 @@ def _encode(tmp: Path, frames: Iterator[np.ndarray], fps: Fraction, gif: bool) -
     argb = np.full((256, 4), 255, np.uint8)  # PyAV's pal8 palette: (256, 4) ARGB
     argb[:, 1:] = np.asarray(palette.getpalette(), np.uint8).reshape(256, 3)
     with av.open(str(tmp), "w", format="gif" if gif else "mp4",
-                 options={} if gif else {"movflags": "+faststart"}) as container:
+                 options={} if gif else MP4_OPTIONS) as container:
         stream = None
         for img in frames:
             if stream is None:

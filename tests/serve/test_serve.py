@@ -9,6 +9,7 @@ good, one malformed) and links and files that must never be served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import threading
 import time
 from html.parser import HTMLParser
 
+import av
 import numpy as np
 import pytest
 
@@ -27,12 +29,20 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from stmil.evaluation.evaluate import evaluate  # noqa: E402
 from stmil.features.store import load_features, meta_clip_ranges  # noqa: E402
+from stmil.live.incidents import Incident, incident_line  # noqa: E402
 from stmil.mil.detector import Detector  # noqa: E402
 from stmil.mil.train import train  # noqa: E402
 from stmil.score import score_features, write_scores  # noqa: E402
 from stmil.serve.app import create_app, serve  # noqa: E402
 from stmil.serve.paths import media_file, shown  # noqa: E402
-from tests.conftest import assert_one_line_error, run_cli, write_video  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    assert_one_line_error,
+    ramp_frames,
+    require_vtest,
+    run_cli,
+    write_video,
+)
+from tests.mp4 import assert_browser_mp4  # noqa: E402
 from tests.planted import CLIP, make_planted  # noqa: E402
 from tests.test_score import direct_maps  # noqa: E402
 
@@ -67,7 +77,33 @@ def served(tmp_path_factory) -> dict:
     (data / "videos" / "link.mp4").symlink_to(outside / "secret.mp4")
     (root / "outside").symlink_to(outside, target_is_directory=True)
     (root / ".hidden.mp4").write_bytes(b"hidden")
+    write_incidents_files(root, data / "videos")
     return {"root": root, "run": run, "feats": feats, "truth": truth}
+
+
+#: The incident of the events file: (video, start, end, peak frame).
+EVENT_INCIDENT = (ANOMALOUS, 40, 64, 50)
+
+
+def _incident(source: str, start: int, end: int, peak: int, id_: int = 1) -> Incident:
+    return Incident(id=id_, source=source, fps=30.0, start_frame=start, end_frame=end,
+                    start_time=start / 30, end_time=end / 30, peak_score=0.9, peak_frame=peak,
+                    peak_time=peak / 30, mean_score=0.8, box=[10.0, 20.0, 60.0, 90.0],
+                    reason="scores fell")
+
+
+def write_incidents_files(root, videos) -> None:
+    """``events/incidents.jsonl`` as stmil events writes it (one ``incident`` line, of the
+    anomalous video's file) and a watch log (``start`` and ``end`` of the normal one, from its
+    scores file's name); ``events/bad.jsonl`` whose second line is not JSON."""
+    vid, start, end, peak = EVENT_INCIDENT
+    (root / "events").mkdir()
+    good = _incident(str(videos / f"{vid}.mp4"), start, end, peak)
+    other = _incident(f"elsewhere/{NORMAL}.scores.json", 10, 20, 12, id_=2)
+    lines = [incident_line("incident", good), incident_line("start", other),
+             incident_line("end", other)]
+    (root / "events" / "incidents.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "events" / "bad.jsonl").write_text(lines[0] + "\n{oops\n")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +138,8 @@ def test_summary_names_the_test_set(client):
     assert s["kind"] == "runs" and s["data"] == "data" and s["features"] == "features"
     assert s["test_set"] == {"videos": 2, "anomalous": 1, "normal": 1}
     assert [(x["name"], x["kind"]) for x in s["sources"]] == [
-        ("runs/a", "run"), ("runs/broken", "run"), ("scores", "scores")]
+        ("runs/a", "run"), ("runs/broken", "run"), ("scores", "scores"),
+        ("events/bad.jsonl", "events"), ("events/incidents.jsonl", "events")]
 
 
 def test_runs_show_the_numbers_of_metrics_json(client, served):
@@ -176,6 +213,34 @@ def test_video_detail_scores_maps_and_truth(client, served):
     assert scores["threshold"] is None and scores["incidents"] == []
 
 
+def test_incidents_files_on_the_video_page_and_in_the_table(client, served):
+    """An incidents file (stmil events / watch --out) gives each video its incidents, matched
+    to the annotated events; a malformed one is an error naming its line, not a dead page."""
+    vid, start, end, peak = EVENT_INCIDENT
+    d = client.get(f"/api/videos/{vid}").json()
+    by_name = {v["name"]: v for v in d["sources"]}
+    events = by_name["events/incidents.jsonl"]
+    assert events["error"] is None and "frame_scores" not in events
+    assert [(i["start_frame"], i["end_frame"], i["peak_frame"]) for i in events["incidents"]] \
+        == [(start, end, peak)]
+    assert d["n_frames"] == N_CLIPS * CLIP  # from the scored sources
+    bad = by_name["events/bad.jsonl"]
+    assert bad["error"].endswith("bad.jsonl:2: not JSON")
+    normal = client.get(f"/api/videos/{NORMAL}").json()
+    (inc,) = {v["name"]: v for v in normal["sources"]}["events/incidents.jsonl"]["incidents"]
+    assert (inc["start_frame"], inc["end_frame"]) == (10, 20)  # the watch log's end line
+    table = {v["id"]: v["sources"] for v in client.get("/api/videos").json()["videos"]}
+    s, e = served["truth"][vid][1:]
+    overlaps = start < e * CLIP and s * CLIP < end
+    row = table[vid]["events/incidents.jsonl"]
+    assert row["incidents"] == 1 and row["events"] == 1 and row["peak"] is None
+    assert row["false"] == (0 if overlaps else 1)
+    assert table[NORMAL]["events/incidents.jsonl"]["incidents"] == 1
+    assert "not JSON" in table[vid]["events/bad.jsonl"]["error"]
+    runs = [r["name"] for r in client.get("/api/runs").json()["runs"]]
+    assert not any(n.startswith("events/") for n in runs)
+
+
 def test_unknown_and_malformed_videos(client):
     r = client.get("/api/videos/nope")
     assert r.status_code == 404 and r.json() == {"error": "no video 'nope' in this folder"}
@@ -184,21 +249,129 @@ def test_unknown_and_malformed_videos(client):
     assert "not a stmil scores file" in src["error"] and d["media"] is None
 
 
-def test_video_a_browser_cannot_play_is_named(served, tmp_path):
-    """A scores folder alone: the video is its ``source``; an AVI is not offered to the
-    browser (no transcoded copy is made), a source outside DIR is not served."""
+def short_vtest(dest, n_packets: int = 30):
+    """The first ``n_packets`` frames of OpenCV's vtest.avi (MS-MPEG4 in AVI, 768 x 576,
+    10 fps), remuxed without re-encoding: real footage browsers cannot play."""
+    src_path = require_vtest()
+    with av.open(str(src_path)) as src, av.open(str(dest), "w", format="avi") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for k, packet in enumerate(src.demux(stream)):
+            if k >= n_packets:
+                break
+            if packet.dts is None:
+                continue
+            packet.stream = copy
+            out.mux(packet)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def avi_dir(served, tmp_path_factory):
+    """A folder of scores files: ``Clip`` is a short vtest.avi inside it, ``Far`` a video
+    outside it."""
+    root = tmp_path_factory.mktemp("avi")
     good = json.loads((served["root"] / "scores" / f"{ANOMALOUS}.scores.json").read_text())
-    (tmp_path / "clip.avi").write_bytes(b"RIFF")
-    for vid, source in (("Clip", tmp_path / "clip.avi"),
+    short_vtest(root / "clip.avi")
+    for vid, source in (("Clip", root / "clip.avi"),
                         ("Far", served["root"] / "data" / "videos" / f"{ANOMALOUS}.mp4")):
-        (tmp_path / f"{vid}.scores.json").write_text(json.dumps(good | {"source": str(source)}))
-    client = TestClient(create_app(tmp_path))
+        (root / f"{vid}.scores.json").write_text(json.dumps(good | {"source": str(source)}))
+    return root
+
+
+def _tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): (p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def test_a_video_browsers_cannot_play_gets_a_proxy_made_once(avi_dir):
+    """A scores folder alone: the video is its ``source``. The AVI is offered through an H.264
+    copy made on the first request under .stmil/proxies, recorded in that folder's ledger, and
+    not made again; a source outside DIR is not served."""
+    client = TestClient(create_app(avi_dir))
     assert client.get("/api/summary").json()["kind"] == "scores"
+    before = _tree(avi_dir)
     clip = client.get("/api/videos/Clip").json()
-    assert clip["media"] is None and "browsers do not play" in clip["media_note"]
+    assert clip["media"] == "/proxy/clip.avi" and "H.264 copy" in clip["media_note"]
     assert clip["n_frames"] == N_CLIPS * CLIP and clip["sources"][0]["name"] == "."
+    assert _tree(avi_dir) == before  # the page's data writes nothing
     far = client.get("/api/videos/Far").json()
     assert far["media"] is None and "outside the served folder" in far["media_note"]
+
+    r = client.get("/proxy/clip.avi")
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+    (made,) = (avi_dir / ".stmil" / "proxies").glob("*.mp4")
+    assert r.content == made.read_bytes()
+    assert_browser_mp4(made)
+    with av.open(str(made)) as c:  # every frame, at the source's rate and size
+        s = c.streams.video[0]
+        assert (s.codec_context.width, s.codec_context.height) == (768, 576)
+        assert float(s.average_rate) == 10.0
+        assert sum(1 for _ in c.decode(s)) == 30
+    ledger = json.loads((made.parent / ".stmil" / "ledger.json").read_text())
+    assert ledger["files"][made.name]["command"] == "serve"
+    changed = set(_tree(avi_dir)) - set(before)
+    assert changed and all(p == ".stmil" or p.startswith(".stmil/") for p in changed), changed
+    stamp = made.stat().st_mtime_ns
+    r = client.get("/proxy/clip.avi", headers={"Range": "bytes=0-99"})
+    assert r.status_code == 206 and r.content == made.read_bytes()[:100]
+    assert made.stat().st_mtime_ns == stamp  # made once
+    for bad in ("/proxy/Clip.scores.json", "/proxy/../x.avi", "/proxy/missing.avi",
+                f"/proxy/{made.relative_to(avi_dir).as_posix()}"):
+        assert client.get(bad).status_code == 404, bad
+
+
+def test_mpeg_ts_and_odd_sizes_are_transcoded_frame_for_frame(tmp_path):
+    """MPEG-TS (MPEG-2 video, 25 fps) and a lossless AVI of odd size (65 x 49; yuv420p needs
+    even sizes: the last column and row go): the proxy has every frame, in order, at the
+    source's rate."""
+    from stmil.serve.proxy import transcode
+
+    frames = ramp_frames(20, 50, 66)
+    ts = tmp_path / "cam.ts"
+    with av.open(str(ts), "w", format="mpegts") as out:
+        s = out.add_stream("mpeg2video", rate=25)
+        s.width, s.height, s.pix_fmt, s.bit_rate = 66, 50, "yuv420p", 8_000_000
+        for f in frames:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(s.encode())
+    odd = write_video(tmp_path / "odd.avi", frames[:, :49, :65], fps=30)
+    for src, fps, size in ((ts, 25.0, (50, 66)), (odd, 30.0, (48, 64))):
+        out = tmp_path / f"{src.stem}.mp4"
+        assert transcode(src, out) == 20
+        assert_browser_mp4(out)
+        with av.open(str(out)) as c:
+            stream = c.streams.video[0]
+            assert float(stream.average_rate) == fps
+            got = [f.to_ndarray(format="rgb24").astype(float) for f in c.decode(stream)]
+        assert len(got) == 20 and got[0].shape == (*size, 3)
+        # the ramp's level (+4 a frame) survives the codecs: every frame, in order
+        want = [f[: size[0], : size[1]].mean() for f in frames]
+        np.testing.assert_allclose([g.mean() for g in got], want, atol=3.0)
+
+
+def test_a_user_file_where_the_proxy_goes_is_left_alone(avi_dir, tmp_path):
+    """A file of the proxy's name that the ledger does not prove stmil's: not replaced, no
+    proxy made, and the page says why."""
+    root = tmp_path / "dir"
+    shutil.copytree(avi_dir, root, ignore=shutil.ignore_patterns(".stmil"))
+    scores = root / "Clip.scores.json"
+    scores.write_text(json.dumps(json.loads(scores.read_text()) | {
+        "source": str(root / "clip.avi")}))
+    client = TestClient(create_app(root))
+    proxies = root / ".stmil" / "proxies"
+    proxies.mkdir(parents=True)
+    from stmil.serve.proxy import proxy_path
+
+    mine = proxy_path(root.resolve(), (root / "clip.avi").resolve())
+    mine.write_bytes(b"the user's own file")
+    clip = client.get("/api/videos/Clip").json()
+    assert clip["media"] is None and "cannot be made" in clip["media_note"]
+    assert mine.name in clip["media_note"]
+    r = client.get("/proxy/clip.avi")
+    assert r.status_code == 409 and mine.name in r.json()["error"]
+    assert mine.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in proxies.iterdir()) == [mine.name]
 
 
 def test_media_whole_and_ranges(client, served):
@@ -211,6 +384,26 @@ def test_media_whole_and_ranges(client, served):
     assert r.status_code == 206 and r.content == body[100:200]
     assert r.headers["content-range"] == f"bytes 100-199/{len(body)}"
     assert client.head(f"/media/data/videos/{ANOMALOUS}.mp4").status_code == 200
+
+
+def test_ranges_of_a_large_video(tmp_path):
+    """A 5 GiB video (a sparse file: no disk used) seeks by ranges: its last bytes come back
+    alone (206, Content-Range with the whole size), as a suffix range and an open range; a
+    range past the end is 416."""
+    size = 5 * 2**30
+    with open(tmp_path / "big.mp4", "wb") as f:
+        f.truncate(size)
+        f.seek(size - 4)
+        f.write(b"tail")
+    client = TestClient(create_app(tmp_path))
+    for asked, first in ((f"bytes={size - 20}-{size - 1}", size - 20), ("bytes=-4", size - 4),
+                         (f"bytes={size - 4}-", size - 4)):
+        r = client.get("/media/big.mp4", headers={"Range": asked})
+        assert r.status_code == 206, asked
+        assert r.headers["content-range"] == f"bytes {first}-{size - 1}/{size}"
+        assert r.content == bytes(size - 4 - first) + b"tail"
+    r = client.get("/media/big.mp4", headers={"Range": f"bytes={size}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
 
 
 @pytest.mark.parametrize("path", [
@@ -245,6 +438,8 @@ def test_media_file_rules(served, tmp_path):
 
 
 def test_serving_writes_nothing(served):
+    """Every page and route of a folder whose videos browsers play: nothing written (the one
+    thing serve writes, a proxy, is tested above)."""
     def snapshot() -> dict:
         return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns)
                 for p in served["root"].rglob("*")}
@@ -326,11 +521,12 @@ def _browser():
     return webdriver.Chrome(options=options, service=Service(driver))
 
 
-@pytest.fixture(scope="module")
-def live_url(served):
+@contextlib.contextmanager
+def _server(root):
+    """``stmil serve root`` on a free port of 127.0.0.1, in a thread: its URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(served["root"]), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1",
                                            port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -338,9 +534,17 @@ def live_url(served):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_url(served):
+    with _server(served["root"]) as url:
+        yield url
 
 
 def _wait(driver, script: str, timeout: float = 15.0):
@@ -420,6 +624,33 @@ def test_video_page_in_chromium(live_url, served, tmp_path_factory):
             time.sleep(0.05)
         assert alphas([hot_cell, cold_cell]) == [0, 0]
         driver.save_screenshot(str(shots / "video.png"))
+
+        # an incident of the incidents file: its button seeks the video to its start
+        start = EVENT_INCIDENT[1]
+        button = driver.find_element("css selector", f'#incidents button[data-frame="{start}"]')
+        assert button.text.startswith("events/incidents.jsonl #1")
+        button.click()
+        _wait(driver, f"return window.stmilPage.frame() === {start}")
+        _wait(driver, "const v = document.getElementById('video');"
+                      f"return !v.seeking && Math.floor(v.currentTime * 30) === {start}")
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+
+
+def test_an_avi_plays_through_its_proxy_in_chromium(avi_dir):
+    """vtest.avi (cut short) in the video element: the page asks for its proxy, which is made
+    on that request, and the video plays (its currentTime advances)."""
+    driver = _browser()
+    try:
+        with _server(avi_dir) as url:
+            driver.get(f"{url}/video/Clip")
+            _wait(driver, "return window.stmilPage && window.stmilPage.ready")
+            assert driver.execute_script("return document.getElementById('video').src") \
+                == f"{url}/proxy/clip.avi"
+            _wait(driver, "return document.getElementById('video').readyState >= 2", 60)
+            driver.execute_script("document.getElementById('video').play()")
+            _wait(driver, "return document.getElementById('video').currentTime > 0.3")
+            assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()

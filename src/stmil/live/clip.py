@@ -40,7 +40,7 @@ import numpy as np
 
 from stmil.atomic import naming, temp_path
 from stmil.errors import StmilError
-from stmil.files import av_path
+from stmil.files import MP4_OPTIONS, av_path
 from stmil.live.snapshot import check_evidence, commit_evidence, describe, prepare_evidence_dir
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class ClipWriter:
             self.tmp = temp_path(dest)
         try:
             with naming(dest):
-                self.out = av.open(str(self.tmp), "w", format="mp4")
+                self.out = av.open(str(self.tmp), "w", format="mp4", options=MP4_OPTIONS)
             self.out.metadata["comment"] = COMMENT
             self.out.metadata["title"] = title
             codec = _codec()

@@ -18,6 +18,9 @@ from stmil.settings import Settings, require, setting, setting_like
 MAX_TIMEOUT = 3600.0  # seconds: an open or read that takes longer is a dead stream
 
 
+LOOPBACK = "127.0.0.1"  # the live page's default address: this machine only
+
+
 @dataclass(frozen=True)
 class WatchConfig(Settings):
     """How ``stmil watch`` reads and reports. Times in seconds."""
@@ -44,11 +47,23 @@ class WatchConfig(Settings):
     precision: str | None = setting(None, "I3D precision (default: the run's; bf16 is ~3x "
                                     "faster on AMX)", choices=PRECISIONS)
     device: str = setting("auto", "torch device", choices=DEVICES)
+    serve: int | None = setting(None, "show the newest frame, its map, the scores and the "
+                                "incidents on a live page at http://HOST:PORT (the serve "
+                                "extra; docs/serve.md)", lo=1, hi=65535, metavar="PORT")
+    serve_host: str = setting(LOOPBACK, "address of the --serve page (127.0.0.1: this "
+                              "machine only; another is warned)", flag="host")
 
     def rules(self) -> None:
         require(self.max_backoff >= self.backoff,
                 f"{{max_backoff}} must be at least {{backoff}} ({self.backoff:g} s), "
                 f"got {self.max_backoff!r}", "max_backoff", "backoff")
+        host = self.serve_host
+        require(bool(host.strip()) and not any(c.isspace() or c in "/@" for c in host),
+                f"{{serve_host}} must be an address to listen on like 127.0.0.1, got {host!r}",
+                "serve_host")
+        require(self.serve is not None or host == LOOPBACK,
+                f"{{serve_host}} must be given with {{serve}} PORT (it is the live page's "
+                f"address), got {host} alone", "serve_host", "serve")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ the incident's ``end`` line (``snapshot_error``, ``clip_error``) and the watch g
 
 The pieces, each testable without a stream: :class:`Reader` (a connection -> clips),
 :class:`LiveScorer` (a clip -> maps, box, :class:`~stmil.live.incidents.ClipScore`),
-:class:`IncidentOutput` (incident lines, snapshots, clips) and :func:`reconnect` (backoff);
-:class:`_Session` runs the connections and :func:`watch` wires them up.
+:class:`IncidentOutput` (incident lines, snapshots, clips; and a :class:`WatchObserver`, told
+every scored clip and every line, such as the live page of :mod:`stmil.serve.live`) and
+:func:`reconnect` (backoff); :class:`_Session` runs the connections and :func:`watch` wires
+them up.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -173,6 +176,16 @@ class Stats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=256))
     behind: float = 0.0  # live or --realtime: seconds the reader is behind the source's clock
     max_behind: float = 0.0
+
+
+class WatchObserver(Protocol):
+    """Told what a watch sees, on its scorer thread (return quickly): each scored clip with
+    its middle frame ``(H, W, 3)`` uint8 RGB and the connection number, and each incident line
+    (JSON) as it is sent."""
+
+    def clip(self, clip: ClipScore, middle: np.ndarray, connection: int) -> None: ...
+
+    def line(self, line: str) -> None: ...
 
 
 class _Lost(Exception):
@@ -355,9 +368,9 @@ class IncidentOutput:
 
     def __init__(self, tracker: IncidentTracker, name: str, log_path: Path | None,
                  emit: Callable[[str], None], snap_dir: Path | None,
-                 recorder: ClipRecorder | None):
+                 recorder: ClipRecorder | None, observer: WatchObserver | None = None):
         self.tracker, self.name, self.log_path, self.emit = tracker, name, log_path, emit
-        self.snap_dir, self.recorder = snap_dir, recorder
+        self.snap_dir, self.recorder, self.observer = snap_dir, recorder, observer
         self.peaks: dict[int, tuple[float, np.ndarray]] = {}  # id -> (score, middle frame)
         self.snapshot_failures = 0
         self.connection, self.frame_offset = 0, 0
@@ -372,6 +385,8 @@ class IncidentOutput:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
         self.emit(line)
+        if self.observer is not None:
+            self.observer.line(line)
 
     def evidence(self, inc: Incident, now: bool) -> dict:
         """Finish the incident's clip and write its snapshot; ``{kind_error: why}`` for those
@@ -405,6 +420,8 @@ class IncidentOutput:
         """Feed one scored clip (its middle frame ``(H, W, 3)``) to the tracker, send what it
         says, and keep the recorder and the peak frame of the candidate incident current."""
         tracker = self.tracker
+        if self.observer is not None:
+            self.observer.clip(clip, middle, self.connection)
         for kind, inc in tracker.push(clip):
             self.send(kind, inc, latency)
         tid = tracker.next_id
@@ -584,6 +601,7 @@ def watch(
     clips: str | Path | None = None,
     name: str | None = None,
     stop: threading.Event | None = None,
+    observer: WatchObserver | None = None,
 ) -> WatchSummary:
     """Watch ``source`` with the run's model until it ends (a file), ``stop`` is set, Ctrl-C,
     or ``config.retries`` reconnections fail; returns a :class:`WatchSummary`.
@@ -596,10 +614,16 @@ def watch(
     :mod:`stmil.live.clip`: a pre-roll ring buffer, a cap on the clip's length); both are
     proved writable before the source is opened. Evidence files are named
     ``<name>.incident-NNN`` (:func:`source_name`; ``name`` overrides) and numbered after the
-    incidents of earlier runs (:func:`first_incident_id`). Raises :class:`StreamError` when the
-    source cannot be opened the first time (within ``config.timeout``).
+    incidents of earlier runs (:func:`first_incident_id`). ``observer`` is told every scored
+    clip and every line (:class:`WatchObserver`; ``config.serve`` is for
+    :func:`stmil.serve.live.watch_served`, which passes its live page). Raises
+    :class:`StreamError` when the source cannot be opened the first time (within
+    ``config.timeout``).
     """
     cfg = config or WatchConfig()
+    if cfg.serve is not None and observer is None:
+        log.warning(f"serve={cfg.serve}: watch() alone serves no page; call "
+                    "stmil.serve.live.watch_served for the live page")
     source = local_source(source)  # file:///path/cam.mkv is the file /path/cam.mkv
     name, log_path, snap_dir, clip_dir, first_id = _prepare_outputs(source, name, out,
                                                                     snapshots, clips)
@@ -624,7 +648,7 @@ def watch(
         opened[0].close()
         raise
     output = IncidentOutput(IncidentTracker(events, opened[2], source, first_id=first_id),
-                            name, log_path, emit, snap_dir, recorder)
+                            name, log_path, emit, snap_dir, recorder, observer)
     ended = _Session(source, cfg, settings, scorer, output, stats, stop, live, drop).run(opened)
     if recorder is not None:
         recorder.close()

@@ -7,6 +7,8 @@ Routes (every error is a JSON ``{"error": "..."}`` with its status, never a trac
 - ``/api/summary``, ``/api/runs``, ``/api/runs/{name}``, ``/api/videos``, ``/api/videos/{id}``;
 - ``/media/{path}``: a video or image under the folder (:func:`stmil.serve.paths.media_file`),
   with HTTP range requests;
+- ``/proxy/{path}``: the H.264 copy of a video under the folder that browsers do not play,
+  made on the first request (:mod:`stmil.serve.proxy`; the only thing the app writes);
 - ``/static/...``: the pages' CSS and JavaScript.
 
 Every response carries a Content-Security-Policy that allows nothing but this server, so a
@@ -28,10 +30,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stmil.errors import ConfigError
+from stmil.errors import ConfigError, StmilError
 from stmil.serve.catalog import Catalog
-from stmil.serve.paths import MEDIA_TYPES, media_file
-from stmil.serve.videos import VideoViews
+from stmil.serve.paths import BROWSER_VIDEO, MEDIA_TYPES, media_file
+from stmil.serve.proxy import ensure_proxy
+from stmil.serve.videos import PROXY_ROUTE, VideoViews
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,8 @@ class _Headers:
 
 
 def create_app(root: str | Path) -> Starlette:
-    """The ASGI app serving ``root`` read-only; :class:`ConfigError` when it is no folder."""
+    """The ASGI app serving ``root`` read-only but for its proxies cache
+    (:mod:`stmil.serve.proxy`); :class:`ConfigError` when it is no folder."""
     catalog = Catalog(root)
     views = VideoViews(catalog)
 
@@ -102,6 +106,17 @@ def create_app(root: str | Path) -> Starlette:
             return _error(404, "no such media file in the served folder")
         return FileResponse(path, media_type=MEDIA_TYPES[path.suffix.lower()])
 
+    def proxy(request: Request) -> Response:
+        path = media_file(catalog.root, request.path_params["path"])
+        if path is None or path.suffix.lower() in BROWSER_VIDEO:
+            return _error(404, "no such video to transcode in the served folder")
+        try:
+            made = ensure_proxy(catalog.root, path)
+        except StmilError as e:
+            log.error("%s", " ".join(str(e).split()))
+            return _error(409, " ".join(str(e).split()))
+        return FileResponse(made, media_type="video/mp4")
+
     routes = [
         Route("/", page("runs")), Route("/videos", page("videos")),
         Route("/video/{video_id}", page("video")),
@@ -109,8 +124,15 @@ def create_app(root: str | Path) -> Starlette:
         Route("/api/runs/{name:path}", run), Route("/api/videos", videos),
         Route("/api/videos/{video_id}", video),
         Route("/media/{path:path}", media, methods=["GET", "HEAD"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route(PROXY_ROUTE + "{path:path}", proxy, methods=["GET", "HEAD"]),
     ]
+    return starlette_app(routes)
+
+
+def starlette_app(routes: list) -> Starlette:
+    """An app of ``routes`` (the pages' ``/static`` files added) with the headers and JSON
+    errors of every stmil page."""
+    routes = [*routes, Mount("/static", StaticFiles(directory=STATIC), name="static")]
     return Starlette(routes=routes, middleware=[Middleware(_Headers)],
                      exception_handlers={HTTPException: _http_error, Exception: _server_error})
 
@@ -139,9 +161,20 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     app = create_app(root)
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {port}")
+    sock = listen(host, port, "the folder", "--port")
+    shown = f"[{host}]" if ":" in host else host
+    log.info(f"serving {Path(root)} at http://{shown}:{port}/ (Ctrl-C stops)")
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int, what: str, flag: str) -> socket.socket:
+    """A socket bound to ``host:port``, warning when ``host`` is not a loopback address
+    (anyone who reaches it sees ``what``); a port that is taken is an :class:`OSError` naming
+    it and ``flag``."""
     if host not in LOCAL_HOSTS:
         log.warning(f"serving on {host}: anyone who can reach this machine on port {port} can "
-                    "see the folder; use --host 127.0.0.1 to keep it local")
+                    f"see {what}; use --host 127.0.0.1 to keep it local")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -149,9 +182,6 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise OSError(e.errno, f"cannot listen there ({e.strerror}); pass another --port "
+        raise OSError(e.errno, f"cannot listen there ({e.strerror}); pass another {flag} "
                                "or --host", f"{host}:{port}") from None
-    shown = f"[{host}]" if ":" in host else host
-    log.info(f"serving {Path(root)} at http://{shown}:{port}/ (Ctrl-C stops)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    return sock

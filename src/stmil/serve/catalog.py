@@ -26,6 +26,8 @@ from stmil.serve.paths import shown
 #: How deep below DIR runs and ``<id>.scores.json`` files are looked for.
 DEPTH = 3
 SCORES_SUFFIX = ".scores.json"
+#: Files read as incident logs (``stmil events --out`` / ``stmil watch --out``).
+EVENTS_SUFFIX = ".jsonl"
 #: key -> (short label, what it means, "higher" or "lower" is better); docs/metrics.md has
 #: the full definitions.
 METRIC_INFO: dict[str, tuple[str, str, str]] = {
@@ -57,11 +59,13 @@ METRIC_INFO: dict[str, tuple[str, str, str]] = {
 
 @dataclass(frozen=True)
 class Source:
-    """One set of scores the pages can show: a run folder (scored on the features) or a folder
-    of ``<id>.scores.json`` files. ``name``: its path relative to DIR (``.`` for DIR)."""
+    """One set of scores the pages can show: a run folder (scored on the features), a folder
+    of ``<id>.scores.json`` files, or an incidents file (``*.jsonl`` of ``stmil events`` or
+    ``stmil watch``: incidents without scores). ``name``: its path relative to DIR (``.`` for
+    DIR)."""
 
     name: str
-    kind: str  # "run" or "scores"
+    kind: str  # "run", "scores" or "events"
     path: Path
     files: dict[str, Path] = field(default_factory=dict, compare=False)  # id -> scores file
 
@@ -79,9 +83,11 @@ class Catalog:
     # --- discovery ------------------------------------------------------------------------
 
     def sources(self) -> list[Source]:
-        """Runs first (a demo's in its training order), then folders of scores files."""
+        """Runs first (a demo's in its training order), then folders of scores files, then
+        incidents files."""
         runs: list[Source] = []
         scores: list[Source] = []
+        events: list[Source] = []
         for folder, dirs, files in self._walk():
             name = folder.relative_to(self.root).as_posix()
             if CONFIG in files and MODEL in files:
@@ -91,10 +97,12 @@ class Catalog:
                      if f.endswith(SCORES_SUFFIX) and len(f) > len(SCORES_SUFFIX)}
             if found:
                 scores.append(Source(name, "scores", folder, found))
+            events += [Source((folder / f).relative_to(self.root).as_posix(), "events",
+                              folder / f) for f in sorted(files) if f.endswith(EVENTS_SUFFIX)]
         order = list(self._demo_runs())
         runs.sort(key=lambda s: (order.index(s.path.name) if s.path.parent == self.root / "runs"
                                  and s.path.name in order else len(order), s.name))
-        return runs + sorted(scores, key=lambda s: s.name)
+        return runs + sorted(scores, key=lambda s: s.name) + sorted(events, key=lambda s: s.name)
 
     def source(self, name: str) -> Source:
         """The source called ``name``; :class:`KeyError` when there is none."""
@@ -189,7 +197,7 @@ class Catalog:
                              "meaning": METRIC_INFO.get(k, (k, "", "higher"))[1],
                              "better": METRIC_INFO.get(k, (k, "", "higher"))[2]}
                             for k in METRIC_KEYS],
-                "runs": [self.run_view(s) for s in self.sources()]}
+                "runs": [self.run_view(s) for s in self.sources() if s.kind != "events"]}
 
     def run_view(self, source: Source) -> dict:
         """One source's results, threshold, calibration and config (paths shown relative to

@@ -16,7 +16,8 @@ from urllib.parse import quote
 MEDIA_TYPES = {
     ".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".ogv": "video/ogg",
     ".mov": "video/quicktime", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo",
-    ".ts": "video/mp2t", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+    ".ts": "video/mp2t", ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".flv": "video/x-flv",
+    ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
     ".png": "image/png",
 }
 #: Suffixes a browser's ``<video>`` element plays (H.264/VP9/AV1 in MP4, WebM or Ogg).

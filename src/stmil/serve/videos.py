@@ -4,7 +4,8 @@ A run's scores are computed as ``stmil score`` computes them (:class:`~stmil.mil
 on the video's features, :func:`stmil.score.scores_from_maps`), and its incidents as
 ``stmil events`` finds them, with the run's calibration (or the default incident settings at
 its threshold). A folder of ``<id>.scores.json`` files is read by :func:`stmil.score.read_scores`.
-Views are kept in memory (keyed by the files' modification times); nothing is written.
+Views are kept in memory (keyed by the files' modification times); nothing is written
+(a video browsers do not play is offered through :mod:`stmil.serve.proxy`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -24,16 +25,25 @@ from stmil.evaluation.incidents import match_incidents
 from stmil.evaluation.metrics import frame_ap
 from stmil.features.store import load_features, meta_clip_ranges, meta_motion
 from stmil.live.calibrate import read_calibration
-from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
+from stmil.live.incidents import (
+    EventConfig,
+    Incident,
+    clips_from_maps,
+    find_incidents,
+    read_incidents,
+)
 from stmil.mil.detector import Detector
 from stmil.mil.run import MODEL
 from stmil.score import read_scores, scores_from_maps
-from stmil.serve.catalog import Catalog, Source
-from stmil.serve.paths import BROWSER_VIDEO, media_url
+from stmil.serve.catalog import SCORES_SUFFIX, Catalog, Source
+from stmil.serve.paths import BROWSER_VIDEO, inside, media_url
+from stmil.serve.proxy import PROXIES, proxy_problem
 from stmil.timeline import frame_labels
 
 #: Decimals kept of scores sent to the browser.
 DECIMALS = 4
+#: The route of a video's browser copy (:mod:`stmil.serve.proxy`), followed by its path.
+PROXY_ROUTE = "/proxy/"
 
 
 class VideoViews:
@@ -44,6 +54,7 @@ class VideoViews:
         self._lock = threading.Lock()
         self._views: dict[tuple, dict] = {}
         self._detectors: dict[tuple, Detector] = {}
+        self._events: dict[tuple, dict[str, list[Incident]]] = {}  # the last incidents file read
 
     def listing(self) -> dict:
         """Every test video (normal ones too) and every scored one, each with its label and,
@@ -57,7 +68,7 @@ class VideoViews:
             for s in sources:
                 if s.kind == "scores" and vid not in s.files:
                     continue
-                if s.kind == "run" and record is None:
+                if s.kind in ("run", "events") and record is None:
                     continue
                 view = self.view(s, vid, record, feats)
                 stats[s.name] = {"error": view["error"]} if view["error"] else view["stats"]
@@ -79,8 +90,8 @@ class VideoViews:
         _, feats = self.catalog.dataset_paths()
         views = [self.view(s, video_id, record, feats) for s in sources
                  if (s.kind == "scores" and video_id in s.files)
-                 or (s.kind == "run" and record is not None)]
-        first = next((v for v in views if not v["error"]), {})
+                 or (s.kind in ("run", "events") and record is not None)]
+        first = next((v for v in views if not v["error"] and v.get("n_frames")), {})
         n, fps = first.get("n_frames"), first.get("fps")
         width, height = first.get("width"), first.get("height")
         gt = record
@@ -107,8 +118,8 @@ class VideoViews:
         return ids
 
     def _media(self, record: VideoRecord | None, views: list[dict]) -> tuple[str | None, str]:
-        """The URL of the video file (inside DIR), and a note when there is none a browser
-        plays."""
+        """The URL of the video file (inside DIR; of its transcoded copy when browsers do not
+        play it), and a note saying which, or why there is none."""
         root = self.catalog.root
         candidates = [record.path] if record is not None and record.path else []
         candidates += [v["source_video"] for v in views if v.get("source_video")]
@@ -116,10 +127,15 @@ class VideoViews:
             url = media_url(root, path)
             if url is None:
                 continue
+            name = Path(str(path)).name
             if Path(str(path)).suffix.lower() not in BROWSER_VIDEO:
-                return None, (f"{Path(str(path)).name}: a format browsers do not play (no "
-                              "transcoded copy is made); the scores and maps are shown "
-                              "without the picture")
+                problem = proxy_problem(root, inside(root, path))
+                if problem is not None:
+                    return None, (f"{name}: a format browsers do not play, and its browser "
+                                  f"copy cannot be made: {problem}")
+                return PROXY_ROUTE + url.removeprefix("/media/"), (
+                    f"{name}: a format browsers do not play, shown through an H.264 copy "
+                    f"made once in {PROXIES.as_posix()}")
             return url, ""
         if candidates:
             return None, "the video file lies outside the served folder: not served"
@@ -143,6 +159,9 @@ class VideoViews:
     def _stamp(self, source: Source, video_id: str, feats: Path | None) -> tuple:
         if source.kind == "scores":
             return (source.files[video_id].stat().st_mtime_ns,)
+        if source.kind == "events":
+            st = source.path.stat()
+            return (st.st_mtime_ns, st.st_size)
         stamps = [_mtime(source.path / MODEL), _mtime(source.path / "calibration.json")]
         if feats is not None:
             stamps.append(_mtime(feats / f"{video_id}.json"))
@@ -153,6 +172,8 @@ class VideoViews:
         try:
             if source.kind == "scores":
                 return self._from_scores_file(source, video_id, record)
+            if source.kind == "events":
+                return self._from_events_file(source, video_id, record)
             return self._from_run(source, video_id, record, feats)
         except (StmilError, ValueError, KeyError, OSError) as e:
             return _error(source, " ".join(str(e).split()))
@@ -163,6 +184,19 @@ class VideoViews:
         view = _view(source, s, s["clip_maps"], s["clip_ranges"], None, None, record)
         view["source_video"] = s.get("source")
         return view
+
+    def _from_events_file(self, source: Source, video_id: str,
+                          record: VideoRecord | None) -> dict:
+        """The incidents an incidents file gives ``video_id`` (none when it names it not), with
+        the per-video incident numbers; no scores, no maps."""
+        st = source.path.stat()
+        key = (str(source.path), st.st_mtime_ns, st.st_size)
+        if key not in self._events:
+            self._events = {key: incidents_by_video(source.path)}  # one file read at a time
+        incidents = self._events[key].get(video_id, [])
+        return {"name": source.name, "kind": source.kind, "error": None, "warning": None,
+                "incidents": [_incident(i) for i in incidents],
+                "stats": _stats(None, incidents, record)}
 
     def _from_run(self, source: Source, video_id: str, record: VideoRecord | None,
                   feats: Path | None) -> dict:
@@ -239,23 +273,50 @@ def _view(source: Source, scores: dict, maps: np.ndarray, ranges: np.ndarray,
             "frame_scores": frame_scores.round(DECIMALS).tolist(),
             "threshold": threshold,
             "events": None if events is None else asdict(events),
-            "incidents": [{"id": i.id, "start_frame": i.start_frame, "end_frame": i.end_frame,
-                           "peak_frame": i.peak_frame, "peak_score": i.peak_score,
-                           "box": i.box} for i in incidents],
+            "incidents": [_incident(i) for i in incidents],
             "stats": _stats(frame_scores, incidents if events is not None else None, record)}
 
 
-def _stats(frame_scores: np.ndarray, incidents: list | None, record: VideoRecord | None
-           ) -> dict:
+def _incident(i: Incident) -> dict:
+    return {"id": i.id, "start_frame": i.start_frame, "end_frame": i.end_frame,
+            "peak_frame": i.peak_frame, "peak_score": i.peak_score, "box": i.box}
+
+
+def video_of(source: str) -> str:
+    """The video id an incident's ``source`` names: its file name less ``.scores.json`` or
+    its suffix (``data/Fighting001_x264.mp4``, ``out/Fighting001_x264.scores.json`` ->
+    ``Fighting001_x264``)."""
+    name = PurePosixPath(source.replace("\\", "/")).name
+    return name.removesuffix(SCORES_SUFFIX) if name.endswith(SCORES_SUFFIX) \
+        else PurePosixPath(name).stem
+
+
+def incidents_by_video(path: Path) -> dict[str, list[Incident]]:
+    """The finished incidents of a ``stmil events`` or ``stmil watch`` file (``incident`` and
+    ``end`` lines, read by :func:`stmil.live.incidents.read_incidents`) by video id
+    (:func:`video_of`); :class:`ConfigError` naming the file and line when one is malformed."""
+    out: dict[str, list[Incident]] = {}
+    for kind, inc in read_incidents(path):
+        if kind in ("incident", "end"):
+            out.setdefault(video_of(inc.source), []).append(inc)
+    return out
+
+
+def _stats(frame_scores: np.ndarray | None, incidents: list | None,
+           record: VideoRecord | None) -> dict:
     """``peak`` (frame score) and its frame; for an anomalous video ``ap`` (frame AP within
     the video) and, with incidents, ``events`` and ``missed`` (events no incident found, as in
-    docs/metrics.md "Incidents"); ``incidents`` and ``false`` (incidents overlapping no event)."""
-    out: dict = {"peak": _num(frame_scores.max()), "peak_frame": int(frame_scores.argmax()),
-                 "ap": None, "events": None, "missed": None,
-                 "incidents": None if incidents is None else len(incidents), "false": None}
-    n = len(frame_scores)
+    docs/metrics.md "Incidents"); ``incidents`` and ``false`` (incidents overlapping no event).
+    Without ``frame_scores`` (an incidents file): the incident numbers alone."""
+    out: dict = {"peak": None, "peak_frame": None, "ap": None, "events": None,
+                 "missed": None, "incidents": None if incidents is None else len(incidents),
+                 "false": None}
     intervals = list(record.intervals) if record is not None else []
-    if record is not None and record.label == 1 and intervals:
+    n = len(frame_scores) if frame_scores is not None else max((e for _, e in intervals),
+                                                                default=0)
+    if frame_scores is not None:
+        out.update(peak=_num(frame_scores.max()), peak_frame=int(frame_scores.argmax()))
+    if frame_scores is not None and record is not None and record.label == 1 and intervals:
         labels = frame_labels(intervals, n)
         if labels.any() and not labels.all():
             out["ap"] = _num(frame_ap(frame_scores, labels))

@@ -21,6 +21,7 @@ import numpy as np
 from stmil.atomic import naming, temp_path
 from stmil.datasets.crime2local import vatic_text
 from stmil.datasets.layout import SPLIT_FILES, TEMPORAL, box_file, split_file
+from stmil.files import MP4_OPTIONS
 
 # One thread, and no macroblock tree: with mbtree on, libx264 (via FFmpeg) was seen to give
 # different bytes for the same frames depending on the process's earlier allocations.
@@ -54,7 +55,8 @@ class VideoWriter:
         with naming(path):  # a full disk names the video, not its temporary file
             self.tmp = temp_path(path)
             try:
-                self.container = av.open(str(self.tmp), "w", format="mp4")
+                self.container = av.open(str(self.tmp), "w", format="mp4",
+                                         options=MP4_OPTIONS)
                 try:
                     self.stream = self.container.add_stream("libx264", rate=fps,
                                                             options=X264_OPTIONS)

@@ -42,4 +42,17 @@ const stmil = {
   colors: ["#0b62c4", "#d9480f", "#2b8a3e", "#862e9c", "#c92a2a", "#1098ad", "#5c940d",
            "#e67700"],
   labelText(label) { return label === 1 ? "anomalous" : label === 0 ? "normal" : "?"; },
+  // A heat-map colour for score s in [0, 1]: blue (0) to red (1), more opaque when hotter.
+  heat(s, opacity) {
+    const v = Math.max(0, Math.min(1, s));
+    return `hsla(${Math.round(240 * (1 - v))}, 100%, 50%, ${opacity * (0.2 + 0.8 * v)})`;
+  },
+  // Size a canvas's pixels to its CSS box; returns the device pixel ratio.
+  fitCanvas(canvas) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
+    const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    return dpr;
+  },
 };

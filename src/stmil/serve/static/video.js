@@ -58,18 +58,7 @@ function clipIndex(src, f) {
 
 // --- the overlay on the video -------------------------------------------------------------
 
-function heat(s, opacity) {
-  const v = Math.max(0, Math.min(1, s));
-  return `hsla(${Math.round(240 * (1 - v))}, 100%, 50%, ${opacity * (0.2 + 0.8 * v)})`;
-}
-
-function fitCanvas(canvas) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-  const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
-  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-  return dpr;
-}
+const {heat, fitCanvas} = stmil;
 
 function drawOverlay(f) {
   const canvas = $("overlay");
@@ -120,7 +109,7 @@ function curveGeometry() {
         B = canvas.height - 20 * dpr;
   let lo = 0, hi = 1;
   if ($("fit").checked) {
-    const shown = page.sources.filter((s) => !s.error && page.visible.has(s.name));
+    const shown = page.sources.filter((s) => !s.error && s.frame_scores && page.visible.has(s.name));
     if (shown.length) {
       [lo, hi] = extent(shown.map((s) => s.frame_scores));
       if (hi - lo < 1e-6) { lo -= 0.05; hi += 0.05; }
@@ -193,9 +182,11 @@ function drawCurveStatic(ctx, g) {
     const color = stmil.colors[i % stmil.colors.length];
     ctx.strokeStyle = color;
     ctx.lineWidth = 1.5 * dpr;
-    ctx.beginPath();
-    curvePoints(src.frame_scores, g).forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
-    ctx.stroke();
+    if (src.frame_scores) {  // an incidents file has incidents, no curve
+      ctx.beginPath();
+      curvePoints(src.frame_scores, g).forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      ctx.stroke();
+    }
     if (src.threshold && src.threshold.value >= g.lo && src.threshold.value <= g.hi) {
       ctx.setLineDash([5 * dpr, 4 * dpr]);
       ctx.beginPath();
@@ -266,7 +257,8 @@ function buildSide() {
     const thr = src.threshold ? ` · threshold ${src.threshold.value.toFixed(3)} (${src.threshold.source})` : "";
     legend.append(stmil.el("label", {}, box, stmil.el("i", {style: `background:${color}`}),
       src.name, stmil.el("br"),
-      stmil.el("span", {class: "note"}, `peak ${stmil.fmt(src.stats.peak, 3)}${thr}`)));
+      stmil.el("span", {class: "note"}, src.frame_scores ? `peak ${stmil.fmt(src.stats.peak, 3)}${thr}`
+        : `incidents file: ${src.incidents.length} for this video`)));
     for (const inc of src.incidents) {
       list.append(stmil.el("button", {type: "button", "data-frame": inc.start_frame, onclick: (e) => {
         pause(); seek(inc.start_frame); e.currentTarget.blur();
@@ -365,8 +357,9 @@ async function main() {
     const d = await stmil.get(`/api/videos/${encodeURIComponent(id)}`);
     page.detail = d;
     page.sources = d.sources;
-    const ok = d.sources.filter((s) => !s.error);
-    for (const s of ok) page.visible.add(s.name);
+    const all = d.sources.filter((s) => !s.error);
+    for (const s of all) page.visible.add(s.name);
+    const ok = all.filter((s) => s.frame_scores);  // with scores and maps
     const wanted = params.get("source");
     page.mapSource = (ok.find((s) => s.name === wanted) || ok[0] || {}).name || null;
     $("label").textContent = `${stmil.labelText(d.label)}${d.category ? " · " + d.category : ""}` +

@@ -56,6 +56,9 @@ function render() {
     return stmil.el("tr", {"data-video": v.id}, cells);
   });
   table.replaceChildren(stmil.el("thead", {}, head), stmil.el("tbody", {}, rows));
+  // a source that cannot be read (a malformed scores or incidents file) says why at the top
+  const failed = state.data.videos.map((v) => v.sources[state.source]).find((s) => s && s.error);
+  stmil.showError(failed ? `${state.source}: ${failed.error}` : (state.data.dataset_error || ""));
 }
 
 async function main() {
