@@ -66,17 +66,29 @@ def _extract_settings(args: argparse.Namespace):
     from stmil.features.extract import ExtractSettings
 
     return ExtractSettings(args.clip_len, args.stride, args.size, args.fps, args.tail,
-                           args.batch_size)
+                           args.batch_size, args.backend, args.exported)
+
+
+def _add_backend_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--backend`` and ``--exported`` (fields of ExtractSettings and WatchConfig)."""
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="what runs I3D: torch (default), or onnxruntime on an exported feature "
+                        "graph (needs stmil[onnx]; docs/deploy.md); " + what)
+    p.add_argument("--exported", metavar="DIR", default=None,
+                   help="with --backend onnxruntime: the folder stmil export-model wrote whose "
+                        "feature graph to run (default: one exported once into stmil's cache)")
 
 
 @command
 def cmd_extract(args: argparse.Namespace) -> int:
-    from stmil.features.extract import FeatureExtractor, extract_many, parse_shard
+    from stmil.deploy.backend import feature_extractor
+    from stmil.features.extract import extract_many, parse_shard
 
     settings = _extract_settings(args)  # validated before the network loads
     pipeline = PipelineConfig(workers=args.workers)
     shard = parse_shard(args.shard) if args.shard is not None else None
-    extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
+    extractor = feature_extractor(settings.backend, settings.exported, args.endpoint, args.grid,
+                                  settings.size, settings.clip_len, args.device, args.precision)
     summary = extract_many(args.inputs, args.out, extractor, settings,
                            overwrite=args.overwrite, progress=not args.quiet, pipeline=pipeline,
                            shard=shard)
@@ -432,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for <id>.npy and <id>.json")
     p.add_argument("--overwrite", action="store_true", help="redo videos already extracted")
     _add_clip_options(p)
+    _add_backend_options(p, "its features record it and never mix with another's in one "
+                            "folder")
     _add_pipeline_options(p)
 
     p = add("classify", "Kinetics-400 top-k classes of a video (full I3D).",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from stmil.deploy import check_backend
 from stmil.errors import ConfigError
 
 RESIZE_ON = ("auto", "worker", "device")
@@ -100,7 +101,10 @@ class PipelineConfig:
 @dataclass
 class ExtractSettings:
     """How clips are cut; written into every feature file's metadata and read by the decode
-    workers."""
+    workers. ``backend``: what runs the network (``torch``, or ``onnxruntime`` on an exported
+    feature graph: the one in the export folder ``exported``, else one exported once into
+    stmil's cache; :mod:`stmil.deploy.backend`), recorded in the feature files when it is not
+    PyTorch."""
 
     clip_len: int = 16
     stride: int = 16
@@ -108,8 +112,11 @@ class ExtractSettings:
     fps: float | None = None
     tail: str = "drop"
     batch_size: int = 8
+    backend: str = "torch"
+    exported: str | None = None
 
     def __post_init__(self) -> None:
+        self.exported = check_backend(self.backend, self.exported)
         for name in ("clip_len", "stride", "batch_size"):
             check_count(name, getattr(self, name))
         check_size(self.size)
