@@ -389,7 +389,8 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
             "stmil watch tcp://127.0.0.1:5000 --model runs/mil --snapshots snaps/")
     p.add_argument("source", help="video file, URL (rtsp, rtmp, http(s), tcp, udp...) or "
                                   "/dev/videoN")
-    p.add_argument("--model", required=True, help="run folder")
+    p.add_argument("--model", required=True, help="run folder (an export folder with "
+                   "--backend onnxruntime)")
     p.add_argument("--out", help="append the JSON lines here (default: stdout)")
     p.add_argument("--snapshots", help="folder for one JPEG per incident (peak frame, box)")
     p.add_argument("--clips", help=clips_help)
@@ -415,6 +416,8 @@ def _add_live_parsers(add: Callable[[str, str, str], argparse.ArgumentParser]) -
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="I3D precision (default: the run's; bf16 is ~3x faster on AMX)")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    _add_backend_options(p, "--model may then be a folder stmil export-model --model RUN "
+                            "wrote, watched without PyTorch")
     incident_flags(p)
 
 

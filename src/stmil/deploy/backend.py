@@ -19,7 +19,7 @@ import torch
 
 from stmil import __version__
 from stmil.atomic import locked
-from stmil.deploy.manifest import MANIFEST, ExportManifest, read_manifest
+from stmil.deploy.manifest import MANIFEST, check_export, read_manifest
 from stmil.deploy.runtime import ExportedModel
 from stmil.errors import ConfigError, ModelError
 from stmil.features.store import FeatureError
@@ -90,21 +90,6 @@ class ExportedDetector(Detector):
 #: Sub-folder of stmil's cache (:func:`stmil.features.weights.cache_dir`, where the converted
 #: weights live) holding the feature graphs exported for ``--backend`` without ``--exported``.
 CACHE = "exported"
-
-
-def check_export(manifest: ExportManifest, endpoint: str, grid: int, size: int,
-                 clip_len: int) -> None:
-    """:class:`ConfigError` naming the export unless its feature graph computes ``endpoint``
-    features on a ``grid`` x ``grid`` grid of clips of ``clip_len`` frames of ``size``
-    pixels."""
-    f = manifest.features
-    have = (f["endpoint"], f["grid"], manifest.size, manifest.clips["clip_len"])
-    want = (endpoint, grid, size, clip_len)
-    if have != want:
-        what = "endpoint {}, grid {}, size {}, clip_len {}"
-        raise ConfigError(f"{manifest.folder}: its feature graph computes {what.format(*have)}"
-                          f", not the {what.format(*want)} asked for; export one with stmil "
-                          "export-model (or drop --exported: stmil exports one into its cache)")
 
 
 def cached_export(endpoint: str = "Mixed_4e", grid: int = 7, size: int = 224,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stmil.errors import ModelError
+from stmil.errors import ConfigError, ModelError
 from stmil.ownership import sha256_of
 
 MANIFEST = "manifest.json"
@@ -171,3 +171,18 @@ def _verify(path: Path, entry: Mapping[str, Any]) -> None:
     if size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
         raise ModelError(f"{path}: not the file the manifest records (changed, or an export "
                          f"was interrupted); {AGAIN}")
+
+
+def check_export(manifest: ExportManifest, endpoint: str, grid: int, size: int,
+                 clip_len: int) -> None:
+    """:class:`ConfigError` naming the export unless its feature graph computes ``endpoint``
+    features on a ``grid`` x ``grid`` grid of clips of ``clip_len`` frames of ``size``
+    pixels."""
+    f = manifest.features
+    have = (f["endpoint"], f["grid"], manifest.size, manifest.clips["clip_len"])
+    want = (endpoint, grid, size, clip_len)
+    if have != want:
+        what = "endpoint {}, grid {}, size {}, clip_len {}"
+        raise ConfigError(f"{manifest.folder}: its feature graph computes {what.format(*have)}"
+                          f", not the {what.format(*want)} asked for; export one with stmil "
+                          "export-model (or drop --exported: stmil exports one into its cache)")

@@ -4,9 +4,9 @@ values, importable without torch (the CLI builds its flags from them)."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
-from stmil.deploy import check_backend
 from stmil.errors import ConfigError
 
 RESIZE_ON = ("auto", "worker", "device")
@@ -14,6 +14,27 @@ TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded w
 PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
 MAX_SIZE = 1024  # frame side after resizing: I3D's weights are for 224; past 1024 is a typo
+
+#: ``--backend`` of ``extract``, ``score`` and ``watch``: PyTorch, or an exported model run by
+#: ONNX Runtime.
+BACKENDS = ("torch", "onnxruntime")
+
+
+def check_backend(backend: object, exported: object = None) -> str | None:
+    """``exported`` as a string (or None), after checking that ``backend`` is one of
+    :data:`BACKENDS` and ``exported`` (an export folder whose feature graph computes the
+    features: ``--exported``) is None or a path given with an exported backend (PyTorch runs
+    its own network). :class:`ConfigError` otherwise."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if exported is None:
+        return None
+    if not isinstance(exported, (str, os.PathLike)) or not str(exported):
+        raise ConfigError(f"exported must be the path of an export folder, got {exported!r}")
+    if backend == "torch":
+        raise ConfigError("--exported runs an exported feature graph, which --backend torch "
+                          "does not: add --backend onnxruntime, or drop --exported")
+    return os.fspath(exported)
 
 
 def check_fps(fps: float | None) -> float | None:

@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 
 from stmil.datasets import VideoRecord, fit_to_video
-from stmil.deploy import BACKENDS
 from stmil.errors import OutputError, StmilError
-from stmil.features.pipeline_config import TAIL_POLICIES
+from stmil.features.pipeline_config import BACKENDS, TAIL_POLICIES
 from stmil.ownership import check_can_write, commit
 from stmil.timeline import clip_frame_ranges
 
@@ -150,7 +149,8 @@ class FeatureMeta:
     ``tail``: what became of a last partial clip. Features: ``channels`` numbers for each of
     ``grid`` x ``grid`` cuboids, from ``endpoint`` (``import:<format>`` for imported ones) at
     ``precision``, computed by ``backend`` (None: PyTorch, or imported; ``onnxruntime``: an
-    exported feature graph, ``stmil extract --backend``). ``motion``: the motion energy ``(n_clips, G*G)`` float64 of each cuboid
+    exported feature graph, ``stmil extract --backend``). ``motion``: the motion energy
+    ``(n_clips, G*G)`` float64 of each cuboid
     (read-only), None for imported features or older files. ``npy_bytes`` / ``npy_sha256``:
     the array file's bytes, set by :func:`write_features`. Fields that may be None are those a
     file may lack (imported features, files of older stmil versions).
