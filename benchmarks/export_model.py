@@ -12,6 +12,10 @@ is measured on the same clips.
 - ``ort-fp32`` / ``ort-fp16``: ``features.onnx`` of ``stmil export-model`` (``--precision``),
   ONNX Runtime's CPU provider, default session options (all graph optimisations, one thread
   per physical core).
+- ``ov-fp32`` (when ``openvino`` is installed): the fp32 ``features.onnx`` converted in memory
+  by ``openvino.convert_model`` and compiled for OpenVINO's CPU plugin with
+  ``INFERENCE_PRECISION_HINT=f32`` (its default on a CPU with bf16 would be bf16): what an
+  ``--format openvino`` export would run (not built yet: docs/deploy.md).
 
 End to end (``--e2e``): ``stmil score data/vtest.avi`` in-process with ``--backend torch`` and
 ``--backend onnxruntime`` on a run made here (a random scorer with both gates, input 224),
@@ -83,6 +87,14 @@ def model_rows(batches: list[int], warmup: int, repeat: int, folder: Path) -> li
         export_model(folder / precision, precision=precision)
         model = ExportedModel(folder / precision, "cpu")
         backends[f"ort-{precision}"] = lambda x, m=model: m.features(x.numpy())[0]
+    try:
+        import openvino as ov
+    except ImportError:
+        print("openvino is not installed: no ov-fp32 row")
+    else:
+        compiled = ov.Core().compile_model(ov.convert_model(str(folder / "fp32" / "features.onnx")),
+                                           "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        backends["ov-fp32"] = lambda x: compiled(x.numpy())[0]
     rows = []
     for b in batches:
         x = real_clips(b)
@@ -119,6 +131,24 @@ def e2e_rows(folder: Path) -> list[dict]:
     return rows + [{"frame_score_max_abs_diff": diff}]
 
 
+def table(rows: list[dict]) -> str:
+    """One markdown table: s/clip of each backend, model only per batch and end to end."""
+    batches = sorted({r["batch"] for r in rows if "batch" in r})
+    e2e = {{"torch": "torch-fp32", "onnxruntime": "ort-fp32"}[r["backend"]]: r["s_per_clip"]
+           for r in rows if "clips" in r}
+    names = list(dict.fromkeys(r["backend"] for r in rows if "batch" in r))
+    head = ["backend", *[f"model, batch {b}" for b in batches], "rel L2 vs torch fp32",
+            "score vtest.avi end to end"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        cells = {r["batch"]: r for r in rows if r.get("backend") == name and "batch" in r}
+        err = max(r["rel_l2"] for r in cells.values())
+        out.append("| " + " | ".join([name, *[f"{cells[b]['s_per_clip']:.3f}" if b in cells
+                                               else "-" for b in batches], f"{err:.1e}",
+                                          f"{e2e[name]:.3f}" if name in e2e else "-"]) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -134,6 +164,7 @@ def main() -> None:
         rows = model_rows(args.batch, args.warmup, args.repeat, Path(tmp))
         if args.e2e:
             rows += e2e_rows(Path(tmp))
+    print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
 

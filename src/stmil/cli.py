@@ -72,10 +72,11 @@ def _extract_settings(args: argparse.Namespace):
 def _add_backend_options(p: argparse.ArgumentParser, what: str) -> None:
     """``--backend`` and ``--exported`` (fields of ExtractSettings and WatchConfig)."""
     p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="what runs I3D: torch (default), or onnxruntime on an exported feature "
-                        "graph (needs stmil[onnx]; docs/deploy.md); " + what)
+                   help="what runs I3D: torch (default), or onnxruntime / openvino on an "
+                        "exported feature graph (needs stmil[onnx] / stmil[openvino]; "
+                        "docs/deploy.md); " + what)
     p.add_argument("--exported", metavar="DIR", default=None,
-                   help="with --backend onnxruntime: the folder stmil export-model wrote whose "
+                   help="with an exported backend: the folder stmil export-model wrote whose "
                         "feature graph to run (default: one exported once into stmil's cache)")
 
 
@@ -267,7 +268,8 @@ def cmd_export_model(args: argparse.Namespace) -> int:
                             precision=args.precision)
     checked = ", ".join(f"{k} {v:.1e}" for k, v in manifest.data["checked"].items())
     graphs = "features" + (" and scorer" if manifest.scorer else "")
-    print(f"{graphs} exported to {args.out} (ONNX opset {manifest.data['opset']}, "
+    print(f"{graphs} exported to {args.out} ({manifest.graph_format}, from ONNX opset "
+          f"{manifest.data['opset']}, "
           f"{manifest.data['precision']}; checked against PyTorch: {checked})")
     return 0
 
@@ -479,9 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write <id>.overlay.mp4")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch (default): --model is a run folder; onnxruntime: --model is a "
-                        "folder stmil export-model --model RUN wrote, whose graphs compute "
-                        "features and scores (needs stmil[onnx]; docs/deploy.md)")
+                   help="torch (default): --model is a run folder; onnxruntime or openvino: "
+                        "--model is a folder stmil export-model --model RUN wrote (--format "
+                        "onnx or openvino), whose graphs compute features and scores (needs "
+                        "stmil[onnx] or stmil[openvino]; docs/deploy.md)")
     _add_pipeline_options(p, shard=False)
 
     p = add("evaluate", "Temporal and spatiotemporal metrics of a run on a dataset split.",
@@ -591,7 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "manifest.json")
     p.add_argument("--model", help="run folder: also export its scorer, memory and motion "
                    "gates (scorer.onnx), and cut clips as it was trained")
-    p.add_argument("--format", default="onnx", choices=MODEL_FORMATS, help="onnx (opset 17)")
+    p.add_argument("--format", default="onnx", choices=MODEL_FORMATS,
+                   help="onnx (opset 17; run by --backend onnxruntime) or openvino (IR "
+                        "converted from the ONNX graphs by openvino.convert_model; run by "
+                        "--backend openvino; needs stmil[openvino] too)")
     p.add_argument("--precision", default="fp32", choices=MODEL_PRECISIONS,
                    help="the feature graph's weights and arithmetic: fp32 (default; matches "
                         "PyTorch to ~1e-6) or fp16 (half the file, for GPUs; the scorer stays "

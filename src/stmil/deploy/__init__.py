@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from stmil.features.pipeline_config import BACKENDS, check_backend
 
-#: ``export-model --format``.
-FORMATS = ("onnx",)
+#: ``export-model --format``: ONNX graphs, or OpenVINO IR converted from them.
+FORMATS = ("onnx", "openvino")
 #: ``export-model --precision``: the feature graph's weights and arithmetic (the scorer stays
 #: fp32).
 PRECISIONS = ("fp32", "fp16")

@@ -19,7 +19,7 @@ import torch
 
 from stmil import __version__
 from stmil.atomic import locked
-from stmil.deploy.manifest import MANIFEST, check_export, read_manifest
+from stmil.deploy.manifest import MANIFEST, RUNTIMES, check_export, read_manifest
 from stmil.deploy.runtime import ExportedModel
 from stmil.errors import ConfigError, ModelError
 from stmil.features.store import FeatureError
@@ -28,17 +28,16 @@ from stmil.mil.detector import Detector, RunConfig
 
 class OnnxFeatureExtractor:
     """Clips ``(B, 3, T, S, S)`` tensor -> cuboids ``(B, G*G, C)`` tensor through the export's
-    feature graph; the attributes the extraction pipeline reads (``device`` is the CPU: the
-    pipeline hands it CPU tensors, the session runs on its own providers). ``backend`` and
+    feature graph (ONNX Runtime or OpenVINO); the attributes the extraction pipeline reads
+    (``device`` is the CPU: the pipeline hands it CPU tensors, the session runs on its own
+    providers). ``backend`` and
     ``precision`` (the export's: fp32 or fp16) go into the feature files it makes: its fp32
     features are PyTorch's to ~1e-6 relative, not bitwise, so they never mix with PyTorch's in
     one folder (:data:`~stmil.features.store.CONSISTENT_KEYS`)."""
 
-    backend = "onnxruntime"
-
     def __init__(self, model: ExportedModel) -> None:
         f = model.manifest.features
-        self.model = model
+        self.model, self.backend = model, model.backend
         self.endpoint, self.grid, self.channels = f["endpoint"], f["grid"], f["channels"]
         self.precision = model.manifest.data["precision"]
         self.device = torch.device("cpu")
@@ -62,15 +61,16 @@ class ExportedDetector(Detector):
         self.run = model.manifest.folder
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "auto") -> ExportedDetector:
-        """The export folder ``run`` (a run folder is refused, naming the command that
-        exports it)."""
+    def load(cls, run: str | Path, device: str = "auto", backend: str | None = None
+             ) -> ExportedDetector:
+        """The export folder ``run`` run by ``backend`` (None: the export's runtime; another
+        is refused), a run folder is refused, naming the command that exports it."""
         folder = Path(run)
         if not (folder / MANIFEST).is_file() and (folder / "model.safetensors").is_file():
             raise ModelError(f"{folder}: a run folder, not an export; export it first with "
                              f"stmil export-model --out DIR --model {folder}, then pass "
                              "--model DIR")
-        return cls(ExportedModel(folder, device))
+        return cls(ExportedModel(folder, device, backend))
 
     def feature_extractor(self, device: str = "auto") -> OnnxFeatureExtractor:
         """The export's feature graph (``device`` was chosen when the export was loaded)."""
@@ -90,10 +90,12 @@ class ExportedDetector(Detector):
 #: Sub-folder of stmil's cache (:func:`stmil.features.weights.cache_dir`, where the converted
 #: weights live) holding the feature graphs exported for ``--backend`` without ``--exported``.
 CACHE = "exported"
+#: The export format each exported backend runs.
+FORMAT_OF = {runtime: fmt for fmt, runtime in RUNTIMES.items()}
 
 
 def cached_export(endpoint: str = "Mixed_4e", grid: int = 7, size: int = 224,
-                  clip_len: int = 16) -> Path:
+                  clip_len: int = 16, format: str = "onnx") -> Path:
     """The fp32 feature-graph export of these settings in stmil's cache, exported on first use.
 
     One folder per settings, weights and stmil version (``<cache>/exported/...``); it is
@@ -108,7 +110,7 @@ def cached_export(endpoint: str = "Mixed_4e", grid: int = 7, size: int = 224,
 
     root = cache_dir() / CACHE
     name = (f"{KINETICS400_RGB.name}-{KINETICS400_RGB.sha256[:12]}-{endpoint}-g{grid}-s{size}"
-            f"-t{clip_len}-fp32-stmil{__version__}")
+            f"-t{clip_len}-fp32-{format}-stmil{__version__}")
     root.mkdir(parents=True, exist_ok=True)
     with locked(root):
         folder = root / name
@@ -117,7 +119,8 @@ def cached_export(endpoint: str = "Mixed_4e", grid: int = 7, size: int = 224,
             return folder
         except ModelError:
             pass  # absent or damaged: (re-)export it
-        export_model(folder, settings=ClipSettings(endpoint, grid, size, clip_len))
+        export_model(folder, format=format,
+                     settings=ClipSettings(endpoint, grid, size, clip_len))
     return folder
 
 
@@ -138,7 +141,7 @@ def feature_extractor(backend: str, exported: str | Path | None, endpoint: str, 
                           "export's own precision (fp32, or fp16 with --exported DIR made by "
                           "stmil export-model --precision fp16)")
     folder = Path(exported) if exported is not None else cached_export(
-        endpoint, grid, size, clip_len)
-    model = ExportedModel(folder, device)
+        endpoint, grid, size, clip_len, FORMAT_OF[backend])
+    model = ExportedModel(folder, device, backend)
     check_export(model.manifest, endpoint, grid, size, clip_len)
     return OnnxFeatureExtractor(model)

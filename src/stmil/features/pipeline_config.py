@@ -16,8 +16,8 @@ FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not vi
 MAX_SIZE = 1024  # frame side after resizing: I3D's weights are for 224; past 1024 is a typo
 
 #: ``--backend`` of ``extract``, ``score`` and ``watch``: PyTorch, or an exported model run by
-#: ONNX Runtime.
-BACKENDS = ("torch", "onnxruntime")
+#: ONNX Runtime (``--format onnx``) or OpenVINO (``--format openvino``).
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 def check_backend(backend: object, exported: object = None) -> str | None:
@@ -33,7 +33,8 @@ def check_backend(backend: object, exported: object = None) -> str | None:
         raise ConfigError(f"exported must be the path of an export folder, got {exported!r}")
     if backend == "torch":
         raise ConfigError("--exported runs an exported feature graph, which --backend torch "
-                          "does not: add --backend onnxruntime, or drop --exported")
+                          "does not: add --backend onnxruntime (or openvino), or drop "
+                          "--exported")
     return os.fspath(exported)
 
 

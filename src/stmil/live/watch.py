@@ -744,7 +744,7 @@ def _load_run(run: str | Path, cfg: WatchConfig) -> tuple[Any, Any]:
     if not is_export:
         detector = _load_detector(run)
         return detector, detector.config.recorded
-    model = ExportedModel(run, cfg.device)
+    model = ExportedModel(run, cfg.device, cfg.backend)
     if model.manifest.scorer is None:
         raise ModelError(f"{run}: exported without --model, so it holds no scorer; export "
                          "with stmil export-model --model RUN, or pass the run folder")
@@ -757,7 +757,8 @@ def _live_scorer(model: Any, cfg: WatchConfig, threshold: float | None) -> LiveS
     grid and precision (``cfg``'s precision when given) on ``cfg.device`` through
     ``cfg.backend`` (:func:`stmil.deploy.backend.feature_extractor`)."""
     if isinstance(model, ExportedModel):
-        features = ExportedModel(cfg.exported, cfg.device) if cfg.exported else model
+        features = (ExportedModel(cfg.exported, cfg.device, cfg.backend) if cfg.exported
+                    else model)
         mc = model.manifest.scorer["config"]
         check_export(features.manifest, mc["endpoint"], mc["feature_grid"], mc["size"],
                      mc["clip_len"])
