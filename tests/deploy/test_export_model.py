@@ -219,3 +219,33 @@ def test_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 1
     assert_one_line_error(err, "pip install 'stmil[onnx]'")
     assert not (tmp_path / "x" / "features.onnx").exists()
+
+
+def test_openvino_export_replaces_the_onnx_one_and_is_verified(tmp_path, capsys):
+    from tests.deploy.conftest import require_onnx
+
+    require_onnx(("openvino",))
+    run = make_run(tmp_path / "run", gate=False, size=64)
+    out = tmp_path / "x"
+    code, _, err = run_cli(capsys, "export-model", "--out", out, "--model", run)
+    assert code == 0, err
+    code, stdout, err = run_cli(capsys, "export-model", "--out", out, "--model", run,
+                                "--format", "openvino")
+    assert code == 0 and "(openvino, from ONNX opset 17" in stdout, err
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["features.bin", "features.xml", "manifest.json", "scorer.bin",
+                     "scorer.xml"]  # the ONNX graphs of the first export are gone
+    m = read_manifest(out)
+    assert m.graph_format == "openvino" and m.features["bin"]["file"] == "features.bin"
+    assert m.data["checked"]["openvino_features_rel_l2"] < 1e-5
+    assert m.data["checked"]["openvino_scores_max_abs"] <= m.data["checked"]["scores_tol"]
+    x = np.abs(np.random.default_rng(1).normal(size=(3, 49, 528))).astype(np.float32)
+    want = Detector.load(run).maps(x)
+    np.testing.assert_allclose(ExportedDetector.load(out).maps(x), want, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="--backend onnxruntime does not run"):
+        ExportedModel(out, "cpu", "onnxruntime")
+    with open(out / "features.bin", "r+b") as f:  # the weights are verified like the graph
+        f.seek(-4, 2)
+        f.write(b"\0\1\2\3")
+    with pytest.raises(ModelError, match="features.bin: not the file the manifest records"):
+        ExportedModel(out)
