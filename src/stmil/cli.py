@@ -265,7 +265,7 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     from stmil.deploy.export import export_model
 
     manifest = export_model(args.out, run=args.model, format=args.format,
-                            precision=args.precision)
+                            precision=args.precision, calibration=args.calibration)
     checked = ", ".join(f"{k} {v:.1e}" for k, v in manifest.data["checked"].items())
     graphs = "features" + (" and scorer" if manifest.scorer else "")
     print(f"{graphs} exported to {args.out} ({manifest.graph_format}, from ONNX opset "
@@ -600,8 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "--backend openvino; needs stmil[openvino] too)")
     p.add_argument("--precision", default="fp32", choices=MODEL_PRECISIONS,
                    help="the feature graph's weights and arithmetic: fp32 (default; matches "
-                        "PyTorch to ~1e-6) or fp16 (half the file, for GPUs; the scorer stays "
-                        "fp32)")
+                        "PyTorch to ~1e-6), fp16 (half the file, for GPUs) or int8 (OpenVINO, "
+                        "quantised by NNCF on --calibration videos; its error is printed); the "
+                        "scorer stays fp32")
+    p.add_argument("--calibration", nargs="+", metavar="VIDEO", default=None,
+                   help="with --precision int8: videos of the cameras to deploy on, whose "
+                        "first 32 clips calibrate the quantisation and measure its error")
 
     _add_live_parsers(add)
     parser.commands = sub.choices  # type: ignore[attr-defined]  # read by apply_config

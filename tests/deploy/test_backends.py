@@ -46,33 +46,37 @@ def test_numpy_resize_matches_pytorch_on_vtest():
     assert (numpy_resize(same, 224) == torch_resize(same, 224).numpy()).all()
 
 
-def test_extract_backend_onnxruntime_matches_torch_and_never_mixes(tmp_path, monkeypatch,
-                                                                   capsys):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_extract_backend_matches_torch_and_never_mixes(backend, tmp_path, monkeypatch, capsys):
+    from tests.deploy.conftest import require_onnx
+
+    require_onnx(("openvino",) if backend == "openvino" else ())
     monkeypatch.chdir(tmp_path)
     _video(tmp_path)
     common = ["--size", "64", "--device", "cpu", "--quiet", "--workers", "0"]
-    code, _, err = run_cli(capsys, "extract", "v.mkv", "--out", "ort", "--backend",
-                           "onnxruntime", *common)
+    code, _, err = run_cli(capsys, "extract", "v.mkv", "--out", "ort", "--backend", backend,
+                           *common)
     assert code == 0, err
     code, _, err = run_cli(capsys, "extract", "v.mkv", "--out", "pt", *common)
     assert code == 0, err
     ort, pt = (json.loads(Path(d, "v.json").read_text()) for d in ("ort", "pt"))
-    assert ort.pop("backend") == "onnxruntime" and "backend" not in pt
+    assert ort.pop("backend") == backend and "backend" not in pt
     for key in ("npy_bytes", "npy_sha256"):
         ort.pop(key), pt.pop(key)
     assert ort == pt  # same clips, settings, source and motion energy (computed by stmil)
     a, b = (np.load(Path(d, "v.npy")).astype(np.float32) for d in ("ort", "pt"))
     rel = np.linalg.norm(a - b) / np.linalg.norm(b)
     assert 0 < rel <= 1e-3, rel  # fp16 storage of fp32 features ~1e-6 apart: a few flips
-    cached = list((Path(os.environ["STMIL_CACHE"]) / "exported").glob("*-s64-t16-fp32-*"))
+    fmt = {"onnxruntime": "onnx", "openvino": "openvino"}[backend]
+    cached = list((Path(os.environ["STMIL_CACHE"]) / "exported").glob(f"*-s64-t16-fp32-{fmt}-*"))
     assert len(cached) == 1 and (cached[0] / "manifest.json").is_file()
     # resume with the other backend: refused, naming the setting
     code, _, err = run_cli(capsys, "extract", "v.mkv", "--out", "ort", *common)
-    assert code == 1 and "backend 'onnxruntime' (now None)" in err, err
+    assert code == 1 and f"backend {backend!r} (now None)" in err, err
     # a folder that mixes them (--overwrite of one video) is refused by every reader
     _video(tmp_path, "w.mkv", seed=4)
-    code, _, err = run_cli(capsys, "extract", "w.mkv", "--out", "ort", "--backend",
-                           "onnxruntime", *common)
+    code, _, err = run_cli(capsys, "extract", "w.mkv", "--out", "ort", "--backend", backend,
+                           *common)
     assert code == 0, err
     code, _, err = run_cli(capsys, "extract", "v.mkv", "--out", "ort", "--overwrite", *common)
     assert code == 0, err

@@ -18,6 +18,6 @@ from stmil.features.pipeline_config import BACKENDS, check_backend
 #: ``export-model --format``: ONNX graphs, or OpenVINO IR converted from them.
 FORMATS = ("onnx", "openvino")
 #: ``export-model --precision``: the feature graph's weights and arithmetic (the scorer stays
-#: fp32).
-PRECISIONS = ("fp32", "fp16")
+#: fp32); int8: OpenVINO only, quantised by NNCF on ``--calibration`` videos.
+PRECISIONS = ("fp32", "fp16", "int8")
 __all__ = ["BACKENDS", "FORMATS", "PRECISIONS", "check_backend"]

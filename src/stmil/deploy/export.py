@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,21 +111,18 @@ class ClipSettings:
 
 
 def export_model(out: Path | str, run: Path | str | None = None, format: str = "onnx",
-                 precision: str = "fp32", settings: ClipSettings | None = None
-                 ) -> ExportManifest:
+                 precision: str = "fp32", settings: ClipSettings | None = None,
+                 calibration: Sequence[Path | str] | None = None) -> ExportManifest:
     """Export the feature extractor, and with ``run`` its scorer, into the folder ``out``.
 
     ``settings`` (only without ``run``: a run brings its own) choose the endpoint, grid and
-    clip geometry. Returns the manifest written. :class:`ConfigError` for a bad setting,
-    :class:`~stmil.errors.OutputError` for a file in ``out`` that is not stmil's,
-    :class:`ModelError` for a run that cannot be exported or a graph that does not match
-    PyTorch.
+    clip geometry. ``precision="int8"`` (OpenVINO only) quantises the feature graph on clips
+    of the ``calibration`` videos (:mod:`stmil.deploy.quantize`). Returns the manifest
+    written. :class:`ConfigError` for a bad setting, :class:`~stmil.errors.OutputError` for a
+    file in ``out`` that is not stmil's, :class:`ModelError` for a run that cannot be exported
+    or a graph that does not match PyTorch.
     """
-    if format not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
-                          f"{precision!r}")
+    graph_precision = check_choices(format, precision, calibration)
     detector = None
     if run is not None:
         if settings is not None:
@@ -143,7 +140,7 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
     check_can_write(out, [*names, MANIFEST])
 
     model = load_i3d(s.endpoint)
-    feats = features_graph(model, s.grid, s.clip_len, s.size, precision,
+    feats = features_graph(model, s.grid, s.clip_len, s.size, graph_precision,
                            {"stmil_version": __version__, "weights_sha256":
                             KINETICS400_RGB.sha256})
     n, c = s.grid * s.grid, endpoint_channels(s.endpoint)
@@ -151,7 +148,7 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
                 {"features": [BATCH, n, c], "motion": [BATCH, n]})
     feats_bytes = _checked(onnx, feats, *feats_io, FEATURES_FILE)
     checked = {"features_rel_l2": _check_features(_session(ort, feats_bytes), model, s)}
-    if precision == "fp32" and not checked["features_rel_l2"] <= FEATURES_TOL:
+    if graph_precision == "fp32" and not checked["features_rel_l2"] <= FEATURES_TOL:
         raise ModelError(f"the exported feature graph differs from PyTorch by relative L2 "
                          f"{checked['features_rel_l2']:.2e} (> {FEATURES_TOL:g}); please "
                          "report this")
@@ -161,10 +158,11 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
         blobs[SCORER_FILE], scorer_entry = _scorer(onnx, ort, detector, Path(run), n, c, checked)
     features_entry = _entry(FEATURES_FILE, feats_bytes, *feats_io)
     if format == "openvino":
+        quantize = None if calibration is None else _int8(calibration, s, model, checked)
         blobs, features_entry, scorer_entry = to_openvino(
             blobs, features_entry, scorer_entry, precision, checked,
             lambda session: _check_features(session, model, s),
-            lambda session: _check_scorer(session, detector, n, c))
+            lambda session: _check_scorer(session, detector, n, c), quantize)
     data = {
         "format": FORMAT, "version": VERSION, "stmil_version": __version__, "opset": OPSET,
         "graph_format": format, "precision": precision,
@@ -186,6 +184,32 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
     # graphs of an earlier export (a scorer, the other format) would not match this manifest
     prune(out, [name for name in GRAPH_FILES if name not in blobs])
     return read_manifest(out)
+
+
+def check_choices(format: str, precision: str, calibration: Sequence | None) -> str:
+    """The precision of the ONNX graphs (int8 quantises an fp32 one), after checking the
+    choices: :class:`ConfigError` naming the flag."""
+    if format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"{precision!r}")
+    if precision == "int8" and (format != "openvino" or not calibration):
+        raise ConfigError("--precision int8 quantises an OpenVINO graph on clips of your own "
+                          "videos: add --format openvino --calibration VIDEOS")
+    if calibration is not None and precision != "int8":
+        raise ConfigError("--calibration is for --precision int8")
+    return "fp32" if precision == "int8" else precision
+
+
+def _int8(videos: Sequence[Path | str], s: ClipSettings, model: torch.nn.Module,
+          checked: dict) -> Callable[[bytes, bytes], tuple[bytes, bytes]]:
+    """The quantiser :func:`to_openvino` applies to the feature IR, on clips of ``videos``
+    (decoded now, so a bad video fails before the conversion)."""
+    from stmil.deploy.quantize import calibration_clips, quantize_features  # deferred: nncf
+
+    clips = calibration_clips(videos, s)
+    return lambda xml, bin_: quantize_features(xml, bin_, clips, model, s.grid, checked)
 
 
 def _scorer(onnx: Any, ort: Any, detector: Detector, run: Path, n: int, c: int,
@@ -220,13 +244,16 @@ GRAPH_FILES = (FEATURES_FILE, SCORER_FILE, *_ir_names(FEATURES_FILE), *_ir_names
 
 def to_openvino(blobs: dict[str, bytes], features_entry: dict, scorer_entry: dict | None,
                 precision: str, checked: dict, check_features: Callable[[Any], float],
-                check_scorer: Callable[[Any], float]
+                check_scorer: Callable[[Any], float],
+                quantize: Callable[[bytes, bytes], tuple[bytes, bytes]] | None = None
                 ) -> tuple[dict[str, bytes], dict, dict | None]:
     """The checked ONNX graphs ``blobs`` as OpenVINO IR (``openvino.convert_model``, then
     ``save_model``: weights kept fp32, or compressed to fp16 for ``precision`` fp16), each run
     once by OpenVINO and checked like the ONNX graphs (``checked``: ``openvino_features_rel_l2``,
     ``openvino_scores_max_abs``; fp32 features over :data:`FEATURES_TOL` or scores over the
-    tolerance are refused). Returns the IR blobs and the two manifest entries."""
+    tolerance are refused). ``quantize``: applied to the feature IR (``--precision int8``),
+    which is then measured by it, not by ``check_features``. Returns the IR blobs and the two
+    manifest entries."""
     from stmil.deploy.runtime import OpenVinoSession, require_openvino  # deferred: openvino
 
     ov = require_openvino()
@@ -239,11 +266,17 @@ def to_openvino(blobs: dict[str, bytes], features_entry: dict, scorer_entry: dic
             ov.save_model(ov.convert_model(str(src)), str(Path(tmp) / xml),
                           compress_to_fp16=precision == "fp16")
             out[xml], out[bin_] = (Path(tmp) / xml).read_bytes(), (Path(tmp) / bin_).read_bytes()
+            if quantize is not None and name == FEATURES_FILE:
+                out[xml], out[bin_] = quantize(out[xml], out[bin_])
+                (Path(tmp) / xml).write_bytes(out[xml])
+                (Path(tmp) / bin_).write_bytes(out[bin_])
             entry = entries[name]
             session = OpenVinoSession(Path(tmp) / xml, list(entry["outputs"]))
             if name == FEATURES_FILE:
                 err = checked["openvino_features_rel_l2"] = check_features(session)
                 bad = precision == "fp32" and not err <= FEATURES_TOL
+                if precision == "int8":  # measured on the calibration clips instead
+                    del checked["openvino_features_rel_l2"]
             else:
                 err = checked["openvino_scores_max_abs"] = check_scorer(session)
                 bad = not err <= checked["scores_tol"]
