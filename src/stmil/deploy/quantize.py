@@ -7,7 +7,7 @@ The fp32 IR (:func:`~stmil.deploy.export.to_openvino`) is quantised by ``nncf.qu
 it costs is measured on those clips against PyTorch fp32 (relative L2 of each clip's cuboid
 features: mean and max) and recorded in the manifest (``checked``); an int8 graph is kept
 whatever its error (it is the user's choice), but one off by more than :data:`INT8_LIMIT` is
-refused as broken. The scorer and the motion-energy branch (:func:`MOTION_SCOPE`) stay fp32:
+refused as broken. The scorer and the motion-energy branch (:func:`motion_scope`) stay fp32:
 the export's check still requires motion energy equal to stmil's.
 """
 
@@ -32,7 +32,7 @@ INT8_LIMIT = 0.5
 EXTRA = "pip install nncf"
 
 
-def MOTION_SCOPE(nncf: Any) -> Any:  # noqa: N802 - a constant that needs the module
+def motion_scope(nncf: Any) -> Any:
     """The motion-energy branch of the feature graph (:func:`stmil.deploy.graphs._motion`'s
     node names), left in fp32: stored motion energy and the motion gate must stay exact."""
     return nncf.IgnoredScope(patterns=[r"(later|earlier|frame_diff|abs_diff|energy|motion_).*"],
@@ -84,7 +84,7 @@ def quantize_features(xml: bytes, bin_: bytes, clips: np.ndarray, model: torch.n
         src.with_suffix(".bin").write_bytes(bin_)
         data = nncf.Dataset([{"clips": c[None]} for c in clips])
         quantized = nncf.quantize(ov.Core().read_model(str(src)), data,
-                                  subset_size=len(clips), ignored_scope=MOTION_SCOPE(nncf))
+                                  subset_size=len(clips), ignored_scope=motion_scope(nncf))
         ov.save_model(quantized, str(dst), compress_to_fp16=False)
         session = OpenVinoSession(dst, ["features", "motion"])
         errors = []
