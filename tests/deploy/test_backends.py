@@ -105,17 +105,25 @@ def _watch_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def test_watch_exported_model_imports_no_torch(gated_run, gated_export, tmp_path):
-    """``watch --backend onnxruntime`` on an export folder scores a file's clips with numpy and
-    ONNX Runtime alone, and reports what the PyTorch run reports."""
+def test_watch_exported_model_imports_no_torch(gated_run, gated_export, tmp_path, request):
+    """``watch --backend onnxruntime`` (and ``openvino``) on an export folder scores a file's
+    clips with numpy and the runtime alone, and reports what the PyTorch run reports."""
+    from tests.deploy.conftest import require_onnx
+
     frames = scene_frames(96, [(20, 76)], 5)
     video = write_video(tmp_path / "cam.mkv", frames)
     code = ("import json, sys\n"
             "from stmil.cli import main\n"
             "code = main(sys.argv[1:])\n"
             "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n")
+    runs = [("torch", gated_run), ("onnxruntime", gated_export)]
+    try:
+        require_onnx(("openvino",))
+        runs.append(("openvino", request.getfixturevalue("gated_export_openvino")))
+    except pytest.skip.Exception:
+        pass  # outside CI without openvino: the ONNX Runtime half alone
     got = {}
-    for backend, model in (("onnxruntime", gated_export), ("torch", gated_run)):
+    for backend, model in runs:
         log = tmp_path / f"{backend}.jsonl"
         proc = subprocess.run(
             [sys.executable, "-c", code, "watch", video.name, "--model", str(model),
@@ -124,12 +132,13 @@ def test_watch_exported_model_imports_no_torch(gated_run, gated_export, tmp_path
             cwd=tmp_path, capture_output=True, text=True, timeout=300)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         assert result["code"] == 0, proc.stderr
-        assert result["torch"] is (backend == "torch"), proc.stderr
+        assert result["torch"] is (backend == "torch"), (backend, proc.stderr)
         assert " 6 clips scored" in proc.stderr, proc.stderr
         got[backend] = _watch_lines(log)
-    a, b = got["torch"], got["onnxruntime"]
-    assert [x["type"] for x in a] == [x["type"] for x in b] and b
-    for x, y in zip(a, b):
-        for key in ("start_frame", "end_frame", "id"):
-            assert x.get(key) == y.get(key), key
-        assert abs(x["peak_score"] - y["peak_score"]) <= 1e-4
+    a = got.pop("torch")
+    for backend, b in got.items():
+        assert [x["type"] for x in a] == [x["type"] for x in b] and b, backend
+        for x, y in zip(a, b):
+            for key in ("start_frame", "end_frame", "id"):
+                assert x.get(key) == y.get(key), (backend, key)
+            assert abs(x["peak_score"] - y["peak_score"]) <= 1e-4, backend
