@@ -66,7 +66,8 @@ def test_extract_backend_matches_torch_and_never_mixes(backend, tmp_path, monkey
     assert ort == pt  # same clips, settings, source and motion energy (computed by stmil)
     a, b = (np.load(Path(d, "v.npy")).astype(np.float32) for d in ("ort", "pt"))
     rel = np.linalg.norm(a - b) / np.linalg.norm(b)
-    assert 0 < rel <= 1e-3, rel  # fp16 storage of fp32 features ~1e-6 apart: a few flips
+    print(f"{backend} vs torch, stored float16 features: relative L2 {rel:.1e}")
+    assert rel <= 1e-3, rel  # fp32 features ~1e-6 apart, stored in float16: a few flips at most
     fmt = {"onnxruntime": "onnx", "openvino": "openvino"}[backend]
     cached = list((Path(os.environ["STMIL_CACHE"]) / "exported").glob(f"*-s64-t16-fp32-{fmt}-*"))
     assert len(cached) == 1 and (cached[0] / "manifest.json").is_file()
