@@ -42,6 +42,8 @@ from stmil.deploy.manifest import (
     preprocess,
     read_manifest,
 )
+from stmil.deploy.quantize import calibration_clips, quantize_features
+from stmil.deploy.runtime import OpenVinoSession, require_openvino
 from stmil.errors import ConfigError, ModelError, StmilError
 from stmil.features.i3d import endpoint_channels
 from stmil.features.motion import DECIMALS, MOTION, motion_energy
@@ -206,8 +208,6 @@ def _int8(videos: Sequence[Path | str], s: ClipSettings, model: torch.nn.Module,
           checked: dict) -> Callable[[bytes, bytes], tuple[bytes, bytes]]:
     """The quantiser :func:`to_openvino` applies to the feature IR, on clips of ``videos``
     (decoded now, so a bad video fails before the conversion)."""
-    from stmil.deploy.quantize import calibration_clips, quantize_features  # deferred: nncf
-
     clips = calibration_clips(videos, s)
     return lambda xml, bin_: quantize_features(xml, bin_, clips, model, s.grid, checked)
 
@@ -254,8 +254,6 @@ def to_openvino(blobs: dict[str, bytes], features_entry: dict, scorer_entry: dic
     tolerance are refused). ``quantize``: applied to the feature IR (``--precision int8``),
     which is then measured by it, not by ``check_features``. Returns the IR blobs and the two
     manifest entries."""
-    from stmil.deploy.runtime import OpenVinoSession, require_openvino  # deferred: openvino
-
     ov = require_openvino()
     out: dict[str, bytes] = {}
     entries = {FEATURES_FILE: features_entry, SCORER_FILE: scorer_entry}

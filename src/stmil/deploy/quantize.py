@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from stmil.cuboids import pool_cuboids
+from stmil.deploy.runtime import OpenVinoSession, require_openvino
 from stmil.errors import ConfigError, ModelError, StmilError
+from stmil.features.video import iter_clips
 
 #: Most clips used to calibrate (and to measure the error): every clip of the videos, in order,
 #: up to this many.
@@ -55,8 +57,6 @@ def calibration_clips(videos: Sequence[Path | str], settings: Any,
     with ``settings`` (:class:`~stmil.deploy.export.ClipSettings`) as ``stmil extract`` cuts
     them. :class:`~stmil.features.video.VideoError` naming a video that cannot be read;
     :class:`ConfigError` when they hold no clip."""
-    from stmil.features.video import iter_clips  # deferred: PyAV, for calibration only
-
     s, out, n = settings, [], 0
     for video in videos:
         for batch in iter_clips(video, s.clip_len, s.stride, s.size, s.fps, s.tail):
@@ -75,8 +75,6 @@ def quantize_features(xml: bytes, bin_: bytes, clips: np.ndarray, model: torch.n
     """The fp32 feature IR ``xml`` / ``bin_`` quantised to int8 by NNCF on ``clips``
     ``(N, 3, T, S, S)``; ``checked`` gets ``int8_features_rel_l2`` (mean over the clips) and
     ``int8_features_rel_l2_max`` against PyTorch fp32 ``model`` on the same clips."""
-    from stmil.deploy.runtime import OpenVinoSession, require_openvino  # deferred: openvino
-
     nncf, ov = require_nncf(), require_openvino()
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.xml", Path(tmp) / "int8.xml"
