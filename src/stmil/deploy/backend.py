@@ -67,8 +67,9 @@ class ExportedDetector(Detector):
         is refused), a run folder is refused, naming the command that exports it."""
         folder = Path(run)
         if not (folder / MANIFEST).is_file() and (folder / "model.safetensors").is_file():
+            fmt = " --format openvino" if backend == "openvino" else ""
             raise ModelError(f"{folder}: a run folder, not an export; export it first with "
-                             f"stmil export-model --out DIR --model {folder}, then pass "
+                             f"stmil export-model --out DIR --model {folder}{fmt}, then pass "
                              "--model DIR")
         return cls(ExportedModel(folder, device, backend))
 
