@@ -12,14 +12,19 @@ is measured on the same clips.
 - ``ort-fp32`` / ``ort-fp16``: ``features.onnx`` of ``stmil export-model`` (``--precision``),
   ONNX Runtime's CPU provider, default session options (all graph optimisations, one thread
   per physical core).
+- ``ov-fp32`` (when ``openvino`` is installed): ``stmil export-model --format openvino``, run by
+  OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT=f32`` (its default on a CPU with bf16
+  would be bf16), as ``--backend openvino`` runs it.
+- ``ov-int8`` (``--int8``, with ``nncf``): ``--precision int8 --calibration data/vtest.avi``
+  (NNCF on the first 32 clips of vtest.avi, which are also among the clips measured).
 
-End to end (``--e2e``): ``stmil score data/vtest.avi`` in-process with ``--backend torch`` and
-``--backend onnxruntime`` on a run made here (a random scorer with both gates, input 224),
-decoding included: wall time over the clips scored, and the largest difference of the per-frame
-scores.
+End to end (``--e2e``): ``stmil score data/vtest.avi`` in-process with ``--backend torch``,
+``--backend onnxruntime`` and ``--backend openvino`` on a run made here (a random scorer with
+both gates, input 224), decoding included: wall time over the clips scored, and the largest
+difference of the per-frame scores.
 
     nice -n 10 .venv/bin/python benchmarks/export_model.py --batch 1 8 --repeat 3 --e2e \\
-        --json benchmarks/export_model_cpu.json
+        --int8 --json benchmarks/export_model_cpu.json
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ def timed(fn, x, warmup: int, repeat: int) -> tuple[float, np.ndarray]:
     return statistics.median(times), np.asarray(out)
 
 
-def model_rows(batches: list[int], warmup: int, repeat: int, folder: Path) -> list[dict]:
+def model_rows(batches: list[int], warmup: int, repeat: int, folder: Path,
+               int8: bool = False) -> list[dict]:
     from stmil.deploy.export import export_model
     from stmil.deploy.runtime import ExportedModel
     from stmil.features.extract import FeatureExtractor
@@ -83,6 +89,17 @@ def model_rows(batches: list[int], warmup: int, repeat: int, folder: Path) -> li
         export_model(folder / precision, precision=precision)
         model = ExportedModel(folder / precision, "cpu")
         backends[f"ort-{precision}"] = lambda x, m=model: m.features(x.numpy())[0]
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        print("openvino is not installed: no ov rows")
+    else:
+        for precision in ("fp32", "int8") if int8 else ("fp32",):
+            calibration = [ROOT / "data" / "vtest.avi"] if precision == "int8" else None
+            export_model(folder / f"ov-{precision}", format="openvino", precision=precision,
+                         calibration=calibration)
+            model = ExportedModel(folder / f"ov-{precision}", "cpu")
+            backends[f"ov-{precision}"] = lambda x, m=model: m.features(x.numpy())[0]
     rows = []
     for b in batches:
         x = real_clips(b)
@@ -103,8 +120,16 @@ def e2e_rows(folder: Path) -> list[dict]:
 
     run = make_run(folder / "run", size=224)
     export_model(folder / "exported", run)
+    exports = [("torch", run), ("onnxruntime", folder / "exported")]
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        export_model(folder / "exported-ov", run, format="openvino")
+        exports.append(("openvino", folder / "exported-ov"))
     got, rows = {}, []
-    for backend, model in (("torch", run), ("onnxruntime", folder / "exported")):
+    for backend, model in exports:
         t = time.perf_counter()
         score_inputs([ROOT / "data" / "vtest.avi"], model, folder / backend, device="cpu",
                      progress=False, backend=backend)
@@ -113,10 +138,30 @@ def e2e_rows(folder: Path) -> list[dict]:
         n = len(got[backend]["clip_maps"])
         rows.append({"backend": backend, "clips": n, "s_per_clip": sec / n})
         print(f"score --backend {backend}: {n} clips, {sec / n:.3f} s/clip", flush=True)
-    diff = float(np.abs(np.subtract(got["torch"]["frame_scores"],
-                                    got["onnxruntime"]["frame_scores"])).max())
-    print(f"largest per-frame score difference: {diff:.1e}")
-    return rows + [{"frame_score_max_abs_diff": diff}]
+    for backend in list(got)[1:]:
+        diff = float(np.abs(np.subtract(got["torch"]["frame_scores"],
+                                        got[backend]["frame_scores"])).max())
+        print(f"largest per-frame score difference, {backend} vs torch: {diff:.1e}")
+        rows.append({"backend": backend, "frame_score_max_abs_diff": diff})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """One markdown table: s/clip of each backend, model only per batch and end to end."""
+    batches = sorted({r["batch"] for r in rows if "batch" in r})
+    e2e = {{"torch": "torch-fp32", "onnxruntime": "ort-fp32", "openvino": "ov-fp32"}[
+        r["backend"]]: r["s_per_clip"] for r in rows if "clips" in r}
+    names = list(dict.fromkeys(r["backend"] for r in rows if "batch" in r))
+    head = ["backend", *[f"model, batch {b}" for b in batches], "rel L2 vs torch fp32",
+            "score vtest.avi end to end"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        cells = {r["batch"]: r for r in rows if r.get("backend") == name and "batch" in r}
+        err = max(r["rel_l2"] for r in cells.values())
+        out.append("| " + " | ".join([name, *[f"{cells[b]['s_per_clip']:.3f}" if b in cells
+                                               else "-" for b in batches], f"{err:.1e}",
+                                          f"{e2e[name]:.3f}" if name in e2e else "-"]) + " |")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -125,15 +170,22 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--e2e", action="store_true", help="also stmil score on vtest.avi")
+    p.add_argument("--int8", action="store_true", help="also OpenVINO int8 (needs nncf)")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
     import onnxruntime
 
-    print(f"{cpu_name()}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    try:
+        from openvino import __version__ as ov_version
+    except ImportError:
+        ov_version = "absent"
+    print(f"{cpu_name()}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+          f"openvino {ov_version}")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = model_rows(args.batch, args.warmup, args.repeat, Path(tmp))
+        rows = model_rows(args.batch, args.warmup, args.repeat, Path(tmp), args.int8)
         if args.e2e:
             rows += e2e_rows(Path(tmp))
+    print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
 

@@ -189,7 +189,7 @@ def test_resume_after_a_kill_before_the_first_checkpoint(planted_run, capsys, mo
     (["export-features", "f", "--out", "o"], "layout", "layout", "mgfn",
      "must be one of plain, rtfm, urdmu, got 'mgfn'"),
     (["export-model", "--out", "o"], "precision", "precision", "int4",
-     "must be one of fp32, fp16, got 'int4'"),
+     "must be one of fp32, fp16, int8, got 'int4'"),
     (["events", "v.mp4", "--model", "run"], "hysteresis", "hysteresis", "1.5",
      "must be a number from 0 to 1, got 1.5"),
     (["calibrate", "run", "--data", "d", "--features", "f"], "target", "target", "2000000.5",

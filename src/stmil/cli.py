@@ -22,7 +22,7 @@ from typing import Any
 
 from stmil import __version__
 from stmil.datasets import load_dataset
-from stmil.deploy.settings import ExportModelOptions
+from stmil.deploy.settings import ExportModelOptions, ModelFormat
 from stmil.errors import ConfigError, StmilError, Terminated
 from stmil.evaluation.settings import EvaluateOptions
 from stmil.features.pipeline_config import (
@@ -42,6 +42,7 @@ from stmil.interop.settings import (
     ScoresOptions,
     VectorOptions,
 )
+from stmil.live import watch as live
 from stmil.live.calibrate import calibrate
 from stmil.live.events import event_config, events_inputs
 from stmil.live.incidents import EventConfig
@@ -94,14 +95,17 @@ class Command:
 
 
 def cmd_extract(o: Values) -> int:
-    from stmil.features.extract import FeatureExtractor, extract_many, parse_shard
+    from stmil.deploy.backend import feature_extractor
+    from stmil.features.extract import extract_many, parse_shard
 
     settings = o.get(ExtractSettings)  # validated before the network loads
     pipeline = o.get(PipelineConfig)
     shard = parse_shard(o.shard) if o.shard is not None else None
     x = o.get(ExtractorSettings)
     settings.check_grid(x.grid, x.endpoint)
-    extractor = FeatureExtractor(x.endpoint, x.grid, x.device, x.precision)
+    exported = None if settings.exported is None else str(settings.exported)
+    extractor = feature_extractor(settings.backend, exported, x.endpoint, x.grid,
+                                  settings.size, settings.clip_len, x.device, x.precision)
     summary = extract_many([str(p) for p in o.inputs], str(o.out), extractor, settings,
                            overwrite=o.overwrite, progress=not o.quiet, pipeline=pipeline,
                            shard=shard)
@@ -226,10 +230,13 @@ def cmd_export_features(o: Values) -> int:
 def cmd_export_model(o: Values) -> int:
     from stmil.deploy.export import export_model
 
-    manifest = export_model(o.out, run=o.model, format=o.format, precision=o.precision)
+    f = o.get(ModelFormat)
+    manifest = export_model(o.out, run=o.model, format=f.format, precision=f.precision,
+                            calibration=f.calibration)
     checked = ", ".join(f"{k} {v:.1e}" for k, v in manifest.data["checked"].items())
     graphs = "features" + (" and scorer" if manifest.scorer else "")
-    print(f"{graphs} exported to {o.out} (ONNX opset {manifest.data['opset']}, "
+    print(f"{graphs} exported to {o.out} ({manifest.graph_format}, from ONNX opset "
+          f"{manifest.data['opset']}, "
           f"{manifest.data['precision']}; checked against PyTorch: {checked})")
     return 0
 
@@ -257,17 +264,15 @@ def cmd_calibrate(o: Values) -> int:
 
 
 def cmd_watch(o: Values) -> int:
-    from stmil.live.watch import watch
-
     config = o.get(WatchConfig)
     events = _event_settings(o)
-    run = watch
+    run = live.watch
     if config.serve is not None:  # the live page (docs/serve.md)
         try:
-            from stmil.serve import live
+            from stmil.serve.live import watch_served  # deferred: the serve extra (starlette)
         except ImportError as e:
             raise _serve_extra(e) from None
-        run = live.watch_served
+        run = watch_served
     summary = run(o.source, o.model, events, config, out=o.out, snapshots=o.snapshots,
                   clips=o.clips, name=o.name)
     print(summary.line(), file=sys.stderr)
@@ -321,7 +326,7 @@ COMMANDS: dict[str, Command] = {
                                ".list (cuboids averaged).",
                                "stmil export-features feats/ --out rtfm/ --layout rtfm --data "
                                "UCF-Crime/ --list ucf-i3d-test.list"),
-    "export-model": Command(cmd_export_model, (ExportModelOptions,),
+    "export-model": Command(cmd_export_model, (ExportModelOptions, ModelFormat),
                             "The feature extractor (and a run's scorer with its gates) as ONNX "
                             "graphs with a manifest, for ONNX Runtime and other runtimes "
                             "(docs/deploy.md).",

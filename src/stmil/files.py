@@ -4,6 +4,7 @@ one definition of each."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -65,3 +66,10 @@ def unique_files(paths: Iterable[Path]) -> list[Path]:
             seen.add(real)
             out.append(path)
     return out
+
+
+def one_line(e: BaseException) -> str:
+    """An FFmpeg error as a short phrase: no errno prefix, no repeated file name."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
+    return re.sub(r": '[^']*'$", "", text)

@@ -21,16 +21,17 @@ class ScoreOptions(Settings):
 
     inputs: list[Path] = setting(help="videos, feature files (.npy) or folders", positional=True)
     model: Path = setting(help="run folder with model.safetensors (an export folder with "
-                          "--backend onnxruntime)")
+                          "--backend onnxruntime or openvino)")
     out: Path = setting(help="folder for <id>.scores.json")
     threshold: float | None = setting(None, "box = union of cuboids scoring >= THRESHOLD "
                                       "(cuboid scores are probabilities; default: top cuboid)",
                                       lo=0, hi=1)
     overlay: bool = setting(False, "also write <id>.overlay.mp4")
     device: str = setting("auto", "torch device", choices=DEVICES)
-    backend: str = setting("torch", "torch: --model is a run folder; onnxruntime: --model is a "
-                           "folder stmil export-model --model RUN wrote, whose graphs compute "
-                           "features and scores (needs stmil[onnx]; docs/deploy.md)",
+    backend: str = setting("torch", "torch: --model is a run folder; onnxruntime or openvino: "
+                           "--model is a folder stmil export-model --model RUN wrote, whose "
+                           "graphs compute features and scores (needs stmil[onnx] or "
+                           "stmil[openvino]; docs/deploy.md)",
                            choices=BACKENDS)
 
 

@@ -259,13 +259,13 @@ def source_video(npy: Path, meta: FeatureMeta) -> Path:
 
 def load_detector(model: str | Path, backend: str = "torch", device: str = "auto") -> Detector:
     """The :class:`Detector` of a run folder (``torch``), or of an export folder
-    (``onnxruntime``: :class:`~stmil.deploy.backend.ExportedDetector`, which also brings the
-    exported feature extractor)."""
+    (``onnxruntime``, ``openvino``: :class:`~stmil.deploy.backend.ExportedDetector`, which also
+    brings the exported feature extractor)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return Detector.load(model)
-    return ExportedDetector.load(model, device)  # onnxruntime is imported when it runs
+    return ExportedDetector.load(model, device, backend)  # the runtime is imported when it runs
 
 
 def video_extractor(detector: Detector, device: str):

@@ -452,9 +452,11 @@ class Values:
 
     def render(self, error: SettingError) -> str:
         """``error`` worded with origins: its subject in full (``--flag``, ``FILE: key``), any
-        other mention of a setting by its flag or key."""
-        labels = {n: self.origins[n].rpartition(": ")[2] for n in error.names
-                  if n in self.origins}
+        other mention of a setting by its flag or key (a setting left at its default: by its
+        flag)."""
+        labels = {n: self.origins[n].rpartition(": ")[2] if n in self.origins
+                  else "--" + self.specs[n].flag for n in error.names
+                  if n in self.origins or n in self.specs}
         return error.render(labels, self.origins.get(error.names[0]) if error.names else None)
 
 

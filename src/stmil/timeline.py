@@ -9,6 +9,9 @@ labels (:func:`frame_labels`). numpy only: no torch, no files.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -99,3 +102,11 @@ def segment_clip_ranges(n_clips: int, n_segments: int = 32) -> np.ndarray:
     starts[empty] = np.minimum(starts[empty], n_clips - 1)
     ends[empty] = starts[empty] + 1
     return np.stack([starts, ends], axis=1)
+
+
+def resample_indices(src_fps: float, fps: float | None) -> Iterator[int]:
+    """Source frame index of each sampled frame: ``floor(k * src_fps / fps)``, k = 0, 1, ..."""
+    k = 0
+    while True:
+        yield k if fps is None else int(math.floor(k * src_fps / fps + 1e-9))
+        k += 1

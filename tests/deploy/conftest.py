@@ -12,14 +12,15 @@ import pytest
 import torch
 
 
-def require_onnx() -> None:
-    """Skip without onnx and onnxruntime (the ``stmil[onnx]`` extra); fail under ``$CI``,
-    whose ``make test`` installs them."""
-    for name in ("onnx", "onnxruntime"):
+def require_onnx(names: tuple[str, ...] = ("onnx", "onnxruntime")) -> None:
+    """Skip without onnx and onnxruntime (the ``stmil[onnx]`` extra; ``names``: others, as
+    ``openvino``); fail under ``$CI``, whose ``make test`` installs them."""
+    for name in names:
         try:
             __import__(name)
         except ImportError:
-            msg = f"{name} is not installed (pip install 'stmil[onnx]')"
+            extra = "openvino" if name == "openvino" else "onnx"
+            msg = f"{name} is not installed (pip install 'stmil[{extra}]')"
             if os.environ.get("CI"):
                 pytest.fail(f"CI is set but {msg}", pytrace=False)
             pytest.skip(msg)
@@ -120,4 +121,26 @@ def export_224(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("export224") / "exported"
     export_model(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gated_export_openvino(gated_run, tmp_path_factory) -> Path:
+    """``gated_run`` exported as OpenVINO IR (fp32)."""
+    from stmil.deploy.export import export_model
+
+    require_onnx(("openvino",))
+    out = tmp_path_factory.mktemp("export-ov") / "exported"
+    export_model(out, gated_run, format="openvino")
+    return out
+
+
+@pytest.fixture(scope="session")
+def openvino_224(tmp_path_factory) -> Path:
+    """The default feature extractor as OpenVINO IR, fp32, no run."""
+    from stmil.deploy.export import export_model
+
+    require_onnx(("openvino",))
+    out = tmp_path_factory.mktemp("ov224") / "exported"
+    export_model(out, format="openvino")
     return out

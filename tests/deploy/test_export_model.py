@@ -219,3 +219,62 @@ def test_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 1
     assert_one_line_error(err, "pip install 'stmil[onnx]'")
     assert not (tmp_path / "x" / "features.onnx").exists()
+
+
+def test_openvino_export_replaces_the_onnx_one_and_is_verified(tmp_path, capsys):
+    from tests.deploy.conftest import require_onnx
+
+    require_onnx(("openvino",))
+    run = make_run(tmp_path / "run", gate=True, motion=False, size=64)
+    out = tmp_path / "x"
+    code, _, err = run_cli(capsys, "export-model", "--out", out, "--model", run)
+    assert code == 0, err
+    code, stdout, err = run_cli(capsys, "export-model", "--out", out, "--model", run,
+                                "--format", "openvino")
+    assert code == 0 and "(openvino, from ONNX opset 17" in stdout, err
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["features.bin", "features.xml", "manifest.json", "scorer.bin",
+                     "scorer.xml"]  # the ONNX graphs of the first export are gone
+    m = read_manifest(out)
+    assert m.graph_format == "openvino" and m.features["bin"]["file"] == "features.bin"
+    assert m.data["checked"]["openvino_features_rel_l2"] < 1e-5
+    assert m.data["checked"]["openvino_scores_max_abs"] <= m.data["checked"]["scores_tol"]
+    x = np.abs(np.random.default_rng(1).normal(size=(3, 49, 528))).astype(np.float32)
+    want = Detector.load(run).maps(x)
+    np.testing.assert_allclose(ExportedDetector.load(out).maps(x), want, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="--backend onnxruntime does not run"):
+        ExportedModel(out, "cpu", "onnxruntime")
+    with open(out / "features.bin", "r+b") as f:  # the weights are verified like the graph
+        f.seek(-4, 2)
+        f.write(b"\0\1\2\3")
+    with pytest.raises(ModelError, match="features.bin: not the file the manifest records"):
+        ExportedModel(out)
+
+
+def test_int8_quantises_on_calibration_videos_and_reports_its_error(tmp_path, capsys):
+    from stmil.deploy.quantize import calibration_clips
+    from stmil.features.motion import motion_energy
+    from tests.conftest import write_video
+    from tests.deploy.conftest import require_onnx
+    from tests.live.scene import scene_frames
+
+    code, _, err = run_cli(capsys, "export-model", "--out", tmp_path / "a", "--precision",
+                           "int8", "--calibration", "v.mkv")
+    assert code == 1 and "add --format openvino --calibration VIDEOS" in err
+    code, _, err = run_cli(capsys, "export-model", "--out", tmp_path / "b", "--calibration",
+                           "v.mkv")
+    assert code == 1 and "--calibration is for --precision int8" in err
+    require_onnx(("openvino", "nncf"))
+    video = write_video(tmp_path / "v.mkv", scene_frames(64, [(16, 48)], 7))
+    m = export_model(tmp_path / "int8", format="openvino", precision="int8", settings=SMALL,
+                     calibration=[video])
+    checked = m.data["checked"]
+    print("int8 vs PyTorch fp32 on the calibration clips (relative L2):", checked)
+    assert m.data["precision"] == "int8"
+    assert 1e-3 < checked["int8_features_rel_l2"] <= checked["int8_features_rel_l2_max"] < 0.5
+    clips = calibration_clips([video], SMALL)
+    assert len(clips) == 4  # every clip of the video (64 frames)
+    feats, motion = ExportedModel(tmp_path / "int8").features(clips)
+    assert feats.shape == (4, 49, 528)
+    np.testing.assert_allclose(motion, motion_energy(torch.from_numpy(clips), 7), rtol=0,
+                               atol=1.01e-6)  # the motion branch stays fp32

@@ -55,27 +55,42 @@ def test_fp16_features_error_on_vtest(tmp_path, extractor, export_224):
     assert (out / "features.onnx").stat().st_size < 0.6 * fp32_bytes  # weights in half
 
 
-def test_score_backend_onnxruntime_equals_torch(gated_run, gated_export, tmp_path, capsys):
+@pytest.mark.slow
+def test_openvino_features_match_pytorch_on_vtest(openvino_224, extractor):
+    clips = _vtest_clips()
+    ref = extractor(clips).numpy()
+    model = ExportedModel(openvino_224, "cpu")
+    assert model.backend == "openvino"
+    feats, _ = model.features(clips.numpy())
+    err = _rel_l2(feats, ref)
+    print("OpenVINO fp32 vs PyTorch fp32, relative L2 per vtest clip:", err)
+    assert (err <= 1e-4).all(), err
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_score_backend_equals_torch(backend, gated_run, tmp_path, capsys, request):
     """Same decoding, same files, same scores (1e-5) through the exported model."""
     from tests.live.scene import scene_frames
 
+    exported = request.getfixturevalue(
+        "gated_export" if backend == "onnxruntime" else "gated_export_openvino")
     video = write_video(tmp_path / "clip.mkv", scene_frames(64, [(20, 44)], 5))
     got = {}
-    for backend, model in (("torch", gated_run), ("onnxruntime", gated_export)):
-        out = tmp_path / backend
+    for name, model in (("torch", gated_run), (backend, exported)):
+        out = tmp_path / name
         code, stdout, err = run_cli(capsys, "score", video, "--model", model, "--out", out,
-                                    "--backend", backend, "--device", "cpu", "--quiet")
+                                    "--backend", name, "--device", "cpu", "--quiet")
         assert code == 0, err
-        got[backend] = json.loads((out / "clip.scores.json").read_text())
-    a, b = got["torch"], got["onnxruntime"]
+        got[name] = json.loads((out / "clip.scores.json").read_text())
+    a, b = got["torch"], got[backend]
     assert a.keys() == b.keys()
     for key in a.keys() - {"clip_maps", "frame_scores", "boxes"}:
         assert a[key] == b[key], key
     diff = np.abs(np.subtract(b["clip_maps"], a["clip_maps"])).max()
-    print("max |onnxruntime - torch| of the clip maps:", diff)
-    tol = read_manifest(gated_export).data["checked"]["scores_tol"]  # the gate's rounding
+    print(f"max |{backend} - torch| of the clip maps:", diff)
+    tol = read_manifest(exported).data["checked"]["scores_tol"]  # the gate's rounding
     np.testing.assert_allclose(b["frame_scores"], a["frame_scores"], rtol=0, atol=tol)
     np.testing.assert_allclose(b["clip_maps"], a["clip_maps"], rtol=0, atol=tol)
     assert max(a["frame_scores"]) > 0.01  # something to compare
     assert diff <= 1e-4 and tol <= 1e-4  # the issue's bound, on a gate of realistic width
-    assert Path(tmp_path / "onnxruntime" / "clip.scores.json").is_file()
+    assert Path(tmp_path / backend / "clip.scores.json").is_file()

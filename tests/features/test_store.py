@@ -124,6 +124,11 @@ def test_feature_meta_is_validated_when_made():
     with pytest.raises(FeatureError, match=r"^motion must be n_clips \(3\) lists of grid x grid "
                                            r"\(9\) finite numbers >= 0$"):
         dataclasses.replace(good, grid=3)  # its motion record is of grid 2
-    with pytest.raises(FeatureError, match="precision must be fp32 or bf16, got 'fp16'"):
-        dataclasses.replace(good, precision="fp16")
+    with pytest.raises(FeatureError, match=r"precision must be fp32, bf16, fp16 or int8 "
+                                           r"\(fp16, int8: an exported model's\), got 'fp64'"):
+        dataclasses.replace(good, precision="fp64")
+    with pytest.raises(FeatureError, match=r"^backend must be onnxruntime or openvino \(absent: "
+                                           r"PyTorch\), got 'torch'$"):
+        dataclasses.replace(good, backend="torch")  # PyTorch's files record no backend
+    assert dataclasses.replace(good, backend="openvino", precision="int8").backend == "openvino"
     assert dataclasses.replace(good, grid=3, motion=None).grid == 3

@@ -140,13 +140,13 @@ def test_a_reader_too_slow_for_the_source_says_how_far_behind(live_run, tmp_path
     7.9 - 2.63 s behind, and the heartbeat says so (dropping clips cannot help there)."""
     import stmil.live.watch
 
-    real = stmil.live.watch.to_model_input
+    real = stmil.live.watch.torch_resize  # the reader's resize of the torch backend
 
     def slow(*args, **kwargs):
         time.sleep(0.1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stmil.live.watch, "to_model_input", slow)
+    monkeypatch.setattr(stmil.live.watch, "torch_resize", slow)
     video = write_video(tmp_path / "v.mkv", scene_frames(80, [], 6))
     caplog.set_level(logging.INFO, logger="stmil")
     r = watch(str(video), live_run, event_config(live_run, threshold=0.99),

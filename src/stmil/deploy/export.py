@@ -1,4 +1,5 @@
-"""``stmil export-model``: the feature extractor (and a run's scorer) as ONNX graphs in a folder.
+"""``stmil export-model``: the feature extractor (and a run's scorer) as ONNX graphs in a folder
+(or, ``--format openvino``, as OpenVINO IR converted from them by ``openvino.convert_model``).
 
 An export folder holds ``features.onnx``, ``scorer.onnx`` (with ``--model RUN``) and
 ``manifest.json`` (:mod:`stmil.deploy.manifest`), committed as one unit through the folder's
@@ -7,14 +8,17 @@ replaced. Each graph is checked with ``onnx.checker`` (full check: strict shape 
 whose output shapes must be the manifest's) and run once with ONNX Runtime against PyTorch
 before anything is written: features of a random clip, scores of random features; the errors
 measured are recorded in the manifest (``checked``), and an fp32 graph off by more than
-:data:`FEATURES_TOL` / :data:`SCORES_TOL` is refused.
+:data:`FEATURES_TOL` / :data:`SCORES_TOL` is refused. An OpenVINO export converts those checked
+ONNX graphs (:func:`to_openvino`: the ONNX graph is stmil's own lowering, so one lowering serves
+both runtimes) and checks the IR the same way, run by OpenVINO's CPU plugin in float32.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,6 @@ import torch
 from stmil import __version__
 from stmil.atomic import check_writable
 from stmil.cuboids import pool_cuboids
-from stmil.deploy import FORMATS, PRECISIONS
 from stmil.deploy.builder import BATCH, OPSET
 from stmil.deploy.graphs import features_graph, scorer_graph
 from stmil.deploy.manifest import (
@@ -38,6 +41,9 @@ from stmil.deploy.manifest import (
     preprocess,
     read_manifest,
 )
+from stmil.deploy.quantize import calibration_clips, quantize_features
+from stmil.deploy.runtime import OpenVinoSession, require_openvino
+from stmil.deploy.settings import ModelFormat
 from stmil.errors import ConfigError, ModelError, StmilError
 from stmil.features.i3d import endpoint_channels
 from stmil.features.motion import DECIMALS, MOTION, motion_energy
@@ -100,21 +106,19 @@ class ClipSettings(Settings):
 
 
 def export_model(out: Path | str, run: Path | str | None = None, format: str = "onnx",
-                 precision: str = "fp32", settings: ClipSettings | None = None
-                 ) -> ExportManifest:
+                 precision: str = "fp32", settings: ClipSettings | None = None,
+                 calibration: Sequence[Path | str] | None = None) -> ExportManifest:
     """Export the feature extractor, and with ``run`` its scorer, into the folder ``out``.
 
     ``settings`` (only without ``run``: a run brings its own) choose the endpoint, grid and
-    clip geometry. Returns the manifest written. :class:`ConfigError` for a bad setting,
-    :class:`~stmil.errors.OutputError` for a file in ``out`` that is not stmil's,
-    :class:`ModelError` for a run that cannot be exported or a graph that does not match
-    PyTorch.
+    clip geometry. ``precision="int8"`` (OpenVINO only) quantises the feature graph on clips
+    of the ``calibration`` videos (:mod:`stmil.deploy.quantize`). Returns the manifest
+    written. :class:`ConfigError` for a bad setting, :class:`~stmil.errors.OutputError` for a
+    file in ``out`` that is not stmil's, :class:`ModelError` for a run that cannot be exported
+    or a graph that does not match PyTorch.
     """
-    if format not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
-                          f"{precision!r}")
+    graph_precision = ModelFormat(format, precision, None if calibration is None
+                                  else list(calibration)).graph_precision
     detector = None
     if run is not None:
         if settings is not None:
@@ -126,33 +130,41 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
     s = settings or ClipSettings()
     onnx, ort = require_onnx()
     out = check_writable(out)
-    names = [FEATURES_FILE, MANIFEST] + ([SCORER_FILE] if detector else [])
-    check_can_write(out, names)
+    names = [FEATURES_FILE] + ([SCORER_FILE] if detector else [])
+    if format == "openvino":
+        names = [n for name in names for n in _ir_names(name)]
+    check_can_write(out, [*names, MANIFEST])
 
     model = load_i3d(s.endpoint)
-    feats = features_graph(model, s.grid, s.clip_len, s.size, precision,
+    feats = features_graph(model, s.grid, s.clip_len, s.size, graph_precision,
                            {"stmil_version": __version__, "weights_sha256":
                             KINETICS400_RGB.sha256})
     n, c = s.grid * s.grid, endpoint_channels(s.endpoint)
     feats_io = ({"clips": [BATCH, 3, s.clip_len, s.size, s.size]},
                 {"features": [BATCH, n, c], "motion": [BATCH, n]})
     feats_bytes = _checked(onnx, feats, *feats_io, FEATURES_FILE)
-    checked = {"features_rel_l2": _check_features(ort, feats_bytes, model, s)}
-    if precision == "fp32" and not checked["features_rel_l2"] <= FEATURES_TOL:
+    checked = {"features_rel_l2": _check_features(_session(ort, feats_bytes), model, s)}
+    if graph_precision == "fp32" and not checked["features_rel_l2"] <= FEATURES_TOL:
         raise ModelError(f"the exported feature graph differs from PyTorch by relative L2 "
                          f"{checked['features_rel_l2']:.2e} (> {FEATURES_TOL:g}); please "
                          "report this")
     blobs = {FEATURES_FILE: feats_bytes}
     scorer_entry = None
     if detector is not None:
-        blobs[SCORER_FILE], scorer_entry = _export_scorer(onnx, ort, detector, Path(run), n, c,
-                                                          checked)
+        blobs[SCORER_FILE], scorer_entry = _scorer(onnx, ort, detector, Path(run), n, c, checked)
+    features_entry = _entry(FEATURES_FILE, feats_bytes, *feats_io)
+    if format == "openvino":
+        quantize = None if calibration is None else _int8(calibration, s, model, checked)
+        blobs, features_entry, scorer_entry = to_openvino(
+            blobs, features_entry, scorer_entry, precision, checked,
+            lambda session: _check_features(session, model, s),
+            lambda session: _check_scorer(session, detector, n, c), quantize)
     data = {
         "format": FORMAT, "version": VERSION, "stmil_version": __version__, "opset": OPSET,
-        "precision": precision,
+        "graph_format": format, "precision": precision,
         "clips": {"clip_len": s.clip_len, "stride": s.stride, "fps": s.fps, "tail": s.tail},
         "preprocess": preprocess(s.size),
-        "features": _entry(FEATURES_FILE, feats_bytes, *feats_io) | {
+        "features": features_entry | {
             "endpoint": s.endpoint, "grid": s.grid, "channels": c, "motion_rule": MOTION,
             "motion_decimals": DECIMALS,
             "weights": {"name": KINETICS400_RGB.name, "sha256": KINETICS400_RGB.sha256}},
@@ -165,31 +177,96 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
     text = manifest.text()
     commit(out, [*writes, (out / MANIFEST, lambda t: t.write_text(text, encoding="utf-8"))],
            "export-model")
-    if detector is None:  # a scorer of an earlier export would not match this manifest
-        prune(out, [SCORER_FILE])
+    # graphs of an earlier export (a scorer, the other format) would not match this manifest
+    prune(out, [name for name in GRAPH_FILES if name not in blobs])
     return read_manifest(out)
 
 
-def _export_scorer(onnx: Any, ort: Any, detector: Detector, run: Path, n: int, c: int,
-                   checked: dict[str, float]) -> tuple[bytes, dict]:
-    """The run's scorer as an ONNX graph for ``n`` cuboids of ``c`` channels, checked against
-    the run's own scores (adding ``scores_max_abs`` and ``scores_tol`` to ``checked``), and
-    its manifest entry; :class:`ModelError` when the graph does not match."""
+def _int8(videos: Sequence[Path | str], s: ClipSettings, model: torch.nn.Module,
+          checked: dict) -> Callable[[bytes, bytes], tuple[bytes, bytes]]:
+    """The quantiser :func:`to_openvino` applies to the feature IR, on clips of ``videos``
+    (decoded now, so a bad video fails before the conversion)."""
+    clips = calibration_clips(videos, s)
+    return lambda xml, bin_: quantize_features(xml, bin_, clips, model, s.grid, checked)
+
+
+def _scorer(onnx: Any, ort: Any, detector: Detector, run: Path, n: int, c: int,
+            checked: dict) -> tuple[bytes, dict[str, Any]]:
+    """The run's scorer graph, checked (``checked``: ``scores_max_abs``, ``scores_tol``), and
+    its manifest entry."""
     inputs = {"features": [BATCH, n, c]} | (
         {"motion": [BATCH, n]} if detector.config.motion == "gate" else {})
     scorer = scorer_graph(detector, n, {"stmil_version": __version__})
     blob = _checked(onnx, scorer, inputs, {"maps": [BATCH, n]}, SCORER_FILE)
-    checked["scores_max_abs"] = _check_scorer(ort, blob, detector, n, c)
+    checked["scores_max_abs"] = _check_scorer(_session(ort, blob), detector, n, c)
     checked["scores_tol"] = scores_tolerance(detector)
     if not checked["scores_max_abs"] <= checked["scores_tol"]:
         raise ModelError(f"the exported scorer differs from the run's by "
                          f"{checked['scores_max_abs']:.2e} (> {checked['scores_tol']:.1e})"
                          "; please report this")
-    entry = _entry(SCORER_FILE, blob, inputs, {"maps": [BATCH, n]}) | {
-        "run": str(run.resolve()),
-        "model_sha256": sha256_of(run / MODEL),
+    return blob, _entry(SCORER_FILE, blob, inputs, {"maps": [BATCH, n]}) | {
+        "run": str(run.resolve()), "model_sha256": sha256_of(run / MODEL),
         "config": dict(detector.config.recorded)}
-    return blob, entry
+
+
+def _ir_names(onnx_name: str) -> tuple[str, str]:
+    """The OpenVINO IR files of an ONNX graph file: ``features.onnx`` -> ``features.xml``,
+    ``features.bin``."""
+    stem = Path(onnx_name).stem
+    return f"{stem}.xml", f"{stem}.bin"
+
+
+#: Every graph file an export may hold (what a new export removes when it no longer makes it).
+GRAPH_FILES = (FEATURES_FILE, SCORER_FILE, *_ir_names(FEATURES_FILE), *_ir_names(SCORER_FILE))
+
+
+def to_openvino(blobs: dict[str, bytes], features_entry: dict, scorer_entry: dict | None,
+                precision: str, checked: dict, check_features: Callable[[Any], float],
+                check_scorer: Callable[[Any], float],
+                quantize: Callable[[bytes, bytes], tuple[bytes, bytes]] | None = None
+                ) -> tuple[dict[str, bytes], dict, dict | None]:
+    """The checked ONNX graphs ``blobs`` as OpenVINO IR (``openvino.convert_model``, then
+    ``save_model``: weights kept fp32, or compressed to fp16 for ``precision`` fp16), each run
+    once by OpenVINO and checked like the ONNX graphs (``checked``: ``openvino_features_rel_l2``,
+    ``openvino_scores_max_abs``; fp32 features over :data:`FEATURES_TOL` or scores over the
+    tolerance are refused). ``quantize``: applied to the feature IR (``--precision int8``),
+    which is then measured by it, not by ``check_features``. Returns the IR blobs and the two
+    manifest entries."""
+    ov = require_openvino()
+    out: dict[str, bytes] = {}
+    entries = {FEATURES_FILE: features_entry, SCORER_FILE: scorer_entry}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, blob in blobs.items():
+            src, (xml, bin_) = Path(tmp) / name, _ir_names(name)
+            src.write_bytes(blob)
+            ov.save_model(ov.convert_model(str(src)), str(Path(tmp) / xml),
+                          compress_to_fp16=precision == "fp16")
+            out[xml], out[bin_] = (Path(tmp) / xml).read_bytes(), (Path(tmp) / bin_).read_bytes()
+            if quantize is not None and name == FEATURES_FILE:
+                out[xml], out[bin_] = quantize(out[xml], out[bin_])
+                (Path(tmp) / xml).write_bytes(out[xml])
+                (Path(tmp) / bin_).write_bytes(out[bin_])
+            entry = entries[name]
+            session = OpenVinoSession(Path(tmp) / xml, list(entry["outputs"]))
+            if name == FEATURES_FILE:
+                err = checked["openvino_features_rel_l2"] = check_features(session)
+                bad = precision == "fp32" and not err <= FEATURES_TOL
+                if precision == "int8":  # measured on the calibration clips instead
+                    del checked["openvino_features_rel_l2"]
+            else:
+                err = checked["openvino_scores_max_abs"] = check_scorer(session)
+                bad = not err <= checked["scores_tol"]
+            if bad:
+                raise ModelError(f"the OpenVINO {xml} differs from PyTorch by {err:.2e}; "
+                                 "please report this")
+            entries[name] = _entry(xml, out[xml], entry["inputs"], entry["outputs"]) | {
+                k: v for k, v in entry.items() if k not in _ENTRY_KEYS} | {"bin": {
+                    "file": bin_, "bytes": len(out[bin_]),
+                    "sha256": hashlib.sha256(out[bin_]).hexdigest()}}
+    return out, entries[FEATURES_FILE], entries[SCORER_FILE]
+
+
+_ENTRY_KEYS = ("file", "bytes", "sha256", "inputs", "outputs")
 
 
 def scores_tolerance(detector: Detector) -> float:
@@ -244,12 +321,13 @@ def _session(ort: Any, blob: bytes) -> Any:
 
 
 @torch.no_grad()
-def _check_features(ort: Any, blob: bytes, model: torch.nn.Module, s: ClipSettings) -> float:
-    """Relative L2 error of the graph's features of one random clip against PyTorch fp32;
-    its motion energy must match :func:`~stmil.features.motion.motion_energy`."""
+def _check_features(session: Any, model: torch.nn.Module, s: ClipSettings) -> float:
+    """Relative L2 error of the features ``session`` (the graph's ONNX Runtime session, or an
+    OpenVINO one) gives of one random clip against PyTorch fp32; its motion energy must match
+    :func:`~stmil.features.motion.motion_energy`."""
     clip = torch.rand(1, 3, s.clip_len, s.size, s.size,
                       generator=torch.Generator().manual_seed(0)) * 2 - 1
-    feats, motion = _session(ort, blob).run(None, {"clips": clip.numpy()})
+    feats, motion = session.run(None, {"clips": clip.numpy()})
     ref = pool_cuboids(model(clip), s.grid).numpy()
     if not np.allclose(np.round(motion.astype(np.float64), DECIMALS),
                        motion_energy(clip, s.grid), atol=2 * 10.0 ** -DECIMALS):
@@ -257,9 +335,9 @@ def _check_features(ort: Any, blob: bytes, model: torch.nn.Module, s: ClipSettin
     return float(np.linalg.norm(feats - ref) / np.linalg.norm(ref))
 
 
-def _check_scorer(ort: Any, blob: bytes, detector: Detector, n: int, c: int) -> float:
-    """Largest absolute difference of the graph's scores of random features (and motion)
-    from :meth:`Detector.maps`. With a memory gate, the features run from bank entries to
+def _check_scorer(session: Any, detector: Detector, n: int, c: int) -> float:
+    """Largest absolute difference of the scores ``session`` gives of random features (and
+    motion) from :meth:`Detector.maps`. With a memory gate, the features run from bank entries to
     random directions (:func:`gate_probe`), so that the gate takes every value in ``[0, 1]``."""
     rng = np.random.default_rng(0)
     x = np.abs(rng.normal(size=(4, n, c))).astype(np.float32)
@@ -270,7 +348,7 @@ def _check_scorer(ort: Any, blob: bytes, detector: Detector, n: int, c: int) -> 
     motion = np.round(motion, DECIMALS)
     feeds = {"features": x} | (
         {"motion": motion.astype(np.float32)} if detector.config.motion == "gate" else {})
-    got = _session(ort, blob).run(None, feeds)[0]
+    got = session.run(None, feeds)[0]
     want = detector.maps(x, motion)
     return float(np.abs(got - want).max())
 

@@ -21,7 +21,12 @@ run's whole recorded config. An example (``stmil export-model --out exported --m
                 "outputs": {"maps": ["batch", 49]},
                 "run": "/abs/path/of/RUN", "model_sha256": "...", "config": {...}}}
 
-``scorer`` is null for an export without ``--model``. Pixels become model input as
+``scorer`` is null for an export without ``--model``. ``graph_format`` (absent in the first
+exports: ``onnx``) says what the graph files are: ``onnx`` (``features.onnx``, run by ONNX
+Runtime) or ``openvino`` (OpenVINO IR: ``features.xml`` with its weights ``features.bin``,
+recorded as the entry's ``bin``: file, bytes and SHA-256, verified like the graph).
+
+Pixels become model input as
 ``(pixel - mean) * scale`` clamped to ``clamp``, after the whole frame (no crop) is resized to
 ``size`` x ``size``. All tensors are float32. ``motion`` (features output, scorer input) is
 rounded to ``motion_decimals`` decimals between the two, as ``stmil extract`` stores it.
@@ -36,12 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stmil.errors import ModelError
+from stmil.errors import ConfigError, ModelError
 from stmil.ownership import sha256_of
 
 MANIFEST = "manifest.json"
 FEATURES_FILE = "features.onnx"
 SCORER_FILE = "scorer.onnx"
+#: The runtime (``--backend``) of each ``graph_format`` (``export-model --format``).
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 FORMAT = "stmil-exported-model"
 VERSION = 1
 #: Pixel values 0..255 -> model input, as :mod:`stmil.features.resize` computes it.
@@ -67,6 +74,11 @@ class ExportManifest:
     @property
     def scorer(self) -> Mapping[str, Any] | None:
         return self.data["scorer"]
+
+    @property
+    def graph_format(self) -> str:
+        """``onnx`` or ``openvino`` (:data:`RUNTIMES`)."""
+        return self.data.get("graph_format", "onnx")
 
     @property
     def size(self) -> int:
@@ -150,6 +162,8 @@ def _problem(data: Any) -> str | None:
             return f"clips.{key} is {data['clips'].get(key)!r}, not a whole number >= 1"
     if not _count(data["preprocess"].get("size")):
         return f"preprocess.size is {data['preprocess'].get('size')!r}"
+    if data.get("graph_format", "onnx") not in RUNTIMES:
+        return f"graph_format is {data.get('graph_format')!r}, not one of {', '.join(RUNTIMES)}"
     fps = data["clips"].get("fps")
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         return f"clips.fps is {fps!r}"
@@ -162,6 +176,11 @@ def _count(v: object) -> bool:
 
 def _verify(path: Path, entry: Mapping[str, Any]) -> None:
     """:class:`ModelError` unless ``path`` has the size and SHA-256 its entry records."""
+    if "bin" in entry:  # OpenVINO IR: the weights beside the graph
+        if not isinstance(entry["bin"], dict) or not isinstance(entry["bin"].get("file"), str):
+            raise ModelError(f"{path.parent / MANIFEST}: bin of {entry['file']} is not a file "
+                             f"entry; {AGAIN}")
+        _verify(path.parent / str(entry["bin"]["file"]), entry["bin"])
     if Path(entry["file"]).name != entry["file"]:
         raise ModelError(f"{path}: the manifest names a file outside its folder; {AGAIN}")
     try:
@@ -171,3 +190,18 @@ def _verify(path: Path, entry: Mapping[str, Any]) -> None:
     if size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
         raise ModelError(f"{path}: not the file the manifest records (changed, or an export "
                          f"was interrupted); {AGAIN}")
+
+
+def check_export(manifest: ExportManifest, endpoint: str, grid: int, size: int,
+                 clip_len: int) -> None:
+    """:class:`ConfigError` naming the export unless its feature graph computes ``endpoint``
+    features on a ``grid`` x ``grid`` grid of clips of ``clip_len`` frames of ``size``
+    pixels."""
+    f = manifest.features
+    have = (f["endpoint"], f["grid"], manifest.size, manifest.clips["clip_len"])
+    want = (endpoint, grid, size, clip_len)
+    if have != want:
+        what = "endpoint {}, grid {}, size {}, clip_len {}"
+        raise ConfigError(f"{manifest.folder}: its feature graph computes {what.format(*have)}"
+                          f", not the {what.format(*want)} asked for; export one with stmil "
+                          "export-model (or drop --exported: stmil exports one into its cache)")

@@ -1,10 +1,11 @@
-"""An export folder run with ONNX Runtime: numpy in, numpy out, no PyTorch.
+"""An export folder run with ONNX Runtime or OpenVINO: numpy in, numpy out, no PyTorch.
 
 :class:`ExportedModel` verifies the folder (:func:`~stmil.deploy.manifest.read_manifest`) and
 runs its graphs: :meth:`~ExportedModel.features` (clips -> cuboid features and motion energy)
 and :meth:`~ExportedModel.maps` (features -> cuboid scores, the run's gates included). It
 imports neither torch nor PyAV, so a runtime that decodes frames itself needs only numpy and
-``onnxruntime``; :mod:`stmil.deploy.backend` plugs it into stmil's own decoding.
+``onnxruntime`` (or ``openvino`` for an OpenVINO export); :mod:`stmil.deploy.backend` plugs it
+into stmil's own decoding.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from stmil.deploy.manifest import ExportManifest, read_manifest
+from stmil.deploy.manifest import RUNTIMES, ExportManifest, read_manifest
 from stmil.errors import ConfigError, ModelError, StmilError
 
 EXTRA = "pip install 'stmil[onnx]'"
+OPENVINO_EXTRA = "pip install 'stmil[openvino]'"
 #: Instances scored per run of the scorer graph: bounds the memory gate's similarity matrix
 #: (rows x bank entries), as :data:`stmil.mil.memory.CHUNK` does in PyTorch.
 ROWS = 1024
@@ -31,6 +33,33 @@ def require_onnxruntime() -> Any:
         raise StmilError(f"running an exported model needs the onnx extra (onnxruntime is "
                          f"missing): {EXTRA}") from None
     return onnxruntime
+
+
+def require_openvino() -> Any:
+    """The ``openvino`` module; :class:`StmilError` naming the extra when it is missing."""
+    try:
+        import openvino
+    except ImportError:
+        raise StmilError(f"running an OpenVINO export needs the openvino extra (openvino is "
+                         f"missing): {OPENVINO_EXTRA}") from None
+    return openvino
+
+
+class OpenVinoSession:
+    """An OpenVINO graph (IR ``.xml`` or ONNX) compiled for its CPU plugin, behind ONNX
+    Runtime's ``run(None, feeds)``: the outputs ``names`` in that order. Arithmetic is float32
+    (``INFERENCE_PRECISION_HINT``: on a CPU with bf16 or AMX OpenVINO would otherwise use
+    bf16, about 1e-2 off)."""
+
+    def __init__(self, path: Path | str, names: list[str]) -> None:
+        ov = require_openvino()
+        self.compiled = ov.Core().compile_model(str(path), "CPU",
+                                                {"INFERENCE_PRECISION_HINT": "f32"})
+        self.names = names
+
+    def run(self, _outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.compiled(feeds)
+        return [np.asarray(result[self.compiled.output(n)]) for n in self.names]
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -51,13 +80,30 @@ def providers(device: str = "auto") -> list[str]:
 class ExportedModel:
     """The graphs of an export folder, verified, each loaded on first use.
 
-    ``device``: as :func:`providers`. Sessions use ONNX Runtime's defaults otherwise (all
-    graph optimisations, one intra-op thread per physical core).
+    ``device``: as :func:`providers` (OpenVINO: its CPU plugin, ``auto`` or ``cpu``).
+    ``backend``: the runtime, which must be the export's (:data:`RUNTIMES`: ``onnxruntime``
+    for ``--format onnx``, ``openvino`` for ``--format openvino``); None: the export's.
+    Sessions use the runtime's defaults otherwise (all graph optimisations, one thread per
+    physical core).
     """
 
-    def __init__(self, folder: Path | str, device: str = "auto") -> None:
+    def __init__(self, folder: Path | str, device: str = "auto",
+                 backend: str | None = None) -> None:
         self.manifest: ExportManifest = read_manifest(folder)
-        self.providers = providers(device)
+        fmt = self.manifest.graph_format
+        self.backend = RUNTIMES[fmt]
+        if backend is not None and backend != self.backend:
+            raise ConfigError(f"{self.manifest.folder}: an {fmt} export, which --backend "
+                              f"{backend} does not run; use --backend {self.backend}, or "
+                              f"export with stmil export-model --format "
+                              f"{dict(map(reversed, RUNTIMES.items())).get(backend, 'onnx')}")
+        if self.backend == "openvino":
+            if device not in ("auto", "cpu"):
+                raise ConfigError(f"--device {device}: stmil runs OpenVINO exports on the CPU; "
+                                  "use --device cpu, or an ONNX export for CUDA")
+            self.providers: list[str] = []
+        else:
+            self.providers = providers(device)
         self._sessions: dict[str, Any] = {}
 
     @property
@@ -71,9 +117,12 @@ class ExportedModel:
             if entry is None:
                 raise ModelError(f"{self.manifest.folder}: exported without a run, so it holds "
                                  "no scorer; export with stmil export-model --model RUN")
-            ort = require_onnxruntime()
-            self._sessions[which] = ort.InferenceSession(
-                str(self.manifest.path(entry)), providers=self.providers)
+            path = self.manifest.path(entry)
+            if self.backend == "openvino":
+                self._sessions[which] = OpenVinoSession(path, list(entry["outputs"]))
+            else:
+                self._sessions[which] = require_onnxruntime().InferenceSession(
+                    str(path), providers=self.providers)
         return self._sessions[which]
 
     def features(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

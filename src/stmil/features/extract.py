@@ -58,6 +58,8 @@ class FeatureExtractor:
     GPUs, at a relative error of about 1e-2 (see benchmarks/NOTES.md).
     """
 
+    backend = "torch"
+
     def __init__(self, endpoint: str = "Mixed_4e", grid: int = 7, device: str = "auto",
                  precision: str = "fp32"):
         if endpoint == "Logits":
@@ -149,10 +151,17 @@ def feature_meta(source: dict, info: VideoInfo, stats: dict, s: ExtractSettings,
         width=info.width, height=info.height, rotation=info.rotation, clip_len=s.clip_len,
         stride=s.stride,
         size=s.size, grid=extractor.grid, endpoint=extractor.endpoint,
-        precision=extractor.precision, tail=s.tail, n_clips=int(motion.shape[0]),
+        precision=extractor.precision, backend=recorded_backend(extractor), tail=s.tail,
+        n_clips=int(motion.shape[0]),
         channels=extractor.channels, dtype="float16", resize=RESIZE,
         weights=KINETICS400_RGB.name, weights_sha256=KINETICS400_RGB.sha256,
         stmil_version=__version__, motion_rule=MOTION, motion=motion)
+
+
+def recorded_backend(extractor: FeatureExtractor) -> str | None:
+    """What a feature file records as its ``backend``: None for PyTorch (as every file before
+    backends), else the runtime's name."""
+    return None if extractor.backend == "torch" else extractor.backend
 
 
 def legacy_ours(path: Path) -> bool:
@@ -171,7 +180,8 @@ def settings_mismatch(meta: FeatureMeta, s: ExtractSettings,
     now = {"clip_len": s.clip_len, "stride": s.stride, "size": s.size, "tail": s.tail,
            "fps": s.fps or meta.source_fps, "grid": extractor.grid,
            "endpoint": extractor.endpoint, "weights_sha256": KINETICS400_RGB.sha256,
-           "precision": extractor.precision, "resize": RESIZE}
+           "precision": extractor.precision, "backend": recorded_backend(extractor),
+           "resize": RESIZE}
     for key, value in now.items():
         if getattr(meta, key) != value:
             return f"{key} {getattr(meta, key)!r} (now {value!r})"

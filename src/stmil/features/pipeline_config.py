@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stmil.device import DEVICES
 from stmil.errors import ConfigError
-from stmil.settings import Settings, check, check_number, setting
+from stmil.settings import Settings, check, check_number, require, setting
 
 RESIZE_ON = ("auto", "worker", "device")
 TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
@@ -37,6 +37,24 @@ def map_side(size: int, endpoint: str) -> int:
     """Side of I3D's feature map at ``endpoint`` for ``size x size`` frames (14 for 224 at
     ``Mixed_4e``); ``KeyError`` for a name that is not a feature-map endpoint."""
     return -(-size // ENDPOINT_STRIDES[endpoint])
+
+
+#: ``--backend`` of ``extract``, ``score`` and ``watch``: PyTorch, or an exported model run by
+#: ONNX Runtime (``--format onnx``) or OpenVINO (``--format openvino``).
+BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_HELP = ("what runs I3D: torch, or a graph exported by stmil export-model run by "
+                "onnxruntime or openvino (stmil[onnx] / stmil[openvino]; docs/deploy.md)")
+EXPORTED_HELP = ("an export folder (stmil export-model --out) whose feature graph an exported "
+                 "--backend runs (default: one exported once into stmil's cache)")
+
+
+def backend_rules(backend: str, exported: object) -> None:
+    """The rule of ``--backend`` and ``--exported``, for every settings class that holds both:
+    ``exported`` is the export whose feature graph an exported backend runs; PyTorch runs its
+    own network."""
+    require(exported is None or backend != "torch",
+            "{exported} runs an exported feature graph, which {backend} torch does not: add "
+            "{backend} onnxruntime (or openvino), or drop {exported}", "exported", "backend")
 
 
 def check_fps(fps: float | None) -> float | None:
@@ -99,7 +117,10 @@ class PipelineConfig(Settings):
 @dataclass(frozen=True)
 class ExtractSettings(Settings):
     """How clips are cut; written into every feature file's metadata and read by the decode
-    workers."""
+    workers. ``backend``: what runs the network (``torch``, or ``onnxruntime`` on an exported
+    feature graph: the one in the export folder ``exported``, else one exported once into
+    stmil's cache; :mod:`stmil.deploy.backend`), recorded in the feature files when it is not
+    PyTorch."""
 
     clip_len: int = setting(16, "frames per clip", lo=1, hi=MAX_CLIP)
     stride: int = setting(16, "frames between clip starts", lo=1, hi=MAX_CLIP)
@@ -111,6 +132,11 @@ class ExtractSettings(Settings):
     tail: str = setting("drop", "trailing partial clip: drop it or pad with the last frame",
                         choices=TAIL_POLICIES)
     batch_size: int = setting(8, "clips per forward pass", lo=1, hi=MAX_BATCH)
+    backend: str = setting("torch", BACKEND_HELP, choices=BACKENDS)
+    exported: Path | None = setting(None, EXPORTED_HELP)
+
+    def rules(self) -> None:
+        backend_rules(self.backend, self.exported)
 
     def check_grid(self, grid: int, endpoint: str | None = None) -> None:
         """:class:`ConfigError` unless a G x G grid fits the feature map at ``endpoint`` of

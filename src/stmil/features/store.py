@@ -36,7 +36,7 @@ import numpy as np
 
 from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import OutputError, StmilError
-from stmil.features.pipeline_config import TAIL_POLICIES
+from stmil.features.pipeline_config import BACKENDS, TAIL_POLICIES
 from stmil.ownership import check_can_write, commit
 from stmil.timeline import clip_frame_ranges
 
@@ -44,9 +44,17 @@ log = logging.getLogger(__name__)
 
 #: The version :func:`write_features` writes; files without ``schema_version`` are version 0.
 SCHEMA_VERSION = 1
-# Metadata that must agree between every video of one run.
+# Metadata that must agree between every video of one run (one features folder). Among them,
+# what computed the features: ``precision`` (fp32, bf16, an export's fp16) and ``backend`` (absent
+# for PyTorch; ``onnxruntime``): features of two precisions or two backends are never bitwise
+# equal (ONNX Runtime fp32 is PyTorch fp32 to ~1e-6 relative), so they never mix in one folder.
+# ``extract`` refuses to add to a folder made otherwise (``settings_mismatch``), training and
+# evaluation refuse a folder that mixes them (:func:`load_dataset_features`).
 CONSISTENT_KEYS = ("grid", "size", "endpoint", "clip_len", "stride", "channels", "weights_sha256",
-                   "precision")
+                   "precision", "backend")
+#: ``backend`` values a feature file may record: the runtimes of exported models (PyTorch's
+#: features record none).
+EXPORTED_BACKENDS = tuple(b for b in BACKENDS if b != "torch")
 REEXTRACT = "re-extract it with stmil extract --overwrite"
 NOT_OURS = "move it away, or use another output folder (stmil replaces only its own features)"
 
@@ -107,7 +115,10 @@ FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "size": _COUNT,
     "grid": _COUNT,
     "endpoint": (_text, "an I3D endpoint name"),
-    "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+    "precision": (lambda v: v in ("fp32", "bf16", "fp16", "int8"),
+                  "fp32, bf16, fp16 or int8 (fp16, int8: an exported model's)"),
+    "backend": (lambda v: v in EXPORTED_BACKENDS,
+                f"{' or '.join(EXPORTED_BACKENDS)} (absent: PyTorch)"),
     "tail": (lambda v: v in TAIL_POLICIES, f"one of {', '.join(TAIL_POLICIES)}"),
     "n_clips": _COUNT,
     "channels": _COUNT,
@@ -137,7 +148,9 @@ class FeatureMeta:
     ``size``;
     ``tail``: what became of a last partial clip. Features: ``channels`` numbers for each of
     ``grid`` x ``grid`` cuboids, from ``endpoint`` (``import:<format>`` for imported ones) at
-    ``precision``. ``motion``: the motion energy ``(n_clips, G*G)`` float64 of each cuboid
+    ``precision``, computed by ``backend`` (None: PyTorch, or imported; ``onnxruntime``: an
+    exported feature graph, ``stmil extract --backend``). ``motion``: the motion energy
+    ``(n_clips, G*G)`` float64 of each cuboid
     (read-only), None for imported features or older files. ``npy_bytes`` / ``npy_sha256``:
     the array file's bytes, set by :func:`write_features`. Fields that may be None are those a
     file may lack (imported features, files of older stmil versions).
@@ -159,6 +172,7 @@ class FeatureMeta:
     grid: int
     endpoint: str
     precision: str | None = None
+    backend: str | None = None
     tail: str
     n_clips: int
     channels: int

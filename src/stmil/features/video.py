@@ -33,6 +33,8 @@ from stmil.features.pipeline_config import (
 )
 from stmil.features.resize import resize_frames
 from stmil.files import av_path
+from stmil.files import one_line as _one_line
+from stmil.timeline import resample_indices
 
 
 class VideoError(StmilError, ValueError):
@@ -65,13 +67,6 @@ def _not_utf8(e: UnicodeDecodeError) -> str:
     """Why a video whose metadata PyAV cannot decode is refused, and the fix."""
     return (f"its metadata (tags, brands) is not UTF-8 ({e.reason} at byte {e.start}), which "
             f"PyAV cannot read; remux it without it: ffmpeg -i IN -map_metadata -1 -c copy OUT")
-
-
-def _one_line(e: BaseException) -> str:
-    """An FFmpeg error as a short phrase: no errno prefix, no repeated file name."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
-    return re.sub(r": '[^']*'$", "", text)
 
 
 def probe(path: Path | str) -> VideoInfo:
@@ -191,14 +186,6 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
         raise VideoError(path, f"truncated video: decoded {end:.2f} s of {claimed:.2f} s")
     if n == 0:
         raise VideoError(path, "no frames could be decoded")
-
-
-def resample_indices(src_fps: float, fps: float | None) -> Iterator[int]:
-    """Source frame index of each sampled frame: ``floor(k * src_fps / fps)``, k = 0, 1, ..."""
-    k = 0
-    while True:
-        yield k if fps is None else int(math.floor(k * src_fps / fps + 1e-9))
-        k += 1
 
 
 def to_model_input(frames: np.ndarray | Tensor, size: int = 224) -> Tensor:

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stmil.device import DEVICES
-from stmil.features.pipeline_config import FPS_RANGE, MAX_CLIP, PRECISIONS
+from stmil.features.pipeline_config import (
+    BACKEND_HELP,
+    BACKENDS,
+    EXPORTED_HELP,
+    FPS_RANGE,
+    MAX_CLIP,
+    PRECISIONS,
+    backend_rules,
+)
 from stmil.live.clip import MAX_SECONDS as CLIP_SECONDS
 from stmil.live.clip import POST_ROLL, PRE_ROLL, RING_SECONDS
 from stmil.live.incidents import MAX_SECONDS, EventConfig
@@ -52,6 +60,10 @@ class WatchConfig(Settings):
                                 "extra; docs/serve.md)", lo=1, hi=65535, metavar="PORT")
     serve_host: str = setting(LOOPBACK, "address of the --serve page (127.0.0.1: this "
                               "machine only; another is warned)", flag="host")
+    backend: str = setting("torch", BACKEND_HELP + "; with onnxruntime or openvino, --model "
+                           "may also be an export made with --model RUN, and PyTorch is not "
+                           "imported", choices=BACKENDS)
+    exported: Path | None = setting(None, EXPORTED_HELP)
 
     def rules(self) -> None:
         require(self.max_backoff >= self.backoff,
@@ -64,6 +76,10 @@ class WatchConfig(Settings):
         require(self.serve is not None or host == LOOPBACK,
                 f"{{serve_host}} must be given with {{serve}} PORT (it is the live page's "
                 f"address), got {host} alone", "serve_host", "serve")
+        backend_rules(self.backend, self.exported)
+        require(self.backend == "torch" or self.precision in (None, "fp32"),
+                f"{{precision}} {self.precision} is PyTorch's; {{backend}} {self.backend} runs "
+                "the export's own precision", "precision", "backend")
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,8 @@ class WatchOptions(Settings):
 
     source: str = setting(help="video file, URL (rtsp, rtmp, http(s), tcp, udp...) or "
                           "/dev/videoN", positional=True)
-    model: Path = setting(help="run folder")
+    model: Path = setting(help="run folder (an export folder made with --model RUN, with "
+                          "--backend onnxruntime or openvino)")
     out: Path | None = setting(None, "append the JSON lines here (default: stdout)")
     name: str | None = setting(None, "name of the evidence files, NAME.incident-NNN.jpg/.mp4 "
                                "(default: the file's or camera's name, or the URL's "

@@ -42,17 +42,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
-import torch
 
 from stmil.cuboids import cuboid_boxes, predicted_boxes
-from stmil.errors import ConfigError, StmilError
-from stmil.features.motion import motion_energy
-from stmil.features.video import _one_line, resample_indices, to_model_input
+from stmil.deploy.manifest import MANIFEST, check_export
+from stmil.deploy.preprocess import resize_frames as numpy_resize
+from stmil.deploy.runtime import ExportedModel
+from stmil.errors import ConfigError, ModelError, StmilError
 from stmil.files import av_path
+from stmil.files import one_line as _one_line
 from stmil.live.clip import ClipRecorder, prepare_clips_dir
 from stmil.live.incidents import (
     ClipScore,
@@ -65,7 +66,10 @@ from stmil.live.incidents import (
 )
 from stmil.live.settings import WatchConfig
 from stmil.live.snapshot import describe, prepare_evidence_dir, snapshot_name, write_snapshot
-from stmil.mil.detector import Detector
+from stmil.timeline import resample_indices
+
+if TYPE_CHECKING:
+    from stmil.mil.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +155,13 @@ def first_incident_id(name: str, source: str, out: Path | None,
 
 @dataclass
 class Clip:
-    """A clip handed from the reader to the scorer: ``(3, T, S, S)`` frames in [-1, 1], its
+    """A clip handed from the reader to the scorer: ``(3, T, S, S)`` float32 frames in [-1, 1]
+    (numpy: no PyTorch on an exported model), its
     source frames ``[start, end)`` (counted over the whole watch), the raw middle frame
     ``(H, W, 3)`` for snapshots (its size is the one the clip's boxes are in: a stream may
     change size), and when its last frame arrived (``time.monotonic``)."""
 
-    frames: torch.Tensor
+    frames: np.ndarray
     start: int
     end: int
     middle: np.ndarray
@@ -236,8 +241,12 @@ class Reader(threading.Thread):
 
     def __init__(self, container, stream, src_fps: float, settings: dict, out: queue.Queue,
                  stats: Stats, stop: threading.Event, drop: bool, realtime: bool,
-                 offset: int, recorder=None, paced: bool = False):
+                 offset: int, recorder=None, paced: bool = False,
+                 resize: Callable[[np.ndarray, int], np.ndarray] | None = None):
         super().__init__(daemon=True)
+        # frames (N, H, W, 3) uint8 -> model input (N, 3, S, S) float32: the one resize
+        # definition, PyTorch's or the numpy one of an exported model (stmil.deploy.preprocess)
+        self.resize = resize or torch_resize
         self.container, self.stream, self.src_fps = container, stream, src_fps
         self.s, self.out, self.stats, self.stop = settings, out, stats, stop
         self.drop, self.realtime, self.offset = drop, realtime, offset
@@ -249,7 +258,7 @@ class Reader(threading.Thread):
 
         s = self.s
         clip_len, stride, size = s["clip_len"], s["stride"], s["size"]
-        window: deque[tuple[torch.Tensor, int, np.ndarray]] = deque(maxlen=clip_len)
+        window: deque[tuple[np.ndarray, int, np.ndarray]] = deque(maxlen=clip_len)
         wanted = resample_indices(self.src_fps, s["fps"])
         next_src, n_sampled, last_start = next(wanted), 0, -stride
         t0 = None
@@ -272,7 +281,7 @@ class Reader(threading.Thread):
                 if src < next_src:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
-                resized = to_model_input(rgb[None], size)[0]
+                resized = self.resize(rgb[None], size)[0]
                 while next_src == src:
                     window.append((resized, src + self.offset, rgb))
                     n_sampled += 1
@@ -299,7 +308,7 @@ class Reader(threading.Thread):
         self._put(end)
 
     def _hand(self, window, arrived: float, end: int | None = None) -> None:
-        frames = torch.stack([f for f, _, _ in window], dim=1)
+        frames = np.stack([f for f, _, _ in window], axis=1)
         first, last = window[0][1], window[-1][1]
         clip = Clip(frames, first, end if end is not None else last + 1,
                     window[len(window) // 2][2], arrived)
@@ -321,6 +330,15 @@ class Reader(threading.Thread):
                 continue
 
 
+def torch_resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """:func:`stmil.features.video.to_model_input` as numpy: ``(N, H, W, 3)`` uint8 ->
+    ``(N, 3, S, S)`` float32."""
+    # deferred: PyTorch, for the torch backend only (an exported model resizes in numpy)
+    from stmil.features.video import to_model_input
+
+    return to_model_input(frames, size).numpy()
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -334,15 +352,21 @@ class LiveScorer:
     events' threshold, whose hot cuboids' union is the box (else the top cuboid's box).
     """
 
-    def __init__(self, detector: Detector, extractor: Callable[[torch.Tensor], torch.Tensor],
-                 grid: int, threshold: float | None):
+    def __init__(self, detector: Detector, extractor: Callable, grid: int,
+                 threshold: float | None):
         self.detector, self.extractor = detector, extractor
         self.grid, self.threshold = grid, threshold
+        self.resize = torch_resize  # the reader's, for this scorer's input
         self._boxes: dict[tuple[int, int], np.ndarray] = {}  # (width, height) -> cuboid boxes
 
-    def maps(self, frames: torch.Tensor) -> np.ndarray:
-        """One clip's frames ``(3, T, S, S)`` -> its cuboid maps ``(1, N)`` float32."""
-        x = frames[None]  # (1, 3, T, S, S)
+    def maps(self, frames: np.ndarray) -> np.ndarray:
+        """One clip's frames ``(3, T, S, S)`` (array or tensor) -> its cuboid maps ``(1, N)``
+        float32."""
+        import torch  # deferred: PyTorch, for this scorer only (ExportedLiveScorer has none)
+
+        from stmil.features.motion import motion_energy  # deferred: torch, as above
+
+        x = torch.as_tensor(frames)[None]  # (1, 3, T, S, S)
         feats = self.extractor(x).numpy().astype(np.float16)
         return self.detector.maps(feats, motion_energy(x, self.grid))
 
@@ -354,6 +378,21 @@ class LiveScorer:
             self._boxes[size] = cuboid_boxes(*size, self.grid)
         box = predicted_boxes(maps, self._boxes[size], self.threshold)[0]
         return ClipScore(clip.start, clip.end, maps[0], tuple(map(float, box)))
+
+
+class ExportedLiveScorer(LiveScorer):
+    """:class:`LiveScorer` on an export made with ``--model RUN``, with numpy and ONNX Runtime
+    alone: the feature graph of ``features`` (its cuboid features, rounded to float16 as
+    feature files store them, and its motion energy) and the scorer graph of ``model``."""
+
+    def __init__(self, model: ExportedModel, features: ExportedModel, threshold: float | None):
+        super().__init__(None, None, features.manifest.features["grid"], threshold)
+        self.model, self.features = model, features
+        self.resize = numpy_resize
+
+    def maps(self, frames: np.ndarray) -> np.ndarray:
+        feats, motion = self.features.features(np.asarray(frames)[None])
+        return self.model.maps(feats.astype(np.float16), motion)
 
 
 class IncidentOutput:
@@ -530,7 +569,7 @@ class _Session:
         q: queue.Queue = queue.Queue(maxsize=1)
         self.reader = Reader(container, stream, fps, self.settings, q, self.stats, self.stop,
                              self.drop, self.cfg.realtime and not self.live, self.offset,
-                             self.recorder, paced=self.live)
+                             self.recorder, paced=self.live, resize=self.scorer.resize)
         self.reader.start()
         reason, detail = None, ""
         while reason is None:
@@ -630,11 +669,10 @@ def watch(
     if emit is None:
         emit = (lambda line: None) if log_path is not None else (lambda line: print(line,
                                                                                    flush=True))
-    detector = _load_detector(run)
-    rc, mc = detector.config, detector.config.recorded
-    settings = {"clip_len": rc.clip_len, "stride": cfg.stride or rc.stride, "size": rc.size,
-                "fps": cfg.fps if cfg.fps is not None else mc.get("resample_fps"),
-                "tail": rc.tail, "timeout": cfg.timeout}
+    model, mc = _load_run(run, cfg)  # the run's recorded config
+    settings = {"clip_len": mc["clip_len"], "stride": cfg.stride or mc["stride"],
+                "size": mc["size"], "fps": cfg.fps if cfg.fps is not None
+                else mc.get("resample_fps"), "tail": mc["tail"], "timeout": cfg.timeout}
     live = is_network(source) or is_camera(source)
     drop = cfg.drop if cfg.drop is not None else (live or cfg.realtime)
     stop, stats, started = stop or threading.Event(), Stats(), time.monotonic()
@@ -643,7 +681,7 @@ def watch(
     for line in settings_warnings(mc, settings, opened[2]):
         log.warning(line)
     try:
-        scorer = _live_scorer(detector, cfg, events.threshold)
+        scorer = _live_scorer(model, cfg, events.threshold)
     except BaseException:
         opened[0].close()
         raise
@@ -671,17 +709,45 @@ def _prepare_outputs(source: str, name: str | None, out, snapshots, clips
     return name, log_path, snap_dir, clip_dir, first_id
 
 
-def _live_scorer(detector: Detector, cfg: WatchConfig, threshold: float | None
-                 ) -> LiveScorer:
-    """The scorer of :func:`watch`: I3D at the run's endpoint, grid and precision (``cfg``'s
-    precision when given) on ``cfg.device``."""
-    # deferred: the network (I3D) loads when watching starts; WatchConfig alone needs none
-    from stmil.features.extract import FeatureExtractor
+def _load_run(run: str | Path, cfg: WatchConfig) -> tuple[Any, Any]:
+    """``(model, the run's recorded config)``: with an exported backend and an export folder
+    made with ``--model RUN``, its :class:`~stmil.deploy.runtime.ExportedModel` (no PyTorch);
+    else the run folder's :class:`~stmil.mil.detector.Detector` (:func:`_load_detector`)."""
+    is_export = (Path(run) / MANIFEST).is_file()
+    if is_export and cfg.backend == "torch":
+        raise ConfigError(f"{run}: an export folder (stmil export-model); watch it with "
+                          "--backend onnxruntime, or pass the run folder")
+    if not is_export:
+        detector = _load_detector(run)
+        return detector, detector.config.recorded
+    model = ExportedModel(run, cfg.device, cfg.backend)
+    if model.manifest.scorer is None:
+        raise ModelError(f"{run}: exported without --model, so it holds no scorer; export "
+                         "with stmil export-model --model RUN, or pass the run folder")
+    return model, model.manifest.scorer["config"]
 
-    rc = detector.config
-    precision = cfg.precision or rc.recorded.get("precision", "fp32")
-    extractor = FeatureExtractor(rc.endpoint, rc.feature_grid, cfg.device, precision)
-    return LiveScorer(detector, extractor, rc.feature_grid, threshold)
+
+def _live_scorer(model: Any, cfg: WatchConfig, threshold: float | None) -> LiveScorer:
+    """The scorer of :func:`watch`. An :class:`ExportedModel`: its graphs (the features those
+    of ``cfg.exported`` when given), no PyTorch. A :class:`Detector`: I3D at the run's endpoint,
+    grid and precision (``cfg``'s precision when given) on ``cfg.device`` through
+    ``cfg.backend`` (:func:`stmil.deploy.backend.feature_extractor`)."""
+    if isinstance(model, ExportedModel):
+        features = (ExportedModel(cfg.exported, cfg.device, cfg.backend) if cfg.exported
+                    else model)
+        mc = model.manifest.scorer["config"]
+        check_export(features.manifest, mc["endpoint"], mc["feature_grid"], mc["size"],
+                     mc["clip_len"])
+        return ExportedLiveScorer(model, features, threshold)
+    # deferred: the network (I3D) loads when watching starts; WatchConfig alone needs none
+    from stmil.deploy.backend import feature_extractor
+
+    rc = model.config
+    precision = cfg.precision or (rc.recorded.get("precision", "fp32")
+                                  if cfg.backend == "torch" else "fp32")
+    extractor = feature_extractor(cfg.backend, cfg.exported, rc.endpoint, rc.feature_grid,
+                                  rc.size, rc.clip_len, cfg.device, precision)
+    return LiveScorer(model, extractor, rc.feature_grid, threshold)
 
 
 def _load_detector(run: str | Path) -> Detector:
@@ -689,6 +755,7 @@ def _load_detector(run: str | Path) -> Detector:
     trained on."""
     # deferred: the network's module loads when watching starts; WatchConfig alone needs none
     from stmil.features.i3d import endpoint_channels
+    from stmil.mil.detector import Detector
 
     detector = Detector.load(run)
     rc = detector.config
