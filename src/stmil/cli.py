@@ -20,7 +20,7 @@ from stmil.deploy import FORMATS as MODEL_FORMATS
 from stmil.deploy import PRECISIONS as MODEL_PRECISIONS
 from stmil.device import DEVICES
 from stmil.errors import ConfigError, StmilError
-from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES, PipelineConfig
+from stmil.features.pipeline_config import ENGINES, PRECISIONS, TAIL_POLICIES, PipelineConfig
 from stmil.mil.config import FIELDS, FORMATS, PATH_KEYS, field_type, read_config, read_yaml_mapping
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -54,12 +54,23 @@ def _add_pipeline_options(p: argparse.ArgumentParser, shard: bool = True) -> Non
     p.add_argument("--workers", type=int, default=PipelineConfig.workers,
                    help="decode threads overlapping the model; 0: serial (default "
                         f"{PipelineConfig.workers}; outputs do not depend on it)")
+    p.add_argument("--engine", choices=ENGINES, default=PipelineConfig.engine,
+                   help="local (default): this process; ray: decode tasks and I3D actors on a "
+                        "Ray cluster, the same files (needs stmil[ray]; docs/scale.md)")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a "
+                        "local Ray instance)")
     if not shard:
         return
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="take every N-th video starting at the I-th (0 <= I < N), for N "
                         "processes or machines sharing one --out; each video is also "
                         "claimed (<id>.claim) while it is extracted, so none is done twice")
+
+
+def _pipeline(args: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig(workers=args.workers, engine=args.engine,
+                          ray_address=args.ray_address)
 
 
 def _extract_settings(args: argparse.Namespace):
@@ -74,12 +85,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from stmil.features.extract import FeatureExtractor, extract_many, parse_shard
 
     settings = _extract_settings(args)  # validated before the network loads
-    pipeline = PipelineConfig(workers=args.workers)
+    pipeline = _pipeline(args)
     shard = parse_shard(args.shard) if args.shard is not None else None
-    extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
-    summary = extract_many(args.inputs, args.out, extractor, settings,
-                           overwrite=args.overwrite, progress=not args.quiet, pipeline=pipeline,
-                           shard=shard)
+    if pipeline.engine == "ray":  # the driver's network only describes it: actors run theirs
+        from stmil.features import ray_engine
+
+        summary = ray_engine.extract_many(
+            args.inputs, args.out, FeatureExtractor(args.endpoint, args.grid, "cpu",
+                                                    args.precision), settings,
+            overwrite=args.overwrite, progress=not args.quiet, pipeline=pipeline, shard=shard,
+            device=args.device)
+    else:
+        extractor = FeatureExtractor(args.endpoint, args.grid, args.device, args.precision)
+        summary = extract_many(args.inputs, args.out, extractor, settings,
+                               overwrite=args.overwrite, progress=not args.quiet,
+                               pipeline=pipeline, shard=shard)
     print(summary.line())
     if summary.failed:
         print(f"failures written to {Path(args.out) / 'failures.json'}", file=sys.stderr)
@@ -138,7 +158,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     written, failed = score_inputs(args.inputs, args.model, args.out, threshold=args.threshold,
                                    overlay=args.overlay, device=args.device,
-                                   pipeline=PipelineConfig(workers=args.workers),
+                                   pipeline=_pipeline(args),
                                    progress=not args.quiet, backend=args.backend)
     for path in written:
         print(path)

@@ -470,41 +470,78 @@ def extract_many(
     the input list starting at the i-th (all processes must be given the same inputs);
     independently, each video is claimed (``<id>.claim``, :mod:`stmil.features.claims`)
     while it is extracted, so processes sharing a folder never extract one video twice.
+    ``pipeline.engine == "ray"`` is run by :func:`stmil.features.ray_engine.extract_many`
+    (the same :class:`ExtractRun`, over a Ray cluster).
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid)
     pipeline = pipeline or PipelineConfig()
-    out_dir = Path(out_dir)
-    videos, missing = expand_inputs(inputs)
-    if shard is not None:
-        i, n = parse_shard(f"{shard[0]}/{shard[1]}")
-        videos = videos[i::n]
-    check_writable(out_dir)
-    read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
-    check_can_write(out_dir, [FAILURES], legacy_ours)
-    remove_stale_temps(out_dir)
-    remove_stale_claims(out_dir)
-    if extractor.precision == "bf16" and not native_bf16(extractor.device):
-        log.warning("this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
-                    "slower than fp32 here; use --precision fp32")
-    summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
-    for p, reason in missing:
-        log.error("%s", reason if reason.startswith("no videos found") else f"{p}: {reason}")
-    ids: dict[str, Path] = {}
-    start = time.perf_counter()
-    bar = tqdm(total=len(videos), unit="video", disable=not progress, leave=False)
-    clip_bar = tqdm(unit="clip", disable=not progress, leave=False)
+    run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
+    results = _features(run.jobs(), extractor, s, pipeline, on_clips=run.clip_bar.update)
+    try:
+        for job, array, meta, error in results:
+            run.commit(job, array, meta, error)
+    finally:
+        results.close()  # stops and joins the decode workers
+        run.close()
+    return run.finish()
 
-    def fail(path: Path, e: BaseException) -> None:
+
+@dataclass(eq=False)
+class ExtractRun:
+    """One ``extract`` over one output folder, whatever runs the model (the local pipeline, or
+    :mod:`stmil.features.ray_engine`): the checks before any work, the claim and resume checks
+    of each video (:meth:`jobs`), the one commit of each result (:meth:`commit`), and the
+    failure list at the end (:meth:`finish`)."""
+
+    out_dir: Path
+    videos: list[Path]
+    extractor: FeatureExtractor
+    s: ExtractSettings
+    overwrite: bool
+    summary: ExtractSummary
+    bar: tqdm
+    clip_bar: tqdm
+    pending: set[_Job] = field(default_factory=set)  # claimed, not yet committed or failed
+    start: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def open(cls, inputs: Iterable[Path | str], out_dir: Path | str,
+             extractor: FeatureExtractor, s: ExtractSettings, overwrite: bool = False,
+             progress: bool = True, shard: tuple[int, int] | None = None) -> ExtractRun:
+        """Expand ``inputs`` (keeping ``shard``'s videos), check ``out_dir`` (writable, its
+        failure list stmil's), remove stale temporaries and claims, log the missing inputs."""
+        s.check_grid(extractor.grid)
+        out_dir = Path(out_dir)
+        videos, missing = expand_inputs(inputs)
+        if shard is not None:
+            i, n = parse_shard(f"{shard[0]}/{shard[1]}")
+            videos = videos[i::n]
+        check_writable(out_dir)
+        read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
+        check_can_write(out_dir, [FAILURES], legacy_ours)
+        remove_stale_temps(out_dir)
+        remove_stale_claims(out_dir)
+        if extractor.precision == "bf16" and not native_bf16(extractor.device):
+            log.warning("this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
+                        "slower than fp32 here; use --precision fp32")
+        summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
+        for p, reason in missing:
+            log.error("%s", reason if reason.startswith("no videos found") else f"{p}: {reason}")
+        return cls(out_dir, videos, extractor, s, overwrite, summary,
+                   tqdm(total=len(videos), unit="video", disable=not progress, leave=False),
+                   tqdm(unit="clip", disable=not progress, leave=False))
+
+    def fail(self, path: Path, e: BaseException) -> None:
+        """Record and log the failure of one video."""
         reason = _reason(e, path)
-        summary.failed.append(_failure(path, reason))
+        self.summary.failed.append(_failure(path, reason))
         log.error("%s: %s", path, reason)
 
-    pending: set[_Job] = set()  # claimed, not yet committed or failed
-
-    def jobs() -> Iterator[tuple[_Job, Path]]:
-        """Claim and check each video; yield those to extract (run by the decode workers)."""
-        for path in videos:
+    def jobs(self) -> Iterator[tuple[_Job, Path]]:
+        """Claim and check each video; yield those to extract (each claimed, in
+        :attr:`pending` until :meth:`commit`)."""
+        ids: dict[str, Path] = {}
+        for path in self.videos:
             vid, claim = path.stem, None
             try:
                 if vid in ids:
@@ -513,56 +550,66 @@ def extract_many(
                     raise VideoError(path, f"video id {vid!r} would write {vid}.json, the name "
                                      "of this folder's failure list; rename the video")
                 ids[vid] = path
-                claim = try_claim(out_dir, vid)
+                claim = try_claim(self.out_dir, vid)
                 if claim is None:
-                    summary.claimed.append(vid)
-                    bar.update(1)
+                    self.summary.claimed.append(vid)
+                    self.bar.update(1)
                     continue
-                check_ours(out_dir, vid, (".json",))
-                if not overwrite and _finished(out_dir, path, vid, s, extractor):
-                    summary.skipped.append(vid)
+                check_ours(self.out_dir, vid, (".json",))
+                if not self.overwrite and _finished(self.out_dir, path, vid, self.s,
+                                                    self.extractor):
+                    self.summary.skipped.append(vid)
                     claim.release()
-                    bar.update(1)
+                    self.bar.update(1)
                     continue
-                check_ours(out_dir, vid, (".npy",))  # hashed only when it is to be replaced
+                check_ours(self.out_dir, vid, (".npy",))  # hashed only when it is replaced
                 job = _Job(path, vid, source_identity(path), claim)
-                pending.add(job)
+                self.pending.add(job)
             except (StmilError, OSError) as e:
                 if claim is not None:
                     claim.release()
-                fail(path, e)
-                bar.update(1)
+                self.fail(path, e)
+                self.bar.update(1)
                 continue
             yield job, path
 
-    results = _features(jobs(), extractor, s, pipeline, on_clips=clip_bar.update)
-    try:
-        for job, array, meta, error in results:
-            try:
-                if error is not None:
-                    raise error
-                write_features(out_dir, job.vid, array, meta)
-                summary.done.append(job.vid)
-                summary.clips += array.shape[0]
-            except (StmilError, OSError) as e:
-                fail(job.path, e)
-            finally:
-                pending.discard(job)
-                if job.claim is not None:
-                    job.claim.release()
-                bar.update(1)
-    finally:
-        results.close()  # stops and joins the decode workers
-        for job in list(pending):  # interrupted: let other processes take these videos
+    def commit(self, job: _Job, array: np.ndarray | None, meta: FeatureMeta | None,
+               error: BaseException | None) -> None:
+        """Write one video's result through the store's one writer (or record its error),
+        then release its claim."""
+        try:
+            if error is not None:
+                raise error
+            write_features(self.out_dir, job.vid, array, meta)
+            self.summary.done.append(job.vid)
+            self.summary.clips += array.shape[0]
+        except (StmilError, OSError) as e:
+            self.fail(job.path, e)
+        finally:
+            self.pending.discard(job)
             if job.claim is not None:
                 job.claim.release()
-        bar.close()
-        clip_bar.close()
-    summary.seconds = time.perf_counter() - start
-    handled = set(summary.done) | set(summary.skipped)
-    processed = [p for p in videos if p.stem in handled] + [f["path"] for f in summary.failed]
-    record_failures(out_dir, processed, summary.failed)
-    return summary
+            self.bar.update(1)
+
+    def close(self) -> None:
+        """Release the claims of videos not committed (an interrupted run: other processes
+        may take them) and close the progress bars."""
+        for job in list(self.pending):
+            if job.claim is not None:
+                job.claim.release()
+        self.pending.clear()
+        self.bar.close()
+        self.clip_bar.close()
+
+    def finish(self) -> ExtractSummary:
+        """Merge this run's failures into ``failures.json``; the summary."""
+        summary = self.summary
+        summary.seconds = time.perf_counter() - self.start
+        handled = set(summary.done) | set(summary.skipped)
+        processed = [p for p in self.videos if p.stem in handled] + [
+            f["path"] for f in summary.failed]
+        record_failures(self.out_dir, processed, summary.failed)
+        return summary
 
 
 def _finished(out_dir: Path, path: Path, vid: str, s: ExtractSettings,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from stmil.errors import ConfigError
 
 RESIZE_ON = ("auto", "worker", "device")
+ENGINES = ("local", "ray")  # what runs extraction: this process's pipeline, or a Ray cluster
 TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
 PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
@@ -64,12 +65,23 @@ class PipelineConfig:
     padded last batch costs up to ``batch_size - 1`` clips: benchmarks/NOTES.md). Per-clip
     fp32 results of mixed and per-video batches differ by less than 1e-6 relative, from the
     batch shape alone (tests/features/test_pipeline.py).
+
+    ``engine``: ``"local"`` (this process: decode threads and the model) or ``"ray"``
+    (:mod:`stmil.features.ray_engine`: decode tasks and extractor actors on a Ray cluster;
+    ``workers`` and ``queue_size`` are then Ray's business). ``ray_address``: the cluster to
+    join (``ray://host:10001`` or ``host:6379``; default: ``RAY_ADDRESS``, else a local Ray
+    instance started for the run). ``split_clips``: the Ray engine splits a video of more clips
+    into decode tasks of this many (rounded up to whole batches), so one long video does not
+    hold one decode worker for the whole job.
     """
 
     workers: int = 2
     queue_size: int | None = None
     resize_on: str = "auto"
     mix_videos: bool | None = None
+    engine: str = "local"
+    ray_address: str | None = None
+    split_clips: int = 512
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or \
@@ -85,6 +97,16 @@ class PipelineConfig:
         if self.resize_on not in RESIZE_ON:
             raise ConfigError(f"resize_on must be one of {', '.join(RESIZE_ON)}, got "
                               f"{self.resize_on!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ray_address is not None and (
+                not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise ConfigError(f"ray_address must be a Ray cluster address (host:6379 or "
+                              f"ray://host:10001), got {self.ray_address!r}")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ConfigError("ray_address is the Ray cluster of engine ray; add --engine ray "
+                              "(or drop --ray-address)")
+        check_count("split_clips", self.split_clips)
 
     def mixes_videos(self, device_type: str) -> bool:
         """Whether model batches are filled across videos (``None``: on a GPU)."""
