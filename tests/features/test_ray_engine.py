@@ -22,12 +22,10 @@ import numpy as np
 import pytest
 
 from stmil.features import extract as extract_module
+from stmil.features import ray_engine
 from stmil.features.extract import ExtractSettings, extract_many
 from stmil.features.pipeline_config import PipelineConfig
-from tests.conftest import ramp_frames, require_vtest, write_video
-
-ray = pytest.importorskip("ray")
-from stmil.features import ray_engine  # noqa: E402  (needs ray)
+from tests.conftest import assert_one_line_error, ramp_frames, require_vtest, run_cli, write_video
 
 STMIL = Path(sys.executable).with_name("stmil")
 SMALL = ExtractSettings(size=64, batch_size=2)  # Mixed_4e map 4x4; 49 cuboids of 528
@@ -39,6 +37,7 @@ def cluster():
     """A local Ray instance for every test here: 2 CPUs (one extractor actor, one decode
     task at a time), a 256 MiB object store, no dashboard. Its address, for drivers run as
     separate processes."""
+    ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
              logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
@@ -241,3 +240,22 @@ def test_engine_settings_are_checked():
         PipelineConfig(ray_address="10.0.0.1:6379")
     with pytest.raises(Exception, match="split_clips must be a whole number"):
         PipelineConfig(engine="ray", split_clips=0)
+
+
+def test_engine_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    src = videos(tmp_path / "videos", 1, frames=16)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as when not installed
+    code, _, err = run_cli(capsys, "extract", src, "--out", tmp_path / "out", "--engine", "ray",
+                           "--size", "64")
+    assert code != 0
+    assert_one_line_error(err, "needs Ray, which is not installed", "stmil[ray]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_cluster_is_one_line_not_a_hang(tmp_path, capsys):
+    pytest.importorskip("ray")
+    src = videos(tmp_path / "videos", 1, frames=16)
+    code, _, err = run_cli(capsys, "extract", src, "--out", tmp_path / "out", "--engine", "ray",
+                           "--ray-address", "127.0.0.1:9", "--size", "64")
+    assert code != 0
+    assert_one_line_error(err, "cannot join the Ray cluster at 127.0.0.1:9", "ray start --head")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,20 +82,38 @@ def connect(address: str | None) -> Iterator[Any]:
     here (and shut down on exit). An already initialised Ray (a notebook, a test) is used as
     it is."""
     ray = import_ray()
+    where = address or os.environ.get("RAY_ADDRESS")
+    fix = "start it with 'ray start --head' or fix --ray-address / RAY_ADDRESS"
+    reason = _unreachable(where)
+    if reason:  # ray.init would retry for minutes
+        raise ConfigError(f"cannot join the Ray cluster at {where} ({reason}); {fix}")
     if ray.is_initialized():
         yield ray
         return
-    where = address or os.environ.get("RAY_ADDRESS")
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot join the Ray cluster at {where} ({first}); start it with "
-                          "'ray start --head' or fix --ray-address / RAY_ADDRESS") from None
+        raise ConfigError(f"cannot join the Ray cluster at {where} ({first}); {fix}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _unreachable(address: str | None) -> str:
+    """Why a ``host:port`` cluster address cannot be reached within 5 s ('' when it can, or
+    for other forms: ``auto``, ``ray://``, which Ray itself checks)."""
+    if not address or "://" in address or ":" not in address:
+        return ""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except ValueError:
+        return f"{port!r} is not a port number"
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    return ""
 
 
 def estimated_clips(info: VideoInfo, s: ExtractSettings) -> int:
@@ -433,15 +452,16 @@ def extract_many(
     the same checks, claims, outputs and failure list; ``device`` chooses the actors'."""
     s = settings or ExtractSettings()
     pipeline = pipeline or PipelineConfig(engine="ray")
-    run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
-    results = ray_features(run.jobs(), extractor, s, pipeline, device, run.clip_bar.update)
-    try:
-        for job, array, meta, error in results:
-            run.commit(job, array, meta, error)
-    finally:
-        results.close()
-        run.close()
-    return run.finish()
+    with connect(pipeline.ray_address):  # before the output folder is touched
+        run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
+        results = ray_features(run.jobs(), extractor, s, pipeline, device, run.clip_bar.update)
+        try:
+            for job, array, meta, error in results:
+                run.commit(job, array, meta, error)
+        finally:
+            results.close()
+            run.close()
+        return run.finish()
 
 
 def extract_videos(
