@@ -12,9 +12,9 @@
 2. **Parts** (this process): clips/s of one decode task
    (:func:`stmil.features.ray_engine.decode_range`, one thread, resize included), of the
    extractor alone (:class:`~stmil.features.extract.FeatureExtractor`, batches of
-   ``--batch-size``, this machine's threads), the cost of one Ray task (a trivial streaming
-   generator, round trip) and of a short video's decode (one clip), which decides whether
-   short videos should share a task.
+   ``--batch-size``, this machine's threads or ``--device cuda``), the cost of one Ray task
+   (a trivial streaming generator, round trip) and of a short video's decode (one clip),
+   which decides whether short videos should share a task.
 3. **The rule**: a cluster of N GPU nodes with G GPUs and D decode CPUs each extracts
    ``min(N*G*r_gpu, N*D*r_dec)`` clips/s; UCF-Crime's ~864,000 clips take 864000 / that.
    r_dec is measured here; r_gpu is an input (``--gpu-clips-per-s``: no GPU was measured).
@@ -83,7 +83,7 @@ def one_engine(args: argparse.Namespace) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     s = ExtractSettings(size=args.size, batch_size=args.batch_size)
-    ex = FeatureExtractor(device="cpu")
+    ex = FeatureExtractor(device=args.device)
     videos = sorted(Path(args.videos).glob("*.mp4"))
     out = Path(tempfile.mkdtemp(prefix=f"ray-bench-{args.one}-"))
     init = 0.0
@@ -100,7 +100,8 @@ def one_engine(args: argparse.Namespace) -> dict:
         init = time.perf_counter() - t0
         t0 = time.perf_counter()
         summary = ray_engine.extract_many(videos, out, ex, s, progress=False,
-                                          pipeline=PipelineConfig(engine="ray"))
+                                          pipeline=PipelineConfig(engine="ray"),
+                                          device=args.device)
     seconds = time.perf_counter() - t0
     stop.set()
     peak[0] = max(peak[0], tree_pss(os.getpid()))
@@ -116,7 +117,8 @@ def engines(args: argparse.Namespace, videos: Path) -> list[dict]:
     for engine in ("local", "ray"):
         cmd = [sys.executable, __file__, "--one", engine, "--videos", str(videos),
                "--size", str(args.size), "--batch-size", str(args.batch_size),
-               "--workers", str(args.workers), "--cpus", str(args.cpus)]
+               "--workers", str(args.workers), "--cpus", str(args.cpus),
+               "--device", args.device]
         res = subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     a, b = (Path(r["out"]) for r in rows)
@@ -144,12 +146,14 @@ def parts(args: argparse.Namespace, videos: Path) -> dict:
                     batches.append(torch.from_numpy(item))
     r_dec = clips / (time.perf_counter() - t0)
     torch.set_num_threads(threads)
-    ex = FeatureExtractor(device="cpu")
+    ex = FeatureExtractor(device=args.device)
     ex(batches[0])  # warm-up
     t0, n = time.perf_counter(), 0
     for b in batches:
         ex(b)
         n += len(b)
+    if ex.device.type == "cuda":
+        torch.cuda.synchronize()
     r_model = n / (time.perf_counter() - t0)
     short = videos.parent / "short"
     from benchmarks.extract_e2e import generate  # the same generator, 16 frames
@@ -196,6 +200,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="the local engine's decode threads")
     p.add_argument("--cpus", type=int, default=2, help="the local Ray instance's CPUs")
+    p.add_argument("--device", default="cpu", help="both engines' network (cuda: the Ray "
+                   "engine's actors take the GPU)")
     p.add_argument("--gpu-clips-per-s", type=float, default=None,
                    help="an H100's I3D clips/s for the rule (not measured here)")
     p.add_argument("--gpus", type=int, default=8)
