@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from stmil.features import extract as extract_module
 from stmil.features import ray_engine
@@ -259,3 +260,42 @@ def test_unreachable_cluster_is_one_line_not_a_hang(tmp_path, capsys):
                            "--ray-address", "127.0.0.1:9", "--size", "64")
     assert code != 0
     assert_one_line_error(err, "cannot join the Ray cluster at 127.0.0.1:9", "ray start --head")
+
+
+def test_score_over_a_folder_with_engine_ray_writes_the_local_scores(
+        tmp_path_factory, tmp_path, cluster, capsys, monkeypatch):
+    """``stmil score`` shares extract's input pipeline: ``--engine ray`` over a folder of
+    videos (relative paths, from another working directory) gives the local engine's bytes."""
+    from tests.test_score import run_with_meta, three_videos
+
+    run = run_with_meta(tmp_path_factory.mktemp("ray-score"), size=64)
+    monkeypatch.chdir(tmp_path)
+    three_videos(Path("v"))
+    got = {}
+    for engine in ("local", "ray"):
+        code, out, err = run_cli(capsys, "score", "v", "--model", run, "--out", engine,
+                                 "--engine", engine, "--device", "cpu", "--quiet")
+        assert code == 0, err
+        assert sorted(out.split()) == [f"{engine}/v{n}.scores.json" for n in (1, 2, 3)]
+        got[engine] = files(Path(engine))
+    assert got["ray"] == got["local"] and len(got["local"]) == 3
+
+
+@pytest.mark.parametrize("fps, stride, tail", [(None, 16, "drop"), (15, 8, "pad"),
+                                               (45, 16, "pad")])
+def test_clip_ranges_of_iter_clips_are_the_whole_videos_clips(tmp_path, fps, stride, tail):
+    """Decode tasks of clip ranges (the frames before a range decoded, not converted) give
+    exactly the whole decode's clips and batches, whatever the range estimate; resampling,
+    overlapping clips and a padded tail included."""
+    from stmil.features.video import iter_clips
+
+    path = write_video(tmp_path / "v.mkv", ramp_frames(100, h=24, w=32), fps=30)
+    kw = dict(clip_len=16, stride=stride, size=16, fps=fps, tail=tail, batch_size=2)
+    whole_batches = list(iter_clips(path, **kw))
+    for estimate in (0, 3, 7, 40):  # under, about and over the real clip count
+        parts = [b for r in ray_engine.clip_ranges(estimate, 3, 2)
+                 for b in iter_clips(path, **kw, clips=r)]
+        assert [b.starts for b in parts] == [b.starts for b in whole_batches]
+        assert [b.padded for b in parts] == [b.padded for b in whole_batches]
+        for a, b in zip(parts, whole_batches):
+            assert torch.equal(a.clips, b.clips)

@@ -63,6 +63,7 @@ INSTALL = "install it with: pip install 'stmil[ray]'"
 RETRIES = 4  # restarts of a dead extractor actor, and retries of its calls
 CALLS_PER_ACTOR = 2  # model calls queued on each actor (one running, one waiting)
 STREAM_AHEAD = 4  # objects a decode task may run ahead of the driver (2 batches)
+MAX_STREAMS = 256  # decode tasks in flight at most, whatever the cluster (claims hold files)
 
 Result = tuple[_Job, "np.ndarray | None", "FeatureMeta | None", "BaseException | None"]
 
@@ -237,7 +238,8 @@ class _Engine:
                                     kind, s.size) for _ in range(n_actors)]
         self.load = [0] * n_actors
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.max_streams = max(1, cpus - n_actors) + 1
+        # decode tasks in flight: one per free CPU and one more (each holds a claim: capped)
+        self.max_streams = min(MAX_STREAMS, max(1, cpus - n_actors) + 1)
         self.decode = ray.remote(decode_range).options(
             num_cpus=1, num_returns="streaming",
             _generator_backpressure_num_objects=STREAM_AHEAD)
@@ -298,7 +300,8 @@ class _Engine:
 
     def _step(self) -> None:
         """Wait for one decode object or model call, and take it in."""
-        room = len(self.queue) < 2 * len(self.actors)
+        queued = sum(q.hi - q.lo for q in self.queue)
+        room = queued < 2 * len(self.actors) * self.s.batch_size  # more clips may come
         waiting = [st.gen for st in self.streams if room or st.header is not None]
         ready, _ = self.ray.wait(waiting + list(self.calls), num_returns=1, timeout=1.0)
         for ref in ready:
