@@ -172,7 +172,8 @@ def test_killed_extractor_worker_is_retried_and_every_video_written_once(
 
 
 def run_ray_cli(src: Path, out: Path, address: str, *extra: str) -> subprocess.Popen:
-    cmd = [str(STMIL), "extract", str(src), "--out", str(out), "--engine", "ray",
+    assert src.parent == out.parent  # both named relative to it, as a user types them
+    cmd = [str(STMIL), "extract", src.name, "--out", out.name, "--engine", "ray",
            "--ray-address", address, "--device", "cpu", "--quiet", "--size", "64",
            "--batch-size", "2", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

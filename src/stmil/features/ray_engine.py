@@ -274,8 +274,9 @@ class _Engine:
         video = _Video(job, len(ranges))
         self.videos.append(video)
         self.n_videos += 1
+        where = os.path.abspath(path)  # workers have their own working directory
         for r in ranges:
-            self.streams.append(_Stream(video, self.decode.remote(str(path), self.s, r,
+            self.streams.append(_Stream(video, self.decode.remote(where, self.s, r,
                                                                   self.resize)))
         return None
 
