@@ -57,15 +57,14 @@ from stmil.features.pipeline_config import PipelineConfig
 from stmil.features.store import FeatureMeta, source_identity
 from stmil.features.video import ClipBatch, VideoError, VideoInfo, iter_clips, probe
 
-log = logging.getLogger(__name__)
-
 INSTALL = "install it with: pip install 'stmil[ray]'"
 RETRIES = 4  # restarts of a dead extractor actor, and retries of its calls
 CALLS_PER_ACTOR = 2  # model calls queued on each actor (one running, one waiting)
 STREAM_AHEAD = 4  # objects a decode task may run ahead of the driver (2 batches)
 MAX_STREAMS = 256  # decode tasks in flight at most, whatever the cluster (claims hold files)
 
-Result = tuple[_Job, "np.ndarray | None", "FeatureMeta | None", "BaseException | None"]
+#: One video's outcome: ``(job, features, metadata, None)`` or ``(job, None, None, error)``.
+Result = tuple[_Job, np.ndarray | None, FeatureMeta | None, BaseException | None]
 
 
 def import_ray() -> Any:
@@ -153,8 +152,8 @@ def decode_range(path: str, s: ExtractSettings, clips: tuple[int, int | None],
 
 
 class Extractor:
-    """An actor of the pool: :class:`FeatureExtractor` on ``device`` with ``threads`` torch
-    threads (CPU actors: the node's cores)."""
+    """An actor of the pool: :class:`FeatureExtractor` on ``device`` (a CPU actor runs torch
+    on all the cores its process may use, as the local engine's model does)."""
 
     def __init__(self, endpoint: str, grid: int, precision: str, device: str, size: int):
         if device == "cpu":
