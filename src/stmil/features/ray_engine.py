@@ -90,8 +90,12 @@ def connect(address: str | None) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
+    # A local instance runs its workers at the driver's priority, as the local engine's
+    # threads (Ray's default, nice 15, loses the CPU to any other work on a shared machine)
+    local = {} if where else {"_system_config": {"worker_niceness": 0}}
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 **local)
     except (ConnectionError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot join the Ray cluster at {where} ({first}); {fix}") from None
