@@ -213,10 +213,12 @@ def test_ctrl_c_of_the_driver_leaves_whole_outputs_and_a_rerun_does_the_rest(
     assert files(out) == files(tmp_path / "clean")
 
 
-def test_ray_driver_beside_a_shard_process_never_writes_a_video_twice(
-        tmp_path, cluster, extractor):
-    """A Ray driver (another process) and a local ``--shard 0/1`` run share one --out: the
-    claim files split the videos, so the two runs' done counts add up to the videos."""
+@pytest.mark.parametrize("other", ["shard", "ray"])
+def test_ray_driver_beside_a_shard_process_or_another_driver_never_writes_a_video_twice(
+        tmp_path, cluster, extractor, other):
+    """A Ray driver (another process) and a local ``--shard 0/1`` run, or a second Ray
+    driver, share one --out: the claim files split the videos, so the two runs' done counts
+    add up to the videos."""
     src = videos(tmp_path / "videos", 4, frames=48)
     out = tmp_path / "out"
     proc = run_ray_cli(src, out, cluster)
@@ -225,7 +227,11 @@ def test_ray_driver_beside_a_shard_process_never_writes_a_video_twice(
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    local = extract_many([src], out, extractor, SMALL, progress=False, shard=(0, 1))
+    if other == "shard":
+        local = extract_many([src], out, extractor, SMALL, progress=False, shard=(0, 1))
+    else:
+        local = ray_engine.extract_many([src], out, extractor, SMALL, progress=False,
+                                        pipeline=RAY)
     stdout, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     ray_done = int(stdout.split(" done")[0].split()[-1])
