@@ -239,10 +239,13 @@ class _Engine:
                                               **options)
         self.actors = [actor.remote(extractor.endpoint, extractor.grid, extractor.precision,
                                     kind, s.size) for _ in range(n_actors)]
-        self.load = [0] * n_actors
+        # calls queued on each actor; None until it is up (its first call answered), so no
+        # call waits on an actor that another driver's actors keep from starting
+        self.load: list[int | None] = [None] * n_actors
+        self.starting = {a.pid.remote(): i for i, a in enumerate(self.actors)}
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        # decode tasks in flight: one per free CPU and one more (each holds a claim: capped)
-        self.max_streams = min(MAX_STREAMS, max(1, cpus - n_actors) + 1)
+        # decode tasks in flight: one per CPU and one more (each holds a claim: capped)
+        self.max_streams = min(MAX_STREAMS, cpus + 1)
         self.decode = ray.remote(decode_range).options(
             num_cpus=1, num_returns="streaming",
             _generator_backpressure_num_objects=STREAM_AHEAD)
@@ -259,10 +262,12 @@ class _Engine:
         if device == "cuda" and not gpus:
             raise ConfigError("--device cuda, but the Ray cluster has no GPU; use --device "
                               "auto or cpu")
+        # Actors reserve no CPU: the CPUs stay the decode tasks', so drivers sharing a cluster
+        # never hold every CPU in actors whose videos then wait for decode forever
         if gpus and device != "cpu":
-            return "cuda", gpus, {"num_gpus": 1, "num_cpus": 1}
+            return "cuda", gpus, {"num_gpus": 1, "num_cpus": 0}
         nodes = [n for n in self.ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
-        return "cpu", max(1, len(nodes)), {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
+        return "cpu", max(1, len(nodes)), {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
 
     def start(self, job: _Job, path: Path) -> Result | None:
         """Plan and submit the decode tasks of one video; its result now if it fails first."""
@@ -307,9 +312,12 @@ class _Engine:
         queued = sum(q.hi - q.lo for q in self.queue)
         room = queued < 2 * len(self.actors) * self.s.batch_size  # more clips may come
         waiting = [st.gen for st in self.streams if room or st.header is not None]
-        ready, _ = self.ray.wait(waiting + list(self.calls), num_returns=1, timeout=1.0)
+        ready, _ = self.ray.wait(waiting + list(self.calls) + list(self.starting),
+                                 num_returns=1, timeout=1.0)
         for ref in ready:
-            if ref in self.calls:
+            if ref in self.starting:
+                self._actor_up(ref)
+            elif ref in self.calls:
                 self._call_done(ref)
             else:
                 self._stream_item(next(st for st in self.streams if st.gen is ref))
@@ -344,7 +352,7 @@ class _Engine:
         (mixing) exactly ``batch_size`` clips across videos, the run's last call padded."""
         bs = self.s.batch_size
         self.queue = [q for q in self.queue if q.video.error is None]
-        while self.queue and min(self.load) < CALLS_PER_ACTOR:
+        while self.queue and self._free() is not None:
             total = sum(q.hi - q.lo for q in self.queue)
             if self.mix and total < bs and not final:
                 return
@@ -359,7 +367,7 @@ class _Engine:
                     self.queue.pop(0)
                 n += k
             pad = bs if self.mix and final and self.n_videos > 1 else 0
-            i = self.load.index(min(self.load))
+            i = self._free()
             ref = self.actors[i].extract.remote([(p.lo, p.hi) for p in parts], pad,
                                                 *[p.ref for p in parts])
             self.load[i] += 1
@@ -367,14 +375,33 @@ class _Engine:
             for p in parts:
                 p.video.calls += 1
 
+    def _free(self) -> int | None:
+        """The least loaded actor that is up and has room for a call, if any."""
+        up = [(n, i) for i, n in enumerate(self.load) if n is not None and n < CALLS_PER_ACTOR]
+        return min(up)[1] if up else None
+
+    def _actor_up(self, ref: Any) -> None:
+        i = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+            self.load[i] = 0
+        except self.ray.exceptions.RayError as e:  # its network cannot load there
+            if not self.starting and all(n is None for n in self.load):
+                raise StmilError(f"no extractor actor could start: {_first_line(e)}") from None
+
     def _call_done(self, ref: Any) -> None:
         i, parts = self.calls.pop(ref)
-        self.load[i] -= 1
+        if self.load[i] is not None:
+            self.load[i] -= 1
         try:
             results = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:
             results = [None] * len(parts)
             reason = f"extractor failed: {_first_line(e)}"
+            if isinstance(e, self.ray.exceptions.RayActorError):  # restarts spent: gone
+                self.load[i] = None
+                if not self.starting and all(n is None for n in self.load):
+                    raise StmilError(f"every extractor actor died: {reason}") from None
         for (video, first, n), r in zip(parts, results):
             video.calls -= 1
             if video.error is not None:
