@@ -205,7 +205,7 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
     from stmil.cli import build_parser
     from stmil.datasets.errors import SPLITS
     from stmil.device import DEVICES
-    from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES
+    from stmil.features.pipeline_config import ENGINES, PRECISIONS, TAIL_POLICIES
     from stmil.mil import config
     from stmil.synth.distractors import SCENARIOS
 
@@ -213,7 +213,7 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
                config.INSTANCES, config.SUPERVISION, config.SELF_TRAIN_INITS, config.GATES,
                config.MOTIONS,
                interop.FORMATS, interop.TAILS, interop.CONVENTIONS, interop.LAYOUTS,
-               SCENARIOS, deploy.FORMATS, deploy.PRECISIONS, deploy.BACKENDS)
+               SCENARIOS, deploy.FORMATS, deploy.PRECISIONS, deploy.BACKENDS, ENGINES)
     commands = build_parser().commands
     checked = [(name, a.dest) for name, p in commands.items() for a in p._actions if a.choices
                and any(a.choices is c for c in library)]
