@@ -29,7 +29,10 @@
 #   4. stmil score over 8 videos of 10 s, serial vs 8 workers, per-video vs mixed batches
 #      (batch 8, as stmil score runs): benchmarks/score_e2e.py --device cuda;
 #   5. training at UCF-Crime size (1610 bags, 30+30): benchmarks/train.py --device cuda
-#      (needs scikit-learn on the machine; skipped with a message when it is missing).
+#      (needs scikit-learn on the machine; skipped with a message when it is missing);
+#   6. --engine ray on a local Ray instance with a GPU actor against the local engine, and the
+#      measured parts of the scaling rule: benchmarks/ray_extract.py --device cuda (needs ray
+#      on the machine: it is too large for the bundle; skipped with a message when missing).
 # Nothing here has been run on a GPU yet (no GPU machine was lent to the sessions that wrote
 # it); `dry` ran on the 2-core CPU.
 set -euo pipefail
@@ -86,6 +89,7 @@ run | dry)
         short_args=(--generate 32 --seconds 2 --batch-size 32 --workers 8 --precisions fp32)
         score_args=(--generate 8 --seconds 10 --workers 0 8)
         train_args=(--bags 1610 --anomalous 810 --batch 30 --iterations 30 --bf16)
+        ray_args=(--generate 8 --seconds 10 --batch-size 32 --workers 8 --cpus 16)
     else
         vpy=${PYTHON:-"$repo/.venv/bin/python"}
         dev=cpu
@@ -97,6 +101,7 @@ run | dry)
                     --precisions fp32)
         score_args=(--generate 2 --seconds 1.1 --size 64 --workers 0 2)
         train_args=(--bags 20 --anomalous 10 --batch 4 --iterations 2 --warmup 1)
+        ray_args=(--generate 2 --seconds 1.1 --size 64 --batch-size 4 --workers 2 --cpus 2)
     fi
     export PYTHONPATH="$repo/src:$repo${PYTHONPATH:+:$PYTHONPATH}"
     "$vpy" -c 'import torch, av; print("torch", torch.__version__, "cuda", torch.version.cuda,
@@ -170,10 +175,16 @@ PY
     else
         echo "skipped: scikit-learn is not installed on this machine"
     fi
+    echo "== 6. --engine ray vs local (benchmarks/ray_extract.py) =="
+    if "$vpy" -c 'import ray' 2>/dev/null; then
+        "$vpy" benchmarks/ray_extract.py --device "$dev" "${ray_args[@]}"
+    else
+        echo "skipped: ray is not installed on this machine (pip install 'stmil[ray]')"
+    fi
     rm -rf "$work"
     ;;
 *)
-    sed -n '2,34p' "$0"
+    sed -n '2,37p' "$0"
     exit 2
     ;;
 esac

@@ -208,7 +208,7 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
     from stmil.cli import build_parser
     from stmil.datasets.errors import SPLITS
     from stmil.device import DEVICES
-    from stmil.features.pipeline_config import PRECISIONS, TAIL_POLICIES
+    from stmil.features.pipeline_config import ENGINES, PRECISIONS, TAIL_POLICIES
     from stmil.mil import config
     from stmil.synth.distractors import SCENARIOS
 
@@ -216,7 +216,7 @@ def test_every_choice_list_is_the_library_constant_and_the_parser_loads_no_torch
                config.INSTANCES, config.SUPERVISION, config.SELF_TRAIN_INITS, config.GATES,
                config.MOTIONS,
                interop.FORMATS, interop.TAILS, interop.CONVENTIONS, interop.LAYOUTS,
-               SCENARIOS, deploy.FORMATS, deploy.PRECISIONS, deploy.BACKENDS)
+               SCENARIOS, deploy.FORMATS, deploy.PRECISIONS, deploy.BACKENDS, ENGINES)
     from stmil.cli import COMMANDS, classes_of
     from stmil.settings import all_specs
 

@@ -9,6 +9,8 @@ those classes (see :mod:`stmil.settings`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -103,12 +105,17 @@ def cmd_extract(o: Values) -> int:
     shard = parse_shard(o.shard) if o.shard is not None else None
     x = o.get(ExtractorSettings)
     settings.check_grid(x.grid, x.endpoint)
+    run = extract_many
+    if pipeline.engine == "ray":  # the driver's network only describes it: actors run theirs
+        from stmil.features import ray_engine  # deferred: Ray, for --engine ray only
+
+        run = functools.partial(ray_engine.extract_many, device=x.device)
+        x = dataclasses.replace(x, device="cpu")
     exported = None if settings.exported is None else str(settings.exported)
     extractor = feature_extractor(settings.backend, exported, x.endpoint, x.grid,
                                   settings.size, settings.clip_len, x.device, x.precision)
-    summary = extract_many([str(p) for p in o.inputs], str(o.out), extractor, settings,
-                           overwrite=o.overwrite, progress=not o.quiet, pipeline=pipeline,
-                           shard=shard)
+    summary = run([str(p) for p in o.inputs], str(o.out), extractor, settings,
+                  overwrite=o.overwrite, progress=not o.quiet, pipeline=pipeline, shard=shard)
     print(summary.line())
     if summary.failed and not summary.unrecorded:
         print(f"failures written to {Path(o.out) / 'failures.json'}", file=sys.stderr)

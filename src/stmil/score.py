@@ -305,7 +305,15 @@ def _features_of(paths: Sequence[Path], detector: Detector, device: str,
                 continue
             yield path, features, meta, None
     videos = [p for p in paths if p.suffix != ".npy"]
-    if videos:
+    if videos and pipeline is not None and pipeline.engine == "ray":
+        from stmil.features import ray_engine  # deferred: I3D and Ray, for videos only
+
+        if getattr(detector, "feature_extractor", None) is not None:
+            raise ConfigError("--engine ray runs the torch network on its actors; use "
+                              "--backend torch with a run folder")
+        yield from ray_engine.extract_videos(videos, *video_extractor(detector, "cpu"),
+                                             pipeline, device)
+    elif videos:
         from stmil.features.extract import extract_videos  # deferred: I3D, for videos only
 
         yield from extract_videos(videos, *video_extractor(detector, device), pipeline)

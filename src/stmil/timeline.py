@@ -104,9 +104,15 @@ def segment_clip_ranges(n_clips: int, n_segments: int = 32) -> np.ndarray:
     return np.stack([starts, ends], axis=1)
 
 
+def source_index(k: int, src_fps: float, fps: float | None) -> int:
+    """Source frame index of sampled frame ``k``: ``floor(k * src_fps / fps)`` (``k`` at the
+    native rate)."""
+    return k if fps is None else int(math.floor(k * src_fps / fps + 1e-9))
+
+
 def resample_indices(src_fps: float, fps: float | None) -> Iterator[int]:
-    """Source frame index of each sampled frame: ``floor(k * src_fps / fps)``, k = 0, 1, ..."""
+    """Source frame index of each sampled frame (:func:`source_index`), k = 0, 1, ..."""
     k = 0
     while True:
-        yield k if fps is None else int(math.floor(k * src_fps / fps + 1e-9))
+        yield source_index(k, src_fps, fps)
         k += 1

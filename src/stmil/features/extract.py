@@ -512,139 +512,152 @@ def extract_many(
     the input list starting at the i-th (all processes must be given the same inputs);
     independently, each video is claimed (``<id>.claim``, :mod:`stmil.features.claims`)
     while it is extracted, so processes sharing a folder never extract one video twice.
+    ``pipeline.engine == "ray"`` is run by :func:`stmil.features.ray_engine.extract_many`
+    (the same :class:`ExtractRun`, over a Ray cluster).
     """
     s = settings or ExtractSettings()
-    s.check_grid(extractor.grid, extractor.endpoint)  # new features: the map rule
     pipeline = pipeline or PipelineConfig()
-    out_dir = Path(out_dir)
-    videos, missing = expand_inputs(inputs)
-    if shard is not None:
-        i, n = parse_shard(f"{shard[0]}/{shard[1]}")
-        videos = videos[i::n]
-    _prepare_output(out_dir)
-    if extractor.precision == "bf16" and not native_bf16(extractor.device):
-        log.warning("this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
-                    "slower than fp32 here; use --precision fp32")
-    summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
-    for p, reason in missing:
-        log.error("%s", reason if reason.startswith("no videos found") else f"{p}: {reason}")
-    start = time.perf_counter()
-    batch = _Batch(out_dir, s, extractor, overwrite, summary, len(videos), progress)
-    results = _features(batch.jobs(videos), extractor, s, pipeline,
-                        on_clips=batch.clip_bar.update)
+    run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
+    results = _features(run.jobs(), extractor, s, pipeline, on_clips=run.clip_bar.update)
     try:
-        batch.write(results)
+        for job, array, meta, error in results:
+            run.commit(job, array, meta, error)
     finally:
         results.close()  # stops and joins the decode workers
-        batch.close()
-    summary.seconds = time.perf_counter() - start
-    handled = set(summary.done) | set(summary.skipped)
-    processed = [p for p in videos if p.stem in handled] + [f["path"] for f in summary.failed]
-    try:
-        record_failures(out_dir, processed, summary.failed)
-    except OSError as e:  # a full disk: the batch's outcome still stands and is reported
-        summary.unrecorded = _reason(e, out_dir)
-        log.error("%s (so the failures above are not recorded)", summary.unrecorded)
-    return summary
+        run.close()
+    return run.finish()
 
 
-def _prepare_output(out_dir: Path) -> None:
-    """Refuse an output folder extraction may not write (or a failures.json of the user's)
-    before any work, and tidy what killed earlier runs left there."""
-    check_writable(out_dir)
-    read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
-    check_can_write(out_dir, [FAILURES], legacy_ours)
-    remove_stale_temps(out_dir)
-    remove_stale_claims(out_dir)
+@dataclass(eq=False)
+class ExtractRun:
+    """One ``extract`` over one output folder, whatever runs the model (the local pipeline, or
+    :mod:`stmil.features.ray_engine`): the checks before any work, the claim and resume checks
+    of each video (:meth:`jobs`), the one commit of each result (:meth:`commit`), and the
+    failure list at the end (:meth:`finish`)."""
 
+    out_dir: Path
+    videos: list[Path]
+    extractor: FeatureExtractor
+    s: ExtractSettings
+    overwrite: bool
+    summary: ExtractSummary
+    bar: tqdm
+    clip_bar: tqdm
+    pending: set[_Job] = field(default_factory=set)  # claimed, not yet committed or failed
+    start: float = field(default_factory=time.perf_counter)
 
-class _Batch:
-    """The bookkeeping of one :func:`extract_many` call: which videos to extract (claimed and
-    checked), what became of each (``summary``), the claims still held, the progress bars."""
-
-    def __init__(self, out_dir: Path, s: ExtractSettings, extractor: FeatureExtractor,
-                 overwrite: bool, summary: ExtractSummary, n_videos: int,
-                 progress: bool) -> None:
-        self.out_dir, self.s, self.extractor, self.overwrite = out_dir, s, extractor, overwrite
-        self.summary = summary
-        self.ids: dict[str, Path] = {}  # video id -> the first input of that id
-        self.pending: set[_Job] = set()  # claimed, not yet committed or failed
-        self.bar = tqdm(total=n_videos, unit="video", disable=not progress, leave=False)
-        self.clip_bar = tqdm(unit="clip", disable=not progress, leave=False)
+    @classmethod
+    def open(cls, inputs: Iterable[Path | str], out_dir: Path | str,
+             extractor: FeatureExtractor, s: ExtractSettings, overwrite: bool = False,
+             progress: bool = True, shard: tuple[int, int] | None = None) -> ExtractRun:
+        """Expand ``inputs`` (keeping ``shard``'s videos), check ``out_dir`` (writable, its
+        failure list stmil's), remove stale temporaries and claims, log the missing inputs."""
+        s.check_grid(extractor.grid, extractor.endpoint)  # new features: the map rule
+        out_dir = Path(out_dir)
+        videos, missing = expand_inputs(inputs)
+        if shard is not None:
+            i, n = parse_shard(f"{shard[0]}/{shard[1]}")
+            videos = videos[i::n]
+        check_writable(out_dir)
+        read_failures(out_dir / FAILURES)  # refuse a foreign failures.json before any work
+        check_can_write(out_dir, [FAILURES], legacy_ours)
+        remove_stale_temps(out_dir)
+        remove_stale_claims(out_dir)
+        if extractor.precision == "bf16" and not native_bf16(extractor.device):
+            log.warning("this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and much "
+                        "slower than fp32 here; use --precision fp32")
+        summary = ExtractSummary(failed=[_failure(p, reason) for p, reason in missing])
+        for p, reason in missing:
+            log.error("%s", reason if reason.startswith("no videos found") else f"{p}: {reason}")
+        return cls(out_dir, videos, extractor, s, overwrite, summary,
+                   tqdm(total=len(videos), unit="video", disable=not progress, leave=False),
+                   tqdm(unit="clip", disable=not progress, leave=False))
 
     def fail(self, path: Path, e: BaseException) -> None:
+        """Record and log the failure of one video."""
         reason = _reason(e, path)
         self.summary.failed.append(_failure(path, reason))
         log.error("%s: %s", path, reason)
 
-    def jobs(self, videos: list[Path]) -> Iterator[tuple[_Job, Path]]:
-        """Claim and check each video; yield those to extract (run by the decode workers)."""
-        for path in videos:
+    def jobs(self) -> Iterator[tuple[_Job, Path]]:
+        """Claim and check each video; yield those to extract (each claimed, in
+        :attr:`pending` until :meth:`commit`)."""
+        ids: dict[str, Path] = {}
+        for path in self.videos:
+            vid, claim = path.stem, None
             try:
-                job = self._claim(path)
+                if vid in ids:
+                    raise VideoError(path, f"same id {vid!r} as {ids[vid]}; rename one of them")
+                if vid in RESERVED_IDS:
+                    raise VideoError(path, f"video id {vid!r} would write {vid}.json, the name "
+                                     "of this folder's failure list; rename the video")
+                ids[vid] = path
+                claim = try_claim(self.out_dir, vid)
+                if claim is None:
+                    self.summary.claimed.append(vid)
+                    self.bar.update(1)
+                    continue
+                check_ours(self.out_dir, vid, (".json",))
+                if not self.overwrite and _finished(self.out_dir, path, vid, self.s,
+                                                    self.extractor):
+                    self.summary.skipped.append(vid)
+                    claim.release()
+                    self.bar.update(1)
+                    continue
+                check_ours(self.out_dir, vid, (".npy",))  # hashed only when it is replaced
+                job = _Job(path, vid, source_identity(path), claim)
+                self.pending.add(job)
             except (StmilError, OSError) as e:
+                if claim is not None:
+                    claim.release()
                 self.fail(path, e)
-                self.bar.update(1)
-                continue
-            if job is None:
                 self.bar.update(1)
                 continue
             yield job, path
 
-    def _claim(self, path: Path) -> _Job | None:
-        """The job of extracting ``path``, claimed, or None when another process holds it or
-        it is finished (recorded in the summary); raises if it cannot be extracted."""
-        vid = path.stem
-        if vid in self.ids:
-            raise VideoError(path, f"same id {vid!r} as {self.ids[vid]}; rename one of them")
-        if vid in RESERVED_IDS:
-            raise VideoError(path, f"video id {vid!r} would write {vid}.json, the name "
-                             "of this folder's failure list; rename the video")
-        self.ids[vid] = path
-        claim = try_claim(self.out_dir, vid)
-        if claim is None:
-            self.summary.claimed.append(vid)
-            return None
+    def commit(self, job: _Job, array: np.ndarray | None, meta: FeatureMeta | None,
+               error: BaseException | None) -> None:
+        """Write one video's result through the store's one writer (or record its error),
+        then release its claim."""
         try:
-            check_ours(self.out_dir, vid, (".json",))
-            if not self.overwrite and _finished(self.out_dir, path, vid, self.s,
-                                                self.extractor):
-                self.summary.skipped.append(vid)
-                claim.release()
-                return None
-            check_ours(self.out_dir, vid, (".npy",))  # hashed only when it is to be replaced
-            job = _Job(path, vid, source_identity(path), claim)
-        except (StmilError, OSError):
-            claim.release()
-            raise
-        self.pending.add(job)
-        return job
-
-    def write(self, results: Iterator[_Result]) -> None:
-        """Commit each video's features as its result comes (failures are recorded)."""
-        for job, array, meta, error in results:
-            try:
-                if error is not None:
-                    raise error
-                write_features(self.out_dir, job.vid, array, meta)
-                self.summary.done.append(job.vid)
-                self.summary.clips += array.shape[0]
-            except (StmilError, OSError) as e:
-                self.fail(job.path, e)
-            finally:  # released before it leaves pending: an interrupt between leaks nothing
-                if job.claim is not None:
-                    job.claim.release()
-                self.pending.discard(job)
-                self.bar.update(1)
+            if error is not None:
+                raise error
+            write_features(self.out_dir, job.vid, array, meta)
+            self.summary.done.append(job.vid)
+            self.summary.clips += array.shape[0]
+        except (StmilError, OSError) as e:
+            self.fail(job.path, e)
+        finally:  # released before it leaves pending: an interrupt between leaks nothing
+            if job.claim is not None:
+                job.claim.release()
+            self.pending.discard(job)
+            self.bar.update(1)
 
     def close(self) -> None:
-        """Release the claims still held (interrupted: let other processes take these
-        videos) and close the progress bars."""
+        """Release the claims of videos not committed (an interrupted run: other processes
+        may take them) and close the progress bars."""
         for job in list(self.pending):
             if job.claim is not None:
                 job.claim.release()
+        self.pending.clear()
         self.bar.close()
         self.clip_bar.close()
+
+    def finish(self) -> ExtractSummary:
+        """Merge this run's failures into ``failures.json``; the summary (with ``unrecorded``,
+        the reason, when a full disk keeps the list from being written: the batch's outcome
+        still stands and is reported)."""
+        summary = self.summary
+        summary.seconds = time.perf_counter() - self.start
+        handled = set(summary.done) | set(summary.skipped)
+        processed = [p for p in self.videos if p.stem in handled] + [
+            f["path"] for f in summary.failed]
+        try:
+            record_failures(self.out_dir, processed, summary.failed)
+        except OSError as e:
+            summary.unrecorded = _reason(e, self.out_dir)
+            log.error("%s (so the failures above are not recorded)", summary.unrecorded)
+        return summary
 
 
 def _finished(out_dir: Path, path: Path, vid: str, s: ExtractSettings,

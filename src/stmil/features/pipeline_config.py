@@ -11,6 +11,7 @@ from stmil.errors import ConfigError
 from stmil.settings import Settings, check, check_number, require, setting
 
 RESIZE_ON = ("auto", "worker", "device")
+ENGINES = ("local", "ray")  # what runs extraction: this process's pipeline, or a Ray cluster
 TAIL_POLICIES = ("drop", "pad")  # a trailing partial clip: dropped, or padded with its last frame
 PRECISIONS = ("fp32", "bf16")  # I3D's compute precision
 FPS_RANGE = (0.01, 1000.0)  # resampling rates outside this are mistakes, not videos
@@ -94,6 +95,14 @@ class PipelineConfig(Settings):
     padded last batch costs up to ``batch_size - 1`` clips: benchmarks/NOTES.md). Per-clip
     fp32 results of mixed and per-video batches differ by less than 1e-6 relative, from the
     batch shape alone (tests/features/test_pipeline.py).
+
+    ``engine``: ``"local"`` (this process: decode threads and the model) or ``"ray"``
+    (:mod:`stmil.features.ray_engine`: decode tasks and extractor actors on a Ray cluster;
+    ``workers`` and ``queue_size`` are then Ray's business). ``ray_address``: the cluster to
+    join (``ray://host:10001`` or ``host:6379``; default: ``RAY_ADDRESS``, else a local Ray
+    instance started for the run). ``split_clips``: the Ray engine splits a video of more clips
+    into decode tasks of this many (rounded up to whole batches), so one long video does not
+    hold one decode worker for the whole job.
     """
 
     workers: int = setting(2, "decode threads overlapping the model; 0: serial (outputs do not "
@@ -102,6 +111,23 @@ class PipelineConfig(Settings):
                                      hi=1024, cli=False)
     resize_on: str = setting("auto", "where frames are resized", choices=RESIZE_ON, cli=False)
     mix_videos: bool | None = setting(None, "fill model batches across videos", cli=False)
+    engine: str = setting("local", "where videos are processed: local (this process) or ray "
+                          "(decode tasks and extractor actors on a Ray cluster; stmil[ray], "
+                          "docs/scale.md)", choices=ENGINES)
+    ray_address: str | None = setting(None, "the Ray cluster to join (host:6379 or "
+                                      "ray://host:10001; default: RAY_ADDRESS, else a local "
+                                      "instance started for the run)")
+    split_clips: int = setting(512, "the Ray engine's decode task size for long videos",
+                               unit="clips", lo=1, hi=10_000_000, cli=False)
+
+    def rules(self) -> None:
+        address = self.ray_address
+        require(address is None or bool(address.strip()),
+                f"{{ray_address}} must be a Ray cluster address (host:6379 or "
+                f"ray://host:10001), got {address!r}", "ray_address")
+        require(address is None or self.engine == "ray",
+                "{ray_address} is the Ray cluster of {engine} ray; add {engine} ray (or drop "
+                "{ray_address})", "ray_address", "engine")
 
     def mixes_videos(self, device_type: str) -> bool:
         """Whether model batches are filled across videos (``None``: on a GPU)."""

@@ -34,7 +34,7 @@ from stmil.features.pipeline_config import (
 from stmil.features.resize import resize_frames
 from stmil.files import av_path
 from stmil.files import one_line as _one_line
-from stmil.timeline import resample_indices
+from stmil.timeline import resample_indices, source_index
 
 
 class VideoError(StmilError, ValueError):
@@ -145,9 +145,11 @@ def _stream_seconds(s) -> float:
     return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else 0.0
 
 
-def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+def iter_frames(path: Path | str, info: VideoInfo | None = None,
+                skip: int = 0) -> Iterator[np.ndarray | None]:
     """Decode every frame as ``(H, W, 3)`` uint8 RGB, upright (``info.rotation`` applied),
-    streaming.
+    streaming. The first ``skip`` frames are decoded (counted and checked) but yielded as
+    ``None``, without their costly conversion to RGB (a later clip range's decode).
 
     Raises :class:`VideoError` on a decode error, or when a container that reports its frame
     count yields clearly fewer frames (a truncated file), rather than returning part of a video.
@@ -164,10 +166,13 @@ def iter_frames(path: Path | str, info: VideoInfo | None = None) -> Iterator[np.
             reformatter = av.video.reformatter.VideoReformatter()
             width, height = info.coded_size
             for frame in container.decode(stream):
-                rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height)
                 n += 1
                 if frame.time is not None:
                     end = frame.time + 1.0 / info.fps
+                if n <= skip:
+                    yield None
+                    continue
+                rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height)
                 array = rgb.to_ndarray()
                 if info.rotation:  # upright, as players show it (counter-clockwise turns)
                     array = np.ascontiguousarray(np.rot90(array, info.rotation // 90))
@@ -219,6 +224,7 @@ def iter_clips(
     info: VideoInfo | None = None,
     stats: dict | None = None,
     resize: bool = True,
+    clips: tuple[int, int | None] = (0, None),
 ) -> Iterator[ClipBatch]:
     """Stream clips of ``clip_len`` frames, one every ``stride`` (sampled) frames.
 
@@ -227,6 +233,11 @@ def iter_clips(
     ``n_frames`` (source frames decoded) and ``n_sampled`` at the end. ``resize=False`` yields
     uint8 clips ``(B, T, H, W, 3)`` at the native size, for resizing elsewhere (on a GPU) with
     :func:`stmil.features.resize.resize_clips`.
+
+    ``clips=(first, end)`` yields only clips ``first <= k < end`` (``end=None``: to the last,
+    tail included): the frames before them are decoded but not converted, decoding stops after
+    them (``stats`` is then left unset), and with ``first`` a multiple of ``batch_size`` the
+    batches are those of the whole video's, cut at the range.
     """
     if tail not in TAIL_POLICIES:
         raise ConfigError(f"tail must be one of {TAIL_POLICIES}, got {tail!r}")
@@ -235,7 +246,8 @@ def iter_clips(
     check_size(size)
     fps = check_fps(fps)
     info = info or probe(path)
-    window: deque[Tensor] = deque(maxlen=clip_len)
+    first, end = clips[0] * stride, None if clips[1] is None else clips[1] * stride
+    window: deque[Tensor | None] = deque(maxlen=clip_len)
     pending: list[tuple[Tensor, int, bool]] = []
     wanted = resample_indices(info.fps, fps)
     next_src, n_src, n_sampled = next(wanted), 0, 0
@@ -248,28 +260,35 @@ def iter_clips(
                             [s for _, s, _ in pending], [p for _, _, p in pending])
             pending.clear()
 
-    for n_src, frame in enumerate(iter_frames(path, info), start=1):
+    skip = source_index(first, info.fps, fps)
+    for n_src, frame in enumerate(iter_frames(path, info, skip), start=1):
         src = n_src - 1
         if src < next_src:
             continue
-        resized = to_model_input(frame[None], size)[0] if resize else torch.from_numpy(frame)
+        if frame is None:
+            resized = None
+        else:
+            resized = to_model_input(frame[None], size)[0] if resize else torch.from_numpy(frame)
         while next_src == src:  # upsampling repeats a source frame
             window.append(resized)
             n_sampled += 1
             start = n_sampled - clip_len
             if start >= 0 and start % stride == 0:
-                pending.append((torch.stack(list(window), dim=t_dim), start, False))
                 last_start = start
-                if len(pending) == batch_size:
-                    yield from flush()
+                if start >= first and (end is None or start < end):
+                    pending.append((torch.stack(list(window), dim=t_dim), start, False))
+                    if len(pending) == batch_size:
+                        yield from flush()
             next_src = next(wanted)
+        if end is not None and n_sampled >= end - stride + clip_len:
+            yield from flush()  # the range's last clip is cut: later frames are not its
+            return
     if tail == "pad":
         start = last_start + stride
-        if start < n_sampled:
+        if first <= start < n_sampled and (end is None or start < end):
             have = list(window)[start - (n_sampled - len(window)):]
             have += [have[-1]] * (clip_len - len(have))
             pending.append((torch.stack(have, dim=t_dim), start, True))
     yield from flush()
     if stats is not None:
         stats.update(n_frames=n_src, n_sampled=n_sampled)
-
