@@ -105,3 +105,24 @@ def test_a_failed_commit_leaves_no_journal_line(tmp_path):
         O.commit(tmp_path, [(tmp_path / "b.json", put(b"2")), (tmp_path / "c.json", fail)],
                  "x")
     assert not O.journal_path(tmp_path).exists() and snapshot(tmp_path) == {"a.json": b"1"}
+
+
+def test_commits_name_the_folder_any_way_from_any_working_directory(tmp_path, monkeypatch):
+    """The ledger this process keeps between commits is found by absolute path: a folder named
+    absolutely, then relatively, then from another working directory is the same folder (a
+    run evaluated by path after a training by name failed with "not in" before)."""
+    (tmp_path / "a" / "run").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    absolute = tmp_path / "a" / "run"
+    for n, (folder, dest) in enumerate([(absolute, absolute / "m.json"),
+                                        (Path("run"), Path("run/m.json")),
+                                        (Path("run"), absolute / "n.json")]):
+        O.commit(folder, [(dest, lambda t, n=n: t.write_text(str(n)))], "test")
+    monkeypatch.chdir(tmp_path / "b")
+    O.commit(Path("../a/run"), [(Path("../a/run/m.json"), lambda t: t.write_text("3"))], "test")
+    O.commit(absolute, [(Path("../a/run/n.json"), lambda t: t.write_text("4"))], "test")
+    ledger = O.Ledger.load(absolute)
+    assert sorted(ledger.files) == ["m.json", "n.json"]
+    assert (absolute / "m.json").read_text() == "3" and (absolute / "n.json").read_text() == "4"
+    assert ledger.owns("m.json") and ledger.owns("n.json")

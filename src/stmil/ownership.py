@@ -267,8 +267,9 @@ class Ledger:
         tmp.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
 
     def _name(self, path: Path) -> str:
+        """``path``'s name in this folder (either may be relative to the working directory)."""
         try:
-            return path.relative_to(self.folder).as_posix()
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(self.folder)).as_posix()
         except ValueError:
             raise ValueError(f"{path} is not in {self.folder}") from None
 
@@ -339,7 +340,7 @@ def _current(folder: Path) -> Ledger:
     if kept is not None and key is not None and kept.key == key and size >= kept.journal_end:
         kept.read_journal()
         return kept
-    _LIVE[where] = ledger = Ledger.load(folder)
+    _LIVE[where] = ledger = Ledger.load(where)  # absolute: kept across working directories
     return ledger
 
 

@@ -158,6 +158,7 @@ class MeanExtractor:
     clip's mean value ``(B, 1, 1)``, NaN for an all-white clip; it records its batch sizes."""
 
     device, grid, endpoint, channels, precision = torch.device("cpu"), 1, "Mixed_4e", 1, "fp32"
+    backend = "torch"
 
     def __init__(self):
         self.calls: list[int] = []

@@ -95,12 +95,13 @@ def test_liu_ma_boxes_give_spatial_metrics_to_ucf_crime(pipeline, capsys, monkey
     assert m["pointing_accuracy"] == 1.0 and m["loc_false_positives"] == 0.0
     assert 0.0 < m["tiou"] <= 0.25 + 1e-9
     assert m["settings"]["boxes"] == "boxes.pkl"
-    Path("evil.pkl").write_bytes(pickle.dumps({"x": print}))
+    # eval, not print: Ray, once imported in this process, replaces builtins.print
+    Path("evil.pkl").write_bytes(pickle.dumps({"x": eval}))
     code, out, err = run_cli(capsys, "evaluate", "--data", "ucf", "--features", "feats",
                              "--model", "run", "--boxes", "evil.pkl", "--quiet")
     assert code == 1
     assert_one_line_error(err, "evil.pkl: not a Liu & Ma annotation pickle",
-                          "names builtins.print")
+                          "names builtins.eval")
     code, out, err = run_cli(capsys, "evaluate", "--data", "ucf", "--features", "feats",
                              "--model", "run", "--interpolate", "--quiet")
     assert code == 1

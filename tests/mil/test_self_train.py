@@ -134,7 +134,7 @@ def test_settings_errors_are_one_line(tiny, tmp_path, monkeypatch, capsys):
     for extra, needle in [
         (("--self-train", "-1"), "--self-train must be a whole number from 0 to 100, got -1"),
         (("--self-train", "1"), "--self-train needs a validation split to keep or undo its "
-                                "rounds: set val_fraction > 0"),
+                                "rounds: set --val-fraction > 0"),
         (("--self-train", "1", "--val-fraction", "0.25", "--supervision", "boxes"),
          "--self-train applies to weak supervision; set --self-train 0 for --supervision "
          "boxes"),
