@@ -159,7 +159,7 @@ class ExtractSettings(Settings):
                         choices=TAIL_POLICIES)
     batch_size: int = setting(8, "clips per forward pass", lo=1, hi=MAX_BATCH)
     backend: str = setting("torch", BACKEND_HELP, choices=BACKENDS)
-    exported: Path | None = setting(None, EXPORTED_HELP)
+    exported: Path | None = setting(None, EXPORTED_HELP, metavar="DIR")
 
     def rules(self) -> None:
         backend_rules(self.backend, self.exported)

@@ -63,7 +63,7 @@ class WatchConfig(Settings):
     backend: str = setting("torch", BACKEND_HELP + "; with onnxruntime or openvino, --model "
                            "may also be an export made with --model RUN, and PyTorch is not "
                            "imported", choices=BACKENDS)
-    exported: Path | None = setting(None, EXPORTED_HELP)
+    exported: Path | None = setting(None, EXPORTED_HELP, metavar="DIR")
 
     def rules(self) -> None:
         require(self.max_backoff >= self.backoff,
