@@ -47,7 +47,8 @@ class Demo(Settings):
     (dict(count="2"), "count must be a whole number from 1 to 10, got '2'"),
     (dict(rate=0), "rate must be a number > 0 and <= 2 seconds, got 0"),
     (dict(rate=float("nan")), "rate must be a number > 0 and <= 2 seconds, got nan"),
-    (dict(rate=10**400), f"rate must be a number > 0 and <= 2 seconds, got {10**400}"),
+    # a value's repr is cut to 80 characters: one readable line
+    (dict(rate=10**400), f"rate must be a number > 0 and <= 2 seconds, got {'1' + '0' * 76}..."),
     (dict(mode="c"), "mode must be one of a, b, got 'c'"),
     (dict(on="false"), "on must be true or false, got 'false'"),
     (dict(on=0), "on must be true or false, got 0"),

@@ -46,6 +46,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -106,19 +107,24 @@ class Rule:
     cli: bool = True
     even: bool = False
     metavar: str | None = None
+    pattern: str | None = None
+    what: str | None = None
 
 
 def setting(default: Any = MISSING, help: str = "", *, lo: float | None = None,
             hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
             choices: Iterable | None = None, unit: str | None = None, flag: str | None = None,
             positional: bool = False, cli: bool = True, even: bool = False,
-            metavar: str | None = None) -> Any:
+            metavar: str | None = None, pattern: str | None = None,
+            what: str | None = None) -> Any:
     """A settings field: its default (none: required), help text, unit (``"seconds"``), bounds
     ``lo``/``hi`` (closed unless ``*_open``), ``choices`` (the library's tuple itself),
-    ``even`` (whole numbers), the CLI ``flag`` name when not the field's, ``positional``, and
-    ``cli=False`` for a field the CLI does not offer."""
+    ``even`` (whole numbers), ``pattern`` (a regular expression a string must match whole),
+    ``what`` (a valid value in words, for the errors, when the engine's own words are too
+    general: ``"64 lowercase hex digits"``), the CLI ``flag`` name when not the field's,
+    ``positional``, and ``cli=False`` for a field the CLI does not offer."""
     rule = Rule(help, lo, hi, lo_open, hi_open, choices, unit, flag, positional, cli, even,
-                metavar)
+                metavar, pattern, what)
     return field(default=default, metadata={META: rule})
 
 
@@ -158,6 +164,8 @@ class Spec:
     def describe(self) -> str:
         """What a valid value is, in words: ``a whole number from 1 to 400``."""
         r = self.rule
+        if r.what is not None:
+            return r.what
         if self.kind is bool:
             what = "true or false"
         elif r.choices is not None:
@@ -186,8 +194,10 @@ class Spec:
 
     def error(self, value: Any) -> SettingError:
         error = getattr(self.owner, "error_class", SettingError)
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         return error("{" + self.name + "} must be " + _esc(self.describe()) + ", got " +
-                     _esc(repr(value)), self.name)
+                     _esc(shown), self.name)
 
     def check(self, value: Any) -> Any:
         """``value`` converted (an int for a float setting: a float) if valid, else
@@ -219,7 +229,8 @@ class Spec:
         elif kind is Path:
             ok = isinstance(value, (str, Path)) and str(value) != ""
         else:
-            ok = isinstance(value, str)
+            ok = isinstance(value, str) and (
+                r.pattern is None or re.fullmatch(r.pattern, value, re.DOTALL) is not None)
         if not ok or (r.choices is not None and value not in r.choices):
             raise self.error(given)
         if kind in (int, float) and r.choices is None:
@@ -317,21 +328,30 @@ class Settings:
         """Cross-field rules (:func:`require`); none by default."""
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str | Path | None = None) -> Any:
-        """An object from a mapping of field names; an unknown key or bad value is a
-        :class:`ConfigError` naming ``where`` (a file) and the key."""
+    def from_mapping(cls, values: Mapping[str, Any], where: str | Path | None = None, *,
+                     fix: str | None = None, error: type[Exception] = ConfigError,
+                     others: str = "refuse") -> Any:
+        """An object from a mapping of field names (a ``--config``, or a JSON file stmil
+        wrote): a missing required key, an unknown key or a bad value is one ``error`` line
+        ``<where>: <key> must be ...; <fix>``. ``others``: what becomes of a key ``cls`` does
+        not declare, ``"refuse"`` (a ``--config``: a typo) or ``"ignore"`` (a file whose other
+        keys its reader checks itself)."""
         known = specs(cls)
+        prefix, suffix = (f"{where}: " if where else ""), (f"; {fix}" if fix else "")
         unknown = sorted(set(values) - set(known))
-        prefix = f"{where}: " if where else ""
-        if unknown:
-            raise ConfigError(f"{prefix}unknown settings {', '.join(unknown)}; "
-                              f"allowed: {', '.join(known)}")
+        if unknown and others == "refuse":
+            raise error(f"{prefix}unknown settings {', '.join(unknown)}; "
+                        f"allowed: {', '.join(known)}")
+        values = {k: v for k, v in values.items() if k in known}
+        missing = [n for n, s in known.items() if s.required and n not in values]
+        if missing:
+            raise error(f"{prefix}missing {', '.join(missing)}{suffix}")
         try:
             return cls(**values)
         except SettingError as e:
-            if where is None:
+            if where is None and error is ConfigError and fix is None:
                 raise
-            raise ConfigError(prefix + e.render({})) from None
+            raise error(prefix + e.render({}) + suffix) from None
 
 
 # --- files -------------------------------------------------------------------------------------
