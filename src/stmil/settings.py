@@ -335,15 +335,17 @@ class Settings:
         wrote): a missing required key, an unknown key or a bad value is one ``error`` line
         ``<where>: <key> must be ...; <fix>``. ``others``: what becomes of a key ``cls`` does
         not declare, ``"refuse"`` (a ``--config``: a typo) or ``"ignore"`` (a file whose other
-        keys its reader checks itself)."""
-        known = specs(cls)
+        keys its reader checks itself). A plain field (a record, e.g. a nested settings object
+        the reader made) is passed as it is."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
         prefix, suffix = (f"{where}: " if where else ""), (f"; {fix}" if fix else "")
         unknown = sorted(set(values) - set(known))
         if unknown and others == "refuse":
             raise error(f"{prefix}unknown settings {', '.join(unknown)}; "
                         f"allowed: {', '.join(known)}")
         values = {k: v for k, v in values.items() if k in known}
-        missing = [n for n, s in known.items() if s.required and n not in values]
+        missing = [n for n, f in known.items() if n not in values
+                   and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise error(f"{prefix}missing {', '.join(missing)}{suffix}")
         try:
