@@ -43,7 +43,15 @@ from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.live.calibrate import read_calibration
 from stmil.mil.detector import Detector
 from stmil.ownership import check_can_write, commit
-from stmil.settings import MISSING, SettingError, Settings, check, setting, specs
+from stmil.settings import (
+    MISSING,
+    SettingError,
+    Settings,
+    check,
+    check_number,
+    setting,
+    specs,
+)
 from stmil.timeline import frame_labels, frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
@@ -246,20 +254,30 @@ def check_result(path: Path, where: str, entry: object) -> dict:
     return entry
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Threshold(Settings):
+    """A result's ``threshold`` object besides its metrics at 0.5 (:data:`AT_PAPER`)."""
+
+    value: float = setting(lo=-math.inf, hi=math.inf)
+    source: str = setting(choices=THRESHOLD_SOURCES)
+
+
 def _check_threshold(path: Path, where: str, block: object) -> None:
     """Validate a result's ``threshold`` object (value, source, metrics at 0.5 or null)."""
-    def number(x: object) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-    at = block.get(AT_PAPER) if isinstance(block, dict) else None
-    ok = (isinstance(block, dict) and number(block.get("value"))
-          and block.get("source") in THRESHOLD_SOURCES
-          and (at is None or (isinstance(at, dict) and all(
-              at.get(k) is None or (number(at[k]) and at[k] >= 0) for k in THRESHOLDED))))
-    if not ok:
+    try:
+        if not isinstance(block, dict):
+            raise ValueError(block)
+        _Threshold.from_mapping(block, others="ignore")
+        at = block.get(AT_PAPER)
+        if at is not None and not isinstance(at, dict):
+            raise ValueError(at)
+        for k in THRESHOLDED if at is not None else ():
+            if at.get(k) is not None:
+                check_number(k, at[k], float, lo=0)
+    except ValueError:  # a SettingError too
         raise _bad_metrics(path, f"{where}: threshold must be an object with a number value, "
                            f"a source ({', '.join(THRESHOLD_SOURCES)}) and {AT_PAPER} "
-                           "(numbers or null)")
+                           "(numbers or null)") from None
 
 
 def _load_json(path: Path) -> object:
