@@ -33,6 +33,19 @@ not the field's: ``setting(..., flag="videos")`` (``n_videos`` is ``--videos``).
 argument: ``setting(..., positional=True)``; a field with no default is required (given as a
 flag or in ``--config``); ``cli=False`` keeps a field out of the CLI.
 
+**Files stmil reads** declare their fields the same way, one record class per file or block
+(:class:`~stmil.features.store.FeatureMeta`, ``ScoresHeader``, ``ModelConfig``,
+``Calibration``, the export manifest's blocks, ``Metrics``): ``pattern`` (a regular
+expression a string must match) and ``what`` (the rule in the file's own words) serve them;
+a field declared with a plain ``field`` is a record the reader builds itself (a nested
+settings object, an array). The reader parses the file, then
+``Cls.from_mapping(data, path, fix=..., error=..., others="ignore")`` gives the one line
+``<file>: <key> must be <rule>, got <value>; <fix>`` (a nested block: ``where=f"{path}:
+events"``). Unknown keys: a ``--config`` refuses them (a typo); stmil's own JSON files ignore
+them (``others="ignore"``: a newer stmil may add keys, and the file's format/version marker,
+checked first, says whose file it is), except feature metadata, whose ``schema_version``
+governs (an unknown key in a current-version file is refused).
+
 Errors: a bad value is a :class:`SettingError` (a :class:`~stmil.errors.ConfigError`), one
 line naming the setting: ``hidden must be a whole number from 1 to 65536, got 0`` from the
 library; the CLI renders the same error naming where the value came from (:class:`Values`):
