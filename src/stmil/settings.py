@@ -191,7 +191,7 @@ class Spec:
         elif self.kind is Path:
             what = "a path (a non-empty string)"
         else:
-            what = "a string"
+            what = "a string" if r.pattern is None else f"a string matching {r.pattern}"
         if self.many:
             what = f"a list of one or more values, each {what}"
         return what

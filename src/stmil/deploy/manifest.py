@@ -138,7 +138,7 @@ class _Preprocess(Settings):
 class _Graph(Settings):
     """A graph's entry (:func:`graph_entry`)."""
 
-    file: str = setting(pattern=r".+")
+    file: str = setting(pattern=r".+", what="a file name")
     bytes: int = setting(lo=0, hi=math.inf)
     sha256: str = setting()
 
