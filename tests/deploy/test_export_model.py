@@ -192,6 +192,26 @@ def test_a_manifest_value_of_the_wrong_kind_is_one_line_naming_file_and_key(
                               "stmil export-model"
 
 
+@pytest.mark.parametrize("edit, message", [
+    ({"hidden": "x"}, "hidden must be a whole number from 1 to 65536, got 'x'"),
+    ({"motion": "sometimes"}, "motion must be one of none, gate, got 'sometimes'"),
+    ({"in_dim": None}, "in_dim must be a whole number from 1 to 1000000, got None"),
+])
+def test_an_exported_scorer_config_is_checked_naming_the_manifest(gated_export, tmp_path,
+                                                                  monkeypatch, edit, message):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(gated_export, "copy")
+    data = json.loads(Path("copy", MANIFEST).read_text())
+    data["scorer"]["config"].update(edit)
+    Path("copy", MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ModelError) as info:
+        ExportedDetector.load("copy", "cpu")
+    assert str(info.value) == f"{Path('copy', MANIFEST)}: scorer: config: {message}; export " \
+                              "it again with stmil export-model"
+
+
 def test_a_users_file_is_never_replaced(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

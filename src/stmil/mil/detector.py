@@ -23,7 +23,6 @@ from stmil.features.store import FeatureError, FeatureMeta
 from stmil.mil.bags import l2_normalise
 from stmil.mil.model import Scorer
 from stmil.mil.run import ModelConfig, load_model
-from stmil.settings import specs
 
 #: Feature settings a model must be fed (its features' metadata must agree).
 FEATURE_KEYS = ("endpoint", "size", "clip_len", "stride")
@@ -38,10 +37,13 @@ class RunConfig(ModelConfig):
     recorded: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_recorded(cls, config: Mapping[str, Any]) -> RunConfig:
-        """From a config :func:`~stmil.mil.run.load_model` has validated."""
-        return cls(**{k: config[k] for k in specs(ModelConfig) if k in config},
-                   recorded=MappingProxyType(dict(config)))
+    def from_recorded(cls, config: Mapping[str, Any], where: str | Path | None = None,
+                      fix: str | None = None) -> RunConfig:
+        """From a recorded config (a model file's, which :func:`~stmil.mil.run.load_model`
+        has checked, or an export manifest's): a bad or missing key is a :class:`ModelError`
+        naming ``where`` and the key and ending in ``fix``."""
+        return cls.from_mapping({**config, "recorded": MappingProxyType(dict(config))}, where,
+                                fix=fix, error=ModelError, others="ignore")
 
 
 class Detector:
