@@ -47,7 +47,8 @@ class Demo(Settings):
     (dict(count="2"), "count must be a whole number from 1 to 10, got '2'"),
     (dict(rate=0), "rate must be a number > 0 and <= 2 seconds, got 0"),
     (dict(rate=float("nan")), "rate must be a number > 0 and <= 2 seconds, got nan"),
-    (dict(rate=10**400), f"rate must be a number > 0 and <= 2 seconds, got {10**400}"),
+    # a value's repr is cut to 80 characters: one readable line
+    (dict(rate=10**400), f"rate must be a number > 0 and <= 2 seconds, got {'1' + '0' * 76}..."),
     (dict(mode="c"), "mode must be one of a, b, got 'c'"),
     (dict(on="false"), "on must be true or false, got 'false'"),
     (dict(on=0), "on must be true or false, got 0"),
@@ -123,3 +124,43 @@ def test_a_cross_field_error_is_worded_with_the_origins():
     with pytest.raises(SettingError) as info:
         values.get(Demo)
     assert values.render(info.value) == "--high must be at least low (5), got 1.0"
+
+
+# ---- a file's record: pattern, what, from_mapping with a file, a fix and an error class ------
+
+
+class RecordError(ValueError):
+    """A reader's own error class (FeatureError, ModelError...)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record(Settings):
+    sha: str = setting(pattern="[0-9a-f]{4}", what="4 lowercase hex digits")
+    name: str | None = setting(None, pattern=".+")
+    grid: int = setting(lo=1, hi=64)
+    inner: Demo = field(default_factory=Demo)  # a record the reader builds itself
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"sha": "ABCD", "grid": 2}, "sha must be 4 lowercase hex digits, got 'ABCD'"),
+    ({"sha": "abcd\n", "grid": 2}, "sha must be 4 lowercase hex digits, got 'abcd\\n'"),
+    ({"sha": "abcd", "grid": 2, "name": ""}, "name must be a string matching .+, got ''"),
+    ({"sha": "abcd", "grid": 0}, "grid must be a whole number from 1 to 64, got 0"),
+    ({"sha": "abcd", "grid": [1] * 100}, "grid must be a whole number from 1 to 64, got "
+                                          f"{str([1] * 100)[:77]}..."),
+    ({"grid": 2}, "missing sha"),
+])
+def test_a_file_record_is_one_line_naming_file_key_and_fix(values, message):
+    with pytest.raises(RecordError) as info:
+        Record.from_mapping(values | {"newer": 1}, "out/v.json", fix="write it again",
+                            error=RecordError, others="ignore")
+    assert str(info.value) == f"out/v.json: {message}; write it again"
+
+
+def test_from_mapping_passes_records_and_refuses_or_ignores_other_keys():
+    inner = Demo(count=4)
+    r = Record.from_mapping({"sha": "abcd", "grid": 2, "inner": inner, "x": 1}, "f",
+                            others="ignore")
+    assert (r.sha, r.grid, r.name, r.inner) == ("abcd", 2, None, inner)
+    with pytest.raises(ConfigError, match="^f: unknown settings x; allowed: sha, name, grid"):
+        Record.from_mapping({"sha": "abcd", "grid": 2, "x": 1}, "f")

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from stmil.files import find_videos, unique_files
 from stmil.mil.detector import Detector
 from stmil.options import ScoreOptions
 from stmil.ownership import check_can_write, commit
-from stmil.settings import check
+from stmil.settings import Settings, check, setting
 from stmil.timeline import frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,21 @@ def is_scores_file(path: Path) -> bool:
     return isinstance(data, dict) and all(k in data for k in SCORES_KEYS)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScoresHeader(Settings):
+    """The scalar fields of a ``<id>.scores.json`` (its arrays are checked against them by
+    :func:`read_scores`)."""
+
+    grid: int = setting(lo=1, hi=math.inf)
+    n_frames: int = setting(lo=1, hi=math.inf)
+    width: int = setting(lo=1, hi=math.inf)
+    height: int = setting(lo=1, hi=math.inf)
+    model_grid: int | None = setting(None, lo=1, hi=math.inf)
+    fps: float = setting(lo=0, lo_open=True, hi=math.inf,
+                         what="a positive number (frames per second)")
+    threshold: float | None = setting(None, lo=0, hi=1, what="null or a number from 0 to 1")
+
+
 def read_scores(path: Path | str) -> dict:
     """The contents of a ``<id>.scores.json`` that :func:`write_scores` wrote, with
     ``clip_maps`` as ``(n_clips, G*G)`` float32 and ``clip_ranges`` as ``(n_clips, 2)`` int
@@ -115,17 +131,8 @@ def read_scores(path: Path | str) -> dict:
         text = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
         return FeatureError(f"{path}: {key} must be {what}, got {text}; {fix}")
 
-    counts = ("grid", "n_frames", "width", "height") + (
-        ("model_grid",) if data.get("model_grid") is not None else ())
-    for key in counts:
-        v = data[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise bad(key, "a whole number >= 1")
-    fps = data["fps"]
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (
-            math.isfinite(fps) and fps > 0):
-        raise bad("fps", "a positive number (frames per second)")
-    g, n = data["grid"], data["n_frames"]
+    head = ScoresHeader.from_mapping(data, path, fix=fix, error=FeatureError, others="ignore")
+    g, n = head.grid, head.n_frames
     maps = _number_array(data["clip_maps"], 3)
     if maps is None or maps.shape[1:] != (g, g) or not len(maps):
         raise bad("clip_maps", f"a list of {g} x {g} grids of numbers (one per clip)", "...")
@@ -149,12 +156,8 @@ def read_scores(path: Path | str) -> dict:
     boxes = _number_array(data["boxes"], 2)
     if boxes is None or boxes.shape != (n, 4) or not np.isfinite(boxes).all():
         raise bad("boxes", f"n_frames ({n}) boxes of 4 finite numbers", "...")
-    t = data.get("threshold")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
-                          or not (math.isfinite(t) and 0 <= t <= 1)):
-        raise bad("threshold", "null or a number from 0 to 1")
     return {**data, "clip_maps": maps.reshape(len(maps), g * g).astype(np.float32),
-            "clip_ranges": ranges, "fps": float(fps)}
+            "clip_ranges": ranges, "fps": head.fps}
 
 
 def _number_array(value: object, ndim: int, integer: bool = False) -> np.ndarray | None:

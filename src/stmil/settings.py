@@ -33,6 +33,19 @@ not the field's: ``setting(..., flag="videos")`` (``n_videos`` is ``--videos``).
 argument: ``setting(..., positional=True)``; a field with no default is required (given as a
 flag or in ``--config``); ``cli=False`` keeps a field out of the CLI.
 
+**Files stmil reads** declare their fields the same way, one record class per file or block
+(:class:`~stmil.features.store.FeatureMeta`, ``ScoresHeader``, ``ModelConfig``,
+``Calibration``, the export manifest's blocks, ``Metrics``): ``pattern`` (a regular
+expression a string must match) and ``what`` (the rule in the file's own words) serve them;
+a field declared with a plain ``field`` is a record the reader builds itself (a nested
+settings object, an array). The reader parses the file, then
+``Cls.from_mapping(data, path, fix=..., error=..., others="ignore")`` gives the one line
+``<file>: <key> must be <rule>, got <value>; <fix>`` (a nested block: ``where=f"{path}:
+events"``). Unknown keys: a ``--config`` refuses them (a typo); stmil's own JSON files ignore
+them (``others="ignore"``: a newer stmil may add keys, and the file's format/version marker,
+checked first, says whose file it is), except feature metadata, whose ``schema_version``
+governs (an unknown key in a current-version file is refused).
+
 Errors: a bad value is a :class:`SettingError` (a :class:`~stmil.errors.ConfigError`), one
 line naming the setting: ``hidden must be a whole number from 1 to 65536, got 0`` from the
 library; the CLI renders the same error naming where the value came from (:class:`Values`):
@@ -46,6 +59,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -106,19 +120,24 @@ class Rule:
     cli: bool = True
     even: bool = False
     metavar: str | None = None
+    pattern: str | None = None
+    what: str | None = None
 
 
 def setting(default: Any = MISSING, help: str = "", *, lo: float | None = None,
             hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
             choices: Iterable | None = None, unit: str | None = None, flag: str | None = None,
             positional: bool = False, cli: bool = True, even: bool = False,
-            metavar: str | None = None) -> Any:
+            metavar: str | None = None, pattern: str | None = None,
+            what: str | None = None) -> Any:
     """A settings field: its default (none: required), help text, unit (``"seconds"``), bounds
     ``lo``/``hi`` (closed unless ``*_open``), ``choices`` (the library's tuple itself),
-    ``even`` (whole numbers), the CLI ``flag`` name when not the field's, ``positional``, and
-    ``cli=False`` for a field the CLI does not offer."""
+    ``even`` (whole numbers), ``pattern`` (a regular expression a string must match whole),
+    ``what`` (a valid value in words, for the errors, when the engine's own words are too
+    general: ``"64 lowercase hex digits"``), the CLI ``flag`` name when not the field's,
+    ``positional``, and ``cli=False`` for a field the CLI does not offer."""
     rule = Rule(help, lo, hi, lo_open, hi_open, choices, unit, flag, positional, cli, even,
-                metavar)
+                metavar, pattern, what)
     return field(default=default, metadata={META: rule})
 
 
@@ -158,6 +177,8 @@ class Spec:
     def describe(self) -> str:
         """What a valid value is, in words: ``a whole number from 1 to 400``."""
         r = self.rule
+        if r.what is not None:
+            return r.what
         if self.kind is bool:
             what = "true or false"
         elif r.choices is not None:
@@ -170,7 +191,7 @@ class Spec:
         elif self.kind is Path:
             what = "a path (a non-empty string)"
         else:
-            what = "a string"
+            what = "a string" if r.pattern is None else f"a string matching {r.pattern}"
         if self.many:
             what = f"a list of one or more values, each {what}"
         return what
@@ -186,8 +207,10 @@ class Spec:
 
     def error(self, value: Any) -> SettingError:
         error = getattr(self.owner, "error_class", SettingError)
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         return error("{" + self.name + "} must be " + _esc(self.describe()) + ", got " +
-                     _esc(repr(value)), self.name)
+                     _esc(shown), self.name)
 
     def check(self, value: Any) -> Any:
         """``value`` converted (an int for a float setting: a float) if valid, else
@@ -219,7 +242,8 @@ class Spec:
         elif kind is Path:
             ok = isinstance(value, (str, Path)) and str(value) != ""
         else:
-            ok = isinstance(value, str)
+            ok = isinstance(value, str) and (
+                r.pattern is None or re.fullmatch(r.pattern, value, re.DOTALL) is not None)
         if not ok or (r.choices is not None and value not in r.choices):
             raise self.error(given)
         if kind in (int, float) and r.choices is None:
@@ -317,21 +341,32 @@ class Settings:
         """Cross-field rules (:func:`require`); none by default."""
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str | Path | None = None) -> Any:
-        """An object from a mapping of field names; an unknown key or bad value is a
-        :class:`ConfigError` naming ``where`` (a file) and the key."""
-        known = specs(cls)
+    def from_mapping(cls, values: Mapping[str, Any], where: str | Path | None = None, *,
+                     fix: str | None = None, error: type[Exception] = ConfigError,
+                     others: str = "refuse") -> Any:
+        """An object from a mapping of field names (a ``--config``, or a JSON file stmil
+        wrote): a missing required key, an unknown key or a bad value is one ``error`` line
+        ``<where>: <key> must be ...; <fix>``. ``others``: what becomes of a key ``cls`` does
+        not declare, ``"refuse"`` (a ``--config``: a typo) or ``"ignore"`` (a file whose other
+        keys its reader checks itself). A plain field (a record, e.g. a nested settings object
+        the reader made) is passed as it is."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        prefix, suffix = (f"{where}: " if where else ""), (f"; {fix}" if fix else "")
         unknown = sorted(set(values) - set(known))
-        prefix = f"{where}: " if where else ""
-        if unknown:
-            raise ConfigError(f"{prefix}unknown settings {', '.join(unknown)}; "
-                              f"allowed: {', '.join(known)}")
+        if unknown and others == "refuse":
+            raise error(f"{prefix}unknown settings {', '.join(unknown)}; "
+                        f"allowed: {', '.join(known)}")
+        values = {k: v for k, v in values.items() if k in known}
+        missing = [n for n, f in known.items() if n not in values
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise error(f"{prefix}missing {', '.join(missing)}{suffix}")
         try:
             return cls(**values)
         except SettingError as e:
-            if where is None:
+            if where is None and error is ConfigError and fix is None:
                 raise
-            raise ConfigError(prefix + e.render({})) from None
+            raise error(prefix + e.render({}) + suffix) from None
 
 
 # --- files -------------------------------------------------------------------------------------

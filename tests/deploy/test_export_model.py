@@ -168,6 +168,50 @@ def test_a_changed_graph_is_refused(small_export, tmp_path, capsys):
         read_manifest(copy)
 
 
+@pytest.mark.parametrize("block, edit, message", [
+    ("features", {"grid": 0}, "features: grid must be a whole number >= 1, got 0"),
+    ("features", {"bytes": True}, "features: bytes must be a whole number >= 0, got True"),
+    ("clips", {"fps": 0}, "clips: fps must be a number > 0, got 0"),
+    ("preprocess", {"size": "224"}, "preprocess: size must be a whole number >= 1, got '224'"),
+    ("", {"graph_format": "tflite"}, "graph_format must be one of onnx, openvino, got 'tflite'"),
+    ("", {"opset": None}, "opset must be a whole number >= 1, got None"),
+])
+def test_a_manifest_value_of_the_wrong_kind_is_one_line_naming_file_and_key(
+        small_export, tmp_path, monkeypatch, block, edit, message):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(small_export, "copy")
+    data = json.loads(Path("copy", MANIFEST).read_text())
+    assert read_manifest("copy").data == data  # the oracle: what the writer wrote reads back
+    (data[block] if block else data).update(edit)
+    Path("copy", MANIFEST).write_text(json.dumps(data | {"a_newer_key": 1}))
+    with pytest.raises(ModelError) as info:
+        read_manifest("copy", verify=False)
+    assert str(info.value) == f"{Path('copy', MANIFEST)}: {message}; export it again with " \
+                              "stmil export-model"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"hidden": "x"}, "hidden must be a whole number from 1 to 65536, got 'x'"),
+    ({"motion": "sometimes"}, "motion must be one of none, gate, got 'sometimes'"),
+    ({"in_dim": None}, "in_dim must be a whole number from 1 to 1000000, got None"),
+])
+def test_an_exported_scorer_config_is_checked_naming_the_manifest(gated_export, tmp_path,
+                                                                  monkeypatch, edit, message):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(gated_export, "copy")
+    data = json.loads(Path("copy", MANIFEST).read_text())
+    data["scorer"]["config"].update(edit)
+    Path("copy", MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ModelError) as info:
+        ExportedDetector.load("copy", "cpu")
+    assert str(info.value) == f"{Path('copy', MANIFEST)}: scorer: config: {message}; export " \
+                              "it again with stmil export-model"
+
+
 def test_a_users_file_is_never_replaced(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -235,6 +235,10 @@ def test_hand_case_at_a_given_threshold_and_at_one_half():
     {"value": "0.3", "source": "calibrated", "at_0.5": None},
     {"value": 0.3, "source": "guessed", "at_0.5": None},
     {"value": 0.3, "source": "given", "at_0.5": {"tiou": -1}},
+    {"value": True, "source": "given", "at_0.5": None},
+    {"value": 0.3, "source": "given", "at_0.5": {"tiou": True}},
+    {"value": 0.3, "source": "given", "at_0.5": [0.0]},
+    {"source": "given", "at_0.5": None},
     [0.3],
 ])
 def test_a_malformed_threshold_record_is_refused(tmp_path, block):

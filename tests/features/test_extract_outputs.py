@@ -295,7 +295,7 @@ WRONG_SHAPES = [
     (json.dumps(GOOD_META | {"n_clips": True}).encode(),
      "n_clips must be a whole number >= 1, got True"),
     (json.dumps(GOOD_META | {"fps": float("nan")}).encode(),
-     "fps must be a positive number, got nan"),
+     "fps must be a number > 0, got nan"),
     (json.dumps(GOOD_META | {"tail": None}).encode(), "tail must be one of drop, pad, got None"),
     (json.dumps(GOOD_META | {"source": 3}).encode(), "source must be a path, got 3"),
     (json.dumps(GOOD_META | {"npy_sha256": "abc"}).encode(),

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stmil.errors import ModelError
 from stmil.features.extract import ExtractSettings, extract_video
 from stmil.features.store import meta_clip_ranges
-from stmil.live.calibrate import read_calibration
-from stmil.live.incidents import read_incidents
+from stmil.live.calibrate import Calibration, read_calibration
+from stmil.live.incidents import EventConfig, read_incidents
 from stmil.score import scores_from_maps, write_scores
 from tests.conftest import assert_one_line_error, run_cli, write_video
 from tests.live.scene import EVENT_BOX, SIZE, scene_frames
@@ -143,6 +144,34 @@ def test_calibrate_refuses_an_unfinished_run(tmp_path, capsys):
     assert code == 1
     assert_one_line_error(err, "not a finished stmil run folder (no .stmil-run, config.yaml)")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.safetensors"]
+
+
+CALIBRATION = Calibration(threshold=0.4, events=EventConfig(0.4), target_per_hour=1.0,
+                          split="validation", n_videos=2, normal_hours=0.5, false_incidents=0,
+                          per_hour=0.0, curve=[(0.4, 0.0)], data="d", features="f")
+CAL_FIX = "; move it away (stmil replaces only its own calibration), then run stmil calibrate run"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"threshold": "x"}, "threshold must be a number from 0 to 1, got 'x'"),
+    ({"threshold": 0.3}, "threshold must equal events.threshold (0.4), got 0.3"),
+    ({"n_videos": True}, "n_videos must be a whole number >= 0, got True"),
+    ({"split": "test"}, "split must be one of validation, train, got 'test'"),
+    ({"events": {"threshold": 2}}, "events: threshold must be a number from 0 to 1, got 2"),
+    ({"data": None}, "data must be a string, got None"),
+])
+def test_a_calibration_json_with_a_bad_value_is_one_line_naming_file_and_key(tmp_path,
+                                                                             monkeypatch, edit,
+                                                                             message):
+    monkeypatch.chdir(tmp_path)
+    Path("run").mkdir()
+    good = CALIBRATION.to_dict()
+    Path("run/calibration.json").write_text(json.dumps(good))
+    assert read_calibration("run") == CALIBRATION  # the oracle: what was written reads back
+    Path("run/calibration.json").write_text(json.dumps(good | {"newer_key": 1} | edit))
+    with pytest.raises(ModelError) as info:
+        read_calibration("run")
+    assert str(info.value) == f"{Path('run/calibration.json')}: {message}{CAL_FIX}"
 
 
 @pytest.mark.parametrize("content", ['{"threshold": 1}', "[1]", "not json"])

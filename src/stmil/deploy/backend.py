@@ -19,7 +19,7 @@ import torch
 
 from stmil import __version__
 from stmil.atomic import locked
-from stmil.deploy.manifest import MANIFEST, RUNTIMES, check_export, read_manifest
+from stmil.deploy.manifest import AGAIN, MANIFEST, RUNTIMES, check_export, read_manifest
 from stmil.deploy.runtime import ExportedModel
 from stmil.errors import ConfigError, ModelError
 from stmil.features.store import FeatureError
@@ -57,7 +57,8 @@ class ExportedDetector(Detector):
                              "no scorer; export with stmil export-model --model RUN")
         self.model = model
         self.scorer = None  # type: ignore[assignment]  # the graph scores
-        self.config = RunConfig.from_recorded(scorer["config"])
+        self.config = RunConfig.from_recorded(
+            scorer["config"], f"{model.manifest.folder / MANIFEST}: scorer: config", AGAIN)
         self.run = model.manifest.folder
 
     @classmethod

@@ -43,6 +43,7 @@ from typing import Any
 
 from stmil.errors import ConfigError, ModelError
 from stmil.ownership import sha256_of
+from stmil.settings import MISSING, Settings, setting
 
 MANIFEST = "manifest.json"
 FEATURES_FILE = "features.onnx"
@@ -107,11 +108,59 @@ def graph_entry(path: Path, inputs: dict[str, list], outputs: dict[str, list],
             "inputs": inputs, "outputs": outputs, **extra}
 
 
-_TOP = {"format": str, "version": int, "stmil_version": str, "opset": int, "precision": str,
-        "clips": dict, "preprocess": dict, "features": dict}
-_GRAPH = {"file": str, "bytes": int, "sha256": str, "inputs": dict, "outputs": dict}
-_FEATURES = {"endpoint": str, "grid": int, "channels": int, "motion_decimals": int}
-_SCORER = {"model_sha256": str, "config": dict}
+def _count(default: Any = MISSING) -> Any:
+    return setting(default, lo=1, hi=math.inf)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Top(Settings):
+    """A manifest's own keys (besides ``format``/``version`` and its blocks)."""
+
+    stmil_version: str = setting()
+    opset: int = _count()
+    precision: str = setting()
+    graph_format: str = setting("onnx", choices=tuple(RUNTIMES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Clips(Settings):
+    clip_len: int = _count()
+    stride: int = _count()
+    fps: float | None = setting(None, lo=0, lo_open=True, hi=math.inf)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Preprocess(Settings):
+    size: int = _count()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Graph(Settings):
+    """A graph's entry (:func:`graph_entry`)."""
+
+    file: str = setting(pattern=r".+", what="a file name")
+    bytes: int = setting(lo=0, hi=math.inf)
+    sha256: str = setting()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FeatureGraph(_Graph):
+    endpoint: str = setting()
+    grid: int = _count()
+    channels: int = _count()
+    motion_decimals: int = setting(lo=0, hi=math.inf)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ScorerGraph(_Graph):
+    model_sha256: str = setting()
+
+
+#: Each block of a manifest, its record, and the blocks inside it that must be mappings.
+_BLOCKS: tuple[tuple[str, type, tuple[str, ...]], ...] = (
+    ("", _Top, ("clips", "preprocess", "features")), ("clips", _Clips, ()),
+    ("preprocess", _Preprocess, ()), ("features", _FeatureGraph, ("inputs", "outputs")),
+    ("scorer", _ScorerGraph, ("inputs", "outputs", "config")))
 
 
 def read_manifest(folder: Path | str, verify: bool = True) -> ExportManifest:
@@ -132,6 +181,11 @@ def read_manifest(folder: Path | str, verify: bool = True) -> ExportManifest:
     problem = _problem(data)
     if problem:
         raise ModelError(f"{path}: not a stmil export manifest ({problem}); {AGAIN}")
+    for key, record, _ in _BLOCKS:
+        block = data[key] if key else data
+        if block is not None:  # a null scorer: an export without --model
+            record.from_mapping(block, f"{path}: {key}" if key else path, fix=AGAIN,
+                                error=ModelError, others="ignore")
     manifest = ExportManifest(folder, data)
     if verify:
         for entry in (manifest.features, manifest.scorer):
@@ -141,37 +195,24 @@ def read_manifest(folder: Path | str, verify: bool = True) -> ExportManifest:
 
 
 def _problem(data: Any) -> str | None:
+    """What makes ``data`` no manifest of this version, or None: its format, version and the
+    shape of its blocks (their values are their records', :data:`_BLOCKS`)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return f"format is not {FORMAT!r}"
     if data.get("version") != VERSION:
         return f"version {data.get('version')!r}; this stmil reads version {VERSION}"
-    checks = [(data, _TOP, ""), (data.get("features"), {**_GRAPH, **_FEATURES}, "features.")]
-    if data.get("scorer") is not None:
-        checks.append((data["scorer"], {**_GRAPH, **_SCORER}, "scorer."))
-    elif "scorer" not in data:
+    if "scorer" not in data:
         return "no scorer entry (null for an export without --model)"
-    for block, schema, prefix in checks:
+    for key, _, inner in _BLOCKS:
+        block = data.get(key) if key else data
+        if key == "scorer" and block is None:
+            continue
         if not isinstance(block, dict):
-            return f"{prefix.rstrip('.')} is not a mapping"
-        for key, typ in schema.items():
-            v = block.get(key)
-            if not isinstance(v, typ) or isinstance(v, bool):
-                return f"{prefix}{key} is {v!r}, not {typ.__name__}"
-    for key in ("clip_len", "stride"):
-        if not _count(data["clips"].get(key)):
-            return f"clips.{key} is {data['clips'].get(key)!r}, not a whole number >= 1"
-    if not _count(data["preprocess"].get("size")):
-        return f"preprocess.size is {data['preprocess'].get('size')!r}"
-    if data.get("graph_format", "onnx") not in RUNTIMES:
-        return f"graph_format is {data.get('graph_format')!r}, not one of {', '.join(RUNTIMES)}"
-    fps = data["clips"].get("fps")
-    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        return f"clips.fps is {fps!r}"
+            return f"{key} is not a mapping"
+        for name in inner:
+            if not isinstance(block.get(name), dict):
+                return f"{key + '.' if key else ''}{name} is not a mapping"
     return None
-
-
-def _count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def _verify(path: Path, entry: Mapping[str, Any]) -> None:

@@ -19,7 +19,9 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,21 +43,52 @@ from stmil.features.store import VideoFeatures, load_dataset_features
 from stmil.live.calibrate import read_calibration
 from stmil.mil.detector import Detector
 from stmil.ownership import check_can_write, commit
-from stmil.settings import check
+from stmil.settings import (
+    MISSING,
+    SettingError,
+    Settings,
+    check,
+    check_number,
+    setting,
+    specs,
+)
 from stmil.timeline import frame_labels, frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("frame_auc", "frame_ap", "false_alarm_rate", "cuboid_auc", "pixel_auroc",
-               "pointing_accuracy",
-               # The metrics papers report (issue 12, docs/metrics.md); results recorded before
-               # they existed lack them (read as absent, shown as "-").
-               "frame_auc_anomalous", "frame_ap_trapezoid", "patch_auc", "patch_ap", "tiou",
-               "loc_false_positives")
+
+
+def _fraction(default: object = MISSING) -> Any:
+    return setting(default, lo=0, hi=1, what="a number in [0, 1] or null")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics(Settings):
+    """The metrics of one recorded result (``metrics.json``): fractions in [0, 1], or counts,
+    null where undefined; their one declaration (:data:`METRIC_KEYS`)."""
+
+    frame_auc: float | None = _fraction()
+    frame_ap: float | None = _fraction()
+    false_alarm_rate: float | None = _fraction()
+    cuboid_auc: float | None = _fraction()
+    pixel_auroc: float | None = _fraction()
+    pointing_accuracy: float | None = _fraction()
+    # The metrics papers report (issue 12, docs/metrics.md); results recorded before they
+    # existed lack them (read as absent, shown as "-").
+    frame_auc_anomalous: float | None = _fraction(None)
+    frame_ap_trapezoid: float | None = _fraction(None)
+    patch_auc: float | None = _fraction(None)
+    patch_ap: float | None = _fraction(None)
+    tiou: float | None = _fraction(None)
+    loc_false_positives: float | None = setting(None, lo=0, hi=math.inf,
+                                                what="a number >= 0 or null")
+
+
+METRIC_KEYS = tuple(specs(Metrics))
 #: Metric keys a recorded result may lack (added after the metrics.json format was fixed).
-OPTIONAL_METRIC_KEYS = METRIC_KEYS[METRIC_KEYS.index("frame_auc_anomalous"):]
+OPTIONAL_METRIC_KEYS = tuple(k for k, s in specs(Metrics).items() if not s.required)
 #: Metrics that are counts (>= 0), not fractions in [0, 1].
-UNBOUNDED_METRIC_KEYS = ("loc_false_positives",)
+UNBOUNDED_METRIC_KEYS = tuple(k for k, s in specs(Metrics).items() if s.rule.hi == math.inf)
 #: Where a result's threshold came from: ``--threshold`` (given), the run's calibration, or
 #: 0.5 for want of either (default).
 THRESHOLD_SOURCES = ("given", "calibrated", "default")
@@ -208,14 +241,10 @@ def check_result(path: Path, where: str, entry: object) -> dict:
                if k not in entry and k not in OPTIONAL_METRIC_KEYS]
     if missing:
         raise _bad_metrics(path, f"{where}: missing keys {', '.join(missing)}")
-    for key in METRIC_KEYS:
-        v = entry.get(key)
-        hi = math.inf if key in UNBOUNDED_METRIC_KEYS else 1.0
-        ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and math.isfinite(v) and 0.0 <= v <= hi)
-        if not ok:
-            span = "a number >= 0" if hi == math.inf else "a number in [0, 1]"
-            raise _bad_metrics(path, f"{where}: {key} must be {span} or null, got {v!r}")
+    try:
+        Metrics.from_mapping(entry, others="ignore")
+    except SettingError as e:
+        raise _bad_metrics(path, f"{where}: {e}") from None
     s = entry["settings"]
     if not (isinstance(s, dict) and isinstance(s.get("split"), str)
             and isinstance(s.get("data"), str)):
@@ -225,20 +254,30 @@ def check_result(path: Path, where: str, entry: object) -> dict:
     return entry
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Threshold(Settings):
+    """A result's ``threshold`` object besides its metrics at 0.5 (:data:`AT_PAPER`)."""
+
+    value: float = setting(lo=-math.inf, hi=math.inf)
+    source: str = setting(choices=THRESHOLD_SOURCES)
+
+
 def _check_threshold(path: Path, where: str, block: object) -> None:
     """Validate a result's ``threshold`` object (value, source, metrics at 0.5 or null)."""
-    def number(x: object) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-    at = block.get(AT_PAPER) if isinstance(block, dict) else None
-    ok = (isinstance(block, dict) and number(block.get("value"))
-          and block.get("source") in THRESHOLD_SOURCES
-          and (at is None or (isinstance(at, dict) and all(
-              at.get(k) is None or (number(at[k]) and at[k] >= 0) for k in THRESHOLDED))))
-    if not ok:
+    try:
+        if not isinstance(block, dict):
+            raise ValueError(block)
+        _Threshold.from_mapping(block, others="ignore")
+        at = block.get(AT_PAPER)
+        if at is not None and not isinstance(at, dict):
+            raise ValueError(at)
+        for k in THRESHOLDED if at is not None else ():
+            if at.get(k) is not None:
+                check_number(k, at[k], float, lo=0)
+    except ValueError:  # a SettingError too
         raise _bad_metrics(path, f"{where}: threshold must be an object with a number value, "
                            f"a source ({', '.join(THRESHOLD_SOURCES)}) and {AT_PAPER} "
-                           "(numbers or null)")
+                           "(numbers or null)") from None
 
 
 def _load_json(path: Path) -> object:

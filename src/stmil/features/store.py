@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import OutputError, StmilError
 from stmil.features.pipeline_config import BACKENDS, TAIL_POLICIES
 from stmil.ownership import check_can_write, commit
+from stmil.settings import MISSING, SettingError, Settings, setting
 from stmil.timeline import clip_frame_ranges
 
 log = logging.getLogger(__name__)
@@ -63,82 +64,28 @@ class FeatureError(StmilError, ValueError):
     """Features are missing, inconsistent or not finite; the message names the videos."""
 
 
-def _count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+_INF = math.inf
+_TEXT = r".+"  # a non-empty string
 
 
-def _natural(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+def _count(default: Any = MISSING) -> Any:
+    return setting(default, lo=1, hi=_INF)
 
 
-def _rate(v: object) -> bool:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v) and v > 0
-    except OverflowError:  # an integer beyond float64
-        return False
+def _natural() -> Any:
+    return setting(None, lo=0, hi=_INF)
 
 
-def _text(v: object) -> bool:
-    return isinstance(v, str) and v != ""
+def _rate() -> Any:
+    return setting(lo=0, lo_open=True, hi=_INF)
 
 
-def _sha256(v: object) -> bool:
-    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-
-
-def _paths(v: object) -> bool:
-    return isinstance(v, tuple) and len(v) >= 1 and all(_text(p) for p in v)
-
-
-_COUNT = (_count, "a whole number >= 1")
-_NATURAL = (_natural, "a whole number >= 0")
-_RATE = (_rate, "a positive number")
-_TEXT = (_text, "a non-empty string")
-# The check of every field of :class:`FeatureMeta` and what it means: the one validation of a
-# feature file's metadata (a field that may be absent is checked when present).
-FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "schema_version": (lambda v: v == SCHEMA_VERSION, f"{SCHEMA_VERSION}"),
-    "source": (_text, "a path"),
-    "source_bytes": _NATURAL,
-    "source_mtime_ns": _NATURAL,
-    "fps": _RATE,
-    "source_fps": _RATE,
-    "n_frames": _COUNT,
-    "width": _COUNT,
-    "height": _COUNT,
-    "rotation": (lambda v: v in (0, 90, 180, 270) and not isinstance(v, bool),
-                 "0, 90, 180 or 270 (degrees)"),
-    "clip_len": _COUNT,
-    "stride": _COUNT,
-    "size": _COUNT,
-    "grid": _COUNT,
-    "endpoint": (_text, "an I3D endpoint name"),
-    "precision": (lambda v: v in ("fp32", "bf16", "fp16", "int8"),
-                  "fp32, bf16, fp16 or int8 (fp16, int8: an exported model's)"),
-    "backend": (lambda v: v in EXPORTED_BACKENDS,
-                f"{' or '.join(EXPORTED_BACKENDS)} (absent: PyTorch)"),
-    "tail": (lambda v: v in TAIL_POLICIES, f"one of {', '.join(TAIL_POLICIES)}"),
-    "n_clips": _COUNT,
-    "channels": _COUNT,
-    "dtype": (lambda v: v == "float16", "float16"),
-    "resize": _TEXT,
-    "weights": _TEXT,
-    "weights_sha256": (_text, "a string"),
-    "import_format": _TEXT,
-    "import_files": (_paths, "a list of one or more paths"),
-    "import_crops": _TEXT,
-    "stmil_version": _TEXT,
-    "motion_rule": _TEXT,
-    "motion": (lambda v: True, "checked with n_clips and grid"),  # see _motion_array
-    "npy_bytes": _NATURAL,
-    "npy_sha256": (_sha256, "64 lowercase hex digits"),
-}
+def _text(what: str = "a non-empty string") -> Any:
+    return setting(None, pattern=_TEXT, what=what)
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeatureMeta:
+class FeatureMeta(Settings):
     """The metadata of one video's features (``<id>.json``), validated when made.
 
     Clip geometry: ``n_clips`` clips of ``clip_len`` frames, one every ``stride`` frames of the
@@ -156,48 +103,54 @@ class FeatureMeta:
     file may lack (imported features, files of older stmil versions).
     """
 
-    schema_version: int = SCHEMA_VERSION
-    source: str | None = None
-    source_bytes: int | None = None
-    source_mtime_ns: int | None = None
-    fps: float
-    source_fps: float
-    n_frames: int
-    width: int
-    height: int
-    rotation: int | None = None
-    clip_len: int
-    stride: int
-    size: int
-    grid: int
-    endpoint: str
-    precision: str | None = None
-    backend: str | None = None
-    tail: str
-    n_clips: int
-    channels: int
-    dtype: str | None = "float16"
-    resize: str | None = None
-    weights: str | None = None
-    weights_sha256: str | None = None
-    import_format: str | None = None
-    import_files: tuple[str, ...] | None = None
-    import_crops: str | None = None
-    stmil_version: str | None = None
-    motion_rule: str | None = None
+    schema_version: int = setting(SCHEMA_VERSION, choices=(SCHEMA_VERSION,),
+                                  what=f"{SCHEMA_VERSION}")
+    source: str | None = _text("a path")
+    source_bytes: int | None = _natural()
+    source_mtime_ns: int | None = _natural()
+    fps: float = _rate()
+    source_fps: float = _rate()
+    n_frames: int = _count()
+    width: int = _count()
+    height: int = _count()
+    rotation: int | None = setting(None, choices=(0, 90, 180, 270),
+                                   what="0, 90, 180 or 270 (degrees)")
+    clip_len: int = _count()
+    stride: int = _count()
+    size: int = _count()
+    grid: int = _count()
+    endpoint: str = setting(pattern=_TEXT, what="an I3D endpoint name")
+    precision: str | None = setting(
+        None, choices=("fp32", "bf16", "fp16", "int8"),
+        what="fp32, bf16, fp16 or int8 (fp16, int8: an exported model's)")
+    backend: str | None = setting(None, choices=EXPORTED_BACKENDS,
+                                  what=f"{' or '.join(EXPORTED_BACKENDS)} (absent: PyTorch)")
+    tail: str = setting(choices=TAIL_POLICIES)
+    n_clips: int = _count()
+    channels: int = _count()
+    dtype: str | None = setting("float16", choices=("float16",), what="float16")
+    resize: str | None = _text()
+    weights: str | None = _text()
+    weights_sha256: str | None = setting(None)
+    import_format: str | None = _text()
+    import_files: tuple[str, ...] | None = setting(None, pattern=_TEXT,
+                                                   what="a list of one or more paths")
+    import_crops: str | None = _text()
+    stmil_version: str | None = _text()
+    motion_rule: str | None = _text()
+    # checked with n_clips and grid (_motion_array): a record beside the settings
     motion: np.ndarray | None = field(default=None, compare=False, repr=False)
-    npy_bytes: int | None = None
-    npy_sha256: str | None = None
+    npy_bytes: int | None = _natural()
+    npy_sha256: str | None = setting(None, pattern="[0-9a-f]{64}",
+                                     what="64 lowercase hex digits")
 
     def __post_init__(self) -> None:
-        if isinstance(self.import_files, list):
+        try:  # every field, by its declaration above (stmil.settings)
+            super().__post_init__()
+        except SettingError as e:
+            raise FeatureError(str(e)) from None
+        if self.import_files is not None:
             object.__setattr__(self, "import_files", tuple(self.import_files))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            ok, what = FIELDS[f.name]
-            required = f.default is dataclasses.MISSING
-            if (value is None and required) or (value is not None and not ok(value)):
-                raise FeatureError(f"{f.name} must be {what}, got {_shown(value)}")
         if self.motion is not None:
             motion = _motion_array(self.motion, self.n_clips, self.grid)
             if motion is None:
@@ -251,7 +204,7 @@ class FeatureMeta:
             raise FeatureError(f"{where}: not a feature metadata file: a JSON object is "
                                f"expected, got {type(raw).__name__}; {fix}")
         version = raw.get("schema_version", 0)
-        if not (_natural(version) and version in _REQUIRED):
+        if not (type(version) is int and version in _REQUIRED):  # JSON's int, not a bool
             raise FeatureError(f"{where}: schema_version must be {SCHEMA_VERSION} or absent "
                                f"(an older stmil), got {_shown(version)}; a newer stmil wrote "
                                f"it? Upgrade stmil, or {fix}")

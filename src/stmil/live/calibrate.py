@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from stmil.features.store import load_dataset_features
 from stmil.live.incidents import EventConfig, clips_from_maps, find_incidents
 from stmil.live.settings import CalibrateOptions
 from stmil.ownership import check_can_write, commit
-from stmil.settings import check
+from stmil.settings import MISSING, Settings, check, require, setting, setting_like
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +53,32 @@ FORMAT = "stmil-calibration"
 CURVE_POINTS = 200
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """The contents of ``RUN/calibration.json``."""
+@dataclass(frozen=True, kw_only=True)
+class Calibration(Settings):
+    """The contents of ``RUN/calibration.json``, checked when made (:mod:`stmil.settings`);
+    ``events`` (its own settings, checked when made) and ``curve`` are records beside them."""
 
-    threshold: float
+    threshold: float = setting_like(EventConfig, "threshold", MISSING)
     events: EventConfig
-    target_per_hour: float
-    split: str  # "validation" or "train"
-    n_videos: int
-    normal_hours: float
-    false_incidents: int
-    per_hour: float
+    target_per_hour: float = setting_like(CalibrateOptions, "target", MISSING)
+    split: str = setting(choices=("validation", "train"))
+    n_videos: int = setting(lo=0, hi=math.inf)
+    normal_hours: float = setting(lo=0, hi=math.inf)
+    false_incidents: int = setting(lo=0, hi=math.inf)
+    per_hour: float = setting(lo=0, hi=math.inf)
     curve: list[tuple[float, float]]  # (threshold, false incidents per hour), ascending
-    data: str
-    features: str
-    rule: str = "rate"  # "rate" (the target rate) or "margin" (a short split; module docstring)
-    n_anomalous: int = 0  # anomalous videos of the split
-    anomalous_fired: int = 0  # of them, those with an incident at the threshold
+    data: str = setting()
+    features: str = setting()
+    # "rate" (the target rate) or "margin" (a short split; module docstring)
+    rule: str = setting("rate", choices=("rate", "margin"))
+    n_anomalous: int = setting(0, lo=0, hi=math.inf)  # anomalous videos of the split
+    # of them, those with an incident at the threshold
+    anomalous_fired: int = setting(0, lo=0, hi=math.inf)
+
+    def rules(self) -> None:
+        require(self.events.threshold == self.threshold,
+                f"{{threshold}} must equal events.threshold ({self.events.threshold:g}), "
+                f"got {self.threshold:g}", "threshold")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -89,16 +98,16 @@ def read_calibration(run: str | Path) -> Calibration | None:
         d = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"format is not {FORMAT}")
-        fields = {k: d[k] for k in Calibration.__dataclass_fields__ if k in d}
-        fields["events"] = EventConfig(**fields["events"])
-        fields["curve"] = [tuple(p) for p in fields["curve"]]
-        cal = Calibration(**fields)
-        if cal.events.threshold != cal.threshold:
-            raise ValueError("threshold differs from events.threshold")
+        if not isinstance(d.get("events"), dict):
+            raise ValueError("events is not a mapping")
+        curve = [tuple(p) for p in d["curve"]]
     except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: not a stmil calibration ({' '.join(str(e).split())}); "
                          f"{fix}") from None
-    return cal
+    events = EventConfig.from_mapping(d["events"], f"{path}: events", fix=fix,
+                                      error=ModelError, others="ignore")
+    return Calibration.from_mapping(d | {"events": events, "curve": curve}, path, fix=fix,
+                                    error=ModelError, others="ignore")
 
 
 def write_calibration(run: str | Path, cal: Calibration) -> Path:

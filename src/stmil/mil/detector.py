@@ -19,54 +19,31 @@ import torch
 
 from stmil.errors import ConfigError, ModelError
 from stmil.features.motion import motion_gate
-from stmil.features.pipeline_config import MAX_SIZE, ExtractSettings
 from stmil.features.store import FeatureError, FeatureMeta
 from stmil.mil.bags import l2_normalise
-from stmil.mil.config import SUPERVISION
 from stmil.mil.model import Scorer
-from stmil.mil.run import load_model
-from stmil.settings import MISSING, SettingError, Settings, setting, setting_like
-
-#: A run's gates once resolved (``auto`` is never recorded).
-RUN_GATES = ("none", "memory")
-RUN_MOTIONS = ("none", "gate")
-MAX_CHANNELS = 1_000_000
+from stmil.mil.run import ModelConfig, load_model
 
 #: Feature settings a model must be fed (its features' metadata must agree).
 FEATURE_KEYS = ("endpoint", "size", "clip_len", "stride")
 
 
 @dataclass(frozen=True)
-class RunConfig(Settings):
-    """What a run's model was trained on and how it scores; ``recorded`` is the whole resolved
-    config the run recorded (read-only), for reports."""
+class RunConfig(ModelConfig):
+    """What a run's model was trained on and how it scores (:class:`ModelConfig`, its one
+    declaration); ``recorded`` is the whole resolved config the run recorded (read-only), for
+    reports."""
 
-    in_dim: int = setting(help="feature channels", lo=1, hi=MAX_CHANNELS)
-    grid: int = setting(help="1: one whole-frame instance per clip (its score fills every "
-                        "cell)", lo=1, hi=MAX_SIZE)
-    feature_grid: int = setting(help="the grid of the features it reads", lo=1, hi=MAX_SIZE)
-    endpoint: str = setting(help="I3D endpoint (or import:FORMAT)")
-    size: int = setting_like(ExtractSettings, "size", MISSING)
-    clip_len: int = setting_like(ExtractSettings, "clip_len", MISSING)
-    stride: int = setting_like(ExtractSettings, "stride", MISSING)
-    tail: str = setting_like(ExtractSettings, "tail", MISSING)
-    supervision: str = setting(help="weak or boxes", choices=SUPERVISION)
-    gate: str = setting("none", "memory: the scorer carries a memory gate", choices=RUN_GATES)
-    motion: str = setting("none", "gate: scores are multiplied by the motion gate",
-                          choices=RUN_MOTIONS)
-    motion_scale: float | None = setting(None, "the motion gate's scale", lo=0,
-                                         hi=1e30)
     recorded: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_recorded(cls, config: Mapping[str, Any]) -> RunConfig:
-        """From a config :func:`~stmil.mil.run.load_model` has validated (runs older than the
-        gates have neither: ``none``)."""
-        names = ("in_dim", "grid", "feature_grid", "endpoint", "size", "clip_len", "stride",
-                 "tail", "supervision")
-        return cls(**{k: config[k] for k in names}, gate=config.get("gate", "none"),
-                   motion=config.get("motion", "none"), motion_scale=config.get("motion_scale"),
-                   recorded=MappingProxyType(dict(config)))
+    def from_recorded(cls, config: Mapping[str, Any], where: str | Path | None = None,
+                      fix: str | None = None) -> RunConfig:
+        """From a recorded config (a model file's, which :func:`~stmil.mil.run.load_model`
+        has checked, or an export manifest's): a bad or missing key is a :class:`ModelError`
+        naming ``where`` and the key and ending in ``fix``."""
+        return cls.from_mapping({**config, "recorded": MappingProxyType(dict(config))}, where,
+                                fix=fix, error=ModelError, others="ignore")
 
 
 class Detector:
@@ -80,12 +57,8 @@ class Detector:
     @classmethod
     def load(cls, run: str | Path) -> Detector:
         """The run folder's model (:class:`ModelError` naming the file when it is not one)."""
-        scorer, config = load_model(run)
-        try:
-            return cls(scorer, RunConfig.from_recorded(config), run)
-        except SettingError as e:
-            raise ModelError(f"{Path(run) / 'model.safetensors'}: bad metadata ({e}); retrain "
-                             "the run with stmil train") from None
+        scorer, config = load_model(run)  # its ModelConfig checked there
+        return cls(scorer, RunConfig.from_recorded(config), run)
 
     def check_features(self, meta: FeatureMeta | Mapping[str, Any], where: str | Path
                        ) -> None:

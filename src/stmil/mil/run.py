@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -36,10 +36,12 @@ from safetensors.torch import save as st_save
 from stmil import safejson
 from stmil.atomic import naming, remove_stale_temps, write_bytes, write_text
 from stmil.errors import ConfigError, ModelError, OutputError
-from stmil.mil.config import FIELDS, PREDATING, RESUMABLE, TrainConfig
+from stmil.features.pipeline_config import MAX_SIZE, ExtractSettings
+from stmil.mil.config import FIELDS, PREDATING, RESUMABLE, SUPERVISION, TrainConfig
 from stmil.mil.memory import MemoryGate
 from stmil.mil.model import Scorer
 from stmil.ownership import Ledger, files_of, record_folder
+from stmil.settings import MISSING, Settings, require, setting, setting_like
 
 if TYPE_CHECKING:
     from stmil.features.store import VideoFeatures
@@ -70,11 +72,42 @@ def save_model(path: Path, model: Scorer, config: dict) -> None:
     write_bytes(path, blob)
 
 
-# Config keys a model needs, with their types; the readers (score, evaluate) rely on them.
-_MODEL_KEYS: dict[str, type | tuple[type, ...]] = {
-    "in_dim": int, "hidden": int, "mid": int, "dropout": (int, float), "grid": int,
-    "feature_grid": int, "supervision": str, "endpoint": str, "size": int, "clip_len": int,
-    "stride": int, "tail": str}
+#: A run's gates once resolved (``auto`` is never recorded).
+RUN_GATES = ("none", "memory")
+RUN_MOTIONS = ("none", "gate")
+MAX_CHANNELS = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(Settings):
+    """The keys of a run's config that its model file records (``stmil_config``) and its
+    readers (score, evaluate, export) rely on: their one declaration, checked by
+    :func:`load_model`. The config's other keys (the run's ``config.yaml``) are kept as they
+    are; runs older than the gates record neither (``none``)."""
+
+    in_dim: int = setting(help="feature channels", lo=1, hi=MAX_CHANNELS)
+    hidden: int = setting_like(TrainConfig, "hidden", MISSING)
+    mid: int = setting_like(TrainConfig, "mid", MISSING)
+    dropout: float = setting_like(TrainConfig, "dropout", MISSING)
+    grid: int = setting(help="1: one whole-frame instance per clip (its score fills every "
+                        "cell)", lo=1, hi=MAX_SIZE)
+    feature_grid: int = setting(help="the grid of the features it reads", lo=1, hi=MAX_SIZE)
+    endpoint: str = setting(help="I3D endpoint (or import:FORMAT)")
+    size: int = setting_like(ExtractSettings, "size", MISSING)
+    clip_len: int = setting_like(ExtractSettings, "clip_len", MISSING)
+    stride: int = setting_like(ExtractSettings, "stride", MISSING)
+    tail: str = setting_like(ExtractSettings, "tail", MISSING)
+    supervision: str = setting(help="weak or boxes", choices=SUPERVISION)
+    gate: str = setting("none", "memory: the scorer carries a memory gate", choices=RUN_GATES)
+    motion: str = setting("none", "gate: scores are multiplied by the motion gate",
+                          choices=RUN_MOTIONS)
+    motion_scale: float | None = setting(None, "the motion gate's scale", lo=0, lo_open=True,
+                                         hi=math.inf)
+
+    def rules(self) -> None:
+        require(self.motion != "gate" or self.motion_scale is not None,
+                "{motion_scale} must be a number > 0 with motion gate, got None",
+                "motion_scale")
 
 
 def load_model(run: str | Path) -> tuple[Scorer, dict]:
@@ -96,9 +129,10 @@ def load_model(run: str | Path) -> tuple[Scorer, dict]:
     except ValueError:
         raise ModelError(f"{path}: not a stmil model (no readable stmil_config metadata); "
                          f"{fix}") from None
-    problem = _config_problem(config)
-    if problem:
-        raise ModelError(f"{path}: bad metadata ({problem}); {fix}")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: bad metadata (stmil_config is {type(config).__name__}, not "
+                         f"a mapping); {fix}")
+    ModelConfig.from_mapping(config, path, fix=fix, error=ModelError, others="ignore")
     bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"{path}: NaN or Inf weights in {', '.join(bad)}; {fix}")
@@ -149,33 +183,6 @@ def _read_safetensors(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise ValueError(f"not safetensors: {' '.join(str(e).split())[:120]}") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     return tensors, meta if isinstance(meta, dict) else {}
-
-
-def _config_problem(config: Any) -> str | None:
-    """What is wrong with a model's recorded config, or None."""
-    if not isinstance(config, dict):
-        return f"stmil_config is {type(config).__name__}, not a mapping"
-    missing = [k for k in _MODEL_KEYS if k not in config]
-    if missing:
-        return f"missing keys {', '.join(missing)}"
-    for key, typ in _MODEL_KEYS.items():
-        v = config[key]
-        if not isinstance(v, typ) or isinstance(v, bool):
-            return f"{key} is {v!r}, not {getattr(typ, '__name__', 'a number')}"
-    for key in ("in_dim", "hidden", "mid", "grid", "feature_grid", "size", "clip_len",
-                "stride"):
-        if config[key] < 1:
-            return f"{key} is {config[key]!r}, not a positive integer"
-    dropout = config["dropout"]
-    if not (math.isfinite(dropout) and 0 <= dropout < 1):
-        return f"dropout is {config['dropout']!r}, not in [0, 1)"
-    motion, q = config.get("motion", "none"), config.get("motion_scale")
-    if motion not in ("none", "gate"):
-        return f"motion is {motion!r}, not none or gate"
-    if motion == "gate" and not (isinstance(q, (int, float)) and not isinstance(q, bool)
-                                 and math.isfinite(q) and q > 0):
-        return f"motion gate with motion_scale {q!r}, not a positive number"
-    return None
 
 
 # --- owning and committing a run folder ---------------------------------------------------------
