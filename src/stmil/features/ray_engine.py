@@ -206,10 +206,13 @@ class _Video:
 
 @dataclass(eq=False)
 class _Stream:
-    """One decode task's stream; ``header`` is set while its next object is a batch."""
+    """One decode task's stream; ``last``: the video's open-ended range, whose end alone
+    reports the whole video's frames (an earlier range stops at its last clip); ``header`` is
+    set while its next object is a batch."""
 
     video: _Video
     gen: Any
+    last: bool
     header: tuple | None = None
 
 
@@ -285,7 +288,7 @@ class _Engine:
         where = os.path.abspath(path)  # workers have their own working directory
         for r in ranges:
             self.streams.append(_Stream(video, self.decode.remote(where, self.s, r,
-                                                                  self.resize)))
+                                                                  self.resize), r[1] is None))
         return None
 
     def run(self, jobs: Iterable[tuple[_Job, Path]]) -> Iterator[Result]:
@@ -341,7 +344,8 @@ class _Engine:
             st.header = item
             return
         if item[0] == "end":
-            video.end = item[1], item[2]
+            if st.last:  # ranges end in any order; only the last one saw the whole video
+                video.end = item[1], item[2]
         elif item[0] == "error" and video.error is None:
             video.error = VideoError(video.job.path, item[1])
         self.streams.remove(st)
