@@ -473,20 +473,22 @@ def extract_videos(
     """
     s = settings or ExtractSettings()
     s.check_grid(extractor.grid)  # a run's recorded settings
-
-    def jobs() -> Iterator[tuple[_Job, Path]]:
-        for path in map(Path, videos):
-            try:
-                job = _Job(path, path.stem, source_identity(path))
-            except OSError as e:
-                job = _Job(path, path.stem, {}, error=VideoError(path, _reason(e, path)))
-            yield job, path
-
-    for job, array, meta, error in _features(jobs(), extractor, s,
+    for job, array, meta, error in _features(source_jobs(videos), extractor, s,
                                              pipeline or PipelineConfig(), on_clips):
         if error is not None and not isinstance(error, (StmilError, OSError)):
             raise error
         yield job.path, array, meta, error
+
+
+def source_jobs(videos: Iterable[Path | str]) -> Iterator[tuple[_Job, Path]]:
+    """A job per video for :func:`extract_videos` (nothing claimed or written): its source
+    identity, or the error that reading it gave."""
+    for path in map(Path, videos):
+        try:
+            job = _Job(path, path.stem, source_identity(path))
+        except OSError as e:
+            job = _Job(path, path.stem, {}, error=VideoError(path, _reason(e, path)))
+        yield job, path
 
 
 def extract_many(
@@ -518,14 +520,8 @@ def extract_many(
     s = settings or ExtractSettings()
     pipeline = pipeline or PipelineConfig()
     run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
-    results = _features(run.jobs(), extractor, s, pipeline, on_clips=run.clip_bar.update)
-    try:
-        for job, array, meta, error in results:
-            run.commit(job, array, meta, error)
-    finally:
-        results.close()  # stops and joins the decode workers
-        run.close()
-    return run.finish()
+    return run.drive(_features(run.jobs(), extractor, s, pipeline,
+                               on_clips=run.clip_bar.update))
 
 
 @dataclass(eq=False)
@@ -632,6 +628,18 @@ class ExtractRun:
                 job.claim.release()
             self.pending.discard(job)
             self.bar.update(1)
+
+    def drive(self, results: Iterator[_Result]) -> ExtractSummary:
+        """Commit each of ``results`` (an engine's stream of :meth:`jobs`' results) as it
+        comes; then stop the engine (closing ``results``), release what is still claimed and
+        write the failure list (:meth:`finish`)."""
+        try:
+            for job, array, meta, error in results:
+                self.commit(job, array, meta, error)
+        finally:
+            results.close()  # stops and joins the engine's decode workers or tasks
+            self.close()
+        return self.finish()
 
     def close(self) -> None:
         """Release the claims of videos not committed (an interrupted run: other processes

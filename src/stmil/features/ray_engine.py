@@ -50,11 +50,12 @@ from stmil.features.extract import (
     _Job,
     _reason,
     feature_meta,
+    source_jobs,
 )
 from stmil.features.motion import motion_energy
 from stmil.features.pipeline import device_input
 from stmil.features.pipeline_config import PipelineConfig
-from stmil.features.store import FeatureMeta, source_identity
+from stmil.features.store import FeatureMeta
 from stmil.features.video import ClipBatch, VideoError, VideoInfo, iter_clips, probe
 
 INSTALL = "install it with: pip install 'stmil[ray]'"
@@ -495,14 +496,8 @@ def extract_many(
     pipeline = pipeline or PipelineConfig(engine="ray")
     with connect(pipeline.ray_address):  # before the output folder is touched
         run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
-        results = ray_features(run.jobs(), extractor, s, pipeline, device, run.clip_bar.update)
-        try:
-            for job, array, meta, error in results:
-                run.commit(job, array, meta, error)
-        finally:
-            results.close()
-            run.close()
-        return run.finish()
+        return run.drive(ray_features(run.jobs(), extractor, s, pipeline, device,
+                                      run.clip_bar.update))
 
 
 def extract_videos(
@@ -516,16 +511,7 @@ def extract_videos(
     --engine ray``): per video, in the order they finish, ``(path, array, meta, error)``."""
     s = settings or ExtractSettings()
     s.check_grid(extractor.grid)
-
-    def jobs() -> Iterator[tuple[_Job, Path]]:
-        for path in map(Path, videos):
-            try:
-                job = _Job(path, path.stem, source_identity(path))
-            except OSError as e:
-                job = _Job(path, path.stem, {}, error=VideoError(path, _reason(e, path)))
-            yield job, path
-
-    for job, array, meta, error in ray_features(jobs(), extractor, s,
+    for job, array, meta, error in ray_features(source_jobs(videos), extractor, s,
                                                 pipeline or PipelineConfig(engine="ray"),
                                                 device):
         yield job.path, array, meta, error
