@@ -26,6 +26,8 @@ from stmil.cuboids import cuboid_boxes
 from stmil.datasets.crime2local import write_vatic
 
 W, H, GRID, CLIP = 224, 224, 7, 16
+#: A brief training of a planted dataset: enough to have a run folder to score and evaluate.
+FAST_TRAIN = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
 
 
 def make_planted(root: Path, feats: Path, n_train: int = 16, n_test: int = 20, n_clips: int = 32,
@@ -76,6 +78,17 @@ def make_planted(root: Path, feats: Path, n_train: int = 16, n_test: int = 20, n
     for split, ids in splits.items():
         (root / "readme" / f"{split}_split_AD.txt").write_text("\n".join(ids) + "\n")
     return truth
+
+
+def planted_run(base: Path, n_train: int, n_test: int, n_clips: int) -> tuple[Path, Path, Path]:
+    """A planted dataset ``base/data``, its 16-channel features ``base/feats`` and a run
+    ``base/run`` briefly trained on them (:data:`FAST_TRAIN`)."""
+    from stmil.mil.train import train
+
+    data, feats, run = base / "data", base / "feats", base / "run"
+    make_planted(data, feats, n_train=n_train, n_test=n_test, n_clips=n_clips, channels=16)
+    train(data, feats, run, **FAST_TRAIN)
+    return data, feats, run
 
 
 def _write_vatic(path: Path, box: np.ndarray, start: int, end: int, n_frames: int) -> None:

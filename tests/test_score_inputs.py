@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 
 from stmil.errors import ConfigError
-from stmil.mil.train import train
 from stmil.score import score_inputs, write_scores
 from tests.conftest import assert_one_line_error, run_cli
-from tests.planted import make_planted
+from tests.planted import planted_run
 
-FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
 ANOMALOUS = "FightingTest000_x264"
 NORMAL = "Normal_Videos_Test001_x264"
 
@@ -25,11 +23,7 @@ NORMAL = "Normal_Videos_Test001_x264"
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A planted Crime2Local dataset (6 train + 4 test), its features and a trained run."""
-    base = tmp_path_factory.mktemp("trust")
-    data, feats, run = base / "data", base / "feats", base / "run"
-    make_planted(data, feats, n_train=6, n_test=4, n_clips=6, channels=16)
-    train(data, feats, run, **FAST)
-    return data, feats, run
+    return planted_run(tmp_path_factory.mktemp("trust"), n_train=6, n_test=4, n_clips=6)
 
 
 def copy_features(feats: Path, dest: Path, *ids: str) -> Path:

@@ -24,19 +24,13 @@ from stmil.evaluation.evaluate import (
 from stmil.features.store import FeatureMeta, VideoFeatures, load_features
 from stmil.mil.detector import Detector
 from stmil.mil.train import train
-from tests.planted import make_planted
-
-FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
+from tests.planted import FAST_TRAIN, planted_run
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A planted dataset (8 train + 6 test videos) and a briefly trained run on it."""
-    base = tmp_path_factory.mktemp("eval")
-    data, feats, run = base / "data", base / "feats", base / "run"
-    make_planted(data, feats, n_train=8, n_test=6, n_clips=8, channels=16)
-    train(data, feats, run, **FAST)
-    return data, feats, run
+    return planted_run(tmp_path_factory.mktemp("eval"), n_train=8, n_test=6, n_clips=8)
 
 
 def test_evaluate_writes_metrics_json_and_json_out(tiny, tmp_path):
@@ -70,7 +64,7 @@ def test_evaluate_writes_metrics_json_and_json_out(tiny, tmp_path):
 def test_compare_table_has_one_row_per_run(tiny, tmp_path):
     data, feats, run = tiny
     other = tmp_path / "g1"
-    train(data, feats, other, grid=1, **FAST)
+    train(data, feats, other, grid=1, **FAST_TRAIN)
     evaluate(data, feats, run)
     evaluate(data, feats, other)
     lines = compare_table([run, other]).splitlines()

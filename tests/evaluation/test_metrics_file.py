@@ -11,22 +11,16 @@ from pathlib import Path
 import pytest
 
 from stmil.evaluation.evaluate import METRIC_KEYS, evaluate, read_metrics, record_metrics
-from stmil.mil.train import train
 from tests.conftest import assert_one_line_error, run_cli
-from tests.planted import make_planted
+from tests.planted import planted_run
 
-FAST = dict(iterations=6, hidden=16, mid=4, n_segments=4, device="cpu", progress=False)
 ANOMALOUS = "FightingTest000_x264"
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A planted Crime2Local dataset (6 train + 4 test), its features and a trained run."""
-    base = tmp_path_factory.mktemp("trust")
-    data, feats, run = base / "data", base / "feats", base / "run"
-    make_planted(data, feats, n_train=6, n_test=4, n_clips=6, channels=16)
-    train(data, feats, run, **FAST)
-    return data, feats, run
+    return planted_run(tmp_path_factory.mktemp("trust"), n_train=6, n_test=4, n_clips=6)
 
 
 @pytest.fixture
