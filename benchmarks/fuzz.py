@@ -8,8 +8,11 @@ Each case runs one command through ``stmil.cli.main(argv)`` in a worker process,
 stderr captured and a time limit, and is counted as:
 
 - ``traceback``: an exception escaped ``main``, or "Traceback" was printed;
-- ``hang``: the time limit was hit (soft: ``signal.alarm`` in the worker; hard: the worker is
-  killed and restarted);
+- ``hang``: the time limit was hit and the command committed nothing in a further grace period
+  (soft: ``signal.alarm`` in the worker; hard: the worker is killed and restarted);
+- ``long`` (not a defect, listed): the time limit was hit while the command was still writing
+  its outputs (more files or bytes under them at the end of the grace period than at its
+  start): real work the case asked for, such as ``synth --videos 1000`` or ``extract /``;
 - ``crash``: the worker process died (a signal, the memory limit);
 - ``no_error_line``: a non-zero exit without an ``error:`` line on stderr;
 - ``not_owned``: a file the run did not own was changed, deleted or created. A run owns files
@@ -52,8 +55,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SOFT_LIMIT = 20.0  # seconds a case may run before it counts as a hang
-HARD_EXTRA = 25.0  # the worker is killed this much after the soft limit
+SOFT_LIMIT = 20.0  # seconds a case may run before it counts as a hang (or as long)
+GRACE = 20.0  # after the soft limit: seconds in which a command must commit more to be "long"
+HARD_EXTRA = GRACE + 25.0  # the worker is killed this much after the soft limit
 MEMORY_LIMIT = 6 << 30  # address space of a worker (a 931 GiB allocation fails, not thrashes)
 BASE_MARKER = "fuzz-base-v2.done"  # v2: rotation in the tkhd matrix
 IDS = ["Fire001_x264", "Normal_Videos_001_x264", "Normal_Videos_002_x264", "Vandalism001_x264"]
@@ -955,7 +959,27 @@ def _under(rel: str, outs: list[str]) -> bool:
 
 
 class CaseTimeout(BaseException):
-    """Raised by the alarm in the worker (a BaseException: ``except Exception`` cannot eat it)."""
+    """Raised by the alarm in the worker (a BaseException: ``except Exception`` cannot eat it).
+
+    ``progressing``: whether the command's outputs grew during the grace period."""
+
+    def __init__(self, progressing: bool) -> None:
+        super().__init__(progressing)
+        self.progressing = progressing
+
+
+def output_size(root: Path, outs: list[str]) -> tuple[int, int]:
+    """(files, bytes) under the case's outputs, temporaries included: how far a command got."""
+    files = size = 0
+    for o in outs:
+        path = root / o
+        walk = [(str(path.parent), [], [path.name])] if path.is_file() else os.walk(path)
+        for top, _, names in walk:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    size += os.stat(os.path.join(top, name)).st_size
+                    files += 1
+    return files, size
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -986,8 +1010,15 @@ def run_case(case: Case, case_dir: Path, limit: float) -> dict:
     saved = os.dup(1), os.dup(2)
     t0 = time.monotonic()
 
+    at_limit: list[tuple[int, int]] = []
+
     def on_alarm(signum, frame):
-        raise CaseTimeout()
+        now = output_size(case_dir, case.outs)
+        if not at_limit:  # the soft limit: give it GRACE seconds to show it is still working
+            at_limit.append(now)
+            signal.setitimer(signal.ITIMER_REAL, GRACE)
+            return
+        raise CaseTimeout(progressing=now[0] > at_limit[0][0] or now[1] > at_limit[0][1])
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
@@ -1003,8 +1034,8 @@ def run_case(case: Case, case_dir: Path, limit: float) -> dict:
                 rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
                 if not isinstance(e.code, int) and e.code is not None:
                     err.write(str(e.code) + "\n")
-            except CaseTimeout:
-                exc = "timeout"
+            except CaseTimeout as e:
+                exc = "long" if e.progressing else "timeout"
             except BaseException as e:  # noqa: BLE001 - what the fuzzer is looking for
                 exc = f"{type(e).__name__}: {str(e)[:300]}"
                 tb = traceback.format_exc()[-3000:]
@@ -1040,6 +1071,8 @@ def run_case(case: Case, case_dir: Path, limit: float) -> dict:
     categories = []
     if exc == "timeout":
         categories.append("hang")
+    elif exc == "long":
+        categories.append("long")
     elif exc is not None or "Traceback" in stderr or "Traceback" in stdout \
             or "Traceback" in fd_text:
         categories.append("traceback")
@@ -1091,7 +1124,7 @@ def worker(conn, seed: int, base: str, cases_root: str, limit: float, keep: bool
         if not keep:
             shutil.rmtree(case_dir, ignore_errors=True)
         conn.send(res)
-        if "hang" in res["categories"]:
+        if {"hang", "long"} & set(res["categories"]):
             return  # threads of the stopped command may linger: the next case gets a fresh worker
 
 
@@ -1120,7 +1153,7 @@ class Runner:
             self.conn.send(index)
             if self.conn.poll(self.limit + HARD_EXTRA):
                 res = self.conn.recv()
-                if "hang" in res.get("categories", []):
+                if {"hang", "long"} & set(res.get("categories", [])):
                     self.stop()  # the worker exits after a soft hang; the next case starts one
                 return res
         except (EOFError, OSError):
@@ -1167,7 +1200,7 @@ def _build_base_entry(base: str) -> None:
     build_base(Path(base))
 
 
-CATEGORIES = ["traceback", "hang", "crash", "no_error_line", "not_owned"]
+CATEGORIES = ["traceback", "hang", "crash", "no_error_line", "not_owned"]  # defects; not "long"
 
 
 def summarize(results: list[dict]) -> dict:

@@ -6,11 +6,13 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
+
 from stmil.datasets.folder import load_folder
 from stmil.features.extract import ExtractSettings, extract_many
 from stmil.features.store import load_features
 from stmil.features.video import iter_frames, probe
-from stmil.files import find_videos
+from stmil.files import find_videos, pseudo_mounts
 from stmil.live.clip import is_clip, write_clip
 from stmil.live.watch import open_source
 from stmil.synth.footage import probe_footage
@@ -27,6 +29,28 @@ def test_find_videos_any_case_sorted_skipping_junk_hidden_and_loops(tmp_path, mo
     os.symlink("..", "b/loop")  # a loop back to the root: walked once
     assert find_videos(".") == [Path("a.m4v"), Path("b/c.Mkv"), Path("b/clip.MP4")]
     assert find_videos("missing") == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/mounts").is_file(), reason="needs Linux's /proc")
+def test_find_videos_never_walks_the_kernels_pseudo_file_systems(tmp_path, monkeypatch):
+    """A link to /proc (or `stmil extract /`) once walked every process's cwd and root again:
+    the whole file system, and the same video under many /proc names."""
+    monkeypatch.chdir(tmp_path)
+    Path("b").mkdir()
+    Path("b/x.mp4").write_bytes(b"")
+    os.symlink("/proc", "a")
+    assert find_videos(".") == [Path("b/x.mp4")]
+
+
+def test_pseudo_mounts_reads_the_mount_table(tmp_path):
+    table = tmp_path / "mounts"
+    table.write_text(
+        "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n"
+        "/dev/sda1 /work ext4 rw,relatime 0 0\n"
+        "sysfs /mnt/my\\040sys sysfs ro 0 0\n"
+        "tmpfs /dev/shm tmpfs rw 0 0\n")
+    assert pseudo_mounts(table) == {"/proc", "/mnt/my sys"}
+    assert pseudo_mounts(tmp_path / "missing") == frozenset()
 
 
 def test_m4v_and_upper_case_mp4_are_extracted_and_listed(tmp_path, monkeypatch,

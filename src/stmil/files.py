@@ -26,18 +26,40 @@ def av_path(path: Path | str) -> str:
     return os.path.abspath(path)
 
 
+#: File systems the kernel makes up (``/proc``, ``/sys``, ``/dev``, ...): no videos live there,
+#: and ``/proc`` reaches every process's working folder again (``/proc/self/cwd/...``).
+PSEUDO_FILE_SYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+    "securityfs", "pstore", "bpf", "mqueue", "hugetlbfs", "configfs", "fusectl", "binfmt_misc",
+    "autofs", "efivarfs", "rpc_pipefs", "nsfs",
+})
+
+
+def pseudo_mounts(mounts: Path | str = "/proc/self/mounts") -> frozenset[str]:
+    """The mount points of :data:`PSEUDO_FILE_SYSTEMS`, read from ``mounts`` (none where the
+    table cannot be read: not Linux)."""
+    try:
+        lines = Path(mounts).read_text(errors="replace").splitlines()
+    except OSError:
+        return frozenset()
+    fields = (line.split() for line in lines)
+    # the table escapes a space in a mount point as \040
+    return frozenset(f[1].replace("\\040", " ") for f in fields
+                     if len(f) > 2 and f[2] in PSEUDO_FILE_SYSTEMS)
+
+
 def find_videos(folder: Path | str) -> list[Path]:
     """Every video file below ``folder``, sorted: recursive, symlinks followed once.
 
     A video ends in one of :data:`VIDEO_EXTENSIONS` (any case); hidden files and folders (a
-    leading ``.``) are skipped, as are a symlink loop and a second link to a folder already
-    walked.
+    leading ``.``) are skipped, as are a symlink loop, a second link to a folder already
+    walked, and the kernel's pseudo file systems (``stmil extract /`` reads no ``/proc``).
     """
     found: list[Path] = []
-    visited: set[str] = set()
+    visited: set[str] = set(pseudo_mounts())
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in visited:  # a symlink loop or a second link to the same folder
+        if real in visited:  # a symlink loop, a second link to the same folder, or /proc
             dirnames[:] = []
             continue
         visited.add(real)

@@ -3,6 +3,7 @@ manifest, the folder's ownership and the one-line errors."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from stmil.mil.detector import Detector
 from tests.conftest import assert_one_line_error, run_cli
 from tests.deploy.conftest import make_run
 
-SMALL = ClipSettings(size=64)
+SMALL = ClipSettings(size=64, grid=3)  # a 4 x 4 Mixed_4e map, pooled to 3 x 3
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +66,23 @@ def test_any_batch_size_gives_the_same_features(small_export):
     clips = np.random.default_rng(0).uniform(-1, 1, (3, 3, 16, 64, 64)).astype(np.float32)
     feats, motion = exported.features(clips)
     one, one_motion = exported.features(clips[1:2])
-    assert feats.shape == (3, 49, 528) and motion.shape == (3, 49)
+    assert feats.shape == (3, 9, 528) and motion.shape == (3, 9)
     np.testing.assert_allclose(one[0], feats[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one_motion[0], motion[1], rtol=0, atol=1.01e-6)  # 6 decimals
 
 
 def test_small_input_pools_like_pytorch(small_export, extractor):
-    """A 64 x 64 clip gives a 4 x 4 Mixed_4e map, pooled to 7 x 7 by overlapping adaptive bins:
-    the general case of the pooling matrices; motion energy pools 64 to 7 the same way."""
+    """A 64 x 64 clip gives a 4 x 4 Mixed_4e map, pooled to 3 x 3 by overlapping adaptive bins:
+    the general case of the pooling matrices; motion energy pools 64 to 3 the same way."""
     from stmil.features.motion import motion_energy
 
     clips = torch.rand(2, 3, 16, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     feats, motion = ExportedModel(small_export, "cpu").features(clips.numpy())
-    ref = extractor(clips).numpy()
+    ref = copy.copy(extractor)
+    ref.grid = SMALL.grid
+    ref = ref(clips).numpy()
     assert np.linalg.norm(feats - ref) / np.linalg.norm(ref) < 1e-5
-    np.testing.assert_allclose(motion, motion_energy(clips, 7), atol=1.01e-6)
+    np.testing.assert_allclose(motion, motion_energy(clips, 3), atol=1.01e-6)
 
 
 @pytest.mark.parametrize("config", [
@@ -255,6 +258,10 @@ def test_one_line_errors(tmp_path, capsys, gated_run):
         export_model(tmp_path / "z", precision="int8", settings=SMALL)
     with pytest.raises(ConfigError, match="grid must be"):
         ClipSettings(grid=0)
+    # extract's map rule: a 7 x 7 grid does not fit the 4 x 4 map of 64-pixel frames
+    with pytest.raises(ConfigError, match="does not fit the 4x4 Mixed_4e feature map"):
+        export_model(tmp_path / "w", settings=ClipSettings(size=64))
+    assert not (tmp_path / "w").exists()
 
 
 def test_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
@@ -319,6 +326,6 @@ def test_int8_quantises_on_calibration_videos_and_reports_its_error(tmp_path, ca
     clips = calibration_clips([video], SMALL)
     assert len(clips) == 4  # every clip of the video (64 frames)
     feats, motion = ExportedModel(tmp_path / "int8").features(clips)
-    assert feats.shape == (4, 49, 528)
-    np.testing.assert_allclose(motion, motion_energy(torch.from_numpy(clips), 7), rtol=0,
+    assert feats.shape == (4, 9, 528)
+    np.testing.assert_allclose(motion, motion_energy(torch.from_numpy(clips), 3), rtol=0,
                                atol=1.01e-6)  # the motion branch stays fp32

@@ -128,6 +128,8 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
         detector.check_scores_video()  # imported features: no network computes them
         settings = ClipSettings.of_run(detector)
     s = settings or ClipSettings()
+    if detector is None:  # new features: extract's map rule (a run's are what it recorded)
+        ExtractSettings(size=s.size).check_grid(s.grid, s.endpoint)
     onnx, ort = require_onnx()
     out = check_writable(out)
     names = [FEATURES_FILE] + ([SCORER_FILE] if detector else [])
