@@ -37,6 +37,10 @@ def test_a_good_file_is_read(tmp_path):
     assert s["clip_maps"][1].tolist() == pytest.approx([0.5, 0.6, 0.7, 0.8])
 
 
+MAPS = ("clip_maps must be a list of 2 x 2 grids of scores from 0 to 1 (no NaN or infinite "
+        "values), one per clip, got ")
+
+
 def edit(**changes) -> dict:
     return good() | changes
 
@@ -47,14 +51,16 @@ def edit(**changes) -> dict:
      "clip 0, got [8, 0]"),
     (edit(clip_ranges=[[0, 8], [8, 16], [16, 24], [24, 33]]), "clip 3, got [24, 33]"),
     (edit(clip_maps=[[[5.0, 0.2], [0.3, 0.4]]] + good()["clip_maps"][1:]),
-     "clip_maps must be scores from 0 to 1 (no NaN or infinite values), got 5.0"),
+     f"{MAPS}5.0"),
     (edit(width=0), "width must be a whole number >= 1, got 0"),
     (edit(n_frames=-1), "n_frames must be a whole number >= 1, got -1"),
     (edit(height=2.5), "height must be a whole number >= 1, got 2.5"),
     (edit(fps=0), "fps must be a positive number"),
-    (edit(frame_scores=[0.5] * 31), "frame_scores must be a list of n_frames (32) numbers"),
-    (edit(frame_scores=[1.5] * 32), "frame_scores must be scores from 0 to 1"),
-    (edit(boxes=[[0, 0, 1]] * 32), "boxes must be n_frames (32) boxes of 4 finite numbers"),
+    (edit(frame_scores=[0.5] * 31), "frame_scores must be a list of n_frames (32) scores"),
+    (edit(frame_scores=[1.5] * 32), "frame_scores must be a list of n_frames (32) scores from 0 "
+                                    "to 1 (no NaN or infinite values), got 1.5"),
+    (edit(boxes=[[0, 0, 1]] * 32), "boxes must be n_frames (32) boxes of 4 finite numbers, got "
+                                   "[0, 0, 1]"),
     (edit(threshold=2), "threshold must be null or a number from 0 to 1, got 2"),
     (edit(clip_maps=good()["clip_maps"][:3]), "clip_ranges must be 3 [start, end] pairs"),
     (edit(clip_maps=[[[0.1, 0.2, 0.3]]] * 4), "clip_maps must be a list of 2 x 2 grids"),
@@ -63,7 +69,7 @@ def edit(**changes) -> dict:
     (edit(model_grid="2"), "model_grid must be a whole number >= 1, got '2'"),
     # item 26: NaN map values are named as NaN, not as a count of clip maps and ranges
     (edit(clip_maps=[[[math.nan, 0.2], [0.3, 0.4]]] + good()["clip_maps"][1:]),
-     "clip_maps must be scores from 0 to 1 (no NaN or infinite values), got nan"),
+     f"{MAPS}nan"),
 ])
 def test_a_hand_edited_file_is_refused_naming_the_field(tmp_path, data, needle):
     path = write(tmp_path, data)

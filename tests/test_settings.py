@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stmil.errors import ConfigError
@@ -15,6 +16,7 @@ from stmil.settings import (
     all_specs,
     check,
     collect,
+    number_array,
     require,
     setting,
     setting_like,
@@ -164,3 +166,38 @@ def test_from_mapping_passes_records_and_refuses_or_ignores_other_keys():
     assert (r.sha, r.grid, r.name, r.inner) == ("abcd", 2, None, inner)
     with pytest.raises(ConfigError, match="^f: unknown settings x; allowed: sha, name, grid"):
         Record.from_mapping({"sha": "abcd", "grid": 2, "x": 1}, "f")
+
+
+@pytest.mark.parametrize("value, shown", [
+    ([[1, 2], [3]], "[3]"),  # ragged
+    ([[1, "2"]], "'2'"),  # a string is no number
+    ([[1, True]], "True"),  # nor a bool
+    ([[1, float("nan")]], "nan"),
+    ([[1, 4]], "4"),  # above hi
+    ([[-1, 0]], "-1"),  # below lo
+    ([], "[]"),  # a free first dimension still needs one row
+    (3, "3"),
+    ([[1, 2, 3]], "[1, 2, 3]"),
+])
+def test_number_array_names_the_first_bad_element(value, shown):
+    with pytest.raises(SettingError) as e:
+        number_array("x", value, (None, 2), lo=0, hi=3)
+    assert str(e.value) == f"x must be an array of N x 2 finite numbers from 0 to 3, got {shown}"
+
+
+def test_number_array_values_and_whole_numbers():
+    arr = number_array("m", [[0, 1.5], [2, 3]], (2, 2), lo=0)
+    assert arr.dtype == np.float64 and arr.tolist() == [[0.0, 1.5], [2.0, 3.0]]
+    whole = number_array("r", [[0, 8], [8, 16]], (None, 2), integer=True)
+    assert whole.dtype == np.int64 and whole.tolist() == [[0, 8], [8, 16]]
+    with pytest.raises(SettingError, match=r"^r must be an array of 1 x 2 whole numbers, "
+                                           r"got 1\.0$"):
+        number_array("r", [[0, 1.0]], (1, 2), integer=True)
+    with pytest.raises(SettingError, match=r"got \[\[0, 10+\]\]$"):  # beyond int64
+        number_array("r", [[0, 10**30]], (1, 2), integer=True)
+    given = np.ones((2, 3), np.float32)
+    assert number_array("a", given, (2, 3)) is not given  # a copy: the caller's stays theirs
+    with pytest.raises(SettingError, match=r"got an array of complex64 \(2, 3\)$"):
+        number_array("a", given.astype(np.complex64), (2, 3))
+    with pytest.raises(SettingError, match=r"^motion must be 2 rows of 3, got"):
+        number_array("motion", given, (3, 2), what="2 rows of 3")

@@ -35,7 +35,7 @@ from stmil.files import find_videos, unique_files
 from stmil.mil.detector import Detector
 from stmil.options import ScoreOptions
 from stmil.ownership import check_can_write, commit
-from stmil.settings import Settings, check, setting
+from stmil.settings import Settings, check, in_file, number_array, require, setting
 from stmil.timeline import frame_scores_from_clips, frame_to_clip
 
 log = logging.getLogger(__name__)
@@ -126,58 +126,27 @@ def read_scores(path: Path | str) -> dict:
     if not isinstance(data, dict) or any(k not in data for k in keys):
         raise FeatureError(f"{path}: not a stmil scores file (needs {', '.join(keys)}); {fix}")
 
-    def bad(key: str, what: str, shown: object = None) -> FeatureError:
-        got = data[key] if shown is None else shown
-        text = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
-        return FeatureError(f"{path}: {key} must be {what}, got {text}; {fix}")
-
     head = ScoresHeader.from_mapping(data, path, fix=fix, error=FeatureError, others="ignore")
     g, n = head.grid, head.n_frames
-    maps = _number_array(data["clip_maps"], 3)
-    if maps is None or maps.shape[1:] != (g, g) or not len(maps):
-        raise bad("clip_maps", f"a list of {g} x {g} grids of numbers (one per clip)", "...")
-    ranges = _number_array(data["clip_ranges"], 2, integer=True)
-    if ranges is None or ranges.shape != (len(maps), 2):
-        raise bad("clip_ranges", f"{len(maps)} [start, end] pairs of whole numbers (one per "
-                                 "clip map)", "...")
-    inverted = np.flatnonzero((ranges[:, 0] < 0) | (ranges[:, 1] <= ranges[:, 0])
-                              | (ranges[:, 1] > n))
-    if len(inverted):
-        k = int(inverted[0])
-        raise bad("clip_ranges", f"[start, end) frame ranges with 0 <= start < end <= "
-                                 f"n_frames ({n}); clip {k}", ranges[k].tolist())
-    for key, arr in (("clip_maps", maps), ("frame_scores", _number_array(data["frame_scores"],
-                                                                         1))):
-        if arr is None or (key == "frame_scores" and arr.shape != (n,)):
-            raise bad(key, f"a list of n_frames ({n}) numbers", "...")
-        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-            odd = arr[~(np.isfinite(arr) & (arr >= 0) & (arr <= 1))][0]
-            raise bad(key, "scores from 0 to 1 (no NaN or infinite values)", float(odd))
-    boxes = _number_array(data["boxes"], 2)
-    if boxes is None or boxes.shape != (n, 4) or not np.isfinite(boxes).all():
-        raise bad("boxes", f"n_frames ({n}) boxes of 4 finite numbers", "...")
+    scores = "scores from 0 to 1 (no NaN or infinite values)"
+    with in_file(path, fix, FeatureError):
+        maps = number_array("clip_maps", data["clip_maps"], (None, g, g), lo=0, hi=1,
+                            what=f"a list of {g} x {g} grids of {scores}, one per clip")
+        ranges = number_array("clip_ranges", data["clip_ranges"], (len(maps), 2), integer=True,
+                              what=f"{len(maps)} [start, end] pairs of whole numbers (one per "
+                                   "clip map)")
+        inverted = np.flatnonzero((ranges[:, 0] < 0) | (ranges[:, 1] <= ranges[:, 0])
+                                  | (ranges[:, 1] > n))
+        k = int(inverted[0]) if len(inverted) else 0
+        require(not len(inverted), "{clip_ranges} must be [start, end) frame ranges with 0 <= "
+                f"start < end <= n_frames ({n}); clip {k}, got {ranges[k].tolist()}",
+                "clip_ranges")
+        number_array("frame_scores", data["frame_scores"], (n,), lo=0, hi=1,
+                     what=f"a list of n_frames ({n}) {scores}")
+        number_array("boxes", data["boxes"], (n, 4), what=f"n_frames ({n}) boxes of 4 finite "
+                                                          "numbers")
     return {**data, "clip_maps": maps.reshape(len(maps), g * g).astype(np.float32),
             "clip_ranges": ranges, "fps": head.fps}
-
-
-def _number_array(value: object, ndim: int, integer: bool = False) -> np.ndarray | None:
-    """``value`` (nested JSON lists) as a float64 (int64 with ``integer``) array of ``ndim``
-    dimensions, or None when it is not one: ragged, not numbers, booleans or strings."""
-    def ok(x: object) -> bool:
-        return isinstance(x, int) if integer else isinstance(x, (int, float))
-
-    def walk(v: object, depth: int) -> bool:
-        if depth == ndim:
-            return ok(v) and not isinstance(v, bool)
-        return isinstance(v, list) and all(walk(x, depth + 1) for x in v)
-
-    if not walk(value, 0):
-        return None
-    try:
-        arr = np.asarray(value, dtype=np.int64 if integer else np.float64)
-    except (ValueError, OverflowError):  # ragged, or an integer beyond int64
-        return None
-    return arr if arr.ndim == ndim else None
 
 
 def write_scores(out_dir: Path, video_id: str, result: dict) -> Path:

@@ -55,6 +55,7 @@ library; the CLI renders the same error naming where the value came from (:class
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import math
@@ -62,11 +63,12 @@ import numbers
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from stmil.errors import ConfigError
@@ -325,6 +327,61 @@ def check_number(name: str, value: Any, kind: type = int, lo: float = 1,
     return spec.check(value)
 
 
+def number_array(name: str, value: Any, shape: tuple[int | None, ...], *, integer: bool = False,
+                 lo: float = -math.inf, hi: float = math.inf, what: str | None = None,
+                 error: type[SettingError] = SettingError) -> np.ndarray:
+    """The array rule of files stmil reads: ``value`` (nested JSON lists, or an array) as a new
+    float64 (int64 with ``integer``) array of ``shape`` (``None``: any length; at least one row
+    for ``shape[0] is None``) whose every element is a finite number from ``lo`` to ``hi``.
+    Anything else (ragged, strings, booleans, NaN, an integer beyond int64, out of range) is one
+    ``error`` "``{name}`` must be ``what``, got ..." naming the first bad element it can; ``what``
+    (the rule in the file's words) defaults to the shape and range in words.
+    """
+    if what is None:
+        dims = " x ".join("N" if d is None else str(d) for d in shape)
+        kind = "whole numbers" if integer else "finite numbers"
+        bounds = "" if lo == -math.inf and hi == math.inf else \
+            f" >= {_number(lo)}" if hi == math.inf else f" from {_number(lo)} to {_number(hi)}"
+        what = f"an array of {dims} {kind}{bounds}"
+
+    def fail(got: Any, shown: str | None = None) -> SettingError:
+        shown = repr(got) if shown is None else shown
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return error("{" + name + "} must be " + _esc(what) + ", got " + _esc(shown), name)
+
+    def walk(v: Any, depth: int) -> None:  # types first: np.asarray would take "1" or True
+        if depth == len(shape):
+            number = isinstance(v, numbers.Integral if integer else numbers.Real)
+            if not number or isinstance(v, (bool, np.bool_)):
+                raise fail(v)
+        elif not isinstance(v, list) or (shape[depth] is not None and len(v) != shape[depth]):
+            raise fail(v)
+        else:
+            for x in v:
+                walk(x, depth + 1)
+
+    if isinstance(value, np.ndarray):
+        ok = np.issubdtype(value.dtype, np.integer) or (
+            not integer and np.issubdtype(value.dtype, np.floating))
+        if not ok or value.ndim != len(shape):
+            raise fail(None, f"an array of {value.dtype} {value.shape}")
+        value = value.tolist()
+    walk(value, 0)
+    try:
+        arr = np.array(value, dtype=np.int64 if integer else np.float64)
+    except (ValueError, OverflowError):  # ragged below a free dimension, an int beyond int64
+        raise fail(value) from None
+    if arr.ndim != len(shape) or (shape and shape[0] is None and not len(arr)) or any(
+            d is not None and d != n for d, n in zip(shape, arr.shape)):
+        raise fail(value)
+    bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
+    if bad.any():
+        for i in np.argwhere(bad)[0]:  # the element as the file wrote it
+            value = value[i]
+        raise fail(value)
+    return arr
+
+
 class Settings:
     """Base of the settings dataclasses: every field is checked (and converted: an int given
     for a float is made a float) when the object is made, then :meth:`rules` runs."""
@@ -361,12 +418,22 @@ class Settings:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise error(f"{prefix}missing {', '.join(missing)}{suffix}")
-        try:
+        if where is None and error is ConfigError and fix is None:
             return cls(**values)
-        except SettingError as e:
-            if where is None and error is ConfigError and fix is None:
-                raise
-            raise error(prefix + e.render({}) + suffix) from None
+        with in_file(where, fix, error):
+            return cls(**values)
+
+
+@contextlib.contextmanager
+def in_file(where: str | Path | None, fix: str | None = None,
+            error: type[Exception] = ConfigError) -> Iterator[None]:
+    """A :class:`SettingError` raised inside as the one line a file's reader gives:
+    ``<where>: <key> must be ...; <fix>`` (an ``error``)."""
+    try:
+        yield
+    except SettingError as e:
+        prefix, suffix = (f"{where}: " if where else ""), (f"; {fix}" if fix else "")
+        raise error(prefix + e.render({}) + suffix) from None
 
 
 # --- files -------------------------------------------------------------------------------------

@@ -408,8 +408,15 @@ def test_folder_with_annotations(folder_root: Path) -> None:
         ({"c": {"interval": [[1, 2]]}}, "unknown keys ['interval']"),
         ({"zz": {"split": "test"}}, "ids match no video"),
         ({"a": {"intervals": [[1, 2]]}}, "'a' is under normal/"),
-        ({"c": {"intervals": [[20, 10]]}}, "intervals[0]: expected [start, end]"),
-        ({"c": {"boxes": [[-1, 0, 0, 1, 1]]}}, "boxes[0]: expected [frame, x1, y1, x2, y2]"),
+        ({"c": {"intervals": [[20, 10]]}}, "'c': intervals[0] must be [start, end] whole numbers "
+                                            "with 0 <= start < end (0-based, end exclusive), "
+                                            "got [20, 10]"),
+        ({"c": {"boxes": [[-1, 0, 0, 1, 1]]}}, "boxes[0] must be [frame, x1, y1, x2, y2] with a "
+                                              "whole frame >= 0 and finite corners, got -1"),
+        ({"c": {"boxes": [[1.5, 0, 0, 1, 1]]}}, "boxes[0] must be [frame, x1, y1, x2, y2] with a "
+                                               "whole frame >= 0 and finite corners, got 1.5"),
+        ({"c": {"intervals": [[0, True]]}}, "intervals[0] must be [start, end] whole numbers"),
+        ({"c": {"intervals": {"0": 1}}}, "intervals must be a list, each [start, end]"),
         ({"c": {"split": "val"}}, "split: expected 'train' or 'test'"),
     ],
 )
@@ -498,10 +505,12 @@ def test_write_vatic_refuses_a_span_that_does_not_fit(tmp_path: Path, start: int
 @pytest.mark.parametrize(
     ("box", "what"),
     [
-        ([3, float("nan"), 0, 5, 5], "expected finite box corners (no NaN or infinity)"),
-        ([3, 0, 0, float("inf"), 5], "expected finite box corners (no NaN or infinity)"),
-        ([3, 9, 0, 5, 5], "expected a box with xmin < xmax and ymin < ymax"),
-        ([3, 0, 5, 5, 5], "expected a box with xmin < xmax and ymin < ymax"),
+        ([3, float("nan"), 0, 5, 5], "must be [frame, x1, y1, x2, y2] with a whole frame >= 0 "
+                                     "and finite corners, got nan"),
+        ([3, 0, 0, float("inf"), 5], "must be [frame, x1, y1, x2, y2] with a whole frame >= 0 "
+                                     "and finite corners, got inf"),
+        ([3, 9, 0, 5, 5], "must be a box with xmin < xmax and ymin < ymax"),
+        ([3, 0, 5, 5, 5], "must be a box with xmin < xmax and ymin < ymax"),
     ],
 )
 def test_folder_bad_box_is_refused_with_its_entry(folder_root: Path, box: list,
@@ -509,7 +518,7 @@ def test_folder_bad_box_is_refused_with_its_entry(folder_root: Path, box: list,
     write(folder_root / "annotations.json", json.dumps({"d": {"boxes": [[1, 0, 0, 2, 2], box]}}))
     with pytest.raises(DatasetError) as err:
         load_folder(folder_root, "all")
-    assert str(err.value).startswith(f"{folder_root / 'annotations.json'}: 'd': boxes[1]: {what}")
+    assert str(err.value).startswith(f"{folder_root / 'annotations.json'}: 'd': boxes[1] {what}")
 
 
 VATIC_EDGES = (  # line 1 fine; lines 2-4 stick out of a 320x240 frame by less than 10%

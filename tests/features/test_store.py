@@ -122,7 +122,7 @@ def test_feature_meta_is_validated_when_made():
     with pytest.raises(FeatureError, match=r"^grid must be a whole number >= 1, got 0$"):
         dataclasses.replace(good, grid=0)
     with pytest.raises(FeatureError, match=r"^motion must be n_clips \(3\) lists of grid x grid "
-                                           r"\(9\) finite numbers >= 0$"):
+                                           r"\(9\) finite numbers >= 0, got \[0\.\d+, "):
         dataclasses.replace(good, grid=3)  # its motion record is of grid 2
     with pytest.raises(FeatureError, match=r"precision must be fp32, bf16, fp16 or int8 "
                                            r"\(fp16, int8: an exported model's\), got 'fp64'"):

@@ -46,6 +46,7 @@ from stmil.datasets.errors import DatasetError, check_records, check_split
 from stmil.datasets.layout import NORMAL_CATEGORY
 from stmil.datasets.record import Box, VideoRecord
 from stmil.files import VIDEO_EXTENSIONS, find_videos
+from stmil.settings import in_file, number_array, require
 
 NORMAL_DIR = "normal"
 ANOMALOUS_DIR = "anomalous"
@@ -99,27 +100,25 @@ class FolderAnnotation:
     interval_where: tuple[str, ...] = field(default=(), compare=False)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+INTERVAL = "[start, end] whole numbers with 0 <= start < end (0-based, end exclusive)"
+BOX = "[frame, x1, y1, x2, y2] with a whole frame >= 0 and finite corners"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _items(where: str, key: str, value: Any, what: str) -> list:
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: {key} must be a list, each {what}, got {value!r}")
+    return value
 
 
 def _parse_intervals(where: str, value: Any) -> list[tuple[tuple[int, int], str]]:
     """``(interval, where)`` pairs, sorted by interval."""
-    if not isinstance(value, list):
-        raise DatasetError(f"{where}: intervals: expected a list of [start, end], got {value!r}")
     out = []
-    for i, item in enumerate(value):
-        ok = isinstance(item, list) and len(item) == 2 and all(_is_int(v) for v in item)
-        if not ok or not 0 <= item[0] < item[1]:
-            raise DatasetError(
-                f"{where}: intervals[{i}]: expected [start, end] integers with "
-                f"0 <= start < end (0-based, end exclusive), got {item!r}"
-            )
-        out.append(((item[0], item[1]), f"{where}: intervals[{i}]"))
+    for i, item in enumerate(_items(where, "intervals", value, INTERVAL)):
+        name = f"intervals[{i}]"
+        with in_file(where, error=DatasetError):  # the engine's array rule, then start < end
+            start, end = number_array(name, item, (2,), integer=True, lo=0, what=INTERVAL)
+            require(start < end, "{" + name + "} must be " + INTERVAL + f", got {item!r}", name)
+        out.append(((int(start), int(end)), f"{where}: {name}"))
     return sorted(out)
 
 
@@ -127,24 +126,19 @@ def _parse_boxes(
     where: str, value: Any
 ) -> tuple[dict[int, list[Box]], dict[int, tuple[str, ...]]]:
     """Boxes by frame, and where each was read (``"<where>: boxes[i]"``), by frame."""
-    if not isinstance(value, list):
-        expected = "a list of [frame, x1, y1, x2, y2]"
-        raise DatasetError(f"{where}: boxes: expected {expected}, got {value!r}")
     boxes: dict[int, list[Box]] = {}
     places: dict[int, list[str]] = {}
-    for i, item in enumerate(value):
-        ok = isinstance(item, list) and len(item) == 5 and _is_int(item[0]) and item[0] >= 0
-        if not ok or not all(_is_number(v) for v in item[1:]):
-            raise DatasetError(
-                f"{where}: boxes[{i}]: expected [frame, x1, y1, x2, y2] with an integer "
-                f"frame >= 0 and numeric corners, got {item!r}"
-            )
+    for i, item in enumerate(_items(where, "boxes", value, BOX)):
+        name = f"boxes[{i}]"
+        with in_file(where, error=DatasetError):  # 5 numbers, the first a frame index
+            number_array(name, item, (5,), what=BOX)
+            frame = int(number_array(name, item[:1], (1,), integer=True, lo=0, what=BOX)[0])
         box = tuple(float(v) for v in item[1:])
         problem = box_problem(box)
         if problem:
-            raise DatasetError(f"{where}: boxes[{i}]: expected {problem}, got {item!r}")
-        boxes.setdefault(item[0], []).append(box)
-        places.setdefault(item[0], []).append(f"{where}: boxes[{i}]")
+            raise DatasetError(f"{where}: {name} must be {problem}, got {item!r}")
+        boxes.setdefault(frame, []).append(box)
+        places.setdefault(frame, []).append(f"{where}: {name}")
     return dict(sorted(boxes.items())), {f: tuple(w) for f, w in sorted(places.items())}
 
 

@@ -38,7 +38,7 @@ from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import OutputError, StmilError
 from stmil.features.pipeline_config import BACKENDS, TAIL_POLICIES
 from stmil.ownership import check_can_write, commit
-from stmil.settings import MISSING, SettingError, Settings, setting
+from stmil.settings import MISSING, SettingError, Settings, number_array, setting
 from stmil.timeline import clip_frame_ranges
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class FeatureMeta(Settings):
     import_crops: str | None = _text()
     stmil_version: str | None = _text()
     motion_rule: str | None = _text()
-    # checked with n_clips and grid (_motion_array): a record beside the settings
+    # checked with n_clips and grid (number_array): a record beside the settings
     motion: np.ndarray | None = field(default=None, compare=False, repr=False)
     npy_bytes: int | None = _natural()
     npy_sha256: str | None = setting(None, pattern="[0-9a-f]{64}",
@@ -152,10 +152,13 @@ class FeatureMeta(Settings):
         if self.import_files is not None:
             object.__setattr__(self, "import_files", tuple(self.import_files))
         if self.motion is not None:
-            motion = _motion_array(self.motion, self.n_clips, self.grid)
-            if motion is None:
-                raise FeatureError(f"motion must be n_clips ({self.n_clips}) lists of grid x "
-                                   f"grid ({self.grid ** 2}) finite numbers >= 0")
+            try:  # a copy: the caller's array stays the caller's
+                motion = number_array("motion", self.motion, (self.n_clips, self.grid ** 2),
+                                      lo=0, what=f"n_clips ({self.n_clips}) lists of grid x "
+                                                 f"grid ({self.grid ** 2}) finite numbers >= 0")
+            except SettingError as e:
+                raise FeatureError(str(e)) from None
+            motion.flags.writeable = False
             object.__setattr__(self, "motion", motion)
         # cross-field: every clip must start inside the video (timeline.clip_frame_ranges)
         ratio = self.source_fps / self.fps
@@ -253,29 +256,6 @@ _REQUIRED: dict[int, tuple[str, ...]] = {
 def _shown(v: object) -> str:
     text = repr(v)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _motion_array(m: object, n_clips: int, grid: int) -> np.ndarray | None:
-    """``m`` (nested lists from JSON, or an array) as a read-only ``(n_clips, G*G)`` float64
-    array of finite numbers >= 0; None when it is not one."""
-    if isinstance(m, list):
-        if not (len(m) == n_clips and all(isinstance(row, list) and len(row) == grid * grid
-                                          for row in m)
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                        for row in m for x in row)):
-            return None
-        try:
-            m = np.array(m, dtype=np.float64).reshape(n_clips, grid * grid)
-        except OverflowError:  # an integer beyond float64
-            return None
-    if not (isinstance(m, np.ndarray) and m.shape == (n_clips, grid * grid)
-            and (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating))):
-        return None
-    m = np.array(m, dtype=np.float64)  # a copy: the caller's array stays the caller's
-    if not (np.isfinite(m).all() and (m >= 0).all()):
-        return None
-    m.flags.writeable = False
-    return m
 
 
 @dataclass
