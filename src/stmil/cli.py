@@ -152,7 +152,7 @@ def cmd_score(o: Values) -> int:
     written, failed = score_inputs(o.inputs, o.model, o.out, threshold=o.threshold,
                                    overlay=o.overlay, device=o.device,
                                    pipeline=o.get(PipelineConfig), progress=not o.quiet,
-                                   backend=o.backend)
+                                   backend=o.backend, exported=o.exported)
     for path in written:
         print(path)
     return 1 if failed else 0
@@ -395,6 +395,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, Values
     if absent:
         raise ConfigError(f"the following arguments are required: {', '.join(absent)} (as "
                           f"flags or keys of --config); see stmil {name} --help")
+    for cls in classes_of(name):  # every cross-field rule, whichever fields the command reads
+        try:
+            values.get(cls)
+        except SettingError as e:
+            raise ConfigError(values.render(e)) from None
     values.values.update(extra)
     return name, values
 

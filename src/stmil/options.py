@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stmil.deploy import BACKENDS
 from stmil.device import DEVICES
+from stmil.features.pipeline_config import ExtractSettings, backend_rules
 from stmil.mil.config import MAX_ITERATIONS
 from stmil.settings import Settings, setting, setting_like
 from stmil.synth.settings import MAX_VIDEOS, SynthSettings
@@ -20,7 +21,7 @@ class ScoreOptions(Settings):
     :class:`~stmil.features.pipeline_config.PipelineConfig`'s."""
 
     inputs: list[Path] = setting(help="videos, feature files (.npy) or folders", positional=True)
-    model: Path = setting(help="run folder with model.safetensors (an export folder with "
+    model: Path = setting(help="run folder with model.safetensors (or an export folder, with "
                           "--backend onnxruntime or openvino)")
     out: Path = setting(help="folder for <id>.scores.json")
     threshold: float | None = setting(None, "box = union of cuboids scoring >= THRESHOLD "
@@ -28,11 +29,15 @@ class ScoreOptions(Settings):
                                       lo=0, hi=1)
     overlay: bool = setting(False, "also write <id>.overlay.mp4")
     device: str = setting("auto", "torch device", choices=DEVICES)
-    backend: str = setting("torch", "torch: --model is a run folder; onnxruntime or openvino: "
-                           "--model is a folder stmil export-model --model RUN wrote, whose "
-                           "graphs compute features and scores (needs stmil[onnx] or "
-                           "stmil[openvino]; docs/deploy.md)",
+    backend: str = setting("torch", "what runs I3D: torch, or an exported graph run by "
+                           "onnxruntime or openvino (stmil[onnx] / stmil[openvino]; "
+                           "docs/deploy.md), then --model may also be a folder stmil "
+                           "export-model --model RUN wrote, whose graphs compute the scores too",
                            choices=BACKENDS)
+    exported: Path | None = setting_like(ExtractSettings, "exported")
+
+    def rules(self) -> None:
+        backend_rules(self.backend, self.exported)
 
 
 DEMO_ITERATIONS = 150  # training iterations of each demo run unless --iterations

@@ -21,9 +21,10 @@ from stmil import safejson
 from stmil.atomic import check_writable
 from stmil.cuboids import cuboid_boxes, predicted_boxes
 from stmil.deploy import BACKENDS
-from stmil.deploy.backend import ExportedDetector
+from stmil.deploy.backend import ExportedDetector, feature_extractor
+from stmil.deploy.manifest import MANIFEST
 from stmil.errors import ConfigError, ModelError, OutputError
-from stmil.features.pipeline_config import PipelineConfig
+from stmil.features.pipeline_config import ExtractSettings, PipelineConfig
 from stmil.features.store import (
     FeatureError,
     FeatureMeta,
@@ -230,37 +231,41 @@ def source_video(npy: Path, meta: FeatureMeta) -> Path:
 
 
 def load_detector(model: str | Path, backend: str = "torch", device: str = "auto") -> Detector:
-    """The :class:`Detector` of a run folder (``torch``), or of an export folder
-    (``onnxruntime``, ``openvino``: :class:`~stmil.deploy.backend.ExportedDetector`, which also
-    brings the exported feature extractor)."""
+    """The :class:`Detector` of a run folder (with an exported ``backend``, only the features
+    go through an exported graph: :func:`video_extractor`), or, with ``onnxruntime`` or
+    ``openvino``, of an export folder made with ``--model RUN``
+    (:class:`~stmil.deploy.backend.ExportedDetector`: its graphs compute features and scores)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "torch":
+    if backend == "torch" or not (Path(model) / MANIFEST).is_file():
         return Detector.load(model)
     return ExportedDetector.load(model, device, backend)  # the runtime is imported when it runs
 
 
-def video_extractor(detector: Detector, device: str):
+def video_extractor(detector: Detector, device: str, backend: str = "torch",
+                    exported: str | Path | None = None):
     """The feature extractor and clip settings a run's model was trained with: ``(extractor,
-    settings)`` for :func:`~stmil.features.extract.extract_videos` (the network loaded; an
-    exported detector's own feature graph)."""
-    from stmil.features.extract import ExtractSettings, FeatureExtractor  # deferred: I3D
-
+    settings)`` for :func:`~stmil.features.extract.extract_videos`. The feature graph of
+    ``exported`` when given, else an export folder's own, else the network through
+    ``backend`` (:func:`~stmil.deploy.backend.feature_extractor`: PyTorch at the run's
+    precision, or an fp32 graph exported once into stmil's cache)."""
     detector.check_scores_video()
     c = detector.config
     settings = ExtractSettings(c.clip_len, c.stride, c.size, c.recorded.get("resample_fps"),
                                c.tail)
-    exported = getattr(detector, "feature_extractor", None)
-    if exported is not None:
-        return exported(device), settings
-    return (FeatureExtractor(c.endpoint, c.feature_grid, device,
-                             c.recorded.get("precision", "fp32")), settings)
+    own_graph = getattr(detector, "feature_extractor", None)
+    if own_graph is not None and exported is None:
+        return own_graph(device), settings
+    precision = c.recorded.get("precision", "fp32") if backend == "torch" else "fp32"
+    return feature_extractor(backend, exported, c.endpoint, c.feature_grid, c.size, c.clip_len,
+                             device, precision), settings
 
 
 def _features_of(paths: Sequence[Path], detector: Detector, device: str,
-                 pipeline: PipelineConfig | None
+                 pipeline: PipelineConfig | None, backend: str = "torch",
+                 exported: str | Path | None = None
                  ) -> Iterator[tuple[Path, np.ndarray | None, FeatureMeta | None,
-                                 BaseException | None]]:
+                                     BaseException | None]]:
     """Each input's features ``(n_clips, N, C)`` and metadata, or its error: the ``.npy`` files
     in order, then the videos through :func:`~stmil.features.extract.extract_videos` (decode
     workers overlap the model, as in ``stmil extract``), in the order they finish. Videos are
@@ -280,7 +285,7 @@ def _features_of(paths: Sequence[Path], detector: Detector, device: str,
     if videos and pipeline is not None and pipeline.engine == "ray":
         from stmil.features import ray_engine  # deferred: I3D and Ray, for videos only
 
-        if getattr(detector, "feature_extractor", None) is not None:
+        if backend != "torch":
             raise ConfigError("--engine ray runs the torch network on its actors; use "
                               "--backend torch with a run folder")
         yield from ray_engine.extract_videos(videos, *video_extractor(detector, "cpu"),
@@ -288,7 +293,8 @@ def _features_of(paths: Sequence[Path], detector: Detector, device: str,
     elif videos:
         from stmil.features.extract import extract_videos  # deferred: I3D, for videos only
 
-        yield from extract_videos(videos, *video_extractor(detector, device), pipeline)
+        yield from extract_videos(videos, *video_extractor(detector, device, backend, exported),
+                                  pipeline)
 
 
 def score_inputs(
@@ -301,6 +307,7 @@ def score_inputs(
     progress: bool = True,
     pipeline: PipelineConfig | None = None,
     backend: str = "torch",
+    exported: str | Path | None = None,
 ) -> tuple[list[Path], list[dict]]:
     """Score videos or feature files (``.npy`` with its ``.json``); returns (written, failed),
     both in the order of the inputs.
@@ -311,8 +318,11 @@ def score_inputs(
     :class:`~stmil.features.pipeline_config.PipelineConfig`: 2 decode workers; ``workers=0``
     is serial, with identical scores), with the clip settings the model was trained on. One
     failed input never stops the rest; a model that cannot score stops the whole call.
-    ``backend="onnxruntime"``: ``run`` is an export folder, whose graphs compute the features
-    and scores (:func:`load_detector`); the decoding and the outputs are the same.
+    ``backend="onnxruntime"`` (or ``"openvino"``): ``run`` is an export folder, whose graphs
+    compute the features and scores, or a run folder, whose scorer scores features computed
+    by the graph of ``exported`` (default: one exported once into stmil's cache)
+    (:func:`load_detector`, :func:`video_extractor`); the decoding and the outputs are the
+    same.
     """
     check_threshold(threshold)
     paths = collect_inputs(inputs)
@@ -320,7 +330,7 @@ def score_inputs(
     out_dir = check_writable(out_dir)
     written: dict[Path, list[Path]] = {}
     failed: dict[Path, dict] = {}
-    results = _features_of(paths, detector, device, pipeline)
+    results = _features_of(paths, detector, device, pipeline, backend, exported)
     try:
         for path, features, meta, error in tqdm(results, total=len(paths), unit="video",
                                                 disable=not progress, leave=False):

@@ -251,9 +251,10 @@ def test_one_line_errors(tmp_path, capsys, gated_run):
     assert code == 1
     assert_one_line_error(err, "imported features")
     code, _, err = run_cli(capsys, "score", tmp_path / "v.mp4", "--model", gated_run, "--out",
-                           tmp_path / "s", "--backend", "onnxruntime")
+                           tmp_path / "s", "--exported", tmp_path)
     assert code == 1
-    assert_one_line_error(err, "a run folder, not an export", "stmil export-model")
+    assert_one_line_error(err, "--exported runs an exported feature graph, which --backend "
+                               "torch does not")
     with pytest.raises(ConfigError, match="precision"):
         export_model(tmp_path / "z", precision="int8", settings=SMALL)
     with pytest.raises(ConfigError, match="grid must be"):

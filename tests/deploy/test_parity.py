@@ -69,28 +69,38 @@ def test_openvino_features_match_pytorch_on_vtest(openvino_224, extractor):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_score_backend_equals_torch(backend, gated_run, tmp_path, capsys, request):
-    """Same decoding, same files, same scores (1e-5) through the exported model."""
+    """Same decoding, same files, same scores (1e-5) through the exported model: an export
+    folder made with --model (graphs for features and scores), or the run folder itself with
+    an exported feature graph (--exported; onnxruntime: also without it, the one exported
+    into stmil's cache) and the run's own scorer."""
     from tests.live.scene import scene_frames
 
     exported = request.getfixturevalue(
         "gated_export" if backend == "onnxruntime" else "gated_export_openvino")
     video = write_video(tmp_path / "clip.mkv", scene_frames(64, [(20, 44)], 5))
     got = {}
-    for name, model in (("torch", gated_run), (backend, exported)):
+    runs = {"torch": ("torch", gated_run), "export": (backend, exported),
+            "run+exported": (backend, gated_run, "--exported", exported)}
+    if backend == "onnxruntime":
+        runs["run+cache"] = (backend, gated_run)
+    for name, (chosen, model, *more) in runs.items():
         out = tmp_path / name
         code, stdout, err = run_cli(capsys, "score", video, "--model", model, "--out", out,
-                                    "--backend", name, "--device", "cpu", "--quiet")
+                                    "--backend", chosen, "--device", "cpu", "--quiet", *more)
         assert code == 0, err
         got[name] = json.loads((out / "clip.scores.json").read_text())
-    a, b = got["torch"], got[backend]
+    tol = read_manifest(exported).data["checked"]["scores_tol"]  # the gate's rounding
+    for name in runs.keys() - {"torch", "export"}:  # the run's scorer: fp32 features' rounding
+        np.testing.assert_allclose(got[name]["clip_maps"], got["torch"]["clip_maps"], rtol=0,
+                                   atol=1e-4, err_msg=name)
+    a, b = got["torch"], got["export"]
     assert a.keys() == b.keys()
     for key in a.keys() - {"clip_maps", "frame_scores", "boxes"}:
         assert a[key] == b[key], key
     diff = np.abs(np.subtract(b["clip_maps"], a["clip_maps"])).max()
     print(f"max |{backend} - torch| of the clip maps:", diff)
-    tol = read_manifest(exported).data["checked"]["scores_tol"]  # the gate's rounding
     np.testing.assert_allclose(b["frame_scores"], a["frame_scores"], rtol=0, atol=tol)
     np.testing.assert_allclose(b["clip_maps"], a["clip_maps"], rtol=0, atol=tol)
     assert max(a["frame_scores"]) > 0.01  # something to compare
     assert diff <= 1e-4 and tol <= 1e-4  # the issue's bound, on a gate of realistic width
-    assert Path(tmp_path / backend / "clip.scores.json").is_file()
+    assert Path(tmp_path / "export" / "clip.scores.json").is_file()

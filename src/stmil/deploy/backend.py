@@ -121,8 +121,8 @@ def cached_export(endpoint: str = "Mixed_4e", grid: int = 7, size: int = 224,
             return folder
         except ModelError:
             pass  # absent or damaged: (re-)export it
-        export_model(folder, format=format,
-                     settings=ClipSettings(endpoint, grid, size, clip_len))
+        export_model(folder, format=format,  # extract checked new settings; a run's are kept
+                     settings=ClipSettings(endpoint, grid, size, clip_len, recorded=True))
     return folder
 
 

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,18 +91,23 @@ class ClipSettings(Settings):
     stride: int = setting_like(ExtractSettings, "stride", 16)
     fps: float | None = setting_like(ExtractSettings, "fps", None)
     tail: str = setting_like(ExtractSettings, "tail", "drop")
+    #: the settings a run recorded (:meth:`of_run`, a cached export for ``watch`` / ``score``):
+    #: reproduced as they are, even a grid that earlier versions let exceed the feature map
+    recorded: bool = field(default=False, compare=False)
 
     def rules(self) -> None:
         require(not (self.endpoint == "Logits" or self.endpoint.startswith("import:")),
                 f"cannot export {{endpoint}} {self.endpoint!r}: cuboid features need an I3D "
                 "feature-map endpoint", "endpoint")
         endpoint_channels(self.endpoint)  # ConfigError naming the choices
+        if not self.recorded:  # new features: extract's map rule
+            ExtractSettings(size=self.size).check_grid(self.grid, self.endpoint)
 
     @classmethod
     def of_run(cls, detector: Detector) -> ClipSettings:
         c = detector.config
         return cls(c.endpoint, c.feature_grid, c.size, c.clip_len, c.stride,
-                   c.recorded.get("resample_fps"), c.tail)
+                   c.recorded.get("resample_fps"), c.tail, recorded=True)
 
 
 def export_model(out: Path | str, run: Path | str | None = None, format: str = "onnx",
@@ -128,8 +133,6 @@ def export_model(out: Path | str, run: Path | str | None = None, format: str = "
         detector.check_scores_video()  # imported features: no network computes them
         settings = ClipSettings.of_run(detector)
     s = settings or ClipSettings()
-    if detector is None:  # new features: extract's map rule (a run's are what it recorded)
-        ExtractSettings(size=s.size).check_grid(s.grid, s.endpoint)
     onnx, ort = require_onnx()
     out = check_writable(out)
     names = [FEATURES_FILE] + ([SCORER_FILE] if detector else [])
