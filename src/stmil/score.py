@@ -283,11 +283,11 @@ def _features_of(paths: Sequence[Path], detector: Detector, device: str,
             yield path, features, meta, None
     videos = [p for p in paths if p.suffix != ".npy"]
     if videos and pipeline is not None and pipeline.engine == "ray":
-        from stmil.features import ray_engine  # deferred: I3D and Ray, for videos only
-
         if backend != "torch":
             raise ConfigError("--engine ray runs the torch network on its actors; use "
                               "--backend torch with a run folder")
+        from stmil.features import ray_engine  # deferred: I3D and Ray, for videos only
+
         yield from ray_engine.extract_videos(videos, *video_extractor(detector, "cpu"),
                                              pipeline, device)
     elif videos:
