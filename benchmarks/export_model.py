@@ -113,7 +113,7 @@ def model_rows(batches: list[int], warmup: int, repeat: int, folder: Path,
     return rows
 
 
-def e2e_rows(folder: Path) -> list[dict]:
+def e2e_rows(folder: Path, int8: bool = False) -> list[dict]:
     from stmil.deploy.export import export_model
     from stmil.score import score_inputs
     from tests.deploy.conftest import make_run
@@ -128,11 +128,15 @@ def e2e_rows(folder: Path) -> list[dict]:
     else:
         export_model(folder / "exported-ov", run, format="openvino")
         exports.append(("openvino", folder / "exported-ov"))
+        if int8:
+            export_model(folder / "exported-int8", run, format="openvino", precision="int8",
+                         calibration=[ROOT / "data" / "vtest.avi"])
+            exports.append(("openvino-int8", folder / "exported-int8"))
     got, rows = {}, []
     for backend, model in exports:
         t = time.perf_counter()
         score_inputs([ROOT / "data" / "vtest.avi"], model, folder / backend, device="cpu",
-                     progress=False, backend=backend)
+                     progress=False, backend=backend.removesuffix("-int8"))
         sec = time.perf_counter() - t
         got[backend] = json.loads((folder / backend / "vtest.scores.json").read_text())
         n = len(got[backend]["clip_maps"])
@@ -149,7 +153,8 @@ def e2e_rows(folder: Path) -> list[dict]:
 def table(rows: list[dict]) -> str:
     """One markdown table: s/clip of each backend, model only per batch and end to end."""
     batches = sorted({r["batch"] for r in rows if "batch" in r})
-    e2e = {{"torch": "torch-fp32", "onnxruntime": "ort-fp32", "openvino": "ov-fp32"}[
+    e2e = {{"torch": "torch-fp32", "onnxruntime": "ort-fp32", "openvino": "ov-fp32",
+             "openvino-int8": "ov-int8"}[
         r["backend"]]: r["s_per_clip"] for r in rows if "clips" in r}
     names = list(dict.fromkeys(r["backend"] for r in rows if "batch" in r))
     head = ["backend", *[f"model, batch {b}" for b in batches], "rel L2 vs torch fp32",
@@ -184,7 +189,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = model_rows(args.batch, args.warmup, args.repeat, Path(tmp), args.int8)
         if args.e2e:
-            rows += e2e_rows(Path(tmp))
+            rows += e2e_rows(Path(tmp), args.int8)
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))

@@ -7,7 +7,10 @@ TCP on 127.0.0.1 (``--stream``). The run is a tiny model trained on planted 528-
 (the scorer's cost is negligible; I3D Mixed_4e at 224 x 224 is what is timed), with the clip
 settings of a real run (16 frames, stride 16, 224 x 224).
 
-For each setting (``--settings``: ``fp32`` or ``bf16``, then optionally ``-fpsF`` for
+For each setting (``--settings``: ``fp32`` or ``bf16`` (PyTorch), ``ort`` or ``ov`` (``--backend
+onnxruntime`` / ``openvino`` on the run folder: the cached fp32 feature graph, the run's scorer),
+``ov8`` (``--backend openvino`` on an int8 export of the run, NNCF-calibrated on the first clips
+of the benchmark's own video), then optionally ``-fpsF`` for
 ``--fps F`` and ``-strideN`` for ``--stride N``, e.g. ``fp32-fps10``, ``fp32-fps15-stride32``)
 it prints:
 
@@ -123,7 +126,16 @@ def run_setting(name: str, video: Path, run: Path, stream: bool,
     from stmil.live.watch import WatchConfig, watch
 
     precision, fps, stride = parse_setting(name)
-    cfg = WatchConfig(realtime=not stream, fps=fps, stride=stride, precision=precision,
+    backend = BACKENDS.get(precision, "torch")
+    model = run
+    if precision == "ov8":
+        from stmil.deploy.export import export_model
+
+        model = run.parent / "int8"
+        if not model.exists():
+            export_model(model, run, format="openvino", precision="int8", calibration=[video])
+    cfg = WatchConfig(realtime=not stream, fps=fps, stride=stride,
+                      precision=precision if backend == "torch" else None, backend=backend,
                       device="cpu", heartbeat=0, update=0, drop=True, retries=0, timeout=20)
     events = EventConfig(threshold=0.0 if clips else 1.0, min_duration=0.0)
     source, server = str(video), None
@@ -143,7 +155,7 @@ def run_setting(name: str, video: Path, run: Path, stream: bool,
     if sampler is not None:
         sampler.start()
     try:
-        r = watch(source, run, events, cfg, emit=emit, clips=clips)
+        r = watch(source, model, events, cfg, emit=emit, clips=clips)
     finally:
         if server is not None:
             server.kill()
@@ -165,11 +177,15 @@ def run_setting(name: str, video: Path, run: Path, stream: bool,
             "lat_p95": r.latency_p95_s}
 
 
+#: the exported settings: the --backend each runs
+BACKENDS = {"ort": "onnxruntime", "ov": "openvino", "ov8": "openvino"}
+
+
 def parse_setting(name: str) -> tuple[str, float | None, int | None]:
     """``fp32-fps10-stride32`` -> ("fp32", 10.0, 32)."""
     precision, *rest = name.split("-")
-    if precision not in ("fp32", "bf16"):
-        raise argparse.ArgumentTypeError(f"{name}: starts with fp32 or bf16")
+    if precision not in ("fp32", "bf16", *BACKENDS):
+        raise argparse.ArgumentTypeError(f"{name}: starts with fp32, bf16, ort, ov or ov8")
     fps = stride = None
     for part in rest:
         if part.startswith("fps"):
@@ -190,7 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the video")
     ap.add_argument("--settings", nargs="+", type=setting, default=["fp32", "fp32-fps15"],
-                    help="fp32|bf16[-fpsF][-strideN] each (default: fp32 fp32-fps15)")
+                    help="fp32|bf16|ort|ov|ov8[-fpsF][-strideN] each (default: fp32 fp32-fps15)")
     ap.add_argument("--stream", action="store_true", help="serve MPEG-TS over TCP instead")
     ap.add_argument("--rss", action="store_true", help="sample resident memory once a second")
     ap.add_argument("--clips", action="store_true",
