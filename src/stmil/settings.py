@@ -41,7 +41,10 @@ a field declared with a plain ``field`` is a record the reader builds itself (a 
 settings object, an array). The reader parses the file, then
 ``Cls.from_mapping(data, path, fix=..., error=..., others="ignore")`` gives the one line
 ``<file>: <key> must be <rule>, got <value>; <fix>`` (a nested block: ``where=f"{path}:
-events"``). Unknown keys: a ``--config`` refuses them (a typo); stmil's own JSON files ignore
+events"``). An array in a file (a scores file's maps, a feature file's motion record, a
+dataset's intervals and boxes) is checked by :func:`number_array` (shape, whole numbers or
+finite ones, bounds), inside ``with in_file(path, fix, error):`` for the same one line.
+Unknown keys: a ``--config`` refuses them (a typo); stmil's own JSON files ignore
 them (``others="ignore"``: a newer stmil may add keys, and the file's format/version marker,
 checked first, says whose file it is), except feature metadata, whose ``schema_version``
 governs (an unknown key in a current-version file is refused).

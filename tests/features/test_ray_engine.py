@@ -116,9 +116,9 @@ def test_clip_ranges_cover_every_clip_once():
     assert ray_engine.clip_ranges(6, 6, 2) == [(0, None)]
 
 
-def _extractor_pids() -> list[int]:
-    """Processes of this test's Ray instance (descendants of this process) running the
-    extractor actor's ``extract`` (Ray titles them ``ray::Extractor.extract``)."""
+def _ray_pids(title: bytes = b"ray::Extractor.extract") -> list[int]:
+    """Processes of this test's Ray instance (descendants of this process) running ``title``
+    (Ray titles a worker by what it runs: ``ray::Extractor.extract``, ``ray::decode_range``)."""
     parents = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -129,10 +129,10 @@ def _extractor_pids() -> list[int]:
     found = []
     for pid in parents:
         try:
-            title = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+            cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
         except OSError:
             continue
-        if not title.startswith(b"ray::Extractor.extract"):
+        if not cmdline.startswith(title):
             continue
         p = pid
         while p in parents and p != os.getpid():
@@ -142,9 +142,13 @@ def _extractor_pids() -> list[int]:
     return found
 
 
-def test_killed_extractor_worker_is_retried_and_every_video_written_once(
-        tmp_path, cluster, small_extractor, monkeypatch):
-    src = videos(tmp_path / "videos", 4)
+@pytest.mark.parametrize("title, frames", [
+    (b"ray::Extractor.extract", 64),  # the actor: restarted, its call retried
+    (b"ray::decode_range", 480),  # a decode task (30 clips: long enough to be seen): re-run
+])
+def test_killed_ray_worker_is_retried_and_every_video_written_once(
+        tmp_path, cluster, small_extractor, monkeypatch, title, frames):
+    src = videos(tmp_path / "videos", 4, frames)
     reference = tmp_path / "local"
     extract_many([src], reference, small_extractor, SMALL, progress=False)
     writes: list[str] = []
@@ -160,7 +164,7 @@ def test_killed_extractor_worker_is_retried_and_every_video_written_once(
     def kill_once_running() -> None:
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline:
-            for pid in _extractor_pids():
+            for pid in _ray_pids(title):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
@@ -171,7 +175,7 @@ def test_killed_extractor_worker_is_retried_and_every_video_written_once(
     got = ray_engine.extract_many([src], tmp_path / "ray", small_extractor, SMALL, progress=False,
                                   pipeline=RAY)
     killer.join()
-    assert killed, "the extractor was never seen running"
+    assert killed, f"{title.decode()} was never seen running"
     assert sorted(got.done) == ["v0", "v1", "v2", "v3"] and not got.failed
     assert sorted(writes) == ["v0", "v1", "v2", "v3"]  # each committed once
     assert files(tmp_path / "ray") == files(reference)
