@@ -9,14 +9,11 @@ geometry without loading it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-
-from stmil.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -101,17 +98,6 @@ def box_overlap_fraction(boxes_a: ArrayLike, boxes_b: ArrayLike) -> np.ndarray:
     if np.any(area <= 0):
         raise ValueError("every box in boxes_a must have positive area")
     return intersection_areas(a, b) / area[:, None]
-
-
-def check_overlap(overlap: object) -> float:
-    """``overlap`` as a float if it is a number in (0, 1], the fraction of a cuboid a GT box
-    must cover to make it positive; :class:`ConfigError` if not (0 or less would make every
-    cuboid of an annotated frame positive, more than 1 none)."""
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) \
-            or not (math.isfinite(overlap) and 0 < overlap <= 1):
-        raise ConfigError(f"--overlap must be a number greater than 0 and at most 1 (the "
-                          f"fraction of a cuboid a GT box covers), got {overlap!r}")
-    return float(overlap)
 
 
 def cuboid_labels(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stmil.cuboids import check_overlap
 from stmil.errors import ConfigError
+from stmil.evaluation.settings import EvaluateOptions
+from stmil.settings import check
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -30,10 +31,10 @@ def test_a_bad_overlap_is_one_line_and_leaves_the_run_alone(tmp_path, capsys, mo
 
 @pytest.mark.parametrize("value", [0.25, 1, 1e-6])
 def test_a_fraction_is_accepted(value):
-    assert check_overlap(value) == float(value)
+    assert check(EvaluateOptions, "overlap", value) == float(value)
 
 
 @pytest.mark.parametrize("value", [math.nan, 0.0, True, "0.5", None])
 def test_the_library_check(value):
-    with pytest.raises(ConfigError, match="--overlap must be"):
-        check_overlap(value)
+    with pytest.raises(ConfigError, match=r"^overlap must be a number > 0 and <= 1, got "):
+        check(EvaluateOptions, "overlap", value)

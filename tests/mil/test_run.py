@@ -339,6 +339,12 @@ def _damage(stage: Path, how: str) -> str:
     elif how == "json wrong type":
         js.write_text(json.dumps(side | {"iteration": "x"}))
         return str(js)
+    elif how == "json best_auc 7":
+        js.write_text(json.dumps(side | {"best_auc": 7}))
+        return str(js)
+    elif how == "json file outside":  # a name reaching out of the folder is never opened
+        js.write_text(json.dumps(side | {"file": "../checkpoint-00000004.safetensors"}))
+        return str(js)
     elif how == "json history junk":
         js.write_text(json.dumps(side | {"history": [1, 2, 3, 4]}))
         return str(js)
@@ -360,12 +366,16 @@ def _damage(stage: Path, how: str) -> str:
 @pytest.mark.parametrize("how", ["empty tensors", "truncated tensors", "random tensors",
                                  "missing tensors", "empty json", "random json", "json list",
                                  "json wrong type", "json history junk", "json wrong rng",
-                                 "tensors of another model"])
+                                 "tensors of another model", "json best_auc 7",
+                                 "json file outside"])
 def test_damaged_checkpoint_is_a_one_line_error(tiny, interrupted, capsys, how):
     named = _damage(stage_of(interrupted), how)
     with pytest.raises(ModelError, match=f"^{named}: .*; delete .*stmil-staging or train "
-                       "without --resume$"):
+                       "without --resume$") as e:
         train(*tiny, interrupted, resume=True, **FAST)
+    if how == "json best_auc 7":  # the engine's rule, in the file's words
+        assert ": best_auc must be -1 (none yet) or a validation AUC from 0 to 1, got 7;" \
+            in str(e.value)
     code, _, err = run_cli(capsys, "train", "--data", tiny[0], "--features", tiny[1],
                            "--out", interrupted, "--resume", *CLI_FAST)
     assert code == 1

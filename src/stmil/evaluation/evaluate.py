@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from stmil.atomic import locked
-from stmil.cuboids import check_overlap, cuboid_boxes, cuboid_labels, frame_heatmap
+from stmil.cuboids import cuboid_boxes, cuboid_labels, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
 from stmil.datasets.liu_ma import attach_liu_ma, read_liu_ma
 from stmil.errors import ConfigError, ModelError, OutputError
@@ -124,7 +124,8 @@ def evaluate(
     frames per video used for ``pixel_auroc`` (evenly spaced). Returns an
     :class:`EvaluateSummary`.
     """
-    overlap = check_overlap(overlap)  # before any work: a result at a bad overlap is not kept
+    overlap = check(EvaluateOptions, "overlap", overlap)  # before any work: a result at a
+    # bad overlap is not kept
     if interpolate and boxes is None:
         raise ConfigError("--interpolate interpolates Liu and Ma's boxes: give their pickle "
                           "with --boxes, or leave --interpolate out")

@@ -534,9 +534,21 @@ def save_checkpoint(folder: Path, model: Scorer, optim: torch.optim.Optimizer, r
     return path
 
 
-_SIDECAR_TYPES = {"file": str, "sha256": str, "iteration": int, "history": list,
-                  "best_auc": (int, float), "stale": int, "numpy_rng": dict,
-                  "optim_groups": list, "config": dict}
+@dataclass(frozen=True, kw_only=True)
+class CheckpointHeader(Settings):
+    """The scalar fields of ``checkpoint.json`` (:func:`save_checkpoint`); its records
+    (``history``, ``numpy_rng``, ``optim_groups``, ``config``) are checked by
+    :func:`read_checkpoint` and, when restored, by what they are loaded into."""
+
+    file: str = setting(pattern=r"checkpoint-[0-9]+\.safetensors",
+                        what="the checkpoint-NNNNNNNN.safetensors beside it")
+    sha256: str = setting(pattern="[0-9a-f]{64}", what="64 lowercase hex digits")
+    iteration: int = setting(lo=0, hi=math.inf)
+    best_auc: float = setting(lo=-1, hi=1, what="-1 (none yet) or a validation AUC from 0 to 1")
+    stale: int = setting(lo=0, hi=math.inf)
+
+
+_SIDECAR_RECORDS = {"history": list, "numpy_rng": dict, "optim_groups": list, "config": dict}
 
 
 def read_checkpoint(folder: Path, fix: str) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -548,15 +560,16 @@ def read_checkpoint(folder: Path, fix: str) -> tuple[dict, dict[str, torch.Tenso
         raise ModelError(f"{path}: corrupt checkpoint (not JSON: {e}); {fix}") from None
     if not isinstance(side, dict) or side.get("format") != "stmil-checkpoint":
         raise ModelError(f"{path}: not a stmil checkpoint; {fix}")
-    for key, typ in _SIDECAR_TYPES.items():
-        if not isinstance(side.get(key), typ) or isinstance(side.get(key), bool):
+    CheckpointHeader.from_mapping(side, path, fix=fix, error=ModelError, others="ignore")
+    for key, typ in _SIDECAR_RECORDS.items():
+        if not isinstance(side.get(key), typ):
             raise ModelError(f"{path}: corrupt checkpoint ({key} is {side.get(key)!r}); {fix}")
     if len(side["history"]) != side["iteration"] or not all(
             isinstance(r, dict) and isinstance(r.get("loss"), (int, float))
             for r in side["history"]):
         raise ModelError(f"{path}: corrupt checkpoint (history does not match iteration "
                          f"{side['iteration']}); {fix}")
-    tfile = folder / Path(side["file"]).name
+    tfile = folder / side["file"]
     try:
         blob = tfile.read_bytes()
     except FileNotFoundError:
