@@ -9,7 +9,6 @@ those classes (see :mod:`stmil.settings`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
@@ -105,15 +104,16 @@ def cmd_extract(o: Values) -> int:
     shard = parse_shard(o.shard) if o.shard is not None else None
     x = o.get(ExtractorSettings)
     settings.check_grid(x.grid, x.endpoint)
-    run = extract_many
-    if pipeline.engine == "ray":  # the driver's network only describes it: actors run theirs
+    if pipeline.engine == "ray":  # the driver only describes the network: actors load it
         from stmil.features import ray_engine  # deferred: Ray, for --engine ray only
 
         run = functools.partial(ray_engine.extract_many, device=x.device)
-        x = dataclasses.replace(x, device="cpu")
-    exported = None if settings.exported is None else str(settings.exported)
-    extractor = feature_extractor(settings.backend, exported, x.endpoint, x.grid,
-                                  settings.size, settings.clip_len, x.device, x.precision)
+        extractor = ray_engine.ActorNetwork(x.endpoint, x.grid, x.precision)
+    else:
+        run = extract_many
+        exported = None if settings.exported is None else str(settings.exported)
+        extractor = feature_extractor(settings.backend, exported, x.endpoint, x.grid,
+                                      settings.size, settings.clip_len, x.device, x.precision)
     summary = run([str(p) for p in o.inputs], str(o.out), extractor, settings,
                   overwrite=o.overwrite, progress=not o.quiet, pipeline=pipeline, shard=shard)
     print(summary.line())

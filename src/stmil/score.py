@@ -242,6 +242,14 @@ def load_detector(model: str | Path, backend: str = "torch", device: str = "auto
     return ExportedDetector.load(model, device, backend)  # the runtime is imported when it runs
 
 
+def clip_settings(detector: Detector) -> ExtractSettings:
+    """How the run's videos were cut into clips; :class:`ConfigError` for a run trained on
+    imported features (no network computes them)."""
+    detector.check_scores_video()
+    c = detector.config
+    return ExtractSettings(c.clip_len, c.stride, c.size, c.recorded.get("resample_fps"), c.tail)
+
+
 def video_extractor(detector: Detector, device: str, backend: str = "torch",
                     exported: str | Path | None = None):
     """The feature extractor and clip settings a run's model was trained with: ``(extractor,
@@ -249,10 +257,8 @@ def video_extractor(detector: Detector, device: str, backend: str = "torch",
     ``exported`` when given, else an export folder's own, else the network through
     ``backend`` (:func:`~stmil.deploy.backend.feature_extractor`: PyTorch at the run's
     precision, or an fp32 graph exported once into stmil's cache)."""
-    detector.check_scores_video()
+    settings = clip_settings(detector)
     c = detector.config
-    settings = ExtractSettings(c.clip_len, c.stride, c.size, c.recorded.get("resample_fps"),
-                               c.tail)
     own_graph = getattr(detector, "feature_extractor", None)
     if own_graph is not None and exported is None:
         return own_graph(device), settings
@@ -288,8 +294,10 @@ def _features_of(paths: Sequence[Path], detector: Detector, device: str,
                               "--backend torch with a run folder")
         from stmil.features import ray_engine  # deferred: I3D and Ray, for videos only
 
-        yield from ray_engine.extract_videos(videos, *video_extractor(detector, "cpu"),
-                                             pipeline, device)
+        settings, c = clip_settings(detector), detector.config
+        network = ray_engine.ActorNetwork(c.endpoint, c.feature_grid,
+                                          c.recorded.get("precision", "fp32"))
+        yield from ray_engine.extract_videos(videos, network, settings, pipeline, device)
     elif videos:
         from stmil.features.extract import extract_videos  # deferred: I3D, for videos only
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from stmil.errors import ConfigError
 from stmil.features import extract as extract_module
 from stmil.features import ray_engine
 from stmil.features.extract import ExtractSettings, extract_many
@@ -349,3 +350,26 @@ def test_only_the_last_ranges_end_reports_the_whole_video():
         engine._stream_item(st)
     assert video.pieces == 0 and engine.streams == []
     assert video.end == ("info", whole)
+
+
+def test_the_cli_driver_loads_no_network_and_writes_the_local_engines_files(
+        tmp_path, cluster, small_extractor, capsys, monkeypatch):
+    """``extract --engine ray``: the actors load I3D, the driver only describes it
+    (``ActorNetwork``): same files as the local engine, with the driver's loader broken."""
+    src = videos(tmp_path / "videos", 2)
+    extract_many([src], tmp_path / "local", small_extractor, SMALL, progress=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the driver loaded the network")
+
+    monkeypatch.setattr(extract_module, "load_i3d", no_network)
+    code, out, err = run_cli(capsys, "extract", src, "--out", tmp_path / "ray", "--engine",
+                             "ray", "--size", "64", "--grid", "4", "--batch-size", "2",
+                             "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert "2 done, 0 skipped, 0 failed" in out
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
+    net = ray_engine.ActorNetwork("Mixed_4e", 4, "fp32")
+    assert (net.channels, net.backend) == (small_extractor.channels, "torch")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        ray_engine.ActorNetwork(precision="fp64")

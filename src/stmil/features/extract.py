@@ -49,6 +49,17 @@ from stmil.ownership import check_can_write, commit, remove
 log = logging.getLogger(__name__)
 
 
+def check_network(endpoint: str, grid: int, precision: str) -> int:
+    """The channels of ``endpoint``'s features; :class:`ConfigError` unless the endpoint is a
+    feature map, the grid a whole number >= 1 and the precision one of :data:`PRECISIONS`."""
+    if endpoint == "Logits":
+        raise ConfigError("cuboid features need a feature-map endpoint, not Logits")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_count("grid", grid)
+    return endpoint_channels(endpoint)  # ConfigError naming the choices
+
+
 class FeatureExtractor:
     """Pretrained I3D up to ``endpoint`` followed by G x G cuboid pooling.
 
@@ -62,12 +73,7 @@ class FeatureExtractor:
 
     def __init__(self, endpoint: str = "Mixed_4e", grid: int = 7, device: str = "auto",
                  precision: str = "fp32"):
-        if endpoint == "Logits":
-            raise ConfigError("cuboid features need a feature-map endpoint, not Logits")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.channels = endpoint_channels(endpoint)  # ConfigError naming the choices
-        check_count("grid", grid)
+        self.channels = check_network(endpoint, grid, precision)
         self.endpoint, self.grid, self.precision = endpoint, grid, precision
         self.device = resolve_device(device)
         self.model = load_i3d(endpoint).to(self.device)

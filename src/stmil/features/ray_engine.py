@@ -49,6 +49,7 @@ from stmil.features.extract import (
     FeatureExtractor,
     _Job,
     _reason,
+    check_network,
     feature_meta,
     source_jobs,
 )
@@ -154,6 +155,25 @@ def decode_range(path: str, s: ExtractSettings, clips: tuple[int, int | None],
         yield "end", info, stats
     except (StmilError, OSError) as e:
         yield "error", _reason(e, Path(path))
+
+
+@dataclass(frozen=True)
+class ActorNetwork:
+    """The network the actors run, as the driver knows it: what every output records
+    (endpoint, grid, precision, channels) and what each actor builds, checked as
+    :class:`FeatureExtractor` checks it, but with no weights loaded in the driver, which
+    computes nothing (its load cost the driver 1-2 s and a few hundred MB for nothing)."""
+
+    endpoint: str = "Mixed_4e"
+    grid: int = 7
+    precision: str = "fp32"
+    backend: str = "torch"
+    device: torch.device = field(default=torch.device("cpu"), compare=False)
+    channels: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels",
+                           check_network(self.endpoint, self.grid, self.precision))
 
 
 class Extractor:
