@@ -7,6 +7,7 @@ anywhere in a module, inside functions too, so a cycle cannot hide behind a defe
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -299,3 +300,14 @@ def test_no_function_is_over_80_lines():
                     long.append(f"{path.relative_to(SRC.parent)}:{node.lineno}: {node.name} is "
                                 f"{lines} lines")
     assert not long, "split these by job:\n" + "\n".join(long)
+
+
+def test_every_json_reader_goes_through_safejson():
+    """``json.loads`` raises RecursionError on ``[[[[...]]]]``, which no reader's ``except
+    ValueError`` catches (fuzz 1:1612: calibration.json); ``stmil.safejson.loads`` is the one
+    loader of JSON that a user may have damaged."""
+    offenders = [f"{path.relative_to(SRC.parent)}:{n}" for path in sorted(SRC.rglob("*.py"))
+                 if path.name != "safejson.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"\bjson\.loads?\(", line)]
+    assert not offenders, f"use stmil.safejson.loads: {offenders}"

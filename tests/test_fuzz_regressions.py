@@ -131,6 +131,31 @@ def test_events_on_a_deeply_nested_scores_file(case, capsys):
                               "run_cal", "--out", "ev.jsonl", "--device", "cpu", "--quiet"))
 
 
+@pytest.mark.parametrize("name, argv", [
+    ("run_cal/calibration.json", ["events", "scores/Fire001_x264.scores.json", "--model",
+                                  "run_cal", "--out", "ev.jsonl", "--device", "cpu"]),
+    ("run/metrics.json", ["evaluate", "--compare", "run"]),
+    ("feats/failures.json", ["extract", "synth/videos", "--out", "feats", "--size", "64",
+                             "--grid", "2", "--device", "cpu", "--workers", "0"]),
+], ids=["calibration", "metrics", "failures"])
+def test_other_deeply_nested_json_files(case, capsys, name, argv):
+    """fuzz 1:1612 (this session's smoke): a calibration.json of 100000 nested lists:
+    RecursionError escaped read_calibration, which called json.loads itself; every reader now
+    goes through stmil.safejson (tests/test_architecture.py holds the rule)."""
+    Path(name).write_text(nested_json())
+    assert_clean_failure(call(capsys, *argv, "--quiet"))
+
+
+def test_a_deeply_nested_folder_annotations_file(tmp_path):
+    from stmil.datasets import DatasetError
+    from stmil.datasets.folder import read_annotations
+
+    path = tmp_path / "annotations.json"
+    path.write_text(nested_json())
+    with pytest.raises(DatasetError, match="annotations.json: not valid JSON: nested too deeply"):
+        read_annotations(path)
+
+
 @pytest.mark.parametrize("vid,argv", [
     ("Normal_Videos_002_x264", ["calibrate", "run", "--data", "synth", "--features", "feats"]),
     ("Normal_Videos_001_x264", ["score", "feats/Normal_Videos_001_x264.npy", "--model", "run",

@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from stmil import safejson
 from stmil.atomic import TEMP_PATTERN, check_writable, remove_stale_temps
 from stmil.datasets.layout import VIDEOS_DIR
 from stmil.errors import OutputError, StmilError
@@ -82,7 +83,7 @@ def read_marker(out: Path) -> dict | None:
     else None (no marker, not JSON, or the wrong shape). A marker of an older stmil has no
     ``runs``: it reads as having trained none."""
     try:
-        meta = json.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
+        meta = safejson.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not (isinstance(meta, dict) and meta.get("format") == MARKER_FORMAT

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stmil import safejson
 from stmil.datasets.bounds import box_problem
 from stmil.datasets.errors import DatasetError, check_records, check_split
 from stmil.datasets.layout import NORMAL_CATEGORY
@@ -168,10 +169,12 @@ def parse_annotation(where: str, entry: Any) -> FolderAnnotation:
 def read_annotations(path: Path) -> dict[str, FolderAnnotation]:
     """Read and validate ``annotations.json``: video id -> annotation."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = safejson.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         problem = f"{err.msg} at column {err.colno}"
         raise DatasetError(f"{path}:{err.lineno}: valid JSON, got {problem}") from err
+    except ValueError as err:  # safejson's: nested too deeply
+        raise DatasetError(f"{path}: {err}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot be read ({err})") from err
     if not isinstance(data, dict):

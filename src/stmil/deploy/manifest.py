@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stmil import safejson
 from stmil.errors import ConfigError, ModelError
 from stmil.ownership import sha256_of
 from stmil.settings import MISSING, Settings, setting
@@ -175,7 +176,7 @@ def read_manifest(folder: Path | str, verify: bool = True) -> ExportManifest:
         raise ModelError(f"{folder}: no {MANIFEST} (is this a folder stmil export-model "
                          "wrote?)")
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = safejson.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelError(f"{path}: not a stmil export manifest ({e}); {AGAIN}") from None
     problem = _problem(data)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from stmil import safejson
 from stmil.atomic import locked
 from stmil.cuboids import cuboid_boxes, cuboid_labels, frame_heatmap
 from stmil.datasets import DatasetError, fit_to_video, load_dataset
@@ -283,13 +284,13 @@ def _check_threshold(path: Path, where: str, block: object) -> None:
 
 def _load_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return safejson.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise _bad_metrics(path, f"not UTF-8 text at byte {e.start}") from e
     except json.JSONDecodeError as e:
         raise _bad_metrics(path, f"invalid JSON at line {e.lineno} column {e.colno}") from e
-    except RecursionError:
-        raise _bad_metrics(path, "not valid JSON: nested too deeply") from None
+    except ValueError as e:  # safejson's: nested too deeply
+        raise _bad_metrics(path, str(e)) from None
 
 
 def read_metrics(run: str | Path) -> dict[str, dict[str, dict]]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stmil import __version__
+from stmil import __version__, safejson
 from stmil.atomic import check_writable, locked, remove_stale_temps
 from stmil.cuboids import pool_cuboids
 from stmil.device import resolve_device
@@ -240,7 +240,7 @@ def read_failures(path: Path | str) -> list[dict]:
         return []
     fix = "move it away or use another output folder"
     try:
-        entries = json.loads(raw.decode("utf-8"))
+        entries = safejson.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise OutputError(f"{path}: not a stmil failure list (not valid JSON: {e}); {fix}") from e
     if not isinstance(entries, list) or not all(

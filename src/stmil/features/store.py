@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from stmil import safejson
 from stmil.datasets import VideoRecord, fit_to_video
 from stmil.errors import OutputError, StmilError
 from stmil.features.pipeline_config import BACKENDS, TAIL_POLICIES
@@ -199,8 +200,8 @@ class FeatureMeta(Settings):
         :func:`migrate`). :class:`FeatureError`, one line naming ``where`` and the key and ending
         in ``fix``, when it is not feature metadata of a version this stmil reads."""
         try:
-            raw = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raw = safejson.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        except (UnicodeDecodeError, ValueError) as e:
             raise FeatureError(f"{where}: not a feature metadata file: not valid JSON ({e}); "
                                f"{fix}") from None
         if not isinstance(raw, dict):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stmil import safejson
 from stmil.atomic import check_writable
 from stmil.datasets.record import VideoRecord
 from stmil.errors import ConfigError, OutputError, StmilError
@@ -87,7 +88,7 @@ def _owned(out: Path) -> set[str]:
     bad = OutputError(f"{path}: not a stmil export manifest; refusing to write in {out} "
                       "(choose another --out)")
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
+        m = safejson.loads(path.read_text(encoding="utf-8"))
         if not (isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT):
             raise bad
         files = [f for v in m["videos"] for f in v.get("files", [v.get("file")])]

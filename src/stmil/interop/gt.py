@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stmil import safejson
 from stmil.atomic import check_writable
 from stmil.datasets import load_dataset
 from stmil.datasets.record import VideoRecord
@@ -181,7 +182,7 @@ def read_manifest(path: Path | str) -> dict:
     """A validated manifest: :class:`VectorError` naming ``path`` when it is not one."""
     path = Path(path)
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
+        m = safejson.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise VectorError(f"{path}: not a stmil frame-vector manifest (not JSON)") from e
     if not (isinstance(m, dict) and m.get("format") == MANIFEST_FORMAT

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stmil import __version__
+from stmil import __version__, safejson
 from stmil.cuboids import cuboid_boxes
 from stmil.datasets import load_dataset
 from stmil.errors import ConfigError, ModelError
@@ -95,7 +95,7 @@ def read_calibration(run: str | Path) -> Calibration | None:
         return None
     fix = f"move it away (stmil replaces only its own calibration), then run stmil calibrate {run}"
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = safejson.loads(path.read_text(encoding="utf-8"))
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"format is not {FORMAT}")
         if not isinstance(d.get("events"), dict):

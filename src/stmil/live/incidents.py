@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stmil import safejson
 from stmil.cuboids import predicted_boxes
 from stmil.errors import ConfigError, OutputError
 from stmil.settings import Settings, setting
@@ -233,7 +234,7 @@ def read_incidents(path: Path | str) -> list[tuple[str, Incident]]:
             continue
         where = f"{path}:{n}"
         try:
-            d = json.loads(line)
+            d = safejson.loads(line)
         except ValueError:
             raise ConfigError(f"{where}: not JSON") from None
         if not isinstance(d, dict) or d.get("type") not in MESSAGE_TYPES:

@@ -481,7 +481,7 @@ def _abandon(stage: Path, top: Path | None) -> None:
         if ckpt.is_file() and not (stage / MODEL).exists():
             shutil.rmtree(stage / "cache", ignore_errors=True)
             remove_stale_temps(stage)
-            it = json.loads(ckpt.read_text()).get("iteration")
+            it = safejson.loads(ckpt.read_text()).get("iteration")
             log.info(f"training stopped; its checkpoint (iteration {it}) is kept in {stage} "
                      "for --resume")
             return

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from stmil import safejson
 from stmil.cuboids import cuboid_boxes
 from stmil.live.incidents import ClipScore, EventConfig
 from stmil.live.watch import WatchConfig, WatchSummary, watch
@@ -89,7 +90,7 @@ class LiveFeed:
 
     def line(self, line: str) -> None:
         """An incident line as the watch sent it (JSON: ``start``, ``update``, ``end``)."""
-        data = json.loads(line)
+        data = safejson.loads(line)
         data.pop("track", None)  # the page shows the box at the peak, not every clip's
         with self._lock:
             self._lines.append(data)

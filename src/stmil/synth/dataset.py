@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from stmil import safejson
 from stmil.atomic import TEMP_PATTERN, remove_stale_temps
 from stmil.datasets.layout import (
     BOX_DIR,
@@ -223,7 +224,7 @@ def read_marker(root: Path) -> dict | None:
     written before ``files`` existed list their videos: the files are derived from those).
     """
     try:
-        meta = json.loads((Path(root) / MARKER).read_text(encoding="utf-8"))
+        meta = safejson.loads((Path(root) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not (isinstance(meta, dict) and isinstance(meta.get("settings"), dict)
