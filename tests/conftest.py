@@ -193,14 +193,15 @@ def dead_pid() -> int:
     return int(proc.stdout)
 
 
-def file_tree(root: Path) -> dict[str, bytes]:
+def file_tree(root: Path, ledger: bool = True) -> dict[str, bytes]:
     """Every file under ``root`` (hidden ones included) -> its bytes; the ledger's own files
     (``.stmil/ledger.json`` and its journal, whose split depends on the order of commits) as
-    the entries they hold together."""
-    from stmil.ownership import Ledger
+    the entries they hold together, or left out with ``ledger=False``."""
+    from stmil.ownership import LEDGER_DIR, Ledger
 
     tree = {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file()
+            and (ledger or LEDGER_DIR not in p.relative_to(root).parts)}
     if ".stmil/ledger.json" in tree:
         tree.pop(".stmil/journal.jsonl", None)
         tree[".stmil/ledger.json"] = json.dumps(Ledger.load(root).files, sort_keys=True).encode()

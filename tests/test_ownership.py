@@ -19,7 +19,7 @@ import pytest
 import stmil.atomic as A
 import stmil.ownership as O
 from stmil.errors import OutputError
-from tests.conftest import assert_one_line_error, ramp_frames, run_cli, write_video
+from tests.conftest import assert_one_line_error, file_tree, ramp_frames, run_cli, write_video
 from tests.planted import make_planted
 
 # every name stmil writes into one of its output folders (run, features, scores)
@@ -31,8 +31,7 @@ USER = b"the user's own bytes\n"
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` but the ledger (relative name -> bytes)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and O.LEDGER_DIR not in p.relative_to(folder).parts}
+    return file_tree(folder, ledger=False)
 
 
 def put(data: bytes):

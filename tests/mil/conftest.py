@@ -11,6 +11,7 @@ import pytest
 import stmil.mil.train as T
 from stmil.mil.train import train
 from stmil.ownership import commit
+from tests.conftest import file_tree
 from tests.planted import make_planted
 
 # Plumbing tests use a small scorer and few segments: they test the loop, not learning.
@@ -27,9 +28,8 @@ def last_line(err: str) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (relative name -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file under ``folder`` (relative name -> bytes; the ledger as its entries)."""
+    return file_tree(folder)
 
 
 @pytest.fixture(scope="module")
