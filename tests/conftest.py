@@ -66,6 +66,14 @@ def require_vtest() -> Path:
     return require_file(VTEST, "run make vtest, or set STMIL_VTEST")
 
 
+#: ``stmil`` as a child process that a SIGINT interrupts as a terminal's Ctrl-C does, even when
+#: this run inherited SIGINT ignored (a shell's background job, ``nohup``: Python then keeps
+#: it ignored in every child); append the command and its arguments.
+STMIL_CTRL_C = [sys.executable, "-c",
+                "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from stmil.cli import main; sys.exit(main())"]
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int = 30, codec: str = "ffv1") -> Path:
     """Write ``(N, H, W, 3)`` uint8 frames; ffv1 (in .mkv/.avi) is lossless."""
     pix = {"ffv1": "bgr0", "libx264": "yuv420p", "mpeg4": "yuv420p", "libvpx-vp9": "yuv420p",

@@ -18,7 +18,7 @@ from stmil.live.events import event_config
 from stmil.live.incidents import Incident
 from stmil.live.watch import WatchConfig, watch
 from stmil.mil.train import train
-from tests.conftest import ROOT, assert_one_line_error, run_cli, write_video
+from tests.conftest import ROOT, STMIL_CTRL_C, assert_one_line_error, run_cli, write_video
 from tests.live.scene import EVENT_BOX, scene_frames
 from tests.planted import make_planted
 
@@ -161,11 +161,7 @@ def test_ctrl_c_closes_the_incident_and_exits_0(live_run, tmp_path):
     video plays 32 s in real time, so the signal lands long before the end of input however
     slowly the machine scores). The incident ends "interrupted" and watch exits 0."""
     write_video(tmp_path / "cam.mkv", scene_frames(960, [(16, 960)], 4))
-    # SIGINT raises KeyboardInterrupt in the child even when this run inherited it ignored (a
-    # shell's background job): what a terminal's Ctrl-C meets
-    child = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-             "from stmil.cli import main; sys.exit(main())")
-    args = [sys.executable, "-c", child, "watch", "cam.mkv", "--model", str(live_run),
+    args = [*STMIL_CTRL_C, "watch", "cam.mkv", "--model", str(live_run),
             "--threshold", "0.5", "--realtime", "--out", "w.jsonl", "--device", "cpu",
             "--snapshots", "snaps", "--update", "0", "--quiet"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
