@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -281,6 +282,33 @@ def test_a_claim_is_exclusive_and_given_back(tmp_path):
     again = try_claim(tmp_path, "v")
     assert again is not None
     again.release()
+
+
+def test_a_release_interrupted_after_its_close_is_not_repeated(tmp_path, monkeypatch):
+    """A Ctrl-C landing just after a claim's fd is closed (a commit's release), then the run's
+    clean-up releasing it again: the fd must not be closed twice (EBADF, the clean-run CI's
+    "error: [Errno 9] Bad file descriptor" after Ctrl-C), nor another file's fd that reused
+    the number."""
+    from stmil.features import claims
+
+    claim = try_claim(tmp_path, "v")
+    real_close = os.close
+
+    def close_then_interrupt(fd: int) -> None:
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(claims.os, "close", close_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        claim.release()
+    monkeypatch.undo()
+    other = os.open(tmp_path / "other", os.O_CREAT | os.O_RDWR)  # may reuse the fd number
+    try:
+        claim.release()  # the clean-up's second release: nothing to do
+        os.fstat(other)  # still open
+    finally:
+        os.close(other)
+    assert not claim_path(tmp_path, "v").exists()
 
 
 def test_a_dead_runs_claim_is_taken_over_and_a_foreign_file_refused(tmp_path):

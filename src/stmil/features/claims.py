@@ -42,12 +42,16 @@ class Claim:
         """Delete the claim file (still locked, so no one else is inside) and unlock it."""
         if self.fd < 0:
             return
+        # forget the fd before closing it: a Ctrl-C between the close and the forgetting made
+        # the release that follows (the run's clean-up) close it again (EBADF, or another
+        # file's fd by then); an interrupt before the close at worst leaks the fd, whose lock
+        # the exiting process drops
+        fd, self.fd = self.fd, -1
         try:
-            if _same_file(self.fd, self.path):
+            if _same_file(fd, self.path):
                 self.path.unlink(missing_ok=True)
         finally:
-            os.close(self.fd)
-            self.fd = -1
+            os.close(fd)
 
 
 def claim_path(out_dir: Path | str, video_id: str) -> Path:
