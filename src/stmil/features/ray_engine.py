@@ -162,7 +162,7 @@ class ActorNetwork:
     """The network the actors run, as the driver knows it: what every output records
     (endpoint, grid, precision, channels) and what each actor builds, checked as
     :class:`FeatureExtractor` checks it, but with no weights loaded in the driver, which
-    computes nothing (its load cost the driver 1-2 s and a few hundred MB for nothing)."""
+    computes nothing (a network there only cost time and memory)."""
 
     endpoint: str = "Mixed_4e"
     grid: int = 7
