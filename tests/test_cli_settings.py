@@ -265,7 +265,8 @@ def test_train_takes_either_spelling_from_config(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("command, needles", [
-    ("extract", ["--batch-size BATCH_SIZE", "(from 1 to 4096; default 8)", "{fp32,bf16}",
+    ("extract", ["--batch-size BATCH_SIZE", "2 on a CPU, 8 on a GPU) (from 1 to 4096)",
+                 "{fp32,bf16}",
                  "example:\n  stmil extract videos/ --out features/"]),
     ("watch", ["--timeout SECONDS", "(> 0 and <= 3600 seconds; default 10)"]),
     ("train", ["--memory-size MEMORY_SIZE", "default 16384", "--no-skip-missing"]),

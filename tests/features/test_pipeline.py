@@ -107,6 +107,26 @@ def test_parallel_equals_serial_exactly(videos, tmp_path, small_extractor, batch
     assert outs["workers"] == outs["serial"]  # fp32: bitwise equal
 
 
+@pytest.mark.parametrize(("given", "device", "batch"), [
+    (None, "cpu", 2), (None, "cuda", 8), (5, "cpu", 5), (3, "cuda", 3)])
+def test_the_batch_is_the_one_given_else_the_fastest_measured(given, device, batch):
+    s = ExtractSettings(batch_size=given).for_model(device)
+    assert s.batch_size == batch
+    assert s.for_model("cuda") == s  # decided once
+
+
+def test_the_model_gets_batches_of_two_on_a_cpu_by_default(tmp_path, small_extractor,
+                                                            monkeypatch):
+    video = write_video(tmp_path / "five.mkv", ramp_frames(80, h=32, w=40))  # 5 clips
+    sizes = []
+    call = type(small_extractor).__call__
+    monkeypatch.setattr(type(small_extractor), "__call__",
+                        lambda self, clips: sizes.append(len(clips)) or call(self, clips))
+    s = extract_many([video], tmp_path / "out", small_extractor, ExtractSettings(size=64),
+                     pipeline=PipelineConfig(workers=0), **QUIET)
+    assert s.clips == 5 and sizes == [2, 2, 1]
+
+
 def test_a_corrupt_video_never_stalls_the_pool(videos, tmp_path, small_extractor):
     (videos / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     cut = write_video(tmp_path / "full.mp4", ramp_frames(48, h=32, w=40), codec="libx264")

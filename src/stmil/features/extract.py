@@ -118,7 +118,7 @@ def extract_video(
 
     Raises :class:`VideoError` when the video cannot be read or is shorter than one clip.
     """
-    s = settings or ExtractSettings()
+    s = model_settings(settings, extractor)
     s.check_grid(extractor.grid)  # a run's recorded settings
     path = Path(path)
     info = probe(path)
@@ -162,6 +162,13 @@ def feature_meta(source: dict, info: VideoInfo, stats: dict, s: ExtractSettings,
         channels=extractor.channels, dtype="float16", resize=RESIZE,
         weights=KINETICS400_RGB.name, weights_sha256=KINETICS400_RGB.sha256,
         stmil_version=__version__, motion_rule=MOTION, motion=motion)
+
+
+def model_settings(settings: ExtractSettings | None,
+                   extractor: FeatureExtractor) -> ExtractSettings:
+    """``settings`` (default :class:`ExtractSettings`) with the batch decided for
+    ``extractor``'s device (:meth:`ExtractSettings.for_model`)."""
+    return (settings or ExtractSettings()).for_model(extractor.device.type)
 
 
 def recorded_backend(extractor: FeatureExtractor) -> str | None:
@@ -477,7 +484,7 @@ def extract_videos(
     decides; any other exception is a bug and is raised). ``stmil score`` over a folder and
     :func:`extract_many` use this path.
     """
-    s = settings or ExtractSettings()
+    s = model_settings(settings, extractor)
     s.check_grid(extractor.grid)  # a run's recorded settings
     for job, array, meta, error in _features(source_jobs(videos), extractor, s,
                                              pipeline or PipelineConfig(), on_clips):
@@ -523,7 +530,7 @@ def extract_many(
     ``pipeline.engine == "ray"`` is run by :func:`stmil.features.ray_engine.extract_many`
     (the same :class:`ExtractRun`, over a Ray cluster).
     """
-    s = settings or ExtractSettings()
+    s = model_settings(settings, extractor)
     pipeline = pipeline or PipelineConfig()
     run = ExtractRun.open(inputs, out_dir, extractor, s, overwrite, progress, shard)
     return run.drive(_features(run.jobs(), extractor, s, pipeline,

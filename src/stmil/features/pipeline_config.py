@@ -3,7 +3,7 @@ values, importable without torch (the CLI builds its flags from them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stmil.device import DEVICES
@@ -20,6 +20,17 @@ KINETICS_CLASSES = 400
 
 
 MAX_BATCH = 4096  # clips per forward pass
+
+
+def model_batch(device_type: str) -> int:
+    """Clips per forward pass when none is given: the fastest measured (benchmarks/NOTES.md,
+    "the model's batch"). On a CPU, I3D runs faster per clip in batches of 2 than of 8
+    (768x576 video end to end, 2-core EPYC: fp32 0.305 s/clip against 0.357, bf16 0.202
+    against 0.277; bf16 at 1 is no faster), and a small batch wastes fewer padded clips at
+    the end of a video; a GPU wants larger ones."""
+    return 2 if device_type == "cpu" else 8
+
+
 MAX_CLIP = 10_000  # frames per clip or between clip starts
 MAX_WORKERS = 256
 
@@ -157,12 +168,21 @@ class ExtractSettings(Settings):
                                 unit="frames per second", lo=FPS_RANGE[0], hi=FPS_RANGE[1])
     tail: str = setting("drop", "trailing partial clip: drop it or pad with the last frame",
                         choices=TAIL_POLICIES)
-    batch_size: int = setting(8, "clips per forward pass", lo=1, hi=MAX_BATCH)
+    batch_size: int | None = setting(None, "clips per forward pass (default: the fastest "
+                                     "measured: 2 on a CPU, 8 on a GPU)",
+                                     lo=1, hi=MAX_BATCH)
     backend: str = setting("torch", BACKEND_HELP, choices=BACKENDS)
     exported: Path | None = setting(None, EXPORTED_HELP, metavar="DIR")
 
     def rules(self) -> None:
         backend_rules(self.backend, self.exported)
+
+    def for_model(self, device_type: str) -> ExtractSettings:
+        """These settings with ``batch_size`` decided: as given, else :func:`model_batch` for
+        the model's device type."""
+        if self.batch_size is not None:
+            return self
+        return replace(self, batch_size=model_batch(device_type))
 
     def check_grid(self, grid: int, endpoint: str | None = None) -> None:
         """:class:`ConfigError` unless a G x G grid fits the feature map at ``endpoint`` of

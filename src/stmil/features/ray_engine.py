@@ -254,9 +254,10 @@ class _Engine:
 
     def __init__(self, ray: Any, extractor: FeatureExtractor, s: ExtractSettings,
                  pipeline: PipelineConfig, device: str, on_clips: Callable[[int], None] | None):
-        self.ray, self.s, self.pipeline, self.extractor = ray, s, pipeline, extractor
+        self.ray, self.pipeline, self.extractor = ray, pipeline, extractor
         self.on_clips = on_clips
         kind, n_actors, options = self._actor_plan(device)
+        self.s = s.for_model(kind)
         self.mix = pipeline.mixes_videos(kind)
         resize = pipeline.resize_in_worker(kind)
         actor = ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES,
