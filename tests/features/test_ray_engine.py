@@ -117,6 +117,12 @@ def test_ray_writes_the_local_engines_files_on_real_footage(tmp_path, cluster, e
                                    rtol=2**-10, atol=1e-5)
 
 
+@pytest.mark.parametrize(("cpus", "actors", "streams"),
+                         [(2, 1, 1), (8, 1, 1), (9, 1, 2), (64, 1, 8), (16, 4, 4), (64, 2, 8)])
+def test_cpu_actors_get_one_decode_task_per_8_cpus_and_one_each_at_least(cpus, actors, streams):
+    assert ray_engine.cpu_streams(cpus, actors) == streams
+
+
 def test_clip_ranges_cover_every_clip_once():
     assert ray_engine.clip_ranges(0, 512, 8) == [(0, None)]
     assert ray_engine.clip_ranges(20, 5, 2) == [(0, 6), (6, 12), (12, 18), (18, None)]

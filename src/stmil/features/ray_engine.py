@@ -63,6 +63,7 @@ INSTALL = "install it with: pip install 'stmil[ray]'"
 RETRIES = 4  # restarts of a dead extractor actor, and retries of its calls
 CALLS_PER_ACTOR = 2  # model calls queued on each actor (one running, one waiting)
 STREAM_AHEAD = 4  # objects a decode task may run ahead of the driver (2 batches)
+CPUS_PER_STREAM = 8  # CPU actors: one decode task per 8 CPUs (cpu_streams)
 MAX_STREAMS = 256  # decode tasks in flight at most, whatever the cluster (claims hold files)
 
 #: One video's outcome: ``(job, features, metadata, None)`` or ``(job, None, None, error)``.
@@ -136,6 +137,16 @@ def clip_ranges(n_clips: int, split: int, batch_size: int) -> list[tuple[int, in
     step = math.ceil(split / batch_size) * batch_size
     firsts = list(range(0, max(n_clips, 1), step))
     return [(a, b) for a, b in zip(firsts, firsts[1:])] + [(firsts[-1], None)]
+
+
+def cpu_streams(cpus: int, actors: int) -> int:
+    """Decode tasks in flight for ``actors`` CPU extractors on ``cpus`` CPUs: one per
+    :data:`CPUS_PER_STREAM` CPUs, at least one per actor. A CPU actor spends about 11x the
+    CPU time on a clip that decoding and resizing it take (768x576 video, 2-core EPYC: 0.56
+    against 0.05 core-seconds), so these keep it fed, and each decode worker fewer saves a
+    process start and a torch import (about 1.4 s of a 25-s job on 2 cores:
+    benchmarks/NOTES.md)."""
+    return max(actors, -(-cpus // CPUS_PER_STREAM))
 
 
 def decode_range(path: str, s: ExtractSettings, clips: tuple[int, int | None],
@@ -268,9 +279,11 @@ class _Engine:
         # call waits on an actor that another driver's actors keep from starting
         self.load: list[int | None] = [None] * n_actors
         self.starting = {a.pid.remote(): i for i, a in enumerate(self.actors)}
+        # decode tasks in flight (each holds a claim: capped): for GPU actors one per CPU and
+        # one more; CPU actors share the CPUs with them and need far fewer (cpu_streams)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        # decode tasks in flight: one per CPU and one more (each holds a claim: capped)
-        self.max_streams = min(MAX_STREAMS, cpus + 1)
+        self.max_streams = min(MAX_STREAMS, cpus + 1 if kind == "cuda" else
+                               cpu_streams(cpus, n_actors))
         self.decode = ray.remote(decode_range).options(
             num_cpus=1, num_returns="streaming",
             _generator_backpressure_num_objects=STREAM_AHEAD)
