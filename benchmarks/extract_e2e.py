@@ -71,6 +71,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stmil.device import resolve_device
 from stmil.features.extract import (
     ExtractSettings,
     FeatureExtractor,
@@ -78,6 +79,7 @@ from stmil.features.extract import (
     extract_video,
     write_features,
 )
+from stmil.features.pipeline_config import model_batch
 from stmil.features.video import iter_clips, iter_frames, probe, to_model_input
 from stmil.synth.write import VideoWriter
 
@@ -341,7 +343,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where generated videos and features go (default: a temp folder)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--size", type=int, default=224, help="model input size (default 224)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips per model call (default: stmil's for the device, "
+                        "pipeline_config.model_batch)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed rounds of model calls, one per batch size the videos produce")
@@ -370,6 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = model_batch(resolve_device(args.device).type)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.generate_only:

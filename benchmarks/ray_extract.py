@@ -211,7 +211,8 @@ def main() -> None:
     p.add_argument("--generate", type=int, default=4)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips per model call (default: stmil's for --device)")
     p.add_argument("--workers", type=int, default=2, help="the local engine's decode threads")
     p.add_argument("--cpus", type=int, default=2, help="the local Ray instance's CPUs")
     p.add_argument("--device", default="cpu", help="both engines' network (cuda: the Ray "
@@ -225,6 +226,10 @@ def main() -> None:
     p.add_argument("--one", choices=("local", "ray"), help=argparse.SUPPRESS)
     p.add_argument("--videos", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.batch_size is None:
+        from stmil.features.pipeline_config import model_batch
+
+        args.batch_size = model_batch("cuda" if args.device.startswith("cuda") else "cpu")
     if args.one:
         print(json.dumps(one_engine(args)))
         return
