@@ -20,6 +20,8 @@ KINETICS_CLASSES = 400
 
 
 MAX_BATCH = 4096  # clips per forward pass
+MAX_CLIP = 10_000  # frames per clip or between clip starts
+MAX_WORKERS = 256
 
 
 def model_batch(device_type: str) -> int:
@@ -30,9 +32,6 @@ def model_batch(device_type: str) -> int:
     the end of a video; a GPU wants larger ones."""
     return 2 if device_type == "cpu" else 8
 
-
-MAX_CLIP = 10_000  # frames per clip or between clip starts
-MAX_WORKERS = 256
 
 #: Total spatial stride of I3D at each feature-map endpoint (every strided layer halves the
 #: side with TF "SAME" padding, so a ``S x S`` frame gives a ``ceil(S / stride)`` map; tested
