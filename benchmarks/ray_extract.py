@@ -12,7 +12,7 @@
    store counted once) of the subprocess and all its descendants (Ray's GCS, raylet,
    workers), sampled every 0.1 s.
 2. **Parts** (this process): clips/s of one decode task
-   (:func:`stmil.features.ray_engine.decode_range`, one thread, resize included), of the
+   (:func:`stmil.features.ray_decode.decode_range`, one thread, resize included), of the
    extractor alone (:class:`~stmil.features.extract.FeatureExtractor`, batches of
    ``--batch-size``, this machine's threads or ``--device cuda``), the cost of one Ray task
    (a trivial streaming generator, round trip) and of a short video's decode (one clip),
@@ -140,7 +140,7 @@ def parts(args: argparse.Namespace, videos: Path) -> dict:
     import torch
 
     from stmil.features.extract import ExtractSettings, FeatureExtractor
-    from stmil.features.ray_engine import decode_range
+    from stmil.features.ray_decode import decode_range
 
     s = ExtractSettings(size=args.size, batch_size=args.batch_size)
     paths = sorted(videos.glob("*.mp4"))

@@ -75,9 +75,25 @@ def test_device_input_matches_worker_resize(tmp_path):
     raw = list(iter_clips(path, 16, 8, 24, batch_size=2, tail="pad", resize=False))
     # 40 frames, clips of 16 every 8: starts 0, 8, 16, 24, then 32 padded
     assert [b.starts for b in raw] == [b.starts for b in resized] == [[0, 8], [16, 24], [32]]
-    assert raw[0].clips.dtype == torch.uint8 and raw[0].clips.shape == (2, 16, 30, 46, 3)
+    assert raw[0].clips.dtype == np.uint8 and raw[0].clips.shape == (2, 16, 30, 46, 3)
     for r, u in zip(resized, raw):
         assert torch.equal(device_input(u, 24, torch.device("cpu")), r.clips)
+
+
+def test_decoding_without_resizing_never_imports_torch(tmp_path):
+    """A Ray decode task (native uint8 clips, resized by the actor) runs in a worker that
+    never loads torch: its start skips the import (1.3 s) and its memory."""
+    path = write_video(tmp_path / "v.mkv", ramp_frames(40, h=30, w=46), fps=30)
+    code = ("import sys\n"
+            "from stmil.features.pipeline_config import ExtractSettings\n"
+            "from stmil.features.ray_decode import decode_range\n"
+            f"items = list(decode_range({str(path)!r}, ExtractSettings(batch_size=2), "
+            "(0, None), False))\n"
+            "print(items[0], items[1].dtype, items[1].shape, items[-1][0], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["('batch',", "0,", "2)", "uint8", "(2,", "16,", "30,", "46,", "3)", "end",
+                   "False"]
 
 
 # --- the pool --------------------------------------------------------------------------------

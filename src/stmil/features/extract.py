@@ -41,7 +41,7 @@ from stmil.features.store import (
     source_mismatch,
     write_features,
 )
-from stmil.features.video import VideoError, VideoInfo, iter_clips, probe
+from stmil.features.video import VideoError, VideoInfo, failure_reason, iter_clips, probe
 from stmil.features.weights import KINETICS400_RGB, load_i3d
 from stmil.files import VIDEO_EXTENSIONS, find_videos, unique_files
 from stmil.ownership import check_can_write, commit, remove
@@ -319,17 +319,6 @@ class ExtractSummary:
                 f"({self.clips_per_s:.2f} clips/s)")
 
 
-def _reason(e: BaseException, path: Path) -> str:
-    """The reason of a per-video failure, without the video's path (stored apart)."""
-    if isinstance(e, VideoError) and e.path == str(path):
-        return e.reason
-    if isinstance(e, OSError):
-        if e.filename and e.strerror:
-            return f"{e.filename}: {e.strerror}"
-        return e.strerror or str(e)
-    return str(e)
-
-
 @dataclass(eq=False)
 class _Job:
     """One video on its way through the pipeline (the consumer's state)."""
@@ -500,7 +489,7 @@ def source_jobs(videos: Iterable[Path | str]) -> Iterator[tuple[_Job, Path]]:
         try:
             job = _Job(path, path.stem, source_identity(path))
         except OSError as e:
-            job = _Job(path, path.stem, {}, error=VideoError(path, _reason(e, path)))
+            job = _Job(path, path.stem, {}, error=VideoError(path, failure_reason(e, path)))
         yield job, path
 
 
@@ -584,7 +573,7 @@ class ExtractRun:
 
     def fail(self, path: Path, e: BaseException) -> None:
         """Record and log the failure of one video."""
-        reason = _reason(e, path)
+        reason = failure_reason(e, path)
         self.summary.failed.append(_failure(path, reason))
         log.error("%s: %s", path, reason)
 
@@ -676,7 +665,7 @@ class ExtractRun:
         try:
             record_failures(self.out_dir, processed, summary.failed)
         except OSError as e:
-            summary.unrecorded = _reason(e, self.out_dir)
+            summary.unrecorded = failure_reason(e, self.out_dir)
             log.error("%s (so the failures above are not recorded)", summary.unrecorded)
         return summary
 

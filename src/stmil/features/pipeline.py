@@ -160,7 +160,7 @@ def device_input(batch: ClipBatch, size: int, device: torch.device) -> torch.Ten
     uint8 batches ``(B, T, H, W, 3)`` are uploaded (through pinned memory on CUDA) and
     resized there.
     """
-    clips = batch.clips
+    clips = torch.as_tensor(batch.clips)  # uint8 batches come as numpy arrays
     if clips.dtype != torch.uint8:
         return clips
     if device.type == "cuda":

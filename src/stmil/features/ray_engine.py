@@ -48,7 +48,6 @@ from stmil.features.extract import (
     ExtractSummary,
     FeatureExtractor,
     _Job,
-    _reason,
     check_network,
     feature_meta,
     source_jobs,
@@ -56,8 +55,9 @@ from stmil.features.extract import (
 from stmil.features.motion import motion_energy
 from stmil.features.pipeline import device_input
 from stmil.features.pipeline_config import PipelineConfig
+from stmil.features.ray_decode import decode_range
 from stmil.features.store import FeatureMeta
-from stmil.features.video import ClipBatch, VideoError, VideoInfo, iter_clips, probe
+from stmil.features.video import ClipBatch, VideoError, VideoInfo, probe
 
 INSTALL = "install it with: pip install 'stmil[ray]'"
 RETRIES = 4  # restarts of a dead extractor actor, and retries of its calls
@@ -147,25 +147,6 @@ def cpu_streams(cpus: int, actors: int) -> int:
     process start and a torch import (about 1.2 s of a 25-s job on 2 cores:
     benchmarks/NOTES.md)."""
     return max(actors, -(-cpus // CPUS_PER_STREAM))
-
-
-def decode_range(path: str, s: ExtractSettings, clips: tuple[int, int | None],
-                 resize: bool) -> Iterator[Any]:
-    """A decode task (a Ray streaming generator): per clip batch a header ``("batch", first
-    clip, n)`` then the clips ``(B, 3, T, S, S)`` float32 (``(B, T, H, W, 3)`` uint8 without
-    ``resize``) as numpy; then ``("end", VideoInfo, stats)``, or ``("error", reason)``."""
-    torch.set_num_threads(1)
-    try:
-        info = probe(path)
-        stats: dict = {}
-        for batch in iter_clips(path, s.clip_len, s.stride, s.size, s.fps, s.tail,
-                                s.batch_size, info=info, stats=stats, resize=resize,
-                                clips=clips):
-            yield "batch", batch.starts[0] // s.stride, len(batch.starts)
-            yield batch.clips.numpy()
-        yield "end", info, stats
-    except (StmilError, OSError) as e:
-        yield "error", _reason(e, Path(path))
 
 
 @dataclass(frozen=True)
@@ -270,7 +251,9 @@ class _Engine:
         kind, n_actors, options = self._actor_plan(device)
         self.s = s.for_model(kind)
         self.mix = pipeline.mixes_videos(kind)
-        resize = pipeline.resize_in_worker(kind)
+        # decode tasks send native uint8 clips, which the actors resize, unless asked to
+        # resize (ray_decode: a decode worker then needs no torch)
+        resize = pipeline.resize_on == "worker"
         actor = ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES,
                                               **options)
         self.actors = [actor.remote(extractor.endpoint, extractor.grid, extractor.precision,

@@ -16,13 +16,12 @@ import math
 import re
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from stmil.errors import ConfigError, StmilError
 from stmil.features.pipeline_config import (
@@ -31,10 +30,12 @@ from stmil.features.pipeline_config import (
     check_fps,
     check_size,
 )
-from stmil.features.resize import resize_frames
 from stmil.files import av_path
 from stmil.files import one_line as _one_line
 from stmil.timeline import resample_indices, source_index
+
+if TYPE_CHECKING:  # torch is imported where frames are resized: decoding alone never needs it
+    from torch import Tensor
 
 
 class VideoError(StmilError, ValueError):
@@ -61,6 +62,17 @@ class VideoInfo:
         """``(width, height)`` of the frames as stored, before the display rotation."""
         turned = self.rotation % 180 == 90
         return (self.height, self.width) if turned else (self.width, self.height)
+
+
+def failure_reason(e: BaseException, path: Path) -> str:
+    """The reason of a per-video failure, without the video's path (stored apart)."""
+    if isinstance(e, VideoError) and e.path == str(path):
+        return e.reason
+    if isinstance(e, OSError):
+        if e.filename and e.strerror:
+            return f"{e.filename}: {e.strerror}"
+        return e.strerror or str(e)
+    return str(e)
 
 
 def _not_utf8(e: UnicodeDecodeError) -> str:
@@ -199,18 +211,30 @@ def to_model_input(frames: np.ndarray | Tensor, size: int = 224) -> Tensor:
     The whole frame is resized (bilinear with antialiasing, no crop): the one definition in
     :func:`stmil.features.resize.resize_frames`.
     """
+    from stmil.features.resize import resize_frames  # deferred: torch, for resizing only
+
     return resize_frames(frames, size)
 
 
 @dataclass
 class ClipBatch:
-    """A batch of clips: ``clips`` is ``(B, 3, T, S, S)`` float32 model input, or, from
-    ``iter_clips(..., resize=False)``, ``(B, T, H, W, 3)`` uint8 native-size frames;
-    ``starts`` are sampled-frame indices."""
+    """A batch of clips: ``clips`` is ``(B, 3, T, S, S)`` float32 model input (a tensor), or,
+    from ``iter_clips(..., resize=False)``, ``(B, T, H, W, 3)`` uint8 native-size frames (a
+    numpy array: decoding alone never imports torch); ``starts`` are sampled-frame indices."""
 
-    clips: Tensor
+    clips: Tensor | np.ndarray
     starts: list[int]
     padded: list[bool]
+
+
+def _stacker(resize: bool) -> Callable[..., Any]:
+    """How clips are stacked: as torch tensors (resized model input) or as numpy arrays
+    (native uint8 frames, for which decoding never imports torch)."""
+    if not resize:
+        return np.stack
+    import torch  # deferred: decoding alone (resize=False) never needs torch
+
+    return torch.stack
 
 
 def iter_clips(
@@ -231,8 +255,8 @@ def iter_clips(
     ``fps`` resamples (``None``: native rate). ``tail="drop"`` drops the trailing partial
     clip; ``"pad"`` keeps it, repeating its last frame. ``stats`` (if given) receives
     ``n_frames`` (source frames decoded) and ``n_sampled`` at the end. ``resize=False`` yields
-    uint8 clips ``(B, T, H, W, 3)`` at the native size, for resizing elsewhere (on a GPU) with
-    :func:`stmil.features.resize.resize_clips`.
+    uint8 clips ``(B, T, H, W, 3)`` at the native size as numpy arrays (no torch needed), for
+    resizing on the model's device with :func:`stmil.features.resize.resize_clips`.
 
     ``clips=(first, end)`` yields only clips ``first <= k < end`` (``end=None``: to the last,
     tail included): the frames before them are decoded but not converted, decoding stops after
@@ -247,16 +271,17 @@ def iter_clips(
     fps = check_fps(fps)
     info = info or probe(path)
     first, end = clips[0] * stride, None if clips[1] is None else clips[1] * stride
-    window: deque[Tensor | None] = deque(maxlen=clip_len)
-    pending: list[tuple[Tensor, int, bool]] = []
+    window: deque = deque(maxlen=clip_len)
+    pending: list[tuple[Tensor | np.ndarray, int, bool]] = []
     wanted = resample_indices(info.fps, fps)
     next_src, n_src, n_sampled = next(wanted), 0, 0
     last_start = -stride
     t_dim = 1 if resize else 0  # (3, T, S, S) model input, or (T, H, W, 3) uint8
+    stack = _stacker(resize)
 
     def flush() -> Iterator[ClipBatch]:
         if pending:
-            yield ClipBatch(torch.stack([c for c, _, _ in pending]),
+            yield ClipBatch(stack([c for c, _, _ in pending]),
                             [s for _, s, _ in pending], [p for _, _, p in pending])
             pending.clear()
 
@@ -268,7 +293,7 @@ def iter_clips(
         if frame is None:
             resized = None
         else:
-            resized = to_model_input(frame[None], size)[0] if resize else torch.from_numpy(frame)
+            resized = to_model_input(frame[None], size)[0] if resize else frame
         while next_src == src:  # upsampling repeats a source frame
             window.append(resized)
             n_sampled += 1
@@ -276,7 +301,7 @@ def iter_clips(
             if start >= 0 and start % stride == 0:
                 last_start = start
                 if start >= first and (end is None or start < end):
-                    pending.append((torch.stack(list(window), dim=t_dim), start, False))
+                    pending.append((stack(list(window), t_dim), start, False))
                     if len(pending) == batch_size:
                         yield from flush()
             next_src = next(wanted)
@@ -288,7 +313,7 @@ def iter_clips(
         if first <= start < n_sampled and (end is None or start < end):
             have = list(window)[start - (n_sampled - len(window)):]
             have += [have[-1]] * (clip_len - len(have))
-            pending.append((torch.stack(have, dim=t_dim), start, True))
+            pending.append((stack(have, t_dim), start, True))
     yield from flush()
     if stats is not None:
         stats.update(n_frames=n_src, n_sampled=n_sampled)

@@ -40,6 +40,7 @@ import numpy as np
 
 from stmil.atomic import naming, temp_path
 from stmil.errors import StmilError
+from stmil.features.video import iter_frames
 from stmil.files import MP4_OPTIONS, av_path
 from stmil.live.snapshot import check_evidence, commit_evidence, describe, prepare_evidence_dir
 
@@ -191,8 +192,6 @@ def write_clip(dest: Path, frames: Iterable[np.ndarray], fps: float, title: str,
 def video_clip(dest: Path, source: str, start: int, end: int, fps: float) -> int:
     """The clip of incident frames ``[start, end)`` of a video file (see :func:`clip_range`);
     ``stmil events``' evidence."""
-    from stmil.features.video import iter_frames  # deferred: torch
-
     first, stop = clip_range(start, end, fps)
 
     def frames():

@@ -25,6 +25,7 @@ import numpy as np
 from stmil.cuboids import cuboid_boxes
 from stmil.errors import ConfigError, ModelError, OutputError, StmilError
 from stmil.features.store import meta_clip_ranges, meta_motion, source_mismatch
+from stmil.features.video import iter_frames
 from stmil.live.calibrate import read_calibration
 from stmil.live.clip import clip_name, video_clip
 from stmil.live.incidents import (
@@ -142,8 +143,6 @@ def check_source(video: ScoredVideo) -> None:
 
 def peak_frame(source: str, index: int) -> np.ndarray:
     """Frame ``index`` ``(H, W, 3)`` uint8 RGB of a video, decoded with PyAV."""
-    from stmil.features.video import iter_frames  # deferred: torch
-
     for k, frame in enumerate(iter_frames(source)):
         if k == index:
             return frame

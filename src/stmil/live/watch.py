@@ -52,6 +52,7 @@ from stmil.deploy.manifest import MANIFEST, check_export
 from stmil.deploy.preprocess import resize_frames as numpy_resize
 from stmil.deploy.runtime import ExportedModel
 from stmil.errors import ConfigError, ModelError, StmilError
+from stmil.features.video import to_model_input
 from stmil.files import av_path
 from stmil.files import one_line as _one_line
 from stmil.live.clip import ClipRecorder, prepare_clips_dir
@@ -333,9 +334,6 @@ class Reader(threading.Thread):
 def torch_resize(frames: np.ndarray, size: int) -> np.ndarray:
     """:func:`stmil.features.video.to_model_input` as numpy: ``(N, H, W, 3)`` uint8 ->
     ``(N, 3, S, S)`` float32."""
-    # deferred: PyTorch, for the torch backend only (an exported model resizes in numpy)
-    from stmil.features.video import to_model_input
-
     return to_model_input(frames, size).numpy()
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stmil.errors import OutputError
+from stmil.features.video import iter_frames, probe
 from stmil.ownership import Ledger, commit
 
 #: Where proxies are cached, below the served folder.
@@ -77,9 +78,7 @@ def ensure_proxy(root: Path, source: Path) -> Path:
 def transcode(source: Path, out: Path) -> int:
     """Write every frame of ``source`` to ``out`` as an H.264 MP4 at its average frame rate
     (an odd width or height loses its last column or row); returns the number of frames."""
-    # deferred: PyAV and the decoder load when a proxy is made, not with the app
-    from stmil.features.video import iter_frames, probe
-    from stmil.synth.write import VideoWriter
+    from stmil.synth.write import VideoWriter  # deferred: PyAV loads when a proxy is made
 
     info = probe(source)
     frames = iter_frames(source, info)
