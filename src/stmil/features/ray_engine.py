@@ -5,11 +5,12 @@ The pipeline, with plain Ray tasks and actors::
     driver       ExtractRun.jobs(): each video claimed, resumed or refused as by the local
                  engine (stmil.features.extract), then planned: one decode task, or one per
                  range of ``split_clips`` clips for a long video
-    decode task  (CPU, 1 each) stmil's own iter_clips (decoder, resize, clip rules): a stream
-                 of (header, clip batch) objects
+    decode task  (CPU, 1 each) stmil's own iter_clips (decoder, clip rules): a stream of
+                 (header, native uint8 clip batch) objects, without torch (ray_decode)
     actor pool   the I3D extractor (FeatureExtractor): one per GPU (num_gpus=1) when the
-                 cluster has GPUs, else one CPU actor per node; per-video batches, or batches
-                 mixing videos (on GPUs, as the local engine does there)
+                 cluster has GPUs, else one CPU actor per node; it resizes the clips on its
+                 device (the one resize definition); per-video batches, or batches mixing
+                 videos (on GPUs, as the local engine does there)
     driver       each video's clips back in order -> ExtractRun.commit: the one feature writer,
                  then its claim released
 
