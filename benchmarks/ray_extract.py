@@ -10,7 +10,9 @@
    each, the ratio ray / local (target <= 1.15 on 2 cores) and the peak memory: the sum of
    the proportional set sizes (PSS, shared pages split between their processes: the object
    store counted once) of the subprocess and all its descendants (Ray's GCS, raylet,
-   workers), sampled every 0.1 s.
+   workers), sampled every 0.1 s in one more round of each engine whose times are not
+   reported: reading every process's smaps costs CPU, more for Ray's many processes (until
+   2026-12-06 it ran in the timed rounds: benchmarks/NOTES.md).
 2. **Parts** (this process): clips/s of one decode task
    (:func:`stmil.features.ray_decode.decode_range`, one thread, resize included), of the
    extractor alone (:class:`~stmil.features.extract.FeatureExtractor`, batches of
@@ -85,7 +87,8 @@ def one_engine(args: argparse.Namespace) -> dict:
         while not stop.wait(0.1):
             peak[0] = max(peak[0], tree_pss(os.getpid()))
 
-    threading.Thread(target=sample, daemon=True).start()
+    if args.memory:  # reading every process's smaps costs CPU: never in a timed round
+        threading.Thread(target=sample, daemon=True).start()
     s = ExtractSettings(size=args.size, batch_size=args.batch_size)
     videos = sorted(Path(args.videos).glob("*.mp4"))
     out = Path(tempfile.mkdtemp(prefix=f"ray-bench-{args.one}-"))
@@ -111,7 +114,8 @@ def one_engine(args: argparse.Namespace) -> dict:
                                           device=args.device)
     seconds = time.perf_counter() - t0
     stop.set()
-    peak[0] = max(peak[0], tree_pss(os.getpid()))
+    if args.memory:
+        peak[0] = max(peak[0], tree_pss(os.getpid()))
     assert not summary.failed, summary.failed
     return {"engine": args.one, "clips": summary.clips, "seconds": seconds,
             "s_per_clip": seconds / summary.clips, "ray_init_s": init,
@@ -119,14 +123,15 @@ def one_engine(args: argparse.Namespace) -> dict:
             "out": str(out)}
 
 
-def engines(args: argparse.Namespace, videos: Path) -> list[dict]:
-    """One run of each engine, local first, each in its own subprocess."""
+def engines(args: argparse.Namespace, videos: Path, memory: bool = False) -> list[dict]:
+    """One run of each engine, local first, each in its own subprocess; ``memory``: sample
+    the peak PSS (a round whose times are not reported)."""
     rows = []
     for engine in ("local", "ray"):
         cmd = [sys.executable, __file__, "--one", engine, "--videos", str(videos),
                "--size", str(args.size), "--batch-size", str(args.batch_size),
                "--workers", str(args.workers), "--cpus", str(args.cpus),
-               "--device", args.device]
+               "--device", args.device, *(["--memory"] if memory else [])]
         res = subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     a, b = (Path(r["out"]) for r in rows)
@@ -225,6 +230,7 @@ def main() -> None:
     p.add_argument("--no-parts", action="store_true", help="only the engines")
     p.add_argument("--one", choices=("local", "ray"), help=argparse.SUPPRESS)
     p.add_argument("--videos", help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.batch_size is None:
         from stmil.features.pipeline_config import model_batch
@@ -247,6 +253,8 @@ def main() -> None:
         print(f"round {k}: s/clip ratio ray / local {ratios[-1]:.3f}", flush=True)
     print(f"s/clip ratio ray / local: median {statistics.median(ratios):.3f} of "
           f"{[round(r, 3) for r in ratios]} (target <= 1.15)")
+    peaks = {r["engine"]: round(r["peak_pss_mib"]) for r in engines(args, work / "videos", True)}
+    print(f"peak PSS (a separate round, sampled every 0.1 s): {peaks} MiB", flush=True)
     if args.no_parts:
         return
     measured = parts(args, work / "videos")

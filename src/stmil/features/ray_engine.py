@@ -145,8 +145,7 @@ def cpu_streams(cpus: int, actors: int) -> int:
     :data:`CPUS_PER_STREAM` CPUs, at least one per actor. A CPU actor spends about 11x the
     CPU time on a clip that decoding and resizing it take (768x576 video, 2-core EPYC: 0.56
     against 0.05 core-seconds), so these keep it fed, and each decode worker fewer saves a
-    process start and a torch import (about 1.2 s of a 25-s job on 2 cores:
-    benchmarks/NOTES.md)."""
+    process start (benchmarks/NOTES.md)."""
     return max(actors, -(-cpus // CPUS_PER_STREAM))
 
 
