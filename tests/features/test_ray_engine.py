@@ -117,6 +117,23 @@ def test_ray_writes_the_local_engines_files_on_real_footage(tmp_path, cluster, e
                                    rtol=2**-10, atol=1e-5)
 
 
+def test_decode_tasks_that_resize_write_the_files_of_actors_that_resize(
+        tmp_path, cluster, small_extractor):
+    """By default a decode task sends native uint8 clips and the actor resizes them; with
+    ``resize_on="worker"`` the task resizes: the same resize definition either way, so the
+    same bytes, and the local engine's."""
+    src = videos(tmp_path / "videos", 2, frames=48)
+    outs = {}
+    for name, pipeline in (("actor", RAY), ("worker", PipelineConfig(engine="ray",
+                                                                      resize_on="worker"))):
+        got = ray_engine.extract_many([src], tmp_path / name, small_extractor, SMALL,
+                                      progress=False, pipeline=pipeline)
+        assert got.clips == 6, name
+        outs[name] = files(tmp_path / name)
+    extract_many([src], tmp_path / "local", small_extractor, SMALL, progress=False)
+    assert outs["actor"] == outs["worker"] == files(tmp_path / "local")
+
+
 @pytest.mark.parametrize(("cpus", "actors", "streams"),
                          [(2, 1, 1), (8, 1, 1), (9, 1, 2), (64, 1, 8), (16, 4, 4), (64, 2, 8)])
 def test_cpu_actors_get_one_decode_task_per_8_cpus_and_one_each_at_least(cpus, actors, streams):
