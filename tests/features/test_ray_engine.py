@@ -27,6 +27,7 @@ from stmil.features import extract as extract_module
 from stmil.features import ray_engine
 from stmil.features.extract import ExtractSettings, extract_many
 from stmil.features.pipeline_config import PipelineConfig
+from stmil.features.video import VideoInfo
 from tests.conftest import (
     STMIL_CTRL_C,
     assert_one_line_error,
@@ -132,6 +133,18 @@ def test_decode_tasks_that_resize_write_the_files_of_actors_that_resize(
         outs[name] = files(tmp_path / name)
     extract_many([src], tmp_path / "local", small_extractor, SMALL, progress=False)
     assert outs["actor"] == outs["worker"] == files(tmp_path / "local")
+
+
+@pytest.mark.parametrize(("resize_on", "kind", "width", "height", "in_task"), [
+    ("auto", "cpu", 320, 240, False),  # 0.23 MB native against 0.6 MB resized: sent native
+    ("auto", "cpu", 768, 576, True),  # 1.3 MB native: resized first
+    ("auto", "cpu", 448, 448, False),  # exactly the resized float32 bytes: native
+    ("auto", "cuda", 1920, 1080, False),  # GPU actors resize on the GPU
+    ("worker", "cuda", 320, 240, True), ("device", "cpu", 1920, 1080, False)])
+def test_a_decode_task_resizes_when_asked_or_when_that_ships_less(resize_on, kind, width,
+                                                                   height, in_task):
+    info = VideoInfo(width=width, height=height, fps=25.0, frames_reported=0)
+    assert ray_engine.resize_in_task(resize_on, kind, info, 224) is in_task
 
 
 @pytest.mark.parametrize(("cpus", "actors", "streams"),

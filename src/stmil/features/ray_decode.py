@@ -1,11 +1,12 @@
 """The Ray engine's decode task, importable without torch.
 
 A decode worker runs stmil's own decoder and clip rules (:func:`~stmil.features.video.iter_clips`)
-and streams native-size uint8 clips; the extractor actor resizes them on its device with the one
-resize definition (:mod:`stmil.features.resize`), which gives bitwise the clips a local decode
-worker resizes. A worker that never imports torch starts without its 1.3 s import and holds none
-of its memory (benchmarks/NOTES.md). Only ``resize_on="worker"`` makes a decode task resize, and
-then import torch.
+and streams native-size uint8 clips, which the extractor actor resizes on its device with the
+one resize definition (:mod:`stmil.features.resize`): bitwise the clips a local decode worker
+resizes. A worker that never imports torch starts without its 1.3 s import and holds none of its
+memory (benchmarks/NOTES.md). Where resized clips are smaller to ship (large frames for CPU
+actors: :func:`stmil.features.ray_engine.resize_in_task`), the task resizes, and then imports
+torch.
 """
 
 from __future__ import annotations

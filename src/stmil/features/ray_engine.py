@@ -6,10 +6,11 @@ The pipeline, with plain Ray tasks and actors::
                  engine (stmil.features.extract), then planned: one decode task, or one per
                  range of ``split_clips`` clips for a long video
     decode task  (CPU, 1 each) stmil's own iter_clips (decoder, clip rules): a stream of
-                 (header, native uint8 clip batch) objects, without torch (ray_decode)
+                 (header, clip batch) objects (ray_decode): native uint8 clips, without
+                 torch, or resized ones where those are smaller (resize_in_task)
     actor pool   the I3D extractor (FeatureExtractor): one per GPU (num_gpus=1) when the
-                 cluster has GPUs, else one CPU actor per node; it resizes the clips on its
-                 device (the one resize definition); per-video batches, or batches mixing
+                 cluster has GPUs, else one CPU actor per node; it resizes native clips on
+                 its device (the one resize definition); per-video batches, or batches mixing
                  videos (on GPUs, as the local engine does there)
     driver       each video's clips back in order -> ExtractRun.commit: the one feature writer,
                  then its claim released
@@ -140,6 +141,18 @@ def clip_ranges(n_clips: int, split: int, batch_size: int) -> list[tuple[int, in
     return [(a, b) for a, b in zip(firsts, firsts[1:])] + [(firsts[-1], None)]
 
 
+def resize_in_task(resize_on: str, kind: str, info: VideoInfo, size: int) -> bool:
+    """Whether a video's decode tasks resize its clips (and so import torch), or send them at
+    the native size for the ``kind`` actors to resize with the same definition (the same
+    bytes either way). As ``resize_on`` says; ``"auto"``: GPU actors take native frames (they
+    resize on the GPU), CPU actors whichever is smaller to ship: native uint8 frames up to
+    the size of resized float32 ones (320x240 is 0.23 MB against 0.6 MB at 224: sent native,
+    by a task without torch; 768x576 is 1.3 MB: resized first)."""
+    if resize_on != "auto":
+        return resize_on == "worker"
+    return kind == "cpu" and info.width * info.height * 3 > 3 * size * size * 4
+
+
 def cpu_streams(cpus: int, actors: int) -> int:
     """Decode tasks in flight for ``actors`` CPU extractors on ``cpus`` CPUs: one per
     :data:`CPUS_PER_STREAM` CPUs, at least one per actor. A CPU actor spends about 11x the
@@ -251,9 +264,6 @@ class _Engine:
         kind, n_actors, options = self._actor_plan(device)
         self.s = s.for_model(kind)
         self.mix = pipeline.mixes_videos(kind)
-        # decode tasks send native uint8 clips, which the actors resize, unless asked to
-        # resize (ray_decode: a decode worker then needs no torch)
-        resize = pipeline.resize_on == "worker"
         actor = ray.remote(Extractor).options(max_restarts=RETRIES, max_task_retries=RETRIES,
                                               **options)
         self.actors = [actor.remote(extractor.endpoint, extractor.grid, extractor.precision,
@@ -270,7 +280,7 @@ class _Engine:
         self.decode = ray.remote(decode_range).options(
             num_cpus=1, num_returns="streaming",
             _generator_backpressure_num_objects=STREAM_AHEAD)
-        self.resize = resize
+        self.kind = kind
         self.streams: list[_Stream] = []
         self.queue: list[_Queued] = []
         self.calls: dict[Any, tuple[int, list[tuple[_Video, int, int]]]] = {}
@@ -300,13 +310,14 @@ class _Engine:
             return job, None, None, e
         ranges = clip_ranges(estimated_clips(info, self.s), self.pipeline.split_clips,
                              self.s.batch_size)
+        resize = resize_in_task(self.pipeline.resize_on, self.kind, info, self.s.size)
         video = _Video(job, len(ranges))
         self.videos.append(video)
         self.n_videos += 1
         where = os.path.abspath(path)  # workers have their own working directory
         for r in ranges:
-            self.streams.append(_Stream(video, self.decode.remote(where, self.s, r,
-                                                                  self.resize), r[1] is None))
+            self.streams.append(_Stream(video, self.decode.remote(where, self.s, r, resize),
+                                        r[1] is None))
         return None
 
     def run(self, jobs: Iterable[tuple[_Job, Path]]) -> Iterator[Result]:
