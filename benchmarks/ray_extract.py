@@ -232,10 +232,11 @@ def main() -> None:
     p.add_argument("--videos", help=argparse.SUPPRESS)
     p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.batch_size is None:
+    if args.batch_size is None:  # as benchmarks/extract_e2e.py: stmil's for the device
+        from stmil.device import resolve_device
         from stmil.features.pipeline_config import model_batch
 
-        args.batch_size = model_batch("cuda" if args.device.startswith("cuda") else "cpu")
+        args.batch_size = model_batch(resolve_device(args.device).type)
     if args.one:
         print(json.dumps(one_engine(args)))
         return

@@ -144,7 +144,8 @@ def test_decode_tasks_that_resize_write_the_files_of_actors_that_resize(
 def test_a_decode_task_resizes_when_asked_or_when_that_ships_less(resize_on, kind, width,
                                                                    height, in_task):
     info = VideoInfo(width=width, height=height, fps=25.0, frames_reported=0)
-    assert ray_engine.resize_in_task(resize_on, kind, info, 224) is in_task
+    pipeline = PipelineConfig(engine="ray", resize_on=resize_on)
+    assert ray_engine.resize_in_task(pipeline, kind, info, 224) is in_task
 
 
 @pytest.mark.parametrize(("cpus", "actors", "streams"),

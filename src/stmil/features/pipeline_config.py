@@ -99,13 +99,13 @@ class PipelineConfig(Settings):
 
     ``workers``: decode threads (0: serial, in the calling thread). ``queue_size``: most clip
     batches waiting for the model (default ``2 * workers``). ``resize_on``: ``"auto"`` resizes
-    on the model's device when it is a GPU, in the workers otherwise (the Ray engine: on its
-    actors, unless ``"worker"``). ``mix_videos``: fill
-    model batches across videos, so short videos do not leave a GPU half-idle (``None``: on a
-    GPU only; on a CPU a clip costs about the same in a batch of 3 as of 8, while the run's
-    padded last batch costs up to ``batch_size - 1`` clips: benchmarks/NOTES.md). Per-clip
-    fp32 results of mixed and per-video batches differ by less than 1e-6 relative, from the
-    batch shape alone (tests/features/test_pipeline.py).
+    on the model's device when it is a GPU, in the workers otherwise (the Ray engine, on a CPU:
+    wherever fewer bytes travel, :func:`stmil.features.ray_engine.resize_in_task`).
+    ``mix_videos``: fill model batches across videos, so short videos do not leave a GPU
+    half-idle (``None``: on a GPU only; on a CPU a clip costs about the same in a batch of 3 as
+    of 8, while the run's padded last batch costs up to ``batch_size - 1`` clips:
+    benchmarks/NOTES.md). Per-clip fp32 results of mixed and per-video batches differ by less
+    than 1e-6 relative, from the batch shape alone (tests/features/test_pipeline.py).
 
     ``engine``: ``"local"`` (this process: decode threads and the model) or ``"ray"``
     (:mod:`stmil.features.ray_engine`: decode tasks and extractor actors on a Ray cluster;

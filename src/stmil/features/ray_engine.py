@@ -141,16 +141,16 @@ def clip_ranges(n_clips: int, split: int, batch_size: int) -> list[tuple[int, in
     return [(a, b) for a, b in zip(firsts, firsts[1:])] + [(firsts[-1], None)]
 
 
-def resize_in_task(resize_on: str, kind: str, info: VideoInfo, size: int) -> bool:
+def resize_in_task(pipeline: PipelineConfig, kind: str, info: VideoInfo, size: int) -> bool:
     """Whether a video's decode tasks resize its clips (and so import torch), or send them at
     the native size for the ``kind`` actors to resize with the same definition (the same
-    bytes either way). As ``resize_on`` says; ``"auto"``: GPU actors take native frames (they
-    resize on the GPU), CPU actors whichever is smaller to ship: native uint8 frames up to
-    the size of resized float32 ones (320x240 is 0.23 MB against 0.6 MB at 224: sent native,
-    by a task without torch; 768x576 is 1.3 MB: resized first)."""
-    if resize_on != "auto":
-        return resize_on == "worker"
-    return kind == "cpu" and info.width * info.height * 3 > 3 * size * size * 4
+    bytes either way). As ``pipeline.resize_on`` says; ``"auto"``: GPU actors take native
+    frames (they resize on the GPU), CPU actors whichever is smaller to ship: native uint8
+    frames up to the size of resized float32 ones (320x240 is 0.23 MB against 0.6 MB at 224:
+    sent native, by a task without torch; 768x576 is 1.3 MB: resized first)."""
+    if pipeline.resize_on != "auto" or kind != "cpu":
+        return pipeline.resize_in_worker(kind)
+    return info.width * info.height * 3 > 3 * size * size * 4
 
 
 def cpu_streams(cpus: int, actors: int) -> int:
@@ -310,7 +310,7 @@ class _Engine:
             return job, None, None, e
         ranges = clip_ranges(estimated_clips(info, self.s), self.pipeline.split_clips,
                              self.s.batch_size)
-        resize = resize_in_task(self.pipeline.resize_on, self.kind, info, self.s.size)
+        resize = resize_in_task(self.pipeline, self.kind, info, self.s.size)
         video = _Video(job, len(ranges))
         self.videos.append(video)
         self.n_videos += 1
